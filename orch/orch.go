@@ -1,0 +1,92 @@
+package orch
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Layer is a KungFuVisor layer.
+type Layer string
+
+const (
+	L1 Layer = "L1" // hardware: KVM ioctls, memory mappings
+	L2 Layer = "L2" // communication bus: files, sockets, signals, processes
+	L3 Layer = "L3" // services to VMs: monitor commands and what they cause
+)
+
+// SockAddr is a socket address read from the caller's memory.
+type SockAddr struct {
+	Family int
+	Path   string         // AF_UNIX; an abstract name starts with "@"
+	Addr   netip.AddrPort // AF_INET, AF_INET6
+}
+
+func (s *SockAddr) String() string {
+	if s == nil {
+		return ""
+	}
+	if s.Path != "" {
+		return s.Path
+	}
+	if s.Addr.IsValid() {
+		return s.Addr.String()
+	}
+	return fmt.Sprintf("family %d", s.Family)
+}
+
+// Request is one inspected syscall, decoded.
+type Request struct {
+	Time   time.Time
+	PID    int    // thread group of the caller
+	TID    int    // calling thread
+	Thread string // /proc/PID/task/TID/comm, "" if it could not be read
+	// Syscall is the name of the call ("openat"); Nr its number.
+	Syscall string
+	Nr      int
+	Args    [6]uint64
+	IP      uint64 // instruction pointer of the call
+	// Path is the path a file syscall names, absolute (resolved against
+	// the caller's cwd or dirfd as the kernel would start the lookup).
+	Path string
+	// Fds maps the index of each fd argument to what it refers to
+	// (the /proc/PID/fd link text: a path, "socket:[N]", "anon_inode:…").
+	Fds map[int]string
+	// Sock is the address of connect/bind/sendto, or for socket() just
+	// the family.
+	Sock *SockAddr
+}
+
+// Action is what a Decision tells the kernel.
+type Action int
+
+const (
+	Allow Action = iota + 1
+	Deny
+)
+
+func (a Action) String() string {
+	switch a {
+	case Allow:
+		return "allow"
+	case Deny:
+		return "deny"
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// Decision is the answer to one Request.
+type Decision struct {
+	Action Action
+	Errno  int    // for Deny
+	Rule   string // name of the rule that decided, "default" when none did
+	Reason string // the rule's reason
+	Layer  Layer
+	HRSC   string // hypervisor resource the call was attributed to
+}
+
+// Decider decides inspected calls. Implementations must answer from
+// in-memory state only: the caller holds a QEMU thread until Decide returns.
+type Decider interface {
+	Decide(r *Request) Decision
+}

@@ -1,0 +1,166 @@
+package profiles
+
+import "fmt"
+
+// Pos is a place in a profile's source, for error messages.
+type Pos struct {
+	File string
+	Line int // 1-based; 0 when unknown
+	Col  int // 1-based; 0 when unknown
+}
+
+func (p Pos) String() string {
+	switch {
+	case p.Line == 0:
+		return p.File
+	case p.Col == 0:
+		return fmt.Sprintf("%s:%d", p.File, p.Line)
+	}
+	return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Col)
+}
+
+// Action is what the kernel filter does with a syscall.
+type Action int
+
+const (
+	// ActAllow lets the call through in the kernel: the hot path.
+	ActAllow Action = iota + 1
+	// ActDeny fails the call in the kernel with Errno.
+	ActDeny
+	// ActInspect sends the call to the supervisor (SECCOMP_RET_USER_NOTIF).
+	ActInspect
+)
+
+func (a Action) String() string {
+	switch a {
+	case ActAllow:
+		return "allow"
+	case ActDeny:
+		return "deny"
+	case ActInspect:
+		return "inspect"
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// Op is a comparison on one syscall argument.
+type Op int
+
+const (
+	OpEq       Op = iota + 1 // arg == Values[0]
+	OpNe                     // arg != Values[0] (only with Wide)
+	OpIn                     // arg is one of Values
+	OpMaskedEq               // arg & Mask == Values[0]
+	OpLt                     // arg < Values[0] (only with Wide)
+	OpLe                     // arg <= Values[0] (only with Wide)
+	OpGt                     // arg > Values[0] (only with Wide)
+	OpGe                     // arg >= Values[0] (only with Wide)
+)
+
+var opNames = map[Op]string{
+	OpEq: "eq", OpNe: "ne", OpIn: "in", OpMaskedEq: "masked_eq",
+	OpLt: "lt", OpLe: "le", OpGt: "gt", OpGe: "ge",
+}
+
+func (o Op) String() string {
+	if s, ok := opNames[o]; ok {
+		return s
+	}
+	return fmt.Sprintf("Op(%d)", int(o))
+}
+
+// ArgCond is a condition on one argument of a syscall. Conditions of one
+// SyscallRule are ANDed.
+//
+// By default only the low 32 bits of the argument are compared, because the
+// kernel reads int-typed arguments (fds, flags, prot, ioctl requests) from
+// the low 32 bits and ignores the rest: a 64-bit comparison of such an
+// argument could be sidestepped by setting high bits. Wide compares all 64
+// bits, for size and pointer-typed arguments; ordering comparisons (lt, le,
+// gt, ge) and ne need it, since libseccomp cannot express them on 32 bits.
+type ArgCond struct {
+	Index  int      // 0..5
+	Op     Op       //
+	Values []uint64 // one value, or several for OpIn
+	Mask   uint64   // for OpMaskedEq
+	Wide   bool     // compare all 64 bits
+	Pos    Pos
+}
+
+// SyscallRule is one [[syscall]] table: what the kernel filter does with the
+// named syscalls, when the conditions (if any) hold.
+type SyscallRule struct {
+	Names  []string
+	Action Action
+	Errno  int // for ActDeny
+	Args   []ArgCond
+	Reason string
+	Pos    Pos
+}
+
+// Verdict is what the supervisor answers for an inspected call.
+type Verdict int
+
+const (
+	// VerdictAllow lets the call proceed.
+	VerdictAllow Verdict = iota + 1
+	// VerdictDeny fails the call with an errno.
+	VerdictDeny
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case VerdictAllow:
+		return "allow"
+	case VerdictDeny:
+		return "deny"
+	}
+	return fmt.Sprintf("Verdict(%d)", int(v))
+}
+
+// VerdictRule is one [[rule]] table: a verdict for inspected calls that
+// match every non-empty criterion. Rules are tried in order; the first match
+// decides.
+type VerdictRule struct {
+	Name     string
+	Syscalls []string // empty: any inspected syscall
+	// Paths are globs matched against the path a file syscall names,
+	// made absolute against the caller's cwd or dirfd. "*" matches within
+	// one path element, "**" across elements.
+	Paths []string
+	// Families are socket address families (AF_UNIX, AF_INET...), matched
+	// against socket's domain argument or the address of connect/bind/sendto.
+	Families []int
+	// Addresses are matched against a socket address: for AF_UNIX a path
+	// glob (an abstract name starts with "@"); for AF_INET/AF_INET6 "IP",
+	// "IP:PORT", "CIDR" or "CIDR:PORT" ("[IPv6]:PORT" for v6 with a port).
+	Addresses []string
+	// Threads are globs matched against the calling thread's name
+	// (/proc/PID/task/TID/comm), e.g. "CPU */KVM".
+	Threads []string
+	Verdict Verdict
+	Errno   int // for VerdictDeny
+	Reason  string
+	Pos     Pos
+}
+
+// Profile is a loaded, validated profile.
+type Profile struct {
+	Name        string
+	Description string
+	// Source is the file the profile came from, or "builtin:NAME".
+	Source string
+
+	// DefaultAction is what the kernel does with a syscall no SyscallRule
+	// matches; DefaultErrno goes with ActDeny.
+	DefaultAction Action
+	DefaultErrno  int
+
+	Syscalls []SyscallRule
+	Rules    []VerdictRule
+
+	// DefaultVerdict answers an inspected call that no VerdictRule
+	// matches; DefaultVerdictErrno goes with VerdictDeny.
+	DefaultVerdict      Verdict
+	DefaultVerdictErrno int
+}
