@@ -90,9 +90,18 @@ type ArgCond struct {
 // SyscallRule is one [[syscall]] table: what the kernel filter does with the
 // named syscalls, when the conditions (if any) hold.
 type SyscallRule struct {
+	// Name identifies the rule in events; when the TOML gives none it is
+	// "syscall:" + Names[0].
+	Name   string
 	Names  []string
 	Action Action
 	Errno  int // for ActDeny
+	// Silent makes a deny happen in the kernel (SECCOMP_RET_ERRNO) without
+	// reaching the supervisor, so without an event. Meant for steering
+	// denials that are not attacks, such as clone3 -> ENOSYS so that libc
+	// falls back to clone, whose flags BPF can check. Other denials are
+	// sent to the supervisor, which denies them too and logs them.
+	Silent bool
 	Args   []ArgCond
 	Reason string
 	Pos    Pos
