@@ -1,0 +1,263 @@
+//go:build linux
+
+package seccompnotify
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"kfv/orch"
+)
+
+// argKinds says which arguments of a syscall the decoder reads: the path,
+// the directory fd the path is relative to, fd arguments, and a socket
+// address with its length. Indexes are argument positions; -1 is none.
+type argKinds struct {
+	path, dirfd   int
+	fds           []int
+	sockaddr, len int
+	domain        int // socket(2) family argument
+}
+
+var noArgs = argKinds{path: -1, dirfd: -1, sockaddr: -1, len: -1, domain: -1}
+
+func kinds(mod func(*argKinds)) argKinds {
+	k := noArgs
+	mod(&k)
+	return k
+}
+
+func pathAt(i int) argKinds     { return kinds(func(k *argKinds) { k.path = i }) }
+func pathDir(d, p int) argKinds { return kinds(func(k *argKinds) { k.dirfd, k.path = d, p }) }
+func fdAt(i ...int) argKinds    { return kinds(func(k *argKinds) { k.fds = i }) }
+func sockAt(fd, a, l int) argKinds {
+	return kinds(func(k *argKinds) { k.fds, k.sockaddr, k.len = []int{fd}, a, l })
+}
+
+// decodeTable lists the syscalls whose pointer and fd arguments the
+// decoder understands. Calls not listed are decoded to their raw
+// arguments only.
+var decodeTable = map[string]argKinds{
+	"open": pathAt(0), "creat": pathAt(0), "openat": pathDir(0, 1), "openat2": pathDir(0, 1),
+	"execve": pathAt(0), "execveat": pathDir(0, 1),
+	"stat": pathAt(0), "lstat": pathAt(0), "access": pathAt(0), "newfstatat": pathDir(0, 1),
+	"statx": pathDir(0, 1), "faccessat": pathDir(0, 1), "faccessat2": pathDir(0, 1),
+	"readlink": pathAt(0), "readlinkat": pathDir(0, 1), "unlink": pathAt(0), "unlinkat": pathDir(0, 1),
+	"mkdir": pathAt(0), "mkdirat": pathDir(0, 1), "rmdir": pathAt(0), "rename": pathAt(0),
+	"renameat": pathDir(0, 1), "renameat2": pathDir(0, 1), "link": pathAt(0), "linkat": pathDir(0, 1),
+	"symlink": pathAt(1), "symlinkat": pathDir(1, 2), "chmod": pathAt(0), "fchmodat": pathDir(0, 1),
+	"chown": pathAt(0), "lchown": pathAt(0), "fchownat": pathDir(0, 1), "truncate": pathAt(0),
+	"mknod": pathAt(0), "mknodat": pathDir(0, 1), "chdir": pathAt(0), "chroot": pathAt(0),
+	"utimensat": pathDir(0, 1), "statfs": pathAt(0), "mount": pathAt(1), "umount2": pathAt(0),
+	"swapon": pathAt(0), "swapoff": pathAt(0), "acct": pathAt(0), "pivot_root": pathAt(0),
+	"getxattr": pathAt(0), "lgetxattr": pathAt(0), "setxattr": pathAt(0), "lsetxattr": pathAt(0),
+	"listxattr": pathAt(0), "removexattr": pathAt(0), "inotify_add_watch": kinds(func(k *argKinds) { k.fds, k.path = []int{0}, 1 }),
+
+	"connect": sockAt(0, 1, 2), "bind": sockAt(0, 1, 2), "sendto": sockAt(0, 4, 5),
+	"sendmsg": fdAt(0), "sendmmsg": fdAt(0), "recvmsg": fdAt(0), "listen": fdAt(0),
+	"accept": fdAt(0), "accept4": fdAt(0), "getsockopt": fdAt(0), "setsockopt": fdAt(0),
+	"socket": kinds(func(k *argKinds) { k.domain = 0 }),
+
+	"ioctl": fdAt(0), "fcntl": fdAt(0), "close": fdAt(0), "dup": fdAt(0), "dup2": fdAt(0),
+	"dup3": fdAt(0), "mmap": fdAt(4), "fstat": fdAt(0), "ftruncate": fdAt(0), "fchmod": fdAt(0),
+	"fchown": fdAt(0), "fchdir": fdAt(0), "getdents64": fdAt(0), "flock": fdAt(0),
+	"fallocate": fdAt(0), "fsync": fdAt(0), "fdatasync": fdAt(0), "finit_module": fdAt(0),
+	"pidfd_getfd": fdAt(0), "pidfd_send_signal": fdAt(0), "setns": fdAt(0),
+	"splice": fdAt(0, 2), "sendfile": fdAt(0, 1), "copy_file_range": fdAt(0, 2),
+	"read": fdAt(0), "write": fdAt(0), "pread64": fdAt(0), "pwrite64": fdAt(0),
+	"readv": fdAt(0), "writev": fdAt(0), "preadv": fdAt(0), "pwritev": fdAt(0),
+}
+
+const maxPath = 4096
+
+// Decoder turns notifications into orch requests.
+type Decoder struct {
+	Names map[int]string // syscall numbers to names (Filter.Names)
+}
+
+// Decode fills r from n: the syscall name, the calling thread's process
+// and name, fd targets, the path (made absolute) and socket address, read
+// from the caller's memory. Errors reading the caller's memory are reported
+// in the returned error but r is filled as far as possible; the caller
+// must then check l.IDValid(n.ID) before acting on anything read.
+func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
+	*r = orch.Request{
+		Time: time.Now(),
+		TID:  n.PID,
+		Nr:   n.Nr,
+		Args: n.Args,
+		IP:   n.IP,
+	}
+	r.Syscall = d.Names[n.Nr]
+	if r.Syscall == "" {
+		r.Syscall = "syscall_" + strconv.Itoa(n.Nr)
+	}
+	tid := strconv.Itoa(n.PID)
+	r.PID = tgidOf(n.PID)
+	if c, err := os.ReadFile("/proc/" + tid + "/comm"); err == nil {
+		r.Thread = strings.TrimSuffix(string(c), "\n")
+	}
+	k, ok := decodeTable[r.Syscall]
+	if !ok {
+		return nil
+	}
+	var errs []error
+	for _, i := range k.fds {
+		fd := int32(n.Args[i])
+		if fd < 0 {
+			continue
+		}
+		if r.Fds == nil {
+			r.Fds = make(map[int]string, len(k.fds)+1)
+		}
+		r.Fds[i] = fdTarget(tid, int(fd))
+	}
+	if k.path >= 0 {
+		p, err := ReadString(n.PID, n.Args[k.path], maxPath)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read path argument %d: %w", k.path, err))
+		} else {
+			base := ""
+			if !strings.HasPrefix(p, "/") {
+				if k.dirfd >= 0 && int32(n.Args[k.dirfd]) != unix.AT_FDCWD {
+					base = fdTarget(tid, int(int32(n.Args[k.dirfd])))
+					if r.Fds == nil {
+						r.Fds = map[int]string{}
+					}
+					r.Fds[k.dirfd] = base
+				} else if cwd, err := os.Readlink("/proc/" + tid + "/cwd"); err == nil {
+					base = cwd
+				}
+			}
+			r.Path = absPath(base, p)
+		}
+	}
+	if k.sockaddr >= 0 && n.Args[k.sockaddr] != 0 {
+		sa, err := readSockaddr(n.PID, n.Args[k.sockaddr], n.Args[k.len])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read socket address: %w", err))
+		}
+		r.Sock = sa
+	}
+	if k.domain >= 0 {
+		r.Sock = &orch.SockAddr{Family: int(int32(n.Args[k.domain]))}
+	}
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
+}
+
+// absPath joins p to base and cleans it, as a lookup would start: "."
+// and ".." are folded lexically, symlinks are not followed. An empty p
+// (AT_EMPTY_PATH) names base itself.
+func absPath(base, p string) string {
+	if p == "" {
+		return base
+	}
+	if !strings.HasPrefix(p, "/") {
+		if base == "" || !strings.HasPrefix(base, "/") {
+			return p // relative to something that is not a directory path
+		}
+		p = base + "/" + p
+	}
+	return path.Clean(p)
+}
+
+func fdTarget(tid string, fd int) string {
+	t, err := os.Readlink("/proc/" + tid + "/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return "fd:" + strconv.Itoa(fd) + ":bad"
+	}
+	return t
+}
+
+// tgidOf returns the thread group (process) id of a thread, or tid itself
+// when /proc does not say.
+func tgidOf(tid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
+	if err != nil {
+		return tid
+	}
+	s := string(b)
+	i := strings.Index(s, "\nTgid:")
+	if i < 0 {
+		return tid
+	}
+	s = strings.TrimLeft(s[i+6:], " \t")
+	if j := strings.IndexByte(s, '\n'); j >= 0 {
+		s = s[:j]
+	}
+	if v, err := strconv.Atoi(s); err == nil {
+		return v
+	}
+	return tid
+}
+
+// readSockaddr reads a struct sockaddr of length l at addr.
+func readSockaddr(pid int, addr, l uint64) (*orch.SockAddr, error) {
+	if l < 2 || l > 128 {
+		return nil, fmt.Errorf("socket address length %d", l)
+	}
+	buf := make([]byte, l)
+	if err := ReadMem(pid, addr, buf); err != nil {
+		return nil, err
+	}
+	return ParseSockaddr(buf)
+}
+
+// ParseSockaddr decodes a struct sockaddr (AF_UNIX, AF_INET, AF_INET6; other
+// families keep only the family). It never panics on short or odd input.
+func ParseSockaddr(b []byte) (*orch.SockAddr, error) {
+	if len(b) < 2 {
+		return nil, fmt.Errorf("socket address of %d bytes", len(b))
+	}
+	sa := &orch.SockAddr{Family: int(binary.NativeEndian.Uint16(b))}
+	switch sa.Family {
+	case unix.AF_UNIX:
+		p := b[2:]
+		if len(p) == 0 {
+			sa.Path = "" // unnamed
+			return sa, nil
+		}
+		if p[0] == 0 {
+			// Abstract: the name is every remaining byte.
+			sa.Path = "@" + string(p[1:])
+			return sa, nil
+		}
+		if i := indexNUL(p); i >= 0 {
+			p = p[:i]
+		}
+		sa.Path = string(p)
+	case unix.AF_INET:
+		if len(b) < 8 {
+			return sa, fmt.Errorf("AF_INET address of %d bytes", len(b))
+		}
+		port := binary.BigEndian.Uint16(b[2:])
+		sa.Addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), port)
+	case unix.AF_INET6:
+		if len(b) < 24 {
+			return sa, fmt.Errorf("AF_INET6 address of %d bytes", len(b))
+		}
+		port := binary.BigEndian.Uint16(b[2:])
+		sa.Addr = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])), port)
+	}
+	return sa, nil
+}
+
+func indexNUL(b []byte) int {
+	for i, c := range b {
+		if c == 0 {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,350 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"kfv/event"
+	"kfv/orch"
+	"kfv/profiles"
+	"kfv/seccompnotify"
+)
+
+// Mode is how decisions are applied.
+type Mode string
+
+const (
+	// Enforce applies every verdict.
+	Enforce Mode = "enforce"
+	// Audit decides and logs every call but lets it through.
+	Audit Mode = "audit"
+)
+
+// Config is one supervised QEMU.
+type Config struct {
+	QEMU    string   // the QEMU binary as the user named it
+	Args    []string // QEMU's arguments, argv[0] excluded
+	Profile *profiles.Profile
+	Decider orch.Decider
+	Mode    Mode
+	VM      string
+	Events  *event.Writer
+	// Warn receives one-line warnings for the operator (stderr).
+	Warn func(string)
+}
+
+// forwarded are the signals kfv-run passes on to QEMU. SIGURG is the Go
+// runtime's own and never forwarded; SIGCHLD is ours.
+var forwarded = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
+
+// takeListenerTimeout bounds the wait for the loader to load its filter.
+const takeListenerTimeout = 10 * time.Second
+
+// Run starts QEMU under the profile's filter, supervises it until it exits
+// and returns its exit status (128+N when killed by signal N). A
+// *LaunchError means QEMU never ran.
+func Run(cfg *Config) (int, error) {
+	if cfg.Mode != Enforce && cfg.Mode != Audit {
+		return exitLaunch, launchErr(exitLaunch, "mode %q: want enforce or audit", cfg.Mode)
+	}
+	path, lerr := resolveQEMU(cfg.QEMU)
+	if lerr != nil {
+		return lerr.Code, lerr
+	}
+	filter, err := seccompnotify.Compile(cfg.Profile)
+	if err != nil {
+		return exitLaunch, launchErr(exitLaunch, "compile profile %s: %w", cfg.Profile.Source, err)
+	}
+	for _, w := range filter.Warnings {
+		cfg.warn("profile " + cfg.Profile.Source + ": " + w)
+	}
+
+	s := &session{cfg: cfg, filter: filter, dec: &seccompnotify.Decoder{Names: filter.Names}}
+	sigCh := make(chan os.Signal, 16)
+	signal.Notify(sigCh, forwarded...)
+	defer signal.Stop(sigCh)
+
+	if err := s.start(path); err != nil {
+		return exitLaunch, err
+	}
+	loopDone := make(chan error, 1)
+	go func() { loopDone <- s.loop() }()
+
+	var status int
+	var exitErr error
+	for done := false; !done; {
+		select {
+		case sig := <-sigCh:
+			s.forward(sig.(syscall.Signal))
+		case ws := <-s.exited:
+			status, exitErr = s.exitStatus(ws)
+			done = true
+		}
+	}
+	s.listener.Shutdown()
+	loopErr := <-loopDone
+	if err := s.listener.Close(); err != nil {
+		loopErr = errors.Join(loopErr, fmt.Errorf("close listener: %w", err))
+	}
+	s.pidfd.Close()
+	if exitErr != nil {
+		return status, exitErr
+	}
+	s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("qemu exited with status %d", status)})
+	if loopErr != nil {
+		return status, fmt.Errorf("supervisor loop: %w", loopErr)
+	}
+	return status, nil
+}
+
+func (c *Config) warn(s string) {
+	if c.Warn != nil {
+		c.Warn(s)
+	}
+	if c.Events != nil {
+		c.Events.Emit(&event.Event{Kind: event.KindWarning, VM: c.VM, Mode: string(c.Mode), Source: "supervisor", Detail: s})
+	}
+}
+
+// resolveQEMU finds the QEMU binary as a shell would, with the shell's
+// exit codes for "not found" and "not executable".
+func resolveQEMU(name string) (string, *LaunchError) {
+	if name == "" {
+		return "", launchErr(exitLaunch, "no QEMU command given (usage: kfv-run [flags] -- QEMU [ARGS...])")
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return "", launchErr(exitNotFound, "%s: QEMU binary not found", name)
+		}
+		if errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "permission denied") {
+			return "", launchErr(exitNotExec, "%s: QEMU binary is not executable", name)
+		}
+		return "", launchErr(exitNotExec, "%s: %v", name, err)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", launchErr(exitLaunch, "%s: %v", name, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", launchErr(exitNotFound, "%s: %v", name, err)
+	}
+	if fi.IsDir() {
+		return "", launchErr(exitNotExec, "%s: is a directory", name)
+	}
+	return abs, nil
+}
+
+// session is one run of QEMU.
+type session struct {
+	cfg    *Config
+	filter *seccompnotify.Filter
+	dec    *seccompnotify.Decoder
+
+	qemuPath string
+	pid      int
+	pidfd    *os.File
+	listener *seccompnotify.Listener
+	exited   chan unix.WaitStatus
+	// execDone is set by the loop once it has let the loader's execve of
+	// QEMU through; every execve after that is QEMU's own. Only the loop
+	// goroutine touches it.
+	execDone bool
+	// loaderFailed carries the loader's own failure report, if any.
+	loaderFailed chan *loaderStatus
+}
+
+// start re-executes kfv as the loader, hands it the filter and QEMU's
+// command line, and takes the listener from it.
+func (s *session) start(path string) error {
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return launchErr(exitLaunch, "create loader pipe: %w", err)
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return launchErr(exitLaunch, "create loader status pipe: %w", err)
+	}
+	files, first := childFiles(inheritedFDs, cfgR.Fd(), statusW.Fd())
+	argv := []string{"kfv-run", loaderArg, strconv.Itoa(first), strconv.Itoa(first + 1)}
+	env := append(os.Environ(), loaderEnv)
+	qemuArgv := append([]string{s.cfg.QEMU}, s.cfg.Args...)
+	s.qemuPath = path
+
+	started := make(chan error, 1)
+	s.exited = make(chan unix.WaitStatus, 1)
+	go func() {
+		// PR_SET_PDEATHSIG fires when the *thread* that forked exits.
+		// This goroutine keeps its thread locked until QEMU is reaped and
+		// exits with it, so QEMU dies exactly when kfv-run does.
+		runtime.LockOSThread()
+		pid, err := syscall.ForkExec("/proc/self/exe", argv, &syscall.ProcAttr{
+			Env:   env,
+			Files: files,
+			Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+		})
+		if err != nil {
+			started <- err
+			return
+		}
+		s.pid = pid
+		started <- nil
+		var ws unix.WaitStatus
+		for {
+			_, err := unix.Wait4(pid, &ws, 0, nil)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				ws = unix.WaitStatus(exitLaunch << 8)
+			}
+			break
+		}
+		s.exited <- ws
+	}()
+	err = <-started
+	cfgR.Close()
+	statusW.Close()
+	if err != nil {
+		cfgW.Close()
+		statusR.Close()
+		return launchErr(exitLaunch, "start loader: %w", err)
+	}
+
+	b, err := json.Marshal(loaderConfig{Path: path, Argv: qemuArgv, Env: os.Environ(), Prog: seccompnotify.EncodeProg(s.filter.Prog)})
+	if err == nil {
+		_, err = cfgW.Write(b)
+	}
+	cfgW.Close()
+	if err != nil {
+		statusR.Close()
+		return s.abort(launchErr(exitLaunch, "send loader configuration: %w", err))
+	}
+	s.loaderFailed = make(chan *loaderStatus, 1)
+	go func() {
+		defer statusR.Close()
+		b, err := io.ReadAll(statusR)
+		var st loaderStatus
+		if err != nil || len(b) == 0 || json.Unmarshal(b, &st) != nil {
+			s.loaderFailed <- nil
+			return
+		}
+		s.loaderFailed <- &st
+	}()
+
+	pidfd, err := unix.PidfdOpen(s.pid, 0)
+	if err != nil {
+		return s.abort(launchErr(exitLaunch, "pidfd_open %d: %w", s.pid, err))
+	}
+	s.pidfd = os.NewFile(uintptr(pidfd), "pidfd")
+	lf, err := seccompnotify.TakeListener(s.pidfd, s.pid, takeListenerTimeout)
+	if err != nil {
+		if st := s.loaderStatus(); st != nil {
+			return s.abort(&LaunchError{Code: st.Code, Err: errors.New(strings.TrimPrefix(st.Msg, "kfv-run: "))})
+		}
+		return s.abort(launchErr(exitLaunch, "take seccomp listener: %w", err))
+	}
+	l, err := seccompnotify.NewListener(lf)
+	if err != nil {
+		lf.Close()
+		return s.abort(launchErr(exitLaunch, "%w", err))
+	}
+	s.listener = l
+	sync := "on"
+	if err := l.SetSyncWakeUp(); err != nil {
+		sync = "off (" + err.Error() + ")"
+	}
+	s.emit(&event.Event{
+		Kind:   event.KindLifecycle,
+		Source: "supervisor",
+		Detail: fmt.Sprintf("starting %s under profile %s (%d BPF instructions), sync wake-up %s", path, s.cfg.Profile.Source, len(s.filter.Prog), sync),
+	})
+	return nil
+}
+
+// loaderStatus waits for the loader's status report: nil when the loader
+// exec'd QEMU or died without a word.
+func (s *session) loaderStatus() *loaderStatus {
+	select {
+	case st := <-s.loaderFailed:
+		return st
+	case <-time.After(5 * time.Second):
+		return nil
+	}
+}
+
+// abort kills a loader that could not be brought up and waits for it.
+func (s *session) abort(err *LaunchError) *LaunchError {
+	if s.pid > 0 {
+		if err := unix.Kill(s.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+			s.cfg.warn(fmt.Sprintf("kill loader %d: %v", s.pid, err))
+		}
+		<-s.exited
+	}
+	return err
+}
+
+// exitStatus turns QEMU's wait status into kfv-run's exit status. If the
+// loader failed before exec, its report is the error.
+func (s *session) exitStatus(ws unix.WaitStatus) (int, error) {
+	if !s.execDone || ws.Exited() && ws.ExitStatus() >= exitLaunch {
+		if st := s.loaderStatusNow(); st != nil {
+			return st.Code, &LaunchError{Code: st.Code, Err: errors.New(strings.TrimPrefix(st.Msg, "kfv-run: "))}
+		}
+	}
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus(), nil
+	case ws.Signaled():
+		return 128 + int(ws.Signal()), nil
+	}
+	return exitLaunch, fmt.Errorf("qemu ended with wait status %#x", uint32(ws))
+}
+
+func (s *session) loaderStatusNow() *loaderStatus {
+	select {
+	case st := <-s.loaderFailed:
+		return st
+	case <-time.After(time.Second):
+		return nil
+	}
+}
+
+// forward passes a signal on to QEMU through its pidfd, so a recycled pid
+// can never receive it.
+func (s *session) forward(sig syscall.Signal) {
+	err := unix.PidfdSendSignal(int(s.pidfd.Fd()), sig, nil, 0)
+	detail := "forwarded " + unix.SignalName(sig) + " to qemu"
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		detail += ": " + err.Error()
+	}
+	s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: detail})
+}
+
+func (s *session) emit(e *event.Event) {
+	if s.cfg.Events == nil {
+		return
+	}
+	e.VM = s.cfg.VM
+	e.Mode = string(s.cfg.Mode)
+	if e.PID == 0 {
+		e.PID = s.pid
+	}
+	s.cfg.Events.Emit(e)
+}
