@@ -1,0 +1,197 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"kfv/event"
+	"kfv/orch"
+	"kfv/profiles"
+)
+
+// TestMain lets the test binary act as kfv's loader, the way kfv-run
+// re-executes itself.
+func TestMain(m *testing.M) {
+	if IsLoader() {
+		LoaderMain()
+	}
+	os.Exit(m.Run())
+}
+
+// funcDecider adapts a function to orch.Decider.
+type funcDecider func(*orch.Request) orch.Decision
+
+func (f funcDecider) Decide(r *orch.Request) orch.Decision { return f(r) }
+
+// allowProfile allows everything in the kernel except the named syscalls,
+// which it inspects.
+func inspectProfile(inspect ...string) *profiles.Profile {
+	return &profiles.Profile{
+		Name: "test", Source: "test",
+		DefaultAction: profiles.ActAllow,
+		Syscalls: []profiles.SyscallRule{
+			{Names: inspect, Action: profiles.ActInspect, Reason: "test"},
+		},
+		DefaultVerdict: profiles.VerdictDeny, DefaultVerdictErrno: int(unix.EPERM),
+	}
+}
+
+func runSupervised(t *testing.T, p *profiles.Profile, d orch.Decider, mode Mode, argv ...string) (int, []event.Event, error) {
+	t.Helper()
+	var buf bytes.Buffer
+	ev := event.NewWriter(&buf)
+	status, err := Run(&Config{QEMU: argv[0], Args: argv[1:], Profile: p, Decider: d, Mode: mode, VM: "t", Events: ev})
+	if cerr := ev.Close(); cerr != nil {
+		t.Fatal(cerr)
+	}
+	var evs []event.Event
+	sc := bufio.NewScanner(&buf)
+	for sc.Scan() {
+		var e event.Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("event line %q: %v", sc.Text(), err)
+		}
+		evs = append(evs, e)
+	}
+	return status, evs, err
+}
+
+func TestRunExitStatus(t *testing.T) {
+	allow := funcDecider(func(*orch.Request) orch.Decision { return orch.Decision{Action: orch.Allow, Rule: "t"} })
+	cases := []struct {
+		name string
+		argv []string
+		want int
+	}{
+		{"zero", []string{"/bin/sh", "-c", "exit 0"}, 0},
+		{"code", []string{"/bin/sh", "-c", "exit 42"}, 42},
+		{"signal", []string{"/bin/sh", "-c", "kill -TERM $$"}, 128 + 15},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, _, err := runSupervised(t, inspectProfile("openat"), allow, Enforce, c.argv...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != c.want {
+				t.Errorf("status %d, want %d", got, c.want)
+			}
+		})
+	}
+}
+
+func TestRunNotFound(t *testing.T) {
+	allow := funcDecider(func(*orch.Request) orch.Decision { return orch.Decision{Action: orch.Allow} })
+	got, _, err := runSupervised(t, inspectProfile("openat"), allow, Enforce, "/nonexistent/qemu")
+	if got != 127 || err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("got status %d, err %v; want 127 and a not-found error", got, err)
+	}
+	dir := t.TempDir()
+	noexec := filepath.Join(dir, "qemu")
+	if err := os.WriteFile(noexec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err = runSupervised(t, inspectProfile("openat"), allow, Enforce, noexec)
+	if got != 126 || err == nil {
+		t.Errorf("got status %d, err %v; want 126", got, err)
+	}
+}
+
+// TestRunDenyPath runs a real filter: the shell's open of a file is
+// decided by the supervisor from the path it reads in the shell's memory.
+func TestRunDenyPath(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := funcDecider(func(r *orch.Request) orch.Decision {
+		if r.Path == secret {
+			return orch.Decision{Action: orch.Deny, Errno: int(unix.EACCES), Rule: "no-secret", Layer: orch.L2}
+		}
+		return orch.Decision{Action: orch.Allow, Rule: "rest"}
+	})
+	for _, mode := range []Mode{Enforce, Audit} {
+		t.Run(string(mode), func(t *testing.T) {
+			out := filepath.Join(dir, "out-"+string(mode))
+			status, evs, err := runSupervised(t, inspectProfile("openat"), d, mode,
+				"/bin/sh", "-c", "cat "+secret+" > "+out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var denied *event.Event
+			for i := range evs {
+				if evs[i].Rule == "no-secret" {
+					denied = &evs[i]
+				}
+			}
+			if denied == nil {
+				t.Fatalf("no event for the secret's open; events: %+v", evs)
+			}
+			if denied.Verdict != "deny" || denied.Syscall != "openat" || denied.Errno != "EACCES" || !strings.Contains(denied.Args, secret) {
+				t.Errorf("event %+v", *denied)
+			}
+			got, _ := os.ReadFile(out)
+			switch mode {
+			case Enforce:
+				if status == 0 || len(got) != 0 || denied.Applied != "deny" {
+					t.Errorf("enforce: status %d, output %q, applied %q: the open was not denied", status, got, denied.Applied)
+				}
+			case Audit:
+				if status != 0 || string(got) != "s3cret\n" || denied.Applied != "allow" {
+					t.Errorf("audit: status %d, output %q, applied %q: the open was not allowed", status, got, denied.Applied)
+				}
+			}
+		})
+	}
+}
+
+// TestRunKeepsFDs checks that an fd open in kfv-run arrives at the same
+// number in the supervised program, and that the listener does not.
+func TestRunKeepsFDs(t *testing.T) {
+	if len(inheritedFDs) > 0 {
+		t.Logf("test binary inherited fds %v", inheritedFDs)
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "in")
+	if err := os.WriteFile(src, []byte("via-fd\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Pretend kfv-run inherited this fd.
+	saved := inheritedFDs
+	inheritedFDs = append(append([]int(nil), saved...), int(f.Fd()))
+	defer func() { inheritedFDs = saved }()
+	fd := f.Fd()
+	out := filepath.Join(dir, "out")
+	allow := funcDecider(func(*orch.Request) orch.Decision { return orch.Decision{Action: orch.Allow} })
+	script := "cat <&" + strconv.Itoa(int(fd)) + " > " + out + "; ls -l /proc/$$/fd >> " + out
+	status, _, err := runSupervised(t, inspectProfile("openat"), allow, Enforce, "/bin/sh", "-c", script)
+	if err != nil || status != 0 {
+		t.Fatalf("status %d err %v", status, err)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(got), "via-fd\n") {
+		t.Errorf("fd %d did not reach the program: %q", fd, got)
+	}
+	if strings.Contains(string(got), "seccomp") {
+		t.Errorf("the program holds a seccomp fd:\n%s", got)
+	}
+}
