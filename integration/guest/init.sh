@@ -1,0 +1,134 @@
+#!/bin/busybox sh
+# /init of the kfv Linux test guest (busybox sh, PID 1).
+#
+# Reads its workload from the kernel command line:
+#   kfv.workload=boot|disk|net|idle  what to run (default boot)
+#   kfv.size=N        disk, net: MiB to write or send (default 64, net 16)
+#   kfv.port=N        net: TCP port on the host (default 5555)
+#   kfv.host=A.B.C.D  net: host address (default 10.0.2.2, QEMU user net)
+#   kfv.seconds=N     idle: seconds to sleep (default 10)
+# and prints machine-readable markers on the console, one per line:
+#   KFV-BOOTED ms=N                     kernel uptime when /init started
+#   KFV-RESULT workload=W status=ok|fail key=value...
+#   KFV-DONE
+# then powers off. Any change here changes the guest cache key.
+
+/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+
+# uptime_ms prints the kernel's uptime in milliseconds (10 ms resolution).
+uptime_ms() {
+	read -r up _ </proc/uptime
+	echo $((${up%.*} * 1000 + 1${up#*.} * 10 - 1000))
+}
+
+echo "KFV-BOOTED ms=$(uptime_ms)"
+
+kfv_workload=boot
+for w in $(cat /proc/cmdline); do
+	case "$w" in
+	kfv.*=*)
+		k=${w%%=*}
+		k=${k#kfv.}
+		v=${w#*=}
+		case "$k" in
+		*[!a-z0-9_]* | "") continue ;;
+		esac
+		eval "kfv_$k=\$v"
+		;;
+	esac
+done
+
+# Modules, in dependency order (written by the builder).
+while read -r m; do
+	[ -n "$m" ] || continue
+	insmod "/lib/modules/$m" || echo "KFV-WARN insmod $m failed"
+done </etc/kfv-modules
+
+result() {
+	echo "KFV-RESULT workload=$kfv_workload $*"
+}
+
+# is_uint VALUE: VALUE is a non-negative decimal integer.
+is_uint() {
+	case "$1" in
+	"" | *[!0-9]*) return 1 ;;
+	esac
+	return 0
+}
+
+# pattern N: N MiB of deterministic data; each MiB starts with its index
+# so that misplaced blocks change the checksum.
+pattern() {
+	yes kfv-pattern-0123456789abcdef | head -c 1048560 >/tmp/block
+	i=0
+	while [ "$i" -lt "$1" ]; do
+		printf '%016d' "$i"
+		cat /tmp/block
+		i=$((i + 1))
+	done
+}
+
+workload_disk() {
+	size=${kfv_size:-64}
+	is_uint "$size" || { result status=fail reason=bad-size; return; }
+	[ -b /dev/vda ] || { result status=fail reason=no-vda; return; }
+	want=$(pattern "$size" | sha256sum)
+	want=${want%% *}
+	t0=$(uptime_ms)
+	pattern "$size" | dd of=/dev/vda bs=1M iflag=fullblock oflag=direct conv=fsync status=none ||
+		{ result status=fail reason=write; return; }
+	t1=$(uptime_ms)
+	got=$(dd if=/dev/vda bs=1M count="$size" iflag=direct status=none | sha256sum)
+	got=${got%% *}
+	t2=$(uptime_ms)
+	st=ok
+	[ "$got" = "$want" ] || st=fail
+	result status=$st bytes=$((size * 1048576)) write_ms=$((t1 - t0)) read_ms=$((t2 - t1)) sha256=$got
+}
+
+workload_net() {
+	size=${kfv_size:-16}
+	port=${kfv_port:-5555}
+	host=${kfv_host:-10.0.2.2}
+	is_uint "$size" || { result status=fail reason=bad-size; return; }
+	is_uint "$port" || { result status=fail reason=bad-port; return; }
+	[ -e /sys/class/net/eth0 ] || { result status=fail reason=no-eth0; return; }
+	ip link set lo up
+	ip addr add 10.0.2.15/24 dev eth0 &&
+		ip link set eth0 up &&
+		ip route add default via 10.0.2.2 ||
+		{ result status=fail reason=ip-config; return; }
+	sum=$(pattern "$size" | sha256sum)
+	sum=${sum%% *}
+	t0=$(uptime_ms)
+	pattern "$size" | nc "$host" "$port" >/dev/null ||
+		{ result status=fail reason=nc; return; }
+	t1=$(uptime_ms)
+	result status=ok bytes=$((size * 1048576)) ms=$((t1 - t0)) sha256=$sum
+}
+
+workload_idle() {
+	secs=${kfv_seconds:-10}
+	is_uint "$secs" || { result status=fail reason=bad-seconds; return; }
+	sleep "$secs"
+	result status=ok seconds=$secs
+}
+
+case "$kfv_workload" in
+boot) result status=ok ;;
+disk) workload_disk ;;
+net) workload_net ;;
+idle) workload_idle ;;
+*) result status=fail reason=unknown-workload ;;
+esac
+
+echo KFV-DONE
+sync
+poweroff -f
