@@ -147,10 +147,13 @@ type VerdictRule struct {
 	// Threads are globs matched against the calling thread's name
 	// (/proc/PID/task/TID/comm), e.g. "CPU */KVM".
 	Threads []string
-	Verdict Verdict
-	Errno   int // for VerdictDeny
-	Reason  string
-	Pos     Pos
+	// NoAddress, when set, matches only calls that carry no socket
+	// address (Request.Sock is nil): sendmsg on a connected socket, say.
+	NoAddress bool
+	Verdict   Verdict
+	Errno     int // for VerdictDeny
+	Reason    string
+	Pos       Pos
 }
 
 // Profile is a loaded, validated profile.
@@ -172,4 +175,9 @@ type Profile struct {
 	// matches; DefaultVerdictErrno goes with VerdictDeny.
 	DefaultVerdict      Verdict
 	DefaultVerdictErrno int
+
+	// Warnings are "FILE:LINE:COL: message" lines about settings that
+	// load but loosen the profile or cannot take effect; print them at
+	// startup.
+	Warnings []string
 }
