@@ -1,0 +1,194 @@
+package orch
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"kfv/profiles"
+	"kfv/profiles/glob"
+)
+
+// afUnix is AF_UNIX; orch imports no unix package.
+const afUnix = 1
+
+// fdPathArg says, for calls that name no path but act on a file through
+// an fd, which argument's fd target (Request.Fds) path rules match when
+// Request.Path is empty: mmap's fd (argument 4), ioctl's fd (argument 0).
+// For mprotect and pkey_mprotect, which take an address, the supervisor
+// sets Request.Path to the file backing the address (from
+// /proc/PID/maps) when there is one; anonymous memory has no path.
+var fdPathArg = map[string]int{
+	"mmap":  4,
+	"ioctl": 0,
+}
+
+// Rules is a Decider that applies a profile's [[rule]] tables in order,
+// first match wins, and the profile's default verdict when none matches.
+// It is immutable after NewRules and safe for concurrent use.
+type Rules struct {
+	rules         []rule
+	defaultAction Action
+	defaultErrno  int
+}
+
+type rule struct {
+	name, reason string
+	action       Action
+	errno        int
+
+	syscalls  []string // empty: any
+	paths     []*glob.Glob
+	families  []int
+	addresses []profiles.Address
+	noAddress bool
+	threads   []*glob.Glob
+}
+
+// NewRules compiles the verdict rules of p. It fails only on a profile
+// that did not come from profiles.Parse (which checks the same things).
+func NewRules(p *profiles.Profile) (*Rules, error) {
+	if p == nil {
+		return nil, errors.New("compile rules: nil profile")
+	}
+	rs := &Rules{defaultAction: Deny, defaultErrno: p.DefaultVerdictErrno}
+	if p.DefaultVerdict == profiles.VerdictAllow {
+		rs.defaultAction, rs.defaultErrno = Allow, 0
+	}
+	var errs []error
+	for i := range p.Rules {
+		r, err := compileRule(&p.Rules[i])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("compile rule %q (%s): %w", p.Rules[i].Name, p.Rules[i].Pos, err))
+			continue
+		}
+		rs.rules = append(rs.rules, r)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+func compileRule(pr *profiles.VerdictRule) (rule, error) {
+	r := rule{
+		name:      pr.Name,
+		reason:    pr.Reason,
+		syscalls:  slices.Clone(pr.Syscalls),
+		families:  slices.Clone(pr.Families),
+		noAddress: pr.NoAddress,
+	}
+	switch pr.Verdict {
+	case profiles.VerdictAllow:
+		r.action = Allow
+	case profiles.VerdictDeny:
+		r.action, r.errno = Deny, pr.Errno
+	default:
+		return rule{}, fmt.Errorf("bad verdict %v", pr.Verdict)
+	}
+	for _, s := range pr.Paths {
+		g, err := glob.Compile(s)
+		if err != nil {
+			return rule{}, err
+		}
+		r.paths = append(r.paths, g)
+	}
+	for _, s := range pr.Threads {
+		g, err := glob.Compile(s)
+		if err != nil {
+			return rule{}, err
+		}
+		r.threads = append(r.threads, g)
+	}
+	for _, s := range pr.Addresses {
+		a, err := profiles.ParseAddress(s)
+		if err != nil {
+			return rule{}, err
+		}
+		r.addresses = append(r.addresses, a)
+	}
+	return r, nil
+}
+
+// Decide implements Decider.Decide.
+func (rs *Rules) Decide(r *Request) Decision {
+	layer, hrsc := Attribute(r)
+	for i := range rs.rules {
+		ru := &rs.rules[i]
+		if ru.match(r) {
+			return Decision{Action: ru.action, Errno: ru.errno, Rule: ru.name, Reason: ru.reason, Layer: layer, HRSC: hrsc}
+		}
+	}
+	return Decision{Action: rs.defaultAction, Errno: rs.defaultErrno, Rule: "default", Reason: "no rule matched", Layer: layer, HRSC: hrsc}
+}
+
+// match reports whether every criterion the rule has holds for r. A
+// criterion about something the request lacks (no path, no address, no
+// thread name) does not hold.
+func (ru *rule) match(r *Request) bool {
+	if len(ru.syscalls) > 0 && !slices.Contains(ru.syscalls, r.Syscall) {
+		return false
+	}
+	if len(ru.threads) > 0 && !matchAny(ru.threads, r.Thread) {
+		return false
+	}
+	if len(ru.paths) > 0 && !matchAny(ru.paths, requestPath(r)) {
+		return false
+	}
+	if ru.noAddress && r.Sock != nil {
+		return false
+	}
+	if len(ru.families) > 0 && (r.Sock == nil || !slices.Contains(ru.families, r.Sock.Family)) {
+		return false
+	}
+	if len(ru.addresses) > 0 && !ru.matchAddress(r.Sock) {
+		return false
+	}
+	return true
+}
+
+// requestPath is the path path rules match: Request.Path, or for calls in
+// fdPathArg the target of the fd argument when it is a path.
+func requestPath(r *Request) string {
+	if r.Path != "" {
+		return r.Path
+	}
+	if i, ok := fdPathArg[r.Syscall]; ok {
+		if t := r.Fds[i]; len(t) > 0 && t[0] == '/' {
+			return t
+		}
+	}
+	return ""
+}
+
+func matchAny(gs []*glob.Glob, s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, g := range gs {
+		if g.Match(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func (ru *rule) matchAddress(s *SockAddr) bool {
+	if s == nil {
+		return false
+	}
+	for i := range ru.addresses {
+		a := &ru.addresses[i]
+		switch {
+		case s.Family == afUnix:
+			if s.Path != "" && a.MatchUnix(s.Path) {
+				return true
+			}
+		case s.Addr.IsValid():
+			if a.MatchInet(s.Addr) {
+				return true
+			}
+		}
+	}
+	return false
+}

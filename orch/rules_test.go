@@ -1,0 +1,252 @@
+package orch
+
+import (
+	"net/netip"
+	"testing"
+
+	"kfv/profiles"
+)
+
+const testProfile = `
+name = "test"
+[defaults]
+verdict = "deny"
+verdict_errno = "EACCES"
+
+[[rule]]
+name = "no-exec"
+syscalls = ["execve", "execveat"]
+verdict = "deny"
+errno = "EPERM"
+reason = "no programs"
+
+[[rule]]
+name = "libs"
+syscalls = ["openat", "mmap"]
+paths = ["/usr/lib/**", "/usr/share/qemu/*.bin"]
+verdict = "allow"
+reason = "libraries"
+
+[[rule]]
+name = "vcpu-only"
+syscalls = ["openat"]
+paths = ["/dev/kvm"]
+threads = ["CPU */KVM"]
+verdict = "allow"
+reason = "vcpus"
+
+[[rule]]
+name = "no-loopback"
+syscalls = ["connect", "sendto"]
+addresses = ["127.0.0.0/8", "[::1]:22"]
+verdict = "deny"
+errno = "ECONNREFUSED"
+reason = "host local"
+
+[[rule]]
+name = "dns"
+syscalls = ["connect", "sendto"]
+addresses = ["10.0.0.0/8:53", "192.0.2.7", "[2001:db8::/32]:443"]
+verdict = "allow"
+reason = "dns"
+
+[[rule]]
+name = "unix"
+syscalls = ["connect"]
+addresses = ["/run/kfv/*.sock", "@qemu-*"]
+verdict = "allow"
+reason = "own sockets"
+
+[[rule]]
+name = "inet-sockets"
+syscalls = ["socket"]
+families = ["AF_INET", "AF_INET6"]
+verdict = "allow"
+reason = "sockets"
+
+[[rule]]
+name = "send-connected"
+syscalls = ["sendmsg"]
+no_address = true
+verdict = "allow"
+reason = "connected"
+
+[[rule]]
+name = "catch-openat"
+syscalls = ["openat"]
+verdict = "deny"
+errno = "ENOENT"
+reason = "everything else"
+`
+
+func testRules(t testing.TB) *Rules {
+	t.Helper()
+	p, err := profiles.Parse("test.toml", []byte(testProfile))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	rs, err := NewRules(p)
+	if err != nil {
+		t.Fatalf("NewRules: %v", err)
+	}
+	return rs
+}
+
+func inet(s string) *SockAddr {
+	ap := netip.MustParseAddrPort(s)
+	fam := 2
+	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
+		fam = 10
+	}
+	return &SockAddr{Family: fam, Addr: ap}
+}
+
+func TestDecide(t *testing.T) {
+	rs := testRules(t)
+	tests := []struct {
+		name   string
+		req    Request
+		action Action
+		errno  int
+		rule   string
+	}{
+		{"exec denied", Request{Syscall: "execve", Path: "/bin/sh"}, Deny, 1, "no-exec"},
+		{"lib deep", Request{Syscall: "openat", Path: "/usr/lib/x86_64-linux-gnu/qemu/block-curl.so"}, Allow, 0, "libs"},
+		{"star no slash", Request{Syscall: "openat", Path: "/usr/share/qemu/x/bios.bin"}, Deny, 2, "catch-openat"},
+		{"star one elem", Request{Syscall: "openat", Path: "/usr/share/qemu/bios.bin"}, Allow, 0, "libs"},
+		{"mmap by fd", Request{Syscall: "mmap", Fds: map[int]string{4: "/usr/lib/libc.so.6"}}, Allow, 0, "libs"},
+		{"mmap anonymous", Request{Syscall: "mmap"}, Deny, 13, "default"},
+		{"mmap socket fd", Request{Syscall: "mmap", Fds: map[int]string{4: "socket:[12]"}}, Deny, 13, "default"},
+		{"kvm from vcpu", Request{Syscall: "openat", Path: "/dev/kvm", Thread: "CPU 3/KVM"}, Allow, 0, "vcpu-only"},
+		{"kvm from worker", Request{Syscall: "openat", Path: "/dev/kvm", Thread: "worker"}, Deny, 2, "catch-openat"},
+		{"kvm no thread", Request{Syscall: "openat", Path: "/dev/kvm"}, Deny, 2, "catch-openat"},
+		{"loopback first match", Request{Syscall: "connect", Sock: inet("127.0.0.1:53")}, Deny, 111, "no-loopback"},
+		{"v6 loopback port", Request{Syscall: "connect", Sock: inet("[::1]:22")}, Deny, 111, "no-loopback"},
+		{"v6 loopback other port", Request{Syscall: "connect", Sock: inet("[::1]:23")}, Deny, 13, "default"},
+		{"dns cidr port", Request{Syscall: "sendto", Sock: inet("10.1.2.3:53")}, Allow, 0, "dns"},
+		{"dns wrong port", Request{Syscall: "sendto", Sock: inet("10.1.2.3:54")}, Deny, 13, "default"},
+		{"v4 mapped", Request{Syscall: "connect", Sock: inet("[::ffff:10.1.2.3]:53")}, Allow, 0, "dns"},
+		{"single ip any port", Request{Syscall: "connect", Sock: inet("192.0.2.7:9")}, Allow, 0, "dns"},
+		{"v6 cidr port", Request{Syscall: "connect", Sock: inet("[2001:db8::1]:443")}, Allow, 0, "dns"},
+		{"unix glob", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "/run/kfv/vm1.sock"}}, Allow, 0, "unix"},
+		{"unix glob deeper", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "/run/kfv/x/vm1.sock"}}, Deny, 13, "default"},
+		{"abstract", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "@qemu-mon"}}, Allow, 0, "unix"},
+		{"abstract other", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "@/org/freedesktop"}}, Deny, 13, "default"},
+		{"family", Request{Syscall: "socket", Sock: &SockAddr{Family: 10}}, Allow, 0, "inet-sockets"},
+		{"family other", Request{Syscall: "socket", Sock: &SockAddr{Family: 16}}, Deny, 13, "default"},
+		{"family missing", Request{Syscall: "socket"}, Deny, 13, "default"},
+		{"no address", Request{Syscall: "sendmsg"}, Allow, 0, "send-connected"},
+		{"with address", Request{Syscall: "sendmsg", Sock: inet("192.0.2.1:1")}, Deny, 13, "default"},
+		{"unmatched syscall", Request{Syscall: "kill"}, Deny, 13, "default"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := rs.Decide(&tt.req)
+			if d.Action != tt.action || d.Errno != tt.errno || d.Rule != tt.rule {
+				t.Errorf("Decide = %v errno %d rule %q, want %v errno %d rule %q", d.Action, d.Errno, d.Rule, tt.action, tt.errno, tt.rule)
+			}
+		})
+	}
+}
+
+func TestDefaultAllow(t *testing.T) {
+	p, err := profiles.Parse("a.toml", []byte("name = \"a\"\n[defaults]\nverdict = \"allow\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := NewRules(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := rs.Decide(&Request{Syscall: "openat", Path: "/etc/shadow"})
+	if d.Action != Allow || d.Errno != 0 || d.Rule != "default" {
+		t.Errorf("Decide = %+v, want default allow", d)
+	}
+}
+
+func TestNewRulesErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		p    *profiles.Profile
+	}{
+		{"nil", nil},
+		{"bad glob", &profiles.Profile{Rules: []profiles.VerdictRule{{Name: "x", Verdict: profiles.VerdictAllow, Paths: []string{"/a/[b"}}}}},
+		{"bad address", &profiles.Profile{Rules: []profiles.VerdictRule{{Name: "x", Verdict: profiles.VerdictAllow, Addresses: []string{"nope"}}}}},
+		{"bad verdict", &profiles.Profile{Rules: []profiles.VerdictRule{{Name: "x"}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := NewRules(tt.p); err == nil {
+				t.Error("NewRules: no error")
+			}
+		})
+	}
+}
+
+func TestBuiltinQEMU(t *testing.T) {
+	p, err := profiles.Builtin("qemu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := NewRules(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		req    Request
+		action Action
+		rule   string
+	}{
+		{"shell", Request{Syscall: "execve", Path: "/bin/sh", Thread: "CPU 0/KVM"}, Deny, "no-exec"},
+		{"fork", Request{Syscall: "clone", Thread: "worker"}, Deny, "no-fork"},
+		{"firmware", Request{Syscall: "openat", Path: "/usr/share/seabios/bios-256k.bin", Thread: "qemu-system-x86"}, Allow, "qemu-data"},
+		{"shadow", Request{Syscall: "openat", Path: "/etc/shadow", Thread: "CPU 0/KVM"}, Deny, "default"},
+		{"lib exec", Request{Syscall: "mmap", Fds: map[int]string{4: "/usr/lib/x86_64-linux-gnu/libglib-2.0.so.0.7400.6"}}, Allow, "exec-libraries"},
+		{"tmp exec", Request{Syscall: "mmap", Fds: map[int]string{4: "/tmp/x.so"}, Thread: "qemu-system-x86"}, Deny, "no-exec-files"},
+		{"tcg buffer", Request{Syscall: "mmap", Thread: "qemu-system-x86"}, Allow, "tcg-code-buffer"},
+		{"rwx from vcpu", Request{Syscall: "mmap", Thread: "CPU 0/TCG"}, Deny, "no-exec-memory"},
+		{"metadata service", Request{Syscall: "connect", Sock: inet("169.254.169.254:80")}, Deny, "no-host-local-inet"},
+		{"docker socket", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "/run/docker.sock"}}, Deny, "default"},
+		{"netlink", Request{Syscall: "socket", Sock: &SockAddr{Family: 16}}, Deny, "no-host-network-control"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := rs.Decide(&tt.req)
+			if d.Action != tt.action || d.Rule != tt.rule {
+				t.Errorf("Decide = %v rule %q, want %v rule %q", d.Action, d.Rule, tt.action, tt.rule)
+			}
+			if d.Reason == "" {
+				t.Error("decision without a reason")
+			}
+		})
+	}
+}
+
+func BenchmarkDecide(b *testing.B) {
+	p, err := profiles.Builtin("qemu")
+	if err != nil {
+		b.Fatal(err)
+	}
+	rs, err := NewRules(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	reqs := []struct {
+		name string
+		req  Request
+	}{
+		{"openat-allowed", Request{Syscall: "openat", Path: "/usr/share/qemu/kvmvapic.bin", Thread: "qemu-system-x86"}},
+		{"openat-default", Request{Syscall: "openat", Path: "/etc/shadow", Thread: "CPU 1/KVM"}},
+		{"connect-inet", Request{Syscall: "connect", Sock: inet("198.51.100.4:443"), Thread: "qemu-system-x86"}},
+		{"ioctl-l1", Request{Syscall: "ioctl", Fds: map[int]string{0: "anon_inode:kvm-vcpu:0"}, Thread: "CPU 0/KVM"}},
+	}
+	for _, r := range reqs {
+		b.Run(r.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				rs.Decide(&r.req)
+			}
+		})
+	}
+}
