@@ -157,6 +157,7 @@ var HostTools = map[string]string{
 	"qemu-system-x86_64": "qemu-system-x86",
 	"qemu-img":           "qemu-utils",
 	"strace":             "strace",
+	"xz":                 "xz-utils",
 }
 
 // EnsureTools makes sure the named commands (keys of HostTools) are in

@@ -20,12 +20,14 @@ var initScript []byte
 
 // linuxFormat changes whenever the builder lays out the initramfs
 // differently, so that old caches are not reused.
-const linuxFormat = 1
+const linuxFormat = 2
 
 // Linux is a built Linux guest: a Debian kernel and a busybox initramfs.
 type Linux struct {
-	Kernel string `json:"kernel"` // bzImage (vmlinuz) path
-	Initrd string `json:"initrd"` // gzip'd newc cpio path
+	Kernel  string `json:"kernel"`  // what to pass to -kernel: vmlinux (PVH) or the bzImage
+	BzImage string `json:"bzimage"` // the package's compressed /boot/vmlinuz-RELEASE
+	Initrd  string `json:"initrd"`  // gzip'd newc cpio path
+	PVH     bool   `json:"pvh"`     // Kernel is the uncompressed ELF, booted via its PVH entry
 
 	KernelPackage  string   `json:"kernel_package"` // e.g. linux-image-6.1.0-56-amd64
 	KernelVersion  string   `json:"kernel_version"` // Debian version, e.g. 6.1.192-2
@@ -45,6 +47,7 @@ type cacheInputs struct {
 	KernelPackage  string
 	KernelVersion  string
 	BusyboxVersion string
+	Xz             bool // xz(1) found: the cache holds vmlinux, not only the bzImage
 }
 
 func (in cacheInputs) key() string {
@@ -54,8 +57,8 @@ func (in cacheInputs) key() string {
 	// One field per line; none of the values can contain a newline
 	// that would make two inputs collide (package names and versions
 	// cannot, module names are checked by the caller's tests).
-	fmt.Fprintf(h, "format %d\ninit %s\nmodules %s\nkernel %s=%s\nbusybox %s\n",
-		in.Format, in.InitScript, strings.Join(mods, ","), in.KernelPackage, in.KernelVersion, in.BusyboxVersion)
+	fmt.Fprintf(h, "format %d\ninit %s\nmodules %s\nkernel %s=%s\nbusybox %s\nxz %t\n",
+		in.Format, in.InitScript, strings.Join(mods, ","), in.KernelPackage, in.KernelVersion, in.BusyboxVersion, in.Xz)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -87,6 +90,12 @@ func BuildLinux(cacheDir string) (*Linux, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolve busybox version: %w", err)
 	}
+	// Debian compresses its kernel with xz; unpacking it needs xz(1).
+	// Install it as root; otherwise boot the (slower) bzImage.
+	xzErr := EnsureTools("xz")
+	if xzErr != nil && !errors.Is(xzErr, ErrNeedRoot) {
+		return nil, fmt.Errorf("ensure xz: %w", xzErr)
+	}
 	in := cacheInputs{
 		Format:         linuxFormat,
 		InitScript:     sha256Hex(initScript),
@@ -94,6 +103,7 @@ func BuildLinux(cacheDir string) (*Linux, error) {
 		KernelPackage:  kpkg,
 		KernelVersion:  kver,
 		BusyboxVersion: bver,
+		Xz:             xzErr == nil,
 	}
 	key := in.key()
 	out := filepath.Join(cacheDir, "linux-"+key[:16])
@@ -113,8 +123,9 @@ func loadManifest(dir string) (*Linux, error) {
 		return nil, fmt.Errorf("parse %s: %w", filepath.Join(dir, "manifest.json"), err)
 	}
 	l.Kernel = filepath.Join(dir, l.Kernel)
+	l.BzImage = filepath.Join(dir, l.BzImage)
 	l.Initrd = filepath.Join(dir, l.Initrd)
-	for _, p := range []string{l.Kernel, l.Initrd} {
+	for _, p := range []string{l.Kernel, l.BzImage, l.Initrd} {
 		if _, err := os.Stat(p); err != nil {
 			return nil, err
 		}
@@ -180,6 +191,7 @@ func buildLinux(cacheDir, out string, in cacheInputs, key string) (l *Linux, err
 	}
 	l = &Linux{
 		Kernel:         "vmlinuz",
+		BzImage:        "vmlinuz",
 		Initrd:         "initrd.gz",
 		KernelPackage:  in.KernelPackage,
 		KernelVersion:  in.KernelVersion,
@@ -187,6 +199,21 @@ func buildLinux(cacheDir, out string, in cacheInputs, key string) (l *Linux, err
 		BusyboxVersion: in.BusyboxVersion,
 		Builtin:        builtin,
 		Key:            key,
+	}
+	if in.Xz {
+		vmlinux := filepath.Join(stage, "vmlinux")
+		if err := extractVmlinux(vmlinuz, vmlinux); err != nil {
+			return nil, err
+		}
+		pvh, err := hasPVHNote(vmlinux)
+		if err != nil {
+			return nil, err
+		}
+		if pvh {
+			l.Kernel, l.PVH = "vmlinux", true
+		} else if err := os.Remove(vmlinux); err != nil {
+			return nil, fmt.Errorf("remove vmlinux without PVH entry: %w", err)
+		}
 	}
 	for _, p := range order {
 		l.Modules = append(l.Modules, release+"/"+p)
@@ -211,7 +238,28 @@ func buildLinux(cacheDir, out string, in cacheInputs, key string) (l *Linux, err
 		}
 		return nil, fmt.Errorf("install guest: %w", err)
 	}
+	if err := pruneLinux(cacheDir, out); err != nil {
+		return nil, err
+	}
 	return loadManifest(out)
+}
+
+// pruneLinux removes the Linux guests that out supersedes (about 75 MB
+// each, mostly vmlinux).
+func pruneLinux(cacheDir, out string) error {
+	old, err := filepath.Glob(filepath.Join(cacheDir, "linux-*"))
+	if err != nil {
+		return fmt.Errorf("list old guests: %w", err)
+	}
+	var errs []error
+	for _, d := range old {
+		if d != out {
+			if err := os.RemoveAll(d); err != nil {
+				errs = append(errs, fmt.Errorf("remove old guest: %w", err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // findKernel returns the vmlinuz of an unpacked linux-image package and
