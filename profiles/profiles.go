@@ -26,6 +26,23 @@ func Load(path string) (*Profile, error) {
 
 // Builtin returns the embedded profile with the given name ("qemu").
 func Builtin(name string) (*Profile, error) {
+	data, err := BuiltinSource(name)
+	if err != nil {
+		return nil, err
+	}
+	p, err := Parse("builtin:"+name, data)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// BuiltinSource returns the TOML of the embedded profile with the given
+// name, for showing or copying it.
+func BuiltinSource(name string) ([]byte, error) {
+	if strings.ContainsAny(name, "/\\") {
+		return nil, fmt.Errorf("no builtin profile %q (builtins: %s)", name, strings.Join(BuiltinNames(), ", "))
+	}
 	data, err := builtinFS.ReadFile("builtin/" + name + ".toml")
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("no builtin profile %q (builtins: %s)", name, strings.Join(BuiltinNames(), ", "))
@@ -33,11 +50,7 @@ func Builtin(name string) (*Profile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read builtin profile %q: %w", name, err)
 	}
-	p, err := Parse("builtin:"+name, data)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
+	return data, nil
 }
 
 // BuiltinNames returns the names of the embedded profiles, sorted.
