@@ -27,6 +27,7 @@ var fdPathArg = map[string]int{
 // first match wins, and the profile's default verdict when none matches.
 // It is immutable after NewRules and safe for concurrent use.
 type Rules struct {
+	kernel        *kernelRules
 	rules         []rule
 	defaultAction Action
 	defaultErrno  int
@@ -51,7 +52,7 @@ func NewRules(p *profiles.Profile) (*Rules, error) {
 	if p == nil {
 		return nil, errors.New("compile rules: nil profile")
 	}
-	rs := &Rules{defaultAction: Deny, defaultErrno: p.DefaultVerdictErrno}
+	rs := &Rules{kernel: newKernelRules(p), defaultAction: Deny, defaultErrno: p.DefaultVerdictErrno}
 	if p.DefaultVerdict == profiles.VerdictAllow {
 		rs.defaultAction, rs.defaultErrno = Allow, 0
 	}
@@ -113,6 +114,23 @@ func compileRule(pr *profiles.VerdictRule) (rule, error) {
 // Decide implements Decider.Decide.
 func (rs *Rules) Decide(r *Request) Decision {
 	layer, hrsc := Attribute(r)
+	// First what the profile says of the call in the kernel: a logged
+	// denial or a forced notification is decided here, as the kernel
+	// would have; only inspected calls go on to the verdict rules.
+	switch act, kr := rs.kernel.lookup(r); act {
+	case profiles.ActDeny:
+		d := Decision{Action: Deny, Errno: rs.kernel.defaultErrno, Rule: "defaults.action", Reason: "the profile denies syscalls it does not list", Layer: layer, HRSC: hrsc}
+		if kr != nil {
+			d.Errno, d.Rule, d.Reason = kr.errno, kr.name, kr.reason
+		}
+		return d
+	case profiles.ActAllow:
+		d := Decision{Action: Allow, Rule: "defaults.action", Reason: "the profile allows syscalls it does not list", Layer: layer, HRSC: hrsc}
+		if kr != nil {
+			d.Rule, d.Reason = kr.name, kr.reason
+		}
+		return d
+	}
 	for i := range rs.rules {
 		ru := &rs.rules[i]
 		if ru.match(r) {

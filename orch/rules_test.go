@@ -114,9 +114,9 @@ func TestDecide(t *testing.T) {
 		{"lib deep", Request{Syscall: "openat", Path: "/usr/lib/x86_64-linux-gnu/qemu/block-curl.so"}, Allow, 0, "libs"},
 		{"star no slash", Request{Syscall: "openat", Path: "/usr/share/qemu/x/bios.bin"}, Deny, 2, "catch-openat"},
 		{"star one elem", Request{Syscall: "openat", Path: "/usr/share/qemu/bios.bin"}, Allow, 0, "libs"},
-		{"mmap by fd", Request{Syscall: "mmap", Fds: map[int]string{4: "/usr/lib/libc.so.6"}}, Allow, 0, "libs"},
-		{"mmap anonymous", Request{Syscall: "mmap"}, Deny, 13, "default"},
-		{"mmap socket fd", Request{Syscall: "mmap", Fds: map[int]string{4: "socket:[12]"}}, Deny, 13, "default"},
+		{"mmap by fd", Request{Syscall: "mmap", Args: protExec, Fds: map[int]string{4: "/usr/lib/libc.so.6"}}, Allow, 0, "libs"},
+		{"mmap anonymous", Request{Syscall: "mmap", Args: protExec}, Deny, 13, "default"},
+		{"mmap socket fd", Request{Syscall: "mmap", Args: protExec, Fds: map[int]string{4: "socket:[12]"}}, Deny, 13, "default"},
 		{"kvm from vcpu", Request{Syscall: "openat", Path: "/dev/kvm", Thread: "CPU 3/KVM"}, Allow, 0, "vcpu-only"},
 		{"kvm from worker", Request{Syscall: "openat", Path: "/dev/kvm", Thread: "worker"}, Deny, 2, "catch-openat"},
 		{"kvm no thread", Request{Syscall: "openat", Path: "/dev/kvm"}, Deny, 2, "catch-openat"},
@@ -202,10 +202,10 @@ func TestBuiltinQEMU(t *testing.T) {
 		{"fork", Request{Syscall: "clone", Thread: "worker"}, Deny, "no-fork"},
 		{"firmware", Request{Syscall: "openat", Path: "/usr/share/seabios/bios-256k.bin", Thread: "qemu-system-x86"}, Allow, "qemu-data"},
 		{"shadow", Request{Syscall: "openat", Path: "/etc/shadow", Thread: "CPU 0/KVM"}, Deny, "default"},
-		{"lib exec", Request{Syscall: "mmap", Fds: map[int]string{4: "/usr/lib/x86_64-linux-gnu/libglib-2.0.so.0.7400.6"}}, Allow, "exec-libraries"},
-		{"tmp exec", Request{Syscall: "mmap", Fds: map[int]string{4: "/tmp/x.so"}, Thread: "qemu-system-x86"}, Deny, "no-exec-files"},
-		{"tcg buffer", Request{Syscall: "mmap", Thread: "qemu-system-x86"}, Allow, "tcg-code-buffer"},
-		{"rwx from vcpu", Request{Syscall: "mmap", Thread: "CPU 0/TCG"}, Deny, "no-exec-memory"},
+		{"lib exec", Request{Syscall: "mmap", Args: protExec, Fds: map[int]string{4: "/usr/lib/x86_64-linux-gnu/libglib-2.0.so.0.7400.6"}}, Allow, "exec-libraries"},
+		{"tmp exec", Request{Syscall: "mmap", Args: protExec, Fds: map[int]string{4: "/tmp/x.so"}, Thread: "qemu-system-x86"}, Deny, "no-exec-files"},
+		{"tcg buffer", Request{Syscall: "mmap", Args: protExec, Thread: "qemu-system-x86"}, Allow, "tcg-code-buffer"},
+		{"rwx from vcpu", Request{Syscall: "mmap", Args: protExec, Thread: "CPU 0/TCG"}, Deny, "no-exec-memory"},
 		{"metadata service", Request{Syscall: "connect", Sock: inet("169.254.169.254:80")}, Deny, "no-host-local-inet"},
 		{"docker socket", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "/run/docker.sock"}}, Deny, "default"},
 		{"netlink", Request{Syscall: "socket", Sock: &SockAddr{Family: 16}}, Deny, "no-host-network-control"},
@@ -250,3 +250,7 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// protExec are mmap arguments with PROT_READ|PROT_EXEC, the calls the
+// filter sends to the supervisor.
+var protExec = [6]uint64{0, 4096, 0x5, 0x2, 0, 0}

@@ -67,7 +67,7 @@ import (
 var (
 	topKeys      = []string{"defaults", "description", "name", "rule", "syscall"}
 	defaultsKeys = []string{"action", "errno", "verdict", "verdict_errno"}
-	syscallKeys  = []string{"action", "args", "errno", "names", "reason"}
+	syscallKeys  = []string{"action", "args", "errno", "name", "names", "reason", "silent"}
 	argKeys      = []string{"index", "mask", "op", "value", "values", "wide"}
 	ruleKeys     = []string{"addresses", "errno", "families", "name", "no_address", "paths", "reason", "syscalls", "threads", "verdict"}
 )
@@ -411,6 +411,18 @@ func (d *decoder) syscall(m map[string]any, path string) SyscallRule {
 	}
 	if r.Action == ActDeny && r.Errno == 0 {
 		r.Errno = defaultErrno
+	}
+	r.Silent = d.boolean(m, path, "silent")
+	if r.Silent && r.Action != ActDeny && r.Action != 0 {
+		d.errorf(d.loc.key(join(path, "silent")), `silent is only allowed with action = "deny"`)
+	}
+	if name, ok := d.str(m, path, "name"); ok {
+		if name == "" {
+			d.errorf(d.loc.val(join(path, "name")), "name must not be empty")
+		}
+		r.Name = name
+	} else if len(r.Names) > 0 {
+		r.Name = "syscall:" + r.Names[0]
 	}
 	r.Reason = d.reason(m, path, "[[syscall]]")
 	for i, am := range d.tables(m, path, "args") {

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"kfv/event"
+)
+
+var eventsCommand = &cli.Command{
+	Name:      "events",
+	Usage:     "render an event stream for people: counts per layer and resource, then the timeline of denials and lifecycle steps",
+	ArgsUsage: "FILE|-",
+	Flags: []cli.Flag{
+		&cli.BoolFlag{Name: "all", Usage: "list every decision in the timeline, not only denials"},
+	},
+	Action: func(c *cli.Context) error {
+		if c.NArg() != 1 {
+			return cli.Exit("usage: kfv-run events FILE|-", 2)
+		}
+		var in io.Reader = os.Stdin
+		if name := c.Args().First(); name != "-" {
+			f, err := os.Open(name)
+			if err != nil {
+				return cli.Exit(err.Error(), 1)
+			}
+			defer f.Close()
+			in = f
+		}
+		return renderEvents(c.App.Writer, in, c.Bool("all"))
+	},
+}
+
+func renderEvents(w io.Writer, in io.Reader, all bool) error {
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	type key struct{ layer, hrsc, verdict string }
+	counts := map[key]int{}
+	var timeline []event.Event
+	line := 0
+	for sc.Scan() {
+		line++
+		var e event.Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return cli.Exit(fmt.Sprintf("line %d: not an event: %v", line, err), 1)
+		}
+		if e.Kind == event.KindDecision {
+			counts[key{e.Layer, e.HRSC, e.Verdict}]++
+			if !all && e.Verdict != "deny" {
+				continue
+			}
+		}
+		timeline = append(timeline, e)
+	}
+	if err := sc.Err(); err != nil {
+		return cli.Exit(fmt.Sprintf("read events: %v", err), 1)
+	}
+	keys := make([]key, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.layer != b.layer {
+			return a.layer < b.layer
+		}
+		if a.hrsc != b.hrsc {
+			return a.hrsc < b.hrsc
+		}
+		return a.verdict < b.verdict
+	})
+	fmt.Fprintln(w, "Decisions per layer and resource:")
+	if len(keys) == 0 {
+		fmt.Fprintln(w, "  (none)")
+	}
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %-3s %-16s %-6s %d\n", orDash(k.layer), orDash(k.hrsc), k.verdict, counts[k])
+	}
+	fmt.Fprintln(w, "\nTimeline:")
+	for _, e := range timeline {
+		ts := e.Time.Format("15:04:05.000")
+		switch e.Kind {
+		case event.KindDecision:
+			verdict := strings.ToUpper(e.Verdict)
+			if e.Errno != "" {
+				verdict += " " + e.Errno
+			}
+			if e.Applied != e.Verdict {
+				verdict += " (audit: " + e.Applied + ")"
+			}
+			fmt.Fprintf(w, "  %s %-10s %s %s by thread %q (%s): %s [rule %s]\n", ts, verdict, orDash(e.Layer), e.Syscall, e.Thread, orDash(e.HRSC), e.Args, e.Rule)
+			if e.Detail != "" {
+				fmt.Fprintf(w, "  %12s   why: %s\n", "", e.Detail)
+			}
+		default:
+			fmt.Fprintf(w, "  %s %-10s %s\n", ts, strings.ToUpper(e.Kind), e.Detail)
+		}
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

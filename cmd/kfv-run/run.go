@@ -1,0 +1,135 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"kfv/event"
+	"kfv/orch"
+	"kfv/profiles"
+	"kfv/supervisor"
+)
+
+var runFlags = []cli.Flag{
+	&cli.StringFlag{Name: "profile", Value: "qemu", Usage: "built-in profile `NAME` or profile FILE (see 'kfv-run profile show')"},
+	&cli.StringFlag{Name: "mode", Value: "enforce", Usage: "enforce: apply verdicts; audit: decide and log, but allow everything"},
+	&cli.StringFlag{Name: "events", Value: "", Usage: "write the event stream (JSON lines) to `FILE`, appending; - for stdout (default: stderr)"},
+	&cli.StringFlag{Name: "vm", Value: "", Usage: "VM `NAME` in events (default: QEMU's -name, else \"qemu\")"},
+}
+
+// runAction supervises QEMU: kfv-run [flags] -- QEMU [ARGS...].
+func runAction(c *cli.Context) error {
+	args := c.Args().Slice()
+	if len(args) == 0 {
+		return cli.Exit("no QEMU command given\nusage: kfv-run [flags] -- QEMU [ARGS...]", 125)
+	}
+	mode := supervisor.Mode(c.String("mode"))
+	if mode != supervisor.Enforce && mode != supervisor.Audit {
+		return cli.Exit(fmt.Sprintf("--mode %q: want enforce or audit", c.String("mode")), 125)
+	}
+	p, err := profiles.Resolve(c.String("profile"))
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("profile %s:\n%v", c.String("profile"), err), 125)
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("current directory: %v", err), 125)
+	}
+	p = supervisor.WithCmdlineRules(p, supervisor.CmdlinePaths(args[1:], cwd, func(path string) bool {
+		_, err := os.Stat(path)
+		return err == nil
+	}))
+	dec, err := orch.NewRules(p)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("profile %s: %v", p.Source, err), 125)
+	}
+	out, closeOut, err := openEvents(c.String("events"))
+	if err != nil {
+		return cli.Exit(err.Error(), 125)
+	}
+	vm := c.String("vm")
+	if vm == "" {
+		vm = vmName(args[1:])
+	}
+	ev := event.NewWriter(out)
+	warn := func(s string) { fmt.Fprintln(os.Stderr, "kfv-run: warning: "+s) }
+	for _, w := range p.Warnings {
+		warn("profile " + p.Source + ": " + w)
+	}
+	if mode == supervisor.Audit {
+		warn("audit mode: every call is allowed; verdicts are only logged")
+	}
+	status, runErr := supervisor.Run(&supervisor.Config{
+		QEMU:    args[0],
+		Args:    args[1:],
+		Profile: p,
+		Decider: dec,
+		Mode:    mode,
+		VM:      vm,
+		Events:  ev,
+		Warn:    warn,
+	})
+	evErr := ev.Close()
+	if evErr == nil {
+		evErr = closeOut()
+	}
+	if evErr != nil {
+		fmt.Fprintln(os.Stderr, "kfv-run: event stream: "+evErr.Error())
+	}
+	if runErr != nil {
+		var le *supervisor.LaunchError
+		if errors.As(runErr, &le) {
+			return cli.Exit(le.Error(), le.Code)
+		}
+		fmt.Fprintln(os.Stderr, "kfv-run: "+runErr.Error())
+	}
+	if status != 0 {
+		return cli.Exit("", status)
+	}
+	if evErr != nil {
+		// QEMU succeeded but the record of what happened is incomplete.
+		return cli.Exit("", 125)
+	}
+	return nil
+}
+
+// openEvents opens the event destination. Files are appended to, so a
+// restart never erases earlier events.
+func openEvents(dest string) (io.Writer, func() error, error) {
+	switch dest {
+	case "":
+		return os.Stderr, func() error { return nil }, nil
+	case "-":
+		return os.Stdout, func() error { return nil }, nil
+	}
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_CLOEXEC, 0o640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--events: %w", err)
+	}
+	return f, f.Close, nil
+}
+
+// vmName takes the VM's name from QEMU's -name option: "-name foo",
+// "-name guest=foo,debug-threads=on" or "-name foo,process=bar".
+func vmName(args []string) string {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] != "-name" && args[i] != "--name" {
+			continue
+		}
+		for j, part := range strings.Split(args[i+1], ",") {
+			if v, ok := strings.CutPrefix(part, "guest="); ok {
+				return v
+			}
+			if j == 0 && !strings.Contains(part, "=") && part != "" {
+				return part
+			}
+		}
+	}
+	return "qemu"
+}

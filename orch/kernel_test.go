@@ -1,0 +1,67 @@
+package orch
+
+import (
+	"testing"
+
+	"kfv/profiles"
+)
+
+func TestKernelStep(t *testing.T) {
+	p, err := profiles.Parse("k.toml", []byte(`
+name = "k"
+[defaults]
+action = "inspect"
+verdict = "allow"
+[[syscall]]
+name = "no-mount"
+names = ["mount", "umount2"]
+action = "deny"
+errno = "EPERM"
+reason = "never"
+[[syscall]]
+names = ["mprotect"]
+action = "allow"
+args = [{ index = 2, op = "masked_eq", mask = "PROT_EXEC", value = 0 }]
+reason = "no exec"
+[[syscall]]
+names = ["mprotect"]
+action = "deny"
+errno = "EACCES"
+args = [{ index = 2, op = "masked_eq", mask = "PROT_EXEC", value = "PROT_EXEC" }]
+reason = "exec"
+[[rule]]
+name = "no-openat"
+syscalls = ["openat"]
+verdict = "deny"
+errno = "ENOENT"
+reason = "test"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := NewRules(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		req    Request
+		action Action
+		errno  int
+		rule   string
+	}{
+		{"logged kernel deny", Request{Syscall: "umount2"}, Deny, 1, "no-mount"},
+		{"conditional deny on exec bit", Request{Syscall: "mprotect", Args: [6]uint64{0, 4096, 5}}, Deny, 13, "syscall:mprotect"},
+		{"exec bit in high half does not count", Request{Syscall: "mprotect", Args: [6]uint64{0, 4096, 1 << 34}}, Allow, 0, "syscall:mprotect"},
+		{"inspected goes to verdict rules", Request{Syscall: "openat"}, Deny, 2, "no-openat"},
+		{"inspected default verdict", Request{Syscall: "socket"}, Allow, 0, "default"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := rs.Decide(&c.req)
+			if d.Action != c.action || d.Errno != c.errno || d.Rule != c.rule {
+				t.Errorf("Decide = %v errno %d rule %q, want %v errno %d rule %q", d.Action, d.Errno, d.Rule, c.action, c.errno, c.rule)
+			}
+		})
+	}
+}
