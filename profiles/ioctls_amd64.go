@@ -91,6 +91,7 @@ var ioctlTable = []nameValue{
 	{"KVM_GET_REGS", ioR(kvmIO, 0x81, 144)},                 // struct kvm_regs
 	{"KVM_GET_REG_LIST", ioWR(kvmIO, 0xb0, 8)},              // struct kvm_reg_list
 	{"KVM_GET_SREGS", ioR(kvmIO, 0x83, 312)},                // struct kvm_sregs
+	{"KVM_GET_SREGS2", ioR(kvmIO, 0xcc, 320)},               // struct kvm_sregs2
 	{"KVM_GET_STATS_FD", ioN(kvmIO, 0xce)},
 	{"KVM_GET_SUPPORTED_CPUID", ioWR(kvmIO, 0x5, 8)},     // struct kvm_cpuid2
 	{"KVM_GET_SUPPORTED_HV_CPUID", ioWR(kvmIO, 0xc1, 8)}, // struct kvm_cpuid2
@@ -110,6 +111,7 @@ var ioctlTable = []nameValue{
 	{"KVM_KVMCLOCK_CTRL", ioN(kvmIO, 0xad)},
 	{"KVM_MEMORY_ENCRYPT_OP", ioWR(kvmIO, 0xba, 8)}, // unsigned long
 	{"KVM_NMI", ioN(kvmIO, 0x9a)},
+	{"KVM_REGISTER_COALESCED_MMIO", ioW(kvmIO, 0x67, 16)}, // struct kvm_coalesced_mmio_zone
 	{"KVM_REINJECT_CONTROL", ioN(kvmIO, 0x71)},
 	{"KVM_RESET_DIRTY_RINGS", ioN(kvmIO, 0xc7)},
 	{"KVM_RUN", ioN(kvmIO, 0x80)},
@@ -134,6 +136,7 @@ var ioctlTable = []nameValue{
 	{"KVM_SET_REGS", ioW(kvmIO, 0x82, 144)},            // struct kvm_regs
 	{"KVM_SET_SIGNAL_MASK", ioW(kvmIO, 0x8b, 4)},       // struct kvm_signal_mask
 	{"KVM_SET_SREGS", ioW(kvmIO, 0x84, 312)},           // struct kvm_sregs
+	{"KVM_SET_SREGS2", ioW(kvmIO, 0xcd, 320)},          // struct kvm_sregs2
 	{"KVM_SET_TSC_KHZ", ioN(kvmIO, 0xa2)},
 	{"KVM_SET_TSS_ADDR", ioN(kvmIO, 0x47)},
 	{"KVM_SET_USER_MEMORY_REGION", ioW(kvmIO, 0x46, 32)}, // struct kvm_userspace_memory_region
@@ -143,12 +146,13 @@ var ioctlTable = []nameValue{
 	{"KVM_SET_XSAVE", ioW(kvmIO, 0xa5, 4096)},            // struct kvm_xsave
 	{"KVM_SIGNAL_MSI", ioW(kvmIO, 0xa5, 32)},             // struct kvm_msi
 	{"KVM_SMI", ioN(kvmIO, 0xb7)},
-	{"KVM_TPR_ACCESS_REPORTING", ioWR(kvmIO, 0x92, 40)},    // struct kvm_tpr_access_ctl
-	{"KVM_TRANSLATE", ioWR(kvmIO, 0x85, 24)},               // struct kvm_translation
-	{"KVM_X86_GET_MCE_CAP_SUPPORTED", ioR(kvmIO, 0x9d, 8)}, // __u64
-	{"KVM_X86_SETUP_MCE", ioW(kvmIO, 0x9c, 8)},             // __u64
-	{"KVM_X86_SET_MCE", ioW(kvmIO, 0x9e, 64)},              // struct kvm_x86_mce
-	{"KVM_X86_SET_MSR_FILTER", ioW(kvmIO, 0xc6, 392)},      // struct kvm_msr_filter
+	{"KVM_TPR_ACCESS_REPORTING", ioWR(kvmIO, 0x92, 40)},     // struct kvm_tpr_access_ctl
+	{"KVM_TRANSLATE", ioWR(kvmIO, 0x85, 24)},                // struct kvm_translation
+	{"KVM_UNREGISTER_COALESCED_MMIO", ioW(kvmIO, 0x68, 16)}, // struct kvm_coalesced_mmio_zone
+	{"KVM_X86_GET_MCE_CAP_SUPPORTED", ioR(kvmIO, 0x9d, 8)},  // __u64
+	{"KVM_X86_SETUP_MCE", ioW(kvmIO, 0x9c, 8)},              // __u64
+	{"KVM_X86_SET_MCE", ioW(kvmIO, 0x9e, 64)},               // struct kvm_x86_mce
+	{"KVM_X86_SET_MSR_FILTER", ioW(kvmIO, 0xc6, 392)},       // struct kvm_msr_filter
 	{"SIOCBRADDIF", 0x89a2},
 	{"SIOCBRDELIF", 0x89a3},
 	{"SIOCETHTOOL", 0x8946},

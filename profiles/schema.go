@@ -29,6 +29,7 @@
 //	addresses = ["10.0.0.0/8:53", "@qemu-*"] # optional, see ParseAddress
 //	no_address = true            # optional: only calls without a socket address
 //	threads = ["CPU */KVM"]      # optional thread-name globs
+//	accel = ["tcg"]              # optional: only for VMs on these accelerators (kvm, tcg)
 //	verdict = "deny"             # required: "allow" | "deny"
 //	errno = "EACCES"             # only with "deny"; default EPERM
 //	reason = "QEMU runs no programs"        # required, non-empty
@@ -69,7 +70,7 @@ var (
 	defaultsKeys = []string{"action", "errno", "verdict", "verdict_errno"}
 	syscallKeys  = []string{"action", "args", "errno", "name", "names", "reason", "silent"}
 	argKeys      = []string{"index", "mask", "op", "value", "values", "wide"}
-	ruleKeys     = []string{"addresses", "errno", "families", "name", "no_address", "paths", "reason", "syscalls", "threads", "verdict"}
+	ruleKeys     = []string{"accel", "addresses", "errno", "families", "name", "no_address", "paths", "reason", "syscalls", "threads", "verdict"}
 )
 
 var (
@@ -583,6 +584,11 @@ func (d *decoder) rule(m map[string]any, path string) VerdictRule {
 	r.Threads = d.strList(m, path, "threads", func(s, p string) {
 		if _, err := glob.Compile(s); err != nil {
 			d.errorf(d.loc.val(p), "%v", err)
+		}
+	})
+	r.Accel = d.strList(m, path, "accel", func(s, p string) {
+		if !slices.Contains(Accels, s) {
+			d.errorf(d.loc.val(p), "unknown accelerator %q (want one of %s)", s, strings.Join(Accels, ", "))
 		}
 	})
 	if s, ok := d.str(m, path, "verdict"); ok {

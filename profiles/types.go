@@ -150,10 +150,14 @@ type VerdictRule struct {
 	// NoAddress, when set, matches only calls that carry no socket
 	// address (Request.Sock is nil): sendmsg on a connected socket, say.
 	NoAddress bool
-	Verdict   Verdict
-	Errno     int // for VerdictDeny
-	Reason    string
-	Pos       Pos
+	// Accel limits the rule to VMs on these accelerators ("kvm", "tcg");
+	// empty: any. Under TCG QEMU has executable anonymous memory (its
+	// translation buffer) that no KVM VM has; see ForAccel.
+	Accel   []string
+	Verdict Verdict
+	Errno   int // for VerdictDeny
+	Reason  string
+	Pos     Pos
 }
 
 // Profile is a loaded, validated profile.
@@ -180,4 +184,27 @@ type Profile struct {
 	// load but loosen the profile or cannot take effect; print them at
 	// startup.
 	Warnings []string
+}
+
+// Accels are the accelerators a rule's accel criterion may name.
+var Accels = []string{"kvm", "tcg"}
+
+// ForAccel returns a copy of p without the verdict rules whose accel
+// criterion names none of accels (the accelerators the VM may run on).
+// Rules without the criterion are kept.
+func ForAccel(p *Profile, accels []string) *Profile {
+	q := *p
+	q.Rules = nil
+	for _, r := range p.Rules {
+		keep := len(r.Accel) == 0
+		for _, a := range r.Accel {
+			for _, b := range accels {
+				keep = keep || a == b
+			}
+		}
+		if keep {
+			q.Rules = append(q.Rules, r)
+		}
+	}
+	return &q
 }

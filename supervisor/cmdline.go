@@ -118,3 +118,54 @@ func escapeGlob(p string) string {
 	r := strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`, `{`, `\{`)
 	return r.Replace(p)
 }
+
+// Accels returns the accelerators QEMU may use with these arguments, in
+// QEMU's order of preference: -accel options, accel= of -machine, or
+// -enable-kvm; with none of them QEMU 7.2 tries tcg, then kvm.
+func Accels(args []string) []string {
+	var out []string
+	add := func(list string) {
+		for _, a := range strings.Split(list, ":") {
+			if a != "" && !slicesContains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	for i := 0; i < len(args); i++ {
+		if !strings.HasPrefix(args[i], "-") {
+			continue
+		}
+		opt := strings.TrimPrefix(strings.TrimPrefix(args[i], "-"), "-")
+		val := ""
+		if k, v, ok := strings.Cut(opt, "="); ok {
+			opt, val = k, v
+		} else if i+1 < len(args) {
+			val = args[i+1]
+		}
+		switch opt {
+		case "accel":
+			add(strings.SplitN(val, ",", 2)[0])
+		case "machine", "M":
+			for _, part := range splitOpts(val) {
+				if v, ok := strings.CutPrefix(part, "accel="); ok {
+					add(v)
+				}
+			}
+		case "enable-kvm":
+			add("kvm")
+		}
+	}
+	if len(out) == 0 {
+		return []string{"tcg", "kvm"}
+	}
+	return out
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

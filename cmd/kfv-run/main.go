@@ -40,7 +40,9 @@ func main() {
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
 	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "kfv-run: "+err.Error())
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(os.Stderr, "kfv-run: "+msg)
+		}
 		if ec, ok := err.(cli.ExitCoder); ok && ec.ExitCode() != 0 {
 			os.Exit(ec.ExitCode())
 		}
