@@ -25,9 +25,12 @@ type argKinds struct {
 	fds           []int
 	sockaddr, len int
 	domain        int // socket(2) family argument
+	// msghdr is the index of a struct msghdr (sendmsg) or of an array of
+	// struct mmsghdr whose length is argument vlen (sendmmsg).
+	msghdr, vlen int
 }
 
-var noArgs = argKinds{path: -1, dirfd: -1, sockaddr: -1, len: -1, domain: -1}
+var noArgs = argKinds{path: -1, dirfd: -1, sockaddr: -1, len: -1, domain: -1, msghdr: -1, vlen: -1}
 
 func kinds(mod func(*argKinds)) argKinds {
 	k := noArgs
@@ -62,7 +65,9 @@ var decodeTable = map[string]argKinds{
 	"listxattr": pathAt(0), "removexattr": pathAt(0), "inotify_add_watch": kinds(func(k *argKinds) { k.fds, k.path = []int{0}, 1 }),
 
 	"connect": sockAt(0, 1, 2), "bind": sockAt(0, 1, 2), "sendto": sockAt(0, 4, 5),
-	"sendmsg": fdAt(0), "sendmmsg": fdAt(0), "recvmsg": fdAt(0), "listen": fdAt(0),
+	"sendmsg":  kinds(func(k *argKinds) { k.fds, k.msghdr, k.vlen = []int{0}, 1, -1 }),
+	"sendmmsg": kinds(func(k *argKinds) { k.fds, k.msghdr, k.vlen = []int{0}, 1, 2 }),
+	"recvmsg":  fdAt(0), "listen": fdAt(0),
 	"accept": fdAt(0), "accept4": fdAt(0), "getsockopt": fdAt(0), "setsockopt": fdAt(0),
 	"socket": kinds(func(k *argKinds) { k.domain = 0 }),
 
@@ -144,6 +149,16 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 		sa, err := readSockaddr(n.PID, n.Args[k.sockaddr], n.Args[k.len])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("read socket address: %w", err))
+		}
+		r.Sock = sa
+	}
+	if k.msghdr >= 0 {
+		sa, err := readMsgAddrs(n.PID, n.Args[k.msghdr], k.vlen, n.Args)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read message header: %w", err))
+			// Unreadable: say there is an address, of no family, so
+			// that no "without address" rule can match.
+			sa = &orch.SockAddr{Family: FamilyUnknown}
 		}
 		r.Sock = sa
 	}
@@ -260,4 +275,56 @@ func indexNUL(b []byte) int {
 		}
 	}
 	return -1
+}
+
+// FamilyUnknown marks a socket address kfv could not read, or several
+// different addresses in one sendmmsg: no address rule matches it.
+const FamilyUnknown = -1
+
+// Sizes of struct msghdr and struct mmsghdr on x86_64.
+const (
+	sizeofMsghdr  = 56
+	sizeofMmsghdr = 64
+	maxMmsg       = 1024 // UIO_MAXIOV: the kernel sends at most this many
+)
+
+// readMsgAddrs reads the destination address of sendmsg's msghdr, or of
+// every mmsghdr of sendmmsg (vlenArg >= 0). It returns nil when no message
+// names an address (a connected socket), the address when all that name
+// one name the same, and FamilyUnknown when they differ.
+func readMsgAddrs(pid int, addr uint64, vlenArg int, args [6]uint64) (*orch.SockAddr, error) {
+	count, stride := uint64(1), uint64(sizeofMsghdr)
+	if vlenArg >= 0 {
+		count, stride = uint64(uint32(args[vlenArg])), sizeofMmsghdr
+		if count > maxMmsg {
+			count = maxMmsg
+		}
+	}
+	if count == 0 {
+		return nil, nil
+	}
+	buf := make([]byte, count*stride)
+	if err := ReadMem(pid, addr, buf); err != nil {
+		return nil, err
+	}
+	var out *orch.SockAddr
+	for i := uint64(0); i < count; i++ {
+		h := buf[i*stride:]
+		name := binary.NativeEndian.Uint64(h[0:])
+		namelen := uint64(binary.NativeEndian.Uint32(h[8:]))
+		if name == 0 || namelen == 0 {
+			continue // the kernel ignores msg_name then
+		}
+		sa, err := readSockaddr(pid, name, namelen)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case out == nil:
+			out = sa
+		case out.Family != sa.Family || out.String() != sa.String():
+			return &orch.SockAddr{Family: FamilyUnknown}, nil
+		}
+	}
+	return out, nil
 }

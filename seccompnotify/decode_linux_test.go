@@ -1,0 +1,258 @@
+//go:build linux
+
+package seccompnotify
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"kfv/orch"
+)
+
+// addrOf returns the address of b's first byte. The test keeps b alive.
+func addrOf(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(&b[0]))) }
+
+func cstr(s string) []byte { return append([]byte(s), 0) }
+
+func sockaddrIn(ip [4]byte, port uint16) []byte {
+	b := make([]byte, 16)
+	binary.NativeEndian.PutUint16(b, unix.AF_INET)
+	binary.BigEndian.PutUint16(b[2:], port)
+	copy(b[4:], ip[:])
+	return b
+}
+
+// TestDecodeFabricated decodes notifications fabricated against this very
+// process: the decoder reads "the caller's" memory and /proc entries, which
+// here are the test's own.
+func TestDecodeFabricated(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	names := map[int]string{unix.SYS_OPENAT: "openat", unix.SYS_CONNECT: "connect", unix.SYS_SENDMSG: "sendmsg", unix.SYS_SENDMMSG: "sendmmsg", unix.SYS_SOCKET: "socket", unix.SYS_GETPID: "getpid"}
+	d := &Decoder{Names: names}
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	df, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer df.Close()
+
+	abs := cstr("/etc/../etc/passwd")
+	rel := cstr("sub/./file")
+	sin := sockaddrIn([4]byte{127, 0, 0, 1}, 4444)
+	other := sockaddrIn([4]byte{10, 0, 0, 1}, 53)
+	msg := make([]byte, sizeofMsghdr)
+	binary.NativeEndian.PutUint64(msg[0:], addrOf(sin))
+	binary.NativeEndian.PutUint32(msg[8:], uint32(len(sin)))
+	connected := make([]byte, sizeofMsghdr)
+	mm := make([]byte, 2*sizeofMmsghdr)
+	binary.NativeEndian.PutUint64(mm[0:], addrOf(sin))
+	binary.NativeEndian.PutUint32(mm[8:], uint32(len(sin)))
+	binary.NativeEndian.PutUint64(mm[sizeofMmsghdr:], addrOf(other))
+	binary.NativeEndian.PutUint32(mm[sizeofMmsghdr+8:], uint32(len(other)))
+
+	atcwdFD := int32(unix.AT_FDCWD)
+	atcwd := uint64(uint32(atcwdFD))
+	cases := []struct {
+		name  string
+		n     Notif
+		check func(t *testing.T, r *orch.Request, err error)
+	}{
+		{"openat absolute is cleaned", Notif{Nr: unix.SYS_OPENAT, Args: [6]uint64{atcwd, addrOf(abs)}}, func(t *testing.T, r *orch.Request, err error) {
+			if err != nil || r.Path != "/etc/passwd" || r.Syscall != "openat" {
+				t.Errorf("path %q syscall %q err %v", r.Path, r.Syscall, err)
+			}
+		}},
+		{"openat relative to cwd", Notif{Nr: unix.SYS_OPENAT, Args: [6]uint64{atcwd, addrOf(rel)}}, func(t *testing.T, r *orch.Request, err error) {
+			if want := filepath.Join(cwd, "sub/file"); err != nil || r.Path != want {
+				t.Errorf("path %q, want %q (err %v)", r.Path, want, err)
+			}
+		}},
+		{"openat relative to dirfd", Notif{Nr: unix.SYS_OPENAT, Args: [6]uint64{uint64(df.Fd()), addrOf(rel)}}, func(t *testing.T, r *orch.Request, err error) {
+			if want := filepath.Join(dir, "sub/file"); err != nil || r.Path != want || r.Fds[0] != dir {
+				t.Errorf("path %q fds %v, want %q (err %v)", r.Path, r.Fds, want, err)
+			}
+		}},
+		{"openat bad pointer", Notif{Nr: unix.SYS_OPENAT, Args: [6]uint64{atcwd, 8}}, func(t *testing.T, r *orch.Request, err error) {
+			if err == nil || r.Path != "" {
+				t.Errorf("path %q err %v: want an error and no path", r.Path, err)
+			}
+		}},
+		{"connect inet", Notif{Nr: unix.SYS_CONNECT, Args: [6]uint64{uint64(df.Fd()), addrOf(sin), uint64(len(sin))}}, func(t *testing.T, r *orch.Request, err error) {
+			if err != nil || r.Sock == nil || r.Sock.Addr != netip.MustParseAddrPort("127.0.0.1:4444") {
+				t.Errorf("sock %+v err %v", r.Sock, err)
+			}
+		}},
+		{"sendmsg with address", Notif{Nr: unix.SYS_SENDMSG, Args: [6]uint64{3, addrOf(msg)}}, func(t *testing.T, r *orch.Request, err error) {
+			if err != nil || r.Sock == nil || r.Sock.Addr.Port() != 4444 {
+				t.Errorf("sock %+v err %v", r.Sock, err)
+			}
+		}},
+		{"sendmsg connected", Notif{Nr: unix.SYS_SENDMSG, Args: [6]uint64{3, addrOf(connected)}}, func(t *testing.T, r *orch.Request, err error) {
+			if err != nil || r.Sock != nil {
+				t.Errorf("sock %+v err %v: want none", r.Sock, err)
+			}
+		}},
+		{"sendmmsg different addresses", Notif{Nr: unix.SYS_SENDMMSG, Args: [6]uint64{3, addrOf(mm), 2}}, func(t *testing.T, r *orch.Request, err error) {
+			if err != nil || r.Sock == nil || r.Sock.Family != FamilyUnknown {
+				t.Errorf("sock %+v err %v: want FamilyUnknown", r.Sock, err)
+			}
+		}},
+		{"sendmsg unreadable header", Notif{Nr: unix.SYS_SENDMSG, Args: [6]uint64{3, 16}}, func(t *testing.T, r *orch.Request, err error) {
+			if err == nil || r.Sock == nil || r.Sock.Family != FamilyUnknown {
+				t.Errorf("sock %+v err %v: want an error and FamilyUnknown", r.Sock, err)
+			}
+		}},
+		{"socket family", Notif{Nr: unix.SYS_SOCKET, Args: [6]uint64{unix.AF_PACKET, unix.SOCK_RAW}}, func(t *testing.T, r *orch.Request, err error) {
+			if r.Sock == nil || r.Sock.Family != unix.AF_PACKET {
+				t.Errorf("sock %+v", r.Sock)
+			}
+		}},
+		{"unknown number", Notif{Nr: 999}, func(t *testing.T, r *orch.Request, err error) {
+			if r.Syscall != "syscall_999" {
+				t.Errorf("syscall %q", r.Syscall)
+			}
+		}},
+		{"thread and process", Notif{Nr: unix.SYS_GETPID}, func(t *testing.T, r *orch.Request, err error) {
+			comm, _ := os.ReadFile("/proc/thread-self/comm")
+			if r.PID != os.Getpid() || r.TID != tid || r.Thread != strings.TrimSpace(string(comm)) {
+				t.Errorf("pid %d tid %d thread %q", r.PID, r.TID, r.Thread)
+			}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.n.PID = tid
+			var r orch.Request
+			err := d.Decode(&c.n, &r)
+			c.check(t, &r, err)
+		})
+	}
+	runtime.KeepAlive(abs)
+	runtime.KeepAlive(rel)
+	runtime.KeepAlive(sin)
+	runtime.KeepAlive(other)
+	runtime.KeepAlive(msg)
+	runtime.KeepAlive(connected)
+	runtime.KeepAlive(mm)
+}
+
+func TestReadStringAcrossPages(t *testing.T) {
+	// A string that ends right before an unmapped page must still be read.
+	mem, err := unix.Mmap(-1, 0, 2*pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	if err := unix.Mprotect(mem[pageSize:], unix.PROT_NONE); err != nil {
+		t.Fatal(err)
+	}
+	s := "/dev/kvm"
+	off := pageSize - len(s) - 1
+	copy(mem[off:], s)
+	mem[pageSize-1] = 0
+	got, err := ReadString(os.Getpid(), addrOf(mem[off:]), 4096)
+	if err != nil || got != s {
+		t.Errorf("ReadString = %q, %v", got, err)
+	}
+	// No NUL before the unmapped page: an error, not a hang or a panic.
+	for i := off; i < pageSize; i++ {
+		mem[i] = 'a'
+	}
+	if _, err := ReadString(os.Getpid(), addrOf(mem[off:]), 4096); err == nil {
+		t.Error("ReadString of an unterminated string before a hole succeeded")
+	}
+	for i := 0; i < 100; i++ {
+		mem[i] = 'b'
+	}
+	if _, err := ReadString(os.Getpid(), addrOf(mem[0:]), 16); err != ErrTooLong {
+		t.Errorf("ReadString over the limit: %v, want ErrTooLong", err)
+	}
+}
+
+func TestParseSockaddr(t *testing.T) {
+	unixPath := func(p string, abstract bool) []byte {
+		b := make([]byte, 2)
+		binary.NativeEndian.PutUint16(b, unix.AF_UNIX)
+		if abstract {
+			b = append(b, 0)
+		}
+		return append(b, p...)
+	}
+	in6 := make([]byte, 28)
+	binary.NativeEndian.PutUint16(in6, unix.AF_INET6)
+	binary.BigEndian.PutUint16(in6[2:], 8080)
+	in6[8+15] = 1
+	cases := []struct {
+		name    string
+		b       []byte
+		want    string
+		family  int
+		wantErr bool
+	}{
+		{"unix path", append(unixPath("/run/kfv/q.sock", false), 0, 0), "/run/kfv/q.sock", unix.AF_UNIX, false},
+		{"unix abstract", unixPath("qemu-x", true), "@qemu-x", unix.AF_UNIX, false},
+		{"inet", sockaddrIn([4]byte{10, 0, 2, 2}, 22), "10.0.2.2:22", unix.AF_INET, false},
+		{"inet6", in6, "[::1]:8080", unix.AF_INET6, false},
+		{"short inet", sockaddrIn([4]byte{1, 2, 3, 4}, 1)[:6], "family 2", unix.AF_INET, true},
+		{"too short", []byte{1}, "", 0, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sa, err := ParseSockaddr(c.b)
+			if (err != nil) != c.wantErr {
+				t.Fatalf("err %v, want error %v", err, c.wantErr)
+			}
+			if sa == nil {
+				return
+			}
+			if sa.String() != c.want || sa.Family != c.family {
+				t.Errorf("got %q family %d, want %q family %d", sa.String(), sa.Family, c.want, c.family)
+			}
+		})
+	}
+}
+
+func FuzzParseSockaddr(f *testing.F) {
+	f.Add(sockaddrIn([4]byte{127, 0, 0, 1}, 80))
+	f.Add([]byte{1, 0, 0, 'a', 'b'})
+	f.Add([]byte{10, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sa, err := ParseSockaddr(b)
+		if err == nil && sa == nil {
+			t.Fatal("nil address without error")
+		}
+		if sa != nil {
+			_ = sa.String()
+		}
+	})
+}
+
+func TestAbsPath(t *testing.T) {
+	cases := []struct{ base, p, want string }{
+		{"/a", "b", "/a/b"},
+		{"/a", "/x/../y", "/y"},
+		{"/a", "", "/a"},
+		{"", "rel", "rel"},
+		{"socket:[1]", "x", "x"},
+		{"/a/b", "../../../c", "/c"},
+	}
+	for _, c := range cases {
+		if got := absPath(c.base, c.p); got != c.want {
+			t.Errorf("absPath(%q, %q) = %q, want %q", c.base, c.p, got, c.want)
+		}
+	}
+}
