@@ -1,0 +1,46 @@
+#!/bin/sh
+# Installs what kfv needs to build, test and run its demo on Debian 12,
+# and only what is missing. Run as root (CI does); as another user it
+# prints the apt-get command to run instead.
+set -eu
+
+need_pkgs=""
+want() { # want PACKAGE TEST...
+	pkg=$1; shift
+	if ! "$@" >/dev/null 2>&1; then
+		need_pkgs="$need_pkgs $pkg"
+	fi
+}
+
+want qemu-system-x86 command -v qemu-system-x86_64
+want qemu-utils      command -v qemu-img
+want libseccomp-dev  pkg-config --exists libseccomp
+want pkg-config      command -v pkg-config
+want gcc             command -v gcc
+want make            command -v make
+want busybox-static  test -x /bin/busybox
+want cpio            command -v cpio
+want socat           command -v socat
+
+if [ -n "$need_pkgs" ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "kfv: missing packages:$need_pkgs" >&2
+		echo "kfv: install them with: sudo apt-get update && sudo apt-get install -y$need_pkgs" >&2
+		exit 1
+	fi
+	echo "kfv: installing$need_pkgs"
+	# A new machine's package lists may be stale or empty.
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $need_pkgs
+fi
+
+GO=${GO:-go}
+if ! command -v "$GO" >/dev/null 2>&1; then
+	if [ -x /usr/local/go/bin/go ]; then
+		GO=/usr/local/go/bin/go
+	else
+		echo "kfv: no Go toolchain found (looked for 'go' in PATH and /usr/local/go/bin/go)" >&2
+		exit 1
+	fi
+fi
+"$GO" mod download
