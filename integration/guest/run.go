@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// QEMUBinary is the emulator the helpers here run, looked up in PATH.
+// QEMUBinary is the emulator RunQEMU runs, looked up in PATH.
 const QEMUBinary = "qemu-system-x86_64"
 
 // RunResult is one finished QEMU run.
