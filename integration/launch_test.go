@@ -58,61 +58,68 @@ func TestMigrateExecDenied(t *testing.T) {
 	needKfv(t)
 	qemu := needQEMU(t)
 	img := rawGuest(t, guest.RawOptions{Loop: true})
-	for _, supervised := range []bool{false, true} {
-		name := "bare"
-		if supervised {
-			name = "kfv"
+	forEachAccel(t, func(t *testing.T, accel string) {
+		for _, supervised := range []bool{false, true} {
+			testMigrateExec(t, qemu, img, accel, supervised)
 		}
-		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			marker := filepath.Join(dir, "marker")
-			sock := filepath.Join(dir, "qmp.sock")
-			events := filepath.Join(dir, "events.jsonl")
-			qargs := append(guest.RawArgs(img, "tcg"), "-qmp", "unix:"+sock+",server=on,wait=off")
-			argv := append([]string{qemu}, qargs...)
-			if supervised {
-				argv = kfvArgs(events, nil, qemu, qargs...)
-			}
-			p := start(t, argv)
-			q := dialQMP(t, sock, 20*time.Second)
-			// The migration fails either way (sh does not read the
-			// stream); what matters is whether sh ran.
-			_, err := q.exec("migrate", map[string]any{"uri": "exec:touch " + marker})
-			t.Logf("migrate: %v", err)
-			ran := waitFor(3*time.Second, func() bool { _, err := os.Stat(marker); return err == nil })
-			if st := q.status(t); st != "running" {
-				t.Errorf("VM status %q after the attempt, want running", st)
-			}
-			if !supervised {
-				if !ran {
-					t.Fatalf("bare QEMU did not run the exec: command: the test proves nothing\nstderr:\n%s", p.stderr)
-				}
-				return
-			}
-			if ran {
-				t.Fatalf("marker created under kfv-run: QEMU ran /bin/sh")
-			}
-			if _, err := q.exec("quit", nil); err != nil {
-				t.Logf("quit: %v", err)
-			}
-			p.wait(t, 20*time.Second)
-			evs := readEvents(t, events)
-			var hit *event.Event
-			for i, e := range denials(evs) {
-				if e.Syscall == "execve" || e.Syscall == "clone" || e.Syscall == "clone3" || e.Syscall == "fork" || e.Syscall == "vfork" {
-					hit = &denials(evs)[i]
-					break
-				}
-			}
-			if hit == nil {
-				t.Fatalf("no deny for execve/clone/fork in the event stream:\n%s", dumpEvents(evs))
-			}
-			if hit.Rule == "" || hit.Applied != "deny" {
-				t.Errorf("deny event without rule or not applied: %+v", *hit)
-			}
-			t.Logf("stopped by %s on %s (%s)", hit.Rule, hit.Syscall, hit.Detail)
-		})
+	})
+}
+
+func testMigrateExec(t *testing.T, qemu, img, accel string, supervised bool) {
+	name := "bare"
+	if supervised {
+		name = "kfv"
 	}
+	t.Run(name, func(t *testing.T) {
+		dir := t.TempDir()
+		marker := filepath.Join(dir, "marker")
+		sock := filepath.Join(dir, "qmp.sock")
+		events := filepath.Join(dir, "events.jsonl")
+		qargs := append(guest.RawArgs(img, accel), "-qmp", "unix:"+sock+",server=on,wait=off")
+		argv := append([]string{qemu}, qargs...)
+		if supervised {
+			argv = kfvArgs(events, nil, qemu, qargs...)
+		}
+		p := start(t, argv)
+		q := dialQMP(t, sock, 20*time.Second)
+		// The migration fails either way (sh does not read the
+		// stream); what matters is whether sh ran.
+		_, err := q.exec("migrate", map[string]any{"uri": "exec:touch " + marker})
+		t.Logf("migrate: %v", err)
+		ran := waitFor(3*time.Second, func() bool { _, err := os.Stat(marker); return err == nil })
+		if st := q.status(t); st != "running" {
+			t.Errorf("VM status %q after the attempt, want running", st)
+		}
+		if !supervised {
+			if !ran {
+				t.Fatalf("bare QEMU did not run the exec: command: the test proves nothing\nstderr:\n%s", p.stderr)
+			}
+			return
+		}
+		if ran {
+			t.Fatalf("marker created under kfv-run: QEMU ran /bin/sh")
+		}
+		if _, err := q.exec("quit", nil); err != nil {
+			t.Logf("quit: %v", err)
+		}
+		p.wait(t, 20*time.Second)
+		evs := readEvents(t, events)
+		var hit *event.Event
+		ds := denials(evs)
+		for i, e := range ds {
+			if e.Syscall == "execve" || e.Syscall == "clone" || e.Syscall == "clone3" || e.Syscall == "fork" || e.Syscall == "vfork" {
+				hit = &ds[i]
+				break
+			}
+		}
+		if hit == nil {
+			t.Fatalf("no deny for execve/clone/fork in the event stream:\n%s", dumpEvents(evs))
+		}
+		if hit.Rule == "" || hit.Applied != "deny" {
+			t.Errorf("deny event without rule or not applied: %+v", *hit)
+		}
+		t.Logf("stopped by %s on %s (%s)", hit.Rule, hit.Syscall, hit.Detail)
+	})
 }
 
 // TestNoListenerInQEMUAndFDPassthrough: QEMU under kfv-run holds no

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -193,5 +194,35 @@ func TestRunKeepsFDs(t *testing.T) {
 	}
 	if strings.Contains(string(got), "seccomp") {
 		t.Errorf("the program holds a seccomp fd:\n%s", got)
+	}
+}
+
+// TestLaunchWhateverTheProfileInspects: the launch handshake must not
+// depend on any syscall being allowed in the kernel. With every call
+// inspected, the program runs (each call answered by the supervisor);
+// with every call denied, it fails fast instead of hanging.
+func TestLaunchWhateverTheProfileInspects(t *testing.T) {
+	everything := &profiles.Profile{Name: "all", Source: "all", DefaultAction: profiles.ActInspect, DefaultVerdict: profiles.VerdictDeny}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	allow := funcDecider(func(r *orch.Request) orch.Decision {
+		mu.Lock()
+		seen[r.Syscall]++
+		mu.Unlock()
+		return orch.Decision{Action: orch.Allow, Rule: "all"}
+	})
+	status, _, err := runSupervised(t, everything, allow, Enforce, "/bin/sh", "-c", "exit 7")
+	if err != nil || status != 7 {
+		t.Fatalf("everything inspected: status %d err %v, want 7", status, err)
+	}
+	if seen["read"] == 0 || seen["mmap"] == 0 {
+		t.Errorf("the supervisor did not see the program's calls: %v", seen)
+	}
+	deny := funcDecider(func(r *orch.Request) orch.Decision {
+		return orch.Decision{Action: orch.Deny, Errno: int(unix.EPERM), Rule: "none"}
+	})
+	status, _, err = runSupervised(t, everything, deny, Enforce, "/bin/sh", "-c", "exit 0")
+	if err != nil || status == 0 {
+		t.Fatalf("everything denied: status %d err %v, want a failure", status, err)
 	}
 }
