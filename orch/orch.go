@@ -55,6 +55,20 @@ type Request struct {
 	// Sock is the address of connect/bind/sendto, or for socket() just
 	// the family.
 	Sock *SockAddr
+	// Backing is what backs the memory the call names: "anon", "[heap]",
+	// "[stack]", a file path, "memfd:NAME", "none" (no memory); "" when
+	// the call names no memory or it could not be found out.
+	Backing string
+	// Mem is the memory slot of KVM_SET_USER_MEMORY_REGION, read from
+	// the caller's memory.
+	Mem *MemSlot
+}
+
+// MemSlot is struct kvm_userspace_memory_region.
+type MemSlot struct {
+	Slot, Flags uint32
+	GPA, Size   uint64
+	HVA         uint64
 }
 
 // Action is what a Decision tells the kernel.

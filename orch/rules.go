@@ -44,6 +44,8 @@ type rule struct {
 	addresses []profiles.Address
 	noAddress bool
 	threads   []*glob.Glob
+	args      []profiles.ArgCond
+	backing   []*glob.Glob
 }
 
 // NewRules compiles the verdict rules of p. It fails only on a profile
@@ -78,6 +80,14 @@ func compileRule(pr *profiles.VerdictRule) (rule, error) {
 		syscalls:  slices.Clone(pr.Syscalls),
 		families:  slices.Clone(pr.Families),
 		noAddress: pr.NoAddress,
+		args:      slices.Clone(pr.Args),
+	}
+	for _, s := range pr.Backing {
+		g, err := glob.Compile(s)
+		if err != nil {
+			return rule{}, err
+		}
+		r.backing = append(r.backing, g)
 	}
 	switch pr.Verdict {
 	case profiles.VerdictAllow:
@@ -160,6 +170,12 @@ func (ru *rule) match(r *Request) bool {
 		return false
 	}
 	if len(ru.addresses) > 0 && !ru.matchAddress(r.Sock) {
+		return false
+	}
+	if len(ru.args) > 0 && !condsHold(ru.args, &r.Args) {
+		return false
+	}
+	if len(ru.backing) > 0 && !matchAny(ru.backing, r.Backing) {
 		return false
 	}
 	return true

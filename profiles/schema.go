@@ -30,6 +30,11 @@
 //	no_address = true            # optional: only calls without a socket address
 //	threads = ["CPU */KVM"]      # optional thread-name globs
 //	accel = ["tcg"]              # optional: only for VMs on these accelerators (kvm, tcg)
+//	args = [{ index = 2, op = "masked_eq", mask = "O_ACCMODE", value = "O_RDONLY" }]
+//	                             # optional argument conditions, as in [[syscall]];
+//	                             # needs syscalls (argument positions differ per call)
+//	backing = ["anon", "memfd:*"] # optional globs on what backs the memory the call
+//	                             # names (mmap, mprotect, KVM memory slots)
 //	verdict = "deny"             # required: "allow" | "deny"
 //	errno = "EACCES"             # only with "deny"; default EPERM
 //	reason = "QEMU runs no programs"        # required, non-empty
@@ -70,7 +75,7 @@ var (
 	defaultsKeys = []string{"action", "errno", "verdict", "verdict_errno"}
 	syscallKeys  = []string{"action", "args", "errno", "name", "names", "reason", "silent"}
 	argKeys      = []string{"index", "mask", "op", "value", "values", "wide"}
-	ruleKeys     = []string{"accel", "addresses", "errno", "families", "name", "no_address", "paths", "reason", "syscalls", "threads", "verdict"}
+	ruleKeys     = []string{"accel", "addresses", "args", "backing", "errno", "families", "name", "no_address", "paths", "reason", "syscalls", "threads", "verdict"}
 )
 
 var (
@@ -582,6 +587,17 @@ func (d *decoder) rule(m map[string]any, path string) VerdictRule {
 		d.errorf(d.loc.key(join(path, "no_address")), "no_address = true cannot be combined with families or addresses: it matches only calls without an address")
 	}
 	r.Threads = d.strList(m, path, "threads", func(s, p string) {
+		if _, err := glob.Compile(s); err != nil {
+			d.errorf(d.loc.val(p), "%v", err)
+		}
+	})
+	for i, am := range d.tables(m, path, "args") {
+		r.Args = append(r.Args, d.arg(am, index(join(path, "args"), i)))
+	}
+	if len(r.Args) > 0 && len(r.Syscalls) == 0 {
+		d.errorf(d.loc.key(join(path, "args")), "args needs syscalls: argument positions differ from one syscall to another")
+	}
+	r.Backing = d.strList(m, path, "backing", func(s, p string) {
 		if _, err := glob.Compile(s); err != nil {
 			d.errorf(d.loc.val(p), "%v", err)
 		}

@@ -34,7 +34,7 @@ func TestParseErrors(t *testing.T) {
 				`t.toml:2:1: unknown key "colour" (want one of defaults, description, name, rule, syscall)`,
 				`t.toml:4:1: unknown key "actoin" in [defaults] (want one of action, errno, verdict, verdict_errno)`,
 				`t.toml:9:44: unknown key "vaule" in args (want one of index, mask, op, value, values, wide)`,
-				`t.toml:14:1: unknown key "path" in [[rule]] (want one of accel, addresses, errno, families, name, no_address, paths, reason, syscalls, threads, verdict)`,
+				`t.toml:14:1: unknown key "path" in [[rule]] (want one of accel, addresses, args, backing, errno, families, name, no_address, paths, reason, syscalls, threads, verdict)`,
 			},
 		},
 		{

@@ -150,6 +150,16 @@ type VerdictRule struct {
 	// NoAddress, when set, matches only calls that carry no socket
 	// address (Request.Sock is nil): sendmsg on a connected socket, say.
 	NoAddress bool
+	// Args are conditions on the call's arguments, evaluated by the
+	// supervisor with the kernel's semantics (low 32 bits unless Wide).
+	// A rule with Args names its Syscalls.
+	Args []ArgCond
+	// Backing are globs matched against what backs the memory the call
+	// names: "anon" (anonymous memory), "[heap]", "[stack]", a file's path,
+	// "memfd:NAME", or "none" (no memory, e.g. a memory slot being
+	// deleted). Set for mmap, mprotect, pkey_mprotect and the KVM memory
+	// slot ioctl.
+	Backing []string
 	// Accel limits the rule to VMs on these accelerators ("kvm", "tcg");
 	// empty: any. Under TCG QEMU has executable anonymous memory (its
 	// translation buffer) that no KVM VM has; see ForAccel.

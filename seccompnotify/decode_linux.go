@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kfv/memwatch"
 	"kfv/orch"
 )
 
@@ -71,6 +72,7 @@ var decodeTable = map[string]argKinds{
 	"accept": fdAt(0), "accept4": fdAt(0), "getsockopt": fdAt(0), "setsockopt": fdAt(0),
 	"socket": kinds(func(k *argKinds) { k.domain = 0 }),
 
+	"mprotect": noArgs, "pkey_mprotect": noArgs, // backing: decodeMemory
 	"ioctl": fdAt(0), "fcntl": fdAt(0), "close": fdAt(0), "dup": fdAt(0), "dup2": fdAt(0),
 	"dup3": fdAt(0), "mmap": fdAt(4), "fstat": fdAt(0), "ftruncate": fdAt(0), "fchmod": fdAt(0),
 	"fchown": fdAt(0), "fchdir": fdAt(0), "getdents64": fdAt(0), "flock": fdAt(0),
@@ -164,6 +166,9 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 	}
 	if k.domain >= 0 {
 		r.Sock = &orch.SockAddr{Family: int(int32(n.Args[k.domain]))}
+	}
+	if err := d.decodeMemory(n, r, tid); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return errs[0]
@@ -327,4 +332,70 @@ func readMsgAddrs(pid int, addr uint64, vlenArg int, args [6]uint64) (*orch.Sock
 		}
 	}
 	return out, nil
+}
+
+// kvmSetUserMemoryRegion is KVM_SET_USER_MEMORY_REGION,
+// _IOW(KVMIO, 0x46, struct kvm_userspace_memory_region).
+const kvmSetUserMemoryRegion = 0x4020ae46
+
+// decodeMemory fills r.Backing (and r.Mem) for calls that name memory:
+// mmap (its fd, or anonymous), mprotect and pkey_mprotect (the mappings
+// under the range, from /proc/TID/maps), and KVM_SET_USER_MEMORY_REGION
+// (the slot read from the caller's memory and the mappings under its host
+// range).
+func (d *Decoder) decodeMemory(n *Notif, r *orch.Request, tid string) error {
+	switch r.Syscall {
+	case "mmap":
+		if n.Args[3]&unix.MAP_ANONYMOUS != 0 {
+			r.Backing = "anon"
+		} else if t, ok := r.Fds[4]; ok {
+			r.Backing = (&memwatch.Mapping{Path: t}).Backing()
+		}
+	case "mprotect", "pkey_mprotect":
+		b, err := backingOf(tid, n.Args[0], n.Args[1])
+		if err != nil {
+			return err
+		}
+		r.Backing = b
+	case "ioctl":
+		if uint32(n.Args[1]) != kvmSetUserMemoryRegion {
+			return nil
+		}
+		var raw [32]byte
+		if err := ReadMem(n.PID, n.Args[2], raw[:]); err != nil {
+			r.Backing = "unreadable"
+			return fmt.Errorf("read kvm_userspace_memory_region: %w", err)
+		}
+		m := &orch.MemSlot{
+			Slot:  binary.NativeEndian.Uint32(raw[0:]),
+			Flags: binary.NativeEndian.Uint32(raw[4:]),
+			GPA:   binary.NativeEndian.Uint64(raw[8:]),
+			Size:  binary.NativeEndian.Uint64(raw[16:]),
+			HVA:   binary.NativeEndian.Uint64(raw[24:]),
+		}
+		r.Mem = m
+		if m.Size == 0 {
+			r.Backing = "none" // deleting the slot
+			return nil
+		}
+		b, err := backingOf(tid, m.HVA, m.Size)
+		if err != nil {
+			return err
+		}
+		r.Backing = b
+	}
+	return nil
+}
+
+// backingOf reads the caller's mappings and says what backs a range.
+func backingOf(tid string, addr, size uint64) (string, error) {
+	b, err := os.ReadFile("/proc/" + tid + "/maps")
+	if err != nil {
+		return "", fmt.Errorf("read maps: %w", err)
+	}
+	maps, err := memwatch.ParseMaps(b)
+	if err != nil {
+		return "", fmt.Errorf("parse maps of %s: %w", tid, err)
+	}
+	return memwatch.BackingOf(maps, addr, size), nil
 }

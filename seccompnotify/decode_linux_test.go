@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -63,6 +64,21 @@ func TestDecodeFabricated(t *testing.T) {
 	binary.NativeEndian.PutUint32(mm[8:], uint32(len(sin)))
 	binary.NativeEndian.PutUint64(mm[sizeofMmsghdr:], addrOf(other))
 	binary.NativeEndian.PutUint32(mm[sizeofMmsghdr+8:], uint32(len(other)))
+
+	anon, err := unix.Mmap(-1, 0, 2*pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(anon)
+	slot := make([]byte, 32)
+	binary.NativeEndian.PutUint32(slot[0:], 7)
+	binary.NativeEndian.PutUint64(slot[8:], 0xa0000)
+	binary.NativeEndian.PutUint64(slot[16:], pageSize)
+	binary.NativeEndian.PutUint64(slot[24:], addrOf(anon))
+	delSlot := make([]byte, 32)
+	names[unix.SYS_MPROTECT] = "mprotect"
+	names[unix.SYS_IOCTL] = "ioctl"
+	names[unix.SYS_MMAP] = "mmap"
 
 	atcwdFD := int32(unix.AT_FDCWD)
 	atcwd := uint64(uint32(atcwdFD))
@@ -121,6 +137,42 @@ func TestDecodeFabricated(t *testing.T) {
 				t.Errorf("sock %+v", r.Sock)
 			}
 		}},
+		{"mprotect of anonymous memory", Notif{Nr: unix.SYS_MPROTECT, Args: [6]uint64{addrOf(anon), pageSize, 7}}, func(t *testing.T, r *orch.Request, err error) {
+			if err != nil || r.Backing != "anon" {
+				t.Errorf("backing %q err %v", r.Backing, err)
+			}
+		}},
+		{"mprotect of this test's text", Notif{Nr: unix.SYS_MPROTECT, Args: [6]uint64{uint64(reflectFuncPC()) &^ (pageSize - 1), pageSize, 7}}, func(t *testing.T, r *orch.Request, err error) {
+			exe, _ := os.Executable()
+			if err != nil || r.Backing != exe {
+				t.Errorf("backing %q err %v, want %q", r.Backing, err, exe)
+			}
+		}},
+		{"mmap anonymous", Notif{Nr: unix.SYS_MMAP, Args: [6]uint64{0, pageSize, 7, unix.MAP_PRIVATE | unix.MAP_ANONYMOUS, ^uint64(0)}}, func(t *testing.T, r *orch.Request, err error) {
+			if r.Backing != "anon" {
+				t.Errorf("backing %q", r.Backing)
+			}
+		}},
+		{"mmap of a file", Notif{Nr: unix.SYS_MMAP, Args: [6]uint64{0, pageSize, 5, unix.MAP_PRIVATE, uint64(df.Fd())}}, func(t *testing.T, r *orch.Request, err error) {
+			if r.Backing != dir {
+				t.Errorf("backing %q, want %q", r.Backing, dir)
+			}
+		}},
+		{"kvm memory slot", Notif{Nr: unix.SYS_IOCTL, Args: [6]uint64{uint64(df.Fd()), 0xffffffff_4020ae46, addrOf(slot)}}, func(t *testing.T, r *orch.Request, err error) {
+			if err != nil || r.Mem == nil || r.Mem.Slot != 7 || r.Mem.GPA != 0xa0000 || r.Backing != "anon" {
+				t.Errorf("mem %+v backing %q err %v", r.Mem, r.Backing, err)
+			}
+		}},
+		{"kvm memory slot deleted", Notif{Nr: unix.SYS_IOCTL, Args: [6]uint64{uint64(df.Fd()), 0x4020ae46, addrOf(delSlot)}}, func(t *testing.T, r *orch.Request, err error) {
+			if err != nil || r.Backing != "none" {
+				t.Errorf("backing %q err %v", r.Backing, err)
+			}
+		}},
+		{"kvm memory slot unreadable", Notif{Nr: unix.SYS_IOCTL, Args: [6]uint64{uint64(df.Fd()), 0x4020ae46, 24}}, func(t *testing.T, r *orch.Request, err error) {
+			if err == nil || r.Backing != "unreadable" {
+				t.Errorf("backing %q err %v", r.Backing, err)
+			}
+		}},
 		{"unknown number", Notif{Nr: 999}, func(t *testing.T, r *orch.Request, err error) {
 			if r.Syscall != "syscall_999" {
 				t.Errorf("syscall %q", r.Syscall)
@@ -148,7 +200,12 @@ func TestDecodeFabricated(t *testing.T) {
 	runtime.KeepAlive(msg)
 	runtime.KeepAlive(connected)
 	runtime.KeepAlive(mm)
+	runtime.KeepAlive(slot)
+	runtime.KeepAlive(delSlot)
 }
+
+// reflectFuncPC returns an address inside this test binary's text.
+func reflectFuncPC() uintptr { return reflect.ValueOf(TestDecodeFabricated).Pointer() }
 
 func TestReadStringAcrossPages(t *testing.T) {
 	// A string that ends right before an unmapped page must still be read.

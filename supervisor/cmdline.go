@@ -169,3 +169,70 @@ func slicesContains(s []string, v string) bool {
 	}
 	return false
 }
+
+// PreloadPaths returns the absolute paths in an environment's LD_PRELOAD
+// (entries separated by spaces or colons, as ld.so reads them). Relative
+// names are searched for by ld.so and are not returned.
+func PreloadPaths(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		v, ok := strings.CutPrefix(kv, "LD_PRELOAD=")
+		if !ok {
+			continue
+		}
+		for _, p := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ':' }) {
+			if strings.HasPrefix(p, "/") {
+				out = append(out, filepath.Clean(p))
+			}
+		}
+	}
+	return out
+}
+
+// WithPreloadRule returns a copy of p with a rule, placed before the
+// profile's own, that lets QEMU open the libraries its environment
+// preloads and map them executable (never writable and executable at
+// once). The operator chose to preload them, as they chose the command
+// line; without the rule QEMU would start without them, or not at all.
+func WithPreloadRule(p *profiles.Profile, paths []string) *profiles.Profile {
+	if len(paths) == 0 {
+		return p
+	}
+	globs := make([]string, 0, len(paths))
+	for _, path := range paths {
+		globs = append(globs, escapeGlob(path))
+	}
+	q := *p
+	q.Rules = append([]profiles.VerdictRule{
+		{
+			Name:     "qemu-preload-open",
+			Syscalls: []string{"open", "openat", "openat2"},
+			Paths:    globs,
+			Verdict:  profiles.VerdictAllow,
+			Reason:   "a library QEMU's environment preloads (LD_PRELOAD)",
+		},
+		{
+			Name:     "qemu-preload-map",
+			Syscalls: []string{"mmap"},
+			Backing:  globs,
+			Args:     []profiles.ArgCond{{Index: 2, Op: profiles.OpMaskedEq, Mask: protWrite, Values: []uint64{0}}},
+			Verdict:  profiles.VerdictAllow,
+			Reason:   "the dynamic loader maps a library QEMU's environment preloads (LD_PRELOAD), read-only and executable",
+		},
+	}, p.Rules...)
+	return &q
+}
+
+// protWrite is PROT_WRITE (this file builds on every OS).
+const protWrite = 0x2
+
+// PrepareProfile adapts a profile to one QEMU: rules for what its
+// command line and environment name, and only the rules for the
+// accelerators it may use.
+func PrepareProfile(p *profiles.Profile, args, env []string, cwd string, exists func(string) bool) *profiles.Profile {
+	// The cwd itself: QEMU opens "." at start-up.
+	paths := append(CmdlinePaths(args, cwd, exists), cwd)
+	p = WithCmdlineRules(p, paths)
+	p = WithPreloadRule(p, PreloadPaths(env))
+	return profiles.ForAccel(p, Accels(args))
+}

@@ -41,13 +41,10 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("current directory: %v", err), 125)
 	}
-	// The cwd itself: QEMU opens "." at start-up.
-	paths := append(supervisor.CmdlinePaths(args[1:], cwd, func(path string) bool {
+	p = supervisor.PrepareProfile(p, args[1:], os.Environ(), cwd, func(path string) bool {
 		_, err := os.Stat(path)
 		return err == nil
-	}), cwd)
-	p = supervisor.WithCmdlineRules(p, paths)
-	p = profiles.ForAccel(p, supervisor.Accels(args[1:]))
+	})
 	dec, err := orch.NewRules(p)
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("profile %s: %v", p.Source, err), 125)
