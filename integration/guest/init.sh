@@ -7,6 +7,7 @@
 #   kfv.port=N        net: TCP port on the host (default 5555)
 #   kfv.host=A.B.C.D  net: host address (default 10.0.2.2, QEMU user net)
 #   kfv.seconds=N     idle: seconds to sleep (default 10)
+#   kfv.payload=NAME kfv.arg=TEXT kfv.sector=N  trigger: see workload_trigger
 # and prints machine-readable markers on the console, one per line:
 #   KFV-BOOTED ms=N                     kernel uptime when /init started
 #   KFV-RESULT workload=W status=ok|fail key=value...
@@ -121,11 +122,38 @@ workload_idle() {
 	result status=ok seconds=$secs
 }
 
+workload_trigger() {
+	# Sends the test implant a command through the block backend: one
+	# sector "KFV-IMPLANT" NUL payload NUL arg NUL, zero-padded, written
+	# with O_DIRECT to /dev/vda at sector kfv.sector (default 8), so that
+	# QEMU writes it at once from a worker thread. Then it idles
+	# kfv.seconds (default 0) so the host can look at the VM.
+	payload=${kfv_payload:-}
+	arg=${kfv_arg:-}
+	sector=${kfv_sector:-8}
+	secs=${kfv_seconds:-0}
+	case "$payload" in
+	"" | *[!a-z0-9-]*) result status=fail reason=bad-payload; return ;;
+	esac
+	is_uint "$sector" || { result status=fail reason=bad-sector; return; }
+	is_uint "$secs" || { result status=fail reason=bad-seconds; return; }
+	[ -b /dev/vda ] || { result status=fail reason=no-vda; return; }
+	{
+		printf 'KFV-IMPLANT\000%s\000%s\000' "$payload" "$arg"
+		head -c 512 /dev/zero
+	} | head -c 512 >/tmp/trigger
+	dd if=/tmp/trigger of=/dev/vda bs=512 seek="$sector" count=1 oflag=direct conv=fsync status=none ||
+		{ result status=fail reason=write; return; }
+	result status=ok payload=$payload sector=$sector
+	sleep "$secs"
+}
+
 case "$kfv_workload" in
 boot) result status=ok ;;
 disk) workload_disk ;;
 net) workload_net ;;
 idle) workload_idle ;;
+trigger) workload_trigger ;;
 *) result status=fail reason=unknown-workload ;;
 esac
 
