@@ -1,0 +1,115 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func write(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, body string
+		want       Config
+		err        string
+	}{
+		{name: "empty", body: "", want: Config{Profile: "qemu", Mode: "enforce", Events: DefaultEvents}},
+		{name: "all", body: "qemu = \"/usr/bin/qemu-system-x86_64\"\nprofile = \"/etc/kfv/p.toml\"\nmode = \"audit\"\nevents = \"/var/log/kfv/{vm}.events\"\n",
+			want: Config{QEMU: "/usr/bin/qemu-system-x86_64", Profile: "/etc/kfv/p.toml", Mode: "audit", Events: "/var/log/kfv/{vm}.events"}},
+		{name: "unknown key", body: "mdoe = \"audit\"\n", err: "unknown setting mdoe"},
+		{name: "bad mode", body: "mode = \"permissive\"\n", err: `mode "permissive"`},
+		{name: "relative events", body: "events = \"logs\"\n", err: `events "logs"`},
+		{name: "relative qemu", body: "qemu = \"qemu-system-x86_64\"\n", err: "want an absolute path"},
+		{name: "empty profile", body: "profile = \"\"\n", err: "profile is empty"},
+		{name: "syntax", body: "mode = \n", err: "read "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := write(t, dir, tt.name+".toml", tt.body)
+			c, err := Load(p)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("Load = %v, want error containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.QEMU != tt.want.QEMU || c.Profile != tt.want.Profile || c.Mode != tt.want.Mode || c.Events != tt.want.Events || c.Source != p {
+				t.Errorf("Load = %+v, want %+v from %s", c, tt.want, p)
+			}
+		})
+	}
+}
+
+func TestFind(t *testing.T) {
+	dir := t.TempDir()
+	other := write(t, dir, "other.toml", "mode = \"audit\"\n")
+	locked := write(t, dir, "locked.toml", "environment_overrides = false\n")
+	open := write(t, dir, "open.toml", "profile = \"/p.toml\"\n")
+	missing := filepath.Join(dir, "missing.toml")
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == PathEnv {
+				return v
+			}
+			return ""
+		}
+	}
+	tests := []struct {
+		name, sys, env string
+		source, err    string
+	}{
+		{name: "no files", sys: missing, source: "defaults"},
+		{name: "system file", sys: open, source: open},
+		{name: "override without system file", sys: missing, env: other, source: other},
+		{name: "override allowed", sys: open, env: other, source: other},
+		{name: "override forbidden", sys: locked, env: other, err: "environment_overrides = false"},
+		{name: "override names a missing file", sys: missing, env: missing, err: "read "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := find(tt.sys, env(tt.env))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("find = %v, want error containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Source != tt.source {
+				t.Errorf("source %q, want %q", c.Source, tt.source)
+			}
+		})
+	}
+}
+
+func TestEventsPath(t *testing.T) {
+	tests := []struct{ events, vm, want string }{
+		{"/var/log/kfv", "web1", "/var/log/kfv/web1.jsonl"},
+		{"/var/log/kfv/{vm}/events.jsonl", "web1", "/var/log/kfv/web1/events.jsonl"},
+		{"/var/log/kfv", "../../etc/passwd", "/var/log/kfv/_._.._etc_passwd.jsonl"},
+		{"/var/log/kfv", ".hidden", "/var/log/kfv/_hidden.jsonl"},
+		{"/var/log/kfv", "", "/var/log/kfv/qemu.jsonl"},
+		{"/var/log/kfv", "a b/c", "/var/log/kfv/a_b_c.jsonl"},
+	}
+	for _, tt := range tests {
+		c := &Config{Events: tt.events}
+		if got := c.EventsPath(tt.vm); got != tt.want {
+			t.Errorf("EventsPath(%q) with %q = %q, want %q", tt.vm, tt.events, got, tt.want)
+		}
+	}
+}
