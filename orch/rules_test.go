@@ -202,10 +202,27 @@ func TestBuiltinQEMU(t *testing.T) {
 		{"fork", Request{Syscall: "clone", Thread: "worker"}, Deny, "no-fork"},
 		{"firmware", Request{Syscall: "openat", Path: "/usr/share/seabios/bios-256k.bin", Thread: "qemu-system-x86"}, Allow, "qemu-data"},
 		{"shadow", Request{Syscall: "openat", Path: "/etc/shadow", Thread: "CPU 0/KVM"}, Deny, "default"},
-		{"lib exec", Request{Syscall: "mmap", Args: protExec, Fds: map[int]string{4: "/usr/lib/x86_64-linux-gnu/libglib-2.0.so.0.7400.6"}}, Allow, "exec-libraries"},
-		{"tmp exec", Request{Syscall: "mmap", Args: protExec, Fds: map[int]string{4: "/tmp/x.so"}, Thread: "qemu-system-x86"}, Deny, "no-exec-files"},
-		{"tcg buffer", Request{Syscall: "mmap", Args: protExec, Thread: "qemu-system-x86"}, Allow, "tcg-code-buffer"},
-		{"rwx from vcpu", Request{Syscall: "mmap", Args: protExec, Thread: "CPU 0/TCG"}, Deny, "no-exec-memory"},
+		{"lib exec", Request{Syscall: "mmap", Args: protExec, Backing: "/usr/lib/x86_64-linux-gnu/libglib-2.0.so.0.7400.6"}, Allow, "exec-libraries"},
+		{"lib writable and exec", Request{Syscall: "mmap", Args: protRWX, Backing: "/usr/lib/x86_64-linux-gnu/libglib-2.0.so.0.7400.6"}, Deny, "no-exec-memory"},
+		{"tmp exec", Request{Syscall: "mmap", Args: protExec, Backing: "/tmp/x.so", Thread: "qemu-system-x86"}, Deny, "no-exec-memory"},
+		{"tcg buffer", Request{Syscall: "mprotect", Args: protRWX, Backing: "anon", Thread: "qemu-system-x86"}, Allow, "tcg-code-buffer"},
+		{"qemu text made rwx from main", Request{Syscall: "mprotect", Args: protRWX, Backing: "/usr/bin/qemu-system-x86_64", Thread: "qemu-system-x86"}, Deny, "no-exec-memory"},
+		{"rwx from vcpu", Request{Syscall: "mmap", Args: protExec, Backing: "anon", Thread: "CPU 0/TCG"}, Deny, "no-exec-memory"},
+		{"rwx from worker", Request{Syscall: "mmap", Args: protRWX, Backing: "anon", Thread: "worker"}, Deny, "no-exec-memory"},
+		{"memslot over guest ram", Request{Syscall: "ioctl", Args: [6]uint64{9, 0x4020ae46}, Backing: "anon", Thread: "qemu-system-x86"}, Allow, "kvm-memslot-guest-ram"},
+		{"memslot deleted", Request{Syscall: "ioctl", Args: [6]uint64{9, 0x4020ae46}, Backing: "none", Thread: "CPU 0/KVM"}, Allow, "kvm-memslot-guest-ram"},
+		{"memslot over a library", Request{Syscall: "ioctl", Args: [6]uint64{9, 0x4020ae46}, Backing: "/tmp/implant.so", Thread: "CPU 0/KVM"}, Deny, "no-kvm-memslot-host-memory"},
+		{"memslot over the heap", Request{Syscall: "ioctl", Args: [6]uint64{9, 0x4020ae46}, Backing: "[heap]", Thread: "CPU 0/KVM"}, Deny, "no-kvm-memslot-host-memory"},
+		{"proc mem", Request{Syscall: "openat", Path: "/proc/self/mem", Args: [6]uint64{0, 0, 2}, Thread: "worker"}, Deny, "no-proc-escape"},
+		{"proc root escape", Request{Syscall: "openat", Path: "/proc/self/root/etc/shadow", Thread: "worker"}, Deny, "no-proc-escape"},
+		{"proc status read", Request{Syscall: "openat", Path: "/proc/self/status", Thread: "qemu-system-x86"}, Allow, "qemu-host-info"},
+		{"firmware opened for writing", Request{Syscall: "openat", Path: "/usr/share/seabios/bios-256k.bin", Args: [6]uint64{0, 0, 2}}, Deny, "default"},
+		{"socket from worker", Request{Syscall: "socket", Sock: &SockAddr{Family: 2}, Thread: "worker"}, Deny, "no-network-from-device-threads"},
+		{"socket from main loop", Request{Syscall: "socket", Sock: &SockAddr{Family: 2}, Thread: "qemu-system-x86"}, Allow, "sockets"},
+		{"slirp to loopback", Request{Syscall: "connect", Sock: inet("127.0.0.1:5555"), Thread: "qemu-system-x86"}, Allow, "slirp-host-loopback"},
+		{"loopback from monitor", Request{Syscall: "connect", Sock: inet("127.0.0.1:5555"), Thread: "IO mon_iothread"}, Deny, "no-host-local-inet"},
+		{"bind from vcpu", Request{Syscall: "bind", Sock: inet("0.0.0.0:4444"), Thread: "CPU 1/TCG"}, Deny, "no-network-from-device-threads"},
+		{"listen from main", Request{Syscall: "listen", Thread: "qemu-system-x86"}, Allow, "listen-main"},
 		{"metadata service", Request{Syscall: "connect", Sock: inet("169.254.169.254:80")}, Deny, "no-host-local-inet"},
 		{"docker socket", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "/run/docker.sock"}}, Deny, "default"},
 		{"netlink", Request{Syscall: "socket", Sock: &SockAddr{Family: 16}}, Deny, "no-host-network-control"},
@@ -254,3 +271,6 @@ func BenchmarkDecide(b *testing.B) {
 // protExec are mmap arguments with PROT_READ|PROT_EXEC, the calls the
 // filter sends to the supervisor.
 var protExec = [6]uint64{0, 4096, 0x5, 0x2, 0, 0}
+
+// protRWX adds PROT_WRITE.
+var protRWX = [6]uint64{0, 4096, 0x7, 0x22, 0, 0}
