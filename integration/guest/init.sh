@@ -2,12 +2,17 @@
 # /init of the kfv Linux test guest (busybox sh, PID 1).
 #
 # Reads its workload from the kernel command line:
-#   kfv.workload=boot|disk|net|idle  what to run (default boot)
+#   kfv.workload=boot|disk|net|idle|reboot|counter|hotplug|cdrom
+#                     what to run (default boot)
 #   kfv.size=N        disk, net: MiB to write or send (default 64, net 16)
 #   kfv.port=N        net: TCP port on the host (default 5555)
 #   kfv.host=A.B.C.D  net: host address (default 10.0.2.2, QEMU user net)
-#   kfv.seconds=N     idle: seconds to sleep (default 10)
+#   kfv.seconds=N     idle: seconds to sleep (default 10); counter,
+#                     hotplug, cdrom: how long to wait (default 60)
+#   kfv.count=N       counter: how many ticks to print (default 600)
 #   kfv.payload=NAME kfv.arg=TEXT kfv.sector=N  trigger: see workload_trigger
+# Workloads driven from the host (reboot, counter, hotplug, cdrom) are
+# described above their functions.
 # and prints machine-readable markers on the console, one per line:
 #   KFV-BOOTED ms=N                     kernel uptime when /init started
 #   KFV-RESULT workload=W status=ok|fail key=value...
@@ -122,6 +127,106 @@ workload_idle() {
 	result status=ok seconds=$secs
 }
 
+# reboot: the guest reboots once. The first boot finds no marker in the
+# first sector of /dev/vda, writes it, prints KFV-REBOOTING and reboots;
+# the second boot finds the marker and finishes. Needs a disk and QEMU
+# without -no-reboot.
+reboot_mark=KFV-REBOOT-MARK1
+workload_reboot() {
+	[ -b /dev/vda ] || { result status=fail reason=no-vda; return; }
+	got=$(dd if=/dev/vda bs=16 count=1 status=none | tr -d '\000')
+	if [ "$got" = "$reboot_mark" ]; then
+		result status=ok boot=2
+		return
+	fi
+	printf '%s' "$reboot_mark" | dd of=/dev/vda bs=16 count=1 conv=fsync status=none ||
+		{ result status=fail reason=write-mark; return; }
+	echo "KFV-REBOOTING boot=1"
+	sync
+	reboot -f
+	result status=fail reason=reboot
+}
+
+# counter: prints "KFV-COUNT n=N" every 0.2 s, N from 0 to kfv.count-1.
+# The count lives in guest memory only, so a snapshot restored with
+# loadvm, or a migrated guest, shows where it went back or went on.
+workload_counter() {
+	count=${kfv_count:-600}
+	is_uint "$count" || { result status=fail reason=bad-count; return; }
+	i=0
+	while [ "$i" -lt "$count" ]; do
+		echo "KFV-COUNT n=$i"
+		i=$((i + 1))
+		sleep 0.2
+	done
+	result status=ok count=$count
+}
+
+# first_nic prints the name of the first ethN interface, if any.
+first_nic() {
+	for d in /sys/class/net/eth*; do
+		[ -e "$d" ] && { echo "${d##*/}"; return 0; }
+	done
+	return 1
+}
+
+# hotplug: waits up to kfv.seconds for a NIC to appear (the host adds it
+# with device_add), prints "KFV-HOTPLUG added=ethN mac=M", then waits for
+# it to go (device_del) and prints "KFV-HOTPLUG removed=ethN".
+workload_hotplug() {
+	secs=${kfv_seconds:-60}
+	is_uint "$secs" || { result status=fail reason=bad-seconds; return; }
+	echo "KFV-HOTPLUG waiting"
+	t=0
+	until nic=$(first_nic); do
+		[ "$t" -lt $((secs * 5)) ] || { result status=fail reason=no-nic; return; }
+		t=$((t + 1))
+		sleep 0.2
+	done
+	read -r mac <"/sys/class/net/$nic/address"
+	echo "KFV-HOTPLUG added=$nic mac=$mac"
+	t=0
+	while [ -e "/sys/class/net/$nic" ]; do
+		[ "$t" -lt $((secs * 5)) ] || { result status=fail reason=nic-stayed; return; }
+		t=$((t + 1))
+		sleep 0.2
+	done
+	echo "KFV-HOTPLUG removed=$nic"
+	result status=ok nic=$nic mac=$mac
+}
+
+# medium_sum prints the sha256 of the first kfv.size MiB of /dev/sr0, or
+# "none" when no medium can be read.
+medium_sum() {
+	s=$(dd if=/dev/sr0 bs=1M count="$size" status=none 2>/dev/null | sha256sum) ||
+		{ echo none; return; }
+	s=${s%% *}
+	# sha256 of no bytes: the drive is empty or unreadable
+	[ "$s" = e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 ] && s=none
+	echo "$s"
+}
+
+# cdrom: reads the medium in /dev/sr0 (none at first), prints
+# "KFV-CDROM first=SUM", then polls for up to kfv.seconds until the
+# medium changes (the host uses blockdev-change-medium) and reports the
+# new medium's sha256 (of its first kfv.size MiB, default 1).
+workload_cdrom() {
+	size=${kfv_size:-1}
+	secs=${kfv_seconds:-60}
+	is_uint "$size" || { result status=fail reason=bad-size; return; }
+	is_uint "$secs" || { result status=fail reason=bad-seconds; return; }
+	[ -b /dev/sr0 ] || { result status=fail reason=no-sr0; return; }
+	first=$(medium_sum)
+	echo "KFV-CDROM first=$first"
+	t=0
+	while cur=$(medium_sum); [ "$cur" = "$first" ]; do
+		[ "$t" -lt $((secs * 2)) ] || { result status=fail reason=no-change; return; }
+		t=$((t + 1))
+		sleep 0.5
+	done
+	result status=ok first=$first sha256=$cur
+}
+
 workload_trigger() {
 	# Sends the test implant a command through the block backend: one
 	# sector "KFV-IMPLANT" NUL payload NUL arg NUL, zero-padded, written
@@ -154,6 +259,10 @@ disk) workload_disk ;;
 net) workload_net ;;
 idle) workload_idle ;;
 trigger) workload_trigger ;;
+reboot) workload_reboot ;;
+counter) workload_counter ;;
+hotplug) workload_hotplug ;;
+cdrom) workload_cdrom ;;
 *) result status=fail reason=unknown-workload ;;
 esac
 
