@@ -1,0 +1,716 @@
+/*
+ * kfv test implant: plays a subverted QEMU device model.
+ *
+ * Test-only. It is built by the integration tests (gcc -shared), loaded
+ * into a real qemu-system-x86_64 with LD_PRELOAD, and never installed or
+ * used by kfv-run. When the guest sends a trigger, it runs one payload
+ * right there, in the QEMU thread that was emulating the guest's I/O, so
+ * that every syscall of the payload comes from QEMU's own thread, as after
+ * a real escape through a device model.
+ *
+ * A trigger is the command  "KFV-IMPLANT" NUL payload NUL argument NUL.
+ *
+ *  1. Block backend (any accelerator): the guest writes one sector that
+ *     starts with the command. QEMU's raw driver performs the write with
+ *     pwrite64/pwritev64 in a "worker" thread of its thread pool; the
+ *     wrappers below recognise the command in the first buffer, run the
+ *     payload, then perform the original write.
+ *  2. vCPU port I/O (KVM): the guest writes the command byte by byte to
+ *     port 0x5f0 ("out dx, al"). After each KVM_RUN that exits with
+ *     KVM_EXIT_IO out to that port, the ioctl wrapper reads the byte from
+ *     the vCPU's kvm_run page (recorded by the mmap wrappers) and runs the
+ *     payload when the command is complete, in the "CPU n/KVM" thread.
+ *
+ * Output, on fd 2, one line each:
+ *   kfv-implant: loaded pid=N
+ *   kfv-implant: payload=NAME result=ok|fail detail=TEXT
+ * (exec-shell prints "result=exec" before its execve, which does not
+ * return when it works.)
+ *
+ * The implant is active only in a process whose executable is named
+ * qemu-system-*: LD_PRELOAD is inherited by every process the tests start
+ * under it (kfv-run and its loader, the shell of exec-shell), and those
+ * must neither print the loaded line nor run payloads.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <linux/filter.h>
+#include <linux/if_ether.h>
+#include <linux/kvm.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAGIC "KFV-IMPLANT"
+#define TRIGGER_PORT 0x5f0
+/* read-secret copies the secret here in the disk of the intercepted write. */
+#define SECRET_OFFSET (1 << 20)
+/* other-disk writes this at offset 0 of the other VM's image. */
+#define OTHER_DISK_MARK "KFV-IMPLANT-WAS-HERE"
+#define CMD_MAX 512
+#define MAX_VCPUS 64
+
+static int active;
+
+/*
+ * kvm-memslot exposes this page to the guest: memory of QEMU itself (the
+ * implant's .data, like any library's), which no guest may see.
+ */
+static char host_page[4096] __attribute__((aligned(4096))) = "KFV-HOST-MEMORY";
+
+static void say(const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if (n > (int)sizeof buf - 2)
+		n = sizeof buf - 2;
+	buf[n++] = '\n';
+	/* One write per line, so lines from threads do not interleave. */
+	ssize_t w = write(2, buf, n);
+	(void)w;
+}
+
+static void report(const char *payload, int ok, const char *fmt, ...)
+{
+	char detail[768];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof detail, fmt, ap);
+	va_end(ap);
+	say("kfv-implant: payload=%s result=%s detail=%s", payload, ok ? "ok" : "fail", detail);
+}
+
+__attribute__((constructor)) static void implant_init(void)
+{
+	char exe[512];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n <= 0)
+		return;
+	exe[n] = 0;
+	const char *base = strrchr(exe, '/');
+	base = base ? base + 1 : exe;
+	if (strncmp(base, "qemu-system-", 12) != 0)
+		return;
+	active = 1;
+	say("kfv-implant: loaded pid=%d", (int)getpid());
+}
+
+static void *real(const char *name)
+{
+	void *p = dlsym(RTLD_NEXT, name);
+	if (!p) {
+		say("kfv-implant: dlsym %s: %s", name, dlerror());
+		abort();
+	}
+	return p;
+}
+
+/* ---------------------------------------------------------------- payloads */
+
+static ssize_t (*real_pwrite64)(int, const void *, size_t, off_t);
+
+static ssize_t raw_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	if (!real_pwrite64)
+		real_pwrite64 = real("pwrite64");
+	return real_pwrite64(fd, buf, n, off);
+}
+
+/* parse_hostport parses "A.B.C.D:PORT". */
+static int parse_hostport(const char *arg, struct sockaddr_in *sa)
+{
+	char host[64];
+	const char *colon = strrchr(arg, ':');
+	if (!colon || colon - arg >= (long)sizeof host)
+		return -1;
+	memcpy(host, arg, colon - arg);
+	host[colon - arg] = 0;
+	memset(sa, 0, sizeof *sa);
+	sa->sin_family = AF_INET;
+	sa->sin_port = htons((uint16_t)atoi(colon + 1));
+	return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
+}
+
+static void p_exec_shell(const char *name, const char *arg)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "touch '%s'", arg);
+	say("kfv-implant: payload=%s result=exec detail=execve /bin/sh -c \"%s\"", name, cmd);
+	execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+	report(name, 0, "execve /bin/sh: %s", strerror(errno));
+}
+
+static void p_read_secret(const char *name, const char *arg, int diskfd)
+{
+	char buf[4096];
+	if (diskfd < 0) {
+		report(name, 0, "needs the block trigger (no disk fd)");
+		return;
+	}
+	int fd = open(arg, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		report(name, 0, "open %s: %s", arg, strerror(errno));
+		return;
+	}
+	ssize_t n = read(fd, buf, sizeof buf);
+	int e = errno;
+	close(fd);
+	if (n < 0) {
+		report(name, 0, "read %s: %s", arg, strerror(e));
+		return;
+	}
+	ssize_t w = raw_pwrite(diskfd, buf, n, SECRET_OFFSET);
+	if (w != n) {
+		report(name, 0, "pwrite to disk fd %d: %s", diskfd, w < 0 ? strerror(errno) : "short write");
+		return;
+	}
+	report(name, 1, "copied %zd bytes of %s to disk offset %d", n, arg, SECRET_OFFSET);
+}
+
+static void p_connect_back(const char *name, const char *arg)
+{
+	struct sockaddr_in sa;
+	if (parse_hostport(arg, &sa) < 0) {
+		report(name, 0, "bad address %s", arg);
+		return;
+	}
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0) {
+		report(name, 0, "socket: %s", strerror(errno));
+		return;
+	}
+	if (connect(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		report(name, 0, "connect %s: %s", arg, strerror(errno));
+		close(s);
+		return;
+	}
+	char line[64];
+	int n = snprintf(line, sizeof line, "kfv-implant connect-back pid=%d\n", (int)getpid());
+	ssize_t w = send(s, line, n, MSG_NOSIGNAL);
+	int e = errno;
+	close(s);
+	if (w != n) {
+		report(name, 0, "send: %s", w < 0 ? strerror(e) : "short");
+		return;
+	}
+	report(name, 1, "connected to %s and sent %d bytes", arg, n);
+}
+
+static void p_bind_shell(const char *name, const char *arg)
+{
+	struct sockaddr_in sa;
+	if (parse_hostport(arg, &sa) < 0) {
+		report(name, 0, "bad address %s", arg);
+		return;
+	}
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0) {
+		report(name, 0, "socket: %s", strerror(errno));
+		return;
+	}
+	int one = 1;
+	if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) {
+		report(name, 0, "setsockopt: %s", strerror(errno));
+		close(s);
+		return;
+	}
+	if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		report(name, 0, "bind %s: %s", arg, strerror(errno));
+		close(s);
+		return;
+	}
+	if (listen(s, 4) < 0) {
+		report(name, 0, "listen: %s", strerror(errno));
+		close(s);
+		return;
+	}
+	/* Left open: the shell's port stays reachable while QEMU runs. */
+	report(name, 1, "listening on %s fd=%d", arg, s);
+}
+
+static void p_raw_sniff(const char *name)
+{
+	int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+	if (s < 0) {
+		report(name, 0, "socket(AF_PACKET, SOCK_RAW): %s", strerror(errno));
+		return;
+	}
+	/* Left open, so that the test can find it in /proc/net/packet. */
+	report(name, 1, "fd=%d", s);
+}
+
+static void p_rwx(const char *name)
+{
+	/* mov eax, 42; ret */
+	static const unsigned char stub[] = {0xb8, 42, 0, 0, 0, 0xc3};
+	void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		/* Never jump anywhere without the mapping. */
+		report(name, 0, "mmap rwx: %s (stub not run)", strerror(errno));
+		return;
+	}
+	memcpy(p, stub, sizeof stub);
+	int r = ((int (*)(void))p)();
+	munmap(p, 4096);
+	report(name, r == 42, "stub at %p returned=%d", p, r);
+}
+
+/*
+ * The byte patched by text-patch and procmem-write: the first byte of
+ * QEMU's ELF entry point (_start). It runs once, before main, and never
+ * again, and it is put back at once anyway.
+ */
+static unsigned char *entry_byte(void)
+{
+	return (unsigned char *)getauxval(AT_ENTRY);
+}
+
+static void p_text_patch(const char *name)
+{
+	unsigned char *b = entry_byte();
+	long pg = sysconf(_SC_PAGESIZE);
+	void *page = (void *)((uintptr_t)b & ~(uintptr_t)(pg - 1));
+	if (mprotect(page, pg, PROT_READ | PROT_WRITE | PROT_EXEC) < 0) {
+		report(name, 0, "mprotect(%p, rwx) of QEMU text: %s", page, strerror(errno));
+		return;
+	}
+	unsigned char old = *b;
+	*(volatile unsigned char *)b = old ^ 0xff;
+	unsigned char now = *(volatile unsigned char *)b;
+	*(volatile unsigned char *)b = old;
+	int e = 0;
+	if (mprotect(page, pg, PROT_READ | PROT_EXEC) < 0)
+		e = errno;
+	report(name, now == (unsigned char)(old ^ 0xff), "patched %p 0x%02x->0x%02x, restored%s%s", (void *)b, old, now,
+	       e ? "; mprotect r-x: " : "", e ? strerror(e) : "");
+}
+
+static void p_procmem_write(const char *name)
+{
+	unsigned char *b = entry_byte();
+	int fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		report(name, 0, "open /proc/self/mem O_RDWR: %s", strerror(errno));
+		return;
+	}
+	unsigned char old = *b, neu = old ^ 0xff;
+	ssize_t w = raw_pwrite(fd, &neu, 1, (off_t)(uintptr_t)b);
+	int e = errno;
+	unsigned char now = *(volatile unsigned char *)b;
+	if (w == 1 && raw_pwrite(fd, &old, 1, (off_t)(uintptr_t)b) != 1)
+		say("kfv-implant: procmem-write could not restore %p: %s", (void *)b, strerror(errno));
+	close(fd);
+	if (w != 1) {
+		report(name, 0, "pwrite /proc/self/mem at %p: %s", (void *)b, strerror(e));
+		return;
+	}
+	report(name, now == neu, "wrote %p 0x%02x->0x%02x through /proc/self/mem, restored", (void *)b, old, now);
+}
+
+static void p_neighbor_signal(const char *name, const char *arg)
+{
+	pid_t pid = (pid_t)atoi(arg);
+	if (pid <= 1) {
+		report(name, 0, "bad pid %s", arg);
+		return;
+	}
+	if (kill(pid, SIGKILL) < 0) {
+		report(name, 0, "kill(%d, SIGKILL): %s", (int)pid, strerror(errno));
+		return;
+	}
+	report(name, 1, "kill(%d, SIGKILL) sent", (int)pid);
+}
+
+/* neighbor-peek: argument PID:HEXADDR; reads 4 bytes there, then attaches. */
+static void p_neighbor_peek(const char *name, const char *arg)
+{
+	char *end;
+	pid_t pid = (pid_t)strtol(arg, &end, 10);
+	if (pid <= 1 || *end != ':') {
+		report(name, 0, "bad argument %s (want PID:HEXADDR)", arg);
+		return;
+	}
+	uintptr_t addr = (uintptr_t)strtoull(end + 1, NULL, 16);
+	unsigned char got[4] = {0};
+	struct iovec local = {got, sizeof got}, remote = {(void *)addr, sizeof got};
+	char rd[96], pt[96];
+	int ok = 0;
+	ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+	if (n == (ssize_t)sizeof got) {
+		snprintf(rd, sizeof rd, "process_vm_readv=ok:%02x%02x%02x%02x", got[0], got[1], got[2], got[3]);
+		ok++;
+	} else {
+		snprintf(rd, sizeof rd, "process_vm_readv=fail:%s", n < 0 ? strerror(errno) : "short");
+	}
+	if (ptrace(PTRACE_ATTACH, pid, NULL, NULL) == 0) {
+		int st;
+		/* The tracee stops with SIGSTOP; detach once it has. */
+		waitpid(pid, &st, __WALL);
+		ptrace(PTRACE_DETACH, pid, NULL, NULL);
+		snprintf(pt, sizeof pt, "ptrace_attach=ok");
+		ok++;
+	} else {
+		snprintf(pt, sizeof pt, "ptrace_attach=fail:%s", strerror(errno));
+	}
+	/* ok when either worked: a kfv run must stop both. */
+	report(name, ok > 0, "%s,%s", rd, pt);
+}
+
+static void p_fork_exec(const char *name, const char *arg)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "touch '%s'", arg);
+	pid_t pid = fork();
+	if (pid < 0) {
+		report(name, 0, "fork: %s", strerror(errno));
+		return;
+	}
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	int st = 0;
+	if (waitpid(pid, &st, 0) < 0) {
+		report(name, 0, "waitpid %d: %s", (int)pid, strerror(errno));
+		return;
+	}
+	report(name, WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d ran /bin/sh -c \"%s\": status 0x%x", (int)pid, cmd, st);
+}
+
+static void p_other_disk(const char *name, const char *arg)
+{
+	int fd = open(arg, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		report(name, 0, "open %s O_RDWR: %s", arg, strerror(errno));
+		return;
+	}
+	ssize_t w = raw_pwrite(fd, OTHER_DISK_MARK, sizeof OTHER_DISK_MARK - 1, 0);
+	int e = errno;
+	close(fd);
+	if (w != sizeof OTHER_DISK_MARK - 1) {
+		report(name, 0, "pwrite %s: %s", arg, w < 0 ? strerror(e) : "short");
+		return;
+	}
+	report(name, 1, "wrote %s at offset 0 of %s", OTHER_DISK_MARK, arg);
+}
+
+static void p_host_mount(const char *name, const char *arg)
+{
+	if (mount("none", arg, "tmpfs", 0, NULL) < 0) {
+		report(name, 0, "mount tmpfs on %s: %s", arg, strerror(errno));
+		return;
+	}
+	report(name, 1, "tmpfs mounted on %s", arg);
+}
+
+static void p_bpf(const char *name)
+{
+	/* r0 = 0; exit: a socket filter that drops everything. */
+	struct bpf_insn prog[] = {
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0},
+		{.code = BPF_JMP | BPF_EXIT},
+	};
+	static char license[] = "GPL";
+	union bpf_attr attr;
+	memset(&attr, 0, sizeof attr);
+	attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+	attr.insn_cnt = sizeof prog / sizeof prog[0];
+	attr.insns = (uint64_t)(uintptr_t)prog;
+	attr.license = (uint64_t)(uintptr_t)license;
+	long fd = syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+	if (fd < 0) {
+		report(name, 0, "bpf(BPF_PROG_LOAD): %s", strerror(errno));
+		return;
+	}
+	close((int)fd);
+	report(name, 1, "bpf(BPF_PROG_LOAD) returned fd=%ld", fd);
+}
+
+/* --------------------------------------------------------- kvm-memslot */
+
+static int vm_fd = -1;
+
+/* kvm-memslot: argument GPA in hex, where the page appears in the guest. */
+static void p_kvm_memslot(const char *name, const char *arg)
+{
+	if (vm_fd < 0) {
+		report(name, 0, "no KVM VM fd seen (needs the KVM port trigger)");
+		return;
+	}
+	/* A slot number QEMU does not use: the highest the host offers. */
+	int (*rioctl)(int, unsigned long, ...) = real("ioctl");
+	int nr = rioctl(vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
+	if (nr <= 0)
+		nr = 32;
+	uint64_t gpa = strtoull(arg, NULL, 16);
+	struct kvm_userspace_memory_region r = {
+		.slot = (uint32_t)(nr - 1),
+		.guest_phys_addr = gpa,
+		.memory_size = sizeof host_page,
+		.userspace_addr = (uint64_t)(uintptr_t)host_page,
+	};
+	if (rioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0) {
+		report(name, 0, "KVM_SET_USER_MEMORY_REGION slot %u gpa 0x%llx: %s", r.slot, (unsigned long long)gpa, strerror(errno));
+		return;
+	}
+	report(name, 1, "KVM_SET_USER_MEMORY_REGION slot %u maps %p (\"%s\") at gpa 0x%llx", r.slot, (void *)host_page, host_page, (unsigned long long)gpa);
+}
+
+/* --------------------------------------------------------------- dispatch */
+
+static void run_payload(const char *name, const char *arg, int diskfd)
+{
+	char comm[32] = "";
+	int cf = open("/proc/thread-self/comm", O_RDONLY | O_CLOEXEC);
+	if (cf >= 0) {
+		ssize_t n = read(cf, comm, sizeof comm - 1);
+		if (n > 0)
+			comm[n - 1] = 0;
+		close(cf);
+	}
+	say("kfv-implant: trigger payload=%s arg=%s tid=%d thread=%s", name, arg, (int)gettid(), comm);
+	if (!strcmp(name, "exec-shell"))
+		p_exec_shell(name, arg);
+	else if (!strcmp(name, "read-secret"))
+		p_read_secret(name, arg, diskfd);
+	else if (!strcmp(name, "connect-back"))
+		p_connect_back(name, arg);
+	else if (!strcmp(name, "bind-shell"))
+		p_bind_shell(name, arg);
+	else if (!strcmp(name, "raw-sniff"))
+		p_raw_sniff(name);
+	else if (!strcmp(name, "rwx"))
+		p_rwx(name);
+	else if (!strcmp(name, "text-patch"))
+		p_text_patch(name);
+	else if (!strcmp(name, "procmem-write"))
+		p_procmem_write(name);
+	else if (!strcmp(name, "kvm-memslot"))
+		p_kvm_memslot(name, arg);
+	else if (!strcmp(name, "neighbor-signal"))
+		p_neighbor_signal(name, arg);
+	else if (!strcmp(name, "neighbor-peek"))
+		p_neighbor_peek(name, arg);
+	else if (!strcmp(name, "fork-exec"))
+		p_fork_exec(name, arg);
+	else if (!strcmp(name, "other-disk"))
+		p_other_disk(name, arg);
+	else if (!strcmp(name, "host-mount"))
+		p_host_mount(name, arg);
+	else if (!strcmp(name, "bpf"))
+		p_bpf(name);
+	else
+		report(name, 0, "unknown payload");
+}
+
+/*
+ * parse_command splits buf (n bytes) as MAGIC NUL payload NUL arg NUL.
+ * It returns 1 and the two fields when the command is complete.
+ */
+static int parse_command(const char *buf, size_t n, char *payload, char *arg, size_t cap)
+{
+	size_t m = sizeof MAGIC; /* with its NUL */
+	if (n < m || memcmp(buf, MAGIC, m) != 0)
+		return 0;
+	const char *p = buf + m, *e = buf + n;
+	const char *z1 = memchr(p, 0, e - p);
+	if (!z1)
+		return 0;
+	const char *z2 = memchr(z1 + 1, 0, e - z1 - 1);
+	if (!z2 || (size_t)(z1 - p) >= cap || (size_t)(z2 - z1 - 1) >= cap)
+		return 0;
+	memcpy(payload, p, z1 - p + 1);
+	memcpy(arg, z1 + 1, z2 - z1);
+	return 1;
+}
+
+static void block_trigger(int fd, const void *buf, size_t n)
+{
+	char payload[CMD_MAX], arg[CMD_MAX];
+	if (!active || !buf || n < sizeof MAGIC || memcmp(buf, MAGIC, sizeof MAGIC) != 0)
+		return;
+	if (parse_command(buf, n, payload, arg, sizeof payload))
+		run_payload(payload, arg, fd);
+}
+
+/* ------------------------------------------------- trigger 1: block writes */
+
+ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
+{
+	block_trigger(fd, buf, n);
+	return raw_pwrite(fd, buf, n, off);
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	static ssize_t (*next)(int, const void *, size_t, off_t);
+	if (!next)
+		next = real("pwrite");
+	block_trigger(fd, buf, n);
+	return next(fd, buf, n, off);
+}
+
+ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+	static ssize_t (*next)(int, const struct iovec *, int, off_t);
+	if (!next)
+		next = real("pwritev64");
+	if (cnt > 0)
+		block_trigger(fd, iov[0].iov_base, iov[0].iov_len);
+	return next(fd, iov, cnt, off);
+}
+
+ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+	static ssize_t (*next)(int, const struct iovec *, int, off_t);
+	if (!next)
+		next = real("pwritev");
+	if (cnt > 0)
+		block_trigger(fd, iov[0].iov_base, iov[0].iov_len);
+	return next(fd, iov, cnt, off);
+}
+
+ssize_t pwritev2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
+{
+	static ssize_t (*next)(int, const struct iovec *, int, off_t, int);
+	if (!next)
+		next = real("pwritev2");
+	if (cnt > 0)
+		block_trigger(fd, iov[0].iov_base, iov[0].iov_len);
+	return next(fd, iov, cnt, off, flags);
+}
+
+ssize_t pwritev64v2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
+{
+	static ssize_t (*next)(int, const struct iovec *, int, off_t, int);
+	if (!next)
+		next = real("pwritev64v2");
+	if (cnt > 0)
+		block_trigger(fd, iov[0].iov_base, iov[0].iov_len);
+	return next(fd, iov, cnt, off, flags);
+}
+
+/* ----------------------------------------------- trigger 2: vCPU port I/O */
+
+static struct {
+	int fd;
+	struct kvm_run *run;
+} vcpus[MAX_VCPUS];
+static int nvcpus;
+
+/* The command being received on the trigger port (one vCPU sends it). */
+static char port_cmd[CMD_MAX * 2];
+static size_t port_len;
+
+static int is_vcpu_fd(int fd)
+{
+	char path[64], link[64];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(path, link, sizeof link - 1);
+	if (n <= 0)
+		return 0;
+	link[n] = 0;
+	return strncmp(link, "anon_inode:kvm-vcpu:", 20) == 0;
+}
+
+static void note_mmap(void *p, int fd)
+{
+	if (!active || p == MAP_FAILED || fd < 0 || !is_vcpu_fd(fd))
+		return;
+	int i = __atomic_fetch_add(&nvcpus, 1, __ATOMIC_SEQ_CST);
+	if (i >= MAX_VCPUS)
+		return;
+	vcpus[i].fd = fd;
+	__atomic_store_n(&vcpus[i].run, (struct kvm_run *)p, __ATOMIC_RELEASE);
+}
+
+void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	static void *(*next)(void *, size_t, int, int, int, off_t);
+	if (!next)
+		next = real("mmap64");
+	void *p = next(addr, len, prot, flags, fd, off);
+	note_mmap(p, fd);
+	return p;
+}
+
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	static void *(*next)(void *, size_t, int, int, int, off_t);
+	if (!next)
+		next = real("mmap");
+	void *p = next(addr, len, prot, flags, fd, off);
+	note_mmap(p, fd);
+	return p;
+}
+
+static struct kvm_run *run_of(int fd)
+{
+	int n = __atomic_load_n(&nvcpus, __ATOMIC_SEQ_CST);
+	for (int i = 0; i < n && i < MAX_VCPUS; i++)
+		if (vcpus[i].fd == fd)
+			return __atomic_load_n(&vcpus[i].run, __ATOMIC_ACQUIRE);
+	return NULL;
+}
+
+static void port_trigger(int fd)
+{
+	struct kvm_run *run = run_of(fd);
+	if (!run || run->exit_reason != KVM_EXIT_IO || run->io.direction != KVM_EXIT_IO_OUT ||
+	    run->io.port != TRIGGER_PORT)
+		return;
+	const unsigned char *data = (const unsigned char *)run + run->io.data_offset;
+	size_t n = (size_t)run->io.size * run->io.count;
+	for (size_t i = 0; i < n; i++) {
+		if (port_len >= sizeof port_cmd)
+			port_len = 0; /* garbage: start again */
+		port_cmd[port_len++] = (char)data[i];
+		char payload[CMD_MAX], arg[CMD_MAX];
+		if (data[i] == 0 && parse_command(port_cmd, port_len, payload, arg, sizeof payload)) {
+			port_len = 0;
+			run_payload(payload, arg, -1);
+		}
+	}
+}
+
+int ioctl(int fd, unsigned long req, ...)
+{
+	static int (*next)(int, unsigned long, ...);
+	va_list ap;
+	va_start(ap, req);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	if (!next)
+		next = real("ioctl");
+	int r = next(fd, req, arg);
+	if (!active)
+		return r;
+	if (req == KVM_CREATE_VM && r >= 0)
+		vm_fd = r;
+	else if (req == KVM_RUN && r == 0)
+		port_trigger(fd);
+	return r;
+}
