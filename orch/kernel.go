@@ -44,7 +44,7 @@ func newKernelRules(p *profiles.Profile) *kernelRules {
 // the rule that gives it (nil for the default action).
 func (k *kernelRules) lookup(r *Request) (profiles.Action, *kernelRule) {
 	for _, kr := range k.bySyscall[r.Syscall] {
-		if condsHold(kr.conds, &r.Args) {
+		if condsHold(kr.conds, &r.Args, r.PID) {
 			return kr.action, kr
 		}
 	}
@@ -53,16 +53,17 @@ func (k *kernelRules) lookup(r *Request) (profiles.Action, *kernelRule) {
 
 // condsHold evaluates argument conditions as the compiled filter does:
 // on the low 32 bits unless Wide.
-func condsHold(conds []profiles.ArgCond, args *[6]uint64) bool {
+// pid is QEMU's process id, for conditions on "$pid".
+func condsHold(conds []profiles.ArgCond, args *[6]uint64, pid int) bool {
 	for i := range conds {
-		if !condHolds(&conds[i], args[conds[i].Index]) {
+		if !condHolds(&conds[i], args[conds[i].Index], pid) {
 			return false
 		}
 	}
 	return true
 }
 
-func condHolds(c *profiles.ArgCond, v uint64) bool {
+func condHolds(c *profiles.ArgCond, v uint64, pid int) bool {
 	mask := ^uint64(0)
 	if !c.Wide {
 		mask = 0xffffffff
@@ -72,6 +73,9 @@ func condHolds(c *profiles.ArgCond, v uint64) bool {
 		return false
 	}
 	x := c.Values[0] & mask
+	if c.Self {
+		x = uint64(pid) & mask
+	}
 	switch c.Op {
 	case profiles.OpEq:
 		return v == x

@@ -65,3 +65,33 @@ reason = "test"
 		})
 	}
 }
+
+func TestSelfPID(t *testing.T) {
+	p, err := profiles.Builtin("qemu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := NewRules(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sigusr1, sigkill = 10, 9
+	cases := []struct {
+		name string
+		req  Request
+		want Action
+	}{
+		{"kick own thread", Request{Syscall: "tgkill", PID: 100, Args: [6]uint64{100, 101, sigusr1}}, Allow},
+		{"kill self", Request{Syscall: "kill", PID: 100, Args: [6]uint64{100, sigkill}}, Allow},
+		{"kick a neighbour", Request{Syscall: "tgkill", PID: 100, Args: [6]uint64{200, 200, sigusr1}}, Deny},
+		{"kill a neighbour", Request{Syscall: "kill", PID: 100, Args: [6]uint64{200, sigkill}}, Deny},
+		{"kill every process", Request{Syscall: "kill", PID: 100, Args: [6]uint64{0xffffffff, sigkill}}, Deny},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if d := rs.Decide(&c.req); d.Action != c.want {
+				t.Errorf("Decide = %v by %q, want %v", d.Action, d.Rule, c.want)
+			}
+		})
+	}
+}

@@ -172,7 +172,7 @@ func (ru *rule) match(r *Request) bool {
 	if len(ru.addresses) > 0 && !ru.matchAddress(r.Sock) {
 		return false
 	}
-	if len(ru.args) > 0 && !condsHold(ru.args, &r.Args) {
+	if len(ru.args) > 0 && !condsHold(ru.args, &r.Args, r.PID) {
 		return false
 	}
 	if len(ru.backing) > 0 && !matchAny(ru.backing, r.Backing) {

@@ -33,6 +33,7 @@
 //	args = [{ index = 2, op = "masked_eq", mask = "O_ACCMODE", value = "O_RDONLY" }]
 //	                             # optional argument conditions, as in [[syscall]];
 //	                             # needs syscalls (argument positions differ per call)
+//	                             # value = "$pid" stands for QEMU's own process id
 //	backing = ["anon", "memfd:*"] # optional globs on what backs the memory the call
 //	                             # names (mmap, mprotect, KVM memory slots)
 //	verdict = "deny"             # required: "allow" | "deny"
@@ -493,6 +494,11 @@ func (d *decoder) arg(m map[string]any, path string) ArgCond {
 		}
 		if v, ok := m["value"]; !ok {
 			d.errorf(c.Pos, "op %q needs value = x", c.Op)
+		} else if v == SelfPID {
+			if c.Op != OpEq && c.Op != OpNe {
+				d.errorf(d.loc.val(join(path, "value")), "%q works only with op eq (or ne)", SelfPID)
+			}
+			c.Self, c.Values = true, []uint64{0}
 		} else if x, ok := d.number(v, join(path, "value"), c.Wide); ok {
 			c.Values = []uint64{x}
 		}

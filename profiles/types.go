@@ -84,8 +84,14 @@ type ArgCond struct {
 	Values []uint64 // one value, or several for OpIn
 	Mask   uint64   // for OpMaskedEq
 	Wide   bool     // compare all 64 bits
-	Pos    Pos
+	// Self makes the value QEMU's own process id ("$pid" in TOML),
+	// known only at launch: the filter compiler and orch substitute it.
+	Self bool
+	Pos  Pos
 }
+
+// SelfPID is the TOML value that stands for QEMU's process id.
+const SelfPID = "$pid"
 
 // SyscallRule is one [[syscall]] table: what the kernel filter does with the
 // named syscalls, when the conditions (if any) hold.

@@ -23,6 +23,31 @@ type Filter struct {
 	Names map[int]string
 	// Warnings are things the compiler changed or a reader should know.
 	Warnings []string
+	// PIDSlots are the instructions whose constant is QEMU's pid (the
+	// profile's "$pid"), unknown until the process exists: PatchPID
+	// fills them in.
+	PIDSlots []int
+}
+
+// Two stand-ins for "$pid". A profile is compiled once with each; the
+// instructions whose constants differ are exactly the pid slots, whatever
+// other constants the program holds. Both are above PID_MAX_LIMIT (2^22),
+// so no real pid is confused with them.
+const (
+	pidStandInA = 0x7ffffff1
+	pidStandInB = 0x7ffffff2
+)
+
+// PatchPID returns a copy of prog with QEMU's pid in the slots.
+func PatchPID(prog []unix.SockFilter, slots []int, pid int) ([]unix.SockFilter, error) {
+	out := append([]unix.SockFilter(nil), prog...)
+	for _, i := range slots {
+		if i < 0 || i >= len(out) {
+			return nil, fmt.Errorf("pid slot %d outside a program of %d instructions", i, len(out))
+		}
+		out[i].K = uint32(pid)
+	}
+	return out, nil
 }
 
 // Always-notified syscalls. The loader's execve of QEMU happens after the
@@ -58,6 +83,31 @@ const maxExpansion = 512
 // The program pins the architecture to x86_64: calls through the i386 ABI
 // (int $0x80) or the x32 ABI kill the process.
 func Compile(p *profiles.Profile) (*Filter, error) {
+	a, err := compile(p, pidStandInA)
+	if err != nil {
+		return nil, err
+	}
+	b, err := compile(p, pidStandInB)
+	if err != nil {
+		return nil, err
+	}
+	if len(a.Prog) != len(b.Prog) {
+		return nil, fmt.Errorf("profile %s: the program's shape depends on the pid (%d vs %d instructions)", p.Name, len(a.Prog), len(b.Prog))
+	}
+	for i := range a.Prog {
+		x, y := a.Prog[i], b.Prog[i]
+		switch {
+		case x == y:
+		case x.Code == y.Code && x.Jt == y.Jt && x.Jf == y.Jf && x.K == pidStandInA && y.K == pidStandInB:
+			a.PIDSlots = append(a.PIDSlots, i)
+		default:
+			return nil, fmt.Errorf("profile %s: instruction %d depends on the pid in an unexpected way", p.Name, i)
+		}
+	}
+	return a, nil
+}
+
+func compile(p *profiles.Profile, pid uint64) (*Filter, error) {
 	out := &Filter{Names: map[int]string{}}
 	def, err := kernelAction(p.DefaultAction, p.DefaultErrno, false)
 	if err != nil {
@@ -91,7 +141,7 @@ func Compile(p *profiles.Profile) (*Filter, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", r.Pos, err)
 		}
-		conds, err := expandConds(r.Args)
+		conds, err := expandConds(r.Args, pid)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", r.Pos, err)
 		}
@@ -179,12 +229,15 @@ func kernelAction(a profiles.Action, errno int, silent bool) (libseccomp.ScmpAct
 // expandConds turns a rule's conditions into the list of libseccomp
 // condition sets it stands for: "in" lists multiply out, since a libseccomp
 // rule ANDs its conditions.
-func expandConds(args []profiles.ArgCond) ([][]libseccomp.ScmpCondition, error) {
+func expandConds(args []profiles.ArgCond, pid uint64) ([][]libseccomp.ScmpCondition, error) {
 	if len(args) == 0 {
 		return nil, nil
 	}
 	sets := [][]libseccomp.ScmpCondition{nil}
 	for _, a := range args {
+		if a.Self {
+			a.Values = []uint64{pid}
+		}
 		alts, err := condAlternatives(a)
 		if err != nil {
 			return nil, err

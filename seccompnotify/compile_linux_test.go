@@ -146,3 +146,38 @@ func TestProgRoundTrip(t *testing.T) {
 		t.Error("DecodeProg accepted 7 bytes")
 	}
 }
+
+func TestCompileSelfPID(t *testing.T) {
+	p := &profiles.Profile{
+		Name: "self", Source: "self", DefaultAction: profiles.ActInspect,
+		Syscalls: []profiles.SyscallRule{
+			{Names: []string{"tgkill"}, Action: profiles.ActAllow, Reason: "kick",
+				Args: []profiles.ArgCond{{Index: 0, Op: profiles.OpEq, Self: true, Values: []uint64{0}}, {Index: 2, Op: profiles.OpEq, Values: []uint64{uint64(unix.SIGUSR1)}}}},
+		},
+	}
+	f, err := Compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.PIDSlots) == 0 {
+		t.Fatal("no pid slot found for a $pid condition")
+	}
+	const pid = 4242
+	prog, err := PatchPID(f.Prog, f.PIDSlots, pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x86 := uint32(unix.AUDIT_ARCH_X86_64)
+	if got := runFilter(t, prog, seccompData(x86, unix.SYS_TGKILL, pid, 4243, uint64(unix.SIGUSR1))); got != retAllow {
+		t.Errorf("tgkill of QEMU itself: %#x, want allow", got)
+	}
+	if got := runFilter(t, prog, seccompData(x86, unix.SYS_TGKILL, 999, 999, uint64(unix.SIGUSR1))); got != retNotify {
+		t.Errorf("tgkill of another process: %#x, want notify", got)
+	}
+	if got := runFilter(t, f.Prog, seccompData(x86, unix.SYS_TGKILL, pid, pid, uint64(unix.SIGUSR1))); got != retNotify {
+		t.Errorf("unpatched program allowed a pid it cannot know: %#x", got)
+	}
+	if _, err := PatchPID(f.Prog, []int{len(f.Prog)}, 1); err == nil {
+		t.Error("PatchPID accepted a slot outside the program")
+	}
+}

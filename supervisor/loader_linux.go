@@ -43,6 +43,9 @@ type loaderConfig struct {
 	Argv []string `json:"argv"`
 	Env  []string `json:"env"`
 	Prog []byte   `json:"prog"` // struct sock_filter array
+	// PIDSlots are instructions to fill with the loader's own pid, which
+	// becomes QEMU's (seccompnotify.PatchPID).
+	PIDSlots []int `json:"pid_slots"`
 }
 
 // loaderStatus is what the loader writes back when it fails. Success is
@@ -98,6 +101,10 @@ func loaderRun() (int, error) {
 	}
 	prog, err := seccompnotify.DecodeProg(cfg.Prog)
 	if err != nil {
+		return exitLaunch, fmt.Errorf("loader: %w", err)
+	}
+	// exec keeps the pid: the loader's pid is QEMU's.
+	if prog, err = seccompnotify.PatchPID(prog, cfg.PIDSlots, os.Getpid()); err != nil {
 		return exitLaunch, fmt.Errorf("loader: %w", err)
 	}
 	err = seccompnotify.LoadAndExec(&seccompnotify.ExecSpec{Path: cfg.Path, Argv: cfg.Argv, Env: cfg.Env, Prog: prog})
