@@ -55,6 +55,10 @@ type Request struct {
 	// Sock is the address of connect/bind/sendto, or for socket() just
 	// the family.
 	Sock *SockAddr
+	// SockRaw is the socket address exactly as read from the caller:
+	// emulated connect, bind and sendto pass these bytes to the kernel,
+	// so that the address decided on is the address used.
+	SockRaw []byte
 	// Backing is what backs the memory the call names: "anon", "[heap]",
 	// "[stack]", a file path, "memfd:NAME", "none" (no memory); "" when
 	// the call names no memory or it could not be found out.

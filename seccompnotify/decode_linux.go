@@ -148,11 +148,11 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 		}
 	}
 	if k.sockaddr >= 0 && n.Args[k.sockaddr] != 0 {
-		sa, err := readSockaddr(n.PID, n.Args[k.sockaddr], n.Args[k.len])
+		sa, raw, err := readSockaddrRaw(n.PID, n.Args[k.sockaddr], n.Args[k.len])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("read socket address: %w", err))
 		}
-		r.Sock = sa
+		r.Sock, r.SockRaw = sa, raw
 	}
 	if k.msghdr >= 0 {
 		sa, err := readMsgAddrs(n.PID, n.Args[k.msghdr], k.vlen, n.Args)
@@ -224,14 +224,22 @@ func tgidOf(tid int) int {
 
 // readSockaddr reads a struct sockaddr of length l at addr.
 func readSockaddr(pid int, addr, l uint64) (*orch.SockAddr, error) {
+	sa, _, err := readSockaddrRaw(pid, addr, l)
+	return sa, err
+}
+
+// readSockaddrRaw also returns the bytes read: emulation passes exactly
+// these to the kernel, so the address checked is the address used.
+func readSockaddrRaw(pid int, addr, l uint64) (*orch.SockAddr, []byte, error) {
 	if l < 2 || l > 128 {
-		return nil, fmt.Errorf("socket address length %d", l)
+		return nil, nil, fmt.Errorf("socket address length %d", l)
 	}
 	buf := make([]byte, l)
 	if err := ReadMem(pid, addr, buf); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return ParseSockaddr(buf)
+	sa, err := ParseSockaddr(buf)
+	return sa, buf, err
 }
 
 // ParseSockaddr decodes a struct sockaddr (AF_UNIX, AF_INET, AF_INET6; other

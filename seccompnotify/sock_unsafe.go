@@ -1,0 +1,115 @@
+//go:build linux
+
+package seccompnotify
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// TakeFD copies the caller's fd into the supervisor (pidfd_getfd): the same
+// open file description, so calls made on the copy act on the caller's
+// socket or file. The copy is close-on-exec.
+func TakeFD(pidfd *os.File, fd int) (*os.File, error) {
+	nfd, err := unix.PidfdGetfd(int(pidfd.Fd()), fd, 0)
+	if err != nil {
+		if err == unix.EBADF {
+			return nil, unix.EBADF
+		}
+		return nil, os.NewSyscallError("pidfd_getfd", err)
+	}
+	return os.NewFile(uintptr(nfd), "fd-"+strconv.Itoa(fd)), nil
+}
+
+// Nonblocking reports whether the open file description is O_NONBLOCK.
+func Nonblocking(f *os.File) (bool, error) {
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	if err != nil {
+		return false, os.NewSyscallError("fcntl(F_GETFL)", err)
+	}
+	return fl&unix.O_NONBLOCK != 0, nil
+}
+
+// Connect calls connect(2) on f with the socket address bytes exactly as
+// read from the caller, and returns the kernel's errno (0 on success).
+func Connect(f *os.File, raw []byte) unix.Errno {
+	return sockaddrCall(unix.SYS_CONNECT, f, raw)
+}
+
+// Bind calls bind(2) on f with the caller's address bytes.
+func Bind(f *os.File, raw []byte) unix.Errno {
+	return sockaddrCall(unix.SYS_BIND, f, raw)
+}
+
+func sockaddrCall(nr uintptr, f *os.File, raw []byte) unix.Errno {
+	if len(raw) == 0 {
+		return unix.EINVAL
+	}
+	_, _, e := unix.Syscall(nr, f.Fd(), uintptr(unsafe.Pointer(&raw[0])), uintptr(len(raw)))
+	runtime.KeepAlive(raw)
+	return e
+}
+
+// SendTo calls sendto(2) on f with data copied from the caller and the
+// caller's address bytes; it returns the byte count or the errno.
+func SendTo(f *os.File, data []byte, flags int, raw []byte) (int, unix.Errno) {
+	var p, a unsafe.Pointer
+	if len(data) > 0 {
+		p = unsafe.Pointer(&data[0])
+	}
+	if len(raw) > 0 {
+		a = unsafe.Pointer(&raw[0])
+	}
+	n, _, e := unix.Syscall6(unix.SYS_SENDTO, f.Fd(), uintptr(p), uintptr(len(data)), uintptr(flags), uintptr(a), uintptr(len(raw)))
+	runtime.KeepAlive(data)
+	runtime.KeepAlive(raw)
+	return int(n), e
+}
+
+// SocketType returns SO_TYPE of a socket (SOCK_STREAM, SOCK_DGRAM...).
+func SocketType(f *os.File) (int, error) {
+	t, err := unix.GetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return 0, os.NewSyscallError("getsockopt(SO_TYPE)", err)
+	}
+	return t, nil
+}
+
+// PrepareEmulationThread locks the calling goroutine to its OS thread and
+// gives that thread file-system attributes of its own (unshare(CLONE_FS)):
+// its umask becomes umask and later Fchdir calls move only it. Emulated
+// creations then get the caller's umask without touching the rest of the
+// supervisor. The thread is never unlocked: when its goroutine ends, Go
+// ends the thread with it.
+func PrepareEmulationThread(umask int) error {
+	runtime.LockOSThread()
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return os.NewSyscallError("unshare(CLONE_FS)", err)
+	}
+	unix.Umask(umask)
+	return nil
+}
+
+// ProcessUmask reads a process's umask from /proc/PID/status.
+func ProcessUmask(pid int) (int, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("read umask: %w", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Umask:"); ok {
+			u, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			if err != nil {
+				return 0, fmt.Errorf("parse umask %q: %w", v, err)
+			}
+			return int(u), nil
+		}
+	}
+	return 0, fmt.Errorf("no Umask line in /proc/%d/status", pid)
+}
