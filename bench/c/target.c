@@ -1,0 +1,230 @@
+// target: the program kfv's benchmark runs under a seccomp filter that
+// notifies getppid, either under kfv-run or under the C floor supervisor.
+// It times its own calls with CLOCK_MONOTONIC (vDSO: no syscall, so no
+// notification) and prints one "KFVB" line per measurement.
+//
+//   target rtt CALLS CPU
+//       CALLS getppid calls one after the other, each timed; CPU >= 0 pins
+//       the process to that CPU first. Prints
+//       KFVB rtt calls=N mean_ns= p50_ns= p99_ns= fails= errno=
+//   target flood THREADS SECONDS RATE[,RATE...]
+//       For each offered RATE (calls per second over all threads; 0 means
+//       as fast as possible), THREADS threads call getppid on a fixed
+//       schedule for SECONDS. A call's latency runs from the time it was
+//       scheduled, not from when the thread got round to it, so a
+//       supervisor that falls behind shows as latency instead of hiding
+//       in a lower rate (no coordinated omission); a thread that slept
+//       until its slot counts from its wake-up instead, so the timer's
+//       lateness (up to the default 50 us slack, which also batches the
+//       wake-ups) is not charged to the supervisor. Prints per rate
+//       KFVB flood offered= threads= calls= achieved= p50_ns= p99_ns= max_ns= fails=
+//
+// A call "fails" when getppid returns -1 (the deny path); errno= is the
+// errno of the last failure.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t now_ns(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+// call makes the notified syscall directly: glibc might one day cache it.
+static long call(void) { return syscall(SYS_getppid); }
+
+static int cmp_u64(const void *a, const void *b) {
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t pct(const uint64_t *sorted, size_t n, double p) {
+	if (n == 0)
+		return 0;
+	size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+	return sorted[i];
+}
+
+static void pin(int cpu) {
+	if (cpu < 0)
+		return;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof set, &set) != 0) {
+		perror("target: sched_setaffinity");
+		exit(2);
+	}
+}
+
+static int rtt(long calls, int cpu) {
+	pin(cpu);
+	uint64_t *lat = calloc((size_t)calls, sizeof *lat);
+	if (!lat) {
+		perror("target: calloc");
+		return 2;
+	}
+	for (int i = 0; i < 2000; i++) // warm caches, the scheduler and the supervisor
+		call();
+	long fails = 0;
+	int lasterr = 0;
+	uint64_t sum = 0;
+	for (long i = 0; i < calls; i++) {
+		uint64_t t0 = now_ns();
+		long r = call();
+		uint64_t t1 = now_ns();
+		if (r == -1) {
+			fails++;
+			lasterr = errno;
+		}
+		lat[i] = t1 - t0;
+		sum += lat[i];
+	}
+	qsort(lat, (size_t)calls, sizeof *lat, cmp_u64);
+	printf("KFVB rtt calls=%ld mean_ns=%llu p50_ns=%llu p99_ns=%llu fails=%ld errno=%d\n", calls,
+	       (unsigned long long)(sum / (uint64_t)calls), (unsigned long long)pct(lat, (size_t)calls, 0.50),
+	       (unsigned long long)pct(lat, (size_t)calls, 0.99), fails, lasterr);
+	free(lat);
+	return 0;
+}
+
+struct worker {
+	pthread_t th;
+	uint64_t interval; // ns between scheduled calls; 0: back to back
+	uint64_t start, end;
+	uint64_t *lat;
+	size_t cap, n;
+	long fails;
+	int err;
+};
+
+static void *flood_worker(void *arg) {
+	struct worker *w = arg;
+	uint64_t next = w->start;
+	while (w->n < w->cap) {
+		uint64_t t0;
+		if (w->interval) {
+			if (next >= w->end)
+				break;
+			uint64_t t = now_ns();
+			if (t < next) {
+				// On time: sleep until the slot and count from the
+				// wake-up, so the scheduler's wake-up delay is not
+				// charged to the supervisor.
+				struct timespec ts = {.tv_sec = (time_t)(next / 1000000000ull), .tv_nsec = (long)(next % 1000000000ull)};
+				clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+				t0 = now_ns();
+			} else {
+				// Behind: the wait for the earlier calls counts.
+				t0 = next;
+			}
+			next += w->interval;
+		} else {
+			t0 = now_ns();
+			if (t0 >= w->end)
+				break;
+		}
+		long r = call();
+		uint64_t t1 = now_ns();
+		if (r == -1) {
+			w->fails++;
+			w->err = errno;
+		}
+		w->lat[w->n++] = t1 - t0;
+	}
+	return NULL;
+}
+
+static int flood(int threads, double seconds, const char *rates) {
+	char *list = strdup(rates);
+	if (!list) {
+		perror("target: strdup");
+		return 2;
+	}
+	for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+		double rate = atof(tok);
+		struct worker *ws = calloc((size_t)threads, sizeof *ws);
+		if (!ws) {
+			perror("target: calloc");
+			return 2;
+		}
+		// Capacity: the offered calls, or a generous bound when unpaced.
+		size_t cap = rate > 0 ? (size_t)(rate * seconds / threads) + 16 : (size_t)(2e6 * seconds) + 16;
+		uint64_t start = now_ns() + 20000000ull; // let every thread reach its first deadline
+		uint64_t end = start + (uint64_t)(seconds * 1e9);
+		for (int i = 0; i < threads; i++) {
+			ws[i].interval = rate > 0 ? (uint64_t)(1e9 * threads / rate) : 0;
+			// Stagger the threads so their calls do not arrive in bursts.
+			ws[i].start = start + (ws[i].interval * (uint64_t)i) / (uint64_t)threads;
+			ws[i].end = end;
+			ws[i].cap = cap;
+			ws[i].lat = malloc(cap * sizeof(uint64_t));
+			if (!ws[i].lat) {
+				perror("target: malloc");
+				return 2;
+			}
+			if (rate <= 0) {
+				// Unpaced workers start together.
+				ws[i].start = start;
+			}
+			int e = pthread_create(&ws[i].th, NULL, flood_worker, &ws[i]);
+			if (e) {
+				fprintf(stderr, "target: pthread_create: %s\n", strerror(e));
+				return 2;
+			}
+		}
+		size_t total = 0;
+		long fails = 0;
+		int err = 0;
+		for (int i = 0; i < threads; i++) {
+			pthread_join(ws[i].th, NULL);
+			total += ws[i].n;
+			fails += ws[i].fails;
+			if (ws[i].err)
+				err = ws[i].err;
+		}
+		uint64_t stop = now_ns();
+		uint64_t *all = malloc((total ? total : 1) * sizeof(uint64_t));
+		if (!all) {
+			perror("target: malloc");
+			return 2;
+		}
+		size_t k = 0;
+		for (int i = 0; i < threads; i++) {
+			memcpy(all + k, ws[i].lat, ws[i].n * sizeof(uint64_t));
+			k += ws[i].n;
+			free(ws[i].lat);
+		}
+		free(ws);
+		qsort(all, total, sizeof *all, cmp_u64);
+		// The achieved rate counts until the last call returned: a
+		// supervisor that lags stretches the run.
+		double wall = (double)((stop > end ? stop : end) - start) / 1e9;
+		printf("KFVB flood offered=%.0f threads=%d calls=%zu achieved=%.0f p50_ns=%llu p99_ns=%llu max_ns=%llu fails=%ld errno=%d\n",
+		       rate, threads, total, (double)total / wall, (unsigned long long)pct(all, total, 0.50),
+		       (unsigned long long)pct(all, total, 0.99), (unsigned long long)(total ? all[total - 1] : 0), fails, err);
+		fflush(stdout);
+		free(all);
+	}
+	free(list);
+	return 0;
+}
+
+int main(int argc, char **argv) {
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc == 4 && strcmp(argv[1], "rtt") == 0)
+		return rtt(atol(argv[2]), atoi(argv[3]));
+	if (argc == 5 && strcmp(argv[1], "flood") == 0)
+		return flood(atoi(argv[2]), atof(argv[3]), argv[4]);
+	fprintf(stderr, "usage: target rtt CALLS CPU | target flood THREADS SECONDS RATE[,RATE...]\n");
+	return 2;
+}

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// report is everything one run measured; it is written as
+// BENCHMARKS.json as is and rendered as BENCHMARKS.md.
+type report struct {
+	Started    time.Time `json:"started"`
+	Duration   string    `json:"duration"`
+	Command    string    `json:"command"`
+	Machine    machine   `json:"machine"`
+	LoadBefore string    `json:"load_before"`
+	LoadAfter  string    `json:"load_after"`
+	Rounds     int       `json:"rounds"`
+	Warmup     int       `json:"warmup_rounds"`
+	Accel      string    `json:"linux_guest_accel"`
+	RTTCalls   int       `json:"round_trip_calls"`
+	IdleS      int       `json:"idle_seconds"`
+
+	RTT        []*rttRow    `json:"round_trip,omitempty"`
+	Workloads  []*wlRow     `json:"workloads,omitempty"`
+	RawKVM     *wlRow       `json:"raw_kvm,omitempty"`
+	RawKVMSkip string       `json:"raw_kvm_skipped,omitempty"`
+	Footprint  []*fpRow     `json:"footprint,omitempty"`
+	Denials    []*denialRow `json:"denials,omitempty"`
+	Flood      *floodResult `json:"flood,omitempty"`
+	Targets    []target     `json:"targets"`
+}
+
+// target is one of the issue's targets compared with this run.
+type target struct {
+	Name   string `json:"name"`
+	Target string `json:"target"`
+	Value  string `json:"value"`
+	Met    string `json:"met"` // yes, no, or n/a (not measured)
+}
+
+func met(ok bool, measured bool) string {
+	switch {
+	case !measured:
+		return "n/a"
+	case ok:
+		return "yes"
+	}
+	return "no"
+}
+
+// evaluate compares the run with the targets.
+func (r *report) evaluate() {
+	rows := append([]*wlRow(nil), r.Workloads...)
+	if r.RawKVM != nil {
+		rows = append(rows, r.RawKVM)
+	}
+	for _, w := range rows {
+		for _, cfg := range []string{cfgEnforce, cfgAudit} {
+			c := w.cell(cfg)
+			ok := c.Ratio != 0
+			r.Targets = append(r.Targets, target{
+				Name:   fmt.Sprintf("%s: %s, %s", w.Workload, w.Metric, cfg),
+				Target: "≤ ×1.02 of bare QEMU",
+				Value:  fmtRatio(c.Ratio),
+				Met:    met(c.Ratio <= 1.02, ok),
+			})
+		}
+	}
+	for _, x := range r.RTT {
+		if !x.kfv() || x.NotYet != "" {
+			continue
+		}
+		ok := x.Ratio != 0
+		r.Targets = append(r.Targets, target{
+			Name:   fmt.Sprintf("round trip, %s, %s", x.Supervisor, x.Placement),
+			Target: "≤ ×1.25 of the C floor, same wake mode",
+			Value:  fmt.Sprintf("%s (%s µs against %s µs)", fmtRatio(x.Ratio), fmtNum(x.Mean.Median, 2), fmtNum(x.Mean.Median/x.Ratio, 2)),
+			Met:    met(x.Ratio <= 1.25, ok),
+		})
+	}
+	for _, f := range r.Footprint {
+		if f.Workload == "idle" {
+			r.Targets = append(r.Targets, target{
+				Name:   fmt.Sprintf("supervisor CPU, guest idle, %s", f.Mode),
+				Target: "< 0.5% of one core",
+				Value:  fmtNum(f.CPU.Median, 2) + "%",
+				Met:    met(f.CPU.Median < 0.5, f.CPU.ok()),
+			})
+		}
+		r.Targets = append(r.Targets, target{
+			Name:   fmt.Sprintf("supervisor RSS (VmHWM), %s, %s", f.Workload, f.Mode),
+			Target: "< 25 MiB",
+			Value:  fmtNum(f.HWM.Max, 1) + " MiB (largest)",
+			Met:    met(f.HWM.Max < 25, f.HWM.ok()),
+		})
+	}
+}
+
+func fmtNum(v float64, prec int) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "—"
+	}
+	return fmt.Sprintf("%.*f", prec, v)
+}
+
+func fmtRatio(v float64) string {
+	if math.IsNaN(v) || v == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("×%.3f", v)
+}
+
+// fmtSeries is "median (min–max)", with the failed rounds counted.
+func fmtSeries(s *series, prec int) string {
+	if s == nil {
+		return "—"
+	}
+	out := "—"
+	if s.ok() {
+		out = fmt.Sprintf("%s (%s–%s)", fmtNum(s.Median, prec), fmtNum(s.Min, prec), fmtNum(s.Max, prec))
+	}
+	if n := len(s.Failures); n > 0 {
+		out += fmt.Sprintf(" [%d failed]", n)
+	}
+	return out
+}
+
+func (r *report) write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode results: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "BENCHMARKS.json"), append(js, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write BENCHMARKS.json: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "BENCHMARKS.md"), r.markdown(), 0o644); err != nil {
+		return fmt.Errorf("write BENCHMARKS.md: %w", err)
+	}
+	return nil
+}
+
+func (r *report) markdown() []byte {
+	var b bytes.Buffer
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("# kfv benchmarks")
+	p("")
+	p("Written by `%s` (`go run ./bench -out docs`, sources in `bench/`); do not edit by hand.", r.Command)
+	p("Every section runs its configurations interleaved (A B C A B C…): %d warm-up round, thrown away, then %d measured rounds.", r.Warmup, r.Rounds)
+	p("Cells are the median over the rounds with min–max in parentheses; ratios are ratios of medians. `[N failed]` counts rounds that gave no value (the JSON says why).")
+	p("")
+	p("| | |")
+	p("|---|---|")
+	p("| date | %s (took %s) |", r.Started.Format("2006-01-02 15:04 MST"), r.Duration)
+	p("| CPU | %s, %d cores |", r.Machine.CPU, r.Machine.Cores)
+	p("| kernel | %s |", r.Machine.Kernel)
+	p("| QEMU | %s |", r.Machine.QEMU)
+	p("| KVM | %s |", r.Machine.KVM)
+	p("| Linux guest accelerator | %s (KFV_LINUX_ACCEL) |", r.Accel)
+	p("| kfv | %s, built with %s |", r.Machine.KFV, r.Machine.Go)
+	p("| load average (1, 5, 15 min) | %s before, %s after |", r.LoadBefore, r.LoadAfter)
+	p("")
+	p("Reproduce with `make bench` (as root, after the README's setup). The numbers are only comparable within one run: the machine's load moves all of them.")
+	p("")
+
+	p("## Targets")
+	p("")
+	p("| what | target | this run | met |")
+	p("|---|---|---|---|")
+	for _, t := range r.Targets {
+		p("| %s | %s | %s | %s |", t.Name, t.Target, t.Value, t.Met)
+	}
+	p("")
+
+	if len(r.RTT) > 0 {
+		p("## 1. Notification round trip")
+		p("")
+		p("A C program (`bench/c/target.c`) times %d `getppid` calls, each one notified to a supervisor, after %d untimed ones; a cell is the mean µs per call of one run. The *C floor* (`bench/c/floor.c`) answers with `SECCOMP_USER_NOTIF_FLAG_CONTINUE` and nothing else. *kfv allow* and *kfv deny* run the same target under `kfv-run --profile bench/profiles/allow.toml` (or `deny.toml`): receive, decode, decision by orch, answer (CONTINUE or EPERM) and one JSON event written to a file; the bench checks that every call got the expected answer and was logged. kfv sets `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` when the kernel has it, so its ratio is to the floor with sync wake-up; the ratio to the floor with the default wake-up is beside it. *Same CPU*: supervisor and target pinned to CPU %d; *across CPUs*: supervisor on CPU %d; *unpinned*: the scheduler decides. *No filter* is the call itself, without seccomp.", r.RTTCalls, warmupCalls, supervisedCPU, otherCPU)
+		p("")
+		p("| supervisor | placement | wake-up | µs per call | p99 µs | kfv/floor (sync) | kfv/floor (default) |")
+		p("|---|---|---|---|---|---|---|")
+		for _, x := range r.RTT {
+			if x.NotYet != "" {
+				p("| %s | — | — | %s | — | — | — |", x.Supervisor, x.NotYet)
+				continue
+			}
+			ratio, rd := "", ""
+			if x.kfv() {
+				ratio, rd = fmtRatio(x.Ratio), fmtRatio(x.RatioDefault)
+			}
+			p("| %s | %s | %s | %s | %s | %s | %s |", x.Supervisor, x.Placement, x.Wake, fmtSeries(x.Mean, 2), fmtSeries(x.P99, 1), ratio, rd)
+		}
+		p("")
+	}
+
+	if len(r.Workloads) > 0 || r.RawKVM != nil || r.RawKVMSkip != "" {
+		p("## 2. Guest workloads")
+		p("")
+		p("The project's Linux guest (`kfv/integration/guest`, q35, 1 vCPU, 256 MiB) under %s, started four ways with the same QEMU arguments: bare, with `-sandbox %s`, under `kfv-run` with the built-in `qemu` profile in enforce mode, and in audit mode. *kernel start to /init* is the guest kernel's uptime when /init starts (10 ms resolution); *QEMU start to exit* is wall time on the host, from starting QEMU (or kfv-run) to its exit, with QEMU's own start-up and the guest's power-off. The disk workload writes and reads a raw image on virtio-blk with `dd oflag=direct` / `iflag=direct` (the guest's own timing, which includes generating and hashing the data); the net workload sends a stream with `nc` over virtio-net and QEMU's user networking to a listener on the host, which checks the byte count and hash. The raw-code guest (`BuildRaw`, prints a line and exits through isa-debug-exit) is timed from QEMU's start to its exit under KVM. Lower is better; the ratio is to bare QEMU.", r.Accel, sandboxOpt)
+		p("")
+		p("| workload | measure | %s |", strings.Join(guestConfigs, " | "))
+		p("|---|---|%s", strings.Repeat("---|", len(guestConfigs)))
+		rows := append([]*wlRow(nil), r.Workloads...)
+		if r.RawKVM != nil {
+			rows = append(rows, r.RawKVM)
+		}
+		for _, w := range rows {
+			var cells []string
+			for _, c := range w.Cells {
+				s := fmtSeries(c.S, 0) + " " + c.S.Unit
+				if w.Workload == "raw (KVM)" {
+					s = fmtSeries(c.S, 1) + " " + c.S.Unit
+				}
+				if c.Config != cfgBare {
+					s += " " + fmtRatio(c.Ratio)
+				}
+				cells = append(cells, s)
+			}
+			p("| %s | %s | %s |", w.Workload, w.Metric, strings.Join(cells, " | "))
+		}
+		if r.RawKVMSkip != "" {
+			p("| raw (KVM) | QEMU start to exit | skipped: %s |%s", r.RawKVMSkip, strings.Repeat(" |", len(guestConfigs)-1))
+		}
+		p("")
+		p("### Denials seen")
+		p("")
+		p("Decision events with verdict `deny` that kfv logged during the measured rounds (in audit mode they were logged and let through). A benign workload should have none: each one is a call the built-in profile does not yet admit.")
+		p("")
+		if len(r.Denials) == 0 {
+			p("None measured.")
+		} else {
+			p("| configuration | workload | runs | denials | calls (rule) |")
+			p("|---|---|---|---|---|")
+			for _, d := range r.Denials {
+				p("| %s | %s | %d | %d | %s |", d.Config, d.Workload, d.Runs, d.Denials, fmtCalls(d.Calls))
+			}
+		}
+		p("")
+	}
+
+	if len(r.Footprint) > 0 {
+		p("## 3. Supervisor footprint")
+		p("")
+		p("The kfv-run process (every thread; QEMU is a separate process) during the Linux guest's runs, measured from the guest's KFV-BOOTED line to its KFV-RESULT line: the idle workload sleeps %d s, the disk workload is the one above. *CPU* is utime+stime from `/proc/PID/stat` over wall time, in %% of one core (clock ticks of 10 ms: ±%.2f%% over the idle window). *VmRSS* is the largest of samples taken every %v from `/proc/PID/status`, *VmHWM* the peak there when the workload ended. *Notifications/s* counts decision events in the window; *per run* counts every decision of the run, QEMU's start-up included.", r.IdleS, 100*0.01/float64(r.IdleS), sampleEvery)
+		p("")
+		p("| workload | mode | window s | CPU %% of one core | VmRSS max MiB | VmHWM MiB | notifications/s | notifications per run |")
+		p("|---|---|---|---|---|---|---|---|")
+		for _, f := range r.Footprint {
+			p("| %s | %s | %s | %s | %s | %s | %s | %s |", f.Workload, f.Mode, fmtNum(f.WindowS.Median, 1), fmtSeries(f.CPU, 2), fmtSeries(f.RSS, 1), fmtSeries(f.HWM, 1), fmtSeries(f.NotifRate, 1), fmtSeries(f.Decisions, 0))
+		}
+		p("")
+	}
+
+	if r.Flood != nil {
+		fl := r.Flood
+		p("## 4. Throughput under a flood")
+		p("")
+		p("The C target calls `getppid` from %d threads on a fixed schedule for %.0f s per step, stepping the offered rate up (calls per second over all threads; *max* is unpaced, each thread calling back to back). A call's latency counts from its scheduled time when its thread is behind, so a supervisor that falls behind shows as latency, not as a quietly lower rate. Neither side is pinned. kfv runs the allow path (bench/profiles/allow.toml), the floor answers with sync wake-up.", fl.Threads, fl.Seconds)
+		p("")
+		var sups []string
+		for s := range fl.Best {
+			sups = append(sups, s)
+		}
+		sort.Strings(sups)
+		p("| offered /s | C floor achieved /s | C floor p99 µs | kfv achieved /s | kfv p99 µs |")
+		p("|---|---|---|---|---|")
+		by := make(map[float64]map[string]*floodRow)
+		var rates []float64
+		for _, x := range fl.Rows {
+			if by[x.Offered] == nil {
+				by[x.Offered] = make(map[string]*floodRow)
+				rates = append(rates, x.Offered)
+			}
+			by[x.Offered][x.Supervisor] = x
+		}
+		for _, rate := range rates {
+			name := fmtNum(rate, 0)
+			if rate == 0 {
+				name = "max"
+			}
+			f, k := by[rate]["C floor"], by[rate]["kfv allow"]
+			p("| %s | %s | %s | %s | %s |", name, fmtSeries(f.Achieved, 0), fmtSeries(f.P99, 0), fmtSeries(k.Achieved, 0), fmtSeries(k.P99, 0))
+		}
+		p("")
+		p("Largest offered rate answered with a median p99 under 1 ms at that step and every step below it: C floor %s/s, kfv %s/s.", fmtBest(fl.Best["C floor"]), fmtBest(fl.Best["kfv allow"]))
+		p("")
+	}
+	return b.Bytes()
+}
+
+func fmtBest(v float64) string {
+	if v == 0 {
+		return "none of the steps"
+	}
+	return fmtNum(v, 0)
+}
+
+func fmtCalls(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s ×%d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
