@@ -49,6 +49,8 @@ type Request struct {
 	// Path is the path a file syscall names, absolute (resolved against
 	// the caller's cwd or dirfd as the kernel would start the lookup).
 	Path string
+	// PathArg is the path argument exactly as the caller passed it.
+	PathArg string
 	// Fds maps the index of each fd argument to what it refers to
 	// (the /proc/PID/fd link text: a path, "socket:[N]", "anon_inode:…").
 	Fds map[int]string

@@ -132,6 +132,7 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("read path argument %d: %w", k.path, err))
 		} else {
+			r.PathArg = p
 			base := ""
 			if !strings.HasPrefix(p, "/") {
 				if k.dirfd >= 0 && int32(n.Args[k.dirfd]) != unix.AT_FDCWD {
