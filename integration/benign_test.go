@@ -362,8 +362,18 @@ func TestBenignHotplug(t *testing.T) {
 
 // TestBenignCDROM: an empty ide-cd drive gets a medium with
 // blockdev-change-medium while the guest runs; the guest reads it and
-// its checksum equals the file the test wrote.
+// its checksum equals the file the test wrote. The medium is named two
+// ways: handed over as an fd in an fdset (add-fd over SCM_RIGHTS, then
+// /dev/fdset/N: QEMU dups the fd and opens no path, the way a manager
+// gives QEMU files it may not open itself), and by a path that QEMU's
+// command line does not name (a hand-run QEMU).
 func TestBenignCDROM(t *testing.T) {
+	for _, via := range []string{"fdset", "path"} {
+		t.Run(via, func(t *testing.T) { testCDROM(t, via) })
+	}
+}
+
+func testCDROM(t *testing.T, via string) {
 	b := newBenign(t)
 	if missing := b.linux.MissingModules(guest.CDROMModules...); len(missing) > 0 {
 		t.Fatalf("the Linux guest has no CD-ROM driver: add %q to guest.LinuxModules (Debian builds them as modules)", missing)
@@ -389,11 +399,32 @@ func TestBenignCDROM(t *testing.T) {
 	if first != "KFV-CDROM first=none" {
 		t.Errorf("guest read %q from the empty drive, want first=none", first)
 	}
+	filename := iso
+	if via == "fdset" {
+		// QEMU matches the access mode of the fds in a set with the
+		// open it replaces: a read-only medium needs an O_RDONLY fd.
+		rf, err := os.Open(iso)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rf.Close()
+		r, err := q.execFile("add-fd", map[string]any{"fdset-id": 1}, rf)
+		if err != nil {
+			t.Fatalf("%v\nstderr:\n%s", err, p.stderr)
+		}
+		var added struct {
+			FdsetID int `json:"fdset-id"`
+		}
+		if err := json.Unmarshal(r, &added); err != nil {
+			t.Fatalf("add-fd: %v", err)
+		}
+		filename = fmt.Sprintf("/dev/fdset/%d", added.FdsetID)
+	}
 	// Linux locks the tray while it holds /dev/sr0 open; QEMU then asks
 	// the guest to eject and refuses until it has.
 	var cerr error
 	waitFor(20*time.Second, func() bool {
-		_, cerr = q.exec("blockdev-change-medium", map[string]any{"id": guest.CDROMDevice, "filename": iso, "format": "raw", "read-only-mode": "read-only"})
+		_, cerr = q.exec("blockdev-change-medium", map[string]any{"id": guest.CDROMDevice, "filename": filename, "format": "raw", "read-only-mode": "read-only"})
 		return cerr == nil || !strings.Contains(cerr.Error(), "locked")
 	})
 	if cerr != nil {
