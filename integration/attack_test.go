@@ -125,8 +125,10 @@ var attacks = []attack{
 		},
 	},
 	{
-		name:   "connect-back",
-		denied: [][]string{{"connect"}},
+		name: "connect-back",
+		// The payload's chain is socket then connect: a profile may
+		// stop it at either step.
+		denied: [][]string{{"socket", "connect"}},
 		setup: func(t *testing.T, r *attackRun) (string, effectFunc) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -151,8 +153,9 @@ var attacks = []attack{
 		},
 	},
 	{
-		name:   "bind-shell",
-		denied: [][]string{{"bind", "listen"}},
+		name: "bind-shell",
+		// socket, bind, listen: a profile may stop it at any step.
+		denied: [][]string{{"socket", "bind", "listen"}},
 		setup: func(t *testing.T, r *attackRun) (string, effectFunc) {
 			addr := freeAddr(t)
 			return addr, func() (int, int, string) {
