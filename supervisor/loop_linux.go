@@ -18,6 +18,14 @@ import (
 // log. Every notification is answered; when deciding fails, the answer is
 // a denial.
 func (s *session) loop() error {
+	// Emulated creations must get QEMU's umask, which it inherited from
+	// kfv-run at fork: this thread keeps it in file-system attributes of
+	// its own, whatever the rest of the supervisor does.
+	old := unix.Umask(0)
+	unix.Umask(old)
+	if err := seccompnotify.PrepareEmulationThread(old); err != nil {
+		return fmt.Errorf("prepare the emulation thread: %w", err)
+	}
 	var n seccompnotify.Notif
 	var req orch.Request
 	for {
@@ -48,12 +56,10 @@ func (s *session) handle(n *seccompnotify.Notif, req *orch.Request) {
 		s.gateExec(n, req)
 		return
 	}
-	d := s.cfg.Decider.Decide(req)
-	detail := ""
-	if decodeErr != nil {
-		detail = "decode: " + decodeErr.Error()
+	if s.emulate(n, req, decodeErr) {
+		return
 	}
-	s.answer(n, req, d, detail, false)
+	s.answer(n, req, s.cfg.Decider.Decide(req), errText(decodeErr), false)
 }
 
 // gateExec lets the loader's execve of QEMU through. It comes from kfv's
@@ -114,6 +120,12 @@ func (s *session) answer(n *seccompnotify.Notif, req *orch.Request, d orch.Decis
 			detail = join(detail, "answer failed: "+err.Error())
 		}
 	}
+	s.emitDecision(req, d, applied.String(), errno, detail)
+}
+
+// emitDecision writes the event of one decision: applied is what kfv
+// answered, errno the errno of a denial or of an emulated call's failure.
+func (s *session) emitDecision(req *orch.Request, d orch.Decision, applied, errno, detail string) {
 	if d.Reason != "" {
 		detail = join(d.Reason, detail)
 	}
@@ -129,7 +141,7 @@ func (s *session) answer(n *seccompnotify.Notif, req *orch.Request, d orch.Decis
 		Args:    summarize(req),
 		Verdict: d.Action.String(),
 		Errno:   errno,
-		Applied: applied.String(),
+		Applied: applied,
 		Rule:    d.Rule,
 		Detail:  detail,
 	})

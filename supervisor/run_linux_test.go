@@ -26,6 +26,10 @@ func TestMain(m *testing.M) {
 	if IsLoader() {
 		LoaderMain()
 	}
+	if dir := os.Getenv(openMatrixEnv); dir != "" {
+		runOpenMatrix(dir)
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 

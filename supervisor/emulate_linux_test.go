@@ -1,0 +1,255 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"kfv/event"
+	"kfv/orch"
+)
+
+// openMatrixEnv makes the test binary run the open matrix in DIR and
+// print its results, instead of running tests.
+const openMatrixEnv = "KFV_TEST_OPEN_MATRIX"
+
+// openResult is what one open of the matrix observed.
+type openResult struct {
+	Name   string `json:"name"`
+	FD     int    `json:"fd"`     // the number returned, -1 on error
+	Errno  string `json:"errno"`  // on error
+	Flags  int    `json:"flags"`  // F_GETFL & interesting bits
+	FDFlag int    `json:"fdflag"` // F_GETFD
+	Mode   uint32 `json:"mode"`   // st_mode of what was opened
+	Size   int64  `json:"size"`
+	Extra  string `json:"extra"` // case-specific observation
+}
+
+// runOpenMatrix performs every open of the fidelity matrix in dir, from
+// this process, and prints one JSON array. It runs both natively and under
+// the supervisor's emulation; the test compares the two outputs.
+func runOpenMatrix(dir string) {
+	unix.Umask(0o027)
+	if err := os.Chdir(dir); err != nil {
+		fmt.Println(err)
+		os.Exit(3)
+	}
+	var res []openResult
+	do := func(name string, open func() (int, error), extra func(fd int) string) {
+		// The fd a successful open returns must be the lowest free one,
+		// as natively: FD is its distance from it (0 when it is).
+		lowest, _ := unix.Dup(0)
+		unix.Close(lowest)
+		fd, err := open()
+		r := openResult{Name: name, FD: fd - lowest}
+		if err != nil {
+			r.FD, r.Errno = 0, err.Error()
+			if e, ok := err.(unix.Errno); ok {
+				r.Errno = unix.ErrnoName(e)
+			}
+		} else {
+			fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+			r.Flags = fl & (unix.O_ACCMODE | unix.O_APPEND | unix.O_NONBLOCK | unix.O_DIRECT | unix.O_NOATIME | unix.O_SYNC)
+			r.FDFlag, _ = unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+			var st unix.Stat_t
+			if unix.Fstat(fd, &st) == nil {
+				r.Mode, r.Size = st.Mode, st.Size
+			}
+			if extra != nil {
+				r.Extra = extra(fd)
+			}
+			unix.Close(fd)
+		}
+		res = append(res, r)
+	}
+	at := func(p string, flags int, mode uint32) func() (int, error) {
+		return func() (int, error) { return unix.Openat(unix.AT_FDCWD, p, flags, mode) }
+	}
+	dfd, err := unix.Open(dir+"/sub", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(3)
+	}
+	defer unix.Close(dfd)
+	readAll := func(fd int) string {
+		b := make([]byte, 4096)
+		n, _ := unix.Read(fd, b)
+		if n < 0 {
+			n = 0
+		}
+		return string(b[:n])
+	}
+
+	do("read existing", at("file", unix.O_RDONLY, 0), readAll)
+	do("read write append", at("file", unix.O_RDWR|unix.O_APPEND|unix.O_CLOEXEC, 0), nil)
+	do("absolute path", at(dir+"/file", unix.O_RDONLY, 0), nil)
+	do("relative to dirfd", func() (int, error) { return unix.Openat(dfd, "inner", unix.O_RDONLY, 0) }, readAll)
+	do("dotdot through dirfd", func() (int, error) { return unix.Openat(dfd, "../file", unix.O_RDONLY, 0) }, nil)
+	do("missing", at("missing", unix.O_RDONLY, 0), nil)
+	do("create 0666", at("new1", unix.O_CREAT|unix.O_WRONLY, 0o666), nil)
+	do("create 0750", at("new2", unix.O_CREAT|unix.O_RDWR|unix.O_CLOEXEC, 0o750), nil)
+	do("create exclusive existing", at("file", unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o600), nil)
+	do("create in missing dir", at("nodir/x", unix.O_CREAT|unix.O_WRONLY, 0o600), nil)
+	do("truncate", at("trunc", unix.O_WRONLY|unix.O_TRUNC, 0), nil)
+	do("directory read", at("sub", unix.O_RDONLY, 0), nil)
+	do("directory write", at("sub", unix.O_WRONLY, 0), nil)
+	do("O_DIRECTORY on file", at("file", unix.O_RDONLY|unix.O_DIRECTORY, 0), nil)
+	do("file as directory", at("file/x", unix.O_RDONLY, 0), nil)
+	do("symlink followed", at("link", unix.O_RDONLY, 0), readAll)
+	do("symlink O_NOFOLLOW", at("link", unix.O_RDONLY|unix.O_NOFOLLOW, 0), nil)
+	do("symlink loop", at("loop", unix.O_RDONLY, 0), nil)
+	do("nonblock", at("file", unix.O_RDONLY|unix.O_NONBLOCK, 0), nil)
+	do("O_PATH", at("file", unix.O_PATH, 0), nil)
+	do("read-only file for writing", at("ro", unix.O_WRONLY, 0), nil)
+	do("bad dirfd", func() (int, error) { return unix.Openat(987, "x", unix.O_RDONLY, 0) }, nil)
+	do("empty path", at("", unix.O_RDONLY, 0), nil)
+	do("proc self status", at("/proc/self/status", unix.O_RDONLY, 0), func(fd int) string {
+		for _, l := range strings.Split(readAll(fd), "\n") {
+			if strings.HasPrefix(l, "Pid:") {
+				if strings.TrimSpace(l[4:]) == fmt.Sprint(os.Getpid()) {
+					return "own pid"
+				}
+				return "another pid: " + l
+			}
+		}
+		return "no Pid line"
+	})
+	do("lowest free fd", func() (int, error) {
+		// A hole below an open fd: the open must fill the hole.
+		a, _ := unix.Open(dir+"/file", unix.O_RDONLY, 0)
+		b, _ := unix.Open(dir+"/file", unix.O_RDONLY, 0)
+		unix.Close(a)
+		fd, err := unix.Openat(unix.AT_FDCWD, "file", unix.O_RDONLY, 0)
+		unix.Close(b)
+		if err == nil && fd != a {
+			return -1, fmt.Errorf("got fd %d, want the hole %d", fd, a)
+		}
+		return fd, err
+	}, nil)
+	b, err := json.Marshal(res)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "results.json"), b, 0o600)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+}
+
+// setupOpenMatrix makes the files the matrix opens.
+func setupOpenMatrix(t *testing.T) string {
+	dir := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(dir, "file"), []byte("content\n"), 0o640))
+	must(os.WriteFile(filepath.Join(dir, "trunc"), []byte("to be truncated\n"), 0o640))
+	must(os.WriteFile(filepath.Join(dir, "ro"), []byte("ro\n"), 0o444))
+	must(os.Mkdir(filepath.Join(dir, "sub"), 0o750))
+	must(os.WriteFile(filepath.Join(dir, "sub", "inner"), []byte("inner\n"), 0o640))
+	must(os.Symlink("file", filepath.Join(dir, "link")))
+	must(os.Symlink("loop", filepath.Join(dir, "loop")))
+	return dir
+}
+
+func runMatrixNative(t *testing.T, dir string) []byte {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), openMatrixEnv+"="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("native matrix: %v\n%s", err, out)
+	}
+	return readResults(t, dir)
+}
+
+func readResults(t *testing.T, dir string) []byte {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatalf("matrix results: %v", err)
+	}
+	return b
+}
+
+// TestEmulatedOpenFidelity runs the same matrix of opens natively and
+// under the supervisor, which emulates every open (resolve, check, open,
+// install with ADDFD), and requires identical results: fd numbers, flags,
+// created modes, errnos.
+func TestEmulatedOpenFidelity(t *testing.T) {
+	dirN := setupOpenMatrix(t)
+	dirE := setupOpenMatrix(t)
+	native := runMatrixNative(t, dirN)
+
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := inspectProfile("open", "openat", "creat")
+	var opens int
+	allow := funcDecider(func(r *orch.Request) orch.Decision {
+		if r.Syscall == "openat" {
+			opens++
+		}
+		return orch.Decision{Action: orch.Allow, Rule: "all"}
+	})
+	t.Setenv(openMatrixEnv, dirE)
+	status, evs, err := runSupervised(t, p, allow, Enforce, exe)
+	if err != nil || status != 0 {
+		t.Fatalf("emulated matrix exited %d: %v\n%s", status, err, eventLines(evs))
+	}
+	emul := readResults(t, dirE)
+	var rn, re []openResult
+	if err := json.Unmarshal(native, &rn); err != nil {
+		t.Fatalf("native output %q: %v", native, err)
+	}
+	if err := json.Unmarshal(emul, &re); err != nil {
+		t.Fatalf("emulated output %q: %v", emul, err)
+	}
+	if len(rn) != len(re) {
+		t.Fatalf("%d native results, %d emulated", len(rn), len(re))
+	}
+	failed := false
+	defer func() {
+		if failed {
+			t.Logf("events:\n%s", eventLines(evs))
+		}
+	}()
+	for i := range rn {
+		n, e := rn[i], re[i]
+		if !reflect.DeepEqual(n, e) {
+			t.Errorf("%s:\n native   %+v\n emulated %+v", n.Name, n, e)
+			failed = true
+		}
+	}
+	emulated := 0
+	for _, e := range evs {
+		if e.Kind == event.KindDecision && strings.Contains(e.Detail, "emulated") {
+			emulated++
+		}
+	}
+	if emulated < len(rn) {
+		t.Errorf("only %d emulated opens in the events for %d cases", emulated, len(rn))
+	}
+}
+
+func eventLines(evs []event.Event) string {
+	var b strings.Builder
+	for _, e := range evs {
+		fmt.Fprintf(&b, "  %s %s verdict=%s applied=%s errno=%s rule=%s %s %s\n", e.Kind, e.Syscall, e.Verdict, e.Applied, e.Errno, e.Rule, e.Args, e.Detail)
+	}
+	return b.String()
+}
