@@ -193,8 +193,18 @@ func (s *session) emulateSockaddr(n *seccompnotify.Notif, req *orch.Request, dec
 		s.answer(n, req, denyDecision(d, "kfv:emulation", err.Error()), "", true)
 		return
 	}
+	// A relative AF_UNIX path resolves against the calling thread's cwd:
+	// the emulating thread (whose fs attributes are its own) moves there.
+	relUnix := len(req.SockRaw) > 2 && req.Sock != nil && req.Sock.Family == unix.AF_UNIX &&
+		req.SockRaw[2] != 0 && req.SockRaw[2] != '/'
 	run := func() {
 		defer sock.Close()
+		if relUnix {
+			if err := chdirToCaller(req.TID); err != nil {
+				s.answer(n, req, denyDecision(d, "kfv:emulation", err.Error()), "", true)
+				return
+			}
+		}
 		var e unix.Errno
 		if req.Syscall == "connect" {
 			e = seccompnotify.Connect(sock, req.SockRaw)
@@ -208,8 +218,27 @@ func (s *session) emulateSockaddr(n *seccompnotify.Notif, req *orch.Request, dec
 		// of the notification and request, which the loop reuses.
 		nc, rc := *n, *req
 		n, req = &nc, &rc
-		go run()
+		go func() {
+			umask, err := seccompnotify.ProcessUmask(req.PID)
+			if err == nil {
+				err = seccompnotify.PrepareEmulationThread(umask)
+			}
+			if err != nil {
+				sock.Close()
+				s.answer(n, req, denyDecision(d, "kfv:emulation", err.Error()), "", true)
+				return
+			}
+			run()
+		}()
 		return
+	}
+	if req.Syscall == "bind" && req.Sock != nil && req.Sock.Family == unix.AF_UNIX {
+		// bind creates the socket file with the binder's umask.
+		if err := s.syncUmask(req.PID); err != nil {
+			sock.Close()
+			s.answer(n, req, denyDecision(d, "kfv:emulation", err.Error()), "", true)
+			return
+		}
 	}
 	run()
 }
@@ -338,5 +367,19 @@ func (s *session) syncUmask(pid int) error {
 		return err
 	}
 	unix.Umask(u)
+	return nil
+}
+
+// chdirToCaller moves the calling thread, which must have file-system
+// attributes of its own (PrepareEmulationThread), to the caller's cwd.
+func chdirToCaller(tid int) error {
+	fd, err := unix.Open("/proc/"+strconv.Itoa(tid)+"/cwd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the caller's cwd: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchdir(fd); err != nil {
+		return fmt.Errorf("move to the caller's cwd: %w", err)
+	}
 	return nil
 }

@@ -5,12 +5,14 @@ package supervisor
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -135,6 +137,7 @@ func runOpenMatrix(dir string) {
 		}
 		return fd, err
 	}, nil)
+	res = append(res, socketMatrix(dir)...)
 	b, err := json.Marshal(res)
 	if err == nil {
 		err = os.WriteFile(filepath.Join(dir, "results.json"), b, 0o600)
@@ -148,6 +151,7 @@ func runOpenMatrix(dir string) {
 // setupOpenMatrix makes the files the matrix opens.
 func setupOpenMatrix(t *testing.T) string {
 	dir := t.TempDir()
+	defer socketPeers(t, dir)
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -198,7 +202,7 @@ func TestEmulatedOpenFidelity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := inspectProfile("open", "openat", "creat")
+	p := inspectProfile("open", "openat", "creat", "connect", "bind", "sendto")
 	var opens int
 	allow := funcDecider(func(r *orch.Request) orch.Decision {
 		if r.Syscall == "openat" {
@@ -252,4 +256,105 @@ func eventLines(evs []event.Event) string {
 		fmt.Fprintf(&b, "  %s %s verdict=%s applied=%s errno=%s rule=%s %s %s\n", e.Kind, e.Syscall, e.Verdict, e.Applied, e.Errno, e.Rule, e.Args, e.Detail)
 	}
 	return b.String()
+}
+
+// socketMatrix runs the connect, bind and sendto cases. dir holds a
+// listening unix socket "srv.sock" (made by the test) and the ports of a
+// listening TCP socket and a UDP socket in "ports".
+func socketMatrix(dir string) []openResult {
+	var res []openResult
+	var tcpPort, udpPort int
+	if b, err := os.ReadFile(filepath.Join(dir, "ports")); err == nil {
+		fmt.Sscan(string(b), &tcpPort, &udpPort)
+	}
+	errnoOf := func(err error) string {
+		if err == nil {
+			return ""
+		}
+		if e, ok := err.(unix.Errno); ok {
+			return unix.ErrnoName(e)
+		}
+		return err.Error()
+	}
+	add := func(name string, err error, extra string) {
+		res = append(res, openResult{Name: name, Errno: errnoOf(err), Extra: extra})
+	}
+	sock := func(domain, typ int) int {
+		fd, err := unix.Socket(domain, typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(3)
+		}
+		return fd
+	}
+	fd := sock(unix.AF_UNIX, unix.SOCK_STREAM)
+	add("unix connect", unix.Connect(fd, &unix.SockaddrUnix{Name: filepath.Join(dir, "srv.sock")}), "")
+	unix.Close(fd)
+	fd = sock(unix.AF_UNIX, unix.SOCK_STREAM)
+	add("unix connect relative", unix.Connect(fd, &unix.SockaddrUnix{Name: "srv.sock"}), "")
+	unix.Close(fd)
+	fd = sock(unix.AF_UNIX, unix.SOCK_STREAM)
+	add("unix connect missing", unix.Connect(fd, &unix.SockaddrUnix{Name: filepath.Join(dir, "none.sock")}), "")
+	unix.Close(fd)
+	fd = sock(unix.AF_UNIX, unix.SOCK_STREAM)
+	err := unix.Bind(fd, &unix.SockaddrUnix{Name: filepath.Join(dir, "bound.sock")})
+	mode := ""
+	var st unix.Stat_t
+	if unix.Stat(filepath.Join(dir, "bound.sock"), &st) == nil {
+		mode = fmt.Sprintf("%o", st.Mode)
+	}
+	add("unix bind", err, mode)
+	fd2 := sock(unix.AF_UNIX, unix.SOCK_STREAM)
+	add("unix bind in use", unix.Bind(fd2, &unix.SockaddrUnix{Name: filepath.Join(dir, "bound.sock")}), "")
+	unix.Close(fd)
+	unix.Close(fd2)
+	fd = sock(unix.AF_INET, unix.SOCK_STREAM)
+	add("tcp connect", unix.Connect(fd, &unix.SockaddrInet4{Port: tcpPort, Addr: [4]byte{127, 0, 0, 1}}), "")
+	unix.Close(fd)
+	fd = sock(unix.AF_INET, unix.SOCK_STREAM)
+	add("tcp connect refused", unix.Connect(fd, &unix.SockaddrInet4{Port: 1, Addr: [4]byte{127, 0, 0, 1}}), "")
+	unix.Close(fd)
+	fd = sock(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK)
+	add("tcp connect nonblocking", unix.Connect(fd, &unix.SockaddrInet4{Port: tcpPort, Addr: [4]byte{127, 0, 0, 1}}), "")
+	unix.Close(fd)
+	fd = sock(unix.AF_INET, unix.SOCK_DGRAM)
+	err = unix.Sendto(fd, []byte("twelve bytes"), 0, &unix.SockaddrInet4{Port: udpPort, Addr: [4]byte{127, 0, 0, 1}})
+	add("udp sendto", err, "")
+	unix.Close(fd)
+	fd = sock(unix.AF_INET, unix.SOCK_STREAM)
+	add("connect bad address length", connectRaw(fd, []byte{2, 0}), "")
+	unix.Close(fd)
+	add("connect bad fd", unix.Connect(999, &unix.SockaddrInet4{Port: tcpPort, Addr: [4]byte{127, 0, 0, 1}}), "")
+	return res
+}
+
+// connectRaw calls connect with raw address bytes.
+func connectRaw(fd int, raw []byte) error {
+	_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&raw[0])), uintptr(len(raw)))
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// socketPeers starts, for one run of the matrix in dir, the unix, TCP and
+// UDP peers it talks to.
+func socketPeers(t *testing.T, dir string) {
+	ul, err := net.Listen("unix", filepath.Join(dir, "srv.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ul.Close(); tl.Close(); uc.Close() })
+	ports := fmt.Sprintf("%d %d", tl.Addr().(*net.TCPAddr).Port, uc.LocalAddr().(*net.UDPAddr).Port)
+	if err := os.WriteFile(filepath.Join(dir, "ports"), []byte(ports), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
