@@ -1,0 +1,131 @@
+package memwatch
+
+import (
+	"fmt"
+	"time"
+)
+
+// Tracking chooses how a scan finds the watched pages to check.
+type Tracking int
+
+const (
+	// TrackAuto picks TrackSoftDirty where the kernel supports
+	// soft-dirty bits, TrackPrivate elsewhere.
+	TrackAuto Tracking = iota
+	// TrackSoftDirty checks text and rodata pages that have a private
+	// copy (see TrackPrivate) and RELRO pages whose soft-dirty bit says
+	// they were written since the last scan; every scan then clears
+	// QEMU's soft-dirty bits (writes "4" to /proc/PID/clear_refs).
+	TrackSoftDirty
+	// TrackPrivate checks text and rodata pages that have a private
+	// copy: in a read-only private file mapping a page stops being the
+	// page-cache page only when something writes to it, so a tamper
+	// shows in /proc/PID/pagemap without soft-dirty support. RELRO
+	// pages are private copies from the start (the loader relocated
+	// them), so only the sweep checks them.
+	TrackPrivate
+	// TrackFull checks every watched page on every scan.
+	TrackFull
+)
+
+func (t Tracking) String() string {
+	switch t {
+	case TrackAuto:
+		return "auto"
+	case TrackSoftDirty:
+		return "soft-dirty"
+	case TrackPrivate:
+		return "private"
+	case TrackFull:
+		return "full"
+	}
+	return fmt.Sprintf("tracking(%d)", int(t))
+}
+
+// Watch selects what memwatch watches; the zero value watches all.
+type Watch uint
+
+const (
+	WatchText     Watch = 1 << iota // executable code of QEMU and its libraries
+	WatchRodata                     // their read-only data
+	WatchRELRO                      // their relocated read-only data
+	WatchMappings                   // stray executable memory, protection changes of watched mappings
+	WatchAll      = WatchText | WatchRodata | WatchRELRO | WatchMappings
+)
+
+// Defaults of Config.
+const (
+	DefaultPeriod      = 50 * time.Millisecond
+	DefaultSweepPeriod = 10 * time.Second
+)
+
+// Config says what memwatch watches and how often.
+type Config struct {
+	// Period between scans; DefaultPeriod when zero. A tamper of text
+	// is found within one period (plus the scan's own time).
+	Period time.Duration
+	// SweepPeriod is the time in which the sweep checks every watched
+	// page once, a slice per scan; DefaultSweepPeriod when zero,
+	// negative to turn the sweep off. The sweep catches what tracking
+	// misses: RELRO writes without soft-dirty bits, and changes of the
+	// files themselves in the page cache.
+	SweepPeriod time.Duration
+	Tracking    Tracking
+	Watch       Watch
+	// Accel is QEMU's accelerator, "kvm" or "tcg". Under TCG the
+	// translation buffer is executable by design and excluded: it is
+	// TCGBuffer when set, otherwise the largest anonymous
+	// writable-and-executable mapping at baseline time (see tcgBuffer).
+	// Under KVM no anonymous executable memory is legitimate.
+	Accel     string
+	TCGBuffer Range
+	// LibraryDirs are directories whose files QEMU may map executable
+	// after the baseline without a finding (QEMU's modules); the
+	// directories of the files mapped at baseline are always included.
+	LibraryDirs []string
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Period == 0 {
+		c.Period = DefaultPeriod
+	}
+	if c.Period < 0 {
+		return c, fmt.Errorf("memwatch period %v: must be positive", c.Period)
+	}
+	if c.SweepPeriod == 0 {
+		c.SweepPeriod = DefaultSweepPeriod
+	}
+	if c.Watch == 0 {
+		c.Watch = WatchAll
+	}
+	switch c.Accel {
+	case "", "kvm", "tcg":
+	default:
+		return c, fmt.Errorf("memwatch accel %q: want kvm or tcg", c.Accel)
+	}
+	if c.Tracking < TrackAuto || c.Tracking > TrackFull {
+		return c, fmt.Errorf("memwatch tracking %d: unknown", int(c.Tracking))
+	}
+	return c, nil
+}
+
+// Coverage is what a baseline covers, for the supervisor's start event.
+type Coverage struct {
+	Tracking      Tracking // the tracking in use (never TrackAuto)
+	Files         int      // ELF files watched
+	Mappings      int      // mappings watched
+	Bytes         uint64   // bytes watched in all
+	TextBytes     uint64
+	RodataBytes   uint64
+	RELROBytes    uint64
+	ComparedBytes uint64 // checked against the files on disk (text, rodata)
+	HashedBytes   uint64 // hashed as found (RELRO): not checked against the files
+	TCGBuffer     Range  // excluded translation buffer; empty under KVM
+	Skipped       []Skipped
+}
+
+// Skipped is a mapping memwatch could not watch, and why.
+type Skipped struct {
+	Mapping Mapping
+	Reason  string
+}
