@@ -1,0 +1,642 @@
+package resources
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// OptionError is bad input on QEMU's command line: an option QEMU 7.2
+// does not know, a missing argument, or a value QEMU would reject.
+type OptionError struct {
+	// Option is the option as written ("-drive"), or the argument.
+	Option string
+	// Value is the option's argument ("" for options without one).
+	Value string
+	Err   error
+}
+
+func (e *OptionError) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("%s: %v", e.Option, e.Err)
+	}
+	return fmt.Sprintf("%s %s: %v", e.Option, e.Value, e.Err)
+}
+
+func (e *OptionError) Unwrap() error { return e.Err }
+
+// hasArg lists QEMU 7.2's (qemu-system-x86_64) options: true when the
+// option takes an argument. Checked against the binary: an option missing
+// here is one QEMU rejects as invalid.
+var hasArg = map[string]bool{
+	// Without an argument.
+	"mem-prealloc": false, "audio-help": false, "snapshot": false, "usb": false,
+	"nographic": false, "portrait": false, "full-screen": false, "win2k-hack": false,
+	"no-fd-bootchk": false, "no-acpi": false, "no-hpet": false, "singlestep": false,
+	"preconfig": false, "S": false, "s": false, "enable-kvm": false, "xen-attach": false,
+	"xen-domid-restrict": false, "no-reboot": false, "no-shutdown": false,
+	"daemonize": false, "only-migratable": false, "nodefaults": false,
+	"no-user-config": false, "async-teardown": false, "enable-sync-profile": false,
+	"semihosting": false, "old-param": false, "h": false, "help": false, "version": false,
+	// With one.
+	"machine": true, "M": true, "cpu": true, "accel": true, "smp": true, "numa": true,
+	"add-fd": true, "set": true, "global": true, "boot": true, "m": true, "mem-path": true,
+	"k": true, "audio": true, "audiodev": true, "device": true, "name": true, "uuid": true,
+	"fda": true, "fdb": true, "hda": true, "hdb": true, "hdc": true, "hdd": true,
+	"cdrom": true, "blockdev": true, "drive": true, "mtdblock": true, "sd": true,
+	"fsdev": true, "virtfs": true, "iscsi": true, "usbdevice": true, "display": true,
+	"spice": true, "rotate": true, "vga": true, "vnc": true, "acpitable": true,
+	"smbios": true, "netdev": true, "nic": true, "net": true, "chardev": true,
+	"tpmdev": true, "bios": true, "pflash": true, "kernel": true, "append": true,
+	"initrd": true, "dtb": true, "compat": true, "fw_cfg": true, "serial": true,
+	"parallel": true, "monitor": true, "qmp": true, "qmp-pretty": true, "mon": true,
+	"debugcon": true, "pidfile": true, "overcommit": true, "gdb": true, "d": true,
+	"D": true, "dfilter": true, "seed": true, "L": true, "xen-domid": true,
+	"action": true, "loadvm": true, "option-rom": true, "rtc": true, "icount": true,
+	"watchdog-action": true, "echr": true, "incoming": true, "chroot": true,
+	"runas": true, "sandbox": true, "readconfig": true, "trace": true, "plugin": true,
+	"msg": true, "dump-vmstate": true, "object": true, "semihosting-config": true,
+	"g": true, "prom-env": true,
+}
+
+// token is one option with its argument.
+type token struct {
+	name  string // without dashes
+	arg   string // as written, for messages
+	value string
+	hasV  bool
+}
+
+// tokenize splits QEMU's arguments (without argv[0]) into options as
+// QEMU's lookup_opt does: "--opt" is "-opt", an option with an argument
+// takes the next one whatever it looks like, and an argument that does
+// not start with "-" is a disk image (-hda).
+func tokenize(args []string) ([]token, error) {
+	var out []token
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") {
+			out = append(out, token{name: "hda", arg: a, value: a, hasV: true})
+			continue
+		}
+		name := strings.TrimPrefix(a[1:], "-")
+		takes, ok := hasArg[name]
+		if !ok {
+			if k, _, cut := strings.Cut(name, "="); cut {
+				if _, known := hasArg[k]; known {
+					return nil, &OptionError{Option: a, Err: fmt.Errorf("invalid option: QEMU takes \"-%s VALUE\", not \"-%s=VALUE\"", k, k)}
+				}
+			}
+			return nil, &OptionError{Option: a, Err: errors.New("invalid option (not a QEMU 7.2 option)")}
+		}
+		t := token{name: name, arg: a}
+		if takes {
+			if i+1 >= len(args) {
+				return nil, &OptionError{Option: a, Err: errors.New("requires an argument")}
+			}
+			i++
+			t.value, t.hasV = args[i], true
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// deriver holds the state of one derivation.
+type deriver struct {
+	s    *Set
+	cwd  string
+	fsys fs.FS
+
+	snapshot   bool // -snapshot
+	nodefaults bool
+	hasNet     bool
+	accels     []string
+	readconfig int // nesting, bounded
+
+	nodes   map[string]string // block node-name → absolute file name
+	pending []pendingChain    // qcow2 nodes whose file is another node
+}
+
+// pendingChain is a format node whose file child is a node reference,
+// resolved once every -blockdev is known.
+type pendingChain struct {
+	ref, origin string
+	access      Access
+}
+
+// FromArgs derives the resource set of QEMU run with args (its arguments
+// without argv[0]) in the working directory cwd. fsys is the host's file
+// system rooted at "/" (HostFS); it is read for qcow2 headers (backing
+// chains), -readconfig files, whether a relative name exists under cwd,
+// and whether a memory backend path is a directory. A nil fsys reads
+// nothing and says so in Warnings.
+//
+// An *OptionError is returned for input QEMU would reject: an unknown
+// option, a missing argument, malformed option syntax or JSON.
+func FromArgs(args []string, cwd string, fsys fs.FS) (*Set, error) {
+	if !filepath.IsAbs(cwd) {
+		return nil, fmt.Errorf("derive resources: working directory %q is not absolute", cwd)
+	}
+	toks, err := tokenize(args)
+	if err != nil {
+		return nil, err
+	}
+	d := &deriver{s: &Set{}, cwd: filepath.Clean(cwd), fsys: fsys, nodes: map[string]string{}}
+	for _, t := range toks {
+		switch t.name {
+		case "snapshot":
+			d.snapshot = true
+		case "nodefaults":
+			d.nodefaults = true
+		}
+	}
+	for _, t := range toks {
+		if err := d.option(t); err != nil {
+			var oe *OptionError
+			if errors.As(err, &oe) {
+				return nil, err
+			}
+			return nil, &OptionError{Option: t.arg, Value: t.value, Err: err}
+		}
+	}
+	d.finish()
+	return d.s, nil
+}
+
+// option handles one option.
+func (d *deriver) option(t token) error {
+	origin := "-" + t.name
+	v := t.value
+	switch t.name {
+	case "drive":
+		o, err := parseOpts(v, "", false)
+		if err != nil {
+			return err
+		}
+		return d.drive(o, origin)
+	case "hda", "hdb", "hdc", "hdd", "fda", "fdb", "cdrom", "mtdblock", "sd", "pflash":
+		// QEMU takes the whole value as the file name, commas and all.
+		ro := t.name == "cdrom"
+		return d.image(v, ro, d.snapshot, "", origin, false)
+	case "blockdev":
+		o, err := parseOpts(v, "driver", true)
+		if err != nil {
+			return err
+		}
+		d.blockNode(o, origin, false, true)
+		return nil
+	case "kernel":
+		d.file(v, ReadOnly, origin)
+	case "initrd":
+		d.initrd(v, origin)
+	case "dtb":
+		d.file(v, ReadOnly, origin)
+	case "bios":
+		d.dataFile(v, origin)
+	case "option-rom":
+		o, err := parseOpts(v, "romfile", false)
+		if err != nil {
+			return err
+		}
+		d.dataFile(o.str("romfile"), origin+" romfile=")
+		d.leftovers(o, origin)
+	case "chardev":
+		o, err := parseOpts(v, "backend", false)
+		if err != nil {
+			return err
+		}
+		return d.chardev(o, origin)
+	case "serial", "parallel", "monitor", "qmp", "qmp-pretty", "debugcon":
+		return d.chardevShort(v, origin)
+	case "gdb":
+		if strings.HasPrefix(v, "tcp:") {
+			v += ",server=on" // gdbserver_start forces a listening socket
+		}
+		return d.chardevShort(v, origin)
+	case "s":
+		return d.chardevShort("tcp::1234,server=on", "-s (-gdb tcp::1234)")
+	case "netdev":
+		o, err := parseOpts(v, "type", true)
+		if err != nil {
+			return err
+		}
+		d.hasNet = true
+		return d.netdev(o, origin)
+	case "nic", "net":
+		o, err := parseOpts(v, "type", false)
+		if err != nil {
+			return err
+		}
+		d.hasNet = true
+		if o.str("type") == "nic" {
+			d.leftovers(o, origin)
+			return nil
+		}
+		return d.netdev(o, origin)
+	case "device":
+		o, err := parseOpts(v, "driver", true)
+		if err != nil {
+			return err
+		}
+		d.device(o, origin)
+	case "object":
+		o, err := parseOpts(v, "qom-type", true)
+		if err != nil {
+			return err
+		}
+		d.object(o, origin)
+	case "fsdev", "virtfs":
+		o, err := parseOpts(v, "fsdriver", false)
+		if err != nil {
+			return err
+		}
+		d.fsdev(o, origin)
+	case "mem-path":
+		d.memPath(v, false, origin)
+	case "incoming":
+		return d.incoming(v, origin)
+	case "loadvm":
+		d.s.LoadVM = v
+	case "readconfig":
+		return d.readConfig(v, origin)
+	case "pidfile":
+		d.file(v, Create, origin)
+	case "D":
+		d.file(v, Create, origin)
+	case "dump-vmstate":
+		d.file(v, Create, origin)
+	case "L":
+		if v != "help" {
+			d.dir(v, ReadOnly, origin)
+		}
+	case "name":
+		o, err := parseOpts(v, "guest", false)
+		if err != nil {
+			return err
+		}
+		d.s.Name = o.str("guest")
+	case "daemonize":
+		d.s.warnf("-daemonize: QEMU forks and its parent exits; the supervisor must follow the child")
+	case "chroot":
+		d.s.warnf("-chroot %s: after start-up QEMU resolves paths inside %s, not as listed here", v, v)
+	case "runas":
+		d.s.warnf("-runas %s: QEMU changes its user after start-up; files it opens later are checked with that user's rights too", v)
+	case "machine", "M":
+		o, err := parseOpts(v, "type", false)
+		if err != nil {
+			return err
+		}
+		d.machine(o, origin)
+	case "accel":
+		o, err := parseOpts(v, "accel", false)
+		if err != nil {
+			return err
+		}
+		d.addAccels(o.str("accel"))
+	case "enable-kvm":
+		d.addAccels("kvm")
+	case "add-fd":
+		o, err := parseOpts(v, "", false)
+		if err != nil {
+			return err
+		}
+		fd := o.str("fd")
+		n, err := strconv.Atoi(fd)
+		if err != nil || n < 0 {
+			return fmt.Errorf("fd=%s: want a file descriptor number", fd)
+		}
+		d.s.addFD(n, fmt.Sprintf("-add-fd (set=%s)", o.str("set")))
+	case "fw_cfg":
+		o, err := parseOpts(v, "name", false)
+		if err != nil {
+			return err
+		}
+		d.file(o.str("file"), ReadOnly, origin+" file= (name="+o.str("name")+")")
+		d.leftovers(o, origin)
+	case "acpitable":
+		o, err := parseOpts(v, "", false)
+		if err != nil {
+			return err
+		}
+		for _, k := range []string{"file", "data"} {
+			for _, val := range o.all(k) {
+				for _, p := range strings.Split(val, ":") {
+					d.file(p, ReadOnly, origin+" "+k+"=")
+				}
+			}
+		}
+		d.leftovers(o, origin)
+	case "smbios":
+		o, err := parseOpts(v, "", false)
+		if err != nil {
+			return err
+		}
+		d.file(o.str("file"), ReadOnly, origin+" file=")
+		d.file(o.str("path"), ReadOnly, origin+" path=")
+		d.leftovers(o, origin)
+	case "boot":
+		o, err := parseOpts(v, "order", false)
+		if err != nil {
+			return err
+		}
+		d.file(o.str("splash"), ReadOnly, origin+" splash=")
+		d.leftovers(o, origin)
+	case "trace":
+		o, err := parseOpts(v, "enable", false)
+		if err != nil {
+			return err
+		}
+		d.file(o.str("events"), ReadOnly, origin+" events=")
+		d.file(o.str("file"), Create, origin+" file=")
+		d.leftovers(o, origin)
+	case "plugin":
+		o, err := parseOpts(v, "file", false)
+		if err != nil {
+			return err
+		}
+		d.file(o.str("file"), ReadOnly, origin+" file=")
+		d.s.warnf("-plugin %s: loads and runs a shared object inside QEMU", o.str("file"))
+		d.leftovers(o, origin)
+	case "icount":
+		o, err := parseOpts(v, "shift", false)
+		if err != nil {
+			return err
+		}
+		switch o.str("rr") {
+		case "record":
+			d.file(o.str("rrfile"), Create, origin+" rrfile=")
+		case "replay":
+			d.file(o.str("rrfile"), ReadOnly, origin+" rrfile=")
+		}
+		d.leftovers(o, origin)
+	case "spice":
+		o, err := parseOpts(v, "", false)
+		if err != nil {
+			return err
+		}
+		d.spice(o, origin)
+	case "vnc":
+		return d.vnc(v, origin)
+	case "display":
+		o, err := parseOpts(v, "type", false)
+		if err != nil {
+			return err
+		}
+		return d.display(o, origin)
+	case "audiodev", "audio":
+		o, err := parseOpts(v, "driver", false)
+		if err != nil {
+			return err
+		}
+		d.audiodev(o, origin)
+	case "tpmdev":
+		o, err := parseOpts(v, "type", false)
+		if err != nil {
+			return err
+		}
+		d.tpmdev(o, origin)
+	case "set", "global":
+		// These change properties of other options (-set drive.d0.file=…,
+		// -global driver.prop=…); a path set this way is not followed.
+		if _, val, ok := strings.Cut(v, "="); ok && pathLike(val) {
+			d.s.warnf("%s %s: sets a property to what looks like a path; not in the set", origin, v)
+		}
+		if strings.HasPrefix(v, "driver=") {
+			o, err := parseOpts(v, "", false)
+			if err != nil {
+				return err
+			}
+			if pathLike(o.str("value")) {
+				d.s.warnf("%s %s: sets a property to what looks like a path; not in the set", origin, v)
+			}
+		}
+	case "numa", "semihosting-config", "mon", "usbdevice", "iscsi", "sandbox", "overcommit",
+		"compat", "rtc", "msg", "action", "smp", "m", "audio-help":
+		// No resources of their own (they name other options' ids);
+		// anything path-like is reported.
+		o, err := parseOpts(v, "", false)
+		if err != nil {
+			return nil // their syntax is QEMU's to check; nothing here names a file
+		}
+		d.leftovers(o, origin)
+	default:
+		// Flags and options that name no host resource: -cpu, -uuid, -k,
+		// -append (the guest's command line), -vga, -d, -seed, -echr….
+	}
+	return nil
+}
+
+// addAccels records accelerators from a ":"-separated list.
+func (d *deriver) addAccels(list string) {
+	for _, a := range strings.Split(list, ":") {
+		if a != "" && !contains(d.accels, a) {
+			d.accels = append(d.accels, a)
+		}
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// finish adds what follows from the whole command line.
+func (d *deriver) finish() {
+	for _, p := range d.pending {
+		abs, ok := d.nodes[p.ref]
+		if !ok {
+			d.s.warnf("%s: file=%s names a node not defined on the command line; its backing chain is not in the set", p.origin, p.ref)
+			continue
+		}
+		d.chain(abs, p.origin, p.access)
+	}
+	if len(d.accels) == 0 {
+		// QEMU 7.2 without -accel, -machine accel= or -enable-kvm.
+		d.accels = []string{"tcg", "kvm"}
+	}
+	d.s.Accels = d.accels
+	if contains(d.accels, "kvm") {
+		d.s.addDevice(Device{Path: "/dev/kvm", Access: ReadWrite, Option: "accelerator kvm"})
+	}
+	if !d.hasNet && !d.nodefaults {
+		d.s.NetUser = true
+		d.s.Warnings = append(d.s.Warnings, "no -nic, -net or -netdev and no -nodefaults: QEMU adds a NIC on user-mode networking (slirp); give -nic none to have no network")
+	}
+}
+
+// pathLike reports whether a value looks like a file name.
+func pathLike(v string) bool {
+	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, "./") || strings.HasPrefix(v, "../") || strings.HasPrefix(v, "~/")
+}
+
+// leftovers warns about values nothing understood that look like paths.
+func (d *deriver) leftovers(o *opts, origin string) {
+	for _, kv := range o.unused() {
+		if pathLike(kv[1]) {
+			d.s.warnf("%s %s=%s: looks like a path, but kfv does not know what QEMU does with it; not in the set", origin, kv[0], kv[1])
+		}
+	}
+}
+
+// file adds a file named relative to QEMU's working directory.
+func (d *deriver) file(p string, a Access, origin string) {
+	if p == "" {
+		return
+	}
+	d.s.addFile(File{Path: p, Abs: absPath(p, d.cwd), Access: a, Option: origin})
+}
+
+// dataFile adds a file QEMU finds with qemu_find_file: as given when it
+// is readable from the working directory, else in its data directories.
+func (d *deriver) dataFile(p, origin string) {
+	if p == "" {
+		return
+	}
+	if filepath.IsAbs(p) || exists(d.fsys, absPath(p, d.cwd)) {
+		d.s.addFile(File{Path: p, Abs: absPath(p, d.cwd), Access: ReadOnly, Option: origin, DataDir: true})
+		return
+	}
+	d.s.addFile(File{Path: p, Access: ReadOnly, Option: origin, DataDir: true})
+}
+
+// dir adds a directory tree.
+func (d *deriver) dir(p string, a Access, origin string) {
+	if p == "" {
+		return
+	}
+	d.s.addDir(Dir{Path: p, Abs: absPath(p, d.cwd), Access: a, Option: origin})
+}
+
+// device adds a device node.
+func (d *deriver) devNode(p string, a Access, origin string) {
+	if p == "" {
+		return
+	}
+	d.s.addDevice(Device{Path: absPath(p, d.cwd), Access: a, Option: origin})
+}
+
+// fd records an fd number; a name (monitor fd names exist only over QMP)
+// is reported.
+func (d *deriver) fd(v, origin string) {
+	if v == "" {
+		return
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		d.s.warnf("%s: %q is not an fd number (named fds come from QMP getfd, which the command line cannot use)", origin, v)
+		return
+	}
+	d.s.addFD(n, origin)
+}
+
+// initrd adds -initrd: one file, or (multiboot) a comma-separated list of
+// modules, each a file name followed by its arguments.
+func (d *deriver) initrd(v, origin string) {
+	if v == "" {
+		return
+	}
+	if !strings.Contains(v, ",") || exists(d.fsys, absPath(v, d.cwd)) {
+		d.file(v, ReadOnly, origin)
+		return
+	}
+	for _, m := range splitOpts(v) {
+		name, _, _ := strings.Cut(strings.TrimSpace(m), " ")
+		d.file(name, ReadOnly, origin+" (multiboot module)")
+	}
+}
+
+// machine handles -machine's file properties and its accelerators.
+func (d *deriver) machine(o *opts, origin string) {
+	d.addAccels(o.str("accel"))
+	d.file(o.str("kernel"), ReadOnly, origin+" kernel=")
+	d.file(o.str("initrd"), ReadOnly, origin+" initrd=")
+	d.file(o.str("dtb"), ReadOnly, origin+" dtb=")
+	d.file(o.str("dumpdtb"), Create, origin+" dumpdtb=")
+	d.dataFile(o.str("firmware"), origin+" firmware=")
+	d.leftovers(o, origin)
+}
+
+// incoming handles -incoming URI.
+func (d *deriver) incoming(v, origin string) error {
+	switch {
+	case v == "defer":
+	case strings.HasPrefix(v, "exec:"):
+		d.s.warnf("%s %s: QEMU runs a shell command to receive the migration stream; the profile denies exec", origin, v)
+	case strings.HasPrefix(v, "fd:"):
+		d.fd(v[3:], origin+" fd:")
+	case strings.HasPrefix(v, "unix:"):
+		d.s.addSocket(Socket{Family: FamilyUnix, Type: Stream, Address: absPath(v[5:], d.cwd), Op: OpBind, Option: origin + " unix:"})
+	case strings.HasPrefix(v, "file:"):
+		// QEMU 8.2 and later read a migration stream from a file.
+		p, _, _ := strings.Cut(v[5:], ",")
+		d.file(p, ReadOnly, origin+" file:")
+	case strings.HasPrefix(v, "tcp:"), strings.HasPrefix(v, "rdma:"):
+		proto, rest, _ := strings.Cut(v, ":")
+		rest, params, _ := strings.Cut(rest, ",")
+		host, port, err := splitHostPort(rest)
+		if err != nil {
+			return err
+		}
+		o, err := parseOpts(params, "", false)
+		if err != nil {
+			return err
+		}
+		if to := o.str("to"); to != "" {
+			port += "-" + to
+		}
+		d.s.addSocket(Socket{Family: inetFamily(host), Type: Stream, Address: joinHostPort(host, port), Op: OpBind, Option: origin + " " + proto + ":"})
+		if proto == "rdma" {
+			d.s.warnf("%s %s: RDMA migration uses verbs devices (/dev/infiniband) kfv does not list", origin, v)
+		}
+	case strings.HasPrefix(v, "vsock:"):
+		cid, port, ok := strings.Cut(v[6:], ":")
+		if !ok {
+			return errors.New("vsock: want vsock:CID:PORT")
+		}
+		d.s.addSocket(Socket{Family: FamilyVsock, Type: Stream, Address: cid + ":" + port, Op: OpBind, Option: origin + " vsock:"})
+	default:
+		return errors.New("unknown migration protocol")
+	}
+	return nil
+}
+
+// splitHostPort splits "host:port", "[v6]:port" or ":port".
+func splitHostPort(s string) (host, port string, err error) {
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]")
+		if end < 0 || !strings.HasPrefix(s[end+1:], ":") {
+			return "", "", fmt.Errorf("%q: want [ADDRESS]:PORT", s)
+		}
+		return s[1:end], s[end+2:], nil
+	}
+	i := strings.LastIndex(s, ":")
+	if i < 0 {
+		return "", "", fmt.Errorf("%q: want HOST:PORT", s)
+	}
+	return s[:i], s[i+1:], nil
+}
+
+// joinHostPort writes host:port, bracketing IPv6 literals.
+func joinHostPort(host, port string) string {
+	if strings.Contains(host, ":") {
+		return "[" + host + "]:" + port
+	}
+	return host + ":" + port
+}
+
+// inetFamily returns FamilyInet6 for IPv6 literals, else FamilyInet (an
+// IPv4 literal, a host name or the wildcard).
+func inetFamily(host string) string {
+	if strings.Contains(host, ":") {
+		return FamilyInet6
+	}
+	return FamilyInet
+}
