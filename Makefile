@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 25m
 
 export GO
 
-.PHONY: all build deps test unit integration vet demo guests fuzz clean
+.PHONY: all build deps test unit integration vet demo guests fuzz clean bench
 
 all: build
 
@@ -41,6 +41,13 @@ test: vet unit integration
 
 demo: build guests
 	tools/demo.sh
+
+# bench: kfv's cost against bare QEMU, QEMU -sandbox and a minimal C
+# supervisor, interleaved; writes docs/BENCHMARKS.md and .json (about
+# 12 minutes on 2 cores). Not part of test: it asserts nothing.
+bench: build guests
+	KFV_RUN=$(CURDIR)/$(BIN)/kfv-run KFV_GUESTS=$(CURDIR)/$(GUESTS) \
+		$(GO) run ./bench -out docs
 
 fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./profiles

@@ -110,7 +110,7 @@ func run(out string, rounds int, kfvRun, guests, only string, verbose bool) (err
 			err = fmt.Errorf("remove scratch dir: %w", rerr)
 		}
 	}()
-	c := &config{rounds: rounds, work: work, diskMiB: 32, netMiB: 16, idleSec: 8, calls: 20000, verbose: verbose}
+	c := &config{rounds: rounds, work: work, diskMiB: 16, netMiB: 8, idleSec: 8, calls: 20000, verbose: verbose}
 	if c.kfvRun, err = filepath.Abs(kfvRun); err != nil {
 		return fmt.Errorf("kfv-run path: %w", err)
 	}

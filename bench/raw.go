@@ -24,7 +24,10 @@ func (c *config) rawKVM() (*wlRow, []*denialRow, string, error) {
 	den := newDenials()
 	want := guest.RawExitStatus(rawExitCode)
 	events := filepath.Join(c.work, "raw-events.jsonl")
-	for round := 0; round <= c.rounds; round++ {
+	// A run takes a fraction of a second but varies a lot with the
+	// host's load (VM creation), so it gets three times the rounds.
+	rounds := 3 * c.rounds
+	for round := 0; round <= rounds; round++ {
 		for _, cfg := range guestConfigs {
 			p, err := runProc(c.guestArgv(cfg, events, guest.RawArgs(c.rawPath, "kvm")), runOpts{timeout: time.Minute})
 			if err == nil && p.status != want {

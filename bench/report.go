@@ -205,7 +205,7 @@ func (r *report) markdown() []byte {
 	if len(r.Workloads) > 0 || r.RawKVM != nil || r.RawKVMSkip != "" {
 		p("## 2. Guest workloads")
 		p("")
-		p("The project's Linux guest (`kfv/integration/guest`, q35, 1 vCPU, 256 MiB) under %s, started four ways with the same QEMU arguments: bare, with `-sandbox %s`, under `kfv-run` with the built-in `qemu` profile in enforce mode, and in audit mode. *kernel start to /init* is the guest kernel's uptime when /init starts (10 ms resolution); *QEMU start to exit* is wall time on the host, from starting QEMU (or kfv-run) to its exit, with QEMU's own start-up and the guest's power-off. The disk workload writes and reads a raw image on virtio-blk with `dd oflag=direct` / `iflag=direct` (the guest's own timing, which includes generating and hashing the data); the net workload sends a stream with `nc` over virtio-net and QEMU's user networking to a listener on the host, which checks the byte count and hash. The raw-code guest (`BuildRaw`, prints a line and exits through isa-debug-exit) is timed from QEMU's start to its exit under KVM. Lower is better; the ratio is to bare QEMU.", r.Accel, sandboxOpt)
+		p("The project's Linux guest (`kfv/integration/guest`, q35, 1 vCPU, 256 MiB) under %s, started four ways with the same QEMU arguments: bare, with `-sandbox %s`, under `kfv-run` with the built-in `qemu` profile in enforce mode, and in audit mode. *kernel start to /init* is the guest kernel's uptime when /init starts (10 ms resolution); *QEMU start to exit* is wall time on the host, from starting QEMU (or kfv-run) to its exit, with QEMU's own start-up and the guest's power-off. The disk workload writes and reads a raw image on virtio-blk with `dd oflag=direct` / `iflag=direct` (the guest's own timing, which includes generating and hashing the data); the net workload sends a stream with `nc` over virtio-net and QEMU's user networking to a listener on the host, which checks the byte count and hash. The raw-code guest (`BuildRaw`, prints a line and exits through isa-debug-exit) is timed from QEMU's start to its exit under KVM, over three times as many rounds (each takes a fraction of a second). Lower is better; the ratio is to bare QEMU.", r.Accel, sandboxOpt)
 		p("")
 		p("| workload | measure | %s |", strings.Join(guestConfigs, " | "))
 		p("|---|---|%s", strings.Repeat("---|", len(guestConfigs)))
@@ -238,7 +238,7 @@ func (r *report) markdown() []byte {
 		if len(r.Denials) == 0 {
 			p("None measured.")
 		} else {
-			p("| configuration | workload | runs | denials | calls (rule) |")
+			p("| configuration | workload | runs | denials | calls (rule that denied) |")
 			p("|---|---|---|---|---|")
 			for _, d := range r.Denials {
 				p("| %s | %s | %d | %d | %s |", d.Config, d.Workload, d.Runs, d.Denials, fmtCalls(d.Calls))
