@@ -128,6 +128,9 @@ func run(out string, rounds int, kfvRun, guests, only string, verbose bool) (err
 	if r.Machine, err = describeMachine(); err != nil {
 		return err
 	}
+	if r.Machine.KFV, err = kfvVersion(c.kfvRun); err != nil {
+		return err
+	}
 	r.Started = started.UTC()
 	r.LoadBefore = loadAvg()
 	logf("machine: %s, %d cores, kernel %s, %s, %s; load %s", r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.QEMU, r.Machine.KVM, r.LoadBefore)

@@ -116,12 +116,18 @@ func describeMachine() (machine, error) {
 	m.QEMU, _, _ = strings.Cut(strings.TrimSpace(string(out)), "\n")
 	m.QEMU = strings.TrimPrefix(m.QEMU, "QEMU emulator version ")
 	m.KVM = kvmKind()
-	if out, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
-		m.KFV = strings.TrimSpace(string(out))
-	} else {
-		m.KFV = "unknown (not a git checkout)"
-	}
 	return m, nil
+}
+
+// kfvVersion is the first line of "kfv-run version" minus the program
+// name: the build measured, which need not be the checkout's.
+func kfvVersion(kfvRun string) (string, error) {
+	out, err := exec.Command(kfvRun, "version").Output()
+	if err != nil {
+		return "", fmt.Errorf("%s version: %w", kfvRun, err)
+	}
+	first, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return strings.TrimPrefix(first, "kfv-run "), nil
 }
 
 func cstr(b []int8) string {
