@@ -28,6 +28,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(naiveLoaderEnv); spec != "" {
+		naiveLoaderMain(spec) // never returns
+	}
 	repoRoot = findRepoRoot()
 	guestDir = os.Getenv("KFV_GUESTS")
 	if guestDir == "" {
