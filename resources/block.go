@@ -417,11 +417,11 @@ func (d *deriver) chain(abs, origin string, a Access) {
 			name = rest
 		}
 		next := absPath(name, dir)
-		d.s.addFile(File{Path: h.Backing, Abs: next, Access: ReadOnly, Option: from})
 		if seen[next] {
 			d.s.warnf("%s: backing chain loops back to %s", from, next)
 			return
 		}
+		d.s.addFile(File{Path: h.Backing, Abs: next, Access: ReadOnly, Option: from})
 		seen[next] = true
 		if h.BackingFormat != "" && h.BackingFormat != "qcow2" {
 			if h.BackingFormat == "vmdk" {

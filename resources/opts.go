@@ -147,6 +147,9 @@ func parseOpts(s, implied string, json bool) (*opts, error) {
 				continue // an empty value, e.g. -drive ""
 			}
 			return nil, fmt.Errorf("%w: empty element in %q", errSyntax, s)
+		case strings.ContainsAny(part, "/:"):
+			// QEMU would take it for a boolean parameter and reject it.
+			return nil, fmt.Errorf("%w: %q is not KEY=VALUE (a file is file=PATH or path=PATH)", errSyntax, part)
 		case bareOff[part] != "":
 			o.set(bareOff[part], "off")
 		default:
