@@ -40,7 +40,7 @@ integration: build guests
 test: vet unit integration
 
 demo: build guests
-	tools/demo.sh
+	$(GO) run ./tools/demo -kfv $(BIN)/kfv-run -guests $(GUESTS)
 
 # bench: kfv's cost against bare QEMU, QEMU -sandbox and a minimal C
 # supervisor, interleaved; writes docs/BENCHMARKS.md and .json (about
