@@ -302,7 +302,10 @@ func (d *deriver) blockNode(o *opts, origin string, ro, top bool) string {
 	if name := o.str("node-name"); name != "" && leaf != "" {
 		d.nodes[name] = leaf
 	}
-	d.leftovers(o, origin+id)
+	if !networkDrivers[driver] {
+		// A network driver's paths are on the server.
+		d.leftovers(o, origin+id)
+	}
 	return leaf
 }
 
