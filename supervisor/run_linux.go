@@ -59,22 +59,14 @@ const takeListenerTimeout = 10 * time.Second
 // and returns its exit status (128+N when killed by signal N). A
 // *LaunchError means QEMU never ran.
 func Run(cfg *Config) (int, error) {
-	if cfg.Mode != Enforce && cfg.Mode != Audit {
-		return exitLaunch, launchErr(exitLaunch, "mode %q: want enforce or audit", cfg.Mode)
-	}
 	path, lerr := resolveQEMU(cfg.QEMU)
 	if lerr != nil {
 		return lerr.Code, lerr
 	}
-	filter, err := seccompnotify.Compile(cfg.Profile)
-	if err != nil {
-		return exitLaunch, launchErr(exitLaunch, "compile profile %s: %w", cfg.Profile.Source, err)
+	s, lerr := newSession(cfg)
+	if lerr != nil {
+		return lerr.Code, lerr
 	}
-	for _, w := range filter.Warnings {
-		cfg.warn("profile " + cfg.Profile.Source + ": " + w)
-	}
-
-	s := &session{cfg: cfg, filter: filter, dec: &seccompnotify.Decoder{Names: filter.Names}}
 	sigCh := make(chan os.Signal, 16)
 	signal.Notify(sigCh, forwarded...)
 	defer signal.Stop(sigCh)
@@ -149,6 +141,21 @@ func resolveQEMU(name string) (string, *LaunchError) {
 		return "", launchErr(exitNotExec, "%s: is a directory", name)
 	}
 	return abs, nil
+}
+
+// newSession checks cfg and compiles its profile into a filter.
+func newSession(cfg *Config) (*session, *LaunchError) {
+	if cfg.Mode != Enforce && cfg.Mode != Audit {
+		return nil, launchErr(exitLaunch, "mode %q: want enforce or audit", cfg.Mode)
+	}
+	filter, err := seccompnotify.Compile(cfg.Profile)
+	if err != nil {
+		return nil, launchErr(exitLaunch, "compile profile %s: %w", cfg.Profile.Source, err)
+	}
+	for _, w := range filter.Warnings {
+		cfg.warn("profile " + cfg.Profile.Source + ": " + w)
+	}
+	return &session{cfg: cfg, filter: filter, dec: &seccompnotify.Decoder{Names: filter.Names}}, nil
 }
 
 // session is one run of QEMU.
@@ -260,10 +267,21 @@ func (s *session) start(path string) error {
 		}
 		return s.abort(launchErr(exitLaunch, "take seccomp listener: %w", err))
 	}
+	if err := s.attach(lf); err != nil {
+		return s.abort(launchErr(exitLaunch, "%w", err))
+	}
+	return nil
+}
+
+// attach makes lf, the listener taken from the loading process, the
+// session's listener and says so in the event stream. Standalone and
+// emulator sessions share it and everything after it (loop, handle,
+// answer).
+func (s *session) attach(lf *os.File) error {
 	l, err := seccompnotify.NewListener(lf)
 	if err != nil {
 		lf.Close()
-		return s.abort(launchErr(exitLaunch, "%w", err))
+		return err
 	}
 	s.listener = l
 	sync := "on"
@@ -273,7 +291,7 @@ func (s *session) start(path string) error {
 	s.emit(&event.Event{
 		Kind:   event.KindLifecycle,
 		Source: "supervisor",
-		Detail: fmt.Sprintf("starting %s under profile %s (%d BPF instructions), sync wake-up %s", path, s.cfg.Profile.Source, len(s.filter.Prog), sync),
+		Detail: fmt.Sprintf("starting %s under profile %s (%d BPF instructions), sync wake-up %s", s.qemuPath, s.cfg.Profile.Source, len(s.filter.Prog), sync),
 	})
 	return nil
 }

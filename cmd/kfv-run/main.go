@@ -2,6 +2,10 @@
 //
 //	kfv-run [--profile NAME|FILE] [--mode enforce|audit] [--events FILE|-] [--vm NAME] -- QEMU [ARGS...]
 //
+// Invoked as kfv-qemu-system-x86_64 (a link to kfv-run), it is a QEMU
+// binary for libvirt's <emulator>: no kfv flags, settings from
+// /etc/kfv/kfv.toml (emulator.go, docs/libvirt.md).
+//
 // main only wires: each subcommand is one cli.Command in its own file.
 package main
 
@@ -18,8 +22,16 @@ import (
 var version = "dev"
 
 func main() {
-	if supervisor.IsLoader() {
+	switch {
+	case supervisor.IsLoader():
 		supervisor.LoaderMain() // never returns
+	case supervisor.IsEmulatorSupervisor():
+		os.Exit(emulatorSupervisorMain())
+	case supervisor.IsEmulatorStage():
+		os.Exit(emulatorStageMain())
+	}
+	if name, ok := qemuName(os.Args[0]); ok {
+		os.Exit(emulatorMain(name))
 	}
 	app := &cli.App{
 		Name:      "kfv-run",

@@ -33,21 +33,13 @@ func runAction(c *cli.Context) error {
 	if mode != supervisor.Enforce && mode != supervisor.Audit {
 		return cli.Exit(fmt.Sprintf("--mode %q: want enforce or audit", c.String("mode")), 125)
 	}
-	p, err := profiles.Resolve(c.String("profile"))
-	if err != nil {
-		return cli.Exit(fmt.Sprintf("profile %s:\n%v", c.String("profile"), err), 125)
-	}
 	cwd, err := os.Getwd()
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("current directory: %v", err), 125)
 	}
-	p = supervisor.PrepareProfile(p, args[1:], os.Environ(), cwd, func(path string) bool {
-		_, err := os.Stat(path)
-		return err == nil
-	})
-	dec, err := orch.NewRules(p)
+	p, dec, err := buildPolicy(c.String("profile"), args[1:], os.Environ(), cwd)
 	if err != nil {
-		return cli.Exit(fmt.Sprintf("profile %s: %v", p.Source, err), 125)
+		return cli.Exit(err.Error(), 125)
 	}
 	out, closeOut, err := openEvents(c.String("events"))
 	if err != nil {
@@ -97,6 +89,24 @@ func runAction(c *cli.Context) error {
 		return cli.Exit("", 125)
 	}
 	return nil
+}
+
+// buildPolicy resolves a profile for one QEMU command line and
+// environment (supervisor.PrepareProfile) and the decider that applies it.
+func buildPolicy(profile string, qemuArgs, qemuEnv []string, cwd string) (*profiles.Profile, orch.Decider, error) {
+	p, err := profiles.Resolve(profile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("profile %s:\n%w", profile, err)
+	}
+	p = supervisor.PrepareProfile(p, qemuArgs, qemuEnv, cwd, func(path string) bool {
+		_, err := os.Stat(path)
+		return err == nil
+	})
+	dec, err := orch.NewRules(p)
+	if err != nil {
+		return nil, nil, fmt.Errorf("profile %s: %w", p.Source, err)
+	}
+	return p, dec, nil
 }
 
 // openEvents opens the event destination. Files are appended to, so a

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"kfv/config"
+	"kfv/event"
+	"kfv/supervisor"
+)
+
+// emulatorPrefix starts the names under which kfv is a QEMU binary: the
+// link kfv-qemu-system-x86_64 wraps the real qemu-system-x86_64. Such a
+// name takes no kfv flags; settings come from /etc/kfv/kfv.toml (see
+// docs/libvirt.md).
+const emulatorPrefix = "kfv-qemu-"
+
+// defaultPath is searched for QEMU when the caller's environment has no
+// PATH (libvirt passes a restricted environment).
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// qemuName returns the QEMU binary kfv stands in for when invoked as
+// argv0 ("kfv-qemu-system-x86_64" → "qemu-system-x86_64").
+func qemuName(argv0 string) (string, bool) {
+	base := filepath.Base(argv0)
+	if !strings.HasPrefix(base, emulatorPrefix) {
+		return "", false
+	}
+	return strings.TrimPrefix(base, "kfv-"), true
+}
+
+// emulatorSetup is what stage 2 sends the supervisor besides QEMU's
+// command line.
+type emulatorSetup struct {
+	Profile string `json:"profile"`
+	Mode    string `json:"mode"`
+	Events  string `json:"events"` // the file
+	VM      string `json:"vm"`
+	Config  string `json:"config"` // where the settings came from
+}
+
+// emulatorMain is stage 1: invoked under a QEMU name by libvirt (or
+// anyone). Probes go straight to the real QEMU; everything else
+// re-executes kfv with a clean environment (stage 2).
+func emulatorMain(name string) int {
+	args := os.Args[1:]
+	if isProbe(args) {
+		cfg, err := config.Find(os.Getenv)
+		if err != nil {
+			return emulatorFail(125, err)
+		}
+		qemu, code, err := findQEMU(cfg, name, os.Getenv("PATH"))
+		if err != nil {
+			return emulatorFail(code, err)
+		}
+		// The caller's argv and environment, untouched: libvirt's
+		// capability cache then holds exactly what plain QEMU reports.
+		err = syscall.Exec(qemu, os.Args, os.Environ())
+		return emulatorFail(126, fmt.Errorf("exec %s: %w", qemu, err))
+	}
+	return emulatorFail(125, supervisor.Reexec(args))
+}
+
+// emulatorStageMain is stage 2: the caller's process, now with kfv's own
+// environment. It becomes QEMU under the filter, or fails before QEMU
+// ran.
+func emulatorStageMain() int {
+	argv0, args, env, err := supervisor.StageArgs()
+	if err != nil {
+		return emulatorFail(125, err)
+	}
+	name, ok := qemuName(argv0)
+	if !ok {
+		return emulatorFail(125, fmt.Errorf("emulator stage started as %q, not as kfv-qemu-*", argv0))
+	}
+	getenv := lookupIn(env)
+	cfg, err := config.Find(getenv)
+	if err != nil {
+		return emulatorFail(125, err)
+	}
+	qemu, code, err := findQEMU(cfg, name, getenv("PATH"))
+	if err != nil {
+		return emulatorFail(code, err)
+	}
+	vm := vmName(args)
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.EventsPath(vm), VM: vm, Config: cfg.Source})
+	if err != nil {
+		return emulatorFail(125, fmt.Errorf("encode settings: %w", err))
+	}
+	lerr := supervisor.Emulate(&supervisor.Emulation{QEMU: qemu, Argv: append([]string{argv0}, args...), Env: env, Setup: setup})
+	return emulatorFail(lerr.Code, lerr)
+}
+
+// emulatorSupervisorMain is the detached supervisor of the emulator
+// model.
+func emulatorSupervisorMain() int {
+	return supervisor.EmulatorSupervisorMain(func(req *supervisor.EmulatorRequest) (*supervisor.Config, func() error, error) {
+		var st emulatorSetup
+		if err := json.Unmarshal(req.Setup, &st); err != nil {
+			return nil, nil, fmt.Errorf("decode settings: %w", err)
+		}
+		mode := supervisor.Mode(st.Mode)
+		if mode != supervisor.Enforce && mode != supervisor.Audit {
+			return nil, nil, fmt.Errorf("%s: mode %q: want enforce or audit", st.Config, st.Mode)
+		}
+		p, dec, err := buildPolicy(st.Profile, req.Argv[1:], req.Env, req.Cwd)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", st.Config, err)
+		}
+		f, err := os.OpenFile(st.Events, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_CLOEXEC, 0o640)
+		if err != nil {
+			return nil, nil, fmt.Errorf("event stream (events in %s): %w; the directory must exist and be writable by the user QEMU runs as (uid %d): see docs/libvirt.md", st.Config, err, os.Getuid())
+		}
+		ev := event.NewWriter(f)
+		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Profile: p, Decider: dec, Mode: mode, VM: st.VM, Events: ev}
+		for _, w := range p.Warnings {
+			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "profile " + p.Source + ": " + w})
+		}
+		if mode == supervisor.Audit {
+			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "audit mode: every call is allowed; verdicts are only logged"})
+		}
+		return cfg, func() error { return errors.Join(ev.Close(), f.Close()) }, nil
+	})
+}
+
+// emulatorFail reports a failure before QEMU ran on stderr (libvirt
+// copies it into the domain's log and its error message) and returns
+// the exit status.
+func emulatorFail(code int, err error) int {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kfv: "+err.Error())
+	}
+	if code == 0 {
+		code = 125
+	}
+	return code
+}
+
+// lookupIn is getenv over a saved environment: the first entry wins,
+// as in glibc's getenv (what QEMU itself would see).
+func lookupIn(env []string) func(string) string {
+	return func(key string) string {
+		for _, kv := range env {
+			if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+				return v
+			}
+		}
+		return ""
+	}
+}
+
+// findQEMU returns the real QEMU: the configured binary, else the first
+// name in path that is not kfv itself. Itself is told by device and
+// inode, not by name: a link or copy named qemu-system-x86_64 earlier in
+// PATH would otherwise make kfv exec itself forever.
+func findQEMU(cfg *config.Config, name, path string) (string, int, error) {
+	self, err := os.Stat("/proc/self/exe")
+	if err != nil {
+		return "", 125, fmt.Errorf("stat own binary: %w", err)
+	}
+	if cfg.QEMU != "" {
+		fi, err := os.Stat(cfg.QEMU)
+		switch {
+		case err != nil:
+			return "", 127, fmt.Errorf("qemu %s (in %s): %w", cfg.QEMU, cfg.Source, err)
+		case os.SameFile(fi, self):
+			return "", 125, fmt.Errorf("qemu %s (in %s) is kfv itself, not QEMU", cfg.QEMU, cfg.Source)
+		case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0:
+			return "", 126, fmt.Errorf("qemu %s (in %s) is not an executable file", cfg.QEMU, cfg.Source)
+		}
+		return cfg.QEMU, 0, nil
+	}
+	if path == "" {
+		path = defaultPath
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" || !filepath.IsAbs(dir) {
+			continue // a relative PATH entry depends on the cwd: never for the emulator
+		}
+		p := filepath.Join(dir, name)
+		fi, err := os.Stat(p)
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 || os.SameFile(fi, self) {
+			continue
+		}
+		return p, 0, nil
+	}
+	return "", 127, fmt.Errorf("%s not found in PATH %s (kfv itself excluded): install QEMU or set qemu = \"/path/to/%s\" in %s", name, path, name, cfg.Source)
+}
+
+// isProbe reports whether a QEMU command line only asks QEMU about
+// itself, so kfv passes it through unsupervised: "-help" or "-version"
+// alone, "-OPTION help" listings (after which QEMU exits, whatever else
+// the line says), and "-machine none", a QEMU with no guest at all
+// (libvirt's capability probe: -machine none,accel=kvm:tcg -qmp ...).
+// With no guest there is no guest code to attack QEMU from, and
+// supervising would only add start-up time and risk making libvirt's
+// cached capabilities differ from plain QEMU's.
+//
+// "-help" and "-version" count only alone: elsewhere they could be the
+// value of another option (-append -version) on a line that runs a VM.
+func isProbe(args []string) bool {
+	if len(args) == 1 {
+		switch "-" + strings.TrimLeft(args[0], "-") {
+		case "-help", "-h", "-version":
+			return true
+		}
+	}
+	for i := 0; i+1 < len(args); i++ {
+		opt, val := "-"+strings.TrimLeft(args[i], "-"), args[i+1]
+		if !strings.HasPrefix(args[i], "-") {
+			continue
+		}
+		if helpOptions[opt] && (val == "help" || val == "?") {
+			return true
+		}
+		if (opt == "-machine" || opt == "-M") && machineType(val) == "none" {
+			return true
+		}
+	}
+	return false
+}
+
+// helpOptions are the options whose value "help" makes QEMU 7.2 print a
+// list and exit before any guest exists.
+var helpOptions = map[string]bool{
+	"-machine": true, "-M": true, "-cpu": true, "-device": true, "-accel": true,
+	"-display": true, "-netdev": true, "-object": true, "-chardev": true, "-audiodev": true,
+}
+
+// machineType returns the machine type of a -machine value: the first
+// element without "=", or type=.
+func machineType(val string) string {
+	for i, part := range strings.Split(val, ",") {
+		if t, ok := strings.CutPrefix(part, "type="); ok {
+			return t
+		}
+		if i == 0 && !strings.Contains(part, "=") {
+			return part
+		}
+	}
+	return ""
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"kfv/config"
+)
+
+func TestIsProbe(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want bool
+	}{
+		{"help", []string{"-help"}, true},
+		{"double-dash version", []string{"--version"}, true},
+		{"libvirt capability probe", strings.Fields("-S -no-user-config -nodefaults -nographic -machine none,accel=kvm:tcg -qmp unix:/var/lib/libvirt/qemu/capabilities.monitor.sock,server=on,wait=off -pidfile /var/lib/libvirt/qemu/capabilities.pidfile -daemonize"), true},
+		{"machine type=none", []string{"-M", "type=none"}, true},
+		{"device help", []string{"-machine", "q35", "-device", "help"}, true},
+		{"cpu ?", []string{"-cpu", "?"}, true},
+		{"a VM", strings.Fields("-name guest=web1,debug-threads=on -machine pc-q35-7.2,usb=off -accel tcg -m 256"), false},
+		{"version as a kernel command line", []string{"-kernel", "/vmlinux", "-append", "-version"}, false},
+		{"help as a VM name", []string{"-name", "help", "-machine", "q35"}, false},
+		{"machine none as a value elsewhere", []string{"-append", "none"}, false},
+		{"nothing", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := isProbe(tt.args); got != tt.want {
+				t.Errorf("isProbe(%q) = %v, want %v", tt.args, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestQEMUName(t *testing.T) {
+	tests := []struct {
+		argv0, want string
+		ok          bool
+	}{
+		{"/usr/local/bin/kfv-qemu-system-x86_64", "qemu-system-x86_64", true},
+		{"kfv-qemu-system-x86_64", "qemu-system-x86_64", true},
+		{"/usr/local/bin/kfv-run", "", false},
+		{"qemu-system-x86_64", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := qemuName(tt.argv0)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("qemuName(%q) = %q, %v; want %q, %v", tt.argv0, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestFindQEMUSkipsItself: a copy of kfv's own binary (here: the test
+// binary, hard-linked under QEMU's name) earlier in PATH is skipped by
+// inode, whatever its name; a configured QEMU that is kfv is an error.
+func TestFindQEMUSkipsItself(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	first, second := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	for _, d := range []string{first, second} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const name = "qemu-system-x86_64"
+	if err := os.Symlink(self, filepath.Join(first, name)); err != nil {
+		t.Fatal(err)
+	}
+	real := filepath.Join(second, name)
+	if err := os.WriteFile(real, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	got, code, err := findQEMU(cfg, name, first+":relative:"+second)
+	if err != nil || got != real {
+		t.Fatalf("findQEMU = %q, %d, %v; want %q", got, code, err, real)
+	}
+	if _, code, err := findQEMU(cfg, name, first); err == nil || code != 127 {
+		t.Errorf("findQEMU with only kfv in PATH = %d, %v; want 127 and an error", code, err)
+	}
+	cfg.QEMU = filepath.Join(first, name)
+	if _, code, err := findQEMU(cfg, name, ""); err == nil || code != 125 || !strings.Contains(err.Error(), "kfv itself") {
+		t.Errorf("findQEMU with qemu = kfv = %d, %v; want 125 and 'kfv itself'", code, err)
+	}
+	cfg.QEMU = real
+	if got, _, err := findQEMU(cfg, name, first); err != nil || got != real {
+		t.Errorf("findQEMU with qemu = %s: %q, %v", real, got, err)
+	}
+}
+
+func TestLookupIn(t *testing.T) {
+	get := lookupIn([]string{"PATH=/bin", "KFV_CONFIG=/a", "KFV_CONFIG=/b", "EMPTY="})
+	for k, want := range map[string]string{"PATH": "/bin", "KFV_CONFIG": "/a", "EMPTY": "", "MISSING": ""} {
+		if got := get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+}
