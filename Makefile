@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 25m
 
 export GO
 
-.PHONY: all build deps test unit integration vet demo guests fuzz clean bench
+.PHONY: all build deps test unit integration vet demo guests fuzz clean install bench
 
 all: build
 
@@ -51,6 +51,40 @@ bench: build guests
 
 fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./profiles
+
+# install: kfv-run and the emulator link kfv-qemu-system-x86_64 (libvirt's
+# <emulator>, docs/libvirt.md), the event directory owned by the user
+# libvirt runs QEMU as, and /etc/kfv/kfv.toml unless one exists.
+# Replacing kfv-run changes its ctime, which is what libvirt's capability
+# cache checks for the emulator path: run it again after upgrading QEMU.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+KFV_EVENTS ?= /var/log/kfv
+KFV_QEMU_USER ?= libvirt-qemu
+KFV_QEMU_GROUP ?= libvirt-qemu
+
+install: build
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 $(BIN)/kfv-run $(DESTDIR)$(BINDIR)/kfv-run
+	ln -sfn kfv-run $(DESTDIR)$(BINDIR)/kfv-qemu-system-x86_64
+	install -d -m 0750 $(DESTDIR)$(KFV_EVENTS)
+	@if [ -z "$(DESTDIR)" ] && id -u $(KFV_QEMU_USER) >/dev/null 2>&1; then \
+		chown $(KFV_QEMU_USER):$(KFV_QEMU_GROUP) $(KFV_EVENTS) && \
+		echo "$(KFV_EVENTS): owned by $(KFV_QEMU_USER), the user libvirt runs QEMU as"; \
+	else \
+		echo "note: $(KFV_EVENTS) must be writable by the user QEMU runs as ($(KFV_QEMU_USER) by default; set KFV_QEMU_USER)"; \
+	fi
+	install -d $(DESTDIR)$(SYSCONFDIR)/kfv
+	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/kfv/kfv.toml ]; then \
+		printf '%s\n' '# kfv as a QEMU emulator (kfv-qemu-system-x86_64): see docs/libvirt.md' \
+			'profile = "qemu"        # built-in name or profile file' \
+			'mode = "audit"          # audit first; enforce once the events show no unexpected deny' \
+			'events = "$(KFV_EVENTS)"  # directory (VM.jsonl per VM) or pattern with {vm}' \
+			'# qemu = "/usr/bin/qemu-system-x86_64"  # default: first in PATH that is not kfv' \
+			> $(DESTDIR)$(SYSCONFDIR)/kfv/kfv.toml && \
+		echo "wrote $(DESTDIR)$(SYSCONFDIR)/kfv/kfv.toml (audit mode)"; \
+	fi
 
 clean:
 	rm -rf $(BIN)
