@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 //go:embed init.sh
@@ -108,6 +109,11 @@ func BuildLinux(cacheDir string) (*Linux, error) {
 	key := in.key()
 	out := filepath.Join(cacheDir, "linux-"+key[:16])
 	if l, err := loadManifest(out); err == nil && l.Key == key {
+		// Mark the entry as in use, so that pruneLinux elsewhere keeps it.
+		now := time.Now()
+		if err := os.Chtimes(out, now, now); err != nil {
+			return nil, fmt.Errorf("touch guest cache entry: %w", err)
+		}
 		return l, nil
 	}
 	return buildLinux(cacheDir, out, in, key)
@@ -253,10 +259,16 @@ func pruneLinux(cacheDir, out string) error {
 	}
 	var errs []error
 	for _, d := range old {
-		if d != out {
-			if err := os.RemoveAll(d); err != nil {
-				errs = append(errs, fmt.Errorf("remove old guest: %w", err))
-			}
+		if d == out {
+			continue
+		}
+		// Keep entries used in the last hour: another checkout or test run
+		// (with another init script) may be using them right now.
+		if fi, err := os.Stat(d); err == nil && time.Since(fi.ModTime()) < time.Hour {
+			continue
+		}
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, fmt.Errorf("remove old guest: %w", err))
 		}
 	}
 	return errors.Join(errs...)

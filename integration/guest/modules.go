@@ -26,6 +26,10 @@ var LinuxModules = []string{
 	"virtio_net",
 	"virtio_console",
 	"virtio_rng",
+	// The CD-ROM of the benign suite: an ide-cd on q35's AHCI controller
+	// (CONFIG_SATA_AHCI=m, CONFIG_BLK_DEV_SR=m).
+	"ahci",
+	"sr_mod",
 }
 
 // modName normalises a module name as the kernel does (dashes and
