@@ -23,6 +23,7 @@ var parseCorpus = []string{
 	"name = \"\u00e9\"\ndescription = \"\"\"a\\\"\"\"\"\n",
 	"x = [1,\n",
 	"= 1",
+	"name = \"x\"\n[[hrsc]]\nname = \"vcpu*\"\nthreads = [\"CPU */KVM\"]\nnumbered = true\nreason = \"r\"\n[[detector]]\nname = \"r\"\nkind = \"rate\"\nthreshold = 2\nwindow = \"1s\"\nreason = \"r\"\n[[ho]]\nlayers = \"L1\"\ndeny = \">=high\"\nreason = \"r\"\n[[correlate]]\nname = \"c\"\nmatch = { severity = \">=high\" }\nreactions = [\"link_down:all-nics\"]\nreason = \"r\"\n",
 }
 
 // checkParse is FuzzParse's body: Parse never panics, every error has a

@@ -72,11 +72,11 @@ import (
 // Keys each table allows. Unknown keys are errors: a misspelt key would
 // otherwise be a silently ignored rule.
 var (
-	topKeys      = []string{"defaults", "description", "name", "rule", "syscall"}
+	topKeys      = []string{"correlate", "defaults", "description", "detector", "ho", "hrsc", "interface", "name", "rule", "syscall"}
 	defaultsKeys = []string{"action", "errno", "verdict", "verdict_errno"}
-	syscallKeys  = []string{"action", "args", "errno", "name", "names", "reason", "silent"}
+	syscallKeys  = []string{"action", "args", "errno", "name", "names", "reason", "severity", "silent"}
 	argKeys      = []string{"index", "mask", "op", "value", "values", "wide"}
-	ruleKeys     = []string{"accel", "addresses", "args", "backing", "errno", "families", "name", "no_address", "paths", "reason", "syscalls", "threads", "verdict"}
+	ruleKeys     = []string{"accel", "addresses", "args", "backing", "errno", "families", "name", "no_address", "paths", "reason", "severity", "syscalls", "threads", "verdict"}
 )
 
 var (
@@ -331,6 +331,7 @@ func (d *decoder) profile(tree map[string]any) *Profile {
 		p.Rules = append(p.Rules, r)
 		d.rulePaths = append(d.rulePaths, path)
 	}
+	d.decisionPlane(p, tree)
 	d.validate(p)
 	return p
 }
@@ -430,6 +431,13 @@ func (d *decoder) syscall(m map[string]any, path string) SyscallRule {
 		r.Name = name
 	} else if len(r.Names) > 0 {
 		r.Name = "syscall:" + r.Names[0]
+	}
+	r.Severity = d.severity(m, path)
+	if r.Severity != 0 && r.Action != ActDeny && r.Action != 0 {
+		d.errorf(d.loc.key(join(path, "severity")), `severity is only allowed with action = "deny": it grades the finding a denial makes`)
+	}
+	if r.Severity != 0 && r.Silent {
+		d.warnf(d.loc.key(join(path, "severity")), "severity has no effect with silent = true: the kernel fails the call without telling kfv")
 	}
 	r.Reason = d.reason(m, path, "[[syscall]]")
 	for i, am := range d.tables(m, path, "args") {
@@ -630,6 +638,10 @@ func (d *decoder) rule(m map[string]any, path string) VerdictRule {
 	}
 	if r.Verdict == VerdictDeny && r.Errno == 0 {
 		r.Errno = defaultErrno
+	}
+	r.Severity = d.severity(m, path)
+	if r.Severity != 0 && r.Verdict != VerdictDeny && r.Verdict != 0 {
+		d.errorf(d.loc.key(join(path, "severity")), `severity is only allowed with verdict = "deny": it grades the finding a denial makes`)
 	}
 	r.Reason = d.reason(m, path, "[[rule]]")
 	return r

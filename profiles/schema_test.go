@@ -31,10 +31,10 @@ func TestParseErrors(t *testing.T) {
 			src: head + "colour = 1\n[defaults]\nactoin = \"allow\"\n[[syscall]]\nnames = [\"read\"]\naction = \"allow\"\nreason = \"r\"\nargs = [{ index = 0, op = \"eq\", value = 1, vaule = 2 }]\n" +
 				"[[rule]]\nname = \"r\"\nverdict = \"allow\"\nreason = \"r\"\npath = [\"/x\"]\n",
 			want: []string{
-				`t.toml:2:1: unknown key "colour" (want one of defaults, description, name, rule, syscall)`,
+				`t.toml:2:1: unknown key "colour" (want one of correlate, defaults, description, detector, ho, hrsc, interface, name, rule, syscall)`,
 				`t.toml:4:1: unknown key "actoin" in [defaults] (want one of action, errno, verdict, verdict_errno)`,
 				`t.toml:9:44: unknown key "vaule" in args (want one of index, mask, op, value, values, wide)`,
-				`t.toml:14:1: unknown key "path" in [[rule]] (want one of accel, addresses, args, backing, errno, families, name, no_address, paths, reason, syscalls, threads, verdict)`,
+				`t.toml:14:1: unknown key "path" in [[rule]] (want one of accel, addresses, args, backing, errno, families, name, no_address, paths, reason, severity, syscalls, threads, verdict)`,
 			},
 		},
 		{

@@ -1,6 +1,9 @@
 package profiles
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Pos is a place in a profile's source, for error messages.
 type Pos struct {
@@ -109,8 +112,11 @@ type SyscallRule struct {
 	// sent to the supervisor, which denies them too and logs them.
 	Silent bool
 	Args   []ArgCond
-	Reason string
-	Pos    Pos
+	// Severity grades the finding a logged denial makes (detector
+	// "signature"); 0 stands for SevMedium.
+	Severity Severity
+	Reason   string
+	Pos      Pos
 }
 
 // Verdict is what the supervisor answers for an inspected call.
@@ -172,8 +178,11 @@ type VerdictRule struct {
 	Accel   []string
 	Verdict Verdict
 	Errno   int // for VerdictDeny
-	Reason  string
-	Pos     Pos
+	// Severity grades the finding a deny makes (detector "signature");
+	// 0 stands for SevMedium. Only deny rules have one.
+	Severity Severity
+	Reason   string
+	Pos      Pos
 }
 
 // Profile is a loaded, validated profile.
@@ -195,6 +204,19 @@ type Profile struct {
 	// matches; DefaultVerdictErrno goes with VerdictDeny.
 	DefaultVerdict      Verdict
 	DefaultVerdictErrno int
+
+	// HRSCs attribute calls to hypervisor resources, first match wins;
+	// Interfaces give calls their layer, first match wins. A profile
+	// without any takes the built-in qemu profile's (see orch).
+	HRSCs      []HRSC
+	Interfaces []Interface
+	// Detectors are the behaviour, rate and origin detectors.
+	Detectors []Detector
+	// HO holds the horizontal orchestrators' policies, at most one per
+	// layer.
+	HO []HOPolicy
+	// Correlate holds the vertical orchestrator's rules, in order.
+	Correlate []CorrelateRule
 
 	// Warnings are "FILE:LINE:COL: message" lines about settings that
 	// load but loosen the profile or cannot take effect; print them at
@@ -223,4 +245,141 @@ func ForAccel(p *Profile, accels []string) *Profile {
 		}
 	}
 	return &q
+}
+
+// Layers are the KungFuVisor layers a profile may name.
+var Layers = []string{"L1", "L2", "L3"}
+
+// HRSC is one [[hrsc]] table: calls that match every non-empty criterion
+// are attributed to the resource Name. Tables are tried in order.
+type HRSC struct {
+	// Name is the resource. A "*" in it stands for what the single "*"
+	// of the matching threads glob matched ("vcpu*" with "CPU */KVM"
+	// names "CPU 3/KVM" vcpu3).
+	Name string
+	// Threads are globs on the calling thread's name.
+	Threads []string
+	// Fds are globs on the targets of the call's fd arguments
+	// ("anon_inode:kvm-vcpu:*", "/dev/net/tun"); one must match.
+	Fds []string
+	// Syscalls limits the table to these calls; empty: any.
+	Syscalls []string
+	// Numbered requires the "*" of Name to stand for a decimal number.
+	Numbered bool
+	// Layer is the layer of the resource's calls that no [[interface]]
+	// places: "L1", "L2" or "L3"; "" means L2.
+	Layer  string
+	Reason string
+	Pos    Pos
+}
+
+// Interface is one [[interface]] table: calls that match every non-empty
+// criterion belong to Layer. Tables are tried in order; a call none
+// matches takes its resource's layer.
+type Interface struct {
+	Layer    string
+	Syscalls []string
+	Fds      []string // globs on fd argument targets; one must match
+	Reason   string
+	Pos      Pos
+}
+
+// DetectorKind is what a [[detector]] table looks for.
+type DetectorKind int
+
+const (
+	// DetBehaviour: a call its resource never makes in normal operation.
+	DetBehaviour DetectorKind = iota + 1
+	// DetRate: more than Threshold calls within Window, per resource and
+	// syscall.
+	DetRate
+	// DetOrigin: a call whose instruction pointer lies outside the text
+	// of QEMU and its libraries (injected code).
+	DetOrigin
+)
+
+var detectorKindNames = map[string]DetectorKind{"behaviour": DetBehaviour, "rate": DetRate, "origin": DetOrigin}
+
+func (k DetectorKind) String() string {
+	for n, v := range detectorKindNames {
+		if v == k {
+			return n
+		}
+	}
+	return fmt.Sprintf("DetectorKind(%d)", int(k))
+}
+
+// DetectorNames are the names findings carry in Finding.Detector:
+// the [[detector]] kinds, "signature" (the [[syscall]] and [[rule]]
+// tables) and "memwatch" (memory integrity scans).
+var DetectorNames = []string{"behaviour", "memwatch", "origin", "rate", "signature"}
+
+// Detector is one [[detector]] table.
+type Detector struct {
+	Name string
+	Kind DetectorKind
+	// HRSC are name patterns on the resource (required for behaviour,
+	// optional for rate: any resource).
+	HRSC []string
+	// Syscalls: for behaviour, the calls the resources never make
+	// (required); for rate, the calls counted (empty: any inspected call).
+	Syscalls []string
+	// Threshold and Window (rate): a finding when more than Threshold
+	// calls of one resource and syscall fall within Window.
+	Threshold int
+	Window    time.Duration
+	Severity  Severity // defaults: behaviour high, rate medium, origin critical
+	Disabled  bool     // enabled = false
+	Reason    string
+	Pos       Pos
+}
+
+// HOPolicy is one [[ho]] table: how the horizontal orchestrator of each
+// of Layers turns the detectors' findings on a call into its verdict,
+// beyond the signature (the [[syscall]] and [[rule]] verdict).
+type HOPolicy struct {
+	Layers []string
+	// Detectors whose findings the policy weighs; empty: behaviour,
+	// origin and rate.
+	Detectors []string
+	// Deny denies a call the rules allow when one of its findings meets
+	// it, with DenyErrno (default EACCES). Zero: never.
+	Deny      SeverityMatch
+	DenyErrno int
+	// Hold asks the supervisor to keep an allowed call with a finding
+	// that meets it blocked until the VO decides, at most HoldFor;
+	// then HoldVerdict applies (default deny, HoldErrno default EACCES).
+	Hold        SeverityMatch
+	HoldFor     time.Duration
+	HoldVerdict Verdict
+	HoldErrno   int
+	Reason      string
+	Pos         Pos
+}
+
+// FindingMatch selects findings: every non-empty criterion must hold.
+type FindingMatch struct {
+	Layers    []string
+	HRSC      []string // name patterns
+	Detectors []string // from DetectorNames
+	Severity  SeverityMatch
+	Syscalls  []string
+}
+
+// CorrelateRule is one [[correlate]] table: when Count findings that
+// Match fall within Window (per resource unless PerVM), the VO orders
+// Reactions, in order.
+type CorrelateRule struct {
+	Name      string
+	Match     FindingMatch
+	Count     int           // at least 1
+	Window    time.Duration // needed when Count > 1
+	PerVM     bool          // per = "vm": count across resources
+	Reactions []ReactionSpec
+	// Once fires the rule at most once in the VO's life; Cooldown keeps
+	// it quiet for that long after it fired. At most one of them.
+	Once     bool
+	Cooldown time.Duration
+	Reason   string
+	Pos      Pos
 }
