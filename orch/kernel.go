@@ -21,6 +21,7 @@ type kernelRule struct {
 	name, reason string
 	action       profiles.Action
 	errno        int
+	severity     Severity
 	conds        []profiles.ArgCond
 }
 
@@ -32,7 +33,7 @@ func newKernelRules(p *profiles.Profile) *kernelRules {
 		if name == "" && len(sr.Names) > 0 {
 			name = "syscall:" + sr.Names[0]
 		}
-		kr := &kernelRule{name: name, reason: sr.Reason, action: sr.Action, errno: sr.Errno, conds: slices.Clone(sr.Args)}
+		kr := &kernelRule{name: name, reason: sr.Reason, action: sr.Action, errno: sr.Errno, severity: severityOr(sr.Severity), conds: slices.Clone(sr.Args)}
 		for _, n := range sr.Names {
 			k.bySyscall[n] = append(k.bySyscall[n], kr)
 		}

@@ -103,6 +103,17 @@ type Decision struct {
 	Reason string // the rule's reason
 	Layer  Layer
 	HRSC   string // hypervisor resource the call was attributed to
+
+	// Findings are what the detectors found about this call (nil when
+	// nothing): the supervisor passes them on to the VO, beside the
+	// notification loop.
+	Findings []Finding
+	// Hold asks the supervisor to keep the calling thread blocked on its
+	// notification until the VO has decided (VO.Resolve), at most
+	// HoldFor; when the bound passes, the supervisor applies Action (and
+	// Errno). A supervisor that cannot hold applies Action at once.
+	Hold    bool
+	HoldFor time.Duration
 }
 
 // Decider decides inspected calls. Implementations must answer from

@@ -23,10 +23,14 @@ var fdPathArg = map[string]int{
 	"ioctl": 0,
 }
 
-// Rules is a Decider that applies a profile's [[rule]] tables in order,
-// first match wins, and the profile's default verdict when none matches.
-// It is immutable after NewRules and safe for concurrent use.
+// Rules is a Decider that applies a profile's [[syscall]] and [[rule]]
+// tables in order, first match wins, and the profile's default verdict
+// when none matches: the signature detector alone, with the profile's
+// attribution. A denial carries one finding of detector "signature".
+// Engine adds the other detectors and the horizontal orchestrators.
+// Rules is immutable after NewRules and safe for concurrent use.
 type Rules struct {
+	attr          *Attributor
 	kernel        *kernelRules
 	rules         []rule
 	defaultAction Action
@@ -37,6 +41,7 @@ type rule struct {
 	name, reason string
 	action       Action
 	errno        int
+	severity     Severity
 
 	syscalls  []string // empty: any
 	paths     []*glob.Glob
@@ -54,7 +59,11 @@ func NewRules(p *profiles.Profile) (*Rules, error) {
 	if p == nil {
 		return nil, errors.New("compile rules: nil profile")
 	}
-	rs := &Rules{kernel: newKernelRules(p), defaultAction: Deny, defaultErrno: p.DefaultVerdictErrno}
+	attr, err := NewAttributor(p)
+	if err != nil {
+		return nil, fmt.Errorf("compile rules: %w", err)
+	}
+	rs := &Rules{attr: attr, kernel: newKernelRules(p), defaultAction: Deny, defaultErrno: p.DefaultVerdictErrno}
 	if p.DefaultVerdict == profiles.VerdictAllow {
 		rs.defaultAction, rs.defaultErrno = Allow, 0
 	}
@@ -77,6 +86,7 @@ func compileRule(pr *profiles.VerdictRule) (rule, error) {
 	r := rule{
 		name:      pr.Name,
 		reason:    pr.Reason,
+		severity:  severityOr(pr.Severity),
 		syscalls:  slices.Clone(pr.Syscalls),
 		families:  slices.Clone(pr.Families),
 		noAddress: pr.NoAddress,
@@ -123,31 +133,62 @@ func compileRule(pr *profiles.VerdictRule) (rule, error) {
 
 // Decide implements Decider.Decide.
 func (rs *Rules) Decide(r *Request) Decision {
-	layer, hrsc := Attribute(r)
+	layer, hrsc := rs.attr.Attribute(r)
+	d, sev := rs.signature(r)
+	d.Layer, d.HRSC = layer, hrsc
+	if d.Action == Deny {
+		d.Findings = []Finding{signatureFinding(r, &d, sev)}
+	}
+	return d
+}
+
+// Attribute returns the layer and resource the profile gives r.
+func (rs *Rules) Attribute(r *Request) (Layer, string) { return rs.attr.Attribute(r) }
+
+// signature applies the tables to r: the verdict, without layer and
+// resource, and for a denial the severity of its finding.
+func (rs *Rules) signature(r *Request) (Decision, Severity) {
 	// First what the profile says of the call in the kernel: a logged
 	// denial or a forced notification is decided here, as the kernel
 	// would have; only inspected calls go on to the verdict rules.
 	switch act, kr := rs.kernel.lookup(r); act {
 	case profiles.ActDeny:
-		d := Decision{Action: Deny, Errno: rs.kernel.defaultErrno, Rule: "defaults.action", Reason: "the profile denies syscalls it does not list", Layer: layer, HRSC: hrsc}
+		d := Decision{Action: Deny, Errno: rs.kernel.defaultErrno, Rule: "defaults.action", Reason: "the profile denies syscalls it does not list"}
+		sev := SevMedium
 		if kr != nil {
-			d.Errno, d.Rule, d.Reason = kr.errno, kr.name, kr.reason
+			d.Errno, d.Rule, d.Reason, sev = kr.errno, kr.name, kr.reason, kr.severity
 		}
-		return d
+		return d, sev
 	case profiles.ActAllow:
-		d := Decision{Action: Allow, Rule: "defaults.action", Reason: "the profile allows syscalls it does not list", Layer: layer, HRSC: hrsc}
+		d := Decision{Action: Allow, Rule: "defaults.action", Reason: "the profile allows syscalls it does not list"}
 		if kr != nil {
 			d.Rule, d.Reason = kr.name, kr.reason
 		}
-		return d
+		return d, 0
 	}
 	for i := range rs.rules {
 		ru := &rs.rules[i]
 		if ru.match(r) {
-			return Decision{Action: ru.action, Errno: ru.errno, Rule: ru.name, Reason: ru.reason, Layer: layer, HRSC: hrsc}
+			return Decision{Action: ru.action, Errno: ru.errno, Rule: ru.name, Reason: ru.reason}, ru.severity
 		}
 	}
-	return Decision{Action: rs.defaultAction, Errno: rs.defaultErrno, Rule: "default", Reason: "no rule matched", Layer: layer, HRSC: hrsc}
+	return Decision{Action: rs.defaultAction, Errno: rs.defaultErrno, Rule: "default", Reason: "no rule matched"}, SevMedium
+}
+
+// signatureFinding is the finding a denial by the tables makes.
+func signatureFinding(r *Request, d *Decision, sev Severity) Finding {
+	return Finding{
+		Time: r.Time, Layer: d.Layer, HRSC: d.HRSC, Detector: DetSignature,
+		Severity: sev, Syscall: r.Syscall, TID: r.TID, Rule: d.Rule, Detail: d.Reason,
+	}
+}
+
+// severityOr is s, or SevMedium when the profile gave none.
+func severityOr(s Severity) Severity {
+	if s == 0 {
+		return SevMedium
+	}
+	return s
 }
 
 // match reports whether every criterion the rule has holds for r. A

@@ -67,9 +67,13 @@ var (
 	matchKeys     = []string{"detector", "hrsc", "layer", "severity", "syscall"}
 )
 
-// maxCount bounds [[correlate]] counts and rate thresholds: the VO and
-// the rate detector keep that many timestamps per resource.
+// maxCount bounds rate thresholds (the rate detector counts in
+// buckets, so the bound is about sense, not memory).
 const maxCount = 100000
+
+// maxCorrelateCount bounds [[correlate]] counts: the VO keeps the last
+// count findings of each resource, to name them in the reaction.
+const maxCorrelateCount = 1000
 
 // eacces is the default errno of the HO's own denials.
 const eacces = 13
@@ -338,8 +342,7 @@ func (d *decoder) detector(m map[string]any, path string) Detector {
 	det.HRSC = d.strList(m, path, "hrsc", nil)
 	d.namePatterns(det.HRSC, join(path, "hrsc"))
 	det.Syscalls = d.syscallList(m, path, "syscalls")
-	var hasThreshold bool
-	det.Threshold, hasThreshold = d.integer(m, path, "threshold", 1, maxCount)
+	det.Threshold, _ = d.integer(m, path, "threshold", 1, maxCount)
 	det.Window = d.duration(m, path, "window")
 	det.Severity = d.severity(m, path)
 	if v, ok := m["enabled"]; ok {
@@ -375,7 +378,6 @@ func (d *decoder) detector(m map[string]any, path string) Detector {
 		if m["window"] == nil {
 			d.errorf(det.Pos, "rate detector %q has no window", det.Name)
 		}
-		_ = hasThreshold
 		if det.Severity == 0 {
 			det.Severity = SevMedium
 		}
@@ -461,7 +463,7 @@ func (d *decoder) correlate(m map[string]any, path string) CorrelateRule {
 	} else {
 		d.errorf(c.Pos, "[[correlate]] has no match: say which findings it counts (match = {} counts all)")
 	}
-	if n, ok := d.integer(m, path, "count", 1, maxCount); ok {
+	if n, ok := d.integer(m, path, "count", 1, maxCorrelateCount); ok {
 		c.Count = n
 	}
 	c.Window = d.duration(m, path, "window")

@@ -1,0 +1,85 @@
+package orch
+
+import (
+	"fmt"
+	"time"
+
+	"kfv/profiles"
+)
+
+// Engine is the KungFuVisor decision plane for inspected calls: it
+// attributes each call to its resource and layer (the agent that
+// answers for it), runs the detectors (signature, origin, behaviour,
+// rate), and lets the horizontal orchestrator of the call's layer turn
+// their findings into the verdict. Findings go back in the Decision, for
+// the supervisor to pass to the VO beside the notification loop.
+//
+// Engine is safe for concurrent use; Decide answers from memory only.
+type Engine struct {
+	rules     *Rules
+	detectors []Detector
+	origin    *originDetector
+	hos       map[Layer]*ho
+	now       func() time.Time
+}
+
+// NewEngine compiles p's decision plane. now is the clock for requests
+// without a time (nil: time.Now).
+func NewEngine(p *profiles.Profile, now func() time.Time) (*Engine, error) {
+	rs, err := NewRules(p)
+	if err != nil {
+		return nil, fmt.Errorf("compile engine: %w", err)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	e := &Engine{rules: rs, hos: newHOs(p), now: now}
+	e.detectors, e.origin = newDetectors(p)
+	if e.origin != nil {
+		// Origin first: a finding of injected code leads the list.
+		e.detectors = append([]Detector{e.origin}, e.detectors...)
+	}
+	return e, nil
+}
+
+// SetText gives the origin detector the executable mappings of QEMU and
+// its libraries (and the vDSO). Until it is called, origin is not judged;
+// call it again with the whole set when QEMU maps new code (a module
+// loaded on demand). Safe to call while Decide runs.
+func (e *Engine) SetText(ranges []AddrRange) {
+	if e.origin != nil {
+		e.origin.setText(ranges)
+	}
+}
+
+// JudgesOrigin reports whether the profile has an enabled origin
+// detector, so whether SetText is worth calling.
+func (e *Engine) JudgesOrigin() bool { return e.origin != nil }
+
+// Attribute returns the layer and resource the profile gives r.
+func (e *Engine) Attribute(r *Request) (Layer, string) { return e.rules.attr.Attribute(r) }
+
+// Decide implements Decider.Decide.
+func (e *Engine) Decide(r *Request) Decision {
+	c := Call{Req: r, Time: r.Time}
+	if c.Time.IsZero() {
+		c.Time = e.now()
+	}
+	c.Layer, c.HRSC = e.rules.attr.Attribute(r)
+	d, sev := e.rules.signature(r)
+	d.Layer, d.HRSC = c.Layer, c.HRSC
+	c.Signature = d
+
+	var fs []Finding
+	if d.Action == Deny {
+		f := signatureFinding(r, &d, sev)
+		f.Time = c.Time
+		fs = append(fs, f)
+	}
+	for _, det := range e.detectors {
+		fs = det.Detect(&c, fs)
+	}
+	d = e.hos[c.Layer].verdict(d, fs)
+	d.Findings = fs
+	return d
+}
