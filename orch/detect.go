@@ -230,11 +230,16 @@ func (d *rateDetector) sweepLocked(t time.Time) {
 	}
 }
 
-// newDetectors compiles the profile's [[detector]] tables; the origin
-// detector is returned apart, nil when the profile has none enabled.
-func newDetectors(p *profiles.Profile) ([]Detector, *originDetector) {
-	var ds []Detector
-	var origin *originDetector
+// The detectors implement Detector.
+var (
+	_ Detector = (*originDetector)(nil)
+	_ Detector = (*behaviourDetector)(nil)
+	_ Detector = (*rateDetector)(nil)
+)
+
+// newDetectors compiles the profile's enabled [[detector]] tables, by
+// kind; origin is nil when the profile has none.
+func newDetectors(p *profiles.Profile) (origin *originDetector, bs []*behaviourDetector, rs []*rateDetector) {
 	for i := range p.Detectors {
 		pd := &p.Detectors[i]
 		if pd.Disabled {
@@ -244,16 +249,16 @@ func newDetectors(p *profiles.Profile) ([]Detector, *originDetector) {
 		case profiles.DetOrigin:
 			origin = &originDetector{name: pd.Name, sev: severityOr(pd.Severity), reason: pd.Reason}
 		case profiles.DetBehaviour:
-			ds = append(ds, &behaviourDetector{name: pd.Name, reason: pd.Reason, sev: severityOr(pd.Severity),
+			bs = append(bs, &behaviourDetector{name: pd.Name, reason: pd.Reason, sev: severityOr(pd.Severity),
 				hrsc: slices.Clone(pd.HRSC), syscalls: set(pd.Syscalls)})
 		case profiles.DetRate:
-			ds = append(ds, &rateDetector{name: pd.Name, reason: pd.Reason, sev: severityOr(pd.Severity),
+			rs = append(rs, &rateDetector{name: pd.Name, reason: pd.Reason, sev: severityOr(pd.Severity),
 				hrsc: slices.Clone(pd.HRSC), syscalls: set(pd.Syscalls), threshold: pd.Threshold, window: pd.Window,
 				detail: fmt.Sprintf("more than %d calls within %s: %s", pd.Threshold, pd.Window, pd.Reason),
 				states: map[rateKey]*rateState{}})
 		}
 	}
-	return ds, origin
+	return origin, bs, rs
 }
 
 // set makes a set of ss; nil when ss is empty.

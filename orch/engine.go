@@ -16,9 +16,13 @@ import (
 //
 // Engine is safe for concurrent use; Decide answers from memory only.
 type Engine struct {
-	rules     *Rules
-	detectors []Detector
+	rules *Rules
+	// The detectors by type, called directly rather than through the
+	// Detector interface: a Call passed to an interface method escapes
+	// to the heap, and Decide runs on every notified call.
 	origin    *originDetector
+	behaviour []*behaviourDetector
+	rate      []*rateDetector
 	hos       map[Layer]*ho
 	now       func() time.Time
 }
@@ -34,11 +38,7 @@ func NewEngine(p *profiles.Profile, now func() time.Time) (*Engine, error) {
 		now = time.Now
 	}
 	e := &Engine{rules: rs, hos: newHOs(p), now: now}
-	e.detectors, e.origin = newDetectors(p)
-	if e.origin != nil {
-		// Origin first: a finding of injected code leads the list.
-		e.detectors = append([]Detector{e.origin}, e.detectors...)
-	}
+	e.origin, e.behaviour, e.rate = newDetectors(p)
 	return e, nil
 }
 
@@ -76,8 +76,15 @@ func (e *Engine) Decide(r *Request) Decision {
 		f.Time = c.Time
 		fs = append(fs, f)
 	}
-	for _, det := range e.detectors {
-		fs = det.Detect(&c, fs)
+	// Origin first: a finding of injected code leads the list.
+	if e.origin != nil {
+		fs = e.origin.Detect(&c, fs)
+	}
+	for _, b := range e.behaviour {
+		fs = b.Detect(&c, fs)
+	}
+	for _, r := range e.rate {
+		fs = r.Detect(&c, fs)
 	}
 	d = e.hos[c.Layer].verdict(d, fs)
 	d.Findings = fs
