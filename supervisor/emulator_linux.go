@@ -390,7 +390,12 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 		return fail(lerr.Code, lerr)
 	}
 	s.qemuPath, s.pid, s.pidfd = req.QEMU, req.PID, pidfd
-	b, err := json.Marshal(emulatorStatus{Prog: seccompnotify.EncodeProg(s.filter.Prog)})
+	// The process that loads the filter becomes QEMU: its pid is known.
+	prog, err := seccompnotify.PatchPID(s.filter.Prog, s.filter.PIDSlots, s.pid)
+	if err != nil {
+		return fail(exitLaunch, err)
+	}
+	b, err := json.Marshal(emulatorStatus{Prog: seccompnotify.EncodeProg(prog)})
 	if err == nil {
 		_, err = status.Write(b)
 	}

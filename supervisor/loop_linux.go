@@ -174,6 +174,12 @@ func summarize(r *orch.Request) string {
 			fmt.Fprintf(&b, "fd%d=%q ", i, t)
 		}
 	}
+	if r.Backing != "" {
+		fmt.Fprintf(&b, "backing=%q ", r.Backing)
+	}
+	if m := r.Mem; m != nil {
+		fmt.Fprintf(&b, "slot=%d gpa=%#x size=%#x hva=%#x ", m.Slot, m.GPA, m.Size, m.HVA)
+	}
 	fmt.Fprintf(&b, "args=[%#x %#x %#x %#x %#x %#x]", r.Args[0], r.Args[1], r.Args[2], r.Args[3], r.Args[4], r.Args[5])
 	return b.String()
 }

@@ -234,7 +234,7 @@ func (s *session) start(path string) error {
 		return launchErr(exitLaunch, "start loader: %w", err)
 	}
 
-	b, err := json.Marshal(loaderConfig{Path: path, Argv: qemuArgv, Env: os.Environ(), Prog: seccompnotify.EncodeProg(s.filter.Prog)})
+	b, err := json.Marshal(loaderConfig{Path: path, Argv: qemuArgv, Env: os.Environ(), Prog: seccompnotify.EncodeProg(s.filter.Prog), PIDSlots: s.filter.PIDSlots})
 	if err == nil {
 		_, err = cfgW.Write(b)
 	}
