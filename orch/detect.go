@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,57 @@ func (o *originDetector) setText(ranges []AddrRange) {
 		out = append(out, r)
 	}
 	o.text.Store(&out)
+}
+
+// addText adds [start, end) to the text, if the text has been set.
+func (o *originDetector) addText(start, end uint64, path string) {
+	for {
+		old := o.text.Load()
+		if old == nil {
+			return
+		}
+		rs := append(slices.Clone(*old), AddrRange{Start: start, End: end, Path: path})
+		n := &originDetector{}
+		n.setText(rs)
+		if o.text.CompareAndSwap(old, n.text.Load()) {
+			return
+		}
+	}
+}
+
+// Constants of mmap and mprotect (orch imports no unix).
+const (
+	protExecBit       = 0x4
+	mapFixed          = 0x10
+	mapFixedNoReplace = 0x100000
+	pageSize          = 4096
+)
+
+// newFileText returns the range an allowed call makes executable, when
+// it is file-backed code at an address known before the call returns:
+// mmap with MAP_FIXED (how the dynamic loader places a library's text)
+// or mprotect. Anonymous memory never counts as text: under TCG the
+// translation buffer is writable and executable, so code there may be
+// the attacker's.
+func newFileText(r *Request) (start, end uint64, ok bool) {
+	if r.Args[2]&protExecBit == 0 || !strings.HasPrefix(r.Backing, "/") || r.Args[0] == 0 || r.Args[1] == 0 {
+		return 0, 0, false
+	}
+	switch r.Syscall {
+	case "mmap":
+		if r.Args[3]&(mapFixed|mapFixedNoReplace) == 0 {
+			return 0, 0, false
+		}
+	case "mprotect", "pkey_mprotect":
+	default:
+		return 0, 0, false
+	}
+	start = r.Args[0]
+	end = start + (r.Args[1]+pageSize-1)&^(pageSize-1)
+	if end <= start {
+		return 0, 0, false
+	}
+	return start, end, true
 }
 
 // inText reports whether the syscall instruction that left ip behind

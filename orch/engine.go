@@ -43,9 +43,11 @@ func NewEngine(p *profiles.Profile, now func() time.Time) (*Engine, error) {
 }
 
 // SetText gives the origin detector the executable mappings of QEMU and
-// its libraries (and the vDSO). Until it is called, origin is not judged;
-// call it again with the whole set when QEMU maps new code (a module
-// loaded on demand). Safe to call while Decide runs.
+// its libraries (and the vDSO). Until it is called, origin is not judged.
+// Decide itself adds the file-backed code it allows at a known address
+// (mmap with MAP_FIXED, mprotect), which is how the dynamic loader maps
+// a library; call SetText again with the whole set when QEMU has mapped
+// code otherwise. Safe to call while Decide runs.
 func (e *Engine) SetText(ranges []AddrRange) {
 	if e.origin != nil {
 		e.origin.setText(ranges)
@@ -88,5 +90,13 @@ func (e *Engine) Decide(r *Request) Decision {
 	}
 	d = e.hos[c.Layer].verdict(d, fs)
 	d.Findings = fs
+	if e.origin != nil && d.Action == Allow && !d.Hold {
+		// A library loaded now (a QEMU module opened with dlopen) runs
+		// its first syscalls before the supervisor could reread the
+		// mappings: count its text from the call that maps it.
+		if start, end, ok := newFileText(r); ok {
+			e.origin.addText(start, end, r.Backing)
+		}
+	}
 	return d
 }

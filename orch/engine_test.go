@@ -458,3 +458,41 @@ reason = "r"
 		t.Errorf("rate finding denied by an HO that weighs behaviour only: %+v", last)
 	}
 }
+
+func TestOriginFollowsLoadedLibraries(t *testing.T) {
+	p, err := profiles.Builtin("qemu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEngine(profiles.ForAccel(p, []string{"tcg"}), (&clock{t0}).now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	libc := AddrRange{Start: 0x7f1000000000, End: 0x7f1000200000}
+	e.SetText([]AddrRange{libc})
+	const mod = "/usr/lib/x86_64-linux-gnu/qemu/hw-display-virtio-gpu.so"
+	fromMod := Request{Syscall: "openat", Thread: "qemu-system-x86", Path: "/usr/share/qemu/vgabios.bin", IP: 0x7f3000001010}
+	if d := e.Decide(&fromMod); d.Action != Deny {
+		t.Fatalf("call from unmapped code allowed: %+v", d)
+	}
+	// The loader maps the module's text over its reservation, MAP_FIXED.
+	mapText := Request{Syscall: "mmap", Thread: "qemu-system-x86", IP: 0x7f1000100010, Backing: mod,
+		Args: [6]uint64{0x7f3000001000, 0x2345, protRX, 0x812, 7, 0x1000}, Fds: map[int]string{4: mod}}
+	if d := e.Decide(&mapText); d.Action != Allow {
+		t.Fatalf("module text mapping: %+v", d)
+	}
+	if d := e.Decide(&fromMod); d.Action != Allow || len(d.Findings) != 0 {
+		t.Errorf("call from the module's text: %+v", d)
+	}
+	// Anonymous executable memory (the TCG buffer) never becomes text.
+	buf := Request{Syscall: "mprotect", Thread: "qemu-system-x86", IP: 0x7f1000100010, Backing: "anon",
+		Args: [6]uint64{0x7f4000000000, 1 << 30, 7}}
+	if d := e.Decide(&buf); d.Action != Allow {
+		t.Fatalf("TCG buffer: %+v", d)
+	}
+	fromBuf := fromMod
+	fromBuf.IP = 0x7f4000000100
+	if d := e.Decide(&fromBuf); d.Action != Deny {
+		t.Errorf("call from the TCG buffer allowed: %+v", d)
+	}
+}
