@@ -176,6 +176,10 @@ func (s *Set) addDir(d Dir) {
 }
 
 func (s *Set) addSocket(k Socket) {
+	if k.Family == FamilyUnix && (k.Address == "" || k.Address == "@") {
+		s.warnf("%s: empty unix socket path (QEMU will refuse it)", k.Option)
+		return
+	}
 	if !slices.Contains(s.Sockets, k) {
 		s.Sockets = append(s.Sockets, k)
 	}
@@ -215,7 +219,9 @@ func (s *Set) FileAccess(abs string) (Access, bool) {
 }
 
 // JSON returns the set as indented JSON. Empty lists are [] rather than
-// null, so consumers need no special case.
+// null, so consumers need no special case. File names that are not valid
+// UTF-8 come out with U+FFFD in place of the bad bytes: JSON has no way
+// to carry them, so such a name cannot be matched from the JSON form.
 func (s *Set) JSON() ([]byte, error) {
 	c := *s
 	c.Files = nonNil(c.Files)
