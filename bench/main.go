@@ -70,10 +70,18 @@ func main() {
 	guests := flag.String("guests", envOr("KFV_GUESTS", ".cache/guests"), "guest cache `dir` (make guests)")
 	only := flag.String("only", "", "run only these sections, comma-separated (rtt,workloads,raw,footprint,flood); the document is still written")
 	verbose := flag.Bool("v", false, "print every run")
+	render := flag.String("render", "", "only rewrite BENCHMARKS.md in -out from this BENCHMARKS.json `file`")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
+	}
+	if *render != "" {
+		if err := rerender(*render, *out); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if *rounds < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -rounds must be at least 1")

@@ -291,7 +291,7 @@ func (r *report) markdown() []byte {
 			p("| %s | %s | %s | %s | %s |", name, fmtSeries(f.Achieved, 0), fmtSeries(f.P99, 0), fmtSeries(k.Achieved, 0), fmtSeries(k.P99, 0))
 		}
 		p("")
-		p("Largest offered rate answered with a median p99 under 1 ms at that step and every step below it: C floor %s/s, kfv %s/s.", fmtBest(fl.Best["C floor"]), fmtBest(fl.Best["kfv allow"]))
+		p("Largest offered rate answered with a median p99 under 1 ms at that step and every step below it: C floor %s, kfv %s.", fmtBest(fl.Best["C floor"]), fmtBest(fl.Best["kfv allow"]))
 		p("")
 	}
 	return b.Bytes()
@@ -301,7 +301,7 @@ func fmtBest(v float64) string {
 	if v == 0 {
 		return "none of the steps"
 	}
-	return fmtNum(v, 0)
+	return fmtNum(v, 0) + "/s"
 }
 
 func fmtCalls(m map[string]int) string {
@@ -323,4 +323,21 @@ func fmtCalls(m map[string]int) string {
 		parts = append(parts, fmt.Sprintf("%s ×%d", k, m[k]))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// rerender writes BENCHMARKS.md in dir again from a BENCHMARKS.json, for
+// changes to the rendering that need no new measurements.
+func rerender(jsonPath, dir string) error {
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		return fmt.Errorf("read results: %w", err)
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("decode %s: %w", jsonPath, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "BENCHMARKS.md"), r.markdown(), 0o644); err != nil {
+		return fmt.Errorf("write BENCHMARKS.md: %w", err)
+	}
+	return nil
 }
