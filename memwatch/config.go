@@ -54,8 +54,13 @@ const (
 )
 
 // Defaults of Config.
+//
+// The period trades detection latency for CPU: a steady scan of QEMU
+// 7.2 (44 MiB watched) costs about 0.5 ms, mostly the kernel producing
+// /proc/PID/maps and /proc/PID/pagemap, so 80 ms keeps the watcher near
+// 0.6% of a core while a tamper is found within 100 ms.
 const (
-	DefaultPeriod      = 50 * time.Millisecond
+	DefaultPeriod      = 80 * time.Millisecond
 	DefaultSweepPeriod = 10 * time.Second
 )
 

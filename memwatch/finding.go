@@ -122,8 +122,17 @@ func mapsDiff(watched []Mapping, cur []Mapping, tcg Range, lateDirs map[string]b
 		switch {
 		case c.Path == "[vdso]" || c.Path == "[vsyscall]":
 			continue
-		case c.Executable() && tcg.Contains(c.Start, c.End) && c.Backing() == "anon":
-			continue
+		case c.Executable() && c.Backing() == "anon" && c.Start < tcg.End && tcg.Start < c.End:
+			// The buffer, or an anonymous mapping the kernel merged
+			// with it: what lies outside the buffer is reported.
+			if c.Start < tcg.Start {
+				found = append(found, Finding{Kind: KindExecMapping, Start: c.Start, End: tcg.Start, Mapping: *c,
+					Detail: "next to the TCG buffer"})
+			}
+			if c.End > tcg.End {
+				found = append(found, Finding{Kind: KindExecMapping, Start: tcg.End, End: c.End, Mapping: *c,
+					Detail: "next to the TCG buffer"})
+			}
 		case watchable(c) && skip[r]:
 			if c.Executable() {
 				found = append(found, Finding{Kind: KindExecMapping, Start: c.Start, End: c.End, Mapping: *c,

@@ -1,11 +1,13 @@
 package memwatch
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,20 +23,33 @@ type task struct {
 	resend []int
 }
 
-// frozen is a QEMU whose every thread is in a ptrace stop. All calls on
-// it must come from the OS thread that froze it (ptrace ties a tracee to
-// the tracer thread).
+// frozen is a QEMU whose every thread is stopped: the main thread by
+// SIGSTOP, the others in a ptrace stop. All calls on it must come from
+// the OS thread that froze it (ptrace ties a tracee to the tracer
+// thread).
+//
+// The main thread is not traced because QEMU's parent would see its
+// ptrace stops: when the tracer belongs to the parent's thread group (a
+// standalone supervisor), the kernel reports a traced child's stops to
+// any wait of that group, even one for WEXITED only, such as Go's
+// os.Process.Wait, which would then return as if QEMU had ended, and the
+// stop would never reach the tracer. Other threads are not children:
+// a wait for QEMU's pid never matches them (a wait for any child, -1,
+// would: the parent must reap QEMU by pid or pidfd).
 type frozen struct {
-	pid   int
-	tasks map[int]*task
+	pid     int
+	tasks   map[int]*task // traced threads: all but the main thread
+	stopped bool          // the main thread was sent SIGSTOP
 }
 
-// freeze seizes every thread of pid and interrupts it (PTRACE_SEIZE
-// does not stop the thread or send it a signal; PTRACE_INTERRUPT then
-// stops it at its next return to user space, pulling it out of a
-// blocking call, which the thread restarts when resumed). Threads that
-// appear meanwhile are caught by listing /proc/PID/task again until a
-// listing shows no thread not yet stopped. The caller must hold its OS
+// freeze stops every thread of pid. The other threads are seized and
+// interrupted (PTRACE_SEIZE does not stop the thread or send it a
+// signal; PTRACE_INTERRUPT then stops it at its next return to user
+// space, pulling it out of a blocking call, which it restarts when
+// resumed); the main thread gets SIGSTOP, which stops the whole group
+// once the traced threads are let go, until thaw sends SIGCONT. Threads
+// that appear meanwhile are caught by listing /proc/PID/task again until
+// a listing shows none not yet stopped. The caller must hold its OS
 // thread locked until thaw.
 func freeze(pid int) (*frozen, error) {
 	fz := &frozen{pid: pid, tasks: map[int]*task{}}
@@ -48,7 +63,7 @@ func freeze(pid int) (*frozen, error) {
 		}
 		var fresh []int
 		for _, tid := range tids {
-			if fz.tasks[tid] != nil {
+			if tid == pid || fz.tasks[tid] != nil {
 				continue
 			}
 			if err := unix.PtraceSeize(tid); err != nil {
@@ -63,15 +78,46 @@ func freeze(pid int) (*frozen, error) {
 			}
 			fresh = append(fresh, tid)
 		}
-		if len(fresh) == 0 {
-			return fz, nil
-		}
 		for _, tid := range fresh {
 			if err := fz.waitStop(fz.tasks[tid]); err != nil {
 				return nil, errors.Join(err, fz.thaw())
 			}
 		}
+		if !fz.stopped {
+			if err := unix.Tgkill(pid, pid, unix.SIGSTOP); err != nil {
+				return nil, errors.Join(fmt.Errorf("freeze %d: %w", pid, os.NewSyscallError("tgkill(SIGSTOP)", err)), fz.thaw())
+			}
+			fz.stopped = true
+			if err := waitStopped(pid); err != nil {
+				return nil, errors.Join(err, fz.thaw())
+			}
+			continue // it may have started a thread meanwhile
+		}
+		if len(fresh) == 0 {
+			return fz, nil
+		}
 	}
+}
+
+// waitStopped polls until pid's main thread is stopped (state T).
+func waitStopped(pid int) error {
+	for range 1000 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return fmt.Errorf("freeze %d: %w", pid, err)
+		}
+		// pid (comm) state ...: comm may hold spaces and parentheses.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
+			switch b[i+2] {
+			case 'T', 't':
+				return nil
+			case 'Z', 'X':
+				return fmt.Errorf("freeze %d: %w", pid, unix.ESRCH)
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return fmt.Errorf("freeze %d: main thread did not stop within a second", pid)
 }
 
 // waitStop waits until t is in a ptrace stop; a thread that exits is
@@ -95,7 +141,7 @@ func (fz *frozen) waitStop(t *task) error {
 			delete(fz.tasks, t.tid)
 			return nil
 		case ws.Stopped():
-			if ws.TrapCause() == unix.PTRACE_EVENT_STOP {
+			if eventStop(ws) {
 				t.sig = 0 // interrupt or group stop
 			} else {
 				t.sig = int(ws.StopSignal()) // a signal on its way in
@@ -105,8 +151,9 @@ func (fz *frozen) waitStop(t *task) error {
 	}
 }
 
-// thaw detaches from every thread; each resumes, receiving the signal
-// it was stopped with, if any.
+// thaw detaches from every traced thread, each with the signal it was
+// stopped with, if any (the stop signal still pending holds them), then
+// sends SIGCONT, which resumes them all.
 func (fz *frozen) thaw() error {
 	var errs []error
 	for tid, t := range fz.tasks {
@@ -114,6 +161,14 @@ func (fz *frozen) thaw() error {
 		if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(tid), 0, uintptr(t.sig), 0, 0); e != 0 && e != unix.ESRCH {
 			errs = append(errs, fmt.Errorf("resume thread %d: %w", tid, os.NewSyscallError("ptrace(PTRACE_DETACH)", e)))
 		}
+	}
+	if fz.stopped {
+		if err := unix.Kill(fz.pid, unix.SIGCONT); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("resume %d: %w", fz.pid, os.NewSyscallError("kill(SIGCONT)", err)))
+		}
+		fz.stopped = false
+	}
+	for tid, t := range fz.tasks {
 		for _, sig := range t.resend {
 			if err := unix.Tgkill(fz.pid, tid, syscall.Signal(sig)); err != nil && !errors.Is(err, unix.ESRCH) {
 				errs = append(errs, fmt.Errorf("resend signal %d to thread %d: %w", sig, tid, os.NewSyscallError("tgkill", err)))
@@ -122,6 +177,13 @@ func (fz *frozen) thaw() error {
 	}
 	fz.tasks = map[int]*task{}
 	return errors.Join(errs...)
+}
+
+// eventStop says a ptrace stop is PTRACE_EVENT_STOP (an interrupt or a
+// group stop, whatever its signal), not a signal on its way in.
+// WaitStatus.TrapCause cannot say: it answers only for SIGTRAP.
+func eventStop(ws unix.WaitStatus) bool {
+	return uint32(ws)>>16 == unix.PTRACE_EVENT_STOP
 }
 
 func listTasks(pid int) ([]int, error) {

@@ -72,12 +72,12 @@ func (fz *frozen) step(t *task, insn uint64) (uint64, error) {
 			delete(fz.tasks, t.tid)
 			return 0, fmt.Errorf("step %d: thread ended (status %#x)", t.tid, uint32(ws))
 		}
-		if sig := ws.StopSignal(); sig != syscall.SIGTRAP {
+		if eventStop(ws) {
+			continue // a late interrupt or the group stop, not the step
+		}
+		if sig := ws.StopSignal(); sig != syscall.SIGTRAP || ws.TrapCause() != 0 {
 			t.resend = append(t.resend, int(sig)) // stopped for a signal before the step
 			continue
-		}
-		if ws.TrapCause() != 0 {
-			continue // an event stop (a late interrupt), not the step
 		}
 		var regs unix.PtraceRegs
 		if err := unix.PtraceGetRegs(t.tid, &regs); err != nil {

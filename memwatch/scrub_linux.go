@@ -63,22 +63,21 @@ func (w *Watcher) scrubLocked() (rep ScrubReport, err error) {
 	if err != nil {
 		return rep, fmt.Errorf("scrub: %w", err)
 	}
-	rep.Threads = len(fz.tasks)
+	rep.Threads = len(fz.tasks) + 1
 	defer func() {
 		if e := fz.thaw(); e != nil {
 			err = errors.Join(err, fmt.Errorf("scrub: %w", e))
 		}
 		rep.Frozen = time.Since(t0)
 	}()
-	if err := w.restoreLocked(&rep); err != nil {
+	restored, err := w.restoreLocked(&rep)
+	if err != nil {
 		return rep, fmt.Errorf("scrub: %w", err)
 	}
 	if err := w.reprotectLocked(fz, &rep); err != nil {
 		return rep, fmt.Errorf("scrub: %w", err)
 	}
-	// Verify with a full check, from a clean slate of reported findings.
-	w.reported = map[findingKey]bool{}
-	left, _, err := w.scanLocked(true)
+	left, err := w.verifyLocked(restored)
 	if err != nil {
 		return rep, fmt.Errorf("scrub: verify: %w", err)
 	}
@@ -89,7 +88,54 @@ func (w *Watcher) scrubLocked() (rep ScrubReport, err error) {
 			rep.Unrepaired = append(rep.Unrepaired, f)
 		}
 	}
+	// What was repaired may be reported again if it comes back; what
+	// was not stays reported.
+	w.reported = map[findingKey]bool{}
+	w.lastMaps = nil
+	for _, f := range rep.Unrepaired {
+		if f.Kind == KindModified {
+			for a := f.Start; a < f.End; a += PageSize {
+				w.reported[findingKey{KindModified, a, a + PageSize}] = true
+			}
+		} else {
+			w.reported[findingKey{f.Kind, f.Start, f.End}] = true
+		}
+	}
 	return rep, nil
+}
+
+// pageRef names page i of a region.
+type pageRef struct {
+	r *region
+	i int
+}
+
+// verifyLocked checks again the pages restored and the mappings, and
+// returns what is still wrong.
+//
+// Preconditions: w.mu is held; QEMU is frozen.
+func (w *Watcher) verifyLocked(restored []pageRef) ([]Finding, error) {
+	var left []Finding
+	cur := make([]byte, PageSize)
+	for _, p := range restored {
+		addr := p.r.Start + uint64(p.i)*PageSize
+		if _, err := w.mem.ReadAt(cur, int64(addr)); err != nil {
+			return nil, fmt.Errorf("read memory at %#x: %w", addr, err)
+		}
+		if maphash.Bytes(w.seed, cur) != p.r.hash[p.i] {
+			left = append(left, Finding{Kind: KindModified, Start: addr, End: addr + PageSize, Mapping: p.r.Mapping,
+				Class: p.r.class[p.i], Time: time.Now(), Detail: "still differs after restore"})
+		}
+	}
+	maps, err := w.readMaps()
+	if err != nil {
+		return nil, err
+	}
+	if w.cfg.Watch&WatchMappings != 0 {
+		mf, _ := mapsDiff(w.watched, maps, w.tcg, w.lateDirs, w.skip)
+		left = append(left, mf...)
+	}
+	return left, nil
 }
 
 func unrepaired(list []Finding, f Finding) bool {
@@ -101,23 +147,27 @@ func unrepaired(list []Finding, f Finding) bool {
 	return false
 }
 
-// restoreLocked writes pristine bytes into every watched page that
-// differs from its baseline.
+// restoreLocked writes pristine bytes into every watched page of QEMU
+// that differs from its baseline, and returns the pages it wrote. It
+// reads the pages QEMU holds a private copy of: only those can differ
+// from the file, which the scans and the sweep check (a file changed on
+// disk since the baseline cannot be repaired from it anyway).
 //
 // Preconditions: w.mu is held; QEMU is frozen.
-func (w *Watcher) restoreLocked(rep *ScrubReport) error {
+func (w *Watcher) restoreLocked(rep *ScrubReport) ([]pageRef, error) {
+	var restored []pageRef
 	cur, want := make([]byte, PageSize), make([]byte, PageSize)
 	for _, r := range w.regions {
 		ents, err := w.pagemap(r)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for i := range r.pages() {
-			if !w.watchesClass(r.class[i]) {
+			if !w.watchesClass(r.class[i]) || !ents[i].Private() {
 				continue
 			}
 			if err := w.pageSource(r, ents[i], i, cur); err != nil {
-				return err
+				return nil, err
 			}
 			if maphash.Bytes(w.seed, cur) == r.hash[i] {
 				continue
@@ -131,13 +181,14 @@ func (w *Watcher) restoreLocked(rep *ScrubReport) error {
 			// A write through /proc/PID/mem goes through read-only
 			// protection (FOLL_FORCE), into QEMU's private copy.
 			if _, err := w.mem.WriteAt(want, int64(addr)); err != nil {
-				return fmt.Errorf("restore %#x: %w", addr, err)
+				return nil, fmt.Errorf("restore %#x: %w", addr, err)
 			}
+			restored = append(restored, pageRef{r, i})
 			rep.PagesRestored++
 			rep.BytesRestored += diffBytes(cur, want)
 		}
 	}
-	return nil
+	return restored, nil
 }
 
 // reprotectLocked sets watched mappings back to their baseline
@@ -192,21 +243,21 @@ func protOf(perms string) uint64 {
 	return p
 }
 
-// injectionPoint picks the thread that will make injected calls (the
-// main thread when frozen) and a `syscall` instruction in watched text
+// injectionPoint picks the thread that will make injected calls and a `syscall` instruction in watched text
 // whose page holds its pristine bytes, preferring libc's.
 //
 // Preconditions: w.mu is held; QEMU is frozen; pages restored.
 func (w *Watcher) injectionPoint(fz *frozen) (*task, uint64, error) {
-	t := fz.tasks[w.pid]
-	if t == nil {
-		for _, x := range fz.tasks {
+	// A traced thread other than the main one (see frozen): the lowest
+	// thread id, QEMU's first helper thread.
+	var t *task
+	for _, x := range fz.tasks {
+		if t == nil || x.tid < t.tid {
 			t = x
-			break
 		}
 	}
 	if t == nil {
-		return nil, 0, errors.New("no thread left to make the call")
+		return nil, 0, errors.New("no thread besides the main one to make the call")
 	}
 	var best uint64
 	buf := make([]byte, PageSize)

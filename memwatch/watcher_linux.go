@@ -1,10 +1,13 @@
 package memwatch
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -43,6 +46,14 @@ type Watcher struct {
 	reported map[findingKey]bool
 	sweepAt  int // sweep cursor: index of the next page over all regions
 	baseDone bool
+
+	// Reused from scan to scan, so that a steady scan allocates little.
+	mapsFile *os.File // /proc/PID/maps, read with pread from 0
+	mapsBuf  []byte
+	lastMaps []byte // the maps text of the last diff
+	pmBuf    []byte
+	pmEnts   []PagemapEntry
+	pageBufs []byte // two pages for checkLocked
 }
 
 type fileKey struct {
@@ -97,18 +108,35 @@ func New(pid int, cfg Config) (*Watcher, error) {
 	if w.pmap, err = os.Open(fmt.Sprintf("/proc/%d/pagemap", pid)); err != nil {
 		return nil, errors.Join(fmt.Errorf("open pagemap of %d: %w", pid, err), w.Close())
 	}
+	if w.mapsFile, err = os.Open(fmt.Sprintf("/proc/%d/maps", pid)); err != nil {
+		return nil, errors.Join(fmt.Errorf("open maps of %d: %w", pid, err), w.Close())
+	}
 	if err := w.alive(); err != nil {
 		return nil, errors.Join(err, w.Close())
 	}
 	return w, nil
 }
 
-// alive checks through the pidfd that the process has not exited.
+// ErrExited is returned (wrapped) once the watched process has exited.
+var ErrExited = errors.New("memwatch: process exited")
+
+// alive checks through the pidfd that the process has not exited: a
+// pidfd polls readable once its process has exited, zombie or not.
 func (w *Watcher) alive() error {
-	if err := unix.PidfdSendSignal(int(w.pidfd.Fd()), 0, nil, 0); err != nil {
-		return fmt.Errorf("process %d: %w", w.pid, os.NewSyscallError("pidfd_send_signal", err))
+	fds := []unix.PollFd{{Fd: int32(w.pidfd.Fd()), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("process %d: %w", w.pid, os.NewSyscallError("poll", err))
+		}
+		if n > 0 {
+			return fmt.Errorf("process %d: %w", w.pid, ErrExited)
+		}
+		return nil
 	}
-	return nil
 }
 
 // Close releases the watcher's files.
@@ -116,7 +144,7 @@ func (w *Watcher) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var errs []error
-	for _, f := range []*os.File{w.pmap, w.mem, w.pidfd} {
+	for _, f := range []*os.File{w.mapsFile, w.pmap, w.mem, w.pidfd} {
 		if f != nil {
 			errs = append(errs, f.Close())
 		}
@@ -132,11 +160,35 @@ func (w *Watcher) Close() error {
 func (w *Watcher) Pid() int { return w.pid }
 
 func (w *Watcher) readMaps() ([]Mapping, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", w.pid))
+	b, err := w.readMapsRaw()
 	if err != nil {
-		return nil, fmt.Errorf("read maps: %w", err)
+		return nil, err
 	}
 	return ParseMaps(b)
+}
+
+// readMapsRaw reads the text of /proc/PID/maps into w.mapsBuf; the
+// result is valid until the next call.
+func (w *Watcher) readMapsRaw() ([]byte, error) {
+	if cap(w.mapsBuf) == 0 {
+		w.mapsBuf = make([]byte, 0, 64<<10)
+	}
+	b := w.mapsBuf[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := w.mapsFile.ReadAt(b[len(b):cap(b)], int64(len(b)))
+		b = b[:len(b)+n]
+		if err == io.EOF || (err == nil && n == 0) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read maps: %w", err)
+		}
+	}
+	w.mapsBuf = b
+	return b, nil
 }
 
 // WaitStable waits until QEMU's file and executable mappings have not
@@ -396,6 +448,50 @@ func (w *Watcher) pagemap(r *region) ([]PagemapEntry, error) {
 	return ParsePagemap(b)
 }
 
+// pagemapAll reads the pagemap entries of every region's pages and
+// returns them per region. Regions close to each other (a library's
+// mappings, libraries mapped side by side) are read in one pread: the
+// kernel's cost is per page walked, and a read per region would cost a
+// system call each.
+func (w *Watcher) pagemapAll() ([][]PagemapEntry, error) {
+	const maxGap = 256 // pages of gap read through rather than split
+	total := 0
+	for _, r := range w.regions {
+		total += r.pages()
+	}
+	out := make([][]PagemapEntry, len(w.regions))
+	if cap(w.pmEnts) < total {
+		w.pmEnts = make([]PagemapEntry, 0, total)
+	}
+	w.pmEnts = w.pmEnts[:0]
+	for lo := 0; lo < len(w.regions); {
+		hi := lo + 1
+		for hi < len(w.regions) && w.regions[hi].Start-w.regions[hi-1].End <= maxGap*PageSize {
+			hi++
+		}
+		start, end := w.regions[lo].Start, w.regions[hi-1].End
+		n := int((end - start) / PageSize * 8)
+		if cap(w.pmBuf) < n {
+			w.pmBuf = make([]byte, n)
+		}
+		b := w.pmBuf[:n]
+		if _, err := w.pmap.ReadAt(b, int64(start/PageSize*8)); err != nil {
+			return nil, fmt.Errorf("read pagemap at %#x: %w", start, err)
+		}
+		for ri := lo; ri < hi; ri++ {
+			r := w.regions[ri]
+			at := len(w.pmEnts)
+			off := int((r.Start - start) / PageSize * 8)
+			for i := range r.pages() {
+				w.pmEnts = append(w.pmEnts, PagemapEntry(binary.LittleEndian.Uint64(b[off+i*8:])))
+			}
+			out[ri] = w.pmEnts[at:len(w.pmEnts):len(w.pmEnts)]
+		}
+		lo = hi
+	}
+	return out, nil
+}
+
 // pageSource reads what QEMU sees in page i of r: its private copy from
 // /proc/PID/mem when it has one, otherwise the page-cache page of the
 // file (which is what a shared or not-yet-faulted page maps).
@@ -433,8 +529,14 @@ func (w *Watcher) pristine(r *region, i int, buf []byte) error {
 //
 // Preconditions: w.mu is held.
 func (w *Watcher) checkLocked(r *region, ents []PagemapEntry, idx []int, now time.Time) ([]Finding, error) {
+	if len(idx) == 0 {
+		return nil, nil
+	}
 	var found []Finding
-	cur, want := make([]byte, PageSize), make([]byte, PageSize)
+	if w.pageBufs == nil {
+		w.pageBufs = make([]byte, 2*PageSize)
+	}
+	cur, want := w.pageBufs[:PageSize], w.pageBufs[PageSize:]
 	for _, i := range idx {
 		if !w.watchesClass(r.class[i]) {
 			continue
@@ -524,28 +626,37 @@ func (w *Watcher) scanLocked(full bool) ([]Finding, ScanStats, error) {
 		return nil, st, errors.New("memwatch: scan before baseline")
 	}
 	t0 := time.Now()
-	maps, err := w.readMaps()
+	raw, err := w.readMapsRaw()
 	if err != nil {
 		return nil, st, errors.Join(err, w.alive())
 	}
 	var found []Finding
-	mf, late := mapsDiff(w.watched, maps, w.tcg, w.lateDirs, w.skip)
-	for _, m := range late {
-		f, err := w.addRegionLocked(m, t0)
+	// Maps unchanged since the last diff give the same findings, all
+	// reported already.
+	if !bytes.Equal(raw, w.lastMaps) {
+		maps, err := ParseMaps(raw)
 		if err != nil {
 			return nil, st, err
 		}
-		found = append(found, f...)
-	}
-	if w.cfg.Watch&WatchMappings != 0 {
-		found = append(found, w.newLocked(mf, t0)...)
+		w.lastMaps = append(w.lastMaps[:0], raw...)
+		mf, late := mapsDiff(w.watched, maps, w.tcg, w.lateDirs, w.skip)
+		for _, m := range late {
+			f, err := w.addRegionLocked(m, t0)
+			if err != nil {
+				return nil, st, err
+			}
+			found = append(found, f...)
+		}
+		if w.cfg.Watch&WatchMappings != 0 {
+			found = append(found, w.newLocked(mf, t0)...)
+		}
 	}
 	full = full || w.tracking == TrackFull
-	ents := make([][]PagemapEntry, len(w.regions))
-	for ri, r := range w.regions {
-		if ents[ri], err = w.pagemap(r); err != nil {
-			return nil, st, errors.Join(err, w.alive())
-		}
+	ents, err := w.pagemapAll()
+	if err != nil {
+		return nil, st, errors.Join(err, w.alive())
+	}
+	for _, r := range w.regions {
 		st.PagesTracked += r.pages()
 	}
 	// Soft-dirty bits are cleared right after they are read, to keep
@@ -616,7 +727,8 @@ func (w *Watcher) sweepSliceLocked(full bool) func(ri, i int) bool {
 
 // Run scans every period until ctx ends or the process exits, handing
 // each finding to report (from Run's goroutine). It returns nil when ctx
-// ends, an error otherwise (ESRCH inside when QEMU exited).
+// ends, an error wrapping ErrExited when QEMU exited, another error when
+// a scan failed.
 func (w *Watcher) Run(ctx context.Context, report func(Finding)) error {
 	t := time.NewTicker(w.cfg.Period)
 	defer t.Stop()
@@ -631,6 +743,9 @@ func (w *Watcher) Run(ctx context.Context, report func(Finding)) error {
 			report(f)
 		}
 		if err != nil {
+			if e := w.alive(); e != nil {
+				return e
+			}
 			return fmt.Errorf("memwatch scan of %d: %w", w.pid, err)
 		}
 	}
