@@ -16,6 +16,8 @@ import (
 // Kinds of events.
 const (
 	KindDecision  = "decision"  // a verdict on one notified syscall
+	KindFinding   = "finding"   // what a detector concluded (input of the vertical orchestrator)
+	KindReaction  = "reaction"  // a reaction the vertical orchestrator ordered, and how it went
 	KindLifecycle = "lifecycle" // QEMU started, exited, signal forwarded...
 	KindWarning   = "warning"   // something an operator should know
 	KindError     = "error"     // kfv failed at something
@@ -42,6 +44,28 @@ type Event struct {
 	Applied string    `json:"applied"` // what kfv actually answered (differs from verdict in audit mode)
 	Rule    string    `json:"rule"`
 	Detail  string    `json:"detail"`
+	// Detector and Severity describe a finding ("signature", "origin",
+	// "behaviour", "rate", "memwatch"; "low" to "critical").
+	Detector string `json:"detector"`
+	Severity string `json:"severity"`
+	// Reaction is what a reaction event did ("pause", "link_down:all-nics"...).
+	Reaction string `json:"reaction"`
+	// Chain lists, for a reaction, the findings that caused it, oldest
+	// first; empty otherwise.
+	Chain []Link `json:"chain"`
+}
+
+// Link is one finding in a reaction's chain.
+type Link struct {
+	Time     time.Time `json:"time"`
+	Layer    string    `json:"layer"`
+	HRSC     string    `json:"hrsc"`
+	Detector string    `json:"detector"`
+	Severity string    `json:"severity"`
+	Syscall  string    `json:"syscall"`
+	TID      int       `json:"tid"`
+	Rule     string    `json:"rule"`
+	Detail   string    `json:"detail"`
 }
 
 // Writer writes events as JSON lines from its own goroutine, so that the
@@ -96,6 +120,9 @@ func (wr *Writer) setErr(err error) {
 func (wr *Writer) Emit(e *Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
+	}
+	if e.Chain == nil {
+		e.Chain = []Link{} // "chain": [] on every line, never null
 	}
 	wr.ch <- e
 }

@@ -31,7 +31,7 @@ func newLadder(t *testing.T, accel string) *ladder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p = profiles.ForAccel(p, []string{accel})
+	p = profiles.ForFeatures(p, []string{accel, profiles.FeatureUserNet}) // the benign mix includes slirp
 	ck := &clock{t0}
 	e, err := NewEngine(p, ck.now)
 	if err != nil {

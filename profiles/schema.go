@@ -30,6 +30,7 @@
 //	no_address = true            # optional: only calls without a socket address
 //	threads = ["CPU */KVM"]      # optional thread-name globs
 //	accel = ["tcg"]              # optional: only for VMs on these accelerators (kvm, tcg)
+//	needs = ["user-net"]         # optional: only for VMs whose command line turns these on
 //	args = [{ index = 2, op = "masked_eq", mask = "O_ACCMODE", value = "O_RDONLY" }]
 //	                             # optional argument conditions, as in [[syscall]];
 //	                             # needs syscalls (argument positions differ per call)
@@ -76,7 +77,7 @@ var (
 	defaultsKeys = []string{"action", "errno", "verdict", "verdict_errno"}
 	syscallKeys  = []string{"action", "args", "errno", "name", "names", "reason", "severity", "silent"}
 	argKeys      = []string{"index", "mask", "op", "value", "values", "wide"}
-	ruleKeys     = []string{"accel", "addresses", "args", "backing", "errno", "families", "name", "no_address", "paths", "reason", "severity", "syscalls", "threads", "verdict"}
+	ruleKeys     = []string{"accel", "addresses", "args", "backing", "errno", "families", "name", "needs", "no_address", "paths", "reason", "severity", "syscalls", "threads", "verdict"}
 )
 
 var (
@@ -614,6 +615,11 @@ func (d *decoder) rule(m map[string]any, path string) VerdictRule {
 	r.Backing = d.strList(m, path, "backing", func(s, p string) {
 		if _, err := glob.Compile(s); err != nil {
 			d.errorf(d.loc.val(p), "%v", err)
+		}
+	})
+	r.Needs = d.strList(m, path, "needs", func(s, p string) {
+		if !slices.Contains(Features, s) {
+			d.errorf(d.loc.val(p), "unknown feature %q (want one of %s)", s, strings.Join(Features, ", "))
 		}
 	})
 	r.Accel = d.strList(m, path, "accel", func(s, p string) {

@@ -175,7 +175,10 @@ type VerdictRule struct {
 	// Accel limits the rule to VMs on these accelerators ("kvm", "tcg");
 	// empty: any. Under TCG QEMU has executable anonymous memory (its
 	// translation buffer) that no KVM VM has; see ForAccel.
-	Accel   []string
+	Accel []string
+	// Needs limits the rule to VMs whose command line turns on all these
+	// features (FeatureUserNet); empty: any.
+	Needs   []string
 	Verdict Verdict
 	Errno   int // for VerdictDeny
 	// Severity grades the finding a deny makes (detector "signature");
@@ -227,18 +230,39 @@ type Profile struct {
 // Accels are the accelerators a rule's accel criterion may name.
 var Accels = []string{"kvm", "tcg"}
 
+// Features a rule's needs criterion may name: what a VM's command line
+// turns on.
+const (
+	// FeatureUserNet: user-mode networking (slirp), which connects
+	// wherever the guest connects.
+	FeatureUserNet = "user-net"
+)
+
+// Features are the names a rule's needs criterion may use.
+var Features = []string{FeatureUserNet}
+
 // ForAccel returns a copy of p without the verdict rules whose accel
 // criterion names none of accels (the accelerators the VM may run on).
 // Rules without the criterion are kept.
-func ForAccel(p *Profile, accels []string) *Profile {
+func ForAccel(p *Profile, accels []string) *Profile { return ForFeatures(p, accels) }
+
+// ForFeatures returns a copy of p for a VM with these accelerators and
+// features: rules whose accel criterion names none of them, or whose
+// needs criterion names one the VM lacks, are dropped.
+func ForFeatures(p *Profile, features []string) *Profile {
+	has := map[string]bool{}
+	for _, f := range features {
+		has[f] = true
+	}
 	q := *p
 	q.Rules = nil
 	for _, r := range p.Rules {
 		keep := len(r.Accel) == 0
 		for _, a := range r.Accel {
-			for _, b := range accels {
-				keep = keep || a == b
-			}
+			keep = keep || has[a]
+		}
+		for _, n := range r.Needs {
+			keep = keep && has[n]
 		}
 		if keep {
 			q.Rules = append(q.Rules, r)

@@ -1,62 +1,15 @@
 package supervisor
 
 import (
+	"fmt"
+	"io/fs"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	"kfv/profiles"
+	"kfv/resources"
 )
-
-// fileSyscalls are the syscalls a "named on QEMU's command line" rule
-// covers: QEMU opens, creates and inspects what its command line names.
-var fileSyscalls = []string{"open", "openat", "openat2", "creat", "newfstatat", "statx", "stat", "lstat", "access", "faccessat", "faccessat2", "readlink", "readlinkat", "unlink", "unlinkat", "mkdir", "mkdirat", "rename", "renameat", "renameat2", "truncate", "chmod", "fchmodat", "utimensat", "statfs"}
-
-// CmdlinePaths returns the absolute paths QEMU's arguments name: every
-// option value (after "key=" and a "unix:" or "file:" prefix) that starts
-// with "/", and relative values that exist under cwd. Exec-style values
-// ("exec:...") are never taken: they name programs, not files.
-//
-// This is deliberately coarse: it does not know which option a value
-// belongs to or whether QEMU opens it read-only. It lets a profile admit
-// what the operator put on the command line without listing it by hand.
-func CmdlinePaths(args []string, cwd string, exists func(string) bool) []string {
-	seen := map[string]bool{}
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") && !strings.Contains(a, "/") {
-			continue // an option name
-		}
-		for _, part := range splitOpts(a) {
-			if i := strings.IndexByte(part, '='); i >= 0 && !strings.HasPrefix(part, "/") {
-				part = part[i+1:]
-			}
-			switch {
-			case strings.HasPrefix(part, "exec:"):
-				continue
-			case strings.HasPrefix(part, "unix:"):
-				part = part[len("unix:"):]
-			case strings.HasPrefix(part, "file:"):
-				part = part[len("file:"):]
-			}
-			if part == "" || strings.ContainsRune(part, 0) {
-				continue
-			}
-			if !strings.HasPrefix(part, "/") {
-				if cwd == "" || exists == nil || !exists(filepath.Join(cwd, part)) {
-					continue
-				}
-				part = filepath.Join(cwd, part)
-			}
-			seen[filepath.Clean(part)] = true
-		}
-	}
-	out := make([]string, 0, len(seen))
-	for p := range seen {
-		out = append(out, p)
-	}
-	sort.Strings(out)
-	return out
-}
 
 // splitOpts splits a QEMU option value at commas; ",," is a literal comma.
 func splitOpts(s string) []string {
@@ -76,41 +29,6 @@ func splitOpts(s string) []string {
 		cur.WriteByte(s[i])
 	}
 	return append(out, cur.String())
-}
-
-// WithCmdlineRules returns a copy of p with two verdict rules appended
-// after the profile's own (so the profile's denials still win) and before
-// its default: file syscalls on the paths QEMU's command line names are
-// allowed, and so are AF_UNIX connect and bind on them (QMP, chardev and
-// migration sockets).
-func WithCmdlineRules(p *profiles.Profile, paths []string) *profiles.Profile {
-	if len(paths) == 0 {
-		return p
-	}
-	q := *p
-	q.Rules = append([]profiles.VerdictRule(nil), p.Rules...)
-	globs := make([]string, 0, len(paths))
-	for _, path := range paths {
-		globs = append(globs, escapeGlob(path))
-	}
-	q.Rules = append(q.Rules,
-		profiles.VerdictRule{
-			Name:     "qemu-cmdline-files",
-			Syscalls: fileSyscalls,
-			Paths:    globs,
-			Verdict:  profiles.VerdictAllow,
-			Reason:   "named on QEMU's command line",
-		},
-		profiles.VerdictRule{
-			Name:      "qemu-cmdline-sockets",
-			Syscalls:  []string{"connect", "bind"},
-			Families:  []int{1}, // AF_UNIX
-			Addresses: globs,
-			Verdict:   profiles.VerdictAllow,
-			Reason:    "socket named on QEMU's command line",
-		},
-	)
-	return &q
 }
 
 // escapeGlob quotes glob metacharacters so a path matches only itself.
@@ -226,13 +144,169 @@ func WithPreloadRule(p *profiles.Profile, paths []string) *profiles.Profile {
 // protWrite is PROT_WRITE (this file builds on every OS).
 const protWrite = 0x2
 
-// PrepareProfile adapts a profile to one QEMU: rules for what its
-// command line and environment name, and only the rules for the
-// accelerators it may use.
-func PrepareProfile(p *profiles.Profile, args, env []string, cwd string, exists func(string) bool) *profiles.Profile {
-	// The cwd itself: QEMU opens "." at start-up.
-	paths := append(CmdlinePaths(args, cwd, exists), cwd)
-	p = WithCmdlineRules(p, paths)
-	p = WithPreloadRule(p, PreloadPaths(env))
-	return profiles.ForAccel(p, Accels(args))
+// PrepareProfile adapts a profile to one QEMU: rules for the resources its
+// command line names (derived by package resources: each file with the
+// access its option implies, unix sockets, devices), for the libraries its
+// environment preloads, and only the rules for the accelerators and
+// features it uses. It fails on a command line QEMU would refuse; the
+// strings are warnings for the operator (options that may name resources
+// kfv does not derive).
+func PrepareProfile(p *profiles.Profile, args, env []string, cwd string, fsys fs.FS) (*profiles.Profile, []string, error) {
+	set, err := resources.FromArgs(args, cwd, fsys)
+	if err != nil {
+		return nil, nil, fmt.Errorf("QEMU command line: %w", err)
+	}
+	q := *p
+	q.Rules = append(append([]profiles.VerdictRule(nil), p.Rules...), ResourceRules(set, cwd, canonical)...)
+	p = WithPreloadRule(&q, PreloadPaths(env))
+	features := append([]string(nil), set.Accels...)
+	if len(features) == 0 {
+		features = Accels(args)
+	}
+	if set.NetUser {
+		features = append(features, profiles.FeatureUserNet)
+	}
+	return profiles.ForFeatures(p, features), set.Warnings, nil
+}
+
+// canonical resolves symlinks, as the emulated open decides on the object
+// reached; a path that does not exist (yet) stays as it is.
+func canonical(p string) string {
+	if c, err := filepath.EvalSymlinks(p); err == nil {
+		return c
+	}
+	if c, err := filepath.EvalSymlinks(filepath.Dir(p)); err == nil {
+		return filepath.Join(c, filepath.Base(p))
+	}
+	return p
+}
+
+// Open flag masks for access criteria (x86_64 values; this file builds on
+// every OS).
+const (
+	oAccmode = 0x3
+	oCreat   = 0x40
+	oTrunc   = 0x200
+	afUnix   = 1
+)
+
+// openArgsFor returns, per open-family syscall, the condition on its
+// flags argument that an access allows.
+func openArgsFor(a resources.Access) map[string][]profiles.ArgCond {
+	var mask, value uint64
+	switch a {
+	case resources.ReadOnly:
+		mask, value = oAccmode|oCreat|oTrunc, 0 // O_RDONLY, nothing created or truncated
+	case resources.ReadWrite:
+		mask, value = oCreat, 0 // any access mode, nothing created
+	default:
+		return map[string][]profiles.ArgCond{"openat": nil, "open": nil, "creat": nil}
+	}
+	c := func(i int) []profiles.ArgCond {
+		return []profiles.ArgCond{{Index: i, Op: profiles.OpMaskedEq, Mask: mask, Values: []uint64{value}}}
+	}
+	return map[string][]profiles.ArgCond{"openat": c(2), "open": c(1)}
+}
+
+// ResourceRules turns a resource set into verdict rules placed after the
+// profile's own (so the profile's denials still win): the VM's files,
+// trees and devices with the access their options imply (by the path as
+// given and by the canonical path), its unix sockets for connect or bind,
+// and its working directory, read-only (QEMU opens "." at start-up).
+func ResourceRules(set *resources.Set, cwd string, canon func(string) string) []profiles.VerdictRule {
+	paths := map[resources.Access][]string{}
+	add := func(a resources.Access, p string, pattern bool) {
+		if p == "" {
+			return
+		}
+		if pattern {
+			paths[a] = append(paths[a], p)
+			return
+		}
+		paths[a] = append(paths[a], escapeGlob(p))
+		if c := canon(p); c != p {
+			paths[a] = append(paths[a], escapeGlob(c))
+		}
+	}
+	for _, f := range set.Files {
+		add(f.Access, f.Abs, f.Pattern)
+	}
+	for _, d := range set.Dirs {
+		add(d.Access, d.Abs, false)
+		add(d.Access, strings.TrimSuffix(escapeGlob(d.Abs), "/")+"/**", true)
+		if c := canon(d.Abs); c != d.Abs {
+			add(d.Access, strings.TrimSuffix(escapeGlob(c), "/")+"/**", true)
+		}
+	}
+	for _, d := range set.Devices {
+		add(d.Access, d.Path, d.Pattern)
+	}
+	if cwd != "" {
+		add(resources.ReadOnly, cwd, false)
+	}
+	var rules []profiles.VerdictRule
+	for _, a := range []resources.Access{resources.ReadOnly, resources.ReadWrite, resources.Create} {
+		if len(paths[a]) == 0 {
+			continue
+		}
+		sort.Strings(paths[a])
+		for _, sc := range []string{"openat", "open", "creat"} {
+			conds, ok := openArgsFor(a)[sc]
+			if !ok {
+				continue
+			}
+			rules = append(rules, profiles.VerdictRule{
+				Name:     "vm-" + a.String() + "-" + sc,
+				Syscalls: []string{sc},
+				Paths:    paths[a],
+				Args:     conds,
+				Verdict:  profiles.VerdictAllow,
+				Reason:   "the VM's own " + a.String() + " resources, from QEMU's command line",
+			})
+		}
+		if a == resources.Create {
+			rules = append(rules, profiles.VerdictRule{
+				Name:     "vm-create-unlink",
+				Syscalls: []string{"unlink", "unlinkat"},
+				Paths:    paths[a],
+				Verdict:  profiles.VerdictAllow,
+				Reason:   "QEMU removes what it created (pidfile, overlays) when it exits",
+			})
+		}
+	}
+	socks := map[string][]string{}
+	for _, so := range set.Sockets {
+		if so.Family != resources.FamilyUnix {
+			continue
+		}
+		addr := so.Address
+		if !strings.HasPrefix(addr, "@") {
+			addr = escapeGlob(addr)
+		}
+		socks[so.Op] = append(socks[so.Op], addr)
+	}
+	for _, op := range []string{resources.OpConnect, resources.OpBind} {
+		if len(socks[op]) == 0 {
+			continue
+		}
+		sort.Strings(socks[op])
+		rules = append(rules, profiles.VerdictRule{
+			Name:      "vm-sockets-" + op,
+			Syscalls:  []string{op},
+			Families:  []int{afUnix},
+			Addresses: socks[op],
+			Verdict:   profiles.VerdictAllow,
+			Reason:    "the VM's own unix sockets (" + op + "), from QEMU's command line",
+		})
+		if op == resources.OpBind {
+			rules = append(rules, profiles.VerdictRule{
+				Name:     "vm-sockets-unlink",
+				Syscalls: []string{"unlink", "unlinkat"},
+				Paths:    socks[op],
+				Verdict:  profiles.VerdictAllow,
+				Reason:   "QEMU replaces and removes its own server sockets",
+			})
+		}
+	}
+	return rules
 }

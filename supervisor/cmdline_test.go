@@ -1,39 +1,14 @@
 package supervisor
 
 import (
+	"net/netip"
 	"reflect"
 	"testing"
+	"testing/fstest"
 
 	"kfv/orch"
 	"kfv/profiles"
 )
-
-func TestCmdlinePaths(t *testing.T) {
-	exists := func(p string) bool { return p == "/work/disk.img" }
-	cases := []struct {
-		name string
-		args []string
-		want []string
-	}{
-		{"drive", []string{"-drive", "file=/var/lib/vm/a.qcow2,if=virtio,format=qcow2"}, []string{"/var/lib/vm/a.qcow2"}},
-		{"qmp socket", []string{"-qmp", "unix:/run/kfv/q.sock,server=on,wait=off"}, []string{"/run/kfv/q.sock"}},
-		{"bios", []string{"-bios", "/tmp/g/raw.bin"}, []string{"/tmp/g/raw.bin"}},
-		{"relative existing", []string{"-hda", "disk.img"}, []string{"/work/disk.img"}},
-		{"relative missing", []string{"-hda", "nothere.img"}, []string{}},
-		{"exec never", []string{"-incoming", "exec:/bin/sh -c x"}, []string{}},
-		{"escaped comma", []string{"-drive", "file=/a,,b.img,if=none"}, []string{"/a,b.img"}},
-		{"cleaned", []string{"-kernel", "/boot/../boot/vmlinuz"}, []string{"/boot/vmlinuz"}},
-		{"option names skipped", []string{"-nographic", "-m", "64"}, []string{}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			got := CmdlinePaths(c.args, "/work", exists)
-			if !reflect.DeepEqual(got, c.want) {
-				t.Errorf("CmdlinePaths(%q) = %q, want %q", c.args, got, c.want)
-			}
-		})
-	}
-}
 
 func TestSplitOpts(t *testing.T) {
 	got := splitOpts("a=1,,2,b=3,")
@@ -78,26 +53,42 @@ func TestPreparedProfileDecisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := []string{"LD_PRELOAD=/opt/implant.so"}
-	args := []string{"-accel", "kvm", "-drive", "file=/srv/vm/disk.img,if=virtio"}
-	p := PrepareProfile(base, args, env, "/work", func(string) bool { return false })
+	args := []string{"-accel", "kvm", "-nodefaults", "-drive", "file=/srv/vm/disk.img,format=raw,if=virtio",
+		"-cdrom", "/srv/iso/install.iso", "-pidfile", "/run/vm1.pid", "-qmp", "unix:/run/vm1.qmp,server=on,wait=off"}
+	fsys := fstest.MapFS{}
+	p, warnings, err := PrepareProfile(base, args, env, "/work", fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("warnings: %q", warnings)
 	rs, err := orch.NewRules(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const protRX, protRWX = 0x5, 0x7
+	const rdonly, rdwr, creat = 0x0, 0x2, 0x40 | 0x1
+	open := func(path string, flags uint64) orch.Request {
+		return orch.Request{Syscall: "openat", Path: path, Args: [6]uint64{0, 0, flags}, Thread: "qemu-system-x86"}
+	}
 	cases := []struct {
 		name string
 		req  orch.Request
 		want orch.Action
 		rule string
 	}{
-		{"preload opened", orch.Request{Syscall: "openat", Path: "/opt/implant.so"}, orch.Allow, "qemu-preload-open"},
+		{"preload opened", open("/opt/implant.so", rdonly), orch.Allow, "qemu-preload-open"},
 		{"preload mapped rx", orch.Request{Syscall: "mmap", Args: [6]uint64{0, 4096, protRX}, Backing: "/opt/implant.so", Fds: map[int]string{4: "/opt/implant.so"}}, orch.Allow, "qemu-preload-map"},
 		{"preload mapped rwx", orch.Request{Syscall: "mmap", Args: [6]uint64{0, 4096, protRWX}, Backing: "/opt/implant.so", Fds: map[int]string{4: "/opt/implant.so"}}, orch.Deny, ""},
-		{"disk opened", orch.Request{Syscall: "openat", Path: "/srv/vm/disk.img"}, orch.Allow, "qemu-cmdline-files"},
-		{"other disk", orch.Request{Syscall: "openat", Path: "/srv/vm/other.img"}, orch.Deny, "default"},
-		{"cwd opened", orch.Request{Syscall: "openat", Path: "/work"}, orch.Allow, "qemu-cmdline-files"},
+		{"disk read-write", open("/srv/vm/disk.img", rdwr), orch.Allow, "vm-read-write-openat"},
+		{"disk may not be created", open("/srv/vm/disk.img", creat), orch.Deny, ""},
+		{"cdrom read-only", open("/srv/iso/install.iso", rdonly), orch.Allow, "vm-read-only-openat"},
+		{"cdrom not for writing", open("/srv/iso/install.iso", rdwr), orch.Deny, ""},
+		{"pidfile created", open("/run/vm1.pid", creat), orch.Allow, "vm-create-openat"},
+		{"other disk", open("/srv/vm/other.img", rdwr), orch.Deny, "default"},
+		{"cwd opened", open("/work", rdonly), orch.Allow, "vm-read-only-openat"},
+		{"qmp socket bound", orch.Request{Syscall: "bind", Sock: &orch.SockAddr{Family: 1, Path: "/run/vm1.qmp"}, Thread: "qemu-system-x86"}, orch.Allow, "vm-sockets-bind"},
 		{"kvm VM has no tcg buffer", orch.Request{Syscall: "mprotect", Args: [6]uint64{0, 4096, protRWX}, Backing: "anon", Thread: "qemu-system-x86"}, orch.Deny, ""},
+		{"no user net: no inet connect", orch.Request{Syscall: "connect", Sock: &orch.SockAddr{Family: 2, Addr: netip.MustParseAddrPort("203.0.113.7:80")}, Thread: "qemu-system-x86"}, orch.Deny, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -106,5 +97,8 @@ func TestPreparedProfileDecisions(t *testing.T) {
 				t.Errorf("Decide = %v by %q, want %v by %q", d.Action, d.Rule, c.want, c.rule)
 			}
 		})
+	}
+	if _, _, err := PrepareProfile(base, []string{"-m=5"}, nil, "/work", fsys); err == nil {
+		t.Error("PrepareProfile accepted a command line QEMU refuses")
 	}
 }

@@ -27,22 +27,40 @@ const maxSendTo = 1 << 20
 // connects to msg_name.
 const msgFastOpen = 0x20000000
 
-// emulate handles the calls the supervisor performs itself. It reports
-// whether it answered the notification.
-func (s *session) emulate(n *seccompnotify.Notif, req *orch.Request, decodeErr error) bool {
+// emulates reports whether the supervisor performs syscall itself when it
+// is allowed.
+func (s *session) emulates(syscall string) bool {
+	switch syscall {
+	case "open", "openat", "creat", "connect", "bind", "sendto", "sendmsg", "sendmmsg":
+		return true
+	}
+	return false
+}
+
+// emulate answers a call the supervisor performs itself, given the
+// decision d taken on the request as decoded. An open is decided again on
+// the object it reaches when that differs from the path as written
+// (redecide). It reports whether it answered the notification.
+func (s *session) emulate(n *seccompnotify.Notif, req *orch.Request, decodeErr error, d orch.Decision, redecide bool) bool {
 	switch req.Syscall {
 	case "open", "openat", "creat":
-		s.emulateOpen(n, req, decodeErr)
+		s.emulateOpen(n, req, decodeErr, d, redecide)
 	case "connect", "bind":
-		s.emulateSockaddr(n, req, decodeErr)
+		s.emulateSockaddr(n, req, decodeErr, d)
 	case "sendto":
-		s.emulateSendTo(n, req, decodeErr)
+		s.emulateSendTo(n, req, decodeErr, d)
 	case "sendmsg", "sendmmsg":
-		s.checkSendMsg(n, req, decodeErr)
+		s.checkSendMsg(n, req, decodeErr, d)
 	default:
 		return false
 	}
 	return true
+}
+
+// emulateDecided carries out a held call the vertical orchestrator
+// allowed: d is final.
+func (s *session) emulateDecided(n *seccompnotify.Notif, req *orch.Request, d orch.Decision, detail string) {
+	s.emulate(n, req, nil, d, false)
 }
 
 // openArgs extracts dirfd, flags and mode of an open-family call.
@@ -57,11 +75,11 @@ func openArgs(req *orch.Request) (dirfd, flags int, mode uint32) {
 	return int(int32(a[0])), int(int32(a[2])), uint32(a[3])
 }
 
-func (s *session) emulateOpen(n *seccompnotify.Notif, req *orch.Request, decodeErr error) {
+func (s *session) emulateOpen(n *seccompnotify.Notif, req *orch.Request, decodeErr error, d orch.Decision, redecide bool) {
 	if decodeErr != nil || req.PathArg == "" && req.Path == "" {
-		// The path could not be read: decide on what is known (the
+		// The path could not be read: decided on what is known (the
 		// rules see no path, so path rules do not match).
-		s.answer(n, req, s.cfg.Decider.Decide(req), errText(decodeErr), false)
+		s.answer(n, req, d, errText(decodeErr), false)
 		return
 	}
 	dirfd, flags, mode := openArgs(req)
@@ -75,11 +93,11 @@ func (s *session) emulateOpen(n *seccompnotify.Notif, req *orch.Request, decodeE
 				t.Close()
 			}
 		}()
-		if t.Path != req.Path {
+		if t.Path != req.Path && redecide {
 			req.Path = t.Path // decide on the object reached, not the string
+			d = s.cfg.Decider.Decide(req)
 		}
 	}
-	d := s.cfg.Decider.Decide(req)
 	detail := ""
 	if rerr == nil && req.PathArg != t.Path {
 		detail = "requested " + strconv.Quote(req.PathArg)
@@ -171,8 +189,7 @@ func (s *session) finishOpen(n *seccompnotify.Notif, req *orch.Request, d orch.D
 
 // emulateSockaddr performs connect or bind on a copy of QEMU's socket with
 // the very address bytes that were decided on.
-func (s *session) emulateSockaddr(n *seccompnotify.Notif, req *orch.Request, decodeErr error) {
-	d := s.cfg.Decider.Decide(req)
+func (s *session) emulateSockaddr(n *seccompnotify.Notif, req *orch.Request, decodeErr error, d orch.Decision) {
 	if decodeErr != nil || d.Action != orch.Allow || s.cfg.Mode == Audit || len(req.SockRaw) == 0 {
 		s.answer(n, req, d, errText(decodeErr), false)
 		return
@@ -244,8 +261,7 @@ func (s *session) emulateSockaddr(n *seccompnotify.Notif, req *orch.Request, dec
 }
 
 // emulateSendTo sends QEMU's data itself to the address decided on.
-func (s *session) emulateSendTo(n *seccompnotify.Notif, req *orch.Request, decodeErr error) {
-	d := s.cfg.Decider.Decide(req)
+func (s *session) emulateSendTo(n *seccompnotify.Notif, req *orch.Request, decodeErr error, d orch.Decision) {
 	if decodeErr != nil || d.Action != orch.Allow || s.cfg.Mode == Audit || len(req.SockRaw) == 0 {
 		s.answer(n, req, d, errText(decodeErr), false)
 		return
@@ -293,8 +309,7 @@ func (s *session) emulateSendTo(n *seccompnotify.Notif, req *orch.Request, decod
 // msg_name). The flags are a register argument: they cannot change under
 // the check. Datagram sockets send wherever msg_name says, which another
 // thread can rewrite after the check: denied.
-func (s *session) checkSendMsg(n *seccompnotify.Notif, req *orch.Request, decodeErr error) {
-	d := s.cfg.Decider.Decide(req)
+func (s *session) checkSendMsg(n *seccompnotify.Notif, req *orch.Request, decodeErr error, d orch.Decision) {
 	if decodeErr != nil || d.Action != orch.Allow || s.cfg.Mode == Audit {
 		s.answer(n, req, d, errText(decodeErr), false)
 		return

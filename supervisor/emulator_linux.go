@@ -390,6 +390,7 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 		return fail(lerr.Code, lerr)
 	}
 	s.qemuPath, s.pid, s.pidfd = req.QEMU, req.PID, pidfd
+	s.emulator = true
 	// The process that loads the filter becomes QEMU: its pid is known.
 	prog, err := seccompnotify.PatchPID(s.filter.Prog, s.filter.PIDSlots, s.pid)
 	if err != nil {
@@ -434,7 +435,9 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 			return
 		}
 	}()
+	go s.plane.run()
 	loopErr := s.loop()
+	s.plane.shutdown()
 	if loopErr == nil {
 		// The filter's last user is gone, so the process that loaded it
 		// has exited and its pidfd is readable: the goroutine ends at

@@ -56,10 +56,20 @@ func (s *session) handle(n *seccompnotify.Notif, req *orch.Request) {
 		s.gateExec(n, req)
 		return
 	}
-	if s.emulate(n, req, decodeErr) {
+	d := s.cfg.Decider.Decide(req)
+	if d.Hold && s.cfg.Mode == Enforce && s.plane != nil {
+		// The HO asks to keep the thread blocked until the VO decides:
+		// the plane answers it, within the hold's bound. Copies: the
+		// loop reuses its notification and request.
+		if s.plane.hold(&heldCall{n: *n, req: *req, d: d}) {
+			return
+		}
+		d.Hold = false // the queue is full: the fallback verdict now
+	}
+	if s.emulate(n, req, decodeErr, d, true) {
 		return
 	}
-	s.answer(n, req, s.cfg.Decider.Decide(req), errText(decodeErr), false)
+	s.answer(n, req, d, errText(decodeErr), false)
 }
 
 // gateExec lets the loader's execve of QEMU through. It comes from kfv's
@@ -128,6 +138,9 @@ func (s *session) answer(n *seccompnotify.Notif, req *orch.Request, d orch.Decis
 func (s *session) emitDecision(req *orch.Request, d orch.Decision, applied, errno, detail string) {
 	if d.Reason != "" {
 		detail = join(d.Reason, detail)
+	}
+	if s.plane != nil {
+		s.plane.observe(d.Findings)
 	}
 	s.emit(&event.Event{
 		Kind:    event.KindDecision,

@@ -46,6 +46,16 @@ type Config struct {
 	Events  *event.Writer
 	// Warn receives one-line warnings for the operator (stderr).
 	Warn func(string)
+	// Monitor is the path of kfv's private QMP socket, which the caller
+	// added to Args (WithMonitor); "" runs without one (no reactions that
+	// need QMP, no origin detector).
+	Monitor string
+	// CheckpointEvery is how often a clean checkpoint of the VM is taken
+	// for the restart_checkpoint reaction; 0 takes none.
+	CheckpointEvery time.Duration
+	// MaxRestarts bounds the restarts the VO may order (backoff 1 s, 2 s,
+	// 4 s... up to 30 s between them); 0 allows none.
+	MaxRestarts int
 }
 
 // forwarded are the signals kfv-run passes on to QEMU. SIGURG is the Go
@@ -57,13 +67,11 @@ const takeListenerTimeout = 10 * time.Second
 
 // Run starts QEMU under the profile's filter, supervises it until it exits
 // and returns its exit status (128+N when killed by signal N). A
-// *LaunchError means QEMU never ran.
+// *LaunchError means QEMU never ran. When the vertical orchestrator orders
+// a restart, Run relaunches QEMU once the old one is reaped, with a
+// backoff, at most MaxRestarts times.
 func Run(cfg *Config) (int, error) {
 	path, lerr := resolveQEMU(cfg.QEMU)
-	if lerr != nil {
-		return lerr.Code, lerr
-	}
-	s, lerr := newSession(cfg)
 	if lerr != nil {
 		return lerr.Code, lerr
 	}
@@ -71,9 +79,54 @@ func Run(cfg *Config) (int, error) {
 	signal.Notify(sigCh, forwarded...)
 	defer signal.Stop(sigCh)
 
+	maxRestarts := cfg.MaxRestarts
+	var restore, ckpt string
+	for restarts := 0; ; restarts++ {
+		s, lerr := newSession(cfg)
+		if lerr != nil {
+			return lerr.Code, lerr
+		}
+		s.plane.ckpt = ckpt
+		if restore != "" {
+			s.restoreFrom = restore
+			s.args = WithIncomingDefer(cfg.Args)
+		}
+		status, err := s.runOnce(path, sigCh)
+		req := s.restart.get()
+		ckpt = s.plane.latestCheckpoint()
+		if req == nil || err != nil {
+			return status, err
+		}
+		if restarts >= maxRestarts {
+			s.emitErr(fmt.Errorf("restart ordered but %d restarts already made: QEMU stays down", restarts))
+			return status, nil
+		}
+		backoff := time.Second << restarts
+		if backoff > 30*time.Second {
+			backoff = 30 * time.Second
+		}
+		restore = req.fromCheckpoint
+		how := "cold, same command line"
+		if restore != "" {
+			how = "from the latest clean checkpoint"
+		}
+		s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("restarting QEMU (%s) in %v, restart %d of %d", how, backoff, restarts+1, maxRestarts)})
+		select {
+		case sig := <-sigCh:
+			// Asked to stop while QEMU is down: stay down.
+			s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "restart abandoned: kfv-run got " + unix.SignalName(sig.(syscall.Signal))})
+			return 128 + int(sig.(syscall.Signal)), nil
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// runOnce runs one QEMU to its end.
+func (s *session) runOnce(path string, sigCh chan os.Signal) (int, error) {
 	if err := s.start(path); err != nil {
 		return exitLaunch, err
 	}
+	go s.plane.run()
 	loopDone := make(chan error, 1)
 	go func() { loopDone <- s.loop() }()
 
@@ -90,6 +143,7 @@ func Run(cfg *Config) (int, error) {
 	}
 	s.listener.Shutdown()
 	loopErr := <-loopDone
+	s.plane.shutdown()
 	if err := s.listener.Close(); err != nil {
 		loopErr = errors.Join(loopErr, fmt.Errorf("close listener: %w", err))
 	}
@@ -155,14 +209,28 @@ func newSession(cfg *Config) (*session, *LaunchError) {
 	for _, w := range filter.Warnings {
 		cfg.warn("profile " + cfg.Profile.Source + ": " + w)
 	}
-	return &session{cfg: cfg, filter: filter, dec: &seccompnotify.Decoder{Names: filter.Names}}, nil
+	s := &session{cfg: cfg, args: cfg.Args, filter: filter, dec: &seccompnotify.Decoder{Names: filter.Names}}
+	p, err := newPlane(s)
+	if err != nil {
+		return nil, launchErr(exitLaunch, "profile %s: %w", cfg.Profile.Source, err)
+	}
+	s.plane = p
+	return s, nil
 }
 
 // session is one run of QEMU.
 type session struct {
 	cfg    *Config
+	args   []string // QEMU's arguments for this launch
 	filter *seccompnotify.Filter
 	dec    *seccompnotify.Decoder
+	plane  *plane
+	// emulator is set in the emulator model (QEMU is not our child).
+	emulator bool
+	// restart is set when the VO orders a restart of this QEMU.
+	restart restartState
+	// restoreFrom is a checkpoint this launch restores (-incoming defer).
+	restoreFrom string
 
 	qemuPath string
 	pid      int
@@ -191,7 +259,7 @@ func (s *session) start(path string) error {
 	files, first := childFiles(inheritedFDs, cfgR.Fd(), statusW.Fd())
 	argv := []string{"kfv-run", loaderArg, strconv.Itoa(first), strconv.Itoa(first + 1)}
 	env := append(os.Environ(), loaderEnv)
-	qemuArgv := append([]string{s.cfg.QEMU}, s.cfg.Args...)
+	qemuArgv := append([]string{s.cfg.QEMU}, s.args...)
 	s.qemuPath = path
 
 	started := make(chan error, 1)

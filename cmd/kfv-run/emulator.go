@@ -42,6 +42,10 @@ type emulatorSetup struct {
 	Events  string `json:"events"` // the file
 	VM      string `json:"vm"`
 	Config  string `json:"config"` // where the settings came from
+	// Monitor is kfv's private QMP socket, which stage 2 added to
+	// QEMU's arguments in a directory of its own (MonitorDir).
+	Monitor    string `json:"monitor"`
+	MonitorDir string `json:"monitor_dir"`
 }
 
 // emulatorMain is stage 1: invoked under a QEMU name by libvirt (or
@@ -88,7 +92,14 @@ func emulatorStageMain() int {
 		return emulatorFail(code, err)
 	}
 	vm := vmName(args)
-	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.EventsPath(vm), VM: vm, Config: cfg.Source})
+	// What kfv adds to QEMU's command line: thread names (libvirt sets
+	// them already) and a private monitor for reactions.
+	monDir, monSock, err := supervisor.PrivateMonitor()
+	if err != nil {
+		return emulatorFail(125, err)
+	}
+	args = supervisor.WithDebugThreads(supervisor.WithMonitor(args, monSock))
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.EventsPath(vm), VM: vm, Config: cfg.Source, Monitor: monSock, MonitorDir: monDir})
 	if err != nil {
 		return emulatorFail(125, fmt.Errorf("encode settings: %w", err))
 	}
@@ -117,14 +128,20 @@ func emulatorSupervisorMain() int {
 			return nil, nil, fmt.Errorf("event stream (events in %s): %w; the directory must exist and be writable by the user QEMU runs as (uid %d): see docs/libvirt.md", st.Config, err, os.Getuid())
 		}
 		ev := event.NewWriter(f)
-		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Profile: p, Decider: dec, Mode: mode, VM: st.VM, Events: ev}
+		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Profile: p, Decider: dec, Mode: mode, VM: st.VM, Events: ev, Monitor: st.Monitor}
 		for _, w := range p.Warnings {
 			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "profile " + p.Source + ": " + w})
 		}
 		if mode == supervisor.Audit {
 			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "audit mode: every call is allowed; verdicts are only logged"})
 		}
-		return cfg, func() error { return errors.Join(ev.Close(), f.Close()) }, nil
+		return cfg, func() error {
+			var rmErr error
+			if st.MonitorDir != "" {
+				rmErr = os.RemoveAll(st.MonitorDir)
+			}
+			return errors.Join(ev.Close(), f.Close(), rmErr)
+		}, nil
 	})
 }
 

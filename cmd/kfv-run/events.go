@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -16,7 +17,7 @@ import (
 
 var eventsCommand = &cli.Command{
 	Name:      "events",
-	Usage:     "render an event stream for people: counts per layer and resource, then the timeline of denials and lifecycle steps",
+	Usage:     "render an event stream for people: counts per layer and resource, then the timeline of denials, findings, reactions (with the chain of findings behind each) and lifecycle steps",
 	ArgsUsage: "FILE|-",
 	Flags: []cli.Flag{
 		&cli.BoolFlag{Name: "all", Usage: "list every decision in the timeline, not only denials"},
@@ -98,6 +99,17 @@ func renderEvents(w io.Writer, in io.Reader, all bool) error {
 			fmt.Fprintf(w, "  %s %-10s %s %s by thread %q (%s): %s [rule %s]\n", ts, verdict, orDash(e.Layer), e.Syscall, e.Thread, orDash(e.HRSC), e.Args, e.Rule)
 			if e.Detail != "" {
 				fmt.Fprintf(w, "  %12s   why: %s\n", "", e.Detail)
+			}
+		case event.KindFinding:
+			fmt.Fprintf(w, "  %s %-10s %s %s/%s on %s %s [%s, rule %s]: %s\n", ts, "FINDING", strings.ToUpper(e.Severity), orDash(e.Layer), orDash(e.HRSC), e.Detector, orDash(e.Syscall), e.Source, orDash(e.Rule), e.Detail)
+		case event.KindReaction:
+			fmt.Fprintf(w, "  %s %-10s %s by rule %s: %s", ts, "REACTION", e.Reaction, e.Rule, e.Verdict)
+			if e.Detail != "" {
+				fmt.Fprintf(w, " (%s)", e.Detail)
+			}
+			fmt.Fprintln(w)
+			for i, l := range e.Chain {
+				fmt.Fprintf(w, "  %12s   %d. %s %s %s/%s %s %s by rule %s at %s\n", "", i+1, strings.ToUpper(l.Severity), l.Detector, orDash(l.Layer), orDash(l.HRSC), orDash(l.Syscall), orDash(strconv.Itoa(l.TID)), orDash(l.Rule), l.Time.Format("15:04:05.000"))
 			}
 		default:
 			fmt.Fprintf(w, "  %s %-10s %s\n", ts, strings.ToUpper(e.Kind), e.Detail)

@@ -36,7 +36,7 @@ func main() {
 	app := &cli.App{
 		Name:      "kfv-run",
 		Usage:     "run QEMU under a self-defending seccomp supervisor",
-		UsageText: "kfv-run [flags] -- QEMU [ARGS...]\nkfv-run profile check FILE\nkfv-run profile show [NAME]\nkfv-run events FILE\nkfv-run version",
+		UsageText: "kfv-run [flags] -- QEMU [ARGS...]\nkfv-run profile check FILE\nkfv-run profile show [NAME]\nkfv-run events FILE\nkfv-run resources [--json] -- QEMU [ARGS...]\nkfv-run version",
 		Description: "kfv-run starts QEMU under a seccomp filter compiled from a profile. Calls the profile\n" +
 			"allows run in the kernel; the rest reach kfv-run, which decides, answers and logs each one\n" +
 			"as a JSON line. QEMU keeps its arguments, environment, stdio and inherited fds; kfv-run\n" +
@@ -46,7 +46,7 @@ func main() {
 		HideVersion:     true,
 		Flags:           runFlags,
 		Action:          runAction,
-		Commands:        []*cli.Command{profileCommand, eventsCommand, versionCommand},
+		Commands:        []*cli.Command{profileCommand, eventsCommand, resourcesCommand, versionCommand},
 		HideHelpCommand: true,
 		// Errors are printed once, by main, with the exit code they carry.
 		ExitErrHandler: func(*cli.Context, error) {},

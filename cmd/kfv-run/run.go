@@ -13,6 +13,7 @@ import (
 	"kfv/event"
 	"kfv/orch"
 	"kfv/profiles"
+	"kfv/resources"
 	"kfv/supervisor"
 )
 
@@ -21,6 +22,8 @@ var runFlags = []cli.Flag{
 	&cli.StringFlag{Name: "mode", Value: "enforce", Usage: "enforce: apply verdicts; audit: decide and log, but allow everything"},
 	&cli.StringFlag{Name: "events", Value: "", Usage: "write the event stream (JSON lines) to `FILE`, appending; - for stdout (default: stderr)"},
 	&cli.StringFlag{Name: "vm", Value: "", Usage: "VM `NAME` in events (default: QEMU's -name, else \"qemu\")"},
+	&cli.DurationFlag{Name: "checkpoint-every", Usage: "keep a clean checkpoint of the VM, taken every `DURATION`, for the restart_checkpoint reaction (each one pauses the guest briefly; default: none)"},
+	&cli.IntFlag{Name: "max-restarts", Value: 3, Usage: "at most `N` restarts ordered by the orchestrator, with backoff"},
 }
 
 // runAction supervises QEMU: kfv-run [flags] -- QEMU [ARGS...].
@@ -37,7 +40,15 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("current directory: %v", err), 125)
 	}
-	p, dec, err := buildPolicy(c.String("profile"), args[1:], os.Environ(), cwd)
+	// What kfv adds to QEMU's command line: thread names (for
+	// attribution) and a private monitor (for reactions).
+	monDir, monSock, err := supervisor.PrivateMonitor()
+	if err != nil {
+		return cli.Exit(err.Error(), 125)
+	}
+	defer os.RemoveAll(monDir)
+	qemuArgs := supervisor.WithDebugThreads(supervisor.WithMonitor(args[1:], monSock))
+	p, dec, err := buildPolicy(c.String("profile"), qemuArgs, os.Environ(), cwd)
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
 	}
@@ -58,14 +69,17 @@ func runAction(c *cli.Context) error {
 		warn("audit mode: every call is allowed; verdicts are only logged")
 	}
 	status, runErr := supervisor.Run(&supervisor.Config{
-		QEMU:    args[0],
-		Args:    args[1:],
-		Profile: p,
-		Decider: dec,
-		Mode:    mode,
-		VM:      vm,
-		Events:  ev,
-		Warn:    warn,
+		QEMU:            args[0],
+		Args:            qemuArgs,
+		Profile:         p,
+		Decider:         dec,
+		Mode:            mode,
+		VM:              vm,
+		Events:          ev,
+		Warn:            warn,
+		Monitor:         monSock,
+		CheckpointEvery: c.Duration("checkpoint-every"),
+		MaxRestarts:     c.Int("max-restarts"),
 	})
 	evErr := ev.Close()
 	if evErr == nil {
@@ -92,17 +106,18 @@ func runAction(c *cli.Context) error {
 }
 
 // buildPolicy resolves a profile for one QEMU command line and
-// environment (supervisor.PrepareProfile) and the decider that applies it.
+// environment (supervisor.PrepareProfile) and the engine that applies it.
 func buildPolicy(profile string, qemuArgs, qemuEnv []string, cwd string) (*profiles.Profile, orch.Decider, error) {
 	p, err := profiles.Resolve(profile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("profile %s:\n%w", profile, err)
 	}
-	p = supervisor.PrepareProfile(p, qemuArgs, qemuEnv, cwd, func(path string) bool {
-		_, err := os.Stat(path)
-		return err == nil
-	})
-	dec, err := orch.NewRules(p)
+	p, warnings, err := supervisor.PrepareProfile(p, qemuArgs, qemuEnv, cwd, resources.HostFS())
+	if err != nil {
+		return nil, nil, err
+	}
+	p.Warnings = append(p.Warnings, warnings...)
+	dec, err := orch.NewEngine(p, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("profile %s: %w", p.Source, err)
 	}

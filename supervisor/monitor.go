@@ -1,0 +1,66 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// What kfv adds to QEMU's command line (DESIGN.md section 6: QEMU sees its
+// arguments "plus what kfv must add"): names for QEMU's threads, so that
+// calls are attributed to the vCPU, worker or monitor that made them, and
+// a private QMP monitor through which kfv carries out reactions. The user's
+// own monitors are untouched.
+
+// WithDebugThreads makes QEMU name its threads (-name ...,debug-threads=on),
+// keeping any -name the user gave.
+func WithDebugThreads(args []string) []string {
+	out := append([]string(nil), args...)
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] != "-name" && out[i] != "--name" {
+			continue
+		}
+		if strings.Contains(out[i+1], "debug-threads=") {
+			return out // the user chose
+		}
+		out[i+1] += ",debug-threads=on"
+		return out
+	}
+	return append(out, "-name", "debug-threads=on")
+}
+
+// PrivateMonitor makes a directory only this user can enter (0700) for
+// kfv's own QMP socket and returns the socket's path. The caller removes
+// the directory when QEMU is gone.
+func PrivateMonitor() (dir, sock string, err error) {
+	dir, err = os.MkdirTemp("", "kfv-")
+	if err != nil {
+		return "", "", fmt.Errorf("make kfv's private monitor directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		os.RemoveAll(dir)
+		return "", "", fmt.Errorf("make kfv's private monitor directory: %w", err)
+	}
+	return dir, filepath.Join(dir, "qmp.sock"), nil
+}
+
+// WithMonitor adds kfv's private QMP monitor at sock to QEMU's arguments.
+func WithMonitor(args []string, sock string) []string {
+	return append(append([]string(nil), args...), "-qmp", "unix:"+sock+",server=on,wait=off")
+}
+
+// WithIncomingDefer makes QEMU wait for an incoming migration started over
+// QMP (migrate-incoming), replacing any -incoming the user gave: used to
+// restore a checkpoint.
+func WithIncomingDefer(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		if (args[i] == "-incoming" || args[i] == "--incoming") && i+1 < len(args) {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return append(out, "-incoming", "defer")
+}

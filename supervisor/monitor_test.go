@@ -1,0 +1,43 @@
+package supervisor
+
+import (
+	"os"
+	"reflect"
+	"testing"
+)
+
+func TestWithDebugThreads(t *testing.T) {
+	cases := []struct{ in, want []string }{
+		{[]string{"-m", "64"}, []string{"-m", "64", "-name", "debug-threads=on"}},
+		{[]string{"-name", "guest=vm1"}, []string{"-name", "guest=vm1,debug-threads=on"}},
+		{[]string{"-name", "vm1,debug-threads=off"}, []string{"-name", "vm1,debug-threads=off"}},
+	}
+	for _, c := range cases {
+		if got := WithDebugThreads(c.in); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("WithDebugThreads(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestWithIncomingDefer(t *testing.T) {
+	got := WithIncomingDefer([]string{"-m", "64", "-incoming", "tcp:0:4444", "-S"})
+	want := []string{"-m", "64", "-S", "-incoming", "defer"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestPrivateMonitor(t *testing.T) {
+	dir, sock, err := PrivateMonitor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("private dir mode %v, %v; want 0700", fi.Mode(), err)
+	}
+	if got := WithMonitor([]string{"-m", "1"}, sock); got[len(got)-1] != "unix:"+sock+",server=on,wait=off" {
+		t.Errorf("WithMonitor = %q", got)
+	}
+}

@@ -1,0 +1,515 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"kfv/event"
+	"kfv/memwatch"
+	"kfv/orch"
+	"kfv/qmp"
+	"kfv/seccompnotify"
+)
+
+// The plane runs beside the notification loop: it feeds findings to the
+// vertical orchestrator, resolves held calls, and carries out the
+// reactions the VO orders, through kfv's private QMP monitor or on the
+// process. The loop never waits for it (DESIGN.md section 2): findings go
+// through a buffered channel, and a full channel is reported, not waited on.
+
+// planeQueue is how many findings and held calls may wait for the VO.
+const planeQueue = 4096
+
+// monitorTimeout bounds the wait for QEMU's private monitor to come up.
+const monitorTimeout = 60 * time.Second
+
+// reactionTimeout bounds one QMP command of a reaction.
+const reactionTimeout = 30 * time.Second
+
+type planeItem struct {
+	findings []orch.Finding
+	held     *heldCall
+}
+
+// heldCall is a notification left unanswered until the VO decides.
+type heldCall struct {
+	n   seccompnotify.Notif
+	req orch.Request
+	d   orch.Decision
+}
+
+// textSetter is implemented by deciders that judge the origin of calls
+// (orch.Engine).
+type textSetter interface {
+	SetText([]orch.AddrRange)
+	JudgesOrigin() bool
+}
+
+type plane struct {
+	s  *session
+	vo *orch.VO
+	in chan planeItem
+
+	dropped atomic.Int64 // findings that could not be queued
+
+	monMu sync.Mutex
+	mon   *qmp.Client
+
+	ckptMu sync.Mutex
+	ckpt   string // path of the latest clean checkpoint, "" if none
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newPlane(s *session) (*plane, error) {
+	vo, err := orch.NewVO(s.cfg.Profile, nil)
+	if err != nil {
+		return nil, fmt.Errorf("vertical orchestrator: %w", err)
+	}
+	return &plane{s: s, vo: vo, in: make(chan planeItem, planeQueue), stop: make(chan struct{}), done: make(chan struct{})}, nil
+}
+
+// observe queues findings for the VO. Called by the loop: it never blocks.
+func (p *plane) observe(fs []orch.Finding) {
+	if len(fs) == 0 {
+		return
+	}
+	select {
+	case p.in <- planeItem{findings: fs}:
+	default:
+		n := p.dropped.Add(int64(len(fs)))
+		p.s.emit(&event.Event{Kind: event.KindError, Source: "supervisor", Detail: fmt.Sprintf("the vertical orchestrator is behind: %d findings not correlated", n)})
+	}
+}
+
+// hold hands a held call to the VO; when the queue is full the call is
+// answered at once with the decision's fallback.
+func (p *plane) hold(h *heldCall) bool {
+	select {
+	case p.in <- planeItem{held: h}:
+		return true
+	default:
+		return false
+	}
+}
+
+// run is the plane's goroutine. It owns the VO and the monitor.
+func (p *plane) run() {
+	defer close(p.done)
+	// Held calls that the VO allows are emulated here: this thread needs
+	// file-system attributes of its own, like the loop's.
+	old := unix.Umask(0)
+	unix.Umask(old)
+	if err := seccompnotify.PrepareEmulationThread(old); err != nil {
+		p.s.emitErr(fmt.Errorf("prepare the plane's thread: %w", err))
+	}
+	go p.connect()
+	var tick <-chan time.Time
+	if every := p.s.cfg.CheckpointEvery; every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case it := <-p.in:
+			p.handle(it)
+		case <-tick:
+			p.checkpoint()
+		case <-p.stop:
+			// Answer what is still held: QEMU is going away anyway.
+			for {
+				select {
+				case it := <-p.in:
+					p.handle(it)
+				default:
+					p.closeMonitor()
+					return
+				}
+			}
+		}
+	}
+}
+
+func (p *plane) shutdown() {
+	close(p.stop)
+	<-p.done
+}
+
+func (p *plane) handle(it planeItem) {
+	if it.held != nil {
+		p.resolve(it.held)
+		return
+	}
+	for _, f := range it.findings {
+		p.emitFinding(f)
+		for _, r := range p.vo.Observe(f) {
+			p.react(r)
+		}
+	}
+}
+
+// resolve answers a held call as the VO decides, within the hold's bound.
+func (p *plane) resolve(h *heldCall) {
+	for _, f := range h.d.Findings {
+		p.emitFinding(f)
+	}
+	act, reactions := p.vo.ResolveAll(h.d.Findings)
+	d := h.d
+	d.Hold = false
+	d.Findings = nil // already correlated above
+	if time.Since(h.req.Time) > h.d.HoldFor && h.d.HoldFor > 0 {
+		act = h.d.Action // the bound passed: the fallback stands
+	}
+	d.Action = act
+	if act == orch.Deny && d.Errno == 0 {
+		d.Errno = int(unix.EACCES)
+	}
+	detail := fmt.Sprintf("held %v", time.Since(h.req.Time).Round(time.Millisecond))
+	if act == orch.Allow && p.s.emulates(h.req.Syscall) {
+		p.s.emulateDecided(&h.n, &h.req, d, detail)
+	} else {
+		p.s.answer(&h.n, &h.req, d, detail, false)
+	}
+	for _, r := range reactions {
+		p.react(r)
+	}
+}
+
+func (p *plane) emitFinding(f orch.Finding) {
+	p.s.emit(&event.Event{
+		Time: f.Time, Kind: event.KindFinding, Source: f.Detector, TID: f.TID,
+		Layer: string(f.Layer), HRSC: f.HRSC, Syscall: f.Syscall, Rule: f.Rule,
+		Detail: f.Detail, Detector: f.Detector, Severity: f.Severity.String(),
+	})
+}
+
+// connect dials QEMU's private monitor once QEMU is up, then tells the
+// decider where QEMU's code is (for the origin detector).
+func (p *plane) connect() {
+	sock := p.s.cfg.Monitor
+	if sock == "" {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-p.stop:
+		case <-p.done:
+		}
+		cancel()
+	}()
+	c, err := qmp.Dial(ctx, sock, monitorTimeout)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.s.emitErr(fmt.Errorf("kfv's private monitor: %w", err))
+		}
+		return
+	}
+	p.monMu.Lock()
+	p.mon = c
+	p.monMu.Unlock()
+	if p.s.restoreFrom != "" {
+		if err := p.restore(ctx, c, p.s.restoreFrom); err != nil {
+			p.s.emitErr(fmt.Errorf("restore checkpoint: %w", err))
+		} else {
+			p.s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "checkpoint restored: the guest resumes where it was saved"})
+		}
+	}
+	go func() {
+		for range c.Events() {
+			// Events are read so the queue keeps moving; reactions wait
+			// for their own answers.
+		}
+	}()
+	if ts, ok := p.s.cfg.Decider.(textSetter); ok && ts.JudgesOrigin() {
+		ranges, err := codeRanges(p.s.pid)
+		if err != nil {
+			p.s.emitErr(fmt.Errorf("origin detector: %w", err))
+			return
+		}
+		ts.SetText(ranges)
+		p.s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("origin detector armed: %d executable file mappings of QEMU and its libraries", len(ranges))})
+	}
+}
+
+func (p *plane) monitor() (*qmp.Client, error) {
+	p.monMu.Lock()
+	defer p.monMu.Unlock()
+	if p.mon == nil {
+		return nil, errors.New("kfv's private QMP monitor is not connected")
+	}
+	return p.mon, nil
+}
+
+func (p *plane) closeMonitor() {
+	p.monMu.Lock()
+	defer p.monMu.Unlock()
+	if p.mon != nil {
+		p.mon.Close()
+		p.mon = nil
+	}
+}
+
+// codeRanges lists QEMU's executable file-backed mappings.
+func codeRanges(pid int) ([]orch.AddrRange, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/maps")
+	if err != nil {
+		return nil, fmt.Errorf("read QEMU's maps: %w", err)
+	}
+	maps, err := memwatch.ParseMaps(b)
+	if err != nil {
+		return nil, err
+	}
+	var out []orch.AddrRange
+	for _, m := range maps {
+		if !m.Executable() {
+			continue
+		}
+		if m.Path == "" || (strings.HasPrefix(m.Path, "[") && m.Path != "[vdso]" && m.Path != "[vsyscall]") {
+			continue // anonymous code is never QEMU's text
+		}
+		out = append(out, orch.AddrRange{Start: m.Start, End: m.End, Path: m.Path})
+	}
+	return out, nil
+}
+
+// react carries out one reaction and reports it with its chain.
+func (p *plane) react(r orch.Reaction) {
+	err := p.do(r)
+	e := &event.Event{Kind: event.KindReaction, Source: "vo", Rule: r.Rule, Reaction: r.String(), Verdict: "done"}
+	if err != nil {
+		e.Verdict, e.Detail = "failed", err.Error()
+	}
+	for _, f := range r.Chain {
+		e.Chain = append(e.Chain, event.Link{Time: f.Time, Layer: string(f.Layer), HRSC: f.HRSC, Detector: f.Detector, Severity: f.Severity.String(), Syscall: f.Syscall, TID: f.TID, Rule: f.Rule, Detail: f.Detail})
+	}
+	if len(r.Chain) > 0 {
+		last := r.Chain[len(r.Chain)-1]
+		e.Layer, e.HRSC = string(last.Layer), last.HRSC
+	}
+	if p.s.cfg.Mode == Audit && err == nil {
+		e.Verdict = "audit: not carried out"
+	}
+	p.s.emit(e)
+}
+
+func (p *plane) do(r orch.Reaction) error {
+	if p.s.cfg.Mode == Audit {
+		return nil // audit mode orders nothing, it only reports
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), reactionTimeout)
+	defer cancel()
+	switch r.Kind {
+	case orch.ReactPause:
+		return p.qmp(ctx, "stop", nil)
+	case orch.ReactContinue:
+		return p.qmp(ctx, "cont", nil)
+	case orch.ReactLinkDown, orch.ReactLinkUp:
+		names, err := p.nics(ctx, r.Target)
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, n := range names {
+			errs = append(errs, p.qmp(ctx, "set_link", map[string]any{"name": n, "up": r.Kind == orch.ReactLinkUp}))
+		}
+		return errors.Join(errs...)
+	case orch.ReactDeviceDel:
+		names := []string{r.Target}
+		if r.Target == orch.AllNICs {
+			var err error
+			if names, err = p.nics(ctx, r.Target); err != nil {
+				return err
+			}
+		}
+		var errs []error
+		for _, n := range names {
+			errs = append(errs, p.qmp(ctx, "device_del", map[string]any{"id": n}))
+		}
+		return errors.Join(errs...)
+	case orch.ReactKill:
+		return p.s.kill()
+	case orch.ReactRestart, orch.ReactRestartCheckpoint:
+		return p.s.requestRestart(r.Kind == orch.ReactRestartCheckpoint, p.latestCheckpoint())
+	case orch.ReactScrub:
+		return errors.New("memory scrub is not wired to this supervisor yet")
+	}
+	return fmt.Errorf("reaction %v is not carried out by the supervisor", r.Kind)
+}
+
+func (p *plane) qmp(ctx context.Context, cmd string, args any) error {
+	c, err := p.monitor()
+	if err != nil {
+		return err
+	}
+	_, err = c.Execute(ctx, cmd, args)
+	return err
+}
+
+// nics returns the names of the VM's network adapters for target: the
+// adapter itself, or every NIC QEMU lists in "info network" for all-nics.
+func (p *plane) nics(ctx context.Context, target string) ([]string, error) {
+	if target != orch.AllNICs && target != "" {
+		return []string{target}, nil
+	}
+	c, err := p.monitor()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := c.Execute(ctx, "human-monitor-command", map[string]string{"command-line": "info network"})
+	if err != nil {
+		return nil, err
+	}
+	var text string
+	if err := json.Unmarshal(raw, &text); err != nil {
+		return nil, fmt.Errorf("info network: %w", err)
+	}
+	names := ParseNICs(text)
+	if len(names) == 0 {
+		return nil, errors.New("the VM has no network adapter")
+	}
+	return names, nil
+}
+
+// ParseNICs picks the NICs out of HMP "info network": lines such as
+// "net0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:56".
+func ParseNICs(text string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		line := strings.TrimLeft(sc.Text(), " \\_\t")
+		name, rest, ok := strings.Cut(line, ": ")
+		if !ok || !strings.Contains(rest, "type=nic") {
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+// checkpoint saves a clean checkpoint of the VM through migration to a
+// file kfv owns, then lets the VM run on (migration leaves it paused).
+func (p *plane) checkpoint() {
+	c, err := p.monitor()
+	if err != nil {
+		return // not up yet
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	st, err := c.QueryStatus(ctx)
+	if err != nil || st.Status != "running" {
+		return // only a running VM is a clean checkpoint
+	}
+	path := filepath.Join(filepath.Dir(p.s.cfg.Monitor), fmt.Sprintf("checkpoint-%d", time.Now().UnixNano()))
+	err = p.migrateTo(ctx, c, path)
+	if _, cerr := c.Execute(ctx, "cont", nil); cerr != nil && err == nil {
+		err = fmt.Errorf("resume after the checkpoint: %w", cerr)
+	}
+	if err != nil {
+		os.Remove(path)
+		p.s.emitErr(fmt.Errorf("checkpoint: %w", err))
+		return
+	}
+	p.ckptMu.Lock()
+	old := p.ckpt
+	p.ckpt = path
+	p.ckptMu.Unlock()
+	if old != "" {
+		os.Remove(old)
+	}
+	p.s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "checkpoint saved"})
+}
+
+func (p *plane) migrateTo(ctx context.Context, c *qmp.Client, path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := c.SendFD(ctx, "kfv-checkpoint", f); err != nil {
+		return err
+	}
+	if _, err := c.Execute(ctx, "migrate", map[string]any{"uri": "fd:kfv-checkpoint"}); err != nil {
+		return err
+	}
+	return waitMigration(ctx, c, "query-migrate")
+}
+
+// waitMigration polls query-migrate until the migration ends.
+func waitMigration(ctx context.Context, c *qmp.Client, cmd string) error {
+	for {
+		raw, err := c.Execute(ctx, cmd, nil)
+		if err != nil {
+			return err
+		}
+		var st struct {
+			Status    string `json:"status"`
+			ErrorDesc string `json:"error-desc"`
+		}
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		switch st.Status {
+		case "completed":
+			return nil
+		case "failed", "cancelled":
+			return fmt.Errorf("migration %s: %s", st.Status, st.ErrorDesc)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (p *plane) latestCheckpoint() string {
+	p.ckptMu.Lock()
+	defer p.ckptMu.Unlock()
+	return p.ckpt
+}
+
+// restore feeds a checkpoint to a QEMU started with -incoming defer and
+// lets the guest run.
+func (p *plane) restore(ctx context.Context, c *qmp.Client, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := c.SendFD(ctx, "kfv-checkpoint", f); err != nil {
+		return err
+	}
+	if _, err := c.Execute(ctx, "migrate-incoming", map[string]any{"uri": "fd:kfv-checkpoint"}); err != nil {
+		return err
+	}
+	if err := waitMigration(ctx, c, "query-migrate"); err != nil {
+		return err
+	}
+	st, err := c.QueryStatus(ctx)
+	if err != nil {
+		return err
+	}
+	if !st.Running {
+		if _, err := c.Execute(ctx, "cont", nil); err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
+	}
+	return nil
+}

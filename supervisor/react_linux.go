@@ -1,0 +1,72 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"kfv/event"
+)
+
+// Reactions on the QEMU process itself: kill, and restart (relaunch with
+// the same command line, or from the latest clean checkpoint). Only Run
+// starts processes; the plane asks for a restart and kills QEMU, and Run
+// relaunches once the old QEMU is reaped, so two QEMUs never share a disk.
+
+// restartReq is a restart the VO ordered for the current QEMU.
+type restartReq struct {
+	fromCheckpoint string // checkpoint to restore, "" for a cold restart
+}
+
+type restartState struct {
+	mu  sync.Mutex
+	req *restartReq
+}
+
+func (r *restartState) set(req *restartReq) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.req == nil {
+		r.req = req
+	}
+}
+
+func (r *restartState) get() *restartReq {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.req
+}
+
+// kill ends QEMU with SIGKILL through its pidfd.
+func (s *session) kill() error {
+	if s.pidfd == nil {
+		return errors.New("no QEMU process")
+	}
+	if err := unix.PidfdSendSignal(int(s.pidfd.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("kill QEMU: %w", err)
+	}
+	return nil
+}
+
+// requestRestart asks Run to relaunch QEMU once it is gone, then kills it.
+// In the emulator model the caller (libvirt) owns QEMU's life: restart is
+// a kill, and its on_crash policy decides what comes next.
+func (s *session) requestRestart(fromCheckpoint bool, ckpt string) error {
+	if s.emulator {
+		s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "restart under the emulator model: QEMU is killed and its manager's crash policy decides"})
+		return s.kill()
+	}
+	req := &restartReq{}
+	if fromCheckpoint {
+		if ckpt == "" {
+			s.emit(&event.Event{Kind: event.KindWarning, Source: "supervisor", Detail: "restart from checkpoint ordered but no clean checkpoint exists yet: restarting cold"})
+		}
+		req.fromCheckpoint = ckpt
+	}
+	s.restart.set(req)
+	return s.kill()
+}
