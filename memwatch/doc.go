@@ -1,6 +1,55 @@
 // Package memwatch watches the integrity of QEMU's memory: its mappings,
 // baselines of code and read-only data, incremental scans and scrubbing.
 //
-// It alone opens /proc/PID/mem. Its parsers (ParseMaps) are pure and used
-// by the rest of kfv to learn what backs an address.
+// It alone opens /proc/PID/mem. Its parsers (ParseMaps, ParsePagemap)
+// are pure and used by the rest of kfv to learn what backs an address.
+//
+// # Use
+//
+//	w, err := memwatch.New(pid, memwatch.Config{Accel: "kvm"})
+//	cov, found, err := w.Baseline() // once QEMU's main loop runs
+//	go w.Run(ctx, report)           // findings as they appear
+//	rep, err := w.Scrub(ctx)        // repair, QEMU frozen meanwhile
+//
+// # Baseline
+//
+// Every private, non-writable mapping of an ELF file (QEMU and each
+// library it loaded) is watched. Its file is opened through
+// /proc/PID/map_files (or by path, checking device and inode), and each
+// page is classified from the program headers with debug/elf: text
+// (executable mapping), rodata (a read-only segment) or RELRO (a page of
+// a writable segment the loader made read-only after relocating it).
+// Text and rodata pages must equal the file, page for page (a private
+// file mapping shows the file's bytes, zeros past its end), so tampering
+// done before the baseline is found. RELRO holds pointers relocated by
+// the load bias: it is copied and hashed as found at baseline time, and
+// tampering with RELRO before the baseline is not caught.
+//
+// # Scans
+//
+// Every Config.Period a scan reads /proc/PID/maps and /proc/PID/pagemap:
+//
+//   - Mappings: a watched mapping made writable, reprotected, replaced or
+//     unmapped; executable memory that is anonymous, a memfd, the heap
+//     or stack, writable and executable, or a file mapped after the
+//     baseline from outside the library directories. Under TCG the
+//     translation buffer is excluded (Config.TCGBuffer, or found as the
+//     largest anonymous writable-and-executable mapping).
+//   - Pages: in a read-only private file mapping, a page stops being the
+//     page-cache page only when written (through mprotect, ptrace or
+//     /proc/PID/mem): such private copies of text and rodata are hashed
+//     on every scan. Where the kernel keeps soft-dirty bits, RELRO pages
+//     written since the last scan are too; elsewhere the sweep checks
+//     them.
+//   - The sweep checks a slice of all pages on every scan, covering them
+//     all once per Config.SweepPeriod: RELRO without soft-dirty bits, and
+//     files changed in the page cache.
+//
+// # Scrub
+//
+// Scrub stops QEMU (other threads by ptrace, the main thread by SIGSTOP,
+// see frozen), writes pristine bytes into every private page that
+// differs from its baseline, makes a frozen QEMU thread call mprotect to
+// put watched mappings back to their protection and to remove the
+// execute right from stray executable memory, verifies, and resumes.
 package memwatch

@@ -9,7 +9,7 @@ import (
 // selfPagemap returns this process's pagemap entry for the page holding
 // b[0].
 func selfPagemap(b []byte) (PagemapEntry, error) {
-	addr := uint64(uintptr(unsafe.Pointer(&b[0])))
+	addr := addrOf(b)
 	f, err := os.Open("/proc/self/pagemap")
 	if err != nil {
 		return 0, fmt.Errorf("open own pagemap: %w", err)
@@ -25,3 +25,6 @@ func selfPagemap(b []byte) (PagemapEntry, error) {
 	}
 	return ents[0], nil
 }
+
+// addrOf returns the address of b[0].
+func addrOf(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(&b[0]))) }

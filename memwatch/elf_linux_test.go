@@ -1,0 +1,133 @@
+package memwatch
+
+import (
+	"debug/elf"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// buildPIE builds a small position-independent Go program that sleeps:
+// dynamically linked, relocated by ld.so, with a PT_GNU_RELRO segment.
+func buildPIE(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go not in PATH: the test builds a PIE binary with it")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "main.go")
+	prog := "package main\n\nimport \"time\"\n\nvar table = []*int{new(int), new(int)}\n\nfunc main() { time.Sleep(time.Hour); println(table[0]) }\n"
+	if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "pie")
+	cmd := exec.Command(goTool, "build", "-buildmode=pie", "-o", bin, src)
+	cmd.Env = append(os.Environ(), "GO111MODULE=off", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build -buildmode=pie: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestELFClassify(t *testing.T) {
+	bin := buildPIE(t)
+	f, err := os.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := readELF(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.relro == nil {
+		t.Fatal("PIE binary without PT_GNU_RELRO")
+	}
+	var text, ro *elf.ProgHeader
+	for i := range img.loads {
+		p := &img.loads[i]
+		switch {
+		case p.Flags&elf.PF_X != 0:
+			text = p
+		case p.Flags&elf.PF_W == 0 && ro == nil:
+			ro = p
+		}
+	}
+	if text == nil || ro == nil {
+		t.Fatalf("segments %+v: want a text and a read-only one", img.loads)
+	}
+	cases := []struct {
+		name  string
+		vaddr uint64
+		exec  bool
+		want  Class
+	}{
+		{"text", text.Vaddr + 16, true, ClassText},
+		{"rodata", ro.Vaddr + 16, false, ClassRodata},
+		{"relro", img.relro.Vaddr + 8, false, ClassRELRO},
+		{"outside any segment", 1 << 46, false, ClassRodata},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := img.classify(c.vaddr, c.exec); got != c.want {
+				t.Errorf("classify(%#x, %v) = %v, want %v", c.vaddr, c.exec, got, c.want)
+			}
+		})
+	}
+	const base = 0x555500000000
+	first := img.loads[0]
+	m := Mapping{Start: base + pageDown(first.Vaddr), End: base + pageUp(first.Vaddr+first.Memsz), Offset: pageDown(first.Off)}
+	if b, err := img.bias(m); err != nil || b != base {
+		t.Errorf("bias = %#x, %v; want %#x", b, err, uint64(base))
+	}
+	if _, err := img.bias(Mapping{Offset: 1 << 40}); err == nil {
+		t.Error("bias of an offset in no segment: no error")
+	}
+	if _, err := readELF(os.Stdin); err == nil {
+		t.Error("readELF of a non-ELF file: no error")
+	}
+}
+
+// TestBaselinePIE baselines a running PIE program: text and rodata match
+// the file, RELRO is found and hashed as found.
+func TestBaselinePIE(t *testing.T) {
+	bin := buildPIE(t)
+	cmd := exec.Command(bin)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cmd.Process.Kill(); err != nil {
+			t.Errorf("kill: %v", err)
+		}
+		if err := cmd.Wait(); err == nil {
+			t.Error("killed program exited cleanly")
+		}
+	})
+	w, err := New(cmd.Process.Pid, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ctx, cancel := contextWithTimeout(5 * time.Second)
+	defer cancel()
+	if err := w.WaitStable(ctx, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	cov, found, err := w.Baseline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) > 0 {
+		t.Fatalf("findings: %v", found)
+	}
+	if cov.TextBytes == 0 || cov.RodataBytes == 0 || cov.RELROBytes == 0 || cov.ComparedBytes != cov.TextBytes+cov.RodataBytes {
+		t.Fatalf("coverage %+v", cov)
+	}
+	if _, _, err := w.Baseline(); err == nil {
+		t.Error("second baseline: no error")
+	}
+}
