@@ -4,9 +4,6 @@
 package event
 
 import (
-	"bufio"
-	"encoding/json"
-
 	"fmt"
 	"io"
 	"sync"
@@ -68,44 +65,76 @@ type Link struct {
 	Detail   string    `json:"detail"`
 }
 
-// Writer writes events as JSON lines from its own goroutine, so that the
-// caller (the notification loop, after it has answered QEMU) never waits on
-// the disk. Emit blocks only when the queue is full: events are never
-// dropped; a flood slows the loop instead.
+// Writer writes events as JSON lines. Emit encodes the event in the
+// caller's goroutine and appends it to a buffer; the writer's own goroutine
+// writes the buffer out every FlushEvery (or at once past a size), so the
+// notification loop never waits on the disk and pays no goroutine hand-off
+// per event. Events are never dropped: past a bound, Emit waits for the
+// disk instead. A process killed with SIGKILL loses at most the events of
+// its last FlushEvery; Close writes everything.
 type Writer struct {
-	ch   chan *Event
-	done chan struct{}
+	w io.Writer
 
-	mu  sync.Mutex
-	err error // first write error
+	mu     sync.Mutex
+	buf    []byte     // encoded, not yet written
+	spare  []byte     // the buffer being written, reused
+	room   *sync.Cond // signalled when buf was written out
+	closed bool
+	err    error // first write error
+	kick   chan struct{}
+	done   chan struct{}
 }
 
-const queueLen = 8192
+// FlushEvery is how long an event may wait in memory before it is written.
+const FlushEvery = 10 * time.Millisecond
+
+const (
+	flushAt = 64 << 10 // write at once past this many buffered bytes
+	maxBuf  = 4 << 20  // Emit waits past this many
+)
 
 // NewWriter starts a writer to w. Close flushes and stops it.
 func NewWriter(w io.Writer) *Writer {
-	wr := &Writer{ch: make(chan *Event, queueLen), done: make(chan struct{})}
-	go wr.run(w)
+	wr := &Writer{w: w, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	wr.room = sync.NewCond(&wr.mu)
+	go wr.run()
 	return wr
 }
 
-func (wr *Writer) run(w io.Writer) {
+func (wr *Writer) run() {
 	defer close(wr.done)
-	bw := bufio.NewWriterSize(w, 64<<10)
-	enc := json.NewEncoder(bw)
-	for e := range wr.ch {
-		if err := enc.Encode(e); err != nil {
-			wr.setErr(fmt.Errorf("write event: %w", err))
+	t := time.NewTicker(FlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-wr.kick:
 		}
-		if len(wr.ch) == 0 {
-			if err := bw.Flush(); err != nil {
-				wr.setErr(fmt.Errorf("flush events: %w", err))
-			}
+		if last := wr.flush(); last {
+			return
 		}
 	}
-	if err := bw.Flush(); err != nil {
-		wr.setErr(fmt.Errorf("flush events: %w", err))
+}
+
+// flush writes what is buffered; it reports whether the writer is closed
+// and drained.
+func (wr *Writer) flush() bool {
+	wr.mu.Lock()
+	b := wr.buf
+	wr.buf = wr.spare[:0]
+	closed := wr.closed
+	wr.mu.Unlock()
+	if len(b) > 0 {
+		if _, err := wr.w.Write(b); err != nil {
+			wr.setErr(fmt.Errorf("write events: %w", err))
+		}
 	}
+	wr.mu.Lock()
+	wr.spare = b[:0]
+	wr.room.Broadcast()
+	drained := closed && len(wr.buf) == 0
+	wr.mu.Unlock()
+	return drained
 }
 
 func (wr *Writer) setErr(err error) {
@@ -116,7 +145,8 @@ func (wr *Writer) setErr(err error) {
 	}
 }
 
-// Emit queues e. Time is set when zero.
+// Emit encodes and queues e. Time is set when zero. Safe for concurrent
+// use.
 func (wr *Writer) Emit(e *Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
@@ -124,7 +154,18 @@ func (wr *Writer) Emit(e *Event) {
 	if e.Chain == nil {
 		e.Chain = []Link{} // "chain": [] on every line, never null
 	}
-	wr.ch <- e
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	for len(wr.buf) >= maxBuf && !wr.closed {
+		wr.room.Wait() // the disk is behind: wait rather than drop
+	}
+	wr.buf = append(e.AppendJSON(wr.buf), '\n')
+	if len(wr.buf) >= flushAt {
+		select {
+		case wr.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Err returns the first write error, if any.
@@ -134,10 +175,19 @@ func (wr *Writer) Err() error {
 	return wr.err
 }
 
-// Close writes what is queued, flushes and returns the first write error.
+// Close writes everything queued and returns the first write error.
 // Emit must not be called after Close.
 func (wr *Writer) Close() error {
-	close(wr.ch)
+	wr.mu.Lock()
+	wr.closed = true
+	wr.room.Broadcast()
+	wr.mu.Unlock()
+	select {
+	case wr.kick <- struct{}{}:
+	default:
+	}
 	<-wr.done
+	// A last Emit may have raced with the final flush.
+	wr.flush()
 	return wr.Err()
 }

@@ -57,7 +57,7 @@ func TestSchemaStable(t *testing.T) {
 func TestNoEventLost(t *testing.T) {
 	var buf bytes.Buffer
 	w := NewWriter(&buf)
-	const n = 3 * queueLen
+	const n = 3 * (maxBuf / 200) // well past the bound at which Emit waits
 	for i := 0; i < n; i++ {
 		w.Emit(&Event{Kind: KindDecision, PID: i})
 	}

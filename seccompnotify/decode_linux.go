@@ -10,6 +10,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -88,6 +89,21 @@ const maxPath = 4096
 // Decoder turns notifications into orch requests.
 type Decoder struct {
 	Names map[int]string // syscall numbers to names (Filter.Names)
+
+	// PID is the process the filter was loaded for (QEMU). Its threads'
+	// names are read through kept fds; calls from other processes (a
+	// child QEMU forked, where a profile allows it) take the slower path.
+	PID int
+
+	threadsOnce sync.Once
+	threads     *threadNames
+}
+
+// Close releases the fds the decoder keeps.
+func (d *Decoder) Close() {
+	if d.threads != nil {
+		d.threads.Close()
+	}
 }
 
 // Decode fills r from n: the syscall name, the calling thread's process
@@ -108,9 +124,16 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 		r.Syscall = "syscall_" + strconv.Itoa(n.Nr)
 	}
 	tid := strconv.Itoa(n.PID)
-	r.PID = tgidOf(n.PID)
-	if c, err := os.ReadFile("/proc/" + tid + "/comm"); err == nil {
-		r.Thread = strings.TrimSuffix(string(c), "\n")
+	if d.PID > 0 {
+		d.threadsOnce.Do(func() { d.threads = newThreadNames(d.PID) })
+	}
+	if name, ok := d.threads.nameIn(n.PID); ok {
+		r.PID, r.Thread = d.PID, name
+	} else {
+		r.PID = tgidOf(n.PID)
+		if c, err := os.ReadFile("/proc/" + tid + "/comm"); err == nil {
+			r.Thread = strings.TrimSuffix(string(c), "\n")
+		}
 	}
 	k, ok := decodeTable[r.Syscall]
 	if !ok {

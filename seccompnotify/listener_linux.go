@@ -35,9 +35,10 @@ type Notif struct {
 type Listener struct {
 	f    *os.File
 	fd   int
-	stop *os.File // read end of the stop pipe, polled with the listener
-	wake *os.File // write end; Close writes to it
-	raw  notifRaw
+	stop   *os.File // read end of the stop pipe, polled with the listener
+	stopFD int32    // its number (File.Fd costs an fcntl on every call)
+	wake   *os.File // write end; Close writes to it
+	raw    notifRaw
 }
 
 // NewListener wraps a listener fd (taken with pidfd_getfd) and checks that
@@ -57,7 +58,7 @@ func NewListener(f *os.File) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create listener stop pipe: %w", err)
 	}
-	return &Listener{f: f, fd: int(f.Fd()), stop: r, wake: w}, nil
+	return &Listener{f: f, fd: int(f.Fd()), stop: r, stopFD: int32(r.Fd()), wake: w}, nil
 }
 
 // File returns the listener fd (for keepers and tests). The Listener still
@@ -82,7 +83,7 @@ func (l *Listener) SetSyncWakeUp() error {
 func (l *Listener) Receive(n *Notif) error {
 	fds := []unix.PollFd{
 		{Fd: int32(l.fd), Events: unix.POLLIN},
-		{Fd: int32(l.stop.Fd()), Events: unix.POLLIN},
+		{Fd: l.stopFD, Events: unix.POLLIN},
 	}
 	for {
 		fds[0].Revents, fds[1].Revents = 0, 0

@@ -156,6 +156,16 @@ func PrepareProfile(p *profiles.Profile, args, env []string, cwd string, fsys fs
 	if err != nil {
 		return nil, nil, fmt.Errorf("QEMU command line: %w", err)
 	}
+	return prepare(p, set, args, env, cwd), set.Warnings, nil
+}
+
+// PrepareProgram adapts a profile to a program that is not QEMU: only the
+// libraries its environment preloads are added.
+func PrepareProgram(p *profiles.Profile, env []string) *profiles.Profile {
+	return WithPreloadRule(p, PreloadPaths(env))
+}
+
+func prepare(p *profiles.Profile, set *resources.Set, args, env []string, cwd string) *profiles.Profile {
 	q := *p
 	q.Rules = append(append([]profiles.VerdictRule(nil), p.Rules...), ResourceRules(set, cwd, canonical)...)
 	p = WithPreloadRule(&q, PreloadPaths(env))
@@ -166,7 +176,7 @@ func PrepareProfile(p *profiles.Profile, args, env []string, cwd string, fsys fs
 	if set.NetUser {
 		features = append(features, profiles.FeatureUserNet)
 	}
-	return profiles.ForFeatures(p, features), set.Warnings, nil
+	return profiles.ForFeatures(p, features)
 }
 
 // canonical resolves symlinks, as the emulated open decides on the object

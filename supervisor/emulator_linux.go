@@ -438,6 +438,7 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 	go s.plane.run()
 	loopErr := s.loop()
 	s.plane.shutdown()
+	s.dec.Close()
 	if loopErr == nil {
 		// The filter's last user is gone, so the process that loaded it
 		// has exited and its pidfd is readable: the goroutine ends at

@@ -13,6 +13,15 @@ import (
 // a private QMP monitor through which kfv carries out reactions. The user's
 // own monitors are untouched.
 
+// IsQEMU reports whether a program name is a QEMU system emulator
+// (qemu-system-*, qemu-kvm, kvm), whose command line kfv understands and
+// extends. kfv-run can supervise any program (benchmarks and tests use
+// small ones); for others it adds nothing and derives no resources.
+func IsQEMU(argv0 string) bool {
+	b := filepath.Base(argv0)
+	return strings.HasPrefix(b, "qemu-system-") || b == "qemu-kvm" || b == "kvm" || strings.HasPrefix(b, "kfv-qemu-")
+}
+
 // WithDebugThreads makes QEMU name its threads (-name ...,debug-threads=on),
 // keeping any -name the user gave.
 func WithDebugThreads(args []string) []string {

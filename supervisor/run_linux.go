@@ -144,6 +144,7 @@ func (s *session) runOnce(path string, sigCh chan os.Signal) (int, error) {
 	s.listener.Shutdown()
 	loopErr := <-loopDone
 	s.plane.shutdown()
+	s.dec.Close()
 	if err := s.listener.Close(); err != nil {
 		loopErr = errors.Join(loopErr, fmt.Errorf("close listener: %w", err))
 	}
@@ -352,6 +353,7 @@ func (s *session) attach(lf *os.File) error {
 		return err
 	}
 	s.listener = l
+	s.dec.PID = s.pid // the loop has not started: no race
 	sync := "on"
 	if err := l.SetSyncWakeUp(); err != nil {
 		sync = "off (" + err.Error() + ")"

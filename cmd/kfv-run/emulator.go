@@ -119,7 +119,7 @@ func emulatorSupervisorMain() int {
 		if mode != supervisor.Enforce && mode != supervisor.Audit {
 			return nil, nil, fmt.Errorf("%s: mode %q: want enforce or audit", st.Config, st.Mode)
 		}
-		p, dec, err := buildPolicy(st.Profile, req.Argv[1:], req.Env, req.Cwd)
+		p, dec, err := buildPolicy(st.Profile, true, req.Argv[1:], req.Env, req.Cwd)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", st.Config, err)
 		}

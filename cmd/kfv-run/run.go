@@ -40,15 +40,20 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("current directory: %v", err), 125)
 	}
-	// What kfv adds to QEMU's command line: thread names (for
-	// attribution) and a private monitor (for reactions).
-	monDir, monSock, err := supervisor.PrivateMonitor()
-	if err != nil {
-		return cli.Exit(err.Error(), 125)
+	qemuArgs, monSock := args[1:], ""
+	isQEMU := supervisor.IsQEMU(args[0])
+	if isQEMU {
+		// What kfv adds to QEMU's command line: thread names (for
+		// attribution) and a private monitor (for reactions).
+		monDir, sock, err := supervisor.PrivateMonitor()
+		if err != nil {
+			return cli.Exit(err.Error(), 125)
+		}
+		defer os.RemoveAll(monDir)
+		monSock = sock
+		qemuArgs = supervisor.WithDebugThreads(supervisor.WithMonitor(qemuArgs, monSock))
 	}
-	defer os.RemoveAll(monDir)
-	qemuArgs := supervisor.WithDebugThreads(supervisor.WithMonitor(args[1:], monSock))
-	p, dec, err := buildPolicy(c.String("profile"), qemuArgs, os.Environ(), cwd)
+	p, dec, err := buildPolicy(c.String("profile"), isQEMU, qemuArgs, os.Environ(), cwd)
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
 	}
@@ -107,16 +112,22 @@ func runAction(c *cli.Context) error {
 
 // buildPolicy resolves a profile for one QEMU command line and
 // environment (supervisor.PrepareProfile) and the engine that applies it.
-func buildPolicy(profile string, qemuArgs, qemuEnv []string, cwd string) (*profiles.Profile, orch.Decider, error) {
+func buildPolicy(profile string, isQEMU bool, qemuArgs, qemuEnv []string, cwd string) (*profiles.Profile, orch.Decider, error) {
 	p, err := profiles.Resolve(profile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("profile %s:\n%w", profile, err)
 	}
-	p, warnings, err := supervisor.PrepareProfile(p, qemuArgs, qemuEnv, cwd, resources.HostFS())
-	if err != nil {
-		return nil, nil, err
+	if isQEMU {
+		var warnings []string
+		p, warnings, err = supervisor.PrepareProfile(p, qemuArgs, qemuEnv, cwd, resources.HostFS())
+		if err != nil {
+			return nil, nil, err
+		}
+		p.Warnings = append(p.Warnings, warnings...)
+	} else {
+		p = supervisor.PrepareProgram(p, qemuEnv)
+		p.Warnings = append(p.Warnings, "the program is not a QEMU system emulator: kfv adds nothing to its command line and derives no resources from it")
 	}
-	p.Warnings = append(p.Warnings, warnings...)
 	dec, err := orch.NewEngine(p, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("profile %s: %w", p.Source, err)
