@@ -33,8 +33,8 @@ type Notif struct {
 // Listener owns a seccomp user-notification fd. One goroutine should call
 // Receive; Respond, IDValid and AddFD may be called from any goroutine.
 type Listener struct {
-	f    *os.File
-	fd   int
+	f      *os.File
+	fd     int
 	stop   *os.File // read end of the stop pipe, polled with the listener
 	stopFD int32    // its number (File.Fd costs an fcntl on every call)
 	wake   *os.File // write end; Close writes to it
