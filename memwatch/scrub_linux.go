@@ -220,7 +220,15 @@ func (w *Watcher) reprotectLocked(fz *frozen, rep *ScrubReport) error {
 				return err
 			}
 		}
-		if _, err := fz.inject(t, insn, unix.SYS_MPROTECT, f.Start, f.End-f.Start, prot); err != nil {
+		var done func()
+		if w.cfg.Injecting != nil {
+			done = w.cfg.Injecting(t.tid, unix.SYS_MPROTECT, [3]uint64{f.Start, f.End - f.Start, prot})
+		}
+		_, err := fz.inject(t, insn, unix.SYS_MPROTECT, f.Start, f.End-f.Start, prot)
+		if done != nil {
+			done()
+		}
+		if err != nil {
 			return fmt.Errorf("mprotect %#x-%#x in QEMU: %w", f.Start, f.End, err)
 		}
 		rep.Reprotected = append(rep.Reprotected, f)

@@ -148,10 +148,10 @@ func TestLadderBuiltin(t *testing.T) {
 			t.Errorf("one behaviour finding on L2 orders nothing: %q", kinds(rs))
 		}
 	})
-	t.Run("memwatch: tampered code kills; high L1 takes the vNICs down", func(t *testing.T) {
+	t.Run("memwatch: tampered code is scrubbed and the vNICs go down, once", func(t *testing.T) {
 		l := newLadder(t, "kvm")
 		rs := l.v.Observe(Finding{Time: t0, Layer: L1, HRSC: HRSCMemory, Detector: DetMemwatch, Severity: SevCritical, Detail: "text modified"})
-		if kinds(rs) != "code-tampered:kill hardware-finding-cuts-network:link_down:all-nics" {
+		if kinds(rs) != "code-tampered:scrub code-tampered:link_down:all-nics" {
 			t.Errorf("reactions %q", kinds(rs))
 		}
 	})

@@ -72,6 +72,9 @@ type plane struct {
 	ckptMu sync.Mutex
 	ckpt   string // path of the latest clean checkpoint, "" if none
 
+	memMu sync.Mutex
+	mem   *memwatch.Watcher // nil until the baseline is taken
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -138,6 +141,7 @@ func (p *plane) run() {
 				case it := <-p.in:
 					p.handle(it)
 				default:
+					p.stopMemwatch()
 					p.closeMonitor()
 					return
 				}
@@ -246,6 +250,7 @@ func (p *plane) connect() {
 		ts.SetText(ranges)
 		p.s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("origin detector armed: %d executable file mappings of QEMU and its libraries", len(ranges))})
 	}
+	p.startMemwatch(ctx, c)
 }
 
 func (p *plane) monitor() (*qmp.Client, error) {
@@ -348,7 +353,7 @@ func (p *plane) do(r orch.Reaction) error {
 	case orch.ReactRestart, orch.ReactRestartCheckpoint:
 		return p.s.requestRestart(r.Kind == orch.ReactRestartCheckpoint, p.latestCheckpoint())
 	case orch.ReactScrub:
-		return errors.New("memory scrub is not wired to this supervisor yet")
+		return p.scrub()
 	}
 	return fmt.Errorf("reaction %v is not carried out by the supervisor", r.Kind)
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kfv/event"
+	"kfv/memwatch"
 	"kfv/orch"
 	"kfv/profiles"
 	"kfv/seccompnotify"
@@ -53,6 +54,9 @@ type Config struct {
 	// CheckpointEvery is how often a clean checkpoint of the VM is taken
 	// for the restart_checkpoint reaction; 0 takes none.
 	CheckpointEvery time.Duration
+	// Memwatch configures the watch over QEMU's memory (taken once the
+	// private monitor answers); nil watches nothing.
+	Memwatch *memwatch.Config
 	// MaxRestarts bounds the restarts the VO may order (backoff 1 s, 2 s,
 	// 4 s... up to 30 s between them); 0 allows none.
 	MaxRestarts int
@@ -232,6 +236,8 @@ type session struct {
 	restart restartState
 	// restoreFrom is a checkpoint this launch restores (-incoming defer).
 	restoreFrom string
+	// injected are the syscalls a memwatch scrub is making QEMU issue.
+	injected injected
 
 	qemuPath string
 	pid      int
@@ -283,9 +289,14 @@ func (s *session) start(path string) error {
 		started <- nil
 		var ws unix.WaitStatus
 		for {
+			// Only this pid: a wait for any child would take the ptrace
+			// stops of QEMU's threads while memwatch scrubs.
 			_, err := unix.Wait4(pid, &ws, 0, nil)
 			if errors.Is(err, unix.EINTR) {
 				continue
+			}
+			if err == nil && (ws.Stopped() || ws.Continued()) {
+				continue // a scrub freezing QEMU, not its end
 			}
 			if err != nil {
 				ws = unix.WaitStatus(exitLaunch << 8)

@@ -11,6 +11,7 @@ import (
 
 	"kfv/config"
 	"kfv/event"
+	"kfv/memwatch"
 	"kfv/supervisor"
 )
 
@@ -128,7 +129,10 @@ func emulatorSupervisorMain() int {
 			return nil, nil, fmt.Errorf("event stream (events in %s): %w; the directory must exist and be writable by the user QEMU runs as (uid %d): see docs/libvirt.md", st.Config, err, os.Getuid())
 		}
 		ev := event.NewWriter(f)
-		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Profile: p, Decider: dec, Mode: mode, VM: st.VM, Events: ev, Monitor: st.Monitor}
+		// Under libvirt QEMU is not kfv's child and runs as another user:
+		// memwatch's scrub needs ptrace over it, which the supervisor
+		// (forked by QEMU's process) has.
+		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Profile: p, Decider: dec, Mode: mode, VM: st.VM, Events: ev, Monitor: st.Monitor, Memwatch: &memwatch.Config{}}
 		for _, w := range p.Warnings {
 			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "profile " + p.Source + ": " + w})
 		}

@@ -7,10 +7,12 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"kfv/event"
+	"kfv/memwatch"
 	"kfv/orch"
 	"kfv/profiles"
 	"kfv/resources"
@@ -24,6 +26,8 @@ var runFlags = []cli.Flag{
 	&cli.StringFlag{Name: "vm", Value: "", Usage: "VM `NAME` in events (default: QEMU's -name, else \"qemu\")"},
 	&cli.DurationFlag{Name: "checkpoint-every", Usage: "keep a clean checkpoint of the VM, taken every `DURATION`, for the restart_checkpoint reaction (each one pauses the guest briefly; default: none)"},
 	&cli.IntFlag{Name: "max-restarts", Value: 3, Usage: "at most `N` restarts ordered by the orchestrator, with backoff"},
+	&cli.BoolFlag{Name: "memwatch", Value: true, Usage: "watch QEMU's code and read-only data for tampering (memwatch); --memwatch=false turns it off"},
+	&cli.DurationFlag{Name: "memwatch-period", Value: memwatch.DefaultPeriod, Usage: "memwatch scan `PERIOD`: a tamper is found within about one period (cost: about 1.4% of a core at 80ms)"},
 }
 
 // runAction supervises QEMU: kfv-run [flags] -- QEMU [ARGS...].
@@ -84,6 +88,7 @@ func runAction(c *cli.Context) error {
 		Warn:            warn,
 		Monitor:         monSock,
 		CheckpointEvery: c.Duration("checkpoint-every"),
+		Memwatch:        memwatchConfig(isQEMU && c.Bool("memwatch"), c.Duration("memwatch-period")),
 		MaxRestarts:     c.Int("max-restarts"),
 	})
 	evErr := ev.Close()
@@ -168,4 +173,12 @@ func vmName(args []string) string {
 		}
 	}
 	return "qemu"
+}
+
+// memwatchConfig is the watch over QEMU's memory, or nil for none.
+func memwatchConfig(on bool, period time.Duration) *memwatch.Config {
+	if !on {
+		return nil
+	}
+	return &memwatch.Config{Period: period}
 }

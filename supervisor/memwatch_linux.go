@@ -1,0 +1,179 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"kfv/event"
+	"kfv/memwatch"
+	"kfv/orch"
+	"kfv/qmp"
+	"kfv/seccompnotify"
+)
+
+// memwatch in the supervisor: once QEMU's private monitor answers (its
+// dynamic loader has finished), a watcher takes a baseline of QEMU's code
+// and read-only data, scans it continuously, and sends what it finds to the
+// VO as L1 findings of the memory resource; the scrub reaction repairs
+// QEMU's memory while it keeps serving its guest.
+
+// injected are the syscalls a scrub makes a frozen QEMU thread issue: the
+// loop answers them CONTINUE as kfv's own (their arguments are registers,
+// and the thread runs nothing else while it is frozen).
+type injected struct {
+	mu    sync.Mutex
+	calls map[int]injectedCall // by thread id
+}
+
+type injectedCall struct {
+	nr   int
+	args [3]uint64
+}
+
+func (in *injected) expect(tid, nr int, args [3]uint64) func() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.calls == nil {
+		in.calls = map[int]injectedCall{}
+	}
+	in.calls[tid] = injectedCall{nr, args}
+	return func() {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		delete(in.calls, tid)
+	}
+}
+
+// is reports whether n is a call kfv itself injected.
+func (in *injected) is(n *seccompnotify.Notif) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	c, ok := in.calls[n.PID]
+	return ok && c.nr == n.Nr && c.args == [3]uint64{n.Args[0], n.Args[1], n.Args[2]}
+}
+
+// memSeverity is how much each kind of memwatch finding weighs.
+func memSeverity(k memwatch.Kind) orch.Severity {
+	switch k {
+	case memwatch.KindModified, memwatch.KindExecMapping:
+		return orch.SevCritical // code changed, or foreign code can run
+	case memwatch.KindWritable, memwatch.KindPerms, memwatch.KindReplaced:
+		return orch.SevHigh // the way to change code was opened
+	}
+	return orch.SevMedium
+}
+
+func memFinding(f memwatch.Finding) orch.Finding {
+	detail := fmt.Sprintf("%s %#x-%#x %s %s", f.Kind, f.Start, f.End, f.Mapping.Perms, f.Mapping.Path)
+	if f.Differing > 0 {
+		detail += fmt.Sprintf(" (%d bytes differ in %s)", f.Differing, f.Class)
+	}
+	if f.Detail != "" {
+		detail += ": " + f.Detail
+	}
+	t := f.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return orch.Finding{Time: t, Layer: orch.L1, HRSC: orch.HRSCMemory, Detector: orch.DetMemwatch, Severity: memSeverity(f.Kind), Rule: "memwatch:" + string(f.Kind), Detail: detail}
+}
+
+// startMemwatch takes the baseline and starts the scans. Called by the
+// plane once the monitor answers.
+func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
+	cfg := p.s.cfg.Memwatch
+	if cfg == nil {
+		return
+	}
+	mc := *cfg
+	mc.Injecting = p.s.injected.expect
+	if mc.Accel == "" {
+		mc.Accel = "tcg"
+		if raw, err := c.Execute(ctx, "query-kvm", nil); err == nil {
+			var k struct{ Enabled bool }
+			if json.Unmarshal(raw, &k) == nil && k.Enabled {
+				mc.Accel = "kvm"
+			}
+		}
+	}
+	w, err := memwatch.New(p.s.pid, mc)
+	if err != nil {
+		p.s.emitErr(fmt.Errorf("memwatch: %w", err))
+		return
+	}
+	cov, found, err := w.Baseline()
+	if err != nil {
+		w.Close()
+		p.s.emitErr(fmt.Errorf("memwatch baseline: %w", err))
+		return
+	}
+	p.memMu.Lock()
+	p.mem = w
+	p.memMu.Unlock()
+	p.s.emit(&event.Event{Kind: event.KindLifecycle, Source: "memwatch", Detail: fmt.Sprintf(
+		"memwatch baseline (%s): %d files, %d mappings, %d bytes (text %d, rodata %d, RELRO %d; %d compared with the files on disk, %d hashed as found), tracking %s, scan every %v",
+		mc.Accel, cov.Files, cov.Mappings, cov.Bytes, cov.TextBytes, cov.RodataBytes, cov.RELROBytes, cov.ComparedBytes, cov.HashedBytes, cov.Tracking, mc.Period)})
+	for _, f := range found {
+		p.observeFromBeside(memFinding(f))
+	}
+	go func() {
+		err := w.Run(ctx, func(f memwatch.Finding) { p.observeFromBeside(memFinding(f)) })
+		if err != nil && !errors.Is(err, memwatch.ErrExited) && ctx.Err() == nil {
+			p.s.emitErr(fmt.Errorf("memwatch: %w", err))
+		}
+	}()
+}
+
+// observeFromBeside queues a finding from a goroutine other than the loop
+// (memwatch): it may wait a little for room, never forever.
+func (p *plane) observeFromBeside(f orch.Finding) {
+	select {
+	case p.in <- planeItem{findings: []orch.Finding{f}}:
+	case <-time.After(time.Second):
+		p.s.emitErr(fmt.Errorf("the vertical orchestrator is behind: memwatch finding not correlated: %s", f.Detail))
+	case <-p.stop:
+	}
+}
+
+// scrub carries out the scrub reaction.
+func (p *plane) scrub() error {
+	p.memMu.Lock()
+	w := p.mem
+	p.memMu.Unlock()
+	if w == nil {
+		return errors.New("memwatch is not running for this VM")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), reactionTimeout)
+	defer cancel()
+	rep, err := w.Scrub(ctx)
+	detail := fmt.Sprintf("scrub: %d threads frozen for %v, %d pages (%d bytes) restored, %d mappings reprotected, verified %v",
+		rep.Threads, rep.Frozen.Round(time.Microsecond), rep.PagesRestored, rep.BytesRestored, len(rep.Reprotected), rep.Verified)
+	for _, f := range rep.Unrepaired {
+		detail += fmt.Sprintf("; not repaired: %s %#x-%#x %s", f.Kind, f.Start, f.End, f.Mapping.Path)
+	}
+	p.s.emit(&event.Event{Kind: event.KindLifecycle, Source: "memwatch", Detail: detail})
+	if err != nil {
+		return err
+	}
+	if !rep.Verified || len(rep.Unrepaired) > 0 {
+		return errors.New("scrub could not restore QEMU's memory: " + detail)
+	}
+	return nil
+}
+
+func (p *plane) stopMemwatch() {
+	p.memMu.Lock()
+	defer p.memMu.Unlock()
+	if p.mem != nil {
+		if err := p.mem.Close(); err != nil {
+			p.s.emitErr(fmt.Errorf("memwatch close: %w", err))
+		}
+		p.mem = nil
+	}
+}
