@@ -33,8 +33,8 @@ type OpenRequest struct {
 // Target is what an open would reach, found with O_PATH: nothing is read,
 // written, created or truncated.
 type Target struct {
-	obj  *os.File // the existing object (O_PATH), or nil
-	dir  *os.File // the parent directory (O_PATH) when the object is to be created
+	obj  FD // the existing object (O_PATH), or -1
+	dir  FD // the parent directory (O_PATH) when the object is to be created, or -1
 	name string   // the final component to create in dir
 	// Path is the canonical path of the object (or of the one that would be
 	// created), with QEMU's own /proc/PID and /proc/PID/task/TID shown as
@@ -48,12 +48,13 @@ type Target struct {
 
 // Close releases the target's fds.
 func (t *Target) Close() {
-	if t.obj != nil {
+	if t.obj >= 0 {
 		t.obj.Close()
 	}
-	if t.dir != nil {
+	if t.dir >= 0 {
 		t.dir.Close()
 	}
+	t.obj, t.dir = -1, -1
 }
 
 // ResolveOpen finds the object an open would reach, resolving the path as
@@ -86,11 +87,10 @@ func ResolveOpen(r *OpenRequest) (*Target, error) {
 	if r.Flags&unix.O_DIRECTORY != 0 {
 		how.Flags |= unix.O_DIRECTORY
 	}
-	fd, err := openat2(int(base.Fd()), p, &how)
+	fd, err := openat2(int(base), p, &how)
 	switch {
 	case err == nil:
-		obj := os.NewFile(uintptr(fd), "target")
-		t := &Target{obj: obj, Exists: true}
+		t := &Target{obj: FD(fd), dir: -1, Exists: true}
 		if err := t.describe(r); err != nil {
 			t.Close()
 			return nil, err
@@ -104,7 +104,7 @@ func ResolveOpen(r *OpenRequest) (*Target, error) {
 
 // baseDir returns the directory a path starts from: the caller's root for
 // absolute paths, else its dirfd or working directory.
-func baseDir(r *OpenRequest, p string) (*os.File, error) {
+func baseDir(r *OpenRequest, p string) (FD, error) {
 	tid := strconv.Itoa(r.TID)
 	switch {
 	case strings.HasPrefix(p, "/"):
@@ -112,39 +112,35 @@ func baseDir(r *OpenRequest, p string) (*os.File, error) {
 	case r.DirFD == unix.AT_FDCWD:
 		return openPath("/proc/" + tid + "/cwd")
 	}
-	fd, err := unix.PidfdGetfd(int(r.Pidfd.Fd()), r.DirFD, 0)
+	f, err := TakeFD(r.Pidfd, r.DirFD)
 	if err != nil {
-		if errors.Is(err, unix.EBADF) {
-			return nil, unix.EBADF // the caller's dirfd is not open
-		}
-		return nil, os.NewSyscallError("pidfd_getfd", err)
+		return -1, err // EBADF: the caller's dirfd is not open
 	}
-	f := os.NewFile(uintptr(fd), "dirfd")
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := unix.Fstat(int(f), &st); err != nil {
 		f.Close()
-		return nil, os.NewSyscallError("fstat", err)
+		return -1, os.NewSyscallError("fstat", err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		f.Close()
-		return nil, unix.ENOTDIR
+		return -1, unix.ENOTDIR
 	}
 	return f, nil
 }
 
 // openPath opens one of the caller's /proc magic links (cwd, root) as an
 // O_PATH directory fd.
-func openPath(p string) (*os.File, error) {
+func openPath(p string) (FD, error) {
 	fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", p, os.NewSyscallError("open", err))
+		return -1, fmt.Errorf("open %s: %w", p, os.NewSyscallError("open", err))
 	}
-	return os.NewFile(uintptr(fd), p), nil
+	return FD(fd), nil
 }
 
 // resolveParent handles O_CREAT of a missing object: the parent must
 // exist; the object will be created in it.
-func resolveParent(r *OpenRequest, base *os.File, p string, resolve uint64) (*Target, error) {
+func resolveParent(r *OpenRequest, base FD, p string, resolve uint64) (*Target, error) {
 	if strings.HasSuffix(p, "/") {
 		return nil, unix.EISDIR
 	}
@@ -156,11 +152,11 @@ func resolveParent(r *OpenRequest, base *os.File, p string, resolve uint64) (*Ta
 		dir = "."
 	}
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolve}
-	fd, err := openat2(int(base.Fd()), dir, &how)
+	fd, err := openat2(int(base), dir, &how)
 	if err != nil {
 		return nil, err
 	}
-	t := &Target{dir: os.NewFile(uintptr(fd), "parent"), name: name}
+	t := &Target{obj: -1, dir: FD(fd), name: name}
 	real, err := fdPath(fd)
 	if err != nil {
 		t.Close()
@@ -172,11 +168,11 @@ func resolveParent(r *OpenRequest, base *os.File, p string, resolve uint64) (*Ta
 
 func (t *Target) describe(r *OpenRequest) error {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(t.obj.Fd()), &st); err != nil {
+	if err := unix.Fstat(int(t.obj), &st); err != nil {
 		return os.NewSyscallError("fstat", err)
 	}
 	t.Dev, t.Ino, t.Type = st.Dev, st.Ino, st.Mode&unix.S_IFMT
-	real, err := fdPath(int(t.obj.Fd()))
+	real, err := fdPath(int(t.obj))
 	if err != nil {
 		return err
 	}
@@ -237,36 +233,35 @@ func (t *Target) MayBlock(flags int) bool {
 // created in the resolved directory. The umask applied to a created file
 // is the calling thread's, so callers run this on a thread whose umask is
 // the caller's (see EmulationThread).
-func (t *Target) Open(r *OpenRequest) (*os.File, error) {
+func (t *Target) Open(r *OpenRequest) (FD, error) {
 	flags := r.Flags | unix.O_CLOEXEC
 	if t.Exists {
 		if r.Flags&(unix.O_CREAT|unix.O_EXCL) == unix.O_CREAT|unix.O_EXCL {
-			return nil, unix.EEXIST
+			return -1, unix.EEXIST
 		}
 		if r.Flags&unix.O_PATH != 0 {
-			fd, err := unix.Dup(int(t.obj.Fd()))
+			fd, err := unix.FcntlInt(uintptr(t.obj), unix.F_DUPFD_CLOEXEC, 0)
 			if err != nil {
-				return nil, os.NewSyscallError("dup", err)
+				return -1, os.NewSyscallError("dup", err)
 			}
-			unix.CloseOnExec(fd)
-			return os.NewFile(uintptr(fd), t.Path), nil
+			return FD(fd), nil
 		}
 		// O_NOFOLLOW was honoured while resolving; O_CREAT and O_EXCL
 		// cannot apply to an existing object.
 		flags &^= unix.O_NOFOLLOW | unix.O_CREAT | unix.O_EXCL
-		fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(t.obj.Fd())), flags, 0)
+		fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(t.obj)), flags, 0)
 		if err != nil {
-			return nil, err
+			return -1, err
 		}
-		return os.NewFile(uintptr(fd), t.Path), nil
+		return FD(fd), nil
 	}
 	// Created in the directory that was checked; O_NOFOLLOW so that a
 	// symlink planted there meanwhile is not followed out of it.
-	fd, err := unix.Openat(int(t.dir.Fd()), t.name, flags|unix.O_NOFOLLOW, r.Mode)
+	fd, err := unix.Openat(int(t.dir), t.name, flags|unix.O_NOFOLLOW, r.Mode)
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
-	return os.NewFile(uintptr(fd), t.Path), nil
+	return FD(fd), nil
 }
 
 func openat2(dirfd int, p string, how *unix.OpenHow) (int, error) {

@@ -182,8 +182,8 @@ func (l *Listener) send(r *respRaw) error {
 // AddFD installs src into the caller's fd table and, with send, answers the
 // notification with the new fd number atomically
 // (SECCOMP_ADDFD_FLAG_SEND). flags are the new fd's flags (O_CLOEXEC).
-func (l *Listener) AddFD(id uint64, src *os.File, newFDFlags uint32, send bool) (int, error) {
-	a := addfdRaw{ID: id, SrcFD: uint32(src.Fd()), NewFDFlags: newFDFlags}
+func (l *Listener) AddFD(id uint64, src FD, newFDFlags uint32, send bool) (int, error) {
+	a := addfdRaw{ID: id, SrcFD: uint32(src), NewFDFlags: newFDFlags}
 	if send {
 		a.Flags |= unix.SECCOMP_ADDFD_FLAG_SEND
 	}

@@ -13,23 +13,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// FD is an fd the supervisor holds for an emulated call. It is a raw
+// number on purpose: an *os.File of a non-blocking socket would be
+// registered with Go's poller, and File.Fd would switch the shared file
+// description to blocking mode behind QEMU's back.
+type FD int
+
+// Close closes the fd.
+func (f FD) Close() error { return unix.Close(int(f)) }
+
 // TakeFD copies the caller's fd into the supervisor (pidfd_getfd): the same
 // open file description, so calls made on the copy act on the caller's
 // socket or file. The copy is close-on-exec.
-func TakeFD(pidfd *os.File, fd int) (*os.File, error) {
+func TakeFD(pidfd *os.File, fd int) (FD, error) {
 	nfd, err := unix.PidfdGetfd(int(pidfd.Fd()), fd, 0)
 	if err != nil {
 		if err == unix.EBADF {
-			return nil, unix.EBADF
+			return -1, unix.EBADF
 		}
-		return nil, os.NewSyscallError("pidfd_getfd", err)
+		return -1, os.NewSyscallError("pidfd_getfd", err)
 	}
-	return os.NewFile(uintptr(nfd), "fd-"+strconv.Itoa(fd)), nil
+	return FD(nfd), nil
 }
 
 // Nonblocking reports whether the open file description is O_NONBLOCK.
-func Nonblocking(f *os.File) (bool, error) {
-	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+func Nonblocking(f FD) (bool, error) {
+	fl, err := unix.FcntlInt(uintptr(f), unix.F_GETFL, 0)
 	if err != nil {
 		return false, os.NewSyscallError("fcntl(F_GETFL)", err)
 	}
@@ -38,27 +47,27 @@ func Nonblocking(f *os.File) (bool, error) {
 
 // Connect calls connect(2) on f with the socket address bytes exactly as
 // read from the caller, and returns the kernel's errno (0 on success).
-func Connect(f *os.File, raw []byte) unix.Errno {
+func Connect(f FD, raw []byte) unix.Errno {
 	return sockaddrCall(unix.SYS_CONNECT, f, raw)
 }
 
 // Bind calls bind(2) on f with the caller's address bytes.
-func Bind(f *os.File, raw []byte) unix.Errno {
+func Bind(f FD, raw []byte) unix.Errno {
 	return sockaddrCall(unix.SYS_BIND, f, raw)
 }
 
-func sockaddrCall(nr uintptr, f *os.File, raw []byte) unix.Errno {
+func sockaddrCall(nr uintptr, f FD, raw []byte) unix.Errno {
 	if len(raw) == 0 {
 		return unix.EINVAL
 	}
-	_, _, e := unix.Syscall(nr, f.Fd(), uintptr(unsafe.Pointer(&raw[0])), uintptr(len(raw)))
+	_, _, e := unix.Syscall(nr, uintptr(f), uintptr(unsafe.Pointer(&raw[0])), uintptr(len(raw)))
 	runtime.KeepAlive(raw)
 	return e
 }
 
 // SendTo calls sendto(2) on f with data copied from the caller and the
 // caller's address bytes; it returns the byte count or the errno.
-func SendTo(f *os.File, data []byte, flags int, raw []byte) (int, unix.Errno) {
+func SendTo(f FD, data []byte, flags int, raw []byte) (int, unix.Errno) {
 	var p, a unsafe.Pointer
 	if len(data) > 0 {
 		p = unsafe.Pointer(&data[0])
@@ -66,15 +75,15 @@ func SendTo(f *os.File, data []byte, flags int, raw []byte) (int, unix.Errno) {
 	if len(raw) > 0 {
 		a = unsafe.Pointer(&raw[0])
 	}
-	n, _, e := unix.Syscall6(unix.SYS_SENDTO, f.Fd(), uintptr(p), uintptr(len(data)), uintptr(flags), uintptr(a), uintptr(len(raw)))
+	n, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(f), uintptr(p), uintptr(len(data)), uintptr(flags), uintptr(a), uintptr(len(raw)))
 	runtime.KeepAlive(data)
 	runtime.KeepAlive(raw)
 	return int(n), e
 }
 
 // SocketType returns SO_TYPE of a socket (SOCK_STREAM, SOCK_DGRAM...).
-func SocketType(f *os.File) (int, error) {
-	t, err := unix.GetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_TYPE)
+func SocketType(f FD) (int, error) {
+	t, err := unix.GetsockoptInt(int(f), unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil {
 		return 0, os.NewSyscallError("getsockopt(SO_TYPE)", err)
 	}

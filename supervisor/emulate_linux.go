@@ -138,6 +138,9 @@ func (s *session) emulateOpen(n *seccompnotify.Notif, req *orch.Request, decodeE
 		async = true
 		r := *req
 		nc := *n
+		// Opening an existing object creates nothing: no umask or cwd is
+		// involved, so a plain goroutine does (cheaper than a worker
+		// thread with fs attributes of its own).
 		go s.finishOpen(&nc, &r, d, t, or, detail, true)
 		return
 	}
@@ -150,16 +153,6 @@ func (s *session) emulateOpen(n *seccompnotify.Notif, req *orch.Request, decodeE
 func (s *session) finishOpen(n *seccompnotify.Notif, req *orch.Request, d orch.Decision, t *seccompnotify.Target, or *seccompnotify.OpenRequest, detail string, async bool) {
 	if async {
 		defer t.Close()
-		// QEMU's umask now (the loop thread keeps the one QEMU started
-		// with; QEMU 7.2 never changes it, but a fresh read is cheap here).
-		umask, err := seccompnotify.ProcessUmask(req.PID)
-		if err == nil {
-			err = seccompnotify.PrepareEmulationThread(umask)
-		}
-		if err != nil {
-			s.answer(n, req, denyDecision(d, "kfv:emulation", err.Error()), detail, true)
-			return
-		}
 	}
 	f, err := t.Open(or)
 	if err != nil {
@@ -235,18 +228,13 @@ func (s *session) emulateSockaddr(n *seccompnotify.Notif, req *orch.Request, dec
 		// of the notification and request, which the loop reuses.
 		nc, rc := *n, *req
 		n, req = &nc, &rc
-		go func() {
-			umask, err := seccompnotify.ProcessUmask(req.PID)
-			if err == nil {
-				err = seccompnotify.PrepareEmulationThread(umask)
-			}
-			if err != nil {
-				sock.Close()
-				s.answer(n, req, denyDecision(d, "kfv:emulation", err.Error()), "", true)
-				return
-			}
-			run()
-		}()
+		if relUnix {
+			// The worker moves to QEMU's cwd: it needs fs attributes of
+			// its own.
+			s.workers.run(run)
+		} else {
+			go run()
+		}
 		return
 	}
 	if req.Syscall == "bind" && req.Sock != nil && req.Sock.Family == unix.AF_UNIX {
@@ -328,7 +316,7 @@ func (s *session) checkSendMsg(n *seccompnotify.Notif, req *orch.Request, decode
 		return
 	}
 	typ, terr := seccompnotify.SocketType(sock)
-	_, perr := unix.Getpeername(int(sock.Fd()))
+	_, perr := unix.Getpeername(int(sock))
 	sock.Close()
 	if terr != nil || typ != unix.SOCK_STREAM || perr != nil {
 		why := "only connected stream sockets may send with sendmsg: a datagram's address can be rewritten after the check"

@@ -215,6 +215,12 @@ func newSession(cfg *Config) (*session, *LaunchError) {
 		cfg.warn("profile " + cfg.Profile.Source + ": " + w)
 	}
 	s := &session{cfg: cfg, args: cfg.Args, filter: filter, dec: &seccompnotify.Decoder{Names: filter.Names}}
+	s.workers = newWorkers(func() int {
+		// The umask a worker starts with; each call sets QEMU's own.
+		old := unix.Umask(0o022)
+		unix.Umask(old)
+		return old
+	})
 	p, err := newPlane(s)
 	if err != nil {
 		return nil, launchErr(exitLaunch, "profile %s: %w", cfg.Profile.Source, err)
@@ -238,6 +244,8 @@ type session struct {
 	restoreFrom string
 	// injected are the syscalls a memwatch scrub is making QEMU issue.
 	injected injected
+	// workers run emulated calls that may block, beside the loop.
+	workers *workers
 
 	qemuPath string
 	pid      int
