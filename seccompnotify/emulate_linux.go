@@ -33,9 +33,9 @@ type OpenRequest struct {
 // Target is what an open would reach, found with O_PATH: nothing is read,
 // written, created or truncated.
 type Target struct {
-	obj  FD // the existing object (O_PATH), or -1
-	dir  FD // the parent directory (O_PATH) when the object is to be created, or -1
-	name string   // the final component to create in dir
+	obj  FD     // the existing object (O_PATH), or -1
+	dir  FD     // the parent directory (O_PATH) when the object is to be created, or -1
+	name string // the final component to create in dir
 	// Path is the canonical path of the object (or of the one that would be
 	// created), with QEMU's own /proc/PID and /proc/PID/task/TID shown as
 	// /proc/self and /proc/thread-self.
