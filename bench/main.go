@@ -45,22 +45,25 @@ import (
 
 // config is what every section needs.
 type config struct {
-	kfvRun  string // kfv-run binary
-	guests  string // guest cache directory
-	work    string // scratch directory, removed at the end
-	rounds  int    // measured rounds, after one warm-up
-	floor   string // C floor supervisor binary
-	target  string // C target binary
-	allow   string // bench profile: getppid inspected and allowed
-	deny    string // bench profile: getppid inspected and denied
-	linux   *guest.Linux
-	accel   string // the Linux guest's accelerator
-	rawPath string // raw-code hello guest
-	diskMiB int
-	netMiB  int
-	idleSec int
-	calls   int // getppid calls per round-trip run
-	verbose bool
+	kfvRun string // kfv-run binary
+	guests string // guest cache directory
+	work   string // scratch directory, removed at the end
+	rounds int    // measured rounds, after one warm-up
+	floor  string // C floor supervisor binary
+	target string // C target binary
+	allow  string // bench profile: getppid inspected and allowed
+	deny   string // bench profile: getppid inspected and denied
+	// openProf and connectProf inspect and allow opens and connects,
+	// which kfv then emulates.
+	openProf, connectProf string
+	linux                 *guest.Linux
+	accel                 string // the Linux guest's accelerator
+	rawPath               string // raw-code hello guest
+	diskMiB               int
+	netMiB                int
+	idleSec               int
+	calls                 int // getppid calls per round-trip run
+	verbose               bool
 }
 
 func main() {

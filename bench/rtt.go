@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -37,21 +38,28 @@ const noFilter = "no filter"
 
 // rttRow is one line of the round-trip table.
 type rttRow struct {
-	Supervisor string  `json:"supervisor"` // "C floor", "kfv allow", "kfv deny", "kfv emulated open"
-	Placement  string  `json:"placement"`
-	Wake       string  `json:"wake"` // "sync" or "default"
-	NotYet     string  `json:"not_yet,omitempty"`
-	Mean       *series `json:"mean_us"` // mean µs per call in each run
-	P99        *series `json:"p99_us"`  // the run's 99th percentile
+	Supervisor string `json:"supervisor"` // "C floor", "kfv allow", "kfv deny", "kfv emulated open"
+	Placement  string `json:"placement"`
+	Wake       string `json:"wake"` // "sync" or "default"
+	NotYet     string `json:"not_yet,omitempty"`
+	// Op is the timed call: "" (getppid), "open" or "connect".
+	Op string `json:"op,omitempty"`
+	// RatioNative is an emulated call's median over the same call made
+	// without any filter.
+	RatioNative float64 `json:"ratio_to_native,omitempty"`
+	Mean        *series `json:"mean_us"` // mean µs per call in each run
+	P99         *series `json:"p99_us"`  // the run's 99th percentile
 	// Ratio is kfv's median over the floor's with the same placement
 	// and wake mode; RatioDefault over the floor without sync wake-up.
 	Ratio        float64 `json:"ratio_to_floor,omitempty"`
 	RatioDefault float64 `json:"ratio_to_floor_default_wake,omitempty"`
 
-	deny bool
+	deny    bool
+	arg     string // the open's path or the connect's address
+	profile string // kfv profile for emulated rows
 }
 
-func (r *rttRow) kfv() bool { return strings.HasPrefix(r.Supervisor, "kfv") }
+func (r *rttRow) kfv() bool { return strings.HasPrefix(r.Supervisor, "kfv") && r.Op == "" }
 
 // roundTrip measures the notification round trip: the C floor against
 // kfv's allow and deny paths, interleaved.
@@ -112,12 +120,123 @@ func (c *config) roundTrip() ([]*rttRow, error) {
 			}
 		}
 	}
-	rows = append(rows, &rttRow{Supervisor: "kfv emulated open", Placement: "-", Wake: "-", NotYet: "not yet: emulated opens come with their own issue", Mean: newSeries("µs"), P99: newSeries("µs")})
-	for _, r := range rows[len(rows)-1:] {
+	em, err := c.emulated()
+	if err != nil {
+		return nil, err
+	}
+	return append(rows, em...), nil
+}
+
+// emulated measures emulated calls next to the same calls without a
+// filter: an open of a file (kfv resolves it for the caller, decides on the
+// object reached, opens it and installs it with ADDFD) and a non-blocking
+// connect to a local listener (made on a copy of the caller's socket).
+// All on one CPU, as the same-CPU round trip.
+func (c *config) emulated() ([]*rttRow, error) {
+	file := filepath.Join(c.work, "emulated-open")
+	if err := os.WriteFile(file, []byte("kfv\n"), 0o644); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("emulated connect listener: %w", err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+	var rows []*rttRow
+	for _, op := range []struct{ name, arg, profile string }{
+		{"open", file, c.openProf},
+		{"connect", l.Addr().String(), c.connectProf},
+	} {
+		native := &rttRow{Supervisor: noFilter + " (" + op.name + ")", Placement: placeSame, Wake: "-", Op: op.name, arg: op.arg}
+		kfv := &rttRow{Supervisor: "kfv emulated " + op.name, Placement: placeSame, Wake: "sync", Op: op.name, arg: op.arg, profile: op.profile}
+		rows = append(rows, native, kfv)
+	}
+	for _, r := range rows {
+		r.Mean, r.P99 = newSeries("µs"), newSeries("µs")
+	}
+	for round := 0; round <= c.rounds; round++ {
+		for _, r := range rows {
+			mean, p99, err := c.emulatedOnce(r)
+			if round == 0 {
+				continue
+			}
+			if err != nil {
+				r.Mean.fail("round %d: %v", round, err)
+				r.P99.fail("round %d: %v", round, err)
+				logf("  %s round %d: %v", r.Supervisor, round, err)
+				continue
+			}
+			r.Mean.add(mean)
+			r.P99.add(p99)
+		}
+	}
+	for i, r := range rows {
 		r.Mean.finish()
 		r.P99.finish()
+		if i%2 == 1 {
+			r.RatioNative = ratio(r.Mean, rows[i-1].Mean)
+		}
 	}
 	return rows, nil
+}
+
+// emulatedCalls is how many opens or connects one run times.
+const emulatedCalls = 5000
+
+func (c *config) emulatedOnce(r *rttRow) (mean, p99 float64, err error) {
+	target := []string{c.target, r.Op, r.arg, strconv.Itoa(emulatedCalls), strconv.Itoa(supervisedCPU)}
+	argv := target
+	events := ""
+	if r.profile != "" {
+		events = filepath.Join(c.work, "emulated-events.jsonl")
+		defer os.Remove(events)
+		argv = append([]string{"taskset", "-c", strconv.Itoa(supervisedCPU)}, c.kfvCmd(r.profile, "enforce", events, target...)...)
+	}
+	p, err := runProc(argv, runOpts{timeout: time.Minute})
+	if err != nil {
+		return 0, 0, err
+	}
+	if p.status != 0 {
+		return 0, 0, fmt.Errorf("exit status %d: %s", p.status, tail(p.stderr, 300))
+	}
+	var f map[string]float64
+	sc := bufio.NewScanner(bytes.NewReader(p.stdout))
+	for sc.Scan() {
+		if m, ok := kfvbFields(sc.Text(), "rtt"); ok {
+			f = m
+		}
+	}
+	if f == nil {
+		return 0, 0, fmt.Errorf("no result line in %q", tail(p.stdout, 300))
+	}
+	if f["fails"] != 0 {
+		return 0, 0, fmt.Errorf("%v of %v calls failed, last errno %v", f["fails"], emulatedCalls, f["errno"])
+	}
+	if events != "" {
+		evs, err := readEvents(events)
+		if err != nil {
+			return 0, 0, err
+		}
+		n := 0
+		for _, e := range evs {
+			if e.Syscall == map[string]string{"open": "openat", "connect": "connect"}[r.Op] && strings.Contains(e.Detail, "emulated") {
+				n++
+			}
+		}
+		if want := emulatedCalls + warmupCalls; n < want {
+			return 0, 0, fmt.Errorf("%d emulated %s events, want at least %d: the calls were not emulated", n, r.Op, want)
+		}
+	}
+	return f["mean_ns"] / 1000, f["p99_ns"] / 1000, nil
 }
 
 // rttOnce runs the target's rtt mode once under r's supervisor and

@@ -7,6 +7,15 @@
 //       CALLS getppid calls one after the other, each timed; CPU >= 0 pins
 //       the process to that CPU first. Prints
 //       KFVB rtt calls=N mean_ns= p50_ns= p99_ns= fails= errno=
+//   target open PATH CALLS CPU
+//       the same with openat(PATH, O_RDONLY) (each fd closed, untimed):
+//       under kfv an allowed open is emulated (resolve, check, open,
+//       ADDFD).
+//   target connect 127.0.0.1:PORT CALLS CPU
+//       the same with connect on a fresh non-blocking TCP socket, as QEMU
+//       connects (slirp, chardevs): connect, then poll until it completes
+//       (socket made and closed untimed). Under kfv an allowed connect is
+//       emulated on a copy of the socket.
 //   target flood THREADS SECONDS RATE[,RATE...]
 //       For each offered RATE (calls per second over all threads; 0 means
 //       as fast as possible), THREADS threads call getppid on a fixed
@@ -22,7 +31,12 @@
 // A call "fails" when getppid returns -1 (the deny path); errno= is the
 // errno of the last failure.
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
@@ -66,6 +80,56 @@ static void pin(int cpu) {
 	}
 }
 
+enum { OP_GETPPID, OP_OPEN, OP_CONNECT };
+static int op = OP_GETPPID;
+static const char *op_path;
+static struct sockaddr_in op_addr;
+
+// timed runs the measured call: prepared and cleaned up untimed.
+static long timed(uint64_t *ns) {
+	int s = -1;
+	if (op == OP_CONNECT) {
+		s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (s < 0) {
+			perror("target: socket");
+			exit(2);
+		}
+	}
+	uint64_t t0 = now_ns();
+	long r;
+	switch (op) {
+	case OP_OPEN:
+		r = openat(AT_FDCWD, op_path, O_RDONLY | O_CLOEXEC);
+		break;
+	case OP_CONNECT:
+		r = connect(s, (struct sockaddr *)&op_addr, sizeof op_addr);
+		if (r != 0 && errno == EINPROGRESS) {
+			struct pollfd pfd = {.fd = s, .events = POLLOUT};
+			int soerr = 0;
+			socklen_t sl = sizeof soerr;
+			r = -1;
+			if (poll(&pfd, 1, 5000) == 1 && getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0) {
+				r = soerr ? -1 : 0;
+				errno = soerr;
+			}
+		}
+		break;
+	default:
+		r = call();
+	}
+	int saved = errno;
+	*ns = now_ns() - t0;
+	if (op == OP_OPEN && r >= 0)
+		close((int)r);
+	if (op == OP_CONNECT) {
+		struct linger lg = {1, 0}; // reset: no TIME_WAIT
+		setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+		close(s);
+	}
+	errno = saved;
+	return r < 0 ? -1 : 0;
+}
+
 static int rtt(long calls, int cpu) {
 	pin(cpu);
 	uint64_t *lat = calloc((size_t)calls, sizeof *lat);
@@ -73,20 +137,19 @@ static int rtt(long calls, int cpu) {
 		perror("target: calloc");
 		return 2;
 	}
+	uint64_t ns;
 	for (int i = 0; i < 2000; i++) // warm caches, the scheduler and the supervisor
-		call();
+		timed(&ns);
 	long fails = 0;
 	int lasterr = 0;
 	uint64_t sum = 0;
 	for (long i = 0; i < calls; i++) {
-		uint64_t t0 = now_ns();
-		long r = call();
-		uint64_t t1 = now_ns();
+		long r = timed(&ns);
 		if (r == -1) {
 			fails++;
 			lasterr = errno;
 		}
-		lat[i] = t1 - t0;
+		lat[i] = ns;
 		sum += lat[i];
 	}
 	qsort(lat, (size_t)calls, sizeof *lat, cmp_u64);
@@ -223,8 +286,31 @@ int main(int argc, char **argv) {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc == 4 && strcmp(argv[1], "rtt") == 0)
 		return rtt(atol(argv[2]), atoi(argv[3]));
+	if (argc == 5 && strcmp(argv[1], "open") == 0) {
+		op = OP_OPEN;
+		op_path = argv[2];
+		return rtt(atol(argv[3]), atoi(argv[4]));
+	}
+	if (argc == 5 && strcmp(argv[1], "connect") == 0) {
+		char host[64];
+		const char *c = strrchr(argv[2], ':');
+		if (!c || (size_t)(c - argv[2]) >= sizeof host) {
+			fprintf(stderr, "target: connect wants HOST:PORT\n");
+			return 2;
+		}
+		memcpy(host, argv[2], (size_t)(c - argv[2]));
+		host[c - argv[2]] = 0;
+		op_addr.sin_family = AF_INET;
+		op_addr.sin_port = htons((uint16_t)atoi(c + 1));
+		if (inet_pton(AF_INET, host, &op_addr.sin_addr) != 1) {
+			fprintf(stderr, "target: bad address %s\n", argv[2]);
+			return 2;
+		}
+		op = OP_CONNECT;
+		return rtt(atol(argv[3]), atoi(argv[4]));
+	}
 	if (argc == 5 && strcmp(argv[1], "flood") == 0)
 		return flood(atoi(argv[2]), atof(argv[3]), argv[4]);
-	fprintf(stderr, "usage: target rtt CALLS CPU | target flood THREADS SECONDS RATE[,RATE...]\n");
+	fprintf(stderr, "usage: target rtt CALLS CPU | target open PATH CALLS CPU | target connect HOST:PORT CALLS CPU | target flood THREADS SECONDS RATE[,RATE...]\n");
 	return 2;
 }
