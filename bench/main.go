@@ -24,6 +24,9 @@
 //     notifications it received.
 //  4. Flood: the C target makes notified calls from several threads at
 //     stepped offered rates, under the floor and under kfv-run.
+//  5. memwatch: scan cost per MiB watched, detection latency of tampers
+//     and the watcher's CPU on an idle VM (memwatch.Measure on a bare
+//     QEMU); kfv-run's own CPU with memwatch on and off is in section 3.
 //
 // Targets are compared in every run and printed when missed; nothing
 // here is a test, and nothing fails on a missed target.
@@ -71,7 +74,7 @@ func main() {
 	rounds := flag.Int("rounds", 5, "measured rounds after the warm-up (at least 5 for a published table)")
 	kfvRun := flag.String("kfv-run", envOr("KFV_RUN", "bin/kfv-run"), "kfv-run `binary` to measure")
 	guests := flag.String("guests", envOr("KFV_GUESTS", ".cache/guests"), "guest cache `dir` (make guests)")
-	only := flag.String("only", "", "run only these sections, comma-separated (rtt,workloads,raw,footprint,flood); the document is still written")
+	only := flag.String("only", "", "run only these sections, comma-separated (rtt,workloads,raw,footprint,flood,memwatch); the document is still written")
 	verbose := flag.Bool("v", false, "print every run")
 	render := flag.String("render", "", "only rewrite BENCHMARKS.md in -out from this BENCHMARKS.json `file`")
 	flag.Parse()
@@ -172,6 +175,12 @@ func run(out string, rounds int, kfvRun, guests, only string, verbose bool) (err
 			return fmt.Errorf("flood: %w", err)
 		}
 	}
+	if sections["memwatch"] {
+		logf("5. memwatch")
+		if r.Memwatch, err = c.memwatchCosts(); err != nil {
+			return fmt.Errorf("memwatch: %w", err)
+		}
+	}
 	r.LoadAfter = loadAvg()
 	r.Duration = time.Since(started).Round(time.Second).String()
 	r.evaluate()
@@ -188,7 +197,7 @@ func run(out string, rounds int, kfvRun, guests, only string, verbose bool) (err
 }
 
 func parseOnly(only string) (map[string]bool, error) {
-	all := []string{"rtt", "workloads", "raw", "footprint", "flood"}
+	all := []string{"rtt", "workloads", "raw", "footprint", "flood", "memwatch"}
 	m := make(map[string]bool)
 	if only == "" {
 		for _, s := range all {

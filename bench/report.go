@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"kfv/memwatch"
 )
 
 // report is everything one run measured; it is written as
@@ -34,6 +36,7 @@ type report struct {
 	Footprint  []*fpRow     `json:"footprint,omitempty"`
 	Denials    []*denialRow `json:"denials,omitempty"`
 	Flood      *floodResult `json:"flood,omitempty"`
+	Memwatch   []*mwRow     `json:"memwatch,omitempty"`
 	Targets    []target     `json:"targets"`
 }
 
@@ -83,6 +86,22 @@ func (r *report) evaluate() {
 			Target: "≤ ×1.25 of the C floor, same wake mode",
 			Value:  fmt.Sprintf("%s (%s µs against %s µs)", fmtRatio(x.Ratio), fmtNum(x.Mean.Median, 2), fmtNum(x.Mean.Median/x.Ratio, 2)),
 			Met:    met(x.Ratio <= 1.25, ok),
+		})
+	}
+	for _, m := range r.Memwatch {
+		if m.Skip != "" {
+			continue
+		}
+		r.Targets = append(r.Targets, target{
+			Name:   fmt.Sprintf("memwatch detection latency, %s (largest over the rounds' tampers)", m.Accel),
+			Target: "≤ 100 ms",
+			Value:  fmtNum(m.LatMax.Max, 1) + " ms",
+			Met:    met(m.LatMax.Max <= 100, m.LatMax.ok()),
+		}, target{
+			Name:   fmt.Sprintf("memwatch CPU, idle VM, %s", m.Accel),
+			Target: "< 1% of one core",
+			Value:  fmtNum(m.CPU.Median, 2) + "%",
+			Met:    met(m.CPU.Median < 1, m.CPU.ok()),
 		})
 	}
 	for _, f := range r.Footprint {
@@ -268,7 +287,7 @@ func (r *report) markdown() []byte {
 	if len(r.Footprint) > 0 {
 		p("## 3. Supervisor footprint")
 		p("")
-		p("The kfv-run process (every thread; QEMU is a separate process) during the Linux guest's runs, measured from the guest's KFV-BOOTED line to its KFV-RESULT line: the idle workload sleeps %d s, the disk workload is the one above. *CPU* is utime+stime from `/proc/PID/stat` over wall time, in %% of one core (clock ticks of 10 ms: ±%.2f%% over the idle window). *VmRSS* is the largest of samples taken every %v from `/proc/PID/status`, *VmHWM* the peak there when the workload ended. *Notifications/s* counts decision events in the window; *per run* counts every decision of the run, QEMU's start-up included.", r.IdleS, 100*0.01/float64(r.IdleS), sampleEvery)
+		p("The kfv-run process (every thread; QEMU is a separate process) during the Linux guest's runs, measured from the guest's KFV-BOOTED line to its KFV-RESULT line: the idle workload sleeps %d s, the disk workload is the one above. *CPU* is utime+stime from `/proc/PID/stat` over wall time, in %% of one core (clock ticks of 10 ms: ±%.2f%% over the idle window). *VmRSS* is the largest of samples taken every %v from `/proc/PID/status`, *VmHWM* the peak there when the workload ended. *Notifications/s* counts decision events in the window; *per run* counts every decision of the run, QEMU's start-up included. *enforce* runs with memwatch on (kfv-run's default, scanning every %v); *enforce, memwatch off* with `--memwatch=false`: the difference on the idle guest is memwatch's cost inside kfv-run.", r.IdleS, 100*0.01/float64(r.IdleS), sampleEvery, memwatch.DefaultPeriod)
 		p("")
 		p("| workload | mode | window s | CPU %% of one core | VmRSS max MiB | VmHWM MiB | notifications/s | notifications per run |")
 		p("|---|---|---|---|---|---|---|---|")
@@ -310,6 +329,22 @@ func (r *report) markdown() []byte {
 		}
 		p("")
 		p("Largest offered rate answered with a median p99 under 1 ms at that step and every step below it: C floor %s, kfv %s.", fmtBest(fl.Best["C floor"]), fmtBest(fl.Best["kfv allow"]))
+		p("")
+	}
+	if len(r.Memwatch) > 0 {
+		p("## 5. memwatch")
+		p("")
+		p("memwatch (`memwatch.Measure`) watching a bare QEMU that runs the raw-code loop guest (an idle VM), started afresh for each round; the watcher is the bench process itself, with kfv-run's defaults (period, tracking, sweep). *Watched* is what the baseline covers: the text, read-only data and RELRO of QEMU and its libraries. *Full scan* reads and hashes every watched page, per MiB watched; a *steady scan* is what runs every period (maps, pagemap, the pages that have a private copy, the sweep's slice). *CPU* is the bench process's CPU time over %v with the watcher running less the same without it, in %% of one core. *Detection* is the time from a write of one byte of QEMU's text (its entry point, through /proc/PID/mem, from outside) to the finding, over %d tampers a round spread over the scan's phase, each scrubbed before the next; *frozen* is how long a scrub kept QEMU stopped (median of the round). kfv-run's own CPU with memwatch on and off, on the idle Linux guest, is in section 3.", memwatchIdle, memwatchTampers)
+		p("")
+		p("| accelerator | tracking, period | watched MiB | full scan µs/MiB | steady scan µs | CPU %% of one core | detection median ms | detection max ms | scrub frozen ms |")
+		p("|---|---|---|---|---|---|---|---|---|")
+		for _, m := range r.Memwatch {
+			if m.Skip != "" {
+				p("| %s | skipped: %s | | | | | | | |", m.Accel, m.Skip)
+				continue
+			}
+			p("| %s | %s, %s | %s | %s | %s | %s | %s | %s | %s |", m.Accel, m.Tracking, m.Period, fmtSeries(m.WatchedMiB, 1), fmtSeries(m.FullScan, 0), fmtSeries(m.Scan, 0), fmtSeries(m.CPU, 2), fmtSeries(m.LatMedian, 1), fmtSeries(m.LatMax, 1), fmtSeries(m.Frozen, 1))
+		}
 		p("")
 	}
 	return b.Bytes()

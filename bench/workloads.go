@@ -27,6 +27,9 @@ const (
 	cfgSandbox = "QEMU -sandbox"
 	cfgEnforce = "kfv enforce"
 	cfgAudit   = "kfv audit"
+	// Footprint only: enforce with --memwatch=false, beside enforce
+	// (memwatch on, kfv-run's default), on the idle guest.
+	cfgEnforceNoMW = "kfv enforce, memwatch off"
 )
 
 var guestConfigs = []string{cfgBare, cfgSandbox, cfgEnforce, cfgAudit}
@@ -126,7 +129,7 @@ func (c *config) workloads(measure, footprint bool) ([]*wlRow, []*fpRow, []*deni
 	if footprint {
 		// Idle only in enforce mode: audit runs the same loop and only
 		// answers differently, and an idle run is the longest job.
-		jobs = append(jobs, job{guest.WorkloadIdle, cfgEnforce})
+		jobs = append(jobs, job{guest.WorkloadIdle, cfgEnforce}, job{guest.WorkloadIdle, cfgEnforceNoMW})
 		if !measure {
 			for _, cfg := range []string{cfgEnforce, cfgAudit} {
 				jobs = append(jobs, job{guest.WorkloadDisk, cfg})
@@ -141,8 +144,8 @@ func (c *config) workloads(measure, footprint bool) ([]*wlRow, []*fpRow, []*deni
 	fps := make(map[string]*fpRow)
 	var fpList []*fpRow
 	for _, w := range []string{guest.WorkloadIdle, guest.WorkloadDisk} {
-		for _, cfg := range []string{cfgEnforce, cfgAudit} {
-			if w == guest.WorkloadIdle && cfg == cfgAudit {
+		for _, cfg := range []string{cfgEnforce, cfgEnforceNoMW, cfgAudit} {
+			if w == guest.WorkloadIdle && cfg == cfgAudit || w != guest.WorkloadIdle && cfg == cfgEnforceNoMW {
 				continue
 			}
 			f := &fpRow{Workload: w, Mode: strings.TrimPrefix(cfg, "kfv "), CPU: newSeries("%"), RSS: newSeries("MiB"), HWM: newSeries("MiB"), NotifRate: newSeries("/s"), Decisions: newSeries("calls"), WindowS: newSeries("s")}
@@ -222,7 +225,7 @@ func (c *config) workloads(measure, footprint bool) ([]*wlRow, []*fpRow, []*deni
 	return out, fpList, den.rows(), nil
 }
 
-func isKfv(cfg string) bool { return cfg == cfgEnforce || cfg == cfgAudit }
+func isKfv(cfg string) bool { return cfg == cfgEnforce || cfg == cfgAudit || cfg == cfgEnforceNoMW }
 
 func resultMS(m guest.Markers, key string) float64 {
 	v, err := strconv.ParseFloat(m.Result[key], 64)
@@ -242,6 +245,9 @@ func (c *config) guestArgv(cfg, events string, args []string) []string {
 		return c.kfvCmd("", "enforce", events, qemu...)
 	case cfgAudit:
 		return c.kfvCmd("", "audit", events, qemu...)
+	case cfgEnforceNoMW:
+		a := c.kfvCmd("", "enforce", events, qemu...)
+		return append([]string{a[0], "--memwatch=false"}, a[1:]...)
 	}
 	return qemu
 }
