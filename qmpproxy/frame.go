@@ -111,6 +111,11 @@ func (f *framer) next() (frame, bool) {
 	end := -1
 scan:
 	for ; f.pos < len(f.buf); f.pos++ {
+		if f.pos-f.start >= f.max {
+			// Checked at the same byte however the stream was cut.
+			f.inObj, f.skipping = false, true
+			return f.take(frame{kind: frameGarbage, err: fmt.Errorf("QMP input larger than %d bytes", f.max)}, f.pos), true
+		}
 		c := f.buf[f.pos]
 		switch {
 		case f.inStr:
@@ -139,10 +144,6 @@ scan:
 		}
 	}
 	if end < 0 {
-		if f.pos-f.start > f.max {
-			f.inObj, f.skipping = false, true
-			return f.take(frame{kind: frameGarbage, err: fmt.Errorf("QMP input larger than %d bytes", f.max)}, len(f.buf)), true
-		}
 		return frame{}, false
 	}
 	f.inObj = false
