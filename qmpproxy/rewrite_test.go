@@ -115,9 +115,9 @@ func TestRewrite(t *testing.T) {
 			},
 		},
 		{
-			name: "mon names an undefined chardev",
-			args: []string{"-mon", "chardev=nope,mode=control"},
-			want: []string{"-mon", "chardev=nope,mode=control"},
+			name:     "mon names an undefined chardev",
+			args:     []string{"-mon", "chardev=nope,mode=control"},
+			want:     []string{"-mon", "chardev=nope,mode=control"},
 			monitors: []Monitor{{Option: "-mon chardev=nope,mode=control", ID: "nope", Mode: "control", FD: -1, Skip: "not defined"}},
 		},
 	}
