@@ -388,7 +388,7 @@ func (d *deriver) option(t token) error {
 		}
 		return d.display(o, origin)
 	case "audiodev", "audio":
-		o, err := parseOpts(v, "driver", false)
+		o, err := parseOpts(v, "driver", t.name == "audiodev")
 		if err != nil {
 			return err
 		}

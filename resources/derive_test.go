@@ -405,3 +405,14 @@ func TestBadCommandLines(t *testing.T) {
 		t.Error("relative cwd accepted")
 	}
 }
+
+// libvirt 9 passes -audiodev as JSON.
+func TestAudiodevJSON(t *testing.T) {
+	s, err := FromArgs([]string{"-audiodev", `{"id":"audio1","driver":"none"}`}, "/", nil)
+	if err != nil {
+		t.Fatalf("FromArgs of libvirt's JSON -audiodev: %v", err)
+	}
+	if len(s.Files) != 0 {
+		t.Errorf("files %v from a none audiodev", s.Files)
+	}
+}
