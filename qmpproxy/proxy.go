@@ -376,6 +376,7 @@ func (s *session) fromClient() error {
 	defer func() { closeFiles(pending) }()
 	for {
 		n, oobn, flags, _, rerr := s.client.ReadMsgUnix(buf, oob)
+		n, oobn = max(n, 0), max(oobn, 0) // failed reads may report -1
 		fds, err := rights(oob[:oobn])
 		pending = append(pending, fds...)
 		if err != nil {
@@ -551,6 +552,7 @@ func (s *session) fromQEMU() error {
 	defer func() { closeFiles(pending) }()
 	for {
 		n, oobn, _, _, rerr := s.qemu.ReadMsgUnix(buf, oob)
+		n, oobn = max(n, 0), max(oobn, 0) // failed reads may report -1
 		fds, err := rights(oob[:oobn])
 		pending = append(pending, fds...)
 		if err != nil {
