@@ -2,7 +2,7 @@
 # /init of the kfv Linux test guest (busybox sh, PID 1).
 #
 # Reads its workload from the kernel command line:
-#   kfv.workload=boot|disk|net|idle|reboot|counter|hotplug|cdrom
+#   kfv.workload=boot|disk|net|idle|reboot|counter|hotplug|cdrom|react
 #                     what to run (default boot)
 #   kfv.size=N        disk, net: MiB to write or send (default 64, net 16)
 #   kfv.port=N        net: TCP port on the host (default 5555)
@@ -253,6 +253,153 @@ workload_trigger() {
 	sleep "$secs"
 }
 
+# react: the guest's side of the tests of kfv's reactions. It sends the
+# test implant one command (kfv.payload, kfv.arg) through /dev/vda as the
+# trigger workload does, at most once per disk: before the command it
+# writes a 1 MiB pattern at 1 MiB and a mark in sector 0, and a boot that
+# finds the mark (QEMU was relaunched) sends nothing and reports the
+# pattern's sha256 instead. Disk reads use O_DIRECT: the page cache is
+# guest memory, which a restored checkpoint brings back.
+#   kfv.at=N       instead: count ("KFV-COUNT n=N" every 0.2 s, kfv.count
+#                  ticks, default 600) and at tick N copy sector 16 to
+#                  sector 8 in one write: the host stages the command in
+#                  sector 16 and may erase it, so that a guest brought
+#                  back to an earlier state sends nothing when it gets
+#                  there again (with no window between a check and the
+#                  send)
+#   kfv.port=N     configure eth0 and send one line to kfv.host:N before
+#                  the command ("before"), once the NIC changed
+#                  ("after"), and after the second command ("again")
+#   kfv.then=NAME  a second command (argument kfv.arg), sent once the
+#                  NIC changed
+#   kfv.seconds=N  how long to wait for the NIC to change (default 60)
+#   kfv.linger=N   seconds to idle before the result (default 0), so that
+#                  the host can look at the VM after the change
+# Markers: "KFV-REACT mark=found sha256=S", "KFV-REACT pattern sha256=S",
+# "KFV-REACT sent payload=P", "KFV-REACT skipped payload=P" (the disk is
+# marked), "KFV-REACT send=TAG status=ok|fail",
+# "KFV-REACT nic carrier=C present=P" on every change of eth0.
+react_mark=KFV-REACT-MARK
+react_nic() {
+	if [ -e /sys/class/net/eth0 ]; then
+		c=$(cat /sys/class/net/eth0/carrier 2>/dev/null) || c=none
+		echo "carrier=${c:-none} present=1"
+	else
+		echo "carrier=none present=0"
+	fi
+}
+react_send() {
+	if echo "KFV-REACT send=$1" | timeout 10 nc -w 5 "$host" "$port" >/dev/null 2>&1; then
+		echo "KFV-REACT send=$1 status=ok"
+	else
+		echo "KFV-REACT send=$1 status=fail"
+	fi
+}
+react_marked() {
+	m=$(dd if=/dev/vda bs=512 count=1 iflag=direct status=none | head -c ${#react_mark})
+	[ "$m" = "$react_mark" ]
+}
+react_command() {
+	{
+		printf 'KFV-IMPLANT\000%s\000%s\000' "$1" "$arg"
+		head -c 512 /dev/zero
+	} | head -c 512 >/tmp/react-cmd
+	dd if=/tmp/react-cmd of=/dev/vda bs=512 seek=8 count=1 oflag=direct conv=fsync status=none &&
+		echo "KFV-REACT sent payload=$1"
+}
+react_fire() {
+	if react_marked; then
+		echo "KFV-REACT skipped payload=$payload"
+		return 0
+	fi
+	sum=$(pattern 1 | sha256sum)
+	pattern 1 | dd of=/dev/vda bs=1M seek=1 oflag=direct conv=fsync status=none || return 1
+	echo "KFV-REACT pattern sha256=${sum%% *}"
+	{
+		printf '%s' "$react_mark"
+		head -c 512 /dev/zero
+	} | head -c 512 >/tmp/react-mark
+	dd if=/tmp/react-mark of=/dev/vda bs=512 count=1 oflag=direct conv=fsync status=none || return 1
+	react_command "$payload"
+}
+# react_watch waits up to kfv.seconds for eth0 to differ from $1 and
+# prints its new state.
+react_watch() {
+	t=0
+	while now=$(react_nic); [ "$now" = "$1" ]; do
+		[ "$t" -lt $((secs * 5)) ] || return 1
+		t=$((t + 1))
+		sleep 0.2
+	done
+	echo "KFV-REACT nic $now"
+}
+workload_react() {
+	payload=${kfv_payload:-}
+	then=${kfv_then:-}
+	arg=${kfv_arg:-}
+	port=${kfv_port:-}
+	host=${kfv_host:-10.0.2.2}
+	secs=${kfv_seconds:-60}
+	at=${kfv_at:-}
+	count=${kfv_count:-600}
+	linger=${kfv_linger:-0}
+	case "$payload$then" in
+	*[!a-z0-9-]*) result status=fail reason=bad-payload; return ;;
+	esac
+	[ -n "$payload" ] || [ -n "$at" ] || { result status=fail reason=no-payload; return; }
+	is_uint "$secs" && is_uint "$count" && is_uint "$linger" || { result status=fail reason=bad-number; return; }
+	[ -z "$at" ] || is_uint "$at" || { result status=fail reason=bad-at; return; }
+	[ -z "$port" ] || is_uint "$port" || { result status=fail reason=bad-port; return; }
+	[ -b /dev/vda ] || { result status=fail reason=no-vda; return; }
+	if react_marked; then
+		sum=$(dd if=/dev/vda bs=1M skip=1 count=1 iflag=direct status=none | sha256sum)
+		echo "KFV-REACT mark=found sha256=${sum%% *}"
+		result status=ok boot=again sha256=${sum%% *}
+		return
+	fi
+	if [ -n "$port" ]; then
+		ip link set lo up
+		ip addr add 10.0.2.15/24 dev eth0 &&
+			ip link set eth0 up &&
+			ip route add default via 10.0.2.2 ||
+			{ result status=fail reason=ip-config; return; }
+		t=0
+		until [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ] || [ "$t" -ge 50 ]; do
+			t=$((t + 1))
+			sleep 0.1
+		done
+		react_send before
+	fi
+	was=$(react_nic)
+	echo "KFV-REACT nic $was"
+	if [ -n "$at" ]; then
+		i=0
+		while [ "$i" -lt "$count" ]; do
+			echo "KFV-COUNT n=$i"
+			if [ "$i" = "$at" ]; then
+				dd if=/dev/vda of=/dev/vda bs=512 skip=16 seek=8 count=1 iflag=direct oflag=direct conv=fsync status=none ||
+					{ result status=fail reason=copy; return; }
+				echo "KFV-REACT copied sector=16"
+			fi
+			i=$((i + 1))
+			sleep 0.2
+		done
+		result status=ok count=$count
+		return
+	fi
+	react_fire || { result status=fail reason=fire; return; }
+	react_watch "$was" || { result status=fail reason=nic-unchanged; return; }
+	[ -z "$port" ] || react_send after
+	if [ -n "$then" ]; then
+		was=$(react_nic)
+		react_command "$then" || { result status=fail reason=then; return; }
+		react_watch "$was" || { result status=fail reason=nic-unchanged-then; return; }
+		[ -z "$port" ] || react_send again
+	fi
+	sleep "$linger"
+	result status=ok $(react_nic)
+}
+
 case "$kfv_workload" in
 boot) result status=ok ;;
 disk) workload_disk ;;
@@ -263,6 +410,7 @@ reboot) workload_reboot ;;
 counter) workload_counter ;;
 hotplug) workload_hotplug ;;
 cdrom) workload_cdrom ;;
+react) workload_react ;;
 *) result status=fail reason=unknown-workload ;;
 esac
 

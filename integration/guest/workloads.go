@@ -30,6 +30,17 @@ const (
 	// "KFV-CDROM first=SUM", then waits for the medium to change and
 	// reports sha256= of the new medium's first kfv.size MiB (default 1).
 	WorkloadCDROM = "cdrom"
+	// WorkloadReact sends the test implant one command (kfv.payload,
+	// kfv.arg) through /dev/vda, at most once per disk, and reports what
+	// it sees of kfv's reaction on "KFV-REACT" lines: eth0's carrier and
+	// presence, transfers to the host (kfv.port), the count (kfv.at), and
+	// after a relaunch the sha256 of the pattern it wrote before the
+	// command. Needs DiskArgs with a raw image of at least 2 MiB; see
+	// init.sh for the options.
+	WorkloadReact = "react"
+	// ReactMark opens the first sector of a disk the react workload has
+	// sent its command from.
+	ReactMark = "KFV-REACT-MARK"
 )
 
 // RebootArgs returns args without -no-reboot, so that a guest reboot
