@@ -68,8 +68,9 @@ func (b *benign) path(name string) string { return filepath.Join(b.dir, name) }
 
 // run starts QEMU with qargs under kfv-run --mode enforce with the
 // built-in profile; extra become fds 3, 4... When the test ends, after
-// the process is gone, the run's event stream must hold no denial and no
-// error: every denial is listed in the failure.
+// the process is gone, the run's event stream must hold no denial, no
+// error, no reaction and no finding of severity medium or above: each is
+// listed in the failure.
 func (b *benign) run(qargs []string, extra ...*os.File) *proc {
 	t := b.t
 	t.Helper()
@@ -91,14 +92,23 @@ func (b *benign) checkEvents(path string) {
 	if d := denials(evs); len(d) > 0 {
 		t.Errorf("%d denials in a benign run (%s):\n%s", len(d), filepath.Base(path), dumpEvents(d))
 	}
-	var errs []event.Event
+	var errs, plane []event.Event
 	for _, e := range evs {
-		if e.Kind == "error" {
+		switch {
+		case e.Kind == "error":
 			errs = append(errs, e)
+		case e.Kind == event.KindReaction:
+			plane = append(plane, e)
+		case e.Kind == event.KindFinding && e.Severity != "low":
+			// Medium or above: what the built-in ladder reacts to.
+			plane = append(plane, e)
 		}
 	}
 	if len(errs) > 0 {
 		t.Errorf("%d error events (%s):\n%s", len(errs), filepath.Base(path), dumpEvents(errs))
+	}
+	if len(plane) > 0 {
+		t.Errorf("%d reactions or findings of severity medium or above in a benign run (%s):\n%s", len(plane), filepath.Base(path), dumpPlane(plane))
 	}
 }
 
