@@ -11,81 +11,10 @@ import (
 	"kfv/resources"
 )
 
-// splitOpts splits a QEMU option value at commas; ",," is a literal comma.
-func splitOpts(s string) []string {
-	var out []string
-	var cur strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			if i+1 < len(s) && s[i+1] == ',' {
-				cur.WriteByte(',')
-				i++
-				continue
-			}
-			out = append(out, cur.String())
-			cur.Reset()
-			continue
-		}
-		cur.WriteByte(s[i])
-	}
-	return append(out, cur.String())
-}
-
 // escapeGlob quotes glob metacharacters so a path matches only itself.
 func escapeGlob(p string) string {
 	r := strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`, `{`, `\{`)
 	return r.Replace(p)
-}
-
-// Accels returns the accelerators QEMU may use with these arguments, in
-// QEMU's order of preference: -accel options, accel= of -machine, or
-// -enable-kvm; with none of them QEMU 7.2 tries tcg, then kvm.
-func Accels(args []string) []string {
-	var out []string
-	add := func(list string) {
-		for _, a := range strings.Split(list, ":") {
-			if a != "" && !slicesContains(out, a) {
-				out = append(out, a)
-			}
-		}
-	}
-	for i := 0; i < len(args); i++ {
-		if !strings.HasPrefix(args[i], "-") {
-			continue
-		}
-		opt := strings.TrimPrefix(strings.TrimPrefix(args[i], "-"), "-")
-		val := ""
-		if k, v, ok := strings.Cut(opt, "="); ok {
-			opt, val = k, v
-		} else if i+1 < len(args) {
-			val = args[i+1]
-		}
-		switch opt {
-		case "accel":
-			add(strings.SplitN(val, ",", 2)[0])
-		case "machine", "M":
-			for _, part := range splitOpts(val) {
-				if v, ok := strings.CutPrefix(part, "accel="); ok {
-					add(v)
-				}
-			}
-		case "enable-kvm":
-			add("kvm")
-		}
-	}
-	if len(out) == 0 {
-		return []string{"tcg", "kvm"}
-	}
-	return out
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // PreloadPaths returns the absolute paths in an environment's LD_PRELOAD
@@ -169,10 +98,9 @@ func prepare(p *profiles.Profile, set *resources.Set, args, env []string, cwd st
 	q := *p
 	q.Rules = append(append([]profiles.VerdictRule(nil), p.Rules...), ResourceRules(set, cwd, canonical)...)
 	p = WithPreloadRule(&q, PreloadPaths(env))
+	// The accelerators QEMU may use (resources: -accel, -machine
+	// accel=, -enable-kvm; QEMU 7.2 tries tcg, then kvm, by default).
 	features := append([]string(nil), set.Accels...)
-	if len(features) == 0 {
-		features = Accels(args)
-	}
 	if set.NetUser {
 		features = append(features, profiles.FeatureUserNet)
 	}

@@ -10,34 +10,6 @@ import (
 	"kfv/profiles"
 )
 
-func TestSplitOpts(t *testing.T) {
-	got := splitOpts("a=1,,2,b=3,")
-	want := []string{"a=1,2", "b=3", ""}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("splitOpts = %q, want %q", got, want)
-	}
-}
-
-func TestAccels(t *testing.T) {
-	cases := []struct {
-		args []string
-		want []string
-	}{
-		{[]string{"-accel", "kvm"}, []string{"kvm"}},
-		{[]string{"-accel", "kvm,kernel-irqchip=on", "-accel", "tcg"}, []string{"kvm", "tcg"}},
-		{[]string{"-machine", "q35,accel=kvm:tcg"}, []string{"kvm", "tcg"}},
-		{[]string{"-M", "pc,accel=tcg"}, []string{"tcg"}},
-		{[]string{"-enable-kvm"}, []string{"kvm"}},
-		{[]string{"--accel=tcg"}, []string{"tcg"}},
-		{[]string{"-m", "64"}, []string{"tcg", "kvm"}},
-	}
-	for _, c := range cases {
-		if got := Accels(c.args); !reflect.DeepEqual(got, c.want) {
-			t.Errorf("Accels(%q) = %q, want %q", c.args, got, c.want)
-		}
-	}
-}
-
 func TestPreloadPaths(t *testing.T) {
 	env := []string{"HOME=/root", "LD_PRELOAD=/opt/a.so libb.so:/x/../c.so"}
 	got := PreloadPaths(env)
