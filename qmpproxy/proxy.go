@@ -92,7 +92,7 @@ const (
 	maxCommand = 4 << 20
 	// maxAnswer bounds one object from QEMU before the proxy stops
 	// framing and passes bytes through (query-qmp-schema is about 200 KiB).
-	maxAnswer = 64 << 20
+	maxAnswer = 16 << 20
 	// maxFDs is how many fds one recvmsg may carry (the kernel's
 	// SCM_MAX_FD). QEMU itself takes at most 16 per message.
 	maxFDs = 253
