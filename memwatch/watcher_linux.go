@@ -359,22 +359,24 @@ func (w *Watcher) addRegionLocked(m Mapping, now time.Time) ([]Finding, error) {
 		r.class[i] = wf.img.classify(m.Start+uint64(i)*PageSize-bias, m.Executable())
 		hasRELRO = hasRELRO || r.class[i] == ClassRELRO
 	}
-	fileBytes := make([]byte, m.End-m.Start)
-	if err := readRange(wf.f, m.Offset, fileBytes); err != nil {
-		return nil, fmt.Errorf("baseline %s: %w", m.Path, err)
-	}
 	var live []byte
 	if hasRELRO {
-		live = make([]byte, len(fileBytes))
+		live = make([]byte, m.End-m.Start)
 		if _, err := w.mem.ReadAt(live, int64(m.Start)); err != nil {
 			return nil, fmt.Errorf("baseline %s relro at %#x: %w", m.Path, m.Start, err)
 		}
 		r.relro = live
 	}
+	// The file's pages are hashed one at a time through one buffer: a
+	// copy of every mapping at once would double the supervisor's memory
+	// for the length of the baseline (QEMU's code alone is tens of MiB).
+	page := make([]byte, PageSize)
 	for i := range n {
-		p := fileBytes[i*PageSize : (i+1)*PageSize]
+		p := page
 		if r.class[i] == ClassRELRO {
 			p = live[i*PageSize : (i+1)*PageSize]
+		} else if err := readPage(wf.f, m.Offset+uint64(i)*PageSize, page); err != nil {
+			return nil, fmt.Errorf("baseline %s: %w", m.Path, err)
 		}
 		r.hash[i] = maphash.Bytes(w.seed, p)
 	}

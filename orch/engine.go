@@ -54,6 +54,15 @@ func (e *Engine) SetText(ranges []AddrRange) {
 	}
 }
 
+// ResetText forgets the code ranges: origin is not judged until SetText
+// is called again. Call it before QEMU is started anew (a restart maps its
+// code at other addresses).
+func (e *Engine) ResetText() {
+	if e.origin != nil {
+		e.origin.text.Store(nil)
+	}
+}
+
 // JudgesOrigin reports whether the profile has an enabled origin
 // detector, so whether SetText is worth calling.
 func (e *Engine) JudgesOrigin() bool { return e.origin != nil }

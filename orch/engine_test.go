@@ -496,3 +496,23 @@ func TestOriginFollowsLoadedLibraries(t *testing.T) {
 		t.Errorf("call from the TCG buffer allowed: %+v", d)
 	}
 }
+
+func TestResetText(t *testing.T) {
+	p, err := profiles.Builtin("qemu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEngine(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := Request{Syscall: "openat", Path: "/usr/share/qemu/bios.bin", Thread: "qemu-system-x86", IP: 0x9000}
+	e.SetText([]AddrRange{{Start: 0x1000, End: 0x2000}})
+	if d := e.Decide(&outside); d.Action != Deny {
+		t.Fatalf("a call from outside the text was %v", d.Action)
+	}
+	e.ResetText()
+	if d := e.Decide(&outside); d.Action != Allow {
+		t.Errorf("after ResetText origin is still judged: %v by %q", d.Action, d.Rule)
+	}
+}

@@ -60,6 +60,7 @@ func (s *session) emulate(n *seccompnotify.Notif, req *orch.Request, decodeErr e
 // emulateDecided carries out a held call the vertical orchestrator
 // allowed: d is final.
 func (s *session) emulateDecided(n *seccompnotify.Notif, req *orch.Request, d orch.Decision, detail string) {
+	d.Reason = join(d.Reason, detail)
 	s.emulate(n, req, nil, d, false)
 }
 

@@ -78,3 +78,21 @@ func isOpen(fd int) bool {
 	_, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
 	return err == nil
 }
+
+// without returns fds less those in hide.
+func without(fds, hide []int) []int {
+	if len(hide) == 0 {
+		return fds
+	}
+	var out []int
+	for _, fd := range fds {
+		keep := true
+		for _, h := range hide {
+			keep = keep && fd != h
+		}
+		if keep {
+			out = append(out, fd)
+		}
+	}
+	return out
+}

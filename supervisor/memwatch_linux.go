@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"kfv/event"
 	"kfv/memwatch"
 	"kfv/orch"
@@ -70,7 +72,7 @@ func memSeverity(k memwatch.Kind) orch.Severity {
 }
 
 func memFinding(f memwatch.Finding) orch.Finding {
-	detail := fmt.Sprintf("%s %#x-%#x %s %s", f.Kind, f.Start, f.End, f.Mapping.Perms, f.Mapping.Path)
+	detail := fmt.Sprintf("%s %#x-%#x %s %s", f.Kind, f.Start, f.End, f.Mapping.Perms, f.Mapping.Backing())
 	if f.Differing > 0 {
 		detail += fmt.Sprintf(" (%d bytes differ in %s)", f.Differing, f.Class)
 	}
@@ -124,9 +126,15 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 	}
 	go func() {
 		err := w.Run(ctx, func(f memwatch.Finding) { p.observeFromBeside(memFinding(f)) })
-		if err != nil && !errors.Is(err, memwatch.ErrExited) && ctx.Err() == nil {
-			p.s.emitErr(fmt.Errorf("memwatch: %w", err))
+		if err == nil || errors.Is(err, memwatch.ErrExited) || ctx.Err() != nil {
+			return
 		}
+		// QEMU's memory goes before its pidfd reports the exit: a scan
+		// failing then is QEMU ending, not an error.
+		if p.s.qemuGone(200 * time.Millisecond) {
+			return
+		}
+		p.s.emitErr(fmt.Errorf("memwatch: %w", err))
 	}()
 }
 
@@ -176,4 +184,15 @@ func (p *plane) stopMemwatch() {
 		}
 		p.mem = nil
 	}
+}
+
+// qemuGone reports whether QEMU's process has exited, waiting up to d for
+// its pidfd to say so.
+func (s *session) qemuGone(d time.Duration) bool {
+	if s.pidfd == nil {
+		return true
+	}
+	fds := []unix.PollFd{{Fd: int32(s.pidfd.Fd()), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, int(d/time.Millisecond))
+	return err == nil && n > 0
 }

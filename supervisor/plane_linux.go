@@ -56,6 +56,7 @@ type heldCall struct {
 // (orch.Engine).
 type textSetter interface {
 	SetText([]orch.AddrRange)
+	ResetText()
 	JudgesOrigin() bool
 }
 
@@ -75,6 +76,16 @@ type plane struct {
 	memMu sync.Mutex
 	mem   *memwatch.Watcher // nil until the baseline is taken
 
+	// reactions are carried out by their own goroutine, in order: a
+	// reaction's QMP command may wait for QEMU's big lock, held by a
+	// thread whose call the plane must answer meanwhile.
+	reactions chan orch.Reaction
+	reactDone chan struct{}
+	// findings counts the findings of medium severity or more seen; a
+	// checkpoint taken while it changed is not clean.
+	findings atomic.Int64
+	ckptBusy atomic.Bool
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -84,7 +95,8 @@ func newPlane(s *session) (*plane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vertical orchestrator: %w", err)
 	}
-	return &plane{s: s, vo: vo, in: make(chan planeItem, planeQueue), stop: make(chan struct{}), done: make(chan struct{})}, nil
+	return &plane{s: s, vo: vo, in: make(chan planeItem, planeQueue), stop: make(chan struct{}), done: make(chan struct{}),
+		reactions: make(chan orch.Reaction, planeQueue), reactDone: make(chan struct{})}, nil
 }
 
 // observe queues findings for the VO. Called by the loop: it never blocks.
@@ -122,6 +134,7 @@ func (p *plane) run() {
 		p.s.emitErr(fmt.Errorf("prepare the plane's thread: %w", err))
 	}
 	go p.connect()
+	go p.reactor()
 	var tick <-chan time.Time
 	if every := p.s.cfg.CheckpointEvery; every > 0 {
 		t := time.NewTicker(every)
@@ -133,7 +146,15 @@ func (p *plane) run() {
 		case it := <-p.in:
 			p.handle(it)
 		case <-tick:
-			p.checkpoint()
+			if p.ckptBusy.CompareAndSwap(false, true) {
+				// Beside the plane: findings keep flowing while the
+				// migration runs, so the checkpoint can tell whether
+				// one arrived meanwhile.
+				go func() {
+					defer p.ckptBusy.Store(false)
+					p.checkpoint()
+				}()
+			}
 		case <-p.stop:
 			// Answer what is still held: QEMU is going away anyway.
 			for {
@@ -141,6 +162,8 @@ func (p *plane) run() {
 				case it := <-p.in:
 					p.handle(it)
 				default:
+					close(p.reactions)
+					<-p.reactDone
 					p.stopMemwatch()
 					p.closeMonitor()
 					return
@@ -163,8 +186,25 @@ func (p *plane) handle(it planeItem) {
 	for _, f := range it.findings {
 		p.emitFinding(f)
 		for _, r := range p.vo.Observe(f) {
-			p.react(r)
+			p.order(r)
 		}
+	}
+}
+
+// order queues a reaction for the reactor.
+func (p *plane) order(r orch.Reaction) {
+	select {
+	case p.reactions <- r:
+	default:
+		p.s.emitErr(fmt.Errorf("reaction %s by rule %s dropped: %d reactions already waiting", r.String(), r.Rule, planeQueue))
+	}
+}
+
+// reactor carries out reactions one after the other.
+func (p *plane) reactor() {
+	defer close(p.reactDone)
+	for r := range p.reactions {
+		p.react(r)
 	}
 }
 
@@ -191,11 +231,14 @@ func (p *plane) resolve(h *heldCall) {
 		p.s.answer(&h.n, &h.req, d, detail, false)
 	}
 	for _, r := range reactions {
-		p.react(r)
+		p.order(r)
 	}
 }
 
 func (p *plane) emitFinding(f orch.Finding) {
+	if f.Severity >= orch.SevMedium {
+		p.findings.Add(1)
+	}
 	p.s.emit(&event.Event{
 		Time: f.Time, Kind: event.KindFinding, Source: f.Detector, TID: f.TID,
 		Layer: string(f.Layer), HRSC: f.HRSC, Syscall: f.Syscall, Rule: f.Rule,
@@ -242,6 +285,7 @@ func (p *plane) connect() {
 		}
 	}()
 	if ts, ok := p.s.cfg.Decider.(textSetter); ok && ts.JudgesOrigin() {
+		// (newSession disarmed it: this QEMU's code is elsewhere.)
 		ranges, err := codeRanges(p.s.pid)
 		if err != nil {
 			p.s.emitErr(fmt.Errorf("origin detector: %w", err))
@@ -422,7 +466,13 @@ func (p *plane) checkpoint() {
 		return // only a running VM is a clean checkpoint
 	}
 	path := filepath.Join(filepath.Dir(p.s.cfg.Monitor), fmt.Sprintf("checkpoint-%d", time.Now().UnixNano()))
+	before := p.findings.Load()
 	err = p.migrateTo(ctx, c, path)
+	if err == nil && p.findings.Load() != before {
+		// A finding arrived while the state was being saved: the saved
+		// state may hold the attack. Keep the previous checkpoint.
+		err = errors.New("a finding arrived while it was taken: discarded, the previous checkpoint stays")
+	}
 	if _, cerr := c.Execute(ctx, "cont", nil); cerr != nil && err == nil {
 		err = fmt.Errorf("resume after the checkpoint: %w", cerr)
 	}

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,6 +58,12 @@ type Config struct {
 	// Memwatch configures the watch over QEMU's memory (taken once the
 	// private monitor answers); nil watches nothing.
 	Memwatch *memwatch.Config
+	// Monitors are the VM's QMP monitors kfv serves for its manager
+	// (ProxyMonitors), and HideFDs the inherited fds they took over, which
+	// QEMU must not get. Cwd is QEMU's working directory.
+	Monitors []MonitorProxy
+	HideFDs  []int
+	Cwd      string
 	// MaxRestarts bounds the restarts the VO may order (backoff 1 s, 2 s,
 	// 4 s... up to 30 s between them); 0 allows none.
 	MaxRestarts int
@@ -85,10 +92,22 @@ func Run(cfg *Config) (int, error) {
 
 	maxRestarts := cfg.MaxRestarts
 	var restore, ckpt string
+	var cur atomic.Pointer[session]
+	stopProxies := func() {}
+	defer func() { stopProxies() }()
 	for restarts := 0; ; restarts++ {
 		s, lerr := newSession(cfg)
 		if lerr != nil {
 			return lerr.Code, lerr
+		}
+		cur.Store(s)
+		if restarts == 0 {
+			dyn, _ := cfg.Decider.(*DynamicDecider)
+			stop, err := serveMonitors(&cur, dyn, cfg.Monitors, cfg.Cwd)
+			if err != nil {
+				return exitLaunch, launchErr(exitLaunch, "serve the VM's monitors: %w", err)
+			}
+			stopProxies = stop
 		}
 		s.plane.ckpt = ckpt
 		if restore != "" {
@@ -226,6 +245,11 @@ func newSession(cfg *Config) (*session, *LaunchError) {
 		return nil, launchErr(exitLaunch, "profile %s: %w", cfg.Profile.Source, err)
 	}
 	s.plane = p
+	if ts, ok := cfg.Decider.(textSetter); ok {
+		// A new QEMU maps its code elsewhere: origin is not judged until
+		// its monitor answers and its code ranges are known.
+		ts.ResetText()
+	}
 	return s, nil
 }
 
@@ -271,7 +295,7 @@ func (s *session) start(path string) error {
 	if err != nil {
 		return launchErr(exitLaunch, "create loader status pipe: %w", err)
 	}
-	files, first := childFiles(inheritedFDs, cfgR.Fd(), statusW.Fd())
+	files, first := childFiles(without(inheritedFDs, s.cfg.HideFDs), cfgR.Fd(), statusW.Fd())
 	argv := []string{"kfv-run", loaderArg, strconv.Itoa(first), strconv.Itoa(first + 1)}
 	env := append(os.Environ(), loaderEnv)
 	qemuArgv := append([]string{s.cfg.QEMU}, s.args...)
