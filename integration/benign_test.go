@@ -368,18 +368,20 @@ func TestBenignHotplug(t *testing.T) {
 // /dev/fdset/N: QEMU dups the fd and opens no path, the way a manager
 // gives QEMU files it may not open itself), and by a path that QEMU's
 // command line does not name (a hand-run QEMU).
-// TestBenignCDROM changes the medium the way libvirt does: the manager
-// opens the file and hands QEMU the fd (add-fd, /dev/fdset/N), so QEMU
-// opens no path. A medium named by a path that is not the VM's own is
-// refused instead (TestMediaByPathRefused): from the main loop, kfv cannot
-// tell a manager's open from a payload's.
+// TestBenignCDROM changes the medium both ways a manager can: handing
+// QEMU the fd (add-fd, /dev/fdset/N, as libvirt does), and naming a path
+// over the QMP monitor kfv serves (the L3 hook admits the path before QEMU
+// opens it). Zero denials either way.
 func TestBenignCDROM(t *testing.T) {
-	testCDROM(t, "fdset")
+	for _, via := range []string{"fdset", "path"} {
+		t.Run(via, func(t *testing.T) { testCDROM(t, via) })
+	}
 }
 
-// TestMediaByPathRefused: blockdev-change-medium with a host path outside
-// the VM's resources fails in QEMU (kfv denies the open), the event names
-// the path, and the VM keeps running.
+// TestMediaByPathRefused: a medium path that did not come through a
+// monitor kfv serves (here an HMP monitor, which kfv does not parse) is
+// outside the VM's resources: QEMU's open is denied, the event names the
+// path, and the VM keeps running.
 func TestMediaByPathRefused(t *testing.T) {
 	needKfv(t)
 	qemu := needQEMU(t)
@@ -390,15 +392,16 @@ func TestMediaByPathRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "qmp.sock")
+	hmpSock := filepath.Join(dir, "hmp.sock")
 	events := filepath.Join(dir, "events.jsonl")
 	qargs := append(guest.RawArgs(img, "tcg"), "-name", "guest=kfv-media,debug-threads=on",
 		"-drive", "if=none,id=cd0,media=cdrom", "-device", "ide-cd,drive=cd0,id=cdrom0",
-		"-qmp", "unix:"+sock+",server=on,wait=off")
+		"-qmp", "unix:"+sock+",server=on,wait=off", "-monitor", "unix:"+hmpSock+",server=on,wait=off")
 	p := start(t, kfvArgs(events, nil, qemu, qargs...))
 	q := dialQMP(t, sock, 20*time.Second)
-	_, err := q.exec("blockdev-change-medium", map[string]any{"id": "cdrom0", "filename": iso, "format": "raw", "read-only-mode": "read-only"})
-	if err == nil || !strings.Contains(err.Error(), "Permission denied") {
-		t.Errorf("blockdev-change-medium of %s: %v, want QEMU's permission error", iso, err)
+	out, err := hmpCommand(hmpSock, `change cd0 "`+iso+`" raw`)
+	if err != nil || !strings.Contains(out, "Permission denied") {
+		t.Errorf("HMP change to %s: %q, %v; want QEMU's permission error", iso, lastLine(out), err)
 	}
 	if st := q.status(t); st != "running" {
 		t.Errorf("VM %s after the refused change, want running", st)

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,32 +52,39 @@ func hasLifecycle(evs []event.Event, substr string) bool {
 	return false
 }
 
-// TestMigrateExecDenied: QMP "migrate" to an exec: URI makes real QEMU
-// fork /bin/sh. Bare, the command runs (the marker appears: the test can
-// tell); under kfv-run it must not, the event stream must name the denied
-// call and its rule, and the VM must still run and answer QMP.
+// TestMigrateExecDenied: "migrate" to an exec: URI makes real QEMU fork
+// /bin/sh. Bare, the command runs (the marker appears: the test can tell).
+// Under kfv-run it must not, at two layers:
+//   - qmp: on a QMP monitor kfv serves (the L3 hook), the command is
+//     refused before QEMU sees it, with an L3 deny event (rule qmp:no-exec);
+//   - hmp: on an HMP monitor, which kfv does not parse, QEMU tries to fork
+//     and the seccomp layer denies it (clone/execve, rule no-fork/no-exec).
+//
+// Either way the VM still runs and answers QMP.
 func TestMigrateExecDenied(t *testing.T) {
 	needKfv(t)
 	qemu := needQEMU(t)
 	img := rawGuest(t, guest.RawOptions{Loop: true})
 	forEachAccel(t, func(t *testing.T, accel string) {
-		for _, supervised := range []bool{false, true} {
-			testMigrateExec(t, qemu, img, accel, supervised)
-		}
+		testMigrateExec(t, qemu, img, accel, false, "qmp")
+		testMigrateExec(t, qemu, img, accel, true, "qmp")
+		testMigrateExec(t, qemu, img, accel, true, "hmp")
 	})
 }
 
-func testMigrateExec(t *testing.T, qemu, img, accel string, supervised bool) {
+func testMigrateExec(t *testing.T, qemu, img, accel string, supervised bool, via string) {
 	name := "bare"
 	if supervised {
-		name = "kfv"
+		name = "kfv-" + via
 	}
 	t.Run(name, func(t *testing.T) {
 		dir := t.TempDir()
 		marker := filepath.Join(dir, "marker")
 		sock := filepath.Join(dir, "qmp.sock")
+		hmpSock := filepath.Join(dir, "hmp.sock")
 		events := filepath.Join(dir, "events.jsonl")
-		qargs := append(guest.RawArgs(img, accel), "-qmp", "unix:"+sock+",server=on,wait=off")
+		qargs := append(guest.RawArgs(img, accel), "-qmp", "unix:"+sock+",server=on,wait=off",
+			"-monitor", "unix:"+hmpSock+",server=on,wait=off")
 		argv := append([]string{qemu}, qargs...)
 		if supervised {
 			argv = kfvArgs(events, nil, qemu, qargs...)
@@ -84,8 +93,15 @@ func testMigrateExec(t *testing.T, qemu, img, accel string, supervised bool) {
 		q := dialQMP(t, sock, 20*time.Second)
 		// The migration fails either way (sh does not read the
 		// stream); what matters is whether sh ran.
-		_, err := q.exec("migrate", map[string]any{"uri": "exec:touch " + marker})
-		t.Logf("migrate: %v", err)
+		if via == "hmp" {
+			out, err := hmpCommand(hmpSock, `migrate "exec:touch `+marker+`"`)
+			if err != nil || strings.Contains(out, "extraneous") {
+				t.Fatalf("hmp migrate: %v; monitor said %q", err, lastLine(out))
+			}
+		} else {
+			_, err := q.exec("migrate", map[string]any{"uri": "exec:touch " + marker})
+			t.Logf("migrate: %v", err)
+		}
 		ran := waitFor(3*time.Second, func() bool { _, err := os.Stat(marker); return err == nil })
 		if st := q.status(t); st != "running" {
 			t.Errorf("VM status %q after the attempt, want running", st)
@@ -107,19 +123,50 @@ func testMigrateExec(t *testing.T, qemu, img, accel string, supervised bool) {
 		var hit *event.Event
 		ds := denials(evs)
 		for i, e := range ds {
-			if e.Syscall == "execve" || e.Syscall == "clone" || e.Syscall == "clone3" || e.Syscall == "fork" || e.Syscall == "vfork" {
+			layer3 := via == "qmp" && e.Layer == "L3" && e.Rule == "qmp:no-exec" && strings.Contains(e.Args, "migrate")
+			syscall := via == "hmp" && (e.Syscall == "execve" || e.Syscall == "clone" || e.Syscall == "clone3" || e.Syscall == "fork" || e.Syscall == "vfork")
+			if layer3 || syscall {
 				hit = &ds[i]
 				break
 			}
 		}
 		if hit == nil {
-			t.Fatalf("no deny for execve/clone/fork in the event stream:\n%s", dumpEvents(evs))
+			t.Fatalf("no %s deny in the event stream:\n%s", map[string]string{"qmp": "L3 (qmp:no-exec)", "hmp": "execve/clone/fork"}[via], dumpEvents(evs))
 		}
 		if hit.Rule == "" || hit.Applied != "deny" {
 			t.Errorf("deny event without rule or not applied: %+v", *hit)
 		}
-		t.Logf("stopped by %s on %s (%s)", hit.Rule, hit.Syscall, hit.Detail)
+		t.Logf("stopped by %s on %s %s (%s)", hit.Rule, hit.Syscall, hit.Args, hit.Detail)
 	})
+}
+
+// lastLine is the last non-empty line of an HMP transcript (the monitor
+// echoes every keystroke with terminal escapes).
+func lastLine(out string) string {
+	lines := strings.Split(strings.TrimSpace(strings.ReplaceAll(out, "\r", "")), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" && l != "(qemu)" {
+			return l
+		}
+	}
+	return ""
+}
+
+// hmpCommand runs one command on an HMP monitor socket and returns what
+// the monitor printed within a second.
+func hmpCommand(sock, cmd string) (string, error) {
+	var c net.Conn
+	var err error
+	if !waitFor(20*time.Second, func() bool { c, err = net.Dial("unix", sock); return err == nil }) {
+		return "", err
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(cmd + "\n")); err != nil {
+		return "", err
+	}
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	b, _ := io.ReadAll(c)
+	return string(b), nil
 }
 
 // TestNoListenerInQEMUAndFDPassthrough: QEMU under kfv-run holds no

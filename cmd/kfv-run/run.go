@@ -45,22 +45,37 @@ func runAction(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("current directory: %v", err), 125)
 	}
 	qemuArgs, monSock := args[1:], ""
+	var monitors []supervisor.MonitorProxy
+	var hideFDs []int
+	var monWarnings []string
 	isQEMU := supervisor.IsQEMU(args[0])
 	if isQEMU {
 		// What kfv adds to QEMU's command line: thread names (for
-		// attribution) and a private monitor (for reactions).
+		// attribution), kfv's place on the manager's QMP monitors (the
+		// L3 hook: QEMU listens on private paths, kfv on the manager's)
+		// and a private monitor of kfv's own (for reactions).
 		monDir, sock, err := supervisor.PrivateMonitor()
 		if err != nil {
 			return cli.Exit(err.Error(), 125)
 		}
 		defer os.RemoveAll(monDir)
 		monSock = sock
+		qemuArgs, monitors, hideFDs, monWarnings, err = supervisor.ProxyMonitors(qemuArgs, monDir)
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("QEMU's monitors: %v", err), 125)
+		}
+		defer func() {
+			for _, m := range monitors {
+				m.Listener.Close()
+			}
+		}()
 		qemuArgs = supervisor.WithDebugThreads(supervisor.WithMonitor(qemuArgs, monSock))
 	}
 	p, dec, err := buildPolicy(c.String("profile"), isQEMU, qemuArgs, os.Environ(), cwd)
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
 	}
+	p.Warnings = append(p.Warnings, monWarnings...)
 	out, closeOut, err := openEvents(c.String("events"))
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
@@ -90,6 +105,9 @@ func runAction(c *cli.Context) error {
 		CheckpointEvery: c.Duration("checkpoint-every"),
 		Memwatch:        memwatchConfig(isQEMU && c.Bool("memwatch"), c.Duration("memwatch-period")),
 		MaxRestarts:     c.Int("max-restarts"),
+		Monitors:        monitors,
+		HideFDs:         hideFDs,
+		Cwd:             cwd,
 	})
 	evErr := ev.Close()
 	if evErr == nil {
@@ -133,11 +151,13 @@ func buildPolicy(profile string, isQEMU bool, qemuArgs, qemuEnv []string, cwd st
 		p = supervisor.PrepareProgram(p, qemuEnv)
 		p.Warnings = append(p.Warnings, "the program is not a QEMU system emulator: kfv adds nothing to its command line and derives no resources from it")
 	}
-	dec, err := orch.NewEngine(p, nil)
+	engine, err := orch.NewEngine(p, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("profile %s: %w", p.Source, err)
 	}
-	return p, dec, nil
+	// What the manager hands QEMU over the monitor at run time joins the
+	// VM's resources (supervisor.DynamicDecider).
+	return p, &supervisor.DynamicDecider{Decider: engine}, nil
 }
 
 // openEvents opens the event destination. Files are appended to, so a
