@@ -623,30 +623,38 @@ const domainXML = `<domain type='{{TYPE}}' xmlns:qemu='http://libvirt.org/schema
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>{{EMULATOR}}</emulator>
-    <serial type='file'>
-      <source path='{{DIR}}/console.log'/>
+{{DEVICES}}    <serial type='file'>
+      <source path='{{CONSOLE}}'/>
       <target port='0'/>
     </serial>
     <memballoon model='none'/>
   </devices>
   <qemu:commandline>
     <qemu:env name='KFV_CONFIG' value='{{DIR}}/kfv.toml'/>
-  </qemu:commandline>
+{{ENV}}  </qemu:commandline>
 </domain>
 `
 
-// TestLibvirtDomain defines a domain whose <emulator> is the kfv link and
-// boots the project's Linux guest in it (TCG here, KFV_LINUX_ACCEL=kvm for
-// a type='kvm' domain). libvirt starts QEMU as its unprivileged user;
-// the guest's workload must report success on its serial console, virsh
-// shutdown must end the domain cleanly, the pid libvirt recorded must be
-// QEMU itself, kfv's event stream for the VM must exist (written as
-// libvirt's QEMU user), and no kfv process may outlive the domain. A
-// second start ends with virsh destroy, which must leave nothing behind
-// either.
-func TestLibvirtDomain(t *testing.T) {
+// libvirtHost is the host side of a libvirt domain test: libvirt's
+// daemons, the kfv link, the Linux guest's kernel and initrd, a kfv.toml
+// in enforce mode with the built-in profile and its event directory
+// (writable by libvirt's QEMU user), all in one directory that user can
+// read.
+type libvirtHost struct {
+	qemu    string // the real qemu-system-x86_64
+	dir     string
+	link    string // the kfv emulator link
+	events  string // kfv's event directory: EVENTS/NAME.jsonl
+	uid     int    // libvirt's QEMU user (libvirt-qemu)
+	domType string // qemu (TCG) or kvm
+	cpu     string
+}
+
+// newLibvirtHost prepares a libvirtHost, or skips with the reason.
+func newLibvirtHost(t *testing.T) *libvirtHost {
+	t.Helper()
 	needKfv(t)
-	qemu := needQEMU(t)
+	h := &libvirtHost{qemu: needQEMU(t), domType: "qemu", cpu: "maximum"}
 	accel, err := guest.LinuxAccel()
 	if err != nil {
 		t.Fatal(err)
@@ -668,85 +676,127 @@ func TestLibvirtDomain(t *testing.T) {
 	if err != nil {
 		t.Fatalf("libvirt's QEMU user: %v", err)
 	}
-	uid, _ := strconv.Atoi(qemuUser.Uid)
+	if h.uid, err = strconv.Atoi(qemuUser.Uid); err != nil {
+		t.Fatalf("libvirt's QEMU user: uid %q: %v", qemuUser.Uid, err)
+	}
 
-	dir, link := emulatorLink(t)
+	h.dir, h.link = emulatorLink(t)
 	for _, f := range [][2]string{{l.Kernel, "vmlinux"}, {l.Initrd, "initrd.gz"}} {
 		b, err := os.ReadFile(f[0])
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, f[1]), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(h.dir, f[1]), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, events := writeKfvConfig(t, dir, "mode = \"enforce\"\n")
-	if err := os.Chown(events, uid, -1); err != nil {
+	_, h.events = writeKfvConfig(t, h.dir, "mode = \"enforce\"\n")
+	if err := os.Chown(h.events, h.uid, -1); err != nil {
 		t.Fatal(err)
 	}
-	domType, cpu := "qemu", "maximum"
 	if accel == "kvm" {
-		domType, cpu = "kvm", "host-passthrough"
+		h.domType, h.cpu = "kvm", "host-passthrough"
 		// As udev would set it: libvirt's QEMU user is in group kvm.
 		if err := exec.Command("sh", "-c", "chgrp kvm /dev/kvm && chmod 0660 /dev/kvm").Run(); err != nil {
 			t.Fatalf("give group kvm /dev/kvm: %v", err)
 		}
 	}
-	name := fmt.Sprintf("kfv-test-%d", os.Getpid())
-	xml := strings.NewReplacer("{{TYPE}}", domType, "{{NAME}}", name, "{{DIR}}", dir, "{{CPU}}", cpu,
-		"{{EMULATOR}}", link, "{{CMDLINE}}", guest.LinuxCmdline(guest.WorkloadIdle, "kfv.seconds=6")).Replace(domainXML)
-	xmlPath := filepath.Join(dir, "domain.xml")
+	return h
+}
+
+// libvirtDomain is one domain defined by a test.
+type libvirtDomain struct {
+	name     string
+	emulator string // the kfv link, or plain QEMU for a bare run
+	cmdline  string // the guest kernel's command line
+	devices  string // XML of extra <devices> children, indented by 4
+	env      string // XML of extra <qemu:env/> elements, indented by 4
+	console  string // the serial console's file (set by define)
+}
+
+// define defines d with libvirt; the domain is destroyed and undefined
+// when the test ends.
+func (h *libvirtHost) define(t *testing.T, d *libvirtDomain) {
+	t.Helper()
+	d.console = filepath.Join(h.dir, d.name+".console.log")
+	xml := strings.NewReplacer("{{TYPE}}", h.domType, "{{NAME}}", d.name, "{{DIR}}", h.dir, "{{CPU}}", h.cpu,
+		"{{EMULATOR}}", d.emulator, "{{CMDLINE}}", d.cmdline, "{{CONSOLE}}", d.console,
+		"{{DEVICES}}", d.devices, "{{ENV}}", d.env).Replace(domainXML)
+	xmlPath := filepath.Join(h.dir, d.name+".xml")
 	if err := os.WriteFile(xmlPath, []byte(xml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	mustVirsh(t, "define", xmlPath)
 	t.Cleanup(func() {
-		virsh(t, "destroy", name)
-		virsh(t, "undefine", name)
+		virsh(t, "destroy", d.name)
+		virsh(t, "undefine", d.name)
 	})
-	console := filepath.Join(dir, "console.log")
-	eventsFile := filepath.Join(events, name+".jsonl")
+}
 
-	// boot starts the domain and returns QEMU's pid as libvirt recorded
-	// it, once the guest has reached /init.
-	boot := func(t *testing.T) int {
-		os.Remove(console)
-		mustVirsh(t, "start", name)
-		pidFile := "/run/libvirt/qemu/" + name + ".pid"
-		b, err := os.ReadFile(pidFile)
-		if err != nil {
-			t.Fatalf("libvirt's pid file: %v", err)
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			t.Fatalf("libvirt's pid file %s: %q", pidFile, b)
-		}
-		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); exe != qemu {
-			t.Errorf("libvirt's pid %d runs %q, want QEMU itself (%s)", pid, exe, qemu)
-		}
-		if st, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-			if s, ok := st.Sys().(*syscall.Stat_t); ok && int(s.Uid) != uid {
-				t.Errorf("QEMU runs as uid %d, want libvirt-qemu (%d)", s.Uid, uid)
-			}
-		}
-		if !waitFor(90*time.Second, func() bool {
-			b, _ := os.ReadFile(console)
-			return bytes.Contains(b, []byte("KFV-BOOTED"))
-		}) {
-			b, _ := os.ReadFile(console)
-			t.Fatalf("the guest did not reach /init within 90 s; console:\n%s", b)
-		}
-		return pid
+// boot starts the domain and returns QEMU's pid as libvirt recorded it,
+// once the guest has reached /init. That pid must run the real QEMU as
+// libvirt's QEMU user, whichever the emulator.
+func (h *libvirtHost) boot(t *testing.T, d *libvirtDomain) int {
+	t.Helper()
+	os.Remove(d.console)
+	mustVirsh(t, "start", d.name)
+	pidFile := "/run/libvirt/qemu/" + d.name + ".pid"
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("libvirt's pid file: %v", err)
 	}
-	// gone checks that neither QEMU nor a supervisor following it is left.
-	gone := func(t *testing.T, pid, spid int) {
-		if !waitFor(20*time.Second, func() bool { return !alive(pid) && (spid == 0 || !alive(spid)) }) {
-			t.Errorf("left behind: QEMU %d alive=%v, supervisor %d alive=%v", pid, alive(pid), spid, alive(spid))
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("libvirt's pid file %s: %q", pidFile, b)
+	}
+	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); exe != h.qemu {
+		t.Errorf("libvirt's pid %d runs %q, want QEMU itself (%s)", pid, exe, h.qemu)
+	}
+	if st, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+		if s, ok := st.Sys().(*syscall.Stat_t); ok && int(s.Uid) != h.uid {
+			t.Errorf("QEMU runs as uid %d, want libvirt-qemu (%d)", s.Uid, h.uid)
 		}
 	}
+	if !waitFor(90*time.Second, func() bool {
+		b, _ := os.ReadFile(d.console)
+		return bytes.Contains(b, []byte("KFV-BOOTED"))
+	}) {
+		b, _ := os.ReadFile(d.console)
+		t.Fatalf("the guest did not reach /init within 90 s; console:\n%s", b)
+	}
+	return pid
+}
+
+// libvirtGone checks that neither QEMU nor a supervisor following it
+// (spid, 0 for none) is left.
+func libvirtGone(t *testing.T, pid, spid int) {
+	t.Helper()
+	if !waitFor(20*time.Second, func() bool { return !alive(pid) && (spid == 0 || !alive(spid)) }) {
+		t.Errorf("left behind: QEMU %d alive=%v, supervisor %d alive=%v", pid, alive(pid), spid, alive(spid))
+	}
+}
+
+// TestLibvirtDomain defines a domain whose <emulator> is the kfv link and
+// boots the project's Linux guest in it (TCG here, KFV_LINUX_ACCEL=kvm for
+// a type='kvm' domain). libvirt starts QEMU as its unprivileged user;
+// the guest's workload must report success on its serial console, virsh
+// shutdown must end the domain cleanly, the pid libvirt recorded must be
+// QEMU itself, kfv's event stream for the VM must exist (written as
+// libvirt's QEMU user), and no kfv process may outlive the domain. A
+// second start ends with virsh destroy, which must leave nothing behind
+// either.
+func TestLibvirtDomain(t *testing.T) {
+	h := newLibvirtHost(t)
+	d := &libvirtDomain{
+		name:     fmt.Sprintf("kfv-test-%d", os.Getpid()),
+		emulator: h.link,
+		cmdline:  guest.LinuxCmdline(guest.WorkloadIdle, "kfv.seconds=6"),
+	}
+	h.define(t, d)
+	eventsFile := filepath.Join(h.events, d.name+".jsonl")
 
 	t.Run("shutdown", func(t *testing.T) {
-		pid := boot(t)
+		pid := h.boot(t, d)
 		spid := supervisorOf(pid)
 		if spid == 0 {
 			t.Error("no kfv supervisor follows QEMU")
@@ -755,10 +805,10 @@ func TestLibvirtDomain(t *testing.T) {
 		// the ACPI power button virsh shutdown presses; its workload
 		// powers the guest off a few seconds later, which is the clean
 		// end libvirt must see.
-		mustVirsh(t, "shutdown", name)
+		mustVirsh(t, "shutdown", d.name)
 		var state string
 		if !waitFor(90*time.Second, func() bool {
-			state, _ = virsh(t, "domstate", name, "--reason")
+			state, _ = virsh(t, "domstate", d.name, "--reason")
 			return strings.HasPrefix(strings.TrimSpace(state), "shut off")
 		}) {
 			t.Fatalf("domain state %q after 90 s, want shut off", strings.TrimSpace(state))
@@ -766,26 +816,26 @@ func TestLibvirtDomain(t *testing.T) {
 		if s := strings.TrimSpace(state); s != "shut off (shutdown)" {
 			t.Errorf("domain state %q, want 'shut off (shutdown)'", s)
 		}
-		b, _ := os.ReadFile(console)
+		b, _ := os.ReadFile(d.console)
 		m, err := guest.ParseMarkers(b)
 		if err != nil || m.Status != "ok" || !m.Done {
 			t.Errorf("guest did not report success (%v, %+v); console:\n%s", err, m, b)
 		}
-		gone(t, pid, spid)
-		checkLibvirtEvents(t, eventsFile, pid, uid, qemu)
+		libvirtGone(t, pid, spid)
+		checkLibvirtEvents(t, eventsFile, pid, h.uid, h.qemu)
 	})
 
 	t.Run("destroy", func(t *testing.T) {
-		pid := boot(t)
+		pid := h.boot(t, d)
 		spid := supervisorOf(pid)
 		if spid == 0 {
 			t.Error("no kfv supervisor follows QEMU")
 		}
-		mustVirsh(t, "destroy", name)
-		if s, _ := virsh(t, "domstate", name, "--reason"); strings.TrimSpace(s) != "shut off (destroyed)" {
+		mustVirsh(t, "destroy", d.name)
+		if s, _ := virsh(t, "domstate", d.name, "--reason"); strings.TrimSpace(s) != "shut off (destroyed)" {
 			t.Errorf("domain state %q, want 'shut off (destroyed)'", strings.TrimSpace(s))
 		}
-		gone(t, pid, spid)
+		libvirtGone(t, pid, spid)
 	})
 }
 
