@@ -260,7 +260,7 @@ func dumpPlane(evs []event.Event) string {
 // the payload's thread tid.
 func finding(detector, syscall string, tid int) func(event.Link) bool {
 	return func(l event.Link) bool {
-		return l.Detector == detector && l.Syscall == syscall && l.TID == tid
+		return l.Detector == detector && l.Syscall == syscall && (tid == 0 || l.TID == tid)
 	}
 }
 
