@@ -38,9 +38,11 @@ func neverCalled(x int) int {
 }
 
 func runChild() {
-	fmt.Printf("target %x\n", reflect.ValueOf(neverCalled).Pointer())
+	// Catch SIGUSR1 before saying we are up: the test sends it as soon as
+	// it reads the first line, and an uncaught SIGUSR1 ends a Go program.
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
+	fmt.Printf("target %x\n", reflect.ValueOf(neverCalled).Pointer())
 	tick := time.NewTicker(20 * time.Millisecond)
 	for n := 0; ; n++ {
 		select {
