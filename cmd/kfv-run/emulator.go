@@ -47,6 +47,10 @@ type emulatorSetup struct {
 	// QEMU's arguments in a directory of its own (MonitorDir).
 	Monitor    string `json:"monitor"`
 	MonitorDir string `json:"monitor_dir"`
+	// ServerSockets are the paths of the listening unix sockets QEMU
+	// inherits (libvirt's monitor), read in stage 2, which holds them:
+	// the supervisor does not.
+	ServerSockets []string `json:"server_sockets,omitempty"`
 }
 
 // emulatorMain is stage 1: invoked under a QEMU name by libvirt (or
@@ -100,7 +104,7 @@ func emulatorStageMain() int {
 		return emulatorFail(125, err)
 	}
 	args = supervisor.WithDebugThreads(supervisor.WithMonitor(args, monSock))
-	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.EventsPath(vm), VM: vm, Config: cfg.Source, Monitor: monSock, MonitorDir: monDir})
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.EventsPath(vm), VM: vm, Config: cfg.Source, Monitor: monSock, MonitorDir: monDir, ServerSockets: supervisor.ListeningUnixPaths(supervisor.InheritedFDs())})
 	if err != nil {
 		return emulatorFail(125, fmt.Errorf("encode settings: %w", err))
 	}
@@ -120,7 +124,7 @@ func emulatorSupervisorMain() int {
 		if mode != supervisor.Enforce && mode != supervisor.Audit {
 			return nil, nil, fmt.Errorf("%s: mode %q: want enforce or audit", st.Config, st.Mode)
 		}
-		p, dec, err := buildPolicy(st.Profile, true, req.Argv[1:], req.Env, req.Cwd)
+		p, dec, err := buildPolicy(st.Profile, true, req.Argv[1:], req.Env, req.Cwd, st.ServerSockets)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", st.Config, err)
 		}

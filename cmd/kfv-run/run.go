@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -71,7 +72,7 @@ func runAction(c *cli.Context) error {
 		}()
 		qemuArgs = supervisor.WithDebugThreads(supervisor.WithMonitor(qemuArgs, monSock))
 	}
-	p, dec, err := buildPolicy(c.String("profile"), isQEMU, qemuArgs, os.Environ(), cwd)
+	p, dec, err := buildPolicy(c.String("profile"), isQEMU, qemuArgs, os.Environ(), cwd, supervisor.ListeningUnixPaths(withoutFDs(supervisor.InheritedFDs(), hideFDs)))
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
 	}
@@ -135,7 +136,9 @@ func runAction(c *cli.Context) error {
 
 // buildPolicy resolves a profile for one QEMU command line and
 // environment (supervisor.PrepareProfile) and the engine that applies it.
-func buildPolicy(profile string, isQEMU bool, qemuArgs, qemuEnv []string, cwd string) (*profiles.Profile, orch.Decider, error) {
+// serverSockets are the paths of the listening unix sockets QEMU inherits
+// (supervisor.ListeningUnixPaths), which it may remove.
+func buildPolicy(profile string, isQEMU bool, qemuArgs, qemuEnv []string, cwd string, serverSockets []string) (*profiles.Profile, orch.Decider, error) {
 	p, err := profiles.Resolve(profile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("profile %s:\n%w", profile, err)
@@ -146,6 +149,7 @@ func buildPolicy(profile string, isQEMU bool, qemuArgs, qemuEnv []string, cwd st
 		if err != nil {
 			return nil, nil, err
 		}
+		p = supervisor.WithServerSocketRule(p, serverSockets)
 		p.Warnings = append(p.Warnings, warnings...)
 	} else {
 		p = supervisor.PrepareProgram(p, qemuEnv)
@@ -201,4 +205,15 @@ func memwatchConfig(on bool, period time.Duration) *memwatch.Config {
 		return nil
 	}
 	return &memwatch.Config{Period: period}
+}
+
+// withoutFDs returns fds less those in drop.
+func withoutFDs(fds, drop []int) []int {
+	var out []int
+	for _, fd := range fds {
+		if !slices.Contains(drop, fd) {
+			out = append(out, fd)
+		}
+	}
+	return out
 }

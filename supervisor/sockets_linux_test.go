@@ -1,0 +1,75 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"kfv/profiles"
+)
+
+func fdOf(t *testing.T, f interface{ File() (*os.File, error) }) int {
+	t.Helper()
+	file, err := f.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { file.Close() })
+	return int(file.Fd())
+}
+
+func TestListeningUnixPaths(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "monitor.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	abstract, err := net.ListenUnix("unix", &net.UnixAddr{Name: "@kfv-test-" + filepath.Base(dir), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer abstract.Close()
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	dgram, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "dgram.sock"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dgram.Close()
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+
+	fds := []int{fdOf(t, ln), fdOf(t, abstract), fdOf(t, conn), fdOf(t, dgram), int(f.Fd()), 1 << 20}
+	got := ListeningUnixPaths(fds)
+	if want := []string{path}; !slices.Equal(got, want) {
+		t.Errorf("ListeningUnixPaths = %q, want %q (only the listening socket with a path)", got, want)
+	}
+
+	p := &profiles.Profile{Rules: []profiles.VerdictRule{{Name: "own"}}}
+	if q := WithServerSocketRule(p, nil); q != p {
+		t.Error("no paths: the profile must come back unchanged")
+	}
+	q := WithServerSocketRule(p, got)
+	if len(p.Rules) != 1 {
+		t.Error("the caller's profile was modified")
+	}
+	if len(q.Rules) != 2 || q.Rules[0].Name != "own" {
+		t.Fatalf("rules %+v: the profile's own rule must stay first", q.Rules)
+	}
+	r := q.Rules[1]
+	if !slices.Contains(r.Paths, escapeGlob(path)) || !slices.Equal(r.Syscalls, []string{"unlink", "unlinkat"}) || r.Verdict != profiles.VerdictAllow {
+		t.Errorf("rule %+v: want unlink/unlinkat of %s allowed", r, path)
+	}
+}
