@@ -25,7 +25,7 @@ var runFlags = []cli.Flag{
 	&cli.StringFlag{Name: "mode", Value: "enforce", Usage: "enforce: apply verdicts; audit: decide and log, but allow everything"},
 	&cli.StringFlag{Name: "events", Value: "", Usage: "write the event stream (JSON lines) to `FILE`, appending; - for stdout (default: stderr)"},
 	&cli.StringFlag{Name: "vm", Value: "", Usage: "VM `NAME` in events (default: QEMU's -name, else \"qemu\")"},
-	&cli.DurationFlag{Name: "checkpoint-every", Usage: "keep a clean checkpoint of the VM, taken every `DURATION`, for the restart_checkpoint reaction (each one pauses the guest briefly; default: none)"},
+	&cli.DurationFlag{Name: "checkpoint-every", Usage: "keep a clean checkpoint of the VM, taken every `DURATION`, for the restart_checkpoint reaction (each one pauses the guest briefly; RAM and device state only, not the disks: see docs/profiles.md; default: none)"},
 	&cli.IntFlag{Name: "max-restarts", Value: 3, Usage: "at most `N` restarts ordered by the orchestrator, with backoff"},
 	&cli.BoolFlag{Name: "memwatch", Value: true, Usage: "watch QEMU's code and read-only data for tampering (memwatch); --memwatch=false turns it off"},
 	&cli.DurationFlag{Name: "memwatch-period", Value: memwatch.DefaultPeriod, Usage: "memwatch scan `PERIOD`: a tamper is found within about one period (cost: about 1.4% of a core at 80ms)"},
