@@ -69,6 +69,10 @@ type plane struct {
 
 	monMu sync.Mutex
 	mon   *qmp.Client
+	// monReady is closed when connect is over, connected or not: a
+	// reaction ordered while QEMU is still starting (a payload at
+	// start-up) waits for the monitor instead of failing.
+	monReady chan struct{}
 
 	ckptMu sync.Mutex
 	ckpt   string // path of the latest clean checkpoint, "" if none
@@ -96,7 +100,7 @@ func newPlane(s *session) (*plane, error) {
 		return nil, fmt.Errorf("vertical orchestrator: %w", err)
 	}
 	return &plane{s: s, vo: vo, in: make(chan planeItem, planeQueue), stop: make(chan struct{}), done: make(chan struct{}),
-		reactions: make(chan orch.Reaction, planeQueue), reactDone: make(chan struct{})}, nil
+		monReady: make(chan struct{}), reactions: make(chan orch.Reaction, planeQueue), reactDone: make(chan struct{})}, nil
 }
 
 // observe queues findings for the VO. Called by the loop: it never blocks.
@@ -249,6 +253,8 @@ func (p *plane) emitFinding(f orch.Finding) {
 // connect dials QEMU's private monitor once QEMU is up, then tells the
 // decider where QEMU's code is (for the origin detector).
 func (p *plane) connect() {
+	ready := sync.OnceFunc(func() { close(p.monReady) })
+	defer ready()
 	sock := p.s.cfg.Monitor
 	if sock == "" {
 		return
@@ -271,6 +277,7 @@ func (p *plane) connect() {
 	p.monMu.Lock()
 	p.mon = c
 	p.monMu.Unlock()
+	ready()
 	if p.s.restoreFrom != "" {
 		if err := p.restore(ctx, c, p.s.restoreFrom); err != nil {
 			p.s.emitErr(fmt.Errorf("restore checkpoint: %w", err))
@@ -297,7 +304,19 @@ func (p *plane) connect() {
 	p.startMemwatch(ctx, c)
 }
 
-func (p *plane) monitor() (*qmp.Client, error) {
+// monitor returns kfv's private monitor; with wait it first waits for
+// connect to be over (bounded by monitorTimeout, as connect is).
+func (p *plane) monitor(wait bool) (*qmp.Client, error) {
+	if wait {
+		t := time.NewTimer(monitorTimeout)
+		select {
+		case <-p.monReady:
+		case <-p.stop:
+		case <-p.done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	p.monMu.Lock()
 	defer p.monMu.Unlock()
 	if p.mon == nil {
@@ -403,7 +422,7 @@ func (p *plane) do(r orch.Reaction) error {
 }
 
 func (p *plane) qmp(ctx context.Context, cmd string, args any) error {
-	c, err := p.monitor()
+	c, err := p.monitor(true)
 	if err != nil {
 		return err
 	}
@@ -417,7 +436,7 @@ func (p *plane) nics(ctx context.Context, target string) ([]string, error) {
 	if target != orch.AllNICs && target != "" {
 		return []string{target}, nil
 	}
-	c, err := p.monitor()
+	c, err := p.monitor(true)
 	if err != nil {
 		return nil, err
 	}
@@ -455,7 +474,7 @@ func ParseNICs(text string) []string {
 // checkpoint saves a clean checkpoint of the VM through migration to a
 // file kfv owns, then lets the VM run on (migration leaves it paused).
 func (p *plane) checkpoint() {
-	c, err := p.monitor()
+	c, err := p.monitor(false)
 	if err != nil {
 		return // not up yet
 	}
