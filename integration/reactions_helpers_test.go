@@ -283,6 +283,24 @@ func (r *reactRun) implant(payload string, timeout time.Duration) implantReport 
 	return rep
 }
 
+// stoppedPayload returns the implant's report of a payload whose refusal
+// orders a reaction that ends QEMU (kill, restart): QEMU may be gone
+// before the implant reports the refused call, so its last word may be
+// "exec" (about to make it). Call it once QEMU has exited. It fails the
+// test when the payload did not run in QEMU or reports success.
+func (r *reactRun) stoppedPayload(payload string) implantReport {
+	r.t.Helper()
+	rep := parseImplant(r.p.stderr.String(), payload)
+	if !rep.loadedIn(r.qemuPID) || rep.TID == 0 {
+		r.t.Fatalf("the implant did not run %s in QEMU %d, so this run proves nothing\nstderr:\n%s", payload, r.qemuPID, r.p.stderr)
+	}
+	if rep.Result == "ok" {
+		r.t.Errorf("implant: %s result=ok detail=%s: the payload was not stopped", payload, rep.Detail)
+	}
+	r.t.Logf("payload %s ran in thread %d %q: result=%s detail=%s", payload, rep.TID, rep.Thread, rep.Result, rep.Detail)
+	return rep
+}
+
 // rawReactArgs returns the QEMU arguments of the raw trigger guest that
 // sends payload with arg through a vCPU's port I/O, under KVM; it skips
 // without a usable KVM.
