@@ -28,7 +28,7 @@ var runFlags = []cli.Flag{
 	&cli.DurationFlag{Name: "checkpoint-every", Usage: "keep a clean checkpoint of the VM, taken every `DURATION`, for the restart_checkpoint reaction (each one pauses the guest briefly; RAM and device state only, not the disks: see docs/profiles.md; default: none)"},
 	&cli.IntFlag{Name: "max-restarts", Value: 3, Usage: "at most `N` restarts ordered by the orchestrator, with backoff"},
 	&cli.BoolFlag{Name: "memwatch", Value: true, Usage: "watch QEMU's code and read-only data for tampering (memwatch); --memwatch=false turns it off"},
-	&cli.DurationFlag{Name: "memwatch-period", Value: memwatch.DefaultPeriod, Usage: "memwatch scan `PERIOD`: a tamper is found within about one period (cost: about 1.4% of a core at 80ms)"},
+	&cli.DurationFlag{Name: "memwatch-period", Value: memwatch.DefaultPeriod, Usage: "memwatch scan `PERIOD`: a tamper is found within about one period (cost: about 1.8% of a core at 80ms, docs/BENCHMARKS.md)"},
 }
 
 // runAction supervises QEMU: kfv-run [flags] -- QEMU [ARGS...].
