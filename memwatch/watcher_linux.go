@@ -117,15 +117,25 @@ func New(pid int, cfg Config) (*Watcher, error) {
 	return w, nil
 }
 
+// exitGrace is how long a failed scan waits for the process's exit before
+// it counts as a scan failure.
+const exitGrace = time.Second
+
 // ErrExited is returned (wrapped) once the watched process has exited.
 var ErrExited = errors.New("memwatch: process exited")
 
 // alive checks through the pidfd that the process has not exited: a
 // pidfd polls readable once its process has exited, zombie or not.
-func (w *Watcher) alive() error {
+func (w *Watcher) alive() error { return w.aliveAfter(0) }
+
+// aliveAfter is alive, waiting up to wait for the exit: a process that
+// is exiting loses its memory (reads give EOF) a moment before its pidfd
+// says so.
+func (w *Watcher) aliveAfter(wait time.Duration) error {
 	fds := []unix.PollFd{{Fd: int32(w.pidfd.Fd()), Events: unix.POLLIN}}
+	deadline := time.Now().Add(wait)
 	for {
-		n, err := unix.Poll(fds, 0)
+		n, err := unix.Poll(fds, int(max(0, time.Until(deadline).Milliseconds())))
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -745,7 +755,7 @@ func (w *Watcher) Run(ctx context.Context, report func(Finding)) error {
 			report(f)
 		}
 		if err != nil {
-			if e := w.alive(); e != nil {
+			if e := w.aliveAfter(exitGrace); e != nil {
 				return e
 			}
 			return fmt.Errorf("memwatch scan of %d: %w", w.pid, err)
