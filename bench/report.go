@@ -40,7 +40,7 @@ type report struct {
 	Targets    []target     `json:"targets"`
 }
 
-// target is one of the issue's targets compared with this run.
+// target is one of kfv's performance targets compared with this run.
 type target struct {
 	Name   string `json:"name"`
 	Target string `json:"target"`

@@ -18,7 +18,7 @@ import (
 	"kfv/integration/guest"
 )
 
-// QEMU's own sandbox as the issue asks for it.
+// QEMU's own sandbox, every option on: the strictest QEMU offers.
 const sandboxOpt = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 // The configurations every guest workload runs under, in this order.

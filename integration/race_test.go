@@ -23,7 +23,7 @@ import (
 	"kfv/seccompnotify"
 )
 
-// The TOCTOU race tests (issue: emulation instead of continue). The racer
+// The TOCTOU race tests (emulation instead of continue). The racer
 // (integration/race/racer.c) rewrites a path or address buffer from one
 // thread while another makes the call with it. Under kfv-run, whose
 // supervisor emulates allowed opens and connects, no call may reach the
