@@ -253,9 +253,25 @@ func TestEmulatorProcessModel(t *testing.T) {
 			t.Errorf("supervisor's environment has %q", kv)
 		}
 	}
+	qemuFDs := fdTargets(pid)
 	for n, target := range fdTargets(spid) {
 		if target == pipeTarget {
 			t.Errorf("supervisor holds the caller's fd (its fd %d)", n)
+		}
+		// A socket or pipe both hold is a channel between them that
+		// QEMU could use against its supervisor (the setup socketpair,
+		// the listener's passage): none may survive QEMU's exec.
+		if strings.HasPrefix(target, "socket:") || strings.HasPrefix(target, "pipe:") {
+			for m, qt := range qemuFDs {
+				if qt == target {
+					t.Errorf("QEMU's fd %d and the supervisor's fd %d are the same %s", m, n, target)
+				}
+			}
+		}
+	}
+	for n, target := range qemuFDs {
+		if strings.Contains(target, "seccomp") || strings.Contains(target, "memfd:kfv") {
+			t.Errorf("QEMU holds fd %d -> %s", n, target)
 		}
 	}
 
