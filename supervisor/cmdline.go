@@ -1,11 +1,16 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/netip"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"kfv/profiles"
 	"kfv/resources"
@@ -85,7 +90,8 @@ func PrepareProfile(p *profiles.Profile, args, env []string, cwd string, fsys fs
 	if err != nil {
 		return nil, nil, fmt.Errorf("QEMU command line: %w", err)
 	}
-	return prepare(p, set, args, env, cwd), set.Warnings, nil
+	inet, warnings := InetRules(set, lookupHost)
+	return prepare(p, set, inet, env, cwd), append(set.Warnings, warnings...), nil
 }
 
 // PrepareProgram adapts a profile to a program that is not QEMU: only the
@@ -94,9 +100,13 @@ func PrepareProgram(p *profiles.Profile, env []string) *profiles.Profile {
 	return WithPreloadRule(p, PreloadPaths(env))
 }
 
-func prepare(p *profiles.Profile, set *resources.Set, args, env []string, cwd string) *profiles.Profile {
+func prepare(p *profiles.Profile, set *resources.Set, inet []profiles.VerdictRule, env []string, cwd string) *profiles.Profile {
 	q := *p
-	q.Rules = append(append([]profiles.VerdictRule(nil), p.Rules...), ResourceRules(set, cwd, canonical)...)
+	at := inetRulesAt(p.Rules)
+	rules := append([]profiles.VerdictRule(nil), p.Rules[:at]...)
+	rules = append(rules, inet...)
+	rules = append(rules, p.Rules[at:]...)
+	q.Rules = append(rules, ResourceRules(set, cwd, canonical)...)
 	p = WithPreloadRule(&q, PreloadPaths(env))
 	// The accelerators QEMU may use (resources: -accel, -machine
 	// accel=, -enable-kvm; QEMU 7.2 tries tcg, then kvm, by default).
@@ -247,4 +257,117 @@ func ResourceRules(set *resources.Set, cwd string, canon func(string) string) []
 		}
 	}
 	return rules
+}
+
+// inetRulesAt returns where the VM's inet addresses go among a profile's
+// rules: after the rules that refuse sockets to some threads (a vCPU
+// thread connecting anywhere is a payload, whatever the address), before
+// the first other rule about connects and sends, so that a profile rule
+// that keeps payloads off the host's loopback does not refuse a chardev
+// the operator pointed at 127.0.0.1.
+func inetRulesAt(rules []profiles.VerdictRule) int {
+	for i, r := range rules {
+		sends := false
+		for _, sc := range r.Syscalls {
+			switch sc {
+			case "connect", "sendto", "sendmsg", "sendmmsg":
+				sends = true
+			}
+		}
+		if sends && !(r.Verdict == profiles.VerdictDeny && len(r.Threads) > 0) {
+			return i
+		}
+	}
+	return len(rules)
+}
+
+// Address families for inet rules (x86_64 values).
+const (
+	afInet  = 2
+	afInet6 = 10
+)
+
+// lookupHost resolves a host name on QEMU's command line the way QEMU
+// will (getaddrinfo: /etc/hosts, then DNS), bounded so that a dead
+// resolver cannot hold the launch.
+func lookupHost(host string) ([]netip.Addr, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+}
+
+// InetRules turns the inet addresses QEMU's command line connects to
+// (socket chardevs and netdevs, NBD over TCP, migration targets...) into
+// one allow rule for connect and for sends with an address, placed by
+// inetRulesAt: the operator named these addresses. Host names are resolved once, at launch, with lookup;
+// a name that does not resolve, or a port that is not a single number,
+// is reported in the warnings and gets no rule (QEMU's connect to it is
+// then refused, and says so in the event stream).
+func InetRules(set *resources.Set, lookup func(string) ([]netip.Addr, error)) ([]profiles.VerdictRule, []string) {
+	var addrs, warnings []string
+	seen := map[string]bool{}
+	for _, so := range set.Sockets {
+		if so.Op != resources.OpConnect || (so.Family != resources.FamilyInet && so.Family != resources.FamilyInet6) {
+			continue
+		}
+		host, port, err := splitHostPort(so.Address)
+		if err == nil {
+			var n uint64
+			if n, err = strconv.ParseUint(port, 10, 16); err == nil && n == 0 {
+				err = fmt.Errorf("port 0")
+			}
+		}
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("%s: connect address %q: %v; QEMU's connect to it will be refused", so.Option, so.Address, err))
+			continue
+		}
+		if host == "" {
+			host = "localhost" // QEMU's default for a socket without host=
+		}
+		ips := []netip.Addr{}
+		if ip, err := netip.ParseAddr(host); err == nil {
+			ips = append(ips, ip)
+		} else if ips, err = lookup(host); err != nil || len(ips) == 0 {
+			if err == nil {
+				err = fmt.Errorf("no address")
+			}
+			warnings = append(warnings, fmt.Sprintf("%s: host %q does not resolve (%v); QEMU's connect to it will be refused", so.Option, host, err))
+			continue
+		}
+		for _, ip := range ips {
+			s := net.JoinHostPort(ip.Unmap().WithZone("").String(), port)
+			if !seen[s] {
+				seen[s] = true
+				addrs = append(addrs, s)
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, warnings
+	}
+	sort.Strings(addrs)
+	return []profiles.VerdictRule{{
+		Name:      "vm-inet-connect",
+		Syscalls:  []string{"connect", "sendto", "sendmsg", "sendmmsg"},
+		Families:  []int{afInet, afInet6},
+		Addresses: addrs,
+		Verdict:   profiles.VerdictAllow,
+		Reason:    "the inet addresses QEMU's command line connects to",
+	}}, warnings
+}
+
+// splitHostPort splits "host:port" and "[v6]:port".
+func splitHostPort(s string) (host, port string, err error) {
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]")
+		if end < 0 || !strings.HasPrefix(s[end+1:], ":") {
+			return "", "", fmt.Errorf("want [ADDRESS]:PORT")
+		}
+		return s[1:end], s[end+2:], nil
+	}
+	i := strings.LastIndex(s, ":")
+	if i < 0 {
+		return "", "", fmt.Errorf("want HOST:PORT")
+	}
+	return s[:i], s[i+1:], nil
 }

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/fstest"
 
@@ -26,9 +27,17 @@ func TestPreparedProfileDecisions(t *testing.T) {
 	}
 	env := []string{"LD_PRELOAD=/opt/implant.so"}
 	args := []string{"-accel", "kvm", "-nodefaults", "-drive", "file=/srv/vm/disk.img,format=raw,if=virtio",
-		"-cdrom", "/srv/iso/install.iso", "-pidfile", "/run/vm1.pid", "-qmp", "unix:/run/vm1.qmp,server=on,wait=off"}
+		"-cdrom", "/srv/iso/install.iso", "-pidfile", "/run/vm1.pid", "-qmp", "unix:/run/vm1.qmp,server=on,wait=off",
+		"-chardev", "socket,id=log,host=127.0.0.1,port=4555", "-netdev", "socket,id=n1,connect=[2001:db8::5]:7000",
+		"-chardev", "socket,id=named,host=logs.example,port=514", "-chardev", "udp,id=u,host=198.51.100.9,port=9999"}
 	fsys := fstest.MapFS{}
 	p, warnings, err := PrepareProfile(base, args, env, "/work", fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(warnings, "\n"), `host "logs.example" does not resolve`) {
+		t.Errorf("no warning for the host name that does not resolve: %q", warnings)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +50,9 @@ func TestPreparedProfileDecisions(t *testing.T) {
 	const rdonly, rdwr, creat = 0x0, 0x2, 0x40 | 0x1
 	open := func(path string, flags uint64) orch.Request {
 		return orch.Request{Syscall: "openat", Path: path, Args: [6]uint64{0, 0, flags}, Thread: "qemu-system-x86"}
+	}
+	connect := func(addr, thread string) orch.Request {
+		return orch.Request{Syscall: "connect", Sock: &orch.SockAddr{Family: 2, Addr: netip.MustParseAddrPort(addr)}, Thread: thread}
 	}
 	cases := []struct {
 		name string
@@ -60,6 +72,11 @@ func TestPreparedProfileDecisions(t *testing.T) {
 		{"cwd opened", open("/work", rdonly), orch.Allow, "vm-read-only-openat"},
 		{"qmp socket bound", orch.Request{Syscall: "bind", Sock: &orch.SockAddr{Family: 1, Path: "/run/vm1.qmp"}, Thread: "qemu-system-x86"}, orch.Allow, "vm-sockets-bind"},
 		{"kvm VM has no tcg buffer", orch.Request{Syscall: "mprotect", Args: [6]uint64{0, 4096, protRWX}, Backing: "anon", Thread: "qemu-system-x86"}, orch.Deny, ""},
+		{"chardev on the loopback", connect("127.0.0.1:4555", "qemu-system-x86"), orch.Allow, "vm-inet-connect"},
+		{"netdev over IPv6", connect("[2001:db8::5]:7000", "qemu-system-x86"), orch.Allow, "vm-inet-connect"},
+		{"udp chardev send", orch.Request{Syscall: "sendto", Args: [6]uint64{4: 0x7f0000001000}, Sock: &orch.SockAddr{Family: 2, Addr: netip.MustParseAddrPort("198.51.100.9:9999")}, Thread: "qemu-system-x86"}, orch.Allow, "vm-inet-connect"},
+		{"loopback, another port", connect("127.0.0.1:4556", "qemu-system-x86"), orch.Deny, "no-host-local-inet"},
+		{"vCPU thread to the chardev", connect("127.0.0.1:4555", "CPU 0/KVM"), orch.Deny, "no-network-from-device-threads"},
 		{"no user net: no inet connect", orch.Request{Syscall: "connect", Sock: &orch.SockAddr{Family: 2, Addr: netip.MustParseAddrPort("203.0.113.7:80")}, Thread: "qemu-system-x86"}, orch.Deny, ""},
 	}
 	for _, c := range cases {
