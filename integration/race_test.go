@@ -1,16 +1,13 @@
 package integration
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -19,76 +16,62 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kfv/event"
 	"kfv/profiles"
 	"kfv/seccompnotify"
 )
 
-// The TOCTOU race tests (emulation instead of continue). The racer
-// (integration/race/racer.c) rewrites a path or address buffer from one
-// thread while another makes the call with it. Under kfv-run, whose
-// supervisor emulates allowed opens and connects, no call may reach the
-// forbidden object; under a naive supervisor that checks the buffer and
-// answers CONTINUE (kept below as a test helper), some do, which shows the
-// race is real on this machine.
+// The TOCTOU race tests (emulation instead of continue), with the implant
+// inside real QEMU: the raw trigger guest asks for race-open or
+// race-connect through a vCPU's port I/O, and QEMU's main thread then
+// makes raceAttempts calls with a buffer that another thread keeps
+// rewriting between an allowed object and a forbidden one (see p_race in
+// implant/implant.c). The allowed file is a read-only drive and the
+// allowed address a socket chardev on QEMU's command line, so under
+// kfv-run the policy is the one derived from it, with the built-in
+// profile; the forbidden ones are known to the implant only. Under
+// kfv-run, whose supervisor emulates the opens and connects it allows, no
+// call may reach the forbidden object; under a naive supervisor that
+// checks the buffer and answers CONTINUE (naiveStart, below), some do,
+// which shows the race is real on this machine.
 
 const raceAttempts = 100000
 
-// buildRacer compiles the racer once per source version into the guest
-// cache.
-func buildRacer(t *testing.T) string {
-	t.Helper()
-	src := filepath.Join(repoRoot, "integration", "race", "racer.c")
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
-	out := filepath.Join(guestDir, "racer-"+hex.EncodeToString(sum[:6]))
-	if _, err := os.Stat(out); err == nil {
-		return out
-	}
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("gcc not in PATH: run 'make deps' (installs gcc)")
-	}
-	if err := os.MkdirAll(guestDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmp := out + ".tmp"
-	if o, err := exec.Command("gcc", "-O2", "-pthread", "-Wall", "-o", tmp, src).CombinedOutput(); err != nil {
-		t.Fatalf("gcc racer.c: %v\n%s", err, o)
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		t.Fatal(err)
-	}
-	return out
+// raceVM is one race: QEMU's arguments and environment, and the two
+// objects in the form the implant and the naive check compare.
+type raceVM struct {
+	payload                  string
+	qargs, env               []string
+	allowed, forbidden       string // the payload's
+	allowedPath, allowedAddr string // on QEMU's command line
 }
 
-type raceResult struct{ attempts, allowed, forbidden, denied int }
-
-func parseRace(t *testing.T, out string) raceResult {
+func newRaceVM(t *testing.T, payload string) *raceVM {
 	t.Helper()
-	var r raceResult
-	if _, err := fmt.Sscanf(strings.TrimSpace(out), "attempts=%d allowed=%d forbidden=%d denied=%d", &r.attempts, &r.allowed, &r.forbidden, &r.denied); err != nil {
-		t.Fatalf("racer output %q: %v", out, err)
-	}
-	return r
-}
-
-// raceFiles makes an allowed and a forbidden file with paths of equal
-// length.
-func raceFiles(t *testing.T) (allowed, forbidden string) {
 	dir := t.TempDir()
-	allowed, forbidden = filepath.Join(dir, "allowed"), filepath.Join(dir, "secret!")
-	for p, c := range map[string]string{allowed: "allowed\n", forbidden: "secret\n"} {
-		if err := os.WriteFile(p, []byte(c), 0o600); err != nil {
+	allowedPath, forbiddenPath := filepath.Join(dir, "allowed"), filepath.Join(dir, "secret!")
+	for p, c := range map[string]string{allowedPath: "allowed\n", forbiddenPath: "secret\n"} {
+		if err := os.WriteFile(p, append([]byte(c), make([]byte, 4096-len(c))...), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return allowed, forbidden
+	allowedAddr, forbiddenAddr := raceListeners(t)
+	_, port, _ := net.SplitHostPort(allowedAddr)
+	r := &raceVM{payload: payload, allowedPath: allowedPath, allowedAddr: allowedAddr}
+	r.qargs = append(rawReactArgs(t, payload, strconv.Itoa(raceAttempts)),
+		"-drive", "file="+allowedPath+",if=none,id=race,format=raw,readonly=on",
+		"-chardev", "socket,id=race,host=127.0.0.1,port="+port,
+		"-name", "kfv-race,debug-threads=on")
+	r.allowed, r.forbidden = allowedPath, forbiddenPath
+	if payload == "race-connect" {
+		r.allowed, r.forbidden = allowedAddr, forbiddenAddr
+	}
+	r.env = []string{"LD_PRELOAD=" + buildImplant(t), "KFV_RACE_ALLOWED=" + r.allowed, "KFV_RACE_FORBIDDEN=" + r.forbidden}
+	return r
 }
 
-// raceListeners starts two TCP listeners that accept and drop
-// connections.
+// raceListeners starts two TCP listeners on the loopback that accept and
+// drop connections.
 func raceListeners(t *testing.T) (allowed, forbidden string) {
 	var addrs []string
 	for i := 0; i < 2; i++ {
@@ -111,105 +94,114 @@ func raceListeners(t *testing.T) (allowed, forbidden string) {
 	return addrs[0], addrs[1]
 }
 
-// raceProfile inspects openat and connect, allows only the allowed path
-// or address, and lets everything else run in the kernel.
-func raceProfile(t *testing.T, allowedPath, allowedAddr string) string {
-	p := fmt.Sprintf(`name = "race"
-[defaults]
-action = "allow"
-verdict = "deny"
-verdict_errno = "EACCES"
+// raceReport is the implant's report of one race.
+type raceReport struct {
+	result                               string
+	tid                                  int
+	thread, errno                        string
+	attempts, allowed, forbidden, denied int
+}
 
-[[syscall]]
-names = ["open", "openat", "openat2", "creat", "connect", "sendto", "sendmsg", "sendmmsg"]
-action = "inspect"
-reason = "the calls the race targets"
+var raceDetailRE = regexp.MustCompile(`^tid=(\d+) thread=(.*) attempts=(\d+) allowed=(\d+) forbidden=(\d+) denied=(\d+) errno=(\S+)$`)
 
-[[syscall]]
-names = ["open_by_handle_at"]
-action = "deny"
-reason = "an open around paths"
-
-[[rule]]
-name = "libraries"
-syscalls = ["openat"]
-paths = ["/etc/ld.so.cache", "/usr/lib/**", "/lib/**"]
-verdict = "allow"
-reason = "the racer's own start-up"
-
-[[rule]]
-name = "the-allowed-file"
-syscalls = ["openat"]
-paths = [%q]
-verdict = "allow"
-reason = "the allowed half of the race"
-
-[[rule]]
-name = "the-allowed-address"
-syscalls = ["connect"]
-addresses = [%q]
-verdict = "allow"
-reason = "the allowed half of the race"
-`, allowedPath, allowedAddr)
-	path := filepath.Join(t.TempDir(), "race.toml")
-	if err := os.WriteFile(path, []byte(p), 0o600); err != nil {
-		t.Fatal(err)
+// waitRace waits for the implant's report of r's race in QEMU qemuPID.
+func (r *raceVM) wait(t *testing.T, p *proc, qemuPID int) raceReport {
+	t.Helper()
+	var rep implantReport
+	if !waitFor(3*time.Minute, func() bool {
+		rep = parseImplant(p.stderr.String(), r.payload)
+		return rep.Result != "" || p.exited()
+	}) || rep.Result == "" {
+		t.Fatalf("no report of %s from the implant\nconsole:\n%s\nstderr:\n%s", r.payload, tail(p.stdout.String(), 20), tail(p.stderr.String(), 30))
 	}
-	return path
+	if !rep.loadedIn(qemuPID) {
+		t.Fatalf("the implant did not load into QEMU (pid %d), so this run proves nothing\nstderr:\n%s", qemuPID, p.stderr)
+	}
+	m := raceDetailRE.FindStringSubmatch(rep.Detail)
+	if m == nil {
+		t.Fatalf("implant: %s result=%s detail=%s: the race did not run", r.payload, rep.Result, rep.Detail)
+	}
+	out := raceReport{result: rep.Result, thread: m[2], errno: m[7]}
+	for i, v := range []*int{&out.tid, nil, &out.attempts, &out.allowed, &out.forbidden, &out.denied} {
+		if v != nil {
+			*v, _ = strconv.Atoi(m[i+1]) // the pattern admits digits only
+		}
+	}
+	// The race is between two verdicts only if the calls came from the
+	// thread the allowed object is allowed to: QEMU's main thread.
+	if out.tid != qemuPID {
+		t.Fatalf("the race ran in thread %d %q, not QEMU's main thread %d", out.tid, out.thread, qemuPID)
+	}
+	if out.attempts != raceAttempts {
+		t.Fatalf("the implant made %d attempts, want %d", out.attempts, raceAttempts)
+	}
+	return out
+}
+
+// stop ends QEMU (SIGTERM, forwarded by kfv-run) and waits for it.
+func (r *raceVM) stop(t *testing.T, p *proc) {
+	t.Helper()
+	p.cmd.Process.Signal(unix.SIGTERM)
+	if st := p.wait(t, time.Minute); st != 0 {
+		t.Errorf("%s exited with status %d after SIGTERM, want 0\nstderr:\n%s", filepath.Base(p.cmd.Args[0]), st, tail(p.stderr.String(), 30))
+	}
 }
 
 func TestRaceEmulated(t *testing.T) {
 	needKfv(t)
-	racer := buildRacer(t)
-	allowedPath, forbiddenPath := raceFiles(t)
-	allowedAddr, forbiddenAddr := raceListeners(t)
-	profile := raceProfile(t, allowedPath, allowedAddr)
-	for _, c := range []struct{ mode, allowed, forbidden string }{
-		{"open", allowedPath, forbiddenPath},
-		{"connect", allowedAddr, forbiddenAddr},
-	} {
-		t.Run(c.mode, func(t *testing.T) {
+	qemu := needQEMU(t)
+	for _, c := range []struct{ payload, syscall string }{{"race-open", "openat"}, {"race-connect", "connect"}} {
+		t.Run(c.payload, func(t *testing.T) {
+			r := newRaceVM(t, c.payload)
 			events := filepath.Join(t.TempDir(), "events.jsonl")
-			cmd := exec.Command(kfvRun, "--profile", profile, "--events", events, "--", racer, c.mode, c.allowed, strconv.Itoa(raceAttempts))
-			cmd.Env = append(os.Environ(), "RACER_FORBIDDEN="+c.forbidden)
 			start := time.Now()
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
-			out, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("kfv-run racer: %v\n%s%s", err, out, stderr.String())
+			p := startEnv(t, kfvArgs(events, []string{"--mode", "enforce", "--profile", "qemu"}, qemu, r.qargs...), r.env...)
+			qemuPID := childPID(t, p.cmd.Process.Pid)
+			rep := r.wait(t, p, qemuPID)
+			t.Logf("under kfv-run: %+v in %v", rep, time.Since(start).Round(time.Millisecond))
+			if rep.forbidden != 0 {
+				t.Errorf("%d of %d %s calls reached the forbidden object under kfv-run", rep.forbidden, rep.attempts, c.syscall)
 			}
-			r := parseRace(t, string(out))
-			t.Logf("under kfv-run: %+v in %v", r, time.Since(start).Round(time.Millisecond))
-			if r.forbidden != 0 {
-				t.Errorf("%d of %d %s calls reached the forbidden object under kfv-run", r.forbidden, r.attempts, c.mode)
+			if rep.allowed == 0 || rep.denied == 0 {
+				t.Errorf("the race did not run both ways (allowed %d, denied %d): it proves nothing", rep.allowed, rep.denied)
 			}
-			if r.allowed == 0 || r.denied == 0 {
-				t.Errorf("the race did not run both ways (allowed %d, denied %d)", r.allowed, r.denied)
+			if p.exited() {
+				t.Fatalf("kfv-run ended during the race\nstderr:\n%s", tail(p.stderr.String(), 30))
+			}
+			r.stop(t, p)
+			// The refusals are the policy's, of the racing thread's calls.
+			var denied int
+			rules := map[string]int{}
+			for _, e := range readEvents(t, events) {
+				if e.Kind == event.KindDecision && e.Verdict == "deny" && e.TID == rep.tid && e.Syscall == c.syscall {
+					denied++
+					rules[e.Rule+" "+e.Errno]++
+				}
+			}
+			t.Logf("deny events of the racing thread: %d, by rule and errno: %v", denied, rules)
+			if denied < rep.denied {
+				t.Errorf("the implant saw %d refusals, the event stream holds %d denies of %s by its thread %d", rep.denied, denied, c.syscall, rep.tid)
 			}
 		})
 	}
 }
 
-// TestRaceNaiveContinue runs the same racer under naiveSupervise, which
-// decides on the buffer it read and answers CONTINUE. The forbidden object
-// must be reached at least once: otherwise the emulated test above proves
+// TestRaceNaiveContinue runs the same races under naiveStart's supervisor,
+// which decides on the buffer it read and answers CONTINUE. The forbidden
+// object must be reached at least once: otherwise TestRaceEmulated proves
 // nothing on this machine.
 func TestRaceNaiveContinue(t *testing.T) {
-	racer := buildRacer(t)
-	allowedPath, forbiddenPath := raceFiles(t)
-	allowedAddr, forbiddenAddr := raceListeners(t)
-	for _, c := range []struct{ mode, allowed, forbidden string }{
-		{"open", allowedPath, forbiddenPath},
-		{"connect", allowedAddr, forbiddenAddr},
-	} {
-		t.Run(c.mode, func(t *testing.T) {
-			out := naiveSupervise(t, c.allowed, []string{racer, c.mode, c.allowed, strconv.Itoa(raceAttempts)}, "RACER_FORBIDDEN="+c.forbidden)
-			r := parseRace(t, out)
-			t.Logf("under a check-then-continue supervisor: %+v", r)
-			if r.forbidden == 0 {
-				t.Errorf("no %s reached the forbidden object in %d attempts under check-then-continue: the race was not shown", c.mode, r.attempts)
+	qemu := needQEMU(t)
+	for _, payload := range []string{"race-open", "race-connect"} {
+		t.Run(payload, func(t *testing.T) {
+			r := newRaceVM(t, payload)
+			p := naiveStart(t, r.allowedPath, r.allowedAddr, append([]string{qemu}, r.qargs...), r.env...)
+			rep := r.wait(t, p, p.cmd.Process.Pid)
+			t.Logf("under a check-then-continue supervisor: %+v", rep)
+			if rep.forbidden == 0 {
+				t.Errorf("no call reached the forbidden object in %d attempts under check-then-continue: the race was not shown", rep.attempts)
 			}
+			r.stop(t, p)
 		})
 	}
 }
@@ -251,10 +243,12 @@ func naiveLoaderMain(specFile string) {
 	os.Exit(125)
 }
 
-// naiveSupervise runs argv under a filter that notifies openat and
-// connect, and answers them the unsafe way: read the argument, compare
-// it with allowed, and CONTINUE or fail. It returns argv's stdout.
-func naiveSupervise(t *testing.T, allowed string, argv []string, env ...string) string {
+// naiveStart starts argv under a filter that notifies opens and
+// connects, and answers them the unsafe way: read the argument, compare
+// it with the allowed path or address, and CONTINUE or fail. Every other
+// open passes unless it names something beside the allowed path, in its
+// directory.
+func naiveStart(t *testing.T, allowedPath, allowedAddr string, argv []string, env ...string) *proc {
 	t.Helper()
 	p, err := profiles.Parse("naive.toml", []byte(`name = "naive"
 [defaults]
@@ -287,24 +281,14 @@ reason = "an open around paths"
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), naiveLoaderEnv+"="+specFile, "GODEBUG=asyncpreemptoff=1")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	pidfdN, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	proc := startEnv(t, []string{exe}, naiveLoaderEnv+"="+specFile, "GODEBUG=asyncpreemptoff=1")
+	pidfdN, err := unix.PidfdOpen(proc.cmd.Process.Pid, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pidfd := os.NewFile(uintptr(pidfdN), "pidfd")
 	defer pidfd.Close()
-	lf, err := seccompnotify.TakeListener(pidfd, cmd.Process.Pid, 10*time.Second)
+	lf, err := seccompnotify.TakeListener(pidfd, proc.cmd.Process.Pid, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,6 +297,11 @@ reason = "an open around paths"
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
+	t.Cleanup(func() {
+		l.Shutdown()
+		<-done
+		l.Close()
+	})
 	go func() {
 		defer close(done)
 		var n seccompnotify.Notif
@@ -324,7 +313,7 @@ reason = "an open around paths"
 			switch f.Names[n.Nr] {
 			case "openat":
 				s, err := seccompnotify.ReadString(n.PID, n.Args[1], 4096)
-				ok = err == nil && (s == allowed || !strings.HasPrefix(s, filepath.Dir(allowed)))
+				ok = err == nil && (s == allowedPath || !strings.HasPrefix(s, filepath.Dir(allowedPath)+"/"))
 			case "connect":
 				b := make([]byte, 16)
 				if seccompnotify.ReadMem(n.PID, n.Args[1], b) != nil {
@@ -332,7 +321,7 @@ reason = "an open around paths"
 					break
 				}
 				sa, err := seccompnotify.ParseSockaddr(b)
-				ok = err == nil && (sa.Addr.String() == allowed)
+				ok = err == nil && sa.Addr.String() == allowedAddr
 			}
 			var rerr error
 			if ok {
@@ -345,15 +334,5 @@ reason = "an open around paths"
 			}
 		}
 	}()
-	out, err := io.ReadAll(stdout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("racer under the naive supervisor: %v", err)
-	}
-	l.Shutdown()
-	<-done
-	l.Close()
-	return string(out)
+	return proc
 }

@@ -42,7 +42,10 @@
 #include <linux/if_ether.h>
 #include <linux/kvm.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -69,6 +72,8 @@
 #define MAX_VCPUS 64
 
 static int active;
+/* A race test: KFV_RACE_ALLOWED and KFV_RACE_FORBIDDEN are set (see p_race). */
+static int race_armed;
 
 /*
  * kvm-memslot exposes this page to the guest: memory of QEMU itself (the
@@ -115,6 +120,7 @@ __attribute__((constructor)) static void implant_init(void)
 	if (strncmp(base, "qemu-system-", 12) != 0)
 		return;
 	active = 1;
+	race_armed = getenv("KFV_RACE_ALLOWED") && getenv("KFV_RACE_FORBIDDEN");
 	say("kfv-implant: loaded pid=%d", (int)getpid());
 }
 
@@ -479,6 +485,169 @@ static void p_kvm_memslot(const char *name, const char *arg)
 	report(name, 1, "KVM_SET_USER_MEMORY_REGION slot %u maps %p (\"%s\") at gpa 0x%llx", r.slot, (void *)host_page, host_page, (unsigned long long)gpa);
 }
 
+/* ------------------------------------------------------------ the races */
+
+/*
+ * race-open and race-connect: the TOCTOU attack on a supervisor that reads
+ * a pointer argument, checks it and lets the call continue. One thread
+ * keeps rewriting a buffer between an allowed value and a forbidden one
+ * while another makes N calls with that buffer (N is the argument).
+ *
+ * The calls are made by QEMU's main thread: it is the thread that opens
+ * images and connects chardevs, so the allowed half of the race is allowed
+ * to it and the race is between two verdicts, not against a thread that
+ * may do nothing. The trigger (in a vCPU or worker thread) hands the job
+ * over; the main thread runs it from its next ppoll, as a payload that
+ * hijacked a main-loop callback would. The values come from the
+ * environment, KFV_RACE_ALLOWED and KFV_RACE_FORBIDDEN (paths of equal
+ * length, or A.B.C.D:PORT), so that the forbidden one is not on QEMU's
+ * command line, which kfv admits as the VM's own.
+ *
+ * Report: result=ok when at least one call reached the forbidden object
+ * (an open that read the forbidden file's first byte 's', a connection
+ * whose peer is the forbidden port), with
+ *   tid=T thread=NAME attempts=N allowed=A forbidden=F denied=D errno=E
+ * (E: the errno of the last refused call).
+ */
+
+#define RACE_BUF 256
+
+static atomic_int race_pending; /* 1 open, 2 connect */
+static atomic_long race_n;
+static char race_buf[RACE_BUF];
+static char race_alt[2][RACE_BUF];
+static size_t race_len;
+static atomic_int race_stop;
+
+static void *race_swapper(void *arg)
+{
+	(void)arg;
+	for (unsigned i = 0; !atomic_load_explicit(&race_stop, memory_order_relaxed); i++)
+		memcpy(race_buf, race_alt[i & 1], race_len);
+	return NULL;
+}
+
+static void p_race(const char *name, const char *arg)
+{
+	char *end;
+	long n = strtol(arg, &end, 10);
+	if (!race_armed || *end || n <= 0) {
+		report(name, 0, "want KFV_RACE_ALLOWED, KFV_RACE_FORBIDDEN and a positive count, got %s", arg);
+		return;
+	}
+	atomic_store(&race_n, n);
+	atomic_store(&race_pending, strcmp(name, "race-open") == 0 ? 1 : 2);
+	say("kfv-implant: %s handed to the main thread", name);
+}
+
+static void run_race(int mode)
+{
+	const char *name = mode == 1 ? "race-open" : "race-connect";
+	const char *allowed = getenv("KFV_RACE_ALLOWED"), *forbidden = getenv("KFV_RACE_FORBIDDEN");
+	long n = atomic_load(&race_n), nallowed = 0, nforbidden = 0, ndenied = 0;
+	int lasterr = 0;
+	struct sockaddr_in sa[2];
+
+	if (mode == 1) {
+		race_len = strlen(allowed) + 1;
+		if (race_len != strlen(forbidden) + 1 || race_len > RACE_BUF) {
+			report(name, 0, "the two paths must have the same length, under %d bytes", RACE_BUF);
+			return;
+		}
+		memcpy(race_alt[0], allowed, race_len);
+		memcpy(race_alt[1], forbidden, race_len);
+	} else {
+		if (parse_hostport(allowed, &sa[0]) || parse_hostport(forbidden, &sa[1])) {
+			report(name, 0, "bad addresses %s %s", allowed, forbidden);
+			return;
+		}
+		race_len = sizeof sa[0];
+		memcpy(race_alt[0], &sa[0], race_len);
+		memcpy(race_alt[1], &sa[1], race_len);
+	}
+	memcpy(race_buf, race_alt[0], race_len);
+	atomic_store(&race_stop, 0);
+	pthread_t th;
+	int e = pthread_create(&th, NULL, race_swapper, NULL);
+	if (e) {
+		report(name, 0, "pthread_create: %s", strerror(e));
+		return;
+	}
+	for (long i = 0; i < n; i++) {
+		if (mode == 1) {
+			int fd = openat(AT_FDCWD, race_buf, O_RDONLY | O_CLOEXEC);
+			if (fd < 0) {
+				ndenied++;
+				lasterr = errno;
+				continue;
+			}
+			char c = 0;
+			if (read(fd, &c, 1) == 1 && c == 's')
+				nforbidden++;
+			else
+				nallowed++;
+			close(fd);
+		} else {
+			int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			if (s < 0) {
+				ndenied++;
+				lasterr = errno;
+				continue;
+			}
+			if (connect(s, (struct sockaddr *)race_buf, sizeof(struct sockaddr_in)) != 0) {
+				ndenied++;
+				lasterr = errno;
+			} else {
+				struct sockaddr_in peer;
+				socklen_t pl = sizeof peer;
+				if (getpeername(s, (struct sockaddr *)&peer, &pl) == 0 && peer.sin_port == sa[1].sin_port)
+					nforbidden++;
+				else
+					nallowed++;
+				/* Reset instead of FIN: no TIME_WAIT, so that N
+				 * connections do not use up the ephemeral ports. */
+				struct linger lg = {1, 0};
+				setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+			}
+			close(s);
+		}
+	}
+	atomic_store(&race_stop, 1);
+	pthread_join(th, NULL);
+	char comm[32] = "";
+	int cf = open("/proc/thread-self/comm", O_RDONLY | O_CLOEXEC);
+	if (cf >= 0) {
+		ssize_t r = read(cf, comm, sizeof comm - 1);
+		if (r > 0)
+			comm[r - 1] = 0;
+		close(cf);
+	}
+	report(name, nforbidden > 0, "tid=%d thread=%s attempts=%ld allowed=%ld forbidden=%ld denied=%ld errno=%s",
+	       (int)gettid(), comm, n, nallowed, nforbidden, ndenied, lasterr ? strerrorname_np(lasterr) : "0");
+}
+
+/*
+ * ppoll is where QEMU's main loop waits (util/main-loop.c). The main
+ * thread runs a race handed to it here; in a race test its wait is cut to
+ * 20 ms, since nothing else wakes an idle main loop when a vCPU thread
+ * hands it the job.
+ */
+int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo, const sigset_t *mask)
+{
+	static int (*next)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+	static const struct timespec cap = {0, 20 * 1000 * 1000};
+	if (!next)
+		next = real("ppoll");
+	if (race_armed && gettid() == getpid()) {
+		int mode = atomic_exchange(&race_pending, 0);
+		if (mode)
+			run_race(mode);
+		if (!tmo || tmo->tv_sec > 0 || tmo->tv_nsec > cap.tv_nsec)
+			tmo = &cap;
+	}
+	return next(fds, nfds, tmo, mask);
+}
+
 /* --------------------------------------------------------------- dispatch */
 
 static void run_payload(const char *name, const char *arg, int diskfd)
@@ -522,6 +691,8 @@ static void run_payload(const char *name, const char *arg, int diskfd)
 		p_host_mount(name, arg);
 	else if (!strcmp(name, "bpf"))
 		p_bpf(name);
+	else if (!strcmp(name, "race-open") || !strcmp(name, "race-connect"))
+		p_race(name, arg);
 	else
 		report(name, 0, "unknown payload");
 }
