@@ -86,6 +86,11 @@ var decodeTable = map[string]argKinds{
 
 const maxPath = 4096
 
+// UnnamedPrefix marks the name of a thread that carries its process's
+// name without being its main thread ("unnamed:qemu-system-x86"), so
+// that rules and [[hrsc]] tables for the main loop do not take it.
+const UnnamedPrefix = "unnamed:"
+
 // Decoder turns notifications into orch requests.
 type Decoder struct {
 	Names map[int]string // syscall numbers to names (Filter.Names)
@@ -129,6 +134,17 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 	}
 	if name, ok := d.threads.nameIn(n.PID); ok {
 		r.PID, r.Thread = d.PID, name
+		// Any thread can name itself (prctl PR_SET_NAME, allowed in the
+		// kernel: QEMU names each thread as it starts), so a name says
+		// which role a thread claims, not which it has. The one role a
+		// name must not buy is the main thread's: the process's name on
+		// another thread is a thread that never named itself, or one
+		// that took the main loop's name.
+		if int(n.PID) != d.PID {
+			if main, ok := d.threads.nameIn(d.PID); ok && main == name {
+				r.Thread = UnnamedPrefix + name
+			}
+		}
 	} else {
 		r.PID = tgidOf(n.PID)
 		if c, err := os.ReadFile("/proc/" + tid + "/comm"); err == nil {

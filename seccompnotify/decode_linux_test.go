@@ -313,3 +313,57 @@ func TestAbsPath(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeThreadTakesMainName: a thread that names itself after its
+// process is not taken for the main thread.
+func TestDecodeThreadTakesMainName(t *testing.T) {
+	pid := os.Getpid()
+	main, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mainName := strings.TrimSuffix(string(main), "\n")
+	d := &Decoder{Names: map[int]string{unix.SYS_GETPID: "getpid"}, PID: pid}
+	defer d.Close()
+	// rename names the calling thread after the process, then "worker",
+	// and decodes a call of it under each name. Its thread must not be
+	// the main thread and is never unlocked: it ends with its goroutine,
+	// and its name with it.
+	rename := func() ([]string, error) {
+		tid := unix.Gettid()
+		var got []string
+		for _, name := range []string{mainName, "worker"} {
+			b := append([]byte(name), 0)
+			err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0, 0, 0)
+			runtime.KeepAlive(b)
+			if err != nil {
+				return nil, err
+			}
+			var r orch.Request
+			d.Decode(&Notif{PID: tid, Nr: unix.SYS_GETPID}, &r)
+			got = append(got, r.Thread)
+		}
+		return got, nil
+	}
+	runtime.LockOSThread()
+	var got []string
+	if unix.Gettid() != pid {
+		got, err = rename()
+	} else {
+		// This goroutine holds the main thread, so another one cannot.
+		done := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			got, err = rename()
+			close(done)
+		}()
+		<-done
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{UnnamedPrefix + mainName, "worker"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("thread names %q, want %q", got, want)
+	}
+}
