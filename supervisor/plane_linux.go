@@ -195,8 +195,18 @@ func (p *plane) handle(it planeItem) {
 	}
 }
 
-// order queues a reaction for the reactor.
+// order hands a reaction to the reactor. Kill and restart ask nothing of
+// QEMU (a signal through its pidfd), so they are carried out at once:
+// queued, they would wait behind reactions that wait for QEMU's monitor
+// (up to monitorTimeout when it is not up yet, reactionTimeout per
+// command when QEMU's main loop is busy), and a VM judged to need killing
+// would run on meanwhile.
 func (p *plane) order(r orch.Reaction) {
+	switch r.Kind {
+	case orch.ReactKill, orch.ReactRestart, orch.ReactRestartCheckpoint:
+		p.react(r)
+		return
+	}
 	select {
 	case p.reactions <- r:
 	default:
