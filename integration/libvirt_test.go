@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -146,6 +147,27 @@ func fdTargets(pid int) map[int]string {
 	return out
 }
 
+// sharedChannels lists the sockets and pipes QEMU (pid) and its
+// supervisor (spid) both hold. Such a channel is one QEMU could use
+// against its supervisor (the setup socketpair, the listener's passage,
+// the manager's monitor socket the supervisor serves): none may survive
+// QEMU's exec.
+func sharedChannels(pid, spid int) []string {
+	qemuFDs := fdTargets(pid)
+	var out []string
+	for n, target := range fdTargets(spid) {
+		if !strings.HasPrefix(target, "socket:") && !strings.HasPrefix(target, "pipe:") {
+			continue
+		}
+		for m, qt := range qemuFDs {
+			if qt == target {
+				out = append(out, fmt.Sprintf("QEMU's fd %d and the supervisor's fd %d are the same %s", m, n, target))
+			}
+		}
+	}
+	return out
+}
+
 // waitExec waits until pid runs the binary path (stage 1 and 2 are kfv).
 func waitExec(t *testing.T, pid int, path string) {
 	t.Helper()
@@ -258,16 +280,9 @@ func TestEmulatorProcessModel(t *testing.T) {
 		if target == pipeTarget {
 			t.Errorf("supervisor holds the caller's fd (its fd %d)", n)
 		}
-		// A socket or pipe both hold is a channel between them that
-		// QEMU could use against its supervisor (the setup socketpair,
-		// the listener's passage): none may survive QEMU's exec.
-		if strings.HasPrefix(target, "socket:") || strings.HasPrefix(target, "pipe:") {
-			for m, qt := range qemuFDs {
-				if qt == target {
-					t.Errorf("QEMU's fd %d and the supervisor's fd %d are the same %s", m, n, target)
-				}
-			}
-		}
+	}
+	for _, c := range sharedChannels(pid, spid) {
+		t.Error(c)
 	}
 	for n, target := range qemuFDs {
 		if strings.Contains(target, "seccomp") || strings.Contains(target, "memfd:kfv") {
@@ -369,17 +384,19 @@ func TestEmulatorBadInput(t *testing.T) {
 	}
 }
 
-// TestEmulatorSupervisorDeath: QMP "migrate" to an exec: URI makes QEMU
+// TestEmulatorSupervisorDeath: "migrate" to an exec: URI makes QEMU
 // fork a shell that creates a marker. Bare, the marker appears (the
 // payload works). Under kfv-qemu-system-x86_64 with its supervisor
 // killed, the calls kfv would have inspected fail (ENOSYS) instead of
 // passing: no marker, while the VM goes on running, confined by the
 // kernel filter (the guest keeps printing on its serial port).
 //
-// The built-in profile inspects sendmsg, so once the supervisor is dead
-// QEMU's QMP replies fail too and QEMU drops the monitor connection: the
-// command is sent without waiting for its answer. Under libvirt that
-// means a dead supervisor costs the domain its monitor (docs/libvirt.md).
+// The command goes over an HMP monitor, which kfv does not proxy, on a
+// connection opened before the supervisor dies: QMP monitors are served
+// by the supervisor and die with it, and the built-in profile inspects
+// sendmsg, so a dead supervisor also fails QEMU's greeting on a new
+// connection. Under libvirt that means a dead supervisor costs the domain
+// its monitor (docs/libvirt.md).
 func TestEmulatorSupervisorDeath(t *testing.T) {
 	needKfv(t)
 	qemu := needQEMU(t)
@@ -396,10 +413,19 @@ func TestEmulatorSupervisorDeath(t *testing.T) {
 				bin = link
 			}
 			argv := append([]string{bin}, guest.RawArgs(img, "tcg")...)
-			argv = append(argv, "-qmp", "unix:"+sock+",server=on,wait=off")
+			argv = append(argv, "-monitor", "unix:"+sock+",server=on,wait=off")
 			t.Setenv("KFV_CONFIG", cfg)
 			p := start(t, argv)
-			q := dialQMP(t, sock, 10*time.Second)
+			var c net.Conn
+			var err error
+			if !waitFor(20*time.Second, func() bool { c, err = net.Dial("unix", sock); return err == nil }) {
+				t.Fatalf("HMP monitor: %v", err)
+			}
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+				t.Fatalf("HMP greeting: %v", err)
+			}
 			if supervised {
 				spid := supervisorOf(p.cmd.Process.Pid)
 				if spid == 0 {
@@ -411,8 +437,7 @@ func TestEmulatorSupervisorDeath(t *testing.T) {
 				reap(t, spid, 10*time.Second)
 			}
 			ticks := strings.Count(p.stdout.String(), "tick")
-			cmd := `{"execute":"migrate","arguments":{"uri":"exec:touch ` + marker + `"}}` + "\n"
-			if _, err := q.c.Write([]byte(cmd)); err != nil {
+			if _, err := c.Write([]byte(`migrate "exec:touch ` + marker + `"` + "\n")); err != nil {
 				t.Fatalf("send migrate: %v", err)
 			}
 			time.Sleep(3 * time.Second)
@@ -853,6 +878,77 @@ func TestLibvirtDomain(t *testing.T) {
 		}
 		libvirtGone(t, pid, spid)
 	})
+}
+
+// TestLibvirtHotplug: a disk attached by path with virsh attach-disk
+// reaches QEMU as blockdev-add over libvirt's monitor, which kfv serves
+// (QEMU listens on a private path): kfv admits the image before QEMU
+// opens it, so the attach succeeds with no denial, and the event stream
+// says what was admitted. Detaching works too, and QEMU and its
+// supervisor share no socket (libvirt's monitor is the supervisor's).
+// Last, the supervisor is killed: libvirt loses its monitor and must end
+// the domain as crashed.
+func TestLibvirtHotplug(t *testing.T) {
+	h := newLibvirtHost(t)
+	d := &libvirtDomain{
+		name:     fmt.Sprintf("kfv-hotplug-%d", os.Getpid()),
+		emulator: h.link,
+		cmdline:  guest.LinuxCmdline(guest.WorkloadIdle, "kfv.seconds=120"),
+	}
+	h.define(t, d)
+	spare := filepath.Join(h.dir, "spare.img")
+	if err := os.WriteFile(spare, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pid := h.boot(t, d)
+	spid := supervisorOf(pid)
+	if spid == 0 {
+		t.Fatal("no kfv supervisor follows QEMU")
+	}
+	for _, c := range sharedChannels(pid, spid) {
+		t.Error(c) // libvirt's monitor socket is the supervisor's alone
+	}
+	if out, err := virsh(t, "attach-disk", d.name, spare, "vdb", "--targetbus", "virtio", "--live"); err != nil {
+		t.Fatalf("virsh attach-disk %s: %v\n%s", spare, err, out)
+	}
+	if out := mustVirsh(t, "domblklist", d.name); !strings.Contains(out, spare) {
+		t.Errorf("domblklist does not list %s after the attach:\n%s", spare, out)
+	}
+	if out, err := virsh(t, "detach-disk", d.name, "vdb", "--live"); err != nil {
+		t.Errorf("virsh detach-disk: %v\n%s", err, out)
+	}
+	// The supervisor serves libvirt's monitor: when it dies, libvirt
+	// sees its monitor close, as when QEMU dies, stops QEMU and applies
+	// the domain's crash policy. No QEMU runs on unmanaged.
+	if err := syscall.Kill(spid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var state string
+	if !waitFor(30*time.Second, func() bool {
+		state, _ = virsh(t, "domstate", d.name, "--reason")
+		return strings.HasPrefix(strings.TrimSpace(state), "shut off") && !alive(pid)
+	}) {
+		t.Errorf("30 s after its supervisor died: domain state %q, QEMU %d alive %v; want shut off (crashed), QEMU gone", strings.TrimSpace(state), pid, alive(pid))
+	} else if s := strings.TrimSpace(state); s != "shut off (crashed)" {
+		t.Errorf("after its supervisor died the domain is %q, want 'shut off (crashed)'", s)
+	}
+
+	evs := readEvents(t, filepath.Join(h.events, d.name+".jsonl"))
+	admitted := false
+	for _, e := range evs {
+		if e.Source == "qmp" && e.Rule == "qmp:admit" && strings.Contains(e.Detail, spare) {
+			admitted = true
+			t.Logf("L3: %s %s", e.Args, e.Detail)
+		}
+	}
+	if !admitted {
+		t.Errorf("no qmp:admit event names %s:\n%s", spare, dumpEvents(evs))
+	}
+	for _, e := range denials(evs) {
+		if e.Rule != signalSenderRule {
+			t.Errorf("denial under libvirt: %s %s rule=%s thread=%q", e.Syscall, e.Args, e.Rule, e.Thread)
+		}
+	}
 }
 
 // checkLibvirtEvents checks the VM's event stream: written by libvirt's

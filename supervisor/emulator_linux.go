@@ -8,16 +8,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"kfv/event"
+	"kfv/qmpproxy"
 	"kfv/seccompnotify"
 )
 
@@ -45,12 +48,15 @@ const (
 	supervisorArg = "__kfv_supervise"
 )
 
-// The supervisor's fds: its request, its status report to stage 2, and a
-// pidfd of stage 2 (which becomes QEMU).
+// The supervisor's fds: its request, its status report to stage 2, a
+// pidfd of stage 2 (which becomes QEMU), and from supervisorMonitorFD on
+// the listening sockets of the VM's monitors, one per
+// EmulatorRequest.Monitors entry.
 const (
-	supervisorReqFD    = 3
-	supervisorStatusFD = 4
-	supervisorPidFD    = 5
+	supervisorReqFD     = 3
+	supervisorStatusFD  = 4
+	supervisorPidFD     = 5
+	supervisorMonitorFD = 6
 )
 
 // supervisorReadyTimeout bounds stage 2's wait for the supervisor to
@@ -147,6 +153,10 @@ type EmulatorRequest struct {
 	// Setup is the caller's own settings for the supervisor
 	// (EmulatorSupervisorMain's setup function reads them).
 	Setup json.RawMessage `json:"setup"`
+	// Monitors are the VM's QMP monitors the supervisor serves for the
+	// caller; the listening socket of Monitors[i] is its fd
+	// supervisorMonitorFD+i.
+	Monitors []qmpproxy.Monitor `json:"monitors,omitempty"`
 }
 
 // emulatorStatus is the supervisor's answer to stage 2: the filter to
@@ -163,6 +173,10 @@ type Emulation struct {
 	Argv  []string // QEMU's argv, argv[0] included, as the caller gave it
 	Env   []string // QEMU's environment, as the caller gave it
 	Setup json.RawMessage
+	// Monitors are the caller's QMP monitors, taken over by
+	// ProxyMonitors (Argv is already rewritten): the supervisor serves
+	// them, and Emulate closes stage 2's copies before QEMU runs.
+	Monitors []MonitorProxy
 }
 
 // Emulate is stage 2: it starts the supervisor detached, waits for the
@@ -175,11 +189,32 @@ func Emulate(e *Emulation) *LaunchError {
 	if err != nil {
 		return launchErr(exitLaunch, "current directory: %w", err)
 	}
-	req, err := json.Marshal(&EmulatorRequest{QEMU: e.QEMU, Argv: e.Argv, Env: e.Env, Cwd: cwd, PID: os.Getpid(), Setup: e.Setup})
+	r := &EmulatorRequest{QEMU: e.QEMU, Argv: e.Argv, Env: e.Env, Cwd: cwd, PID: os.Getpid(), Setup: e.Setup}
+	var monFiles []*os.File
+	defer func() {
+		for _, f := range monFiles {
+			f.Close()
+		}
+	}()
+	for _, m := range e.Monitors {
+		f, err := listenerFile(m.Listener)
+		if err != nil {
+			return launchErr(exitLaunch, "monitor %s: %w", m.Monitor.Option, err)
+		}
+		monFiles = append(monFiles, f)
+		r.Monitors = append(r.Monitors, m.Monitor)
+	}
+	req, err := json.Marshal(r)
 	if err != nil {
 		return launchErr(exitLaunch, "encode supervisor request: %w", err)
 	}
-	spid, status, lerr := startSupervisor(req)
+	spid, status, lerr := startSupervisor(req, monFiles)
+	// The supervisor has its copies (or failed): QEMU must hold none of
+	// the manager's monitor sockets.
+	if err := closeMonitors(e.Monitors, monFiles); err != nil && lerr == nil {
+		lerr = launchErr(exitLaunch, "%w", err)
+	}
+	monFiles = nil
 	if lerr != nil {
 		return lerr
 	}
@@ -212,8 +247,39 @@ func Emulate(e *Emulation) *LaunchError {
 	return launchErr(exitLaunch, "%w", err)
 }
 
+// listenerFile returns a copy of a monitor listener's socket for the
+// supervisor.
+func listenerFile(ln net.Listener) (*os.File, error) {
+	fl, ok := ln.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, fmt.Errorf("listener %T has no file", ln)
+	}
+	return fl.File()
+}
+
+// closeMonitors closes stage 2's monitor listeners and the copies made
+// for the supervisor, without removing a socket path from the file
+// system: the supervisor serves it now.
+func closeMonitors(ms []MonitorProxy, files []*os.File) error {
+	var errs []error
+	for _, m := range ms {
+		if ul, ok := m.Listener.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(false)
+		}
+		if err := m.Listener.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close monitor %s: %w", m.Monitor.Option, err))
+		}
+	}
+	for _, f := range files {
+		if err := f.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close monitor copy: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // startSupervisor starts the supervisor detached and returns its pid and
-// its status report.
+// its status report. monitors become its fds from supervisorMonitorFD on.
 //
 // Detached: CLONE_PARENT makes it a sibling of this process rather than a
 // child of QEMU (QEMU reaps no children it does not know), setsid puts it
@@ -222,7 +288,7 @@ func Emulate(e *Emulation) *LaunchError {
 // caller's pipes (libvirt's log pipe) open. The caller's other fds are
 // marked close-on-exec around the fork, because Go's ForkExec leaves
 // unlisted fds alone, and restored before QEMU can need them.
-func startSupervisor(req []byte) (int, []byte, *LaunchError) {
+func startSupervisor(req []byte, monitors []*os.File) (int, []byte, *LaunchError) {
 	reqR, reqW, err := os.Pipe()
 	if err != nil {
 		return 0, nil, launchErr(exitLaunch, "create supervisor pipe: %w", err)
@@ -252,6 +318,9 @@ func startSupervisor(req []byte) (int, []byte, *LaunchError) {
 	var spid int
 	if err == nil {
 		files := []uintptr{null.Fd(), null.Fd(), null.Fd(), reqR.Fd(), stW.Fd(), pidfd.Fd()}
+		for _, f := range monitors {
+			files = append(files, f.Fd())
+		}
 		spid, err = syscall.ForkExec("/proc/self/exe", []string{"kfv-supervisor", supervisorArg}, &syscall.ProcAttr{
 			Env:   supervisorEnv,
 			Files: files,
@@ -384,13 +453,47 @@ func EmulatorSupervisorMain(setup func(*EmulatorRequest) (*Config, func() error,
 	return code
 }
 
+// monitorListeners returns the VM's monitors as stage 2 handed them
+// over (EmulatorRequest.Monitors).
+func monitorListeners(req *EmulatorRequest) ([]MonitorProxy, error) {
+	var out []MonitorProxy
+	for i, m := range req.Monitors {
+		f := os.NewFile(uintptr(supervisorMonitorFD+i), "monitor-"+m.ID)
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			for _, mp := range out {
+				mp.Listener.Close()
+			}
+			return nil, fmt.Errorf("monitor %s: fd %d: %w", m.Option, supervisorMonitorFD+i, err)
+		}
+		out = append(out, MonitorProxy{Monitor: m, Listener: ln})
+	}
+	return out, nil
+}
+
 func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File, fail func(int, error) int) int {
+	monitors, err := monitorListeners(req)
+	if err != nil {
+		return fail(exitLaunch, err)
+	}
 	s, lerr := newSession(cfg)
 	if lerr != nil {
 		return fail(lerr.Code, lerr)
 	}
 	s.qemuPath, s.pid, s.pidfd = req.QEMU, req.PID, pidfd
 	s.emulator = true
+	// The L3 hook: what the manager hands QEMU over its monitors is
+	// admitted before QEMU opens it. The session is the only one: under
+	// a manager a restart is a kill.
+	var cur atomic.Pointer[session]
+	cur.Store(s)
+	dyn, _ := cfg.Decider.(*DynamicDecider)
+	stopProxies, err := serveMonitors(&cur, dyn, monitors, req.Cwd)
+	if err != nil {
+		return fail(exitLaunch, fmt.Errorf("serve the VM's monitors: %w", err))
+	}
+	defer stopProxies()
 	// The process that loads the filter becomes QEMU: its pid is known.
 	prog, err := seccompnotify.PatchPID(s.filter.Prog, s.filter.PIDSlots, s.pid)
 	if err != nil {

@@ -184,7 +184,8 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 // ProxyMonitors rewrites QEMU's arguments so that each QMP monitor the
 // manager uses is served by kfv (QEMU listens on a private path in dir
 // instead) and opens the manager's side. Inherited listening fds (libvirt's
-// fd=N) are taken over: the returned fds must not reach QEMU. Monitors
+// fd=N) are taken over: the listener holds a copy, fd N itself is closed,
+// and the returned fds are those numbers, which must not reach QEMU. Monitors
 // kfv does not proxy (HMP, TCP) come back as warnings.
 func ProxyMonitors(args []string, dir string) (newArgs []string, monitors []MonitorProxy, hideFDs []int, warnings []string, err error) {
 	newArgs, ms, err := qmpproxy.Rewrite(args, dir)
@@ -202,6 +203,12 @@ func ProxyMonitors(args []string, dir string) (newArgs []string, monitors []Moni
 			hideFDs = append(hideFDs, m.FD)
 		}
 		ln, err := qmpproxy.Listen(m, inherited)
+		if inherited != nil {
+			// The listener holds a copy; close the inherited fd now
+			// rather than when the garbage collector finalizes the
+			// File, at a moment nobody chose.
+			inherited.Close()
+		}
 		if err != nil {
 			for _, mp := range monitors {
 				mp.Listener.Close()

@@ -48,9 +48,12 @@ type emulatorSetup struct {
 	Monitor    string `json:"monitor"`
 	MonitorDir string `json:"monitor_dir"`
 	// ServerSockets are the paths of the listening unix sockets QEMU
-	// inherits (libvirt's monitor), read in stage 2, which holds them:
-	// the supervisor does not.
+	// inherits (libvirt's chardevs passed as fds), read in stage 2, which
+	// holds them: the supervisor does not.
 	ServerSockets []string `json:"server_sockets,omitempty"`
+	// Warnings are stage 2's, for the event stream (monitors kfv does
+	// not proxy).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // emulatorMain is stage 1: invoked under a QEMU name by libvirt (or
@@ -98,17 +101,27 @@ func emulatorStageMain() int {
 	}
 	vm := vmName(args)
 	// What kfv adds to QEMU's command line: thread names (libvirt sets
-	// them already) and a private monitor for reactions.
+	// them already), kfv's place on libvirt's QMP monitor (the L3 hook:
+	// QEMU listens on a private path, the supervisor on libvirt's
+	// socket, which QEMU no longer holds) and a private monitor for
+	// reactions.
 	monDir, monSock, err := supervisor.PrivateMonitor()
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	args = supervisor.WithDebugThreads(supervisor.WithMonitor(args, monSock))
-	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.EventsPath(vm), VM: vm, Config: cfg.Source, Monitor: monSock, MonitorDir: monDir, ServerSockets: supervisor.ListeningUnixPaths(supervisor.InheritedFDs())})
+	args, monitors, hideFDs, monWarnings, err := supervisor.ProxyMonitors(args, monDir)
 	if err != nil {
+		os.RemoveAll(monDir)
+		return emulatorFail(125, fmt.Errorf("QEMU's monitors: %w", err))
+	}
+	args = supervisor.WithDebugThreads(supervisor.WithMonitor(args, monSock))
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.EventsPath(vm), VM: vm, Config: cfg.Source, Monitor: monSock, MonitorDir: monDir,
+		ServerSockets: supervisor.ListeningUnixPaths(withoutFDs(supervisor.InheritedFDs(), hideFDs)), Warnings: monWarnings})
+	if err != nil {
+		os.RemoveAll(monDir)
 		return emulatorFail(125, fmt.Errorf("encode settings: %w", err))
 	}
-	lerr := supervisor.Emulate(&supervisor.Emulation{QEMU: qemu, Argv: append([]string{argv0}, args...), Env: env, Setup: setup})
+	lerr := supervisor.Emulate(&supervisor.Emulation{QEMU: qemu, Argv: append([]string{argv0}, args...), Env: env, Setup: setup, Monitors: monitors})
 	return emulatorFail(lerr.Code, lerr)
 }
 
@@ -139,6 +152,9 @@ func emulatorSupervisorMain() int {
 		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Profile: p, Decider: dec, Mode: mode, VM: st.VM, Events: ev, Monitor: st.Monitor, Memwatch: &memwatch.Config{}}
 		for _, w := range p.Warnings {
 			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "profile " + p.Source + ": " + w})
+		}
+		for _, w := range st.Warnings {
+			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: w})
 		}
 		if mode == supervisor.Audit {
 			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "audit mode: every call is allowed; verdicts are only logged"})
