@@ -22,12 +22,13 @@ import (
 )
 
 // The TOCTOU race tests (emulation instead of continue), with the implant
-// inside real QEMU: the raw trigger guest asks for race-open or
-// race-connect through a vCPU's port I/O, and QEMU's main thread then
+// inside real QEMU: the raw trigger guest asks for race-open,
+// race-connect or race-unlink through a vCPU's port I/O, and QEMU's main thread then
 // makes raceAttempts calls with a buffer that another thread keeps
 // rewriting between an allowed object and a forbidden one (see p_race in
-// implant/implant.c). The allowed file is a read-only drive and the
-// allowed address a socket chardev on QEMU's command line, so under
+// implant/implant.c). The allowed file is a read-only drive (QEMU's
+// pidfile for unlink) and the allowed address a socket chardev on QEMU's
+// command line, so under
 // kfv-run the policy is the one derived from it, with the built-in
 // profile; the forbidden ones are known to the implant only. Under
 // kfv-run, whose supervisor emulates the opens and connects it allows, no
@@ -40,10 +41,12 @@ const raceAttempts = 100000
 // raceVM is one race: QEMU's arguments and environment, and the two
 // objects in the form the implant and the naive check compare.
 type raceVM struct {
-	payload                  string
-	qargs, env               []string
-	allowed, forbidden       string // the payload's
-	allowedPath, allowedAddr string // on QEMU's command line
+	payload            string
+	qargs, env         []string
+	allowed, forbidden string // the payload's
+	// On QEMU's command line: a read-only drive, a pidfile (QEMU may
+	// remove what it creates), a chardev's address.
+	allowedPath, pidfile, allowedAddr string
 }
 
 func newRaceVM(t *testing.T, payload string) *raceVM {
@@ -57,14 +60,19 @@ func newRaceVM(t *testing.T, payload string) *raceVM {
 	}
 	allowedAddr, forbiddenAddr := raceListeners(t)
 	_, port, _ := net.SplitHostPort(allowedAddr)
-	r := &raceVM{payload: payload, allowedPath: allowedPath, allowedAddr: allowedAddr}
+	r := &raceVM{payload: payload, allowedPath: allowedPath, pidfile: filepath.Join(dir, "vm1.pid"), allowedAddr: allowedAddr}
 	r.qargs = append(rawReactArgs(t, payload, strconv.Itoa(raceAttempts)),
 		"-drive", "file="+allowedPath+",if=none,id=race,format=raw,readonly=on",
+		"-pidfile", r.pidfile,
 		"-chardev", "socket,id=race,host=127.0.0.1,port="+port,
 		"-name", "kfv-race,debug-threads=on")
-	r.allowed, r.forbidden = allowedPath, forbiddenPath
-	if payload == "race-connect" {
+	switch payload {
+	case "race-open":
+		r.allowed, r.forbidden = allowedPath, forbiddenPath
+	case "race-connect":
 		r.allowed, r.forbidden = allowedAddr, forbiddenAddr
+	case "race-unlink":
+		r.allowed, r.forbidden = r.pidfile, forbiddenPath
 	}
 	r.env = []string{"LD_PRELOAD=" + buildImplant(t), "KFV_RACE_ALLOWED=" + r.allowed, "KFV_RACE_FORBIDDEN=" + r.forbidden}
 	return r
@@ -150,7 +158,7 @@ func (r *raceVM) stop(t *testing.T, p *proc) {
 func TestRaceEmulated(t *testing.T) {
 	needKfv(t)
 	qemu := needQEMU(t)
-	for _, c := range []struct{ payload, syscall string }{{"race-open", "openat"}, {"race-connect", "connect"}} {
+	for _, c := range []struct{ payload, syscall string }{{"race-open", "openat"}, {"race-connect", "connect"}, {"race-unlink", "unlink"}} {
 		t.Run(c.payload, func(t *testing.T) {
 			r := newRaceVM(t, c.payload)
 			events := filepath.Join(t.TempDir(), "events.jsonl")
@@ -192,10 +200,10 @@ func TestRaceEmulated(t *testing.T) {
 // nothing on this machine.
 func TestRaceNaiveContinue(t *testing.T) {
 	qemu := needQEMU(t)
-	for _, payload := range []string{"race-open", "race-connect"} {
+	for _, payload := range []string{"race-open", "race-connect", "race-unlink"} {
 		t.Run(payload, func(t *testing.T) {
 			r := newRaceVM(t, payload)
-			p := naiveStart(t, r.allowedPath, r.allowedAddr, append([]string{qemu}, r.qargs...), r.env...)
+			p := naiveStart(t, []string{r.allowedPath, r.pidfile}, r.allowedAddr, append([]string{qemu}, r.qargs...), r.env...)
 			rep := r.wait(t, p, p.cmd.Process.Pid)
 			t.Logf("under a check-then-continue supervisor: %+v", rep)
 			if rep.forbidden == 0 {
@@ -245,16 +253,16 @@ func naiveLoaderMain(specFile string) {
 
 // naiveStart starts argv under a filter that notifies opens and
 // connects, and answers them the unsafe way: read the argument, compare
-// it with the allowed path or address, and CONTINUE or fail. Every other
-// open passes unless it names something beside the allowed path, in its
-// directory.
-func naiveStart(t *testing.T, allowedPath, allowedAddr string, argv []string, env ...string) *proc {
+// it with the allowed paths or address, and CONTINUE or fail. Every other
+// open or unlink passes unless it names something beside the allowed
+// paths, in their directory.
+func naiveStart(t *testing.T, allowedPaths []string, allowedAddr string, argv []string, env ...string) *proc {
 	t.Helper()
 	p, err := profiles.Parse("naive.toml", []byte(`name = "naive"
 [defaults]
 action = "allow"
 [[syscall]]
-names = ["open", "openat", "openat2", "creat", "connect", "sendto", "sendmsg", "sendmmsg"]
+names = ["open", "openat", "openat2", "creat", "connect", "sendto", "sendmsg", "sendmmsg", "unlink", "unlinkat", "rmdir"]
 action = "inspect"
 reason = "the race"
 [[syscall]]
@@ -310,10 +318,15 @@ reason = "an open around paths"
 				return
 			}
 			ok := true
+			pathOK := func(arg uint64) bool {
+				s, err := seccompnotify.ReadString(n.PID, arg, 4096)
+				return err == nil && (contains(allowedPaths, s) || !strings.HasPrefix(s, filepath.Dir(allowedPaths[0])+"/"))
+			}
 			switch f.Names[n.Nr] {
-			case "openat":
-				s, err := seccompnotify.ReadString(n.PID, n.Args[1], 4096)
-				ok = err == nil && (s == allowedPath || !strings.HasPrefix(s, filepath.Dir(allowedPath)+"/"))
+			case "openat", "unlinkat":
+				ok = pathOK(n.Args[1])
+			case "unlink":
+				ok = pathOK(n.Args[0])
 			case "connect":
 				b := make([]byte, 16)
 				if seccompnotify.ReadMem(n.PID, n.Args[1], b) != nil {

@@ -295,3 +295,34 @@ func TestResolve(t *testing.T) {
 		})
 	}
 }
+
+// TestWarnAllowByReference: an allow rule for a by-path syscall kfv does
+// not perform itself is warned about; one for a syscall it performs, or a
+// deny, is not.
+func TestWarnAllowByReference(t *testing.T) {
+	src := `name = "r"
+[defaults]
+action = "inspect"
+
+[[rule]]
+name = "dirs"
+syscalls = ["mkdir", "unlink"]
+paths = ["/srv/vm/**"]
+verdict = "allow"
+reason = "x"
+
+[[rule]]
+name = "no-rename"
+syscalls = ["rename"]
+verdict = "deny"
+reason = "x"
+`
+	p, err := Parse("r.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `r.toml:7:13: rule "dirs" allows "mkdir", which kfv does not perform itself: the call continues after the check, and another thread of QEMU can rewrite its path in between; such a rule holds only against a QEMU that does not race its own arguments`
+	if len(p.Warnings) != 1 || p.Warnings[0] != want {
+		t.Errorf("warnings = %q, want %q", p.Warnings, want)
+	}
+}

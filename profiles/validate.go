@@ -35,6 +35,26 @@ var equivalents = []struct {
 // The first name of each group is the one messages name when it is
 // inspected.
 
+// performed are the inspected syscalls the supervisor performs itself when
+// it allows them (emulation), instead of letting the call continue: what
+// it checked (a path, an address) is what the call acts on.
+var performed = []string{"open", "openat", "creat", "connect", "bind", "sendto", "sendmsg", "sendmmsg", "unlink", "unlinkat"}
+
+// Performed reports whether the supervisor performs an allowed call of
+// this syscall itself (see performed).
+func Performed(name string) bool { return slices.Contains(performed, name) }
+
+// byReference are syscalls whose object is named in the caller's memory
+// (a path, a struct). An allowed one the supervisor does not perform
+// continues after the check, and another thread can rewrite the
+// argument in between.
+var byReference = []string{"openat2", "open_by_handle_at", "execve", "execveat",
+	"rename", "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat",
+	"rmdir", "mkdir", "mkdirat", "mknod", "mknodat", "chmod", "fchmodat", "fchmodat2",
+	"chown", "fchownat", "lchown", "truncate", "utimes", "utimensat", "futimesat",
+	"setxattr", "lsetxattr", "removexattr", "lremovexattr", "mount", "umount2",
+	"pivot_root", "chroot", "swapon", "swapoff", "acct", "quotactl"}
+
 // syscallState is what the kernel filter does with one syscall.
 type syscallState struct {
 	uncond      *SyscallRule // the unconditional rule, if any
@@ -139,6 +159,8 @@ func (d *decoder) validate(p *Profile) {
 		for j, name := range r.Syscalls {
 			if !state(name).inspected {
 				d.warnf(d.loc.val(index(join(path, "syscalls"), j)), "rule %q names syscall %q, which the kernel filter never sends to the supervisor: the rule cannot match it", r.Name, name)
+			} else if r.Verdict == VerdictAllow && slices.Contains(byReference, name) {
+				d.warnf(d.loc.val(index(join(path, "syscalls"), j)), "rule %q allows %q, which kfv does not perform itself: the call continues after the check, and another thread of QEMU can rewrite its path in between; such a rule holds only against a QEMU that does not race its own arguments", r.Name, name)
 			}
 		}
 	}

@@ -274,3 +274,87 @@ func openat2(dirfd int, p string, how *unix.OpenHow) (int, error) {
 		return fd, err
 	}
 }
+
+// ResolveEntry finds the directory entry an unlink or rmdir would remove,
+// resolving the path as the kernel would for the caller (as ResolveOpen
+// does) except its last component, which is not followed: unlink removes
+// a symlink, not what it points to. The target's dir and name are the
+// entry; Path is its canonical path. rmdir is unlinkat's AT_REMOVEDIR.
+//
+// An error of type Errno is what the native call would have returned.
+func ResolveEntry(r *OpenRequest, rmdir bool) (*Target, error) {
+	if r.Path == "" {
+		return nil, unix.ENOENT
+	}
+	p := selfToPID(r.Path, r.TGID, r.TID)
+	base, err := baseDir(r, p)
+	if err != nil {
+		return nil, err
+	}
+	defer base.Close()
+	resolve := uint64(unix.RESOLVE_NO_MAGICLINKS)
+	if strings.HasPrefix(p, "/") {
+		resolve |= unix.RESOLVE_IN_ROOT
+	}
+	if strings.HasSuffix(p, "/") && strings.Trim(p, "/") != "" {
+		if !rmdir {
+			// unlink("x/"): the kernel follows x to see whether it is a
+			// directory (EISDIR) or not (ENOTDIR), and removes nothing.
+			how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolve}
+			fd, err := openat2(int(base), p, &how)
+			if err != nil {
+				return nil, err
+			}
+			var st unix.Stat_t
+			err = unix.Fstat(fd, &st)
+			unix.Close(fd)
+			if err != nil {
+				return nil, os.NewSyscallError("fstat", err)
+			}
+			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				return nil, unix.EISDIR
+			}
+			return nil, unix.ENOTDIR
+		}
+		p = strings.TrimRight(p, "/")
+	}
+	dir, name := path.Split(p)
+	switch {
+	case name == "" || name == ".":
+		if rmdir {
+			return nil, unix.EINVAL
+		}
+		return nil, unix.EISDIR
+	case name == "..":
+		if rmdir {
+			return nil, unix.ENOTEMPTY
+		}
+		return nil, unix.EISDIR
+	}
+	if dir == "" {
+		dir = "."
+	}
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolve}
+	fd, err := openat2(int(base), dir, &how)
+	if err != nil {
+		return nil, err
+	}
+	t := &Target{obj: -1, dir: FD(fd), name: name}
+	real, err := fdPath(fd)
+	if err != nil {
+		t.Close()
+		return nil, err
+	}
+	t.Path = pidToSelf(strings.TrimSuffix(real, "/")+"/"+name, r.TGID, r.TID)
+	return t, nil
+}
+
+// Remove removes the entry ResolveEntry found, in the directory it
+// checked (a rename of a parent in between cannot redirect it), with
+// unlinkat's flags.
+func (t *Target) Remove(flags int) error {
+	if t.dir < 0 || t.name == "" {
+		return unix.EINVAL
+	}
+	return unix.Unlinkat(int(t.dir), t.name, flags)
+}

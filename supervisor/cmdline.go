@@ -58,7 +58,7 @@ func WithPreloadRule(p *profiles.Profile, paths []string) *profiles.Profile {
 	q.Rules = append([]profiles.VerdictRule{
 		{
 			Name:     "qemu-preload-open",
-			Syscalls: []string{"open", "openat", "openat2"},
+			Syscalls: []string{"open", "openat"},
 			Paths:    globs,
 			Verdict:  profiles.VerdictAllow,
 			Reason:   "a library QEMU's environment preloads (LD_PRELOAD)",

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kfv/orch"
+	"kfv/profiles"
 	"kfv/seccompnotify"
 )
 
@@ -30,11 +31,7 @@ const msgFastOpen = 0x20000000
 // emulates reports whether the supervisor performs syscall itself when it
 // is allowed.
 func (s *session) emulates(syscall string) bool {
-	switch syscall {
-	case "open", "openat", "creat", "connect", "bind", "sendto", "sendmsg", "sendmmsg":
-		return true
-	}
-	return false
+	return profiles.Performed(syscall)
 }
 
 // emulate answers a call the supervisor performs itself, given the
@@ -51,6 +48,8 @@ func (s *session) emulate(n *seccompnotify.Notif, req *orch.Request, decodeErr e
 		s.emulateSendTo(n, req, decodeErr, d)
 	case "sendmsg", "sendmmsg":
 		s.checkSendMsg(n, req, decodeErr, d)
+	case "unlink", "unlinkat":
+		s.emulateUnlink(n, req, decodeErr, d, redecide)
 	default:
 		return false
 	}
@@ -146,6 +145,47 @@ func (s *session) emulateOpen(n *seccompnotify.Notif, req *orch.Request, decodeE
 		return
 	}
 	s.finishOpen(n, req, d, t, or, detail, false)
+}
+
+// emulateUnlink removes the entry that was decided on, in the directory
+// kfv resolved: a path rewritten by another thread after the check
+// cannot make QEMU remove something else. The decision is taken again
+// on the entry's canonical path when it differs from the path as written.
+func (s *session) emulateUnlink(n *seccompnotify.Notif, req *orch.Request, decodeErr error, d orch.Decision, redecide bool) {
+	if decodeErr != nil || req.PathArg == "" && req.Path == "" {
+		s.answer(n, req, d, errText(decodeErr), false)
+		return
+	}
+	dirfd, flags := unix.AT_FDCWD, 0
+	if req.Syscall == "unlinkat" {
+		dirfd, flags = int(int32(req.Args[0])), int(int32(req.Args[2]))
+	}
+	ur := &seccompnotify.OpenRequest{TGID: req.PID, TID: req.TID, Pidfd: s.pidfd, DirFD: dirfd, Path: req.PathArg}
+	t, rerr := seccompnotify.ResolveEntry(ur, flags&unix.AT_REMOVEDIR != 0)
+	detail := ""
+	if rerr == nil {
+		defer t.Close()
+		if t.Path != req.Path && redecide {
+			req.Path = t.Path
+			d = s.cfg.Decider.Decide(req)
+		}
+		if req.PathArg != t.Path {
+			detail = "requested " + strconv.Quote(req.PathArg)
+		}
+	}
+	if d.Action != orch.Allow || s.cfg.Mode == Audit {
+		s.answer(n, req, d, detail, false)
+		return
+	}
+	var errno unix.Errno
+	if rerr == nil {
+		rerr = t.Remove(flags)
+	}
+	if rerr != nil && !errors.As(rerr, &errno) {
+		s.answer(n, req, denyDecision(d, "kfv:emulation", "resolve: "+rerr.Error()), detail, true)
+		return
+	}
+	s.answerErrno(n, req, d, errno, join(detail, "emulated"))
 }
 
 // finishOpen opens the checked target and installs it in QEMU as the

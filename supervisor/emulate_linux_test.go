@@ -138,6 +138,7 @@ func runOpenMatrix(dir string) {
 		return fd, err
 	}, nil)
 	res = append(res, socketMatrix(dir)...)
+	res = append(res, unlinkMatrix(dir, dfd)...)
 	b, err := json.Marshal(res)
 	if err == nil {
 		err = os.WriteFile(filepath.Join(dir, "results.json"), b, 0o600)
@@ -165,7 +166,66 @@ func setupOpenMatrix(t *testing.T) string {
 	must(os.WriteFile(filepath.Join(dir, "sub", "inner"), []byte("inner\n"), 0o640))
 	must(os.Symlink("file", filepath.Join(dir, "link")))
 	must(os.Symlink("loop", filepath.Join(dir, "loop")))
+	// For unlinkMatrix.
+	for _, f := range []string{"gone1", "gone2", "sub/inner2"} {
+		must(os.WriteFile(filepath.Join(dir, f), []byte("x\n"), 0o640))
+	}
+	must(os.Symlink("file", filepath.Join(dir, "link2")))
+	must(os.Mkdir(filepath.Join(dir, "empty"), 0o750))
+	must(os.Mkdir(filepath.Join(dir, "full"), 0o750))
+	must(os.WriteFile(filepath.Join(dir, "full", "f"), []byte("x\n"), 0o640))
 	return dir
+}
+
+// unlinkMatrix runs the unlink and unlinkat cases in dir (the matrix's
+// working directory); dfd is dir/sub.
+func unlinkMatrix(dir string, dfd int) []openResult {
+	var res []openResult
+	exists := func(p string) string {
+		if _, err := os.Lstat(filepath.Join(dir, p)); err == nil {
+			return p + " exists"
+		}
+		return p + " gone"
+	}
+	add := func(name string, err error, extra string) {
+		r := openResult{Name: name, Extra: extra}
+		if err != nil {
+			r.Errno = err.Error()
+			if e, ok := err.(unix.Errno); ok {
+				r.Errno = unix.ErrnoName(e)
+			}
+		}
+		res = append(res, r)
+	}
+	rawUnlink := func(p string) error {
+		b, err := unix.BytePtrFromString(p)
+		if err != nil {
+			return err
+		}
+		if _, _, e := unix.Syscall(unix.SYS_UNLINK, uintptr(unsafe.Pointer(b)), 0, 0); e != 0 {
+			return e
+		}
+		return nil
+	}
+	at := unix.AT_FDCWD
+	add("unlink file", rawUnlink("gone1"), exists("gone1"))
+	add("unlinkat file absolute", unix.Unlinkat(at, dir+"/gone2", 0), exists("gone2"))
+	add("unlinkat through dirfd", unix.Unlinkat(dfd, "inner2", 0), exists("sub/inner2"))
+	add("unlink missing", rawUnlink("missing"), "")
+	add("unlink symlink", rawUnlink("link2"), exists("link2")+", "+exists("file"))
+	add("unlink directory", rawUnlink("empty"), exists("empty"))
+	add("unlink file with slash", rawUnlink("file/"), exists("file"))
+	add("unlink directory with slash", rawUnlink("empty/"), exists("empty"))
+	add("unlink through a file", rawUnlink("file/x"), "")
+	add("unlink in missing dir", rawUnlink("nodir/x"), "")
+	add("unlink dot", rawUnlink("."), "")
+	add("rmdir non-empty", unix.Unlinkat(at, "full", unix.AT_REMOVEDIR), exists("full"))
+	add("rmdir file", unix.Unlinkat(at, "file", unix.AT_REMOVEDIR), exists("file"))
+	add("rmdir empty with slash", unix.Unlinkat(at, "empty/", unix.AT_REMOVEDIR), exists("empty"))
+	add("unlinkat bad flags", unix.Unlinkat(at, "file", 0x1234), exists("file"))
+	add("unlinkat bad dirfd", unix.Unlinkat(987, "x", 0), "")
+	add("unlink empty path", rawUnlink(""), "")
+	return res
 }
 
 func runMatrixNative(t *testing.T, dir string) []byte {
@@ -189,10 +249,12 @@ func readResults(t *testing.T, dir string) []byte {
 	return b
 }
 
-// TestEmulatedOpenFidelity runs the same matrix of opens natively and
-// under the supervisor, which emulates every open (resolve, check, open,
-// install with ADDFD), and requires identical results: fd numbers, flags,
-// created modes, errnos.
+// TestEmulatedOpenFidelity runs the same matrix of opens, connects,
+// binds, sends and unlinks natively and under the supervisor, which
+// emulates every one (an open: resolve, check, open, install with ADDFD;
+// an unlink: resolve the directory, check the entry, remove it there), and
+// requires identical results: fd numbers, flags, created modes, errnos,
+// what is left on disk.
 func TestEmulatedOpenFidelity(t *testing.T) {
 	dirN := setupOpenMatrix(t)
 	dirE := setupOpenMatrix(t)
@@ -202,7 +264,7 @@ func TestEmulatedOpenFidelity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := inspectProfile("open", "openat", "creat", "connect", "bind", "sendto")
+	p := inspectProfile("open", "openat", "creat", "connect", "bind", "sendto", "unlink", "unlinkat")
 	var opens int
 	allow := funcDecider(func(r *orch.Request) orch.Decision {
 		if r.Syscall == "openat" {
@@ -216,6 +278,7 @@ func TestEmulatedOpenFidelity(t *testing.T) {
 		t.Fatalf("emulated matrix exited %d: %v\n%s", status, err, eventLines(evs))
 	}
 	emul := readResults(t, dirE)
+	t.Logf("emulated results: %s", emul)
 	var rn, re []openResult
 	if err := json.Unmarshal(native, &rn); err != nil {
 		t.Fatalf("native output %q: %v", native, err)

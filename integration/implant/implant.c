@@ -529,8 +529,9 @@ static void p_kvm_memslot(const char *name, const char *arg)
 /* ------------------------------------------------------------ the races */
 
 /*
- * race-open and race-connect: the TOCTOU attack on a supervisor that reads
- * a pointer argument, checks it and lets the call continue. One thread
+ * race-open, race-connect and race-unlink: the TOCTOU attack on a
+ * supervisor that reads a pointer argument, checks it and lets the call
+ * continue. One thread
  * keeps rewriting a buffer between an allowed value and a forbidden one
  * while another makes N calls with that buffer (N is the argument).
  *
@@ -546,14 +547,16 @@ static void p_kvm_memslot(const char *name, const char *arg)
  *
  * Report: result=ok when at least one call reached the forbidden object
  * (an open that read the forbidden file's first byte 's', a connection
- * whose peer is the forbidden port), with
+ * whose peer is the forbidden port, an unlink after which the forbidden
+ * file is gone; race-unlink makes the allowed file, QEMU's pidfile, again
+ * after each unlink of it), with
  *   tid=T thread=NAME attempts=N allowed=A forbidden=F denied=D errno=E
  * (E: the errno of the last refused call).
  */
 
 #define RACE_BUF 256
 
-static atomic_int race_pending; /* 1 open, 2 connect */
+static atomic_int race_pending; /* 1 open, 2 connect, 3 unlink */
 static atomic_long race_n;
 static char race_buf[RACE_BUF];
 static char race_alt[2][RACE_BUF];
@@ -577,19 +580,19 @@ static void p_race(const char *name, const char *arg)
 		return;
 	}
 	atomic_store(&race_n, n);
-	atomic_store(&race_pending, strcmp(name, "race-open") == 0 ? 1 : 2);
+	atomic_store(&race_pending, !strcmp(name, "race-open") ? 1 : !strcmp(name, "race-connect") ? 2 : 3);
 	say("kfv-implant: %s handed to the main thread", name);
 }
 
 static void run_race(int mode)
 {
-	const char *name = mode == 1 ? "race-open" : "race-connect";
+	const char *name = mode == 1 ? "race-open" : mode == 2 ? "race-connect" : "race-unlink";
 	const char *allowed = getenv("KFV_RACE_ALLOWED"), *forbidden = getenv("KFV_RACE_FORBIDDEN");
 	long n = atomic_load(&race_n), nallowed = 0, nforbidden = 0, ndenied = 0;
 	int lasterr = 0;
 	struct sockaddr_in sa[2];
 
-	if (mode == 1) {
+	if (mode != 2) {
 		race_len = strlen(allowed) + 1;
 		if (race_len != strlen(forbidden) + 1 || race_len > RACE_BUF) {
 			report(name, 0, "the two paths must have the same length, under %d bytes", RACE_BUF);
@@ -627,6 +630,27 @@ static void run_race(int mode)
 				nforbidden++;
 			else
 				nallowed++;
+			close(fd);
+		} else if (mode == 3) {
+			if (unlink(race_buf) != 0) {
+				ndenied++;
+				lasterr = errno;
+				continue;
+			}
+			if (access(forbidden, F_OK) != 0) {
+				nforbidden++;
+				break; /* it cannot be made again from here */
+			}
+			nallowed++;
+			/* The allowed file (QEMU's pidfile) is made again for the
+			 * next attempt. */
+			int fd = open(allowed, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+			if (fd < 0) {
+				atomic_store(&race_stop, 1);
+				pthread_join(th, NULL);
+				report(name, 0, "make %s again: %s", allowed, strerror(errno));
+				return;
+			}
 			close(fd);
 		} else {
 			int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -734,7 +758,7 @@ static void run_payload(const char *name, const char *arg, int diskfd)
 		p_host_mount(name, arg);
 	else if (!strcmp(name, "bpf"))
 		p_bpf(name);
-	else if (!strcmp(name, "race-open") || !strcmp(name, "race-connect"))
+	else if (!strcmp(name, "race-open") || !strcmp(name, "race-connect") || !strcmp(name, "race-unlink"))
 		p_race(name, arg);
 	else
 		report(name, 0, "unknown payload");
