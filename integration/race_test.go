@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,6 +50,19 @@ type raceVM struct {
 	// On QEMU's command line: a read-only drive, a pidfile (QEMU may
 	// remove what it creates), a chardev's address.
 	allowedPath, pidfile, allowedAddr string
+	// datagrams counts what reached race-sendmsg's forbidden UDP port.
+	datagrams func() int64
+}
+
+// forbiddenSeen is the number of calls that reached the forbidden object:
+// the implant's count, or for race-sendmsg the datagrams that arrived
+// (the implant cannot see where its sends went).
+func (r *raceVM) forbiddenSeen(rep raceReport) int {
+	if r.datagrams == nil {
+		return rep.forbidden
+	}
+	time.Sleep(200 * time.Millisecond) // datagrams in flight
+	return int(r.datagrams())
 }
 
 func newRaceVM(t *testing.T, payload string) *raceVM {
@@ -73,13 +89,16 @@ func newRaceVM(t *testing.T, payload string) *raceVM {
 		r.allowed, r.forbidden = allowedAddr, forbiddenAddr
 	case "race-unlink":
 		r.allowed, r.forbidden = r.pidfile, forbiddenPath
+	case "race-sendmsg":
+		r.allowed = allowedAddr
+		r.forbidden, r.datagrams = datagramCounter(t)
 	}
 	r.env = []string{"LD_PRELOAD=" + buildImplant(t), "KFV_RACE_ALLOWED=" + r.allowed, "KFV_RACE_FORBIDDEN=" + r.forbidden}
 	return r
 }
 
-// raceListeners starts two TCP listeners on the loopback that accept and
-// drop connections.
+// raceListeners starts two TCP listeners on the loopback that accept
+// connections and read them until the other end closes.
 func raceListeners(t *testing.T) (allowed, forbidden string) {
 	var addrs []string
 	for i := 0; i < 2; i++ {
@@ -94,12 +113,36 @@ func raceListeners(t *testing.T) (allowed, forbidden string) {
 				if err != nil {
 					return
 				}
-				c.Close()
+				go func() {
+					io.Copy(io.Discard, c)
+					c.Close()
+				}()
 			}
 		}()
 		addrs = append(addrs, l.Addr().String())
 	}
 	return addrs[0], addrs[1]
+}
+
+// datagramCounter listens on a UDP port of the loopback and counts what
+// arrives: race-sendmsg's forbidden destination.
+func datagramCounter(t *testing.T) (addr string, count func() int64) {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var n atomic.Int64
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := c.ReadFrom(buf); err != nil {
+				return
+			}
+			n.Add(1)
+		}
+	}()
+	return c.LocalAddr().String(), n.Load
 }
 
 // raceReport is the implant's report of one race.
@@ -158,7 +201,7 @@ func (r *raceVM) stop(t *testing.T, p *proc) {
 func TestRaceEmulated(t *testing.T) {
 	needKfv(t)
 	qemu := needQEMU(t)
-	for _, c := range []struct{ payload, syscall string }{{"race-open", "openat"}, {"race-connect", "connect"}, {"race-unlink", "unlink"}} {
+	for _, c := range []struct{ payload, syscall string }{{"race-open", "openat"}, {"race-connect", "connect"}, {"race-unlink", "unlink"}, {"race-sendmsg", "sendmsg"}} {
 		t.Run(c.payload, func(t *testing.T) {
 			r := newRaceVM(t, c.payload)
 			events := filepath.Join(t.TempDir(), "events.jsonl")
@@ -167,8 +210,8 @@ func TestRaceEmulated(t *testing.T) {
 			qemuPID := childPID(t, p.cmd.Process.Pid)
 			rep := r.wait(t, p, qemuPID)
 			t.Logf("under kfv-run: %+v in %v", rep, time.Since(start).Round(time.Millisecond))
-			if rep.forbidden != 0 {
-				t.Errorf("%d of %d %s calls reached the forbidden object under kfv-run", rep.forbidden, rep.attempts, c.syscall)
+			if f := r.forbiddenSeen(rep); f != 0 {
+				t.Errorf("%d of %d %s calls reached the forbidden object under kfv-run", f, rep.attempts, c.syscall)
 			}
 			if rep.allowed == 0 || rep.denied == 0 {
 				t.Errorf("the race did not run both ways (allowed %d, denied %d): it proves nothing", rep.allowed, rep.denied)
@@ -187,7 +230,12 @@ func TestRaceEmulated(t *testing.T) {
 				}
 			}
 			t.Logf("deny events of the racing thread: %d, by rule and errno: %v", denied, rules)
-			if denied < rep.denied {
+			switch {
+			case c.payload == "race-sendmsg" && denied == 0:
+				// Its failures also include sends without an address
+				// on the UDP socket (EDESTADDRREQ, as natively).
+				t.Errorf("no deny of sendmsg by the racing thread %d", rep.tid)
+			case c.payload != "race-sendmsg" && denied < rep.denied:
 				t.Errorf("the implant saw %d refusals, the event stream holds %d denies of %s by its thread %d", rep.denied, denied, c.syscall, rep.tid)
 			}
 		})
@@ -200,18 +248,36 @@ func TestRaceEmulated(t *testing.T) {
 // nothing on this machine.
 func TestRaceNaiveContinue(t *testing.T) {
 	qemu := needQEMU(t)
-	for _, payload := range []string{"race-open", "race-connect", "race-unlink"} {
+	for _, payload := range []string{"race-open", "race-connect", "race-unlink", "race-sendmsg"} {
 		t.Run(payload, func(t *testing.T) {
 			r := newRaceVM(t, payload)
 			p := naiveStart(t, []string{r.allowedPath, r.pidfile}, r.allowedAddr, append([]string{qemu}, r.qargs...), r.env...)
 			rep := r.wait(t, p, p.cmd.Process.Pid)
 			t.Logf("under a check-then-continue supervisor: %+v", rep)
-			if rep.forbidden == 0 {
+			if f := r.forbiddenSeen(rep); f == 0 {
 				t.Errorf("no call reached the forbidden object in %d attempts under check-then-continue: the race was not shown", rep.attempts)
+			} else {
+				t.Logf("%d calls reached the forbidden object", f)
 			}
 			r.stop(t, p)
 		})
 	}
+}
+
+// naiveConnectedStream says whether fd of the process behind pidfd is a
+// connected stream socket, as seen on a copy taken now.
+func naiveConnectedStream(pidfd *os.File, fd int) bool {
+	f, err := seccompnotify.TakeFD(pidfd, fd)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	typ, err := seccompnotify.SocketType(f)
+	if err != nil || typ != unix.SOCK_STREAM {
+		return false
+	}
+	_, err = unix.Getpeername(int(f))
+	return err == nil
 }
 
 // naiveLoaderEnv makes this test binary a loader for naiveSupervise: it
@@ -295,7 +361,6 @@ reason = "an open around paths"
 		t.Fatal(err)
 	}
 	pidfd := os.NewFile(uintptr(pidfdN), "pidfd")
-	defer pidfd.Close()
 	lf, err := seccompnotify.TakeListener(pidfd, proc.cmd.Process.Pid, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -309,6 +374,7 @@ reason = "an open around paths"
 		l.Shutdown()
 		<-done
 		l.Close()
+		pidfd.Close()
 	})
 	go func() {
 		defer close(done)
@@ -335,6 +401,11 @@ reason = "an open around paths"
 				}
 				sa, err := seccompnotify.ParseSockaddr(b)
 				ok = err == nil && sa.Addr.String() == allowedAddr
+			case "sendmsg":
+				// What kfv checked before it emulated sendmsg: no
+				// address in the message, a connected stream socket.
+				h := make([]byte, 16)
+				ok = seccompnotify.ReadMem(n.PID, n.Args[1], h) == nil && binary.NativeEndian.Uint64(h) == 0 && naiveConnectedStream(pidfd, int(int32(n.Args[0])))
 			}
 			var rerr error
 			if ok {

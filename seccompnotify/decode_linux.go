@@ -195,14 +195,14 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 		r.Sock, r.SockRaw = sa, raw
 	}
 	if k.msghdr >= 0 {
-		sa, err := readMsgAddrs(n.PID, n.Args[k.msghdr], k.vlen, n.Args)
+		sa, raw, err := readMsgAddrs(n.PID, n.Args[k.msghdr], k.vlen, n.Args)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("read message header: %w", err))
 			// Unreadable: say there is an address, of no family, so
 			// that no "without address" rule can match.
-			sa = &orch.SockAddr{Family: FamilyUnknown}
+			sa, raw = &orch.SockAddr{Family: FamilyUnknown}, nil
 		}
-		r.Sock = sa
+		r.Sock, r.SockRaw = sa, raw
 	}
 	if k.domain >= 0 {
 		r.Sock = &orch.SockAddr{Family: int(int32(n.Args[k.domain]))}
@@ -344,8 +344,9 @@ const (
 // readMsgAddrs reads the destination address of sendmsg's msghdr, or of
 // every mmsghdr of sendmmsg (vlenArg >= 0). It returns nil when no message
 // names an address (a connected socket), the address when all that name
-// one name the same, and FamilyUnknown when they differ.
-func readMsgAddrs(pid int, addr uint64, vlenArg int, args [6]uint64) (*orch.SockAddr, error) {
+// one name the same, and FamilyUnknown when they differ; with the bytes
+// read for sendmsg's one message (what an emulated sendmsg sends to).
+func readMsgAddrs(pid int, addr uint64, vlenArg int, args [6]uint64) (*orch.SockAddr, []byte, error) {
 	count, stride := uint64(1), uint64(sizeofMsghdr)
 	if vlenArg >= 0 {
 		count, stride = uint64(uint32(args[vlenArg])), sizeofMmsghdr
@@ -354,13 +355,14 @@ func readMsgAddrs(pid int, addr uint64, vlenArg int, args [6]uint64) (*orch.Sock
 		}
 	}
 	if count == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	buf := make([]byte, count*stride)
 	if err := ReadMem(pid, addr, buf); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out *orch.SockAddr
+	var outRaw []byte
 	for i := uint64(0); i < count; i++ {
 		h := buf[i*stride:]
 		name := binary.NativeEndian.Uint64(h[0:])
@@ -368,18 +370,21 @@ func readMsgAddrs(pid int, addr uint64, vlenArg int, args [6]uint64) (*orch.Sock
 		if name == 0 || namelen == 0 {
 			continue // the kernel ignores msg_name then
 		}
-		sa, err := readSockaddr(pid, name, namelen)
+		sa, raw, err := readSockaddrRaw(pid, name, namelen)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		switch {
 		case out == nil:
-			out = sa
+			out, outRaw = sa, raw
 		case out.Family != sa.Family || out.String() != sa.String():
-			return &orch.SockAddr{Family: FamilyUnknown}, nil
+			return &orch.SockAddr{Family: FamilyUnknown}, nil, nil
 		}
 	}
-	return out, nil
+	if vlenArg >= 0 {
+		outRaw = nil
+	}
+	return out, outRaw, nil
 }
 
 // kvmSetUserMemoryRegion is KVM_SET_USER_MEMORY_REGION,

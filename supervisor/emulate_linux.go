@@ -46,7 +46,9 @@ func (s *session) emulate(n *seccompnotify.Notif, req *orch.Request, decodeErr e
 		s.emulateSockaddr(n, req, decodeErr, d)
 	case "sendto":
 		s.emulateSendTo(n, req, decodeErr, d)
-	case "sendmsg", "sendmmsg":
+	case "sendmsg":
+		s.emulateSendMsg(n, req, decodeErr, d)
+	case "sendmmsg":
 		s.checkSendMsg(n, req, decodeErr, d)
 	case "unlink", "unlinkat":
 		s.emulateUnlink(n, req, decodeErr, d, redecide)
@@ -332,8 +334,98 @@ func (s *session) emulateSendTo(n *seccompnotify.Notif, req *orch.Request, decod
 	s.emitDecision(req, d, "allow", "", fmt.Sprintf("emulated: %d bytes sent", cnt))
 }
 
-// checkSendMsg lets sendmsg/sendmmsg continue only where the address in
-// the message cannot matter: a connected stream socket (the kernel ignores
+// emulateSendMsg sends QEMU's message itself, on a copy of the socket it
+// checked and to the address decided on (none when the message named
+// none): rewriting msg_name, or swapping the fd for a datagram socket
+// with dup2, after the check changes nothing. Data and control messages
+// are copied from QEMU (SCM_RIGHTS fds taken with pidfd_getfd). A stream
+// send larger than maxSendTo is sent in part, as a non-blocking socket
+// may; a larger datagram is refused with EMSGSIZE. MSG_NOSIGNAL is always
+// added (QEMU ignores SIGPIPE: it gets EPIPE either way).
+func (s *session) emulateSendMsg(n *seccompnotify.Notif, req *orch.Request, decodeErr error, d orch.Decision) {
+	if decodeErr != nil || d.Action != orch.Allow || s.cfg.Mode == Audit {
+		s.answer(n, req, d, errText(decodeErr), false)
+		return
+	}
+	flags := int(int32(req.Args[2]))
+	if flags&msgFastOpen != 0 {
+		s.answer(n, req, denyDecision(d, "kfv:sendmsg", "MSG_FASTOPEN connects to the message's address"), "", false)
+		return
+	}
+	if req.Sock != nil && len(req.SockRaw) == 0 {
+		s.answer(n, req, denyDecision(d, "kfv:emulation", "the message's address was not kept"), "", true)
+		return
+	}
+	sock, err := seccompnotify.TakeFD(s.pidfd, int(int32(req.Args[0])))
+	if err != nil {
+		var errno unix.Errno
+		if !errors.As(err, &errno) {
+			errno = unix.EBADF
+		}
+		s.answerErrno(n, req, d, errno, "emulated")
+		return
+	}
+	typ, terr := seccompnotify.SocketType(sock)
+	nb, nerr := seccompnotify.Nonblocking(sock)
+	if terr != nil || nerr != nil {
+		sock.Close()
+		if errors.Is(terr, unix.ENOTSOCK) {
+			s.answerErrno(n, req, d, unix.ENOTSOCK, "emulated")
+			return
+		}
+		s.answer(n, req, denyDecision(d, "kfv:emulation", errors.Join(terr, nerr).Error()), "", true)
+		return
+	}
+	m, err := seccompnotify.ReadMsg(n.PID, s.pidfd, req.Args[1], maxSendTo)
+	if err != nil {
+		sock.Close()
+		var errno unix.Errno
+		if !errors.As(err, &errno) {
+			s.answer(n, req, denyDecision(d, "kfv:emulation", "read message: "+err.Error()), "", true)
+			return
+		}
+		s.answerErrno(n, req, d, errno, "emulated")
+		return
+	}
+	if m.Truncated && typ != unix.SOCK_STREAM {
+		sock.Close()
+		m.Close()
+		s.answerErrno(n, req, d, unix.EMSGSIZE, fmt.Sprintf("emulated sendmsg of over %d bytes refused", maxSendTo))
+		return
+	}
+	if s.listener.IDValid(n.ID) != nil {
+		sock.Close()
+		m.Close()
+		return
+	}
+	run := func() {
+		defer sock.Close()
+		defer m.Close()
+		cnt, e := seccompnotify.SendMsg(sock, m, req.SockRaw, flags|unix.MSG_NOSIGNAL)
+		if e != 0 {
+			s.answerErrno(n, req, d, e, "emulated")
+			return
+		}
+		if err := s.listener.Return(n.ID, int64(cnt)); err != nil && !errors.Is(err, seccompnotify.ErrGone) {
+			s.emitDecision(req, d, "allow", "", "emulated sendmsg: answer failed: "+err.Error())
+			return
+		}
+		s.emitDecision(req, d, "allow", "", fmt.Sprintf("emulated: %d bytes sent", cnt))
+	}
+	if !nb && flags&unix.MSG_DONTWAIT == 0 {
+		// A blocking send may wait for the peer: beside the loop, on
+		// copies of the notification and request, which it reuses.
+		nc, rc := *n, *req
+		n, req = &nc, &rc
+		go run()
+		return
+	}
+	run()
+}
+
+// checkSendMsg lets sendmmsg continue only where the address in
+// the message cannot matter (QEMU 7.2 makes no sendmmsg; sendmsg is
+// emulated): a connected stream socket (the kernel ignores
 // msg_name, or fails with EISCONN) and no MSG_FASTOPEN (which connects to
 // msg_name). The flags are a register argument: they cannot change under
 // the check. Datagram sockets send wherever msg_name says, which another

@@ -264,7 +264,7 @@ func TestEmulatedOpenFidelity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := inspectProfile("open", "openat", "creat", "connect", "bind", "sendto", "unlink", "unlinkat")
+	p := inspectProfile("open", "openat", "creat", "connect", "bind", "sendto", "sendmsg", "unlink", "unlinkat")
 	var opens int
 	allow := funcDecider(func(r *orch.Request) orch.Decision {
 		if r.Syscall == "openat" {
@@ -278,7 +278,6 @@ func TestEmulatedOpenFidelity(t *testing.T) {
 		t.Fatalf("emulated matrix exited %d: %v\n%s", status, err, eventLines(evs))
 	}
 	emul := readResults(t, dirE)
-	t.Logf("emulated results: %s", emul)
 	var rn, re []openResult
 	if err := json.Unmarshal(native, &rn); err != nil {
 		t.Fatalf("native output %q: %v", native, err)
@@ -388,6 +387,96 @@ func socketMatrix(dir string) []openResult {
 	add("connect bad address length", connectRaw(fd, []byte{2, 0}), "")
 	unix.Close(fd)
 	add("connect bad fd", unix.Connect(999, &unix.SockaddrInet4{Port: tcpPort, Addr: [4]byte{127, 0, 0, 1}}), "")
+	res = append(res, sendmsgMatrix(udpPort)...)
+	return res
+}
+
+// sendmsgMatrix runs the sendmsg cases: data in several iovecs with an fd
+// in SCM_RIGHTS over a unix stream socketpair (the receiver writes
+// through the fd it got), datagrams with and without an address, and the
+// errors. Each result records the count sent and what the peer saw.
+func sendmsgMatrix(udpPort int) []openResult {
+	var res []openResult
+	add := func(name string, cnt int, err error, extra string) {
+		r := openResult{Name: name, Size: int64(cnt), Extra: extra}
+		if err != nil {
+			r.Errno = err.Error()
+			if e, ok := err.(unix.Errno); ok {
+				r.Errno = unix.ErrnoName(e)
+			}
+		}
+		res = append(res, r)
+	}
+	const ns = unix.MSG_NOSIGNAL
+	pair := func() [2]int {
+		p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(3)
+		}
+		return p
+	}
+	p := pair()
+	var pipe [2]int
+	if err := unix.Pipe2(pipe[:], unix.O_CLOEXEC); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	cnt, err := unix.SendmsgBuffers(p[0], [][]byte{[]byte("three "), []byte("io"), []byte("vecs")}, unix.UnixRights(pipe[1]), nil, ns)
+	extra := ""
+	buf, oob := make([]byte, 64), make([]byte, 64)
+	if n, oobn, _, _, rerr := unix.Recvmsg(p[1], buf, oob, 0); rerr == nil {
+		extra = fmt.Sprintf("received %q", buf[:n])
+		if cm, perr := unix.ParseSocketControlMessage(oob[:oobn]); perr == nil && len(cm) == 1 {
+			if fds, ferr := unix.ParseUnixRights(&cm[0]); ferr == nil && len(fds) == 1 {
+				unix.Write(fds[0], []byte("via passed fd"))
+				unix.Close(fds[0])
+				got := make([]byte, 32)
+				k, _ := unix.Read(pipe[0], got)
+				extra += fmt.Sprintf(", pipe got %q", got[:max(k, 0)])
+			}
+		}
+	}
+	add("sendmsg stream with an fd", cnt, err, extra)
+	unix.Close(p[0])
+	unix.Close(p[1])
+	unix.Close(pipe[0])
+	unix.Close(pipe[1])
+
+	p = pair()
+	unix.Close(p[1])
+	cnt, err = unix.SendmsgN(p[0], []byte("x"), nil, nil, ns)
+	add("sendmsg to a closed peer", cnt, err, "")
+	cnt, err = unix.SendmsgN(p[0], []byte("x"), unix.UnixRights(987), nil, ns)
+	add("sendmsg passing a bad fd", cnt, err, "")
+	unix.Close(p[0])
+
+	udp := func() int {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(3)
+		}
+		return fd
+	}
+	to := &unix.SockaddrInet4{Port: udpPort, Addr: [4]byte{127, 0, 0, 1}}
+	fd := udp()
+	cnt, err = unix.SendmsgN(fd, []byte("to an address"), nil, to, ns)
+	add("sendmsg udp to an address", cnt, err, "")
+	cnt, err = unix.SendmsgN(fd, []byte("nowhere"), nil, nil, ns)
+	add("sendmsg udp without address", cnt, err, "")
+	unix.Close(fd)
+	fd = udp()
+	unix.Connect(fd, to)
+	cnt, err = unix.SendmsgN(fd, []byte("connected"), nil, nil, ns)
+	add("sendmsg udp connected", cnt, err, "")
+	unix.Close(fd)
+	if err := unix.Pipe2(pipe[:], unix.O_CLOEXEC); err == nil {
+		cnt, err = unix.SendmsgN(pipe[1], []byte("x"), nil, nil, ns)
+		add("sendmsg on a pipe", cnt, err, "")
+		unix.Close(pipe[0])
+		unix.Close(pipe[1])
+	}
 	return res
 }
 

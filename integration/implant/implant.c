@@ -556,7 +556,7 @@ static void p_kvm_memslot(const char *name, const char *arg)
 
 #define RACE_BUF 256
 
-static atomic_int race_pending; /* 1 open, 2 connect, 3 unlink */
+static atomic_int race_pending; /* 1 open, 2 connect, 3 unlink, 4 sendmsg */
 static atomic_long race_n;
 static char race_buf[RACE_BUF];
 static char race_alt[2][RACE_BUF];
@@ -579,13 +579,104 @@ static void p_race(const char *name, const char *arg)
 		report(name, 0, "want KFV_RACE_ALLOWED, KFV_RACE_FORBIDDEN and a positive count, got %s", arg);
 		return;
 	}
+	static const char *const modes[] = {"race-open", "race-connect", "race-unlink", "race-sendmsg"};
+	int mode = 0;
+	for (int i = 0; i < 4; i++)
+		if (!strcmp(name, modes[i]))
+			mode = i + 1;
+	if (!mode) {
+		report(name, 0, "unknown payload");
+		return;
+	}
 	atomic_store(&race_n, n);
-	atomic_store(&race_pending, !strcmp(name, "race-open") ? 1 : !strcmp(name, "race-connect") ? 2 : 3);
+	atomic_store(&race_pending, mode);
 	say("kfv-implant: %s handed to the main thread", name);
+}
+
+/*
+ * race-sendmsg: a message without an address on a connected TCP socket
+ * (allowed) against one with an address on a UDP socket (refused). The
+ * swapper flips both the message's msg_name and, with dup2, what the fd
+ * number refers to, so that a check of the message and the fd can be
+ * followed by the kernel's use of the other pair. A datagram reaching
+ * KFV_RACE_FORBIDDEN (a UDP port the test counts on) is the race won;
+ * the implant cannot see it, so its report says forbidden=0 and the test
+ * counts.
+ */
+static struct msghdr race_msg;
+static struct sockaddr_in race_sa;
+static int race_fd = -1, race_tcp = -1, race_udp = -1;
+
+static void *race_msg_swapper(void *arg)
+{
+	(void)arg;
+	while (!atomic_load_explicit(&race_stop, memory_order_relaxed)) {
+		race_msg.msg_name = NULL;
+		race_msg.msg_namelen = 0;
+		dup2(race_tcp, race_fd);
+		race_msg.msg_name = &race_sa;
+		race_msg.msg_namelen = sizeof race_sa;
+		dup2(race_udp, race_fd);
+	}
+	race_msg.msg_name = NULL;
+	race_msg.msg_namelen = 0;
+	dup2(race_tcp, race_fd);
+	return NULL;
+}
+
+static void run_race_sendmsg(void)
+{
+	const char *name = "race-sendmsg";
+	struct sockaddr_in allowed;
+	long n = atomic_load(&race_n), nallowed = 0, ndenied = 0;
+	int lasterr = 0;
+	if (parse_hostport(getenv("KFV_RACE_ALLOWED"), &allowed) || parse_hostport(getenv("KFV_RACE_FORBIDDEN"), &race_sa)) {
+		report(name, 0, "bad addresses");
+		return;
+	}
+	race_tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	race_udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (race_tcp < 0 || race_udp < 0 || connect(race_tcp, (struct sockaddr *)&allowed, sizeof allowed) != 0) {
+		report(name, 0, "set up the sockets: %s", strerror(errno));
+		return;
+	}
+	race_fd = fcntl(race_tcp, F_DUPFD_CLOEXEC, 100);
+	static char data[] = "kfv-race-sendmsg\n";
+	static struct iovec iov = {data, sizeof data - 1};
+	race_msg.msg_iov = &iov;
+	race_msg.msg_iovlen = 1;
+	atomic_store(&race_stop, 0);
+	pthread_t th;
+	int e = pthread_create(&th, NULL, race_msg_swapper, NULL);
+	if (e) {
+		report(name, 0, "pthread_create: %s", strerror(e));
+		return;
+	}
+	for (long i = 0; i < n; i++) {
+		if (sendmsg(race_fd, &race_msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+			ndenied++;
+			lasterr = errno;
+		} else {
+			nallowed++;
+		}
+	}
+	atomic_store(&race_stop, 1);
+	pthread_join(th, NULL);
+	close(race_fd);
+	close(race_tcp);
+	close(race_udp);
+	char comm[16];
+	thread_name(comm);
+	report(name, 0, "tid=%d thread=%s attempts=%ld allowed=%ld forbidden=0 denied=%ld errno=%s",
+	       (int)gettid(), comm, n, nallowed, ndenied, lasterr ? strerrorname_np(lasterr) : "0");
 }
 
 static void run_race(int mode)
 {
+	if (mode == 4) {
+		run_race_sendmsg();
+		return;
+	}
 	const char *name = mode == 1 ? "race-open" : mode == 2 ? "race-connect" : "race-unlink";
 	const char *allowed = getenv("KFV_RACE_ALLOWED"), *forbidden = getenv("KFV_RACE_FORBIDDEN");
 	long n = atomic_load(&race_n), nallowed = 0, nforbidden = 0, ndenied = 0;
@@ -758,7 +849,7 @@ static void run_payload(const char *name, const char *arg, int diskfd)
 		p_host_mount(name, arg);
 	else if (!strcmp(name, "bpf"))
 		p_bpf(name);
-	else if (!strcmp(name, "race-open") || !strcmp(name, "race-connect") || !strcmp(name, "race-unlink"))
+	else if (!strncmp(name, "race-", 5))
 		p_race(name, arg);
 	else
 		report(name, 0, "unknown payload");

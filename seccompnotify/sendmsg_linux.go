@@ -1,0 +1,166 @@
+//go:build linux
+
+package seccompnotify
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Msg is the content of a caller's sendmsg, copied into the supervisor:
+// its data, and its control messages with the fds of SCM_RIGHTS taken
+// from the caller (pidfd_getfd), so that kfv can send it on a socket it
+// checked, with the address it checked.
+type Msg struct {
+	Data []byte
+	// Truncated: the caller's iovecs hold more than the limit ReadMsg was
+	// given; Data is their first part.
+	Truncated bool
+	Control   []byte // rebuilt with the supervisor's copies of the fds
+	fds       []FD
+}
+
+// Close releases the copies of the fds the message carries.
+func (m *Msg) Close() {
+	for _, f := range m.fds {
+		f.Close()
+	}
+	m.fds = nil
+}
+
+// Limits of ReadMsg: the kernel's own for the iovec count (UIO_MAXIOV),
+// and a control buffer far above what sendmsg accepts (optmem_max).
+const (
+	maxIov     = 1024
+	maxControl = 64 << 10
+)
+
+// ReadMsg reads the struct msghdr at addr in process pid: up to maxData
+// bytes of data and its control messages. An error of type Errno is what
+// the native call would have returned for the same message (EMSGSIZE for
+// too many iovecs, EFAULT for unreadable memory, EBADF for an fd in
+// SCM_RIGHTS the caller does not have, ENOBUFS for an oversized control
+// buffer); msg_name is not read: the caller passes the address decided on.
+func ReadMsg(pid int, pidfd *os.File, addr uint64, maxData int) (*Msg, error) {
+	h := make([]byte, sizeofMsghdr)
+	if err := ReadMem(pid, addr, h); err != nil {
+		return nil, unix.EFAULT
+	}
+	iovAddr := binary.NativeEndian.Uint64(h[16:])
+	iovLen := binary.NativeEndian.Uint64(h[24:])
+	ctlAddr := binary.NativeEndian.Uint64(h[32:])
+	ctlLen := binary.NativeEndian.Uint64(h[40:])
+	if iovLen > maxIov {
+		return nil, unix.EMSGSIZE
+	}
+	if ctlLen > maxControl {
+		return nil, unix.ENOBUFS
+	}
+	m := &Msg{}
+	if iovLen > 0 {
+		iov := make([]byte, 16*iovLen)
+		if err := ReadMem(pid, iovAddr, iov); err != nil {
+			return nil, unix.EFAULT
+		}
+		for i := uint64(0); i < iovLen; i++ {
+			base := binary.NativeEndian.Uint64(iov[16*i:])
+			l := binary.NativeEndian.Uint64(iov[16*i+8:])
+			if int64(l) < 0 {
+				return nil, unix.EINVAL
+			}
+			room := uint64(maxData - len(m.Data))
+			if l > room {
+				l, m.Truncated = room, true
+			}
+			if l > 0 {
+				off := len(m.Data)
+				m.Data = append(m.Data, make([]byte, l)...)
+				if err := ReadMem(pid, base, m.Data[off:]); err != nil {
+					return nil, unix.EFAULT
+				}
+			}
+			if m.Truncated {
+				break
+			}
+		}
+	}
+	if ctlLen > 0 {
+		ctl := make([]byte, ctlLen)
+		if err := ReadMem(pid, ctlAddr, ctl); err != nil {
+			return nil, unix.EFAULT
+		}
+		if err := m.rebuildControl(pidfd, ctl); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// rebuildControl copies the control messages, with the caller's fds in
+// SCM_RIGHTS replaced by the supervisor's copies of them.
+func (m *Msg) rebuildControl(pidfd *os.File, ctl []byte) error {
+	cmsgs, err := unix.ParseSocketControlMessage(ctl)
+	if err != nil {
+		return unix.EINVAL
+	}
+	for i := range cmsgs {
+		c := &cmsgs[i]
+		if c.Header.Level != unix.SOL_SOCKET || c.Header.Type != unix.SCM_RIGHTS {
+			b := make([]byte, unix.CmsgSpace(len(c.Data)))
+			h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+			h.Level, h.Type = c.Header.Level, c.Header.Type
+			h.SetLen(unix.CmsgLen(len(c.Data)))
+			copy(b[unix.CmsgLen(0):], c.Data)
+			m.Control = append(m.Control, b...)
+			continue
+		}
+		theirs, err := unix.ParseUnixRights(c)
+		if err != nil {
+			return unix.EINVAL
+		}
+		ours := make([]int, 0, len(theirs))
+		for _, fd := range theirs {
+			f, err := TakeFD(pidfd, fd)
+			if err != nil {
+				if errors.Is(err, unix.EBADF) {
+					return unix.EBADF
+				}
+				return fmt.Errorf("SCM_RIGHTS fd %d: %w", fd, err)
+			}
+			m.fds = append(m.fds, f)
+			ours = append(ours, int(f))
+		}
+		m.Control = append(m.Control, unix.UnixRights(ours...)...)
+	}
+	return nil
+}
+
+// SendMsg calls sendmsg(2) on f with the message, to the address bytes
+// raw (none when empty), and returns the byte count or the errno.
+func SendMsg(f FD, m *Msg, raw []byte, flags int) (int, unix.Errno) {
+	var msg unix.Msghdr
+	var iov unix.Iovec
+	if len(m.Data) > 0 {
+		iov.Base = &m.Data[0]
+		iov.SetLen(len(m.Data))
+		msg.Iov, msg.Iovlen = &iov, 1
+	}
+	if len(raw) > 0 {
+		msg.Name, msg.Namelen = &raw[0], uint32(len(raw))
+	}
+	if len(m.Control) > 0 {
+		msg.Control = &m.Control[0]
+		msg.SetControllen(len(m.Control))
+	}
+	n, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(f), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
+	runtime.KeepAlive(m)
+	runtime.KeepAlive(raw)
+	return int(n), e
+}
