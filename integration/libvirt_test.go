@@ -308,6 +308,12 @@ func TestEmulatorProcessModel(t *testing.T) {
 	if ws := reap(t, spid, 10*time.Second); ws.ExitStatus() != 0 {
 		t.Errorf("supervisor exited with %v, want 0", ws)
 	}
+	// The QMP monitor is served by the supervisor, on the path stage 2
+	// bound; like QEMU with its own sockets, it removes the path at the
+	// end.
+	if _, err := os.Stat(sock); err == nil {
+		t.Errorf("the QMP socket %s is left behind", sock)
+	}
 
 	evs := readEvents(t, filepath.Join(events, "model.jsonl"))
 	if !hasLifecycle(evs, "exec "+qemu) || !hasLifecycle(evs, "no process uses the filter") {

@@ -467,6 +467,12 @@ func monitorListeners(req *EmulatorRequest) ([]MonitorProxy, error) {
 			}
 			return nil, fmt.Errorf("monitor %s: fd %d: %w", m.Option, supervisorMonitorFD+i, err)
 		}
+		if ul, ok := ln.(*net.UnixListener); ok && m.FD < 0 {
+			// Stage 2 bound this path for the manager; when the proxy
+			// stops, it goes, as QEMU removes the sockets it binds.
+			// (A socket the manager handed over is the manager's.)
+			ul.SetUnlinkOnClose(true)
+		}
 		out = append(out, MonitorProxy{Monitor: m, Listener: ln})
 	}
 	return out, nil
