@@ -56,6 +56,61 @@ type Client struct {
 
 	events chan Event
 	done   chan struct{}
+	gate   *Gate
+}
+
+// ErrGateClosed is the error of a command refused by a closed Gate.
+var ErrGateClosed = errors.New("QEMU is being stopped: no more commands")
+
+// Gate holds a client's commands off while QEMU is being stopped. QEMU
+// 7.2 can hang in its exit path when a command reaches its monitor as it
+// begins to shut down (monitor_cleanup waits for the QMP dispatcher,
+// which the main loop no longer runs): a command in flight when a
+// termination signal arrives keeps QEMU from ever exiting. Whoever sends
+// QEMU such a signal closes the gate first: Close waits for the commands
+// in flight to be answered and refuses every later one.
+type Gate struct {
+	mu     sync.Mutex
+	n      int // commands in flight
+	closed bool
+}
+
+// NewGate returns an open gate.
+func NewGate() *Gate { return &Gate{} }
+
+func (g *Gate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.n++
+	return true
+}
+
+func (g *Gate) leave() {
+	g.mu.Lock()
+	g.n--
+	g.mu.Unlock()
+}
+
+// Close refuses every later command and waits, at most timeout, for the
+// ones in flight to be answered. It reports whether none is left.
+func (g *Gate) Close(timeout time.Duration) bool {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	for end := time.Now().Add(timeout); ; time.Sleep(2 * time.Millisecond) {
+		g.mu.Lock()
+		n := g.n
+		g.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+	}
 }
 
 type response struct {
@@ -71,6 +126,12 @@ const eventQueue = 256
 // Dial connects to a QMP socket, waiting up to timeout for it to appear,
 // reads the greeting and negotiates capabilities.
 func Dial(ctx context.Context, path string, timeout time.Duration) (*Client, error) {
+	return DialGated(ctx, path, timeout, nil)
+}
+
+// DialGated is Dial for a client whose commands, capability negotiation
+// included, pass gate (nil: none).
+func DialGated(ctx context.Context, path string, timeout time.Duration, gate *Gate) (*Client, error) {
 	deadline := time.Now().Add(timeout)
 	var conn net.Conn
 	var err error
@@ -85,7 +146,7 @@ func Dial(ctx context.Context, path string, timeout time.Duration) (*Client, err
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	c := &Client{conn: conn.(*net.UnixConn), pending: map[string]chan response{}, events: make(chan Event, eventQueue), done: make(chan struct{})}
+	c := &Client{conn: conn.(*net.UnixConn), pending: map[string]chan response{}, events: make(chan Event, eventQueue), done: make(chan struct{}), gate: gate}
 	rd := bufio.NewReaderSize(c.conn, 64<<10)
 	c.conn.SetReadDeadline(time.Now().Add(timeout))
 	line, err := rd.ReadBytes('\n')
@@ -189,6 +250,12 @@ func (c *Client) SendFD(ctx context.Context, name string, f *os.File) error {
 }
 
 func (c *Client) execute(ctx context.Context, cmd string, args any, f *os.File) (json.RawMessage, error) {
+	if c.gate != nil {
+		if !c.gate.enter() {
+			return nil, fmt.Errorf("qmp %s: %w", cmd, ErrGateClosed)
+		}
+		defer c.gate.leave()
+	}
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err

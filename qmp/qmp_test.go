@@ -169,3 +169,33 @@ func TestClosedConnection(t *testing.T) {
 		t.Error("Events not closed")
 	}
 }
+
+// TestGate: Close waits for a command in flight, then refuses later ones;
+// a command that never gets its answer makes Close give up at its bound.
+func TestGate(t *testing.T) {
+	ctx := context.Background()
+	g := NewGate()
+	c, err := DialGated(ctx, fakeQMP(t), 5*time.Second, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	inFlight := make(chan error)
+	go func() {
+		_, err := c.Execute(hctx, "hang", nil)
+		inFlight <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the command is on its way
+	if g.Close(50 * time.Millisecond) {
+		t.Error("Close reported no command in flight while one waited for its answer")
+	}
+	if !g.Close(5 * time.Second) {
+		t.Error("Close still saw a command in flight after it ended")
+	}
+	<-inFlight
+	if _, err := c.Execute(ctx, "query-status", nil); !errors.Is(err, ErrGateClosed) {
+		t.Errorf("command after Close: %v, want ErrGateClosed", err)
+	}
+}

@@ -61,6 +61,10 @@ type textSetter interface {
 }
 
 type plane struct {
+	// gate holds kfv's commands on the private monitor off while QEMU is
+	// being stopped by a signal kfv-run forwards (qmp.Gate says why).
+	gate *qmp.Gate
+
 	s  *session
 	vo *orch.VO
 	in chan planeItem
@@ -100,7 +104,7 @@ func newPlane(s *session) (*plane, error) {
 		return nil, fmt.Errorf("vertical orchestrator: %w", err)
 	}
 	return &plane{s: s, vo: vo, in: make(chan planeItem, planeQueue), stop: make(chan struct{}), done: make(chan struct{}),
-		monReady: make(chan struct{}), reactions: make(chan orch.Reaction, planeQueue), reactDone: make(chan struct{})}, nil
+		monReady: make(chan struct{}), reactions: make(chan orch.Reaction, planeQueue), reactDone: make(chan struct{}), gate: qmp.NewGate()}, nil
 }
 
 // observe queues findings for the VO. Called by the loop: it never blocks.
@@ -277,7 +281,7 @@ func (p *plane) connect() {
 		}
 		cancel()
 	}()
-	c, err := qmp.Dial(ctx, sock, monitorTimeout)
+	c, err := qmp.DialGated(ctx, sock, monitorTimeout, p.gate)
 	if err != nil {
 		if ctx.Err() == nil {
 			p.s.emitErr(fmt.Errorf("kfv's private monitor: %w", err))

@@ -457,11 +457,23 @@ func (s *session) loaderStatusNow() *loaderStatus {
 	}
 }
 
+// gateTimeout bounds how long a termination signal waits for kfv's
+// monitor commands in flight.
+const gateTimeout = 5 * time.Second
+
 // forward passes a signal on to QEMU through its pidfd, so a recycled pid
-// can never receive it.
+// can never receive it. Before a signal that makes QEMU exit, kfv's own
+// monitor commands are drained and stopped (qmp.Gate): QEMU 7.2 can hang
+// in its exit path when one arrives as it shuts down. With -no-shutdown
+// QEMU only stops the guest, and kfv keeps its monitor.
 func (s *session) forward(sig syscall.Signal) {
-	err := unix.PidfdSendSignal(int(s.pidfd.Fd()), sig, nil, 0)
 	detail := "forwarded " + unix.SignalName(sig) + " to qemu"
+	if (sig == unix.SIGTERM || sig == unix.SIGINT || sig == unix.SIGHUP) && s.plane != nil && !hasArg(s.args, "-no-shutdown") {
+		if !s.plane.gate.Close(gateTimeout) {
+			detail += fmt.Sprintf(" (a command of kfv's was still in flight after %v)", gateTimeout)
+		}
+	}
+	err := unix.PidfdSendSignal(int(s.pidfd.Fd()), sig, nil, 0)
 	if err != nil && !errors.Is(err, unix.ESRCH) {
 		detail += ": " + err.Error()
 	}
@@ -478,4 +490,14 @@ func (s *session) emit(e *event.Event) {
 		e.PID = s.pid
 	}
 	s.cfg.Events.Emit(e)
+}
+
+// hasArg reports whether QEMU's arguments hold opt (or --opt).
+func hasArg(args []string, opt string) bool {
+	for _, a := range args {
+		if a == opt || a == "-"+opt {
+			return true
+		}
+	}
+	return false
 }
