@@ -148,6 +148,13 @@ func resolveParent(r *OpenRequest, base FD, p string, resolve uint64) (*Target, 
 	if name == "." || name == ".." {
 		return nil, unix.EISDIR
 	}
+	return entryIn(r, base, dir, name, resolve)
+}
+
+// entryIn resolves directory dir (from base, with resolve) and returns
+// the target for the entry name in it: what an O_CREAT open creates, or
+// what an unlink removes.
+func entryIn(r *OpenRequest, base FD, dir, name string, resolve uint64) (*Target, error) {
 	if dir == "" {
 		dir = "."
 	}
@@ -331,22 +338,7 @@ func ResolveEntry(r *OpenRequest, rmdir bool) (*Target, error) {
 		}
 		return nil, unix.EISDIR
 	}
-	if dir == "" {
-		dir = "."
-	}
-	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolve}
-	fd, err := openat2(int(base), dir, &how)
-	if err != nil {
-		return nil, err
-	}
-	t := &Target{obj: -1, dir: FD(fd), name: name}
-	real, err := fdPath(fd)
-	if err != nil {
-		t.Close()
-		return nil, err
-	}
-	t.Path = pidToSelf(strings.TrimSuffix(real, "/")+"/"+name, r.TGID, r.TID)
-	return t, nil
+	return entryIn(r, base, dir, name, resolve)
 }
 
 // Remove removes the entry ResolveEntry found, in the directory it

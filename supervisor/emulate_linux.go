@@ -310,6 +310,20 @@ func (s *session) emulateSendTo(n *seccompnotify.Notif, req *orch.Request, decod
 	if s.listener.IDValid(n.ID) != nil {
 		return
 	}
+	sock, ok := s.takeSocket(n, req, d)
+	if !ok {
+		return
+	}
+	// MSG_DONTWAIT keeps a full socket buffer from blocking the loop; QEMU
+	// uses non-blocking sockets, so the result is what it would get.
+	cnt, e := seccompnotify.SendTo(sock, data, int(int32(req.Args[3]))|unix.MSG_DONTWAIT, req.SockRaw)
+	sock.Close()
+	s.answerSent(n, req, d, cnt, e)
+}
+
+// takeSocket copies the call's fd (argument 0) from QEMU; when it cannot,
+// it answers the call with the errno the native call would have got.
+func (s *session) takeSocket(n *seccompnotify.Notif, req *orch.Request, d orch.Decision) (seccompnotify.FD, bool) {
 	sock, err := seccompnotify.TakeFD(s.pidfd, int(int32(req.Args[0])))
 	if err != nil {
 		var errno unix.Errno
@@ -317,18 +331,19 @@ func (s *session) emulateSendTo(n *seccompnotify.Notif, req *orch.Request, decod
 			errno = unix.EBADF
 		}
 		s.answerErrno(n, req, d, errno, "emulated")
-		return
+		return -1, false
 	}
-	// MSG_DONTWAIT keeps a full socket buffer from blocking the loop; QEMU
-	// uses non-blocking sockets, so the result is what it would get.
-	cnt, e := seccompnotify.SendTo(sock, data, int(int32(req.Args[3]))|unix.MSG_DONTWAIT, req.SockRaw)
-	sock.Close()
+	return sock, true
+}
+
+// answerSent answers an emulated send with its byte count, or its errno.
+func (s *session) answerSent(n *seccompnotify.Notif, req *orch.Request, d orch.Decision, cnt int, e unix.Errno) {
 	if e != 0 {
 		s.answerErrno(n, req, d, e, "emulated")
 		return
 	}
 	if err := s.listener.Return(n.ID, int64(cnt)); err != nil && !errors.Is(err, seccompnotify.ErrGone) {
-		s.emitDecision(req, d, "allow", "", "emulated sendto: answer failed: "+err.Error())
+		s.emitDecision(req, d, "allow", "", req.Syscall+" emulated: answer failed: "+err.Error())
 		return
 	}
 	s.emitDecision(req, d, "allow", "", fmt.Sprintf("emulated: %d bytes sent", cnt))
@@ -356,13 +371,8 @@ func (s *session) emulateSendMsg(n *seccompnotify.Notif, req *orch.Request, deco
 		s.answer(n, req, denyDecision(d, "kfv:emulation", "the message's address was not kept"), "", true)
 		return
 	}
-	sock, err := seccompnotify.TakeFD(s.pidfd, int(int32(req.Args[0])))
-	if err != nil {
-		var errno unix.Errno
-		if !errors.As(err, &errno) {
-			errno = unix.EBADF
-		}
-		s.answerErrno(n, req, d, errno, "emulated")
+	sock, ok := s.takeSocket(n, req, d)
+	if !ok {
 		return
 	}
 	typ, terr := seccompnotify.SocketType(sock)
@@ -402,15 +412,7 @@ func (s *session) emulateSendMsg(n *seccompnotify.Notif, req *orch.Request, deco
 		defer sock.Close()
 		defer m.Close()
 		cnt, e := seccompnotify.SendMsg(sock, m, req.SockRaw, flags|unix.MSG_NOSIGNAL)
-		if e != 0 {
-			s.answerErrno(n, req, d, e, "emulated")
-			return
-		}
-		if err := s.listener.Return(n.ID, int64(cnt)); err != nil && !errors.Is(err, seccompnotify.ErrGone) {
-			s.emitDecision(req, d, "allow", "", "emulated sendmsg: answer failed: "+err.Error())
-			return
-		}
-		s.emitDecision(req, d, "allow", "", fmt.Sprintf("emulated: %d bytes sent", cnt))
+		s.answerSent(n, req, d, cnt, e)
 	}
 	if !nb && flags&unix.MSG_DONTWAIT == 0 {
 		// A blocking send may wait for the peer: beside the loop, on
