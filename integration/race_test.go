@@ -250,16 +250,22 @@ func TestRaceNaiveContinue(t *testing.T) {
 	qemu := needQEMU(t)
 	for _, payload := range []string{"race-open", "race-connect", "race-unlink", "race-sendmsg"} {
 		t.Run(payload, func(t *testing.T) {
-			r := newRaceVM(t, payload)
-			p := naiveStart(t, []string{r.allowedPath, r.pidfile}, r.allowedAddr, append([]string{qemu}, r.qargs...), r.env...)
-			rep := r.wait(t, p, p.cmd.Process.Pid)
-			t.Logf("under a check-then-continue supervisor: %+v", rep)
-			if f := r.forbiddenSeen(rep); f == 0 {
-				t.Errorf("no call reached the forbidden object in %d attempts under check-then-continue: the race was not shown", rep.attempts)
-			} else {
-				t.Logf("%d calls reached the forbidden object", f)
+			// One forbidden success shows the race. The odds per attempt
+			// vary from run to run (race-sendmsg has to win two races at
+			// once: from about 1 in 20 down to 1 in 200 seen here),
+			// so a run without one is repeated, up to three runs.
+			total := 0
+			for run := 1; run <= 3 && total == 0; run++ {
+				r := newRaceVM(t, payload)
+				p := naiveStart(t, []string{r.allowedPath, r.pidfile}, r.allowedAddr, append([]string{qemu}, r.qargs...), r.env...)
+				rep := r.wait(t, p, p.cmd.Process.Pid)
+				total = r.forbiddenSeen(rep)
+				t.Logf("run %d under a check-then-continue supervisor: %+v; %d calls reached the forbidden object", run, rep, total)
+				r.stop(t, p)
 			}
-			r.stop(t, p)
+			if total == 0 {
+				t.Errorf("no call reached the forbidden object in three runs of %d attempts under check-then-continue: the race was not shown", raceAttempts)
+			}
 		})
 	}
 }
