@@ -26,18 +26,18 @@ import (
 
 // The TOCTOU race tests (emulation instead of continue), with the implant
 // inside real QEMU: the raw trigger guest asks for race-open,
-// race-connect or race-unlink through a vCPU's port I/O, and QEMU's main thread then
-// makes raceAttempts calls with a buffer that another thread keeps
-// rewriting between an allowed object and a forbidden one (see p_race in
-// implant/implant.c). The allowed file is a read-only drive (QEMU's
-// pidfile for unlink) and the allowed address a socket chardev on QEMU's
-// command line, so under
-// kfv-run the policy is the one derived from it, with the built-in
-// profile; the forbidden ones are known to the implant only. Under
-// kfv-run, whose supervisor emulates the opens and connects it allows, no
-// call may reach the forbidden object; under a naive supervisor that
-// checks the buffer and answers CONTINUE (naiveStart, below), some do,
-// which shows the race is real on this machine.
+// race-connect, race-unlink or race-sendmsg through a vCPU's port I/O,
+// and QEMU's main thread then makes raceAttempts calls with an argument
+// that another thread keeps rewriting between an allowed object and a
+// forbidden one (see p_race in implant/implant.c). The allowed objects are
+// on QEMU's command line (a read-only drive, the pidfile, a socket
+// chardev), so under kfv-run the policy is the one derived from it, with
+// the built-in profile; the forbidden ones are known to the implant only.
+// Under kfv-run, whose supervisor performs the opens, unlinks, connects
+// and sends it allows, no call may reach the forbidden object; under a
+// naive supervisor that checks the argument and answers CONTINUE
+// (naiveStart, below), some do, which shows the race is real on this
+// machine.
 
 const raceAttempts = 100000
 
