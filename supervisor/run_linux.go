@@ -464,11 +464,11 @@ const gateTimeout = 5 * time.Second
 // forward passes a signal on to QEMU through its pidfd, so a recycled pid
 // can never receive it. Before a signal that makes QEMU exit, kfv's own
 // monitor commands are drained and stopped (qmp.Gate): QEMU 7.2 can hang
-// in its exit path when one arrives as it shuts down. With -no-shutdown
-// QEMU only stops the guest, and kfv keeps its monitor.
+// in its exit path when one arrives as it shuts down. When QEMU only
+// stops the guest (pausesOnShutdown), kfv keeps its monitor.
 func (s *session) forward(sig syscall.Signal) {
 	detail := "forwarded " + unix.SignalName(sig) + " to qemu"
-	if (sig == unix.SIGTERM || sig == unix.SIGINT || sig == unix.SIGHUP) && s.plane != nil && !hasArg(s.args, "-no-shutdown") {
+	if (sig == unix.SIGTERM || sig == unix.SIGINT || sig == unix.SIGHUP) && s.plane != nil && !pausesOnShutdown(s.args) {
 		if !s.plane.gate.Close(gateTimeout) {
 			detail += fmt.Sprintf(" (a command of kfv's was still in flight after %v)", gateTimeout)
 		}
@@ -492,11 +492,25 @@ func (s *session) emit(e *event.Event) {
 	s.cfg.Events.Emit(e)
 }
 
-// hasArg reports whether QEMU's arguments hold opt (or --opt).
-func hasArg(args []string, opt string) bool {
-	for _, a := range args {
-		if a == opt || a == "-"+opt {
+// pausesOnShutdown reports whether QEMU's arguments make it stop the
+// guest instead of exiting when asked to shut down: -no-shutdown, or
+// -action shutdown=pause (QEMU 6.0 and later).
+func pausesOnShutdown(args []string) bool {
+	for i, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		switch strings.TrimPrefix(a[1:], "-") {
+		case "no-shutdown":
 			return true
+		case "action":
+			if i+1 < len(args) {
+				for _, kv := range strings.Split(args[i+1], ",") {
+					if kv == "shutdown=pause" {
+						return true
+					}
+				}
+			}
 		}
 	}
 	return false

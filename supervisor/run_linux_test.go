@@ -230,3 +230,22 @@ func TestLaunchWhateverTheProfileInspects(t *testing.T) {
 		t.Fatalf("everything denied: status %d err %v, want a failure", status, err)
 	}
 }
+
+func TestPausesOnShutdown(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"-m", "16"}, false},
+		{[]string{"-no-shutdown"}, true},
+		{[]string{"--no-shutdown"}, true},
+		{[]string{"-action", "reboot=shutdown,shutdown=pause"}, true},
+		{[]string{"--action", "shutdown=poweroff"}, false},
+		{[]string{"-name", "shutdown=pause"}, false},
+		{[]string{"-action"}, false},
+	} {
+		if got := pausesOnShutdown(c.args); got != c.want {
+			t.Errorf("pausesOnShutdown(%q) = %v, want %v", c.args, got, c.want)
+		}
+	}
+}
