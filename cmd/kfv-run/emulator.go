@@ -9,7 +9,6 @@ import (
 	"strings"
 	"syscall"
 
-	"kfv/config"
 	"kfv/event"
 	"kfv/memwatch"
 	"kfv/supervisor"
@@ -62,7 +61,7 @@ type emulatorSetup struct {
 func emulatorMain(name string) int {
 	args := os.Args[1:]
 	if isProbe(args) {
-		cfg, err := config.Find(os.Getenv)
+		cfg, err := findConfig(os.Getenv)
 		if err != nil {
 			return emulatorFail(125, err)
 		}
@@ -91,7 +90,7 @@ func emulatorStageMain() int {
 		return emulatorFail(125, fmt.Errorf("emulator stage started as %q, not as kfv-qemu-*", argv0))
 	}
 	getenv := lookupIn(env)
-	cfg, err := config.Find(getenv)
+	cfg, err := findConfig(getenv)
 	if err != nil {
 		return emulatorFail(125, err)
 	}
@@ -115,7 +114,7 @@ func emulatorStageMain() int {
 		return emulatorFail(125, fmt.Errorf("QEMU's monitors: %w", err))
 	}
 	args = supervisor.WithDebugThreads(supervisor.WithMonitor(args, monSock))
-	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.EventsPath(vm), VM: vm, Config: cfg.Source, Monitor: monSock, MonitorDir: monDir,
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, Monitor: monSock, MonitorDir: monDir,
 		ServerSockets: supervisor.ListeningUnixPaths(withoutFDs(supervisor.InheritedFDs(), hideFDs)), Warnings: monWarnings})
 	if err != nil {
 		os.RemoveAll(monDir)
@@ -199,7 +198,7 @@ func lookupIn(env []string) func(string) string {
 // name in path that is not kfv itself. Itself is told by device and
 // inode, not by name: a link or copy named qemu-system-x86_64 earlier in
 // PATH would otherwise make kfv exec itself forever.
-func findQEMU(cfg *config.Config, name, path string) (string, int, error) {
+func findQEMU(cfg *config, name, path string) (string, int, error) {
 	self, err := os.Stat("/proc/self/exe")
 	if err != nil {
 		return "", 125, fmt.Errorf("stat own binary: %w", err)

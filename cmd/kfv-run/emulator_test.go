@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"kfv/config"
 )
 
 func TestIsProbe(t *testing.T) {
@@ -77,7 +75,7 @@ func TestFindQEMUSkipsItself(t *testing.T) {
 	if err := os.WriteFile(real, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.Default()
+	cfg := defaultConfig()
 	got, code, err := findQEMU(cfg, name, first+":relative:"+second)
 	if err != nil || got != real {
 		t.Fatalf("findQEMU = %q, %d, %v; want %q", got, code, err, real)

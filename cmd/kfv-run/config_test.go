@@ -1,4 +1,4 @@
-package config
+package main
 
 import (
 	"os"
@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-func write(t *testing.T, dir, name, body string) string {
+func writeConfig(t *testing.T, dir, name, body string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
@@ -16,16 +16,16 @@ func write(t *testing.T, dir, name, body string) string {
 	return p
 }
 
-func TestLoad(t *testing.T) {
+func TestLoadConfig(t *testing.T) {
 	dir := t.TempDir()
 	tests := []struct {
 		name, body string
-		want       Config
+		want       config
 		err        string
 	}{
-		{name: "empty", body: "", want: Config{Profile: "qemu", Mode: "enforce", Events: DefaultEvents}},
+		{name: "empty", body: "", want: config{Profile: "qemu", Mode: "enforce", Events: defaultEvents}},
 		{name: "all", body: "qemu = \"/usr/bin/qemu-system-x86_64\"\nprofile = \"/etc/kfv/p.toml\"\nmode = \"audit\"\nevents = \"/var/log/kfv/{vm}.events\"\n",
-			want: Config{QEMU: "/usr/bin/qemu-system-x86_64", Profile: "/etc/kfv/p.toml", Mode: "audit", Events: "/var/log/kfv/{vm}.events"}},
+			want: config{QEMU: "/usr/bin/qemu-system-x86_64", Profile: "/etc/kfv/p.toml", Mode: "audit", Events: "/var/log/kfv/{vm}.events"}},
 		{name: "unknown key", body: "mdoe = \"audit\"\n", err: "unknown setting mdoe"},
 		{name: "bad mode", body: "mode = \"permissive\"\n", err: `mode "permissive"`},
 		{name: "relative events", body: "events = \"logs\"\n", err: `events "logs"`},
@@ -35,11 +35,11 @@ func TestLoad(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := write(t, dir, tt.name+".toml", tt.body)
-			c, err := Load(p)
+			p := writeConfig(t, dir, tt.name+".toml", tt.body)
+			c, err := loadConfig(p)
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("Load = %v, want error containing %q", err, tt.err)
+					t.Fatalf("loadConfig = %v, want error containing %q", err, tt.err)
 				}
 				return
 			}
@@ -47,21 +47,21 @@ func TestLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 			if c.QEMU != tt.want.QEMU || c.Profile != tt.want.Profile || c.Mode != tt.want.Mode || c.Events != tt.want.Events || c.Source != p {
-				t.Errorf("Load = %+v, want %+v from %s", c, tt.want, p)
+				t.Errorf("loadConfig = %+v, want %+v from %s", c, tt.want, p)
 			}
 		})
 	}
 }
 
-func TestFind(t *testing.T) {
+func TestFindConfig(t *testing.T) {
 	dir := t.TempDir()
-	other := write(t, dir, "other.toml", "mode = \"audit\"\n")
-	locked := write(t, dir, "locked.toml", "environment_overrides = false\n")
-	open := write(t, dir, "open.toml", "profile = \"/p.toml\"\n")
+	other := writeConfig(t, dir, "other.toml", "mode = \"audit\"\n")
+	locked := writeConfig(t, dir, "locked.toml", "environment_overrides = false\n")
+	open := writeConfig(t, dir, "open.toml", "profile = \"/p.toml\"\n")
 	missing := filepath.Join(dir, "missing.toml")
 	env := func(v string) func(string) string {
 		return func(k string) string {
-			if k == PathEnv {
+			if k == configPathEnv {
 				return v
 			}
 			return ""
@@ -80,10 +80,10 @@ func TestFind(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := find(tt.sys, env(tt.env))
+			c, err := findConfigIn(tt.sys, env(tt.env))
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("find = %v, want error containing %q", err, tt.err)
+					t.Fatalf("findConfigIn = %v, want error containing %q", err, tt.err)
 				}
 				return
 			}
@@ -107,9 +107,9 @@ func TestEventsPath(t *testing.T) {
 		{"/var/log/kfv", "a b/c", "/var/log/kfv/a_b_c.jsonl"},
 	}
 	for _, tt := range tests {
-		c := &Config{Events: tt.events}
-		if got := c.EventsPath(tt.vm); got != tt.want {
-			t.Errorf("EventsPath(%q) with %q = %q, want %q", tt.vm, tt.events, got, tt.want)
+		c := &config{Events: tt.events}
+		if got := c.eventsPath(tt.vm); got != tt.want {
+			t.Errorf("eventsPath(%q) with %q = %q, want %q", tt.vm, tt.events, got, tt.want)
 		}
 	}
 }

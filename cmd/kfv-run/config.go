@@ -1,4 +1,8 @@
-package config
+package main
+
+// This file reads kfv's system configuration, /etc/kfv/kfv.toml: the
+// settings kfv uses when it runs as a libvirt domain's emulator
+// (kfv-qemu-system-x86_64), where it takes no flags. See docs/libvirt.md.
 
 import (
 	"errors"
@@ -10,24 +14,24 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
-// DefaultPath is the system configuration file.
-const DefaultPath = "/etc/kfv/kfv.toml"
+// configPath is the system configuration file.
+const configPath = "/etc/kfv/kfv.toml"
 
-// PathEnv names the environment variable that points kfv at another
+// configPathEnv names the environment variable that points kfv at another
 // configuration file (tests, trying a setting on one domain). The system
 // file can forbid it with environment_overrides = false.
-const PathEnv = "KFV_CONFIG"
+const configPathEnv = "KFV_CONFIG"
 
-// DefaultEvents is where event streams go when the file says nothing:
+// defaultEvents is where event streams go when the file says nothing:
 // one file per VM, named after it.
-const DefaultEvents = "/var/log/kfv"
+const defaultEvents = "/var/log/kfv"
 
-// VMPlaceholder in Events is replaced by the VM's name.
-const VMPlaceholder = "{vm}"
+// vmPlaceholder in Events is replaced by the VM's name.
+const vmPlaceholder = "{vm}"
 
-// Config is the emulator's configuration. The zero value is not valid;
-// use Default or Load.
-type Config struct {
+// config is the emulator's configuration. The zero value is not valid;
+// use defaultConfig or loadConfig.
+type config struct {
 	// QEMU is the real QEMU binary; empty means the first
 	// qemu-system-x86_64 in PATH that is not kfv itself.
 	QEMU string `toml:"qemu"`
@@ -46,15 +50,15 @@ type Config struct {
 	Source string `toml:"-"`
 }
 
-// Default is the configuration when no file exists.
-func Default() *Config {
-	return &Config{Profile: "qemu", Mode: "enforce", Events: DefaultEvents, Source: "defaults"}
+// defaultConfig is the configuration when no file exists.
+func defaultConfig() *config {
+	return &config{Profile: "qemu", Mode: "enforce", Events: defaultEvents, Source: "defaults"}
 }
 
-// Load reads a configuration file over the defaults. Unknown keys are
+// loadConfig reads a configuration file over the defaults. Unknown keys are
 // errors: a misspelt "mode" must not silently leave kfv in another mode.
-func Load(path string) (*Config, error) {
-	c := Default()
+func loadConfig(path string) (*config, error) {
+	c := defaultConfig()
 	md, err := toml.DecodeFile(path, c)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
@@ -73,7 +77,7 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-func (c *Config) validate() error {
+func (c *config) validate() error {
 	switch c.Mode {
 	case "enforce", "audit":
 	default:
@@ -91,47 +95,48 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// Find loads the configuration kfv should use given its environment
+// findConfig loads the configuration kfv should use given its environment
 // lookup function: the file named by KFV_CONFIG when the system file
 // allows it, else the system file, else the defaults.
-func Find(getenv func(string) string) (*Config, error) {
-	return find(DefaultPath, getenv)
+func findConfig(getenv func(string) string) (*config, error) {
+	return findConfigIn(configPath, getenv)
 }
 
-func find(sysPath string, getenv func(string) string) (*Config, error) {
-	sys, err := Load(sysPath)
+// findConfigIn is findConfig with the system file at sysPath.
+func findConfigIn(sysPath string, getenv func(string) string) (*config, error) {
+	sys, err := loadConfig(sysPath)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		sys = nil
 	case err != nil:
 		return nil, err
 	}
-	if p := getenv(PathEnv); p != "" {
+	if p := getenv(configPathEnv); p != "" {
 		if sys != nil && sys.EnvironmentOverrides != nil && !*sys.EnvironmentOverrides {
-			return nil, fmt.Errorf("%s=%s: %s sets environment_overrides = false", PathEnv, p, sysPath)
+			return nil, fmt.Errorf("%s=%s: %s sets environment_overrides = false", configPathEnv, p, sysPath)
 		}
-		return Load(p)
+		return loadConfig(p)
 	}
 	if sys == nil {
-		return Default(), nil
+		return defaultConfig(), nil
 	}
 	return sys, nil
 }
 
-// EventsPath is the event stream file for a VM: {vm} in the pattern
+// eventsPath is the event stream file for a VM: {vm} in the pattern
 // replaced, or DIR/VM.jsonl for a directory.
-func (c *Config) EventsPath(vm string) string {
-	name := SafeName(vm)
-	if strings.Contains(c.Events, VMPlaceholder) {
-		return strings.ReplaceAll(c.Events, VMPlaceholder, name)
+func (c *config) eventsPath(vm string) string {
+	name := safeName(vm)
+	if strings.Contains(c.Events, vmPlaceholder) {
+		return strings.ReplaceAll(c.Events, vmPlaceholder, name)
 	}
 	return filepath.Join(c.Events, name+".jsonl")
 }
 
-// SafeName makes a VM name usable as one path element: anything but
+// safeName makes a VM name usable as one path element: anything but
 // letters, digits, '-', '_' and '.' becomes '_', and a leading '.' too,
 // so a name can neither climb out of the directory nor hide.
-func SafeName(vm string) string {
+func safeName(vm string) string {
 	if vm == "" {
 		return "qemu"
 	}
