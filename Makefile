@@ -26,7 +26,7 @@ vet: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 guests: deps
-	$(GO) run ./integration/guest/mkguests -out $(GUESTS)
+	$(GO) run ./guest/mkguests -out $(GUESTS)
 
 # unit: fast, unprivileged tests of every package but integration/.
 unit: deps

@@ -43,7 +43,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 // config is what every section needs.

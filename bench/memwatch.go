@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"kfv/integration/guest"
+	"kfv/guest"
 	"kfv/memwatch"
 	"kfv/qmp"
 )

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"kfv/event"
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 // rawKVM times the raw-code hello guest from QEMU's start to its exit

@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 //go:embed c/*.c profiles/*.toml

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"kfv/event"
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 // QEMU's own sandbox, every option on: the strictest QEMU offers.

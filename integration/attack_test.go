@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"kfv/event"
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 // Constants shared with integration/implant/implant.c.

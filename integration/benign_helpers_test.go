@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"kfv/event"
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 var (

@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 // TestBenignBoot: the guest boots to /init and powers off; QEMU exits 0.

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"testing"
 
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 // implantCFlags are gcc's flags for the implant; they are part of its

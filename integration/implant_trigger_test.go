@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 // TestImplantConstants: the C implant and the Go tests agree on the

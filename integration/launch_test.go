@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"kfv/event"
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 // TestRawGuestExitCode boots the raw-code guest under kfv-run in enforce

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"kfv/event"
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 // The attack suite's implant (README.md) in a libvirt domain: the

@@ -23,7 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kfv/event"
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 // kfv as the emulator of a libvirt domain (docs/libvirt.md): the tests

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"kfv/integration/guest"
+	"kfv/guest"
 	"kfv/memwatch"
 	"kfv/profiles"
 )

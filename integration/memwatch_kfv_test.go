@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"kfv/event"
-	"kfv/integration/guest"
+	"kfv/guest"
 	"kfv/memwatch"
 )
 

@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"kfv/integration/guest"
+	"kfv/guest"
 	"kfv/qmpproxy"
 )
 

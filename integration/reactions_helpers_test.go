@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"kfv/event"
-	"kfv/integration/guest"
+	"kfv/guest"
 	"kfv/profiles"
 )
 

@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"kfv/event"
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 // reactTimeout bounds the wait for a reaction once its payload has run,

@@ -23,7 +23,7 @@ import (
 	"strings"
 	"time"
 
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 func main() {

@@ -45,7 +45,7 @@ func guestCache(t *testing.T) string {
 	if d := os.Getenv("KFV_GUEST_CACHE"); d != "" {
 		return d
 	}
-	d, err := filepath.Abs(filepath.Join("..", "..", ".cache", "guests"))
+	d, err := filepath.Abs(filepath.Join("..", ".cache", "guests"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,10 @@
 // Command mkguests builds kfv's test guests and prints their paths, one
 // a line:
 //
-//	go run ./integration/guest/mkguests -out .cache/guests [-raw] [-linux]
+//	go run ./guest/mkguests -out .cache/guests [-raw] [-linux]
 //
 // With neither -raw nor -linux it builds both. The Linux guest needs
-// apt-get and dpkg-deb (Debian); see package kfv/integration/guest.
+// apt-get and dpkg-deb (Debian); see package kfv/guest.
 package main
 
 import (
@@ -12,7 +12,7 @@ import (
 	"fmt"
 	"os"
 
-	"kfv/integration/guest"
+	"kfv/guest"
 )
 
 func main() {
