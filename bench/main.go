@@ -25,7 +25,7 @@
 //  4. Flood: the C target makes notified calls from several threads at
 //     stepped offered rates, under the floor and under kfv-run.
 //  5. memwatch: scan cost per MiB watched, detection latency of tampers
-//     and the watcher's CPU on an idle VM (memwatch.Measure on a bare
+//     and the watcher's CPU on an idle VM (memwatchtest.Measure on a bare
 //     QEMU); kfv-run's own CPU with memwatch on and off is in section 3.
 //
 // Targets are compared in every run and printed when missed; nothing

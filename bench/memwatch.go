@@ -11,10 +11,11 @@ import (
 
 	"kfv/guest"
 	"kfv/memwatch"
+	"kfv/memwatch/memwatchtest"
 	"kfv/qmp"
 )
 
-// Section 5, memwatch: its costs measured with memwatch.Measure on a bare
+// Section 5, memwatch: its costs measured with memwatchtest.Measure on a bare
 // QEMU running the raw-code loop guest (an idle VM: a tick line every few
 // hundred ms), once per accelerator and round.
 
@@ -94,7 +95,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // memwatchOnce starts a bare QEMU with the loop guest under accel, waits
 // for its monitor (QEMU's main loop runs: the baseline may be taken),
 // measures, and stops QEMU.
-func (c *config) memwatchOnce(img, accel string) (m memwatch.Measurements, err error) {
+func (c *config) memwatchOnce(img, accel string) (m memwatchtest.Measurements, err error) {
 	sock := filepath.Join(c.work, "memwatch-qmp.sock")
 	args := append(guest.RawArgs(img, accel), "-qmp", "unix:"+sock+",server=on,wait=off")
 	cmd := exec.Command(guest.QEMUBinary, args...)
@@ -124,5 +125,5 @@ func (c *config) memwatchOnce(img, accel string) (m memwatch.Measurements, err e
 			err = errors.Join(err, fmt.Errorf("close QEMU's monitor: %w", cerr))
 		}
 	}()
-	return memwatch.Measure(ctx, cmd.Process.Pid, memwatch.Config{Accel: accel}, memwatch.MeasureOptions{Idle: memwatchIdle, Tampers: memwatchTampers})
+	return memwatchtest.Measure(ctx, cmd.Process.Pid, memwatch.Config{Accel: accel}, memwatchtest.MeasureOptions{Idle: memwatchIdle, Tampers: memwatchTampers})
 }

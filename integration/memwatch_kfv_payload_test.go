@@ -14,6 +14,7 @@ import (
 
 	"kfv/guest"
 	"kfv/memwatch"
+	"kfv/memwatch/memwatchtest"
 	"kfv/profiles"
 )
 
@@ -139,7 +140,7 @@ func runMemwatchPayload(t *testing.T, implant, profile, payload string, kind mem
 	t.Logf("%s", r.scrubReport(f.Time))
 	atScrub := mkCount(r.p.stdout.String())
 
-	entry, err := memwatch.EntryPoint(r.qemuPID)
+	entry, err := memwatchtest.EntryPoint(r.qemuPID)
 	if err != nil {
 		t.Fatal(err)
 	}

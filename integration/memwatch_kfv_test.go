@@ -10,6 +10,7 @@ import (
 	"kfv/event"
 	"kfv/guest"
 	"kfv/memwatch"
+	"kfv/memwatch/memwatchtest"
 )
 
 // These tests run memwatch inside kfv-run (enforce): the supervisor takes
@@ -35,7 +36,7 @@ func TestMemwatchKfvOutsideTamper(t *testing.T) {
 			t.Fatalf("loop guest printed no tick\nconsole:\n%s\nstderr:\n%s", r.p.stdout, r.p.stderr)
 		}
 		q := dialQMP(t, r.sock, 30*time.Second)
-		entry, err := memwatch.EntryPoint(r.qemuPID)
+		entry, err := memwatchtest.EntryPoint(r.qemuPID)
 		if err != nil {
 			t.Fatal(err)
 		}

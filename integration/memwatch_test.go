@@ -18,6 +18,7 @@ import (
 
 	"kfv/guest"
 	"kfv/memwatch"
+	"kfv/memwatch/memwatchtest"
 )
 
 // These tests run memwatch on bare QEMU (no kfv-run: the supervisor does
@@ -209,7 +210,7 @@ func TestMemwatchTextTamper(t *testing.T) {
 		w, ch := mwWatch(t, m.pid, cfg)
 		// QEMU's ELF entry point (_start) runs once, before main: bytes
 		// there are QEMU's text, and patching them harms nothing else.
-		entry, err := memwatch.EntryPoint(m.pid)
+		entry, err := memwatchtest.EntryPoint(m.pid)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -357,7 +358,7 @@ func TestMemwatchMeasure(t *testing.T) {
 	}
 	forEachAccel(t, func(t *testing.T, accel string) {
 		m := mwLoopGuest(t, accel)
-		r, err := memwatch.Measure(context.Background(), m.pid, memwatch.Config{Accel: accel}, memwatch.MeasureOptions{Idle: 5 * time.Second, Tampers: 20})
+		r, err := memwatchtest.Measure(context.Background(), m.pid, memwatch.Config{Accel: accel}, memwatchtest.MeasureOptions{Idle: 5 * time.Second, Tampers: 20})
 		if err != nil {
 			t.Fatalf("measure: %v", err)
 		}

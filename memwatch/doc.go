@@ -1,7 +1,9 @@
 // Package memwatch watches the integrity of QEMU's memory: its mappings,
 // baselines of code and read-only data, incremental scans and scrubbing.
 //
-// It alone opens /proc/PID/mem. Its parsers (ParseMaps, ParsePagemap)
+// It alone opens /proc/PID/mem in kfv-run (memwatch/memwatchtest, which
+// tampers with QEMU to measure memwatch, is for the bench and tests and
+// is not linked into kfv-run). Its parsers (ParseMaps, ParsePagemap)
 // are pure and used by the rest of kfv to learn what backs an address.
 //
 // # Use

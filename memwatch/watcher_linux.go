@@ -22,10 +22,11 @@ import (
 // Pages are fingerprinted with hash/maphash under a seed drawn at random
 // for each Watcher, not with SHA-256: a scan hashes on every period, and
 // maphash runs at memory speed where SHA-256 costs several times more
-// CPU (see Measure). The seed lives only in the supervisor's memory, so
-// code running inside QEMU cannot compute a patch that keeps a page's
-// fingerprint; and nothing is restored on the strength of a hash alone:
-// scrub writes the file's bytes or the baseline copy.
+// CPU (see memwatchtest.Measure). The seed lives only in the
+// supervisor's memory, so code running inside QEMU cannot compute a
+// patch that keeps a page's fingerprint; and nothing is restored on the
+// strength of a hash alone: scrub writes the file's bytes or the baseline
+// copy.
 type Watcher struct {
 	pid   int
 	pidfd *os.File
@@ -627,6 +628,16 @@ func (w *Watcher) Scan() ([]Finding, ScanStats, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.scanLocked(false)
+}
+
+// ScanFull runs one scan that checks every watched page, whatever the
+// tracking: what a scan costs at worst. The supervisor never needs it
+// (Scan and its sweep cover every page); it is exported for
+// memwatchtest.Measure, which reports a full scan's cost per MiB.
+func (w *Watcher) ScanFull() ([]Finding, ScanStats, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.scanLocked(true)
 }
 
 // scanLocked scans; full checks every page.

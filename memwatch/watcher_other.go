@@ -24,6 +24,7 @@ func (w *Watcher) WaitStable(ctx context.Context, quiet time.Duration) error {
 func (w *Watcher) Baseline() (Coverage, []Finding, error)              { return Coverage{}, nil, ErrUnsupported }
 func (w *Watcher) Coverage() Coverage                                  { return Coverage{} }
 func (w *Watcher) Scan() ([]Finding, ScanStats, error)                 { return nil, ScanStats{}, ErrUnsupported }
+func (w *Watcher) ScanFull() ([]Finding, ScanStats, error)             { return nil, ScanStats{}, ErrUnsupported }
 func (w *Watcher) Run(ctx context.Context, report func(Finding)) error { return ErrUnsupported }
 func (w *Watcher) Scrub(ctx context.Context) (ScrubReport, error) {
 	return ScrubReport{}, ErrUnsupported

@@ -1,8 +1,7 @@
-package memwatch
+package memwatchtest
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -10,46 +9,18 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kfv/memwatch"
 )
-
-// Measurements are memwatch's costs on one QEMU, for the bench.
-type Measurements struct {
-	Tracking   Tracking
-	Period     time.Duration
-	WatchedMiB float64
-	// FullScanPerMiB is the time a full scan (every watched page read and
-	// hashed) takes per MiB watched.
-	FullScanPerMiB time.Duration
-	// Scan is the mean time of a steady-state scan (maps, pagemap,
-	// tracked pages and the sweep's slice).
-	Scan time.Duration
-	// CPUShare is the watcher's CPU time over wall time on an idle VM
-	// (the calling process's CPU time while watching, less the same
-	// without watching): 0.01 is 1% of one core.
-	CPUShare float64
-	// Detection latency of a tamper (a byte of QEMU's text written
-	// through /proc/PID/mem) with the watcher running, over Tampers.
-	Tampers                     int
-	LatencyMedian, LatencyMax   time.Duration
-	ScrubFrozenMedian, ScrubMax time.Duration // how long QEMU stood frozen per scrub
-}
-
-// MeasureOptions sizes Measure; zero fields take the defaults.
-type MeasureOptions struct {
-	FullScans int           // default 5
-	Idle      time.Duration // default 5 s
-	Tampers   int           // default 20
-}
 
 // Measure watches QEMU process pid with cfg and measures memwatch's
 // costs: full scans, the CPU share of Run on an idle VM, and the
 // detection latency of tampers. It tampers with QEMU: it flips a byte of
 // QEMU's ELF entry point (_start, which runs once before main and never
 // again) through /proc/PID/mem, waits for the finding, scrubs, and
-// repeats. For benches and tests only. QEMU must be up (see Baseline),
-// and nothing else should run in the calling process during the idle
-// measurement.
-func Measure(ctx context.Context, pid int, cfg Config, opt MeasureOptions) (m Measurements, err error) {
+// repeats. QEMU must be up (see memwatch.Watcher.Baseline), and nothing
+// else should run in the calling process during the idle measurement.
+func Measure(ctx context.Context, pid int, cfg memwatch.Config, opt MeasureOptions) (m Measurements, err error) {
 	if opt.FullScans <= 0 {
 		opt.FullScans = 5
 	}
@@ -59,7 +30,12 @@ func Measure(ctx context.Context, pid int, cfg Config, opt MeasureOptions) (m Me
 	if opt.Tampers <= 0 {
 		opt.Tampers = 20
 	}
-	w, err := New(pid, cfg)
+	// The watcher applies the same default (memwatch.Config.Period).
+	period := cfg.Period
+	if period == 0 {
+		period = memwatch.DefaultPeriod
+	}
+	w, err := memwatch.New(pid, cfg)
 	if err != nil {
 		return m, err
 	}
@@ -71,14 +47,12 @@ func Measure(ctx context.Context, pid int, cfg Config, opt MeasureOptions) (m Me
 	if len(found) > 0 {
 		return m, fmt.Errorf("measure: findings at baseline: %v", found)
 	}
-	m.Tracking, m.Period = cov.Tracking, w.cfg.Period
+	m.Tracking, m.Period = cov.Tracking, period
 	m.WatchedMiB = float64(cov.Bytes) / (1 << 20)
 
 	var full time.Duration
 	for range opt.FullScans {
-		w.mu.Lock()
-		_, st, err := w.scanLocked(true)
-		w.mu.Unlock()
+		_, st, err := w.ScanFull()
 		if err != nil {
 			return m, err
 		}
@@ -99,7 +73,7 @@ func Measure(ctx context.Context, pid int, cfg Config, opt MeasureOptions) (m Me
 	if m.CPUShare, err = idleShare(ctx, w, opt.Idle); err != nil {
 		return m, err
 	}
-	if err := measureLatency(ctx, w, opt.Tampers, &m); err != nil {
+	if err := measureLatency(ctx, w, period, opt.Tampers, &m); err != nil {
 		return m, err
 	}
 	return m, nil
@@ -117,7 +91,7 @@ func cpuTime() (time.Duration, error) {
 // watching, then over d with Run going, and returns the difference as a
 // share of one core: the watcher's cost, without the runtime's and the
 // caller's own background.
-func idleShare(ctx context.Context, w *Watcher, d time.Duration) (float64, error) {
+func idleShare(ctx context.Context, w *memwatch.Watcher, d time.Duration) (float64, error) {
 	before, err := processShare(ctx, d, func(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
@@ -125,9 +99,9 @@ func idleShare(ctx context.Context, w *Watcher, d time.Duration) (float64, error
 	if err != nil {
 		return 0, err
 	}
-	var stray []Finding
+	var stray []memwatch.Finding
 	during, err := processShare(ctx, d, func(ctx context.Context) error {
-		return w.Run(ctx, func(f Finding) { stray = append(stray, f) })
+		return w.Run(ctx, func(f memwatch.Finding) { stray = append(stray, f) })
 	})
 	if err != nil {
 		return 0, err
@@ -158,20 +132,20 @@ func processShare(ctx context.Context, d time.Duration, f func(context.Context) 
 	return float64(c1-c0) / float64(time.Since(t0)), nil
 }
 
-func measureLatency(ctx context.Context, w *Watcher, n int, m *Measurements) (err error) {
-	entry, err := EntryPoint(w.pid)
+func measureLatency(ctx context.Context, w *memwatch.Watcher, period time.Duration, n int, m *Measurements) (err error) {
+	entry, err := EntryPoint(w.Pid())
 	if err != nil {
 		return err
 	}
-	mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", w.pid), os.O_RDWR, 0)
+	mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", w.Pid()), os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("measure: open memory: %w", err)
 	}
 	defer func() { err = errors.Join(err, mem.Close()) }()
-	got := make(chan Finding, 64)
+	got := make(chan memwatch.Finding, 64)
 	rctx, cancel := context.WithCancel(ctx)
 	runErr := make(chan error, 1)
-	go func() { runErr <- w.Run(rctx, func(f Finding) { got <- f }) }()
+	go func() { runErr <- w.Run(rctx, func(f memwatch.Finding) { got <- f }) }()
 	defer func() {
 		cancel()
 		err = errors.Join(err, <-runErr)
@@ -180,7 +154,7 @@ func measureLatency(ctx context.Context, w *Watcher, n int, m *Measurements) (er
 	b := make([]byte, 1)
 	for i := range n {
 		// Spread the tampers over the scan period's phase.
-		time.Sleep(w.cfg.Period + w.cfg.Period*time.Duration(i*7%10)/10)
+		time.Sleep(period + period*time.Duration(i*7%10)/10)
 		if _, err := mem.ReadAt(b, int64(entry)); err != nil {
 			return fmt.Errorf("measure: read entry point: %w", err)
 		}
@@ -191,7 +165,7 @@ func measureLatency(ctx context.Context, w *Watcher, n int, m *Measurements) (er
 		}
 		select {
 		case f := <-got:
-			if f.Kind != KindModified || f.Start > entry || entry >= f.End {
+			if f.Kind != memwatch.KindModified || f.Start > entry || entry >= f.End {
 				return fmt.Errorf("measure: unexpected finding %v", f)
 			}
 			lat = append(lat, time.Since(t0))
@@ -215,29 +189,4 @@ func measureLatency(ctx context.Context, w *Watcher, n int, m *Measurements) (er
 	m.LatencyMedian, m.LatencyMax = lat[len(lat)/2], lat[len(lat)-1]
 	m.ScrubFrozenMedian, m.ScrubMax = frozen[len(frozen)/2], frozen[len(frozen)-1]
 	return nil
-}
-
-// EntryPoint returns the run-time address of pid's ELF entry point
-// (AT_ENTRY in /proc/PID/auxv).
-func EntryPoint(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/auxv", pid))
-	if err != nil {
-		return 0, fmt.Errorf("read auxv: %w", err)
-	}
-	return auxvEntry(b)
-}
-
-// auxvEntry finds AT_ENTRY in the bytes of an x86-64 auxiliary vector.
-func auxvEntry(b []byte) (uint64, error) {
-	const atEntry = 9
-	for ; len(b) >= 16; b = b[16:] {
-		k, v := binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint64(b[8:])
-		if k == atEntry {
-			return v, nil
-		}
-		if k == 0 {
-			break
-		}
-	}
-	return 0, errors.New("auxv: no AT_ENTRY")
 }
