@@ -171,10 +171,38 @@ func TestParseReaction(t *testing.T) {
 			checkReaction(t, c.in)
 		})
 	}
-	for k := ReactDeny; k <= ReactScrub; k++ {
+	for _, k := range ReactionKinds() {
 		if got, err := ParseReactionKind(k.String()); got != k || err != nil {
 			t.Errorf("%v does not parse back: %v, %v", k, got, err)
 		}
+	}
+}
+
+// TestReactionKinds checks the reactions table: every kind up to the
+// last has a name of its own, so that a kind added without its row
+// fails here rather than print as ReactionKind(N) and never parse.
+func TestReactionKinds(t *testing.T) {
+	ks := ReactionKinds()
+	if len(ks) != int(numReactionKinds)-1 || ks[0] != ReactDeny || ks[len(ks)-1] != numReactionKinds-1 {
+		t.Fatalf("ReactionKinds() = %v: want every kind from ReactDeny up", ks)
+	}
+	seen := map[string]ReactionKind{}
+	for _, k := range ks {
+		name := reactions[k].name
+		if name == "" {
+			t.Errorf("reaction kind %d has no name in the reactions table", int(k))
+			continue
+		}
+		if prev, dup := seen[name]; dup {
+			t.Errorf("reaction kinds %d and %d are both named %q", int(prev), int(k), name)
+		}
+		seen[name] = k
+		if k.String() != name {
+			t.Errorf("kind %d prints as %q, want %q", int(k), k, name)
+		}
+	}
+	if ReactionKind(0).Targeted() || numReactionKinds.Targeted() {
+		t.Error("a value that is no reaction kind must not be targeted")
 	}
 }
 

@@ -20,36 +20,65 @@ const (
 	ReactRestartCheckpoint                         // relaunch QEMU from the last clean checkpoint
 	ReactKill                                      // kill QEMU
 	ReactScrub                                     // restore QEMU's tampered memory (memwatch)
+
+	// numReactionKinds is one past the last kind; keep it last, so that
+	// reactions has a row for every kind.
+	numReactionKinds
 )
 
-var reactionNames = [...]string{
-	ReactDeny: "deny", ReactHold: "hold", ReactPause: "pause", ReactContinue: "continue",
-	ReactLinkDown: "link_down", ReactLinkUp: "link_up", ReactDeviceDel: "device_del",
-	ReactRestart: "restart", ReactRestartCheckpoint: "restart_checkpoint",
-	ReactKill: "kill", ReactScrub: "scrub",
+// reactions is the table of reaction kinds, one row a kind: its name in
+// profiles and events, and whether it acts on one device or netdev and
+// so takes a target. A new reaction is a constant above and its row here
+// (and the supervisor's code that carries it out); TestReactionKinds
+// fails for a kind without a row.
+var reactions = [numReactionKinds]struct {
+	name     string
+	targeted bool
+}{
+	ReactDeny:              {name: "deny"},
+	ReactHold:              {name: "hold"},
+	ReactPause:             {name: "pause"},
+	ReactContinue:          {name: "continue"},
+	ReactLinkDown:          {name: "link_down", targeted: true},
+	ReactLinkUp:            {name: "link_up", targeted: true},
+	ReactDeviceDel:         {name: "device_del", targeted: true},
+	ReactRestart:           {name: "restart"},
+	ReactRestartCheckpoint: {name: "restart_checkpoint"},
+	ReactKill:              {name: "kill"},
+	ReactScrub:             {name: "scrub"},
 }
 
-func (k ReactionKind) String() string {
-	if k >= ReactDeny && k <= ReactScrub {
-		return reactionNames[k]
+var reactionNames = func() enum[ReactionKind] {
+	e := enum[ReactionKind]{what: "reaction", names: make([]string, len(reactions))}
+	for k, r := range reactions {
+		e.names[k] = r.name
 	}
-	return fmt.Sprintf("ReactionKind(%d)", int(k))
+	return e
+}()
+
+func (k ReactionKind) String() string { return reactionNames.name(k) }
+
+// ReactionKinds returns every reaction kind, in the order of the table.
+func ReactionKinds() []ReactionKind {
+	ks := make([]ReactionKind, 0, numReactionKinds-1)
+	for k := ReactionKind(1); k < numReactionKinds; k++ {
+		ks = append(ks, k)
+	}
+	return ks
 }
 
 // ParseReactionKind reads a reaction name ("link_down").
 func ParseReactionKind(s string) (ReactionKind, error) {
-	for k := ReactDeny; k <= ReactScrub; k++ {
-		if reactionNames[k] == s {
-			return k, nil
-		}
+	if k, ok := reactionNames.lookup(s); ok {
+		return k, nil
 	}
-	return 0, fmt.Errorf("unknown reaction %q (want one of %s)", s, strings.Join(reactionNames[1:], ", "))
+	return 0, fmt.Errorf("unknown reaction %q (want one of %s)", s, strings.Join(reactionNames.list(), ", "))
 }
 
 // Targeted reports whether the reaction acts on one device or netdev
 // and so needs a target.
 func (k ReactionKind) Targeted() bool {
-	return k == ReactLinkDown || k == ReactLinkUp || k == ReactDeviceDel
+	return k > 0 && k < numReactionKinds && reactions[k].targeted
 }
 
 // AllNICs is the target of link_down and link_up that means every vNIC

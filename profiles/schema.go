@@ -80,15 +80,6 @@ var (
 	ruleKeys     = []string{"accel", "addresses", "args", "backing", "errno", "families", "name", "needs", "no_address", "paths", "reason", "severity", "syscalls", "threads", "verdict"}
 )
 
-var (
-	actionNames  = map[string]Action{"allow": ActAllow, "deny": ActDeny, "inspect": ActInspect}
-	verdictNames = map[string]Verdict{"allow": VerdictAllow, "deny": VerdictDeny}
-	opByName     = map[string]Op{
-		"eq": OpEq, "ne": OpNe, "in": OpIn, "masked_eq": OpMaskedEq,
-		"lt": OpLt, "le": OpLe, "gt": OpGt, "ge": OpGe,
-	}
-)
-
 const defaultErrno = 1 // EPERM
 
 // decoder turns the generic TOML tree into a Profile, collecting every
@@ -198,6 +189,44 @@ func (d *decoder) str(m map[string]any, path, key string) (string, bool) {
 		return "", false
 	}
 	return s, true
+}
+
+// choice reads key, the name of one of e's values ("deny" for an
+// action); ok is false when the key is absent or names no value.
+func choice[E ~int](d *decoder, m map[string]any, path, key string, e *enum[E]) (E, bool) {
+	s, ok := d.str(m, path, key)
+	if !ok {
+		return 0, false
+	}
+	v, err := e.parse(s)
+	if err != nil {
+		d.errorf(d.loc.val(join(path, key)), "%s: %v", key, err)
+		return 0, false
+	}
+	return v, true
+}
+
+// answer reads what a [[syscall]] or [[rule]] table answers: key
+// (action or verdict), which the table must have, and the errno that
+// goes only with the value deny, EPERM when the table gives none.
+func answer[E ~int](d *decoder, m map[string]any, path, table, key string, e *enum[E], deny E) (E, int) {
+	v, _ := choice(d, m, path, key, e)
+	d.required(m, path, key, table)
+	errno, ok := d.errno(m, path, "errno")
+	if ok && v != deny && v != 0 {
+		d.errorf(d.loc.key(join(path, "errno")), `errno is only allowed with %s = "deny"`, key)
+	}
+	if v == deny && errno == 0 {
+		errno = defaultErrno
+	}
+	return v, errno
+}
+
+// required reports a key that table (at path) lacks.
+func (d *decoder) required(m map[string]any, path, key, table string) {
+	if m[key] == nil {
+		d.errorf(d.loc.key(path), "%s has no %s", table, key)
+	}
 }
 
 func (d *decoder) boolean(m map[string]any, path, key string) bool {
@@ -340,12 +369,8 @@ func (d *decoder) profile(tree map[string]any) *Profile {
 func (d *decoder) defaults(p *Profile, m map[string]any) {
 	const path = "defaults"
 	d.checkKeys(m, path, " in [defaults]", defaultsKeys)
-	if s, ok := d.str(m, path, "action"); ok {
-		if a, ok := actionNames[s]; ok {
-			p.DefaultAction = a
-		} else {
-			d.errorf(d.loc.val(path+".action"), "action: unknown action %q (want allow, deny or inspect)", s)
-		}
+	if a, ok := choice(d, m, path, "action", &actions); ok {
+		p.DefaultAction = a
 	}
 	if n, ok := d.errno(m, path, "errno"); ok {
 		if p.DefaultAction != ActDeny {
@@ -356,12 +381,8 @@ func (d *decoder) defaults(p *Profile, m map[string]any) {
 	if p.DefaultAction == ActDeny && p.DefaultErrno == 0 {
 		p.DefaultErrno = defaultErrno
 	}
-	if s, ok := d.str(m, path, "verdict"); ok {
-		if v, ok := verdictNames[s]; ok {
-			p.DefaultVerdict = v
-		} else {
-			d.errorf(d.loc.val(path+".verdict"), "verdict: unknown verdict %q (want allow or deny)", s)
-		}
+	if v, ok := choice(d, m, path, "verdict", &verdicts); ok {
+		p.DefaultVerdict = v
 	}
 	if n, ok := d.errno(m, path, "verdict_errno"); ok {
 		if p.DefaultVerdict != VerdictDeny {
@@ -403,24 +424,7 @@ func (d *decoder) syscall(m map[string]any, path string) SyscallRule {
 	} else if len(r.Names) == 0 && n == len(d.errs) {
 		d.errorf(d.loc.val(join(path, "names")), "names must not be empty")
 	}
-	if s, ok := d.str(m, path, "action"); ok {
-		if a, ok := actionNames[s]; ok {
-			r.Action = a
-		} else {
-			d.errorf(d.loc.val(join(path, "action")), "action: unknown action %q (want allow, deny or inspect)", s)
-		}
-	} else if m["action"] == nil {
-		d.errorf(r.Pos, "[[syscall]] has no action")
-	}
-	if e, ok := d.errno(m, path, "errno"); ok {
-		if r.Action != ActDeny && r.Action != 0 {
-			d.errorf(d.loc.key(join(path, "errno")), `errno is only allowed with action = "deny"`)
-		}
-		r.Errno = e
-	}
-	if r.Action == ActDeny && r.Errno == 0 {
-		r.Errno = defaultErrno
-	}
+	r.Action, r.Errno = answer(d, m, path, "[[syscall]]", "action", &actions, ActDeny)
 	r.Silent = d.boolean(m, path, "silent")
 	if r.Silent && r.Action != ActDeny && r.Action != 0 {
 		d.errorf(d.loc.key(join(path, "silent")), `silent is only allowed with action = "deny"`)
@@ -464,7 +468,7 @@ func (d *decoder) arg(m map[string]any, path string) ArgCond {
 	}
 	c.Wide = d.boolean(m, path, "wide")
 	if s, ok := d.str(m, path, "op"); ok {
-		if op, ok := opByName[s]; ok {
+		if op, ok := ops.lookup(s); ok {
 			c.Op = op
 		} else {
 			d.errorf(d.loc.val(join(path, "op")), "unknown op %q (want eq, in, masked_eq, or with wide = true ne, lt, le, gt, ge)", s)
@@ -627,24 +631,7 @@ func (d *decoder) rule(m map[string]any, path string) VerdictRule {
 			d.errorf(d.loc.val(p), "unknown accelerator %q (want one of %s)", s, strings.Join(Accels, ", "))
 		}
 	})
-	if s, ok := d.str(m, path, "verdict"); ok {
-		if v, ok := verdictNames[s]; ok {
-			r.Verdict = v
-		} else {
-			d.errorf(d.loc.val(join(path, "verdict")), "verdict: unknown verdict %q (want allow or deny)", s)
-		}
-	} else if m["verdict"] == nil {
-		d.errorf(r.Pos, "[[rule]] has no verdict")
-	}
-	if e, ok := d.errno(m, path, "errno"); ok {
-		if r.Verdict != VerdictDeny && r.Verdict != 0 {
-			d.errorf(d.loc.key(join(path, "errno")), `errno is only allowed with verdict = "deny"`)
-		}
-		r.Errno = e
-	}
-	if r.Verdict == VerdictDeny && r.Errno == 0 {
-		r.Errno = defaultErrno
-	}
+	r.Verdict, r.Errno = answer(d, m, path, "[[rule]]", "verdict", &verdicts, VerdictDeny)
 	r.Severity = d.severity(m, path)
 	if r.Severity != 0 && r.Verdict != VerdictDeny && r.Verdict != 0 {
 		d.errorf(d.loc.key(join(path, "severity")), `severity is only allowed with verdict = "deny": it grades the finding a denial makes`)

@@ -419,12 +419,8 @@ func (d *decoder) ho(m map[string]any, path string) HOPolicy {
 	}
 	h.Hold = d.sevMatch(m, path, "hold")
 	h.HoldFor = d.duration(m, path, "hold_for")
-	if s, ok := d.str(m, path, "hold_verdict"); ok {
-		if v, ok := verdictNames[s]; ok {
-			h.HoldVerdict = v
-		} else {
-			d.errorf(d.loc.val(join(path, "hold_verdict")), "hold_verdict: unknown verdict %q (want allow or deny)", s)
-		}
+	if v, ok := choice(d, m, path, "hold_verdict", &verdicts); ok {
+		h.HoldVerdict = v
 	}
 	if n, ok := d.errno(m, path, "hold_errno"); ok {
 		if h.HoldVerdict != VerdictDeny {

@@ -16,24 +16,12 @@ const (
 	SevCritical
 )
 
-var severityNames = [...]string{SevLow: "low", SevMedium: "medium", SevHigh: "high", SevCritical: "critical"}
+var severities = enum[Severity]{what: "severity", names: []string{SevLow: "low", SevMedium: "medium", SevHigh: "high", SevCritical: "critical"}}
 
-func (s Severity) String() string {
-	if s >= SevLow && s <= SevCritical {
-		return severityNames[s]
-	}
-	return fmt.Sprintf("Severity(%d)", int(s))
-}
+func (s Severity) String() string { return severities.name(s) }
 
 // ParseSeverity reads a severity name: low, medium, high or critical.
-func ParseSeverity(s string) (Severity, error) {
-	for i := SevLow; i <= SevCritical; i++ {
-		if severityNames[i] == s {
-			return i, nil
-		}
-	}
-	return 0, fmt.Errorf("unknown severity %q (want low, medium, high or critical)", s)
-}
+func ParseSeverity(s string) (Severity, error) { return severities.parse(s) }
 
 // CmpOp compares a severity with a bound.
 type CmpOp int
@@ -73,7 +61,7 @@ func ParseSeverityMatch(s string) (SeverityMatch, error) {
 	}
 	sev, err := ParseSeverity(t)
 	if err != nil {
-		return SeverityMatch{}, fmt.Errorf("severity condition %q: want a severity (low, medium, high, critical), optionally after >=, >, <=, < or ==", s)
+		return SeverityMatch{}, fmt.Errorf("severity condition %q: want a severity (%s), optionally after >=, >, <=, < or ==", s, strings.Join(severities.list(), ", "))
 	}
 	m := SeverityMatch{Op: op, Sev: sev}
 	if m.never() {

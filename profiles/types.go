@@ -34,17 +34,9 @@ const (
 	ActInspect
 )
 
-func (a Action) String() string {
-	switch a {
-	case ActAllow:
-		return "allow"
-	case ActDeny:
-		return "deny"
-	case ActInspect:
-		return "inspect"
-	}
-	return fmt.Sprintf("Action(%d)", int(a))
-}
+var actions = enum[Action]{what: "action", names: []string{ActAllow: "allow", ActDeny: "deny", ActInspect: "inspect"}}
+
+func (a Action) String() string { return actions.name(a) }
 
 // Op is a comparison on one syscall argument.
 type Op int
@@ -60,17 +52,12 @@ const (
 	OpGe                     // arg >= Values[0] (only with Wide)
 )
 
-var opNames = map[Op]string{
+var ops = enum[Op]{what: "op", names: []string{
 	OpEq: "eq", OpNe: "ne", OpIn: "in", OpMaskedEq: "masked_eq",
 	OpLt: "lt", OpLe: "le", OpGt: "gt", OpGe: "ge",
-}
+}}
 
-func (o Op) String() string {
-	if s, ok := opNames[o]; ok {
-		return s
-	}
-	return fmt.Sprintf("Op(%d)", int(o))
-}
+func (o Op) String() string { return ops.name(o) }
 
 // ArgCond is a condition on one argument of a syscall. Conditions of one
 // SyscallRule are ANDed.
@@ -129,15 +116,9 @@ const (
 	VerdictDeny
 )
 
-func (v Verdict) String() string {
-	switch v {
-	case VerdictAllow:
-		return "allow"
-	case VerdictDeny:
-		return "deny"
-	}
-	return fmt.Sprintf("Verdict(%d)", int(v))
-}
+var verdicts = enum[Verdict]{what: "verdict", names: []string{VerdictAllow: "allow", VerdictDeny: "deny"}}
+
+func (v Verdict) String() string { return verdicts.name(v) }
 
 // VerdictRule is one [[rule]] table: a verdict for inspected calls that
 // match every non-empty criterion. Rules are tried in order; the first match
