@@ -20,13 +20,14 @@ const (
 // ParseSeverity reads a severity name: "low", "medium", "high", "critical".
 func ParseSeverity(s string) (Severity, error) { return profiles.ParseSeverity(s) }
 
-// Detector names, as findings carry them in Finding.Detector.
+// Detector names, as findings carry them in Finding.Detector: those of
+// profiles, which name them in [[detector]], [[ho]] and [[correlate]].
 const (
-	DetSignature = "signature" // the profile's [[syscall]] and [[rule]] tables
-	DetOrigin    = "origin"    // the call came from outside QEMU's text
-	DetBehaviour = "behaviour" // a call its resource never makes
-	DetRate      = "rate"      // a burst of calls
-	DetMemwatch  = "memwatch"  // QEMU's memory changed (memwatch scans)
+	DetSignature = profiles.DetSignature
+	DetOrigin    = profiles.DetOrigin
+	DetBehaviour = profiles.DetBehaviour
+	DetRate      = profiles.DetRate
+	DetMemwatch  = profiles.DetMemwatch
 )
 
 // HRSCMemory is the resource of memwatch findings: QEMU's memory.

@@ -20,16 +20,13 @@ type ho struct {
 	holdErrno int
 }
 
-// defaultHODetectors are the detectors an [[ho]] weighs when it names none.
-var defaultHODetectors = []string{DetBehaviour, DetOrigin, DetRate}
-
 func newHOs(p *profiles.Profile) map[Layer]*ho {
 	out := map[Layer]*ho{}
 	for i := range p.HO {
 		pp := &p.HO[i]
 		dets := pp.Detectors
 		if len(dets) == 0 {
-			dets = defaultHODetectors
+			dets = profiles.DetectorKinds // what an [[ho]] weighs when it names none
 		}
 		for _, l := range pp.Layers {
 			out[Layer(l)] = &ho{

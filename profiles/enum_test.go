@@ -1,6 +1,9 @@
 package profiles
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestEnumNames(t *testing.T) {
 	for _, c := range []struct{ got, want string }{
@@ -29,5 +32,23 @@ func TestEnumNames(t *testing.T) {
 	}
 	if _, err := verdicts.parse(""); err == nil || err.Error() != `unknown verdict "" (want allow or deny)` {
 		t.Errorf(`parse("") error %v`, err)
+	}
+}
+
+// TestDetectorNames checks that every detector has one name, that the
+// [[detector]] kinds are among them, and that the list is sorted (it is
+// printed in error messages).
+func TestDetectorNames(t *testing.T) {
+	all := []string{DetBehaviour, DetRate, DetOrigin, DetSignature, DetMemwatch}
+	if got, want := DetectorNames, slices.Sorted(slices.Values(all)); !slices.Equal(got, want) {
+		t.Errorf("DetectorNames = %v, want %v", got, want)
+	}
+	for _, k := range DetectorKinds {
+		if !slices.Contains(DetectorNames, k) {
+			t.Errorf("detector kind %q is not in DetectorNames", k)
+		}
+	}
+	if slices.Contains(DetectorKinds, DetSignature) || slices.Contains(DetectorKinds, DetMemwatch) {
+		t.Errorf("DetectorKinds = %v: signature and memwatch are no [[detector]] kinds", DetectorKinds)
 	}
 }

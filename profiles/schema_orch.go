@@ -331,14 +331,13 @@ func (d *decoder) detector(m map[string]any, path string) Detector {
 	d.checkKeys(m, path, " in [[detector]]", detectorKeys)
 	det.Name = d.requiredName(m, path, "[[detector]]", det.Pos)
 	if s, ok := d.str(m, path, "kind"); ok {
-		if k, ok := detectorKindNames[s]; ok {
-			det.Kind = k
+		if slices.Contains(DetectorKinds, s) {
+			det.Kind = s
 		} else {
-			d.errorf(d.loc.val(join(path, "kind")), "unknown detector kind %q (want behaviour, rate or origin)", s)
+			d.errorf(d.loc.val(join(path, "kind")), "unknown detector kind %q (want %s)", s, orList(DetectorKinds))
 		}
-	} else if m["kind"] == nil {
-		d.errorf(det.Pos, "[[detector]] has no kind")
 	}
+	d.required(m, path, "kind", "[[detector]]")
 	det.HRSC = d.strList(m, path, "hrsc", nil)
 	d.namePatterns(det.HRSC, join(path, "hrsc"))
 	det.Syscalls = d.syscallList(m, path, "syscalls")
@@ -400,14 +399,15 @@ func (d *decoder) ho(m map[string]any, path string) HOPolicy {
 	if m["layers"] == nil {
 		d.errorf(h.Pos, "[[ho]] has no layers")
 	}
+	weighed := orList(slices.Sorted(slices.Values(DetectorKinds)))
 	h.Detectors = d.strOrList(m, path, "detectors", func(s, p string) {
 		switch {
-		case s == "signature":
-			d.errorf(d.loc.val(p), "the signature detector's verdict is the rules' own: list behaviour, origin or rate")
-		case s == "memwatch":
+		case s == DetSignature:
+			d.errorf(d.loc.val(p), "the signature detector's verdict is the rules' own: list %s", weighed)
+		case s == DetMemwatch:
 			d.errorf(d.loc.val(p), "memwatch findings are about memory, not a call: they go to [[correlate]] rules")
-		case !slices.Contains(DetectorNames, s):
-			d.errorf(d.loc.val(p), "unknown detector %q (want behaviour, origin or rate)", s)
+		case !slices.Contains(DetectorKinds, s):
+			d.errorf(d.loc.val(p), "unknown detector %q (want %s)", s, weighed)
 		}
 	})
 	h.Deny = d.sevMatch(m, path, "deny")

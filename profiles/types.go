@@ -2,6 +2,7 @@ package profiles
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -289,40 +290,39 @@ type Interface struct {
 	Pos      Pos
 }
 
-// DetectorKind is what a [[detector]] table looks for.
-type DetectorKind int
-
+// Detector names: the kind of a [[detector]] table, what [[ho]]
+// detectors and [[correlate]] match.detector name, and what findings
+// carry (orch's Finding.Detector, the events' detector field). A new
+// detector is a constant here, in DetectorKinds when a [[detector]]
+// table configures it, and its code in orch.
 const (
 	// DetBehaviour: a call its resource never makes in normal operation.
-	DetBehaviour DetectorKind = iota + 1
+	DetBehaviour = "behaviour"
 	// DetRate: more than Threshold calls within Window, per resource and
 	// syscall.
-	DetRate
+	DetRate = "rate"
 	// DetOrigin: a call whose instruction pointer lies outside the text
 	// of QEMU and its libraries (injected code).
-	DetOrigin
+	DetOrigin = "origin"
+	// DetSignature: the [[syscall]] and [[rule]] tables.
+	DetSignature = "signature"
+	// DetMemwatch: QEMU's memory changed (memwatch's integrity scans).
+	DetMemwatch = "memwatch"
 )
 
-var detectorKindNames = map[string]DetectorKind{"behaviour": DetBehaviour, "rate": DetRate, "origin": DetOrigin}
+// DetectorKinds are the kinds a [[detector]] table may have. They are
+// also the detectors an [[ho]] weighs, all of them when it names none:
+// signature's verdict is the rules' own, and memwatch findings are about
+// memory, not a call.
+var DetectorKinds = []string{DetBehaviour, DetRate, DetOrigin}
 
-func (k DetectorKind) String() string {
-	for n, v := range detectorKindNames {
-		if v == k {
-			return n
-		}
-	}
-	return fmt.Sprintf("DetectorKind(%d)", int(k))
-}
-
-// DetectorNames are the names findings carry in Finding.Detector:
-// the [[detector]] kinds, "signature" (the [[syscall]] and [[rule]]
-// tables) and "memwatch" (memory integrity scans).
-var DetectorNames = []string{"behaviour", "memwatch", "origin", "rate", "signature"}
+// DetectorNames are the names of every detector, sorted.
+var DetectorNames = slices.Sorted(slices.Values(append(slices.Clone(DetectorKinds), DetSignature, DetMemwatch)))
 
 // Detector is one [[detector]] table.
 type Detector struct {
 	Name string
-	Kind DetectorKind
+	Kind string // one of DetectorKinds
 	// HRSC are name patterns on the resource (required for behaviour,
 	// optional for rate: any resource).
 	HRSC []string
@@ -344,8 +344,8 @@ type Detector struct {
 // beyond the signature (the [[syscall]] and [[rule]] verdict).
 type HOPolicy struct {
 	Layers []string
-	// Detectors whose findings the policy weighs; empty: behaviour,
-	// origin and rate.
+	// Detectors whose findings the policy weighs, from DetectorKinds;
+	// empty: all of DetectorKinds.
 	Detectors []string
 	// Deny denies a call the rules allow when one of its findings meets
 	// it, with DenyErrno (default EACCES). Zero: never.
