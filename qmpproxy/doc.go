@@ -8,11 +8,12 @@
 // netdev_add, chardev-add, migrate to a unix: or file: URI, screendump,
 // device_add romfile=…), and QEMU opens them from its main loop, where
 // kfv cannot tell a manager's open from a payload's. With the proxy on the
-// monitor channel (the L3 hook of DESIGN.md section 1), each command is
-// parsed, the resources it names are extracted (Resources), and a hook
-// (Config.OnCommand) sees them before the command is forwarded: it adds
-// them to the VM's resource set, or refuses the command, in which case the
-// manager gets a QMP error and QEMU never sees it.
+// monitor channel (kfv's layer L3, services to VMs: see docs/profiles.md
+// and docs/libvirt.md), each command is parsed, the resources it names
+// are derived (resources.FromQMP), and a hook (Config.OnCommand) sees
+// them before the command is forwarded: it adds them to the VM's resource
+// set, or refuses the command, in which case the manager gets a QMP error
+// and QEMU never sees it.
 //
 // The pieces:
 //
@@ -23,9 +24,8 @@
 //   - Listen opens the manager's side of a Monitor; Proxy.Serve accepts
 //     managers there and gives each connection its own connection to
 //     QEMU's private socket, forwarding bytes both ways, file descriptors
-//     passed with SCM_RIGHTS included, each with the command it came with.
-//   - Resources says what one command names on the host, as a
-//     resources.Set plus the shell commands it would run.
+//     passed with SCM_RIGHTS included, each with the command it came with,
+//     and with what resources.FromQMP says the command names.
 //
 // HMP monitors (mode=readline) are not proxied: see Rewrite.
 //

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"kfv/resources"
 )
 
 // frames cuts input fed in chunks of size n (0: all at once) and returns
@@ -186,8 +188,8 @@ func FuzzFramer(f *testing.F) {
 			}
 			if err == nil && r.name != "" {
 				// Malformed arguments are an answer, not a failure.
-				if n, err := Resources(r.name, r.args, "/"); err == nil && n.Set == nil {
-					t.Fatalf("Resources(%s) returned no set", r.name)
+				if n, err := resources.FromQMP(r.name, r.args, "/", nil); err == nil && n.Set == nil {
+					t.Fatalf("resources.FromQMP(%s) returned no set", r.name)
 				}
 			}
 		}

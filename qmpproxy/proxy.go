@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kfv/resources"
 )
 
 // Command is one QMP command from a manager, as the proxy saw it before
@@ -40,9 +42,9 @@ type Command struct {
 	// (SCM_RIGHTS, for getfd and add-fd). They stay open only while
 	// OnCommand runs; dup one to keep it.
 	FDs []*os.File
-	// Needs is what the command names on the host (see Resources); nil
-	// when Name is empty or NeedsErr is set.
-	Needs *Needs
+	// Needs is what the command names on the host (resources.FromQMP);
+	// nil when Name is empty or NeedsErr is set.
+	Needs *resources.Needs
 	// NeedsErr is why Needs could not be worked out: the arguments are
 	// malformed where it matters, and QEMU will most likely refuse them
 	// too. Its files are then admitted by no one, so kfv's file policy
@@ -453,7 +455,7 @@ func (s *session) command(obj []byte, fds []*os.File, fdsLost bool) error {
 		return s.refuse(req.id, fmt.Errorf("file descriptors sent with %s were lost (more than %d in one message)", req.name, maxFDs))
 	}
 	if c.Name != "" {
-		c.Needs, c.NeedsErr = ResourcesFS(c.Name, c.Args, s.p.cfg.Cwd, s.p.cfg.FS)
+		c.Needs, c.NeedsErr = resources.FromQMP(c.Name, c.Args, s.p.cfg.Cwd, s.p.cfg.FS)
 	}
 	if h := s.p.cfg.OnCommand; h != nil {
 		if err := h(c); err != nil {

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"kfv/resources"
 )
 
 // Monitor is one monitor named on QEMU's command line.
@@ -74,7 +76,7 @@ func joinKV(elems []kv) string {
 		if e.bare {
 			parts[i] = e.key
 		} else {
-			parts[i] = e.key + "=" + escape(e.val)
+			parts[i] = e.key + "=" + resources.EscapeOpt(e.val)
 		}
 	}
 	return strings.Join(parts, ",")
@@ -249,7 +251,7 @@ func Rewrite(args []string, privateDir string) ([]string, []Monitor, error) {
 					rest = rest[1:] // the implied path
 				}
 				rest = without(rest, "path", "abstract", "tight")
-				out[i] = "unix:" + escape(p)
+				out[i] = "unix:" + resources.EscapeOpt(p)
 				if r := joinKV(rest); r != "" {
 					out[i] += "," + r
 				}

@@ -1,9 +1,11 @@
-// Package resources derives a VM's resource set from QEMU's command line:
+// Package resources derives a VM's resource set from what QEMU is told:
 // which files QEMU may open and how (read-only, read-write, create), which
 // directory trees it may use, which sockets it may connect to or bind,
 // which devices it needs, which inherited fds it is told about, and
 // whether user-mode networking (slirp, which connects wherever the guest
-// connects) is in use.
+// connects) is in use. FromArgs reads QEMU's command line; FromQMP and
+// FromHMP read one monitor command, which names resources the same way
+// (blockdev-add is -blockdev, netdev_add is -netdev…).
 //
 // That is its one job. It is pure: it starts nothing, holds no fds and
 // reads files (qcow2 headers for backing chains, -readconfig files) only

@@ -159,6 +159,10 @@ func parseOpts(s, implied string, json bool) (*opts, error) {
 	return o, nil
 }
 
+// EscapeOpt writes v as a value in QEMU's key=value syntax: its commas
+// doubled, so that splitOpts gives it back whole.
+func EscapeOpt(v string) string { return strings.ReplaceAll(v, ",", ",,") }
+
 // splitOpts splits at commas; ",," is a literal comma.
 func splitOpts(s string) []string {
 	var out []string

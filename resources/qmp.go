@@ -1,4 +1,4 @@
-package qmpproxy
+package resources
 
 import (
 	"encoding/json"
@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-
-	"kfv/resources"
 )
 
 // Needs is what one monitor command asks QEMU to use on the host.
@@ -18,7 +16,7 @@ type Needs struct {
 	// inherited fds the command names, with the access QEMU needs, and
 	// Warnings for what the command may use that the set does not
 	// describe. Its Name and Accels are empty. Never nil.
-	Set *resources.Set
+	Set *Set
 	// Exec lists the shell commands QEMU would run for the command
 	// (migrate and migrate-incoming "exec:"). The profile denies execve
 	// in QEMU, so a hook should refuse such a command: the manager then
@@ -33,22 +31,17 @@ func (n *Needs) Empty() bool {
 		len(s.FDs) == 0 && !s.NetUser && !s.IOUring && len(n.Exec) == 0
 }
 
-// Resources returns what the QMP command cmd with arguments args (a JSON
+// FromQMP returns what the QMP command cmd with arguments args (a JSON
 // object, or nil) names on the host, resolving relative names against
-// cwd, QEMU's working directory. It reads no host files: qcow2 backing
-// chains are not followed (a warning says so); use ResourcesFS for that.
+// cwd, QEMU's working directory. fsys is the host's file system rooted at
+// "/" (HostFS), read for qcow2 headers so that the backing chain of an
+// image a command opens is in the set; a nil fsys reads nothing, and a
+// warning says the chain is not followed.
 //
 // An error means the arguments are malformed where it matters (QEMU would
-// refuse them too). Commands that name nothing, and commands Resources
+// refuse them too). Commands that name nothing, and commands FromQMP
 // does not know, return an empty set; for those, string arguments that
 // look like paths are reported in Set.Warnings.
-func Resources(cmd string, args json.RawMessage, cwd string) (*Needs, error) {
-	return ResourcesFS(cmd, args, cwd, nil)
-}
-
-// ResourcesFS is Resources reading the host through fsys (rooted at "/",
-// see resources.HostFS) for qcow2 headers, so that the backing chain of
-// an image a command opens is in the set.
 //
 // Covered (QMP, and the same commands through human-monitor-command):
 //
@@ -69,22 +62,16 @@ func Resources(cmd string, args json.RawMessage, cwd string) (*Needs, error) {
 //	dump-skeys                        filename (create)
 //	dump-guest-memory                 protocol "file:PATH" (create)
 //	nbd-server-start                  addr (bind)
-//	human-monitor-command             drive_add, change, netdev_add,
-//	                                  device_add, object_add, chardev-add,
-//	                                  chardev-change, migrate,
-//	                                  migrate_incoming, screendump,
-//	                                  dump-guest-memory, memsave, pmemsave,
-//	                                  drive_mirror, drive_backup,
-//	                                  snapshot_blkdev, logfile
+//	human-monitor-command             as FromHMP
 //
 // Node names (file: "node0") are not resolved: the node they name was
 // admitted when it was added. Fds passed with getfd or add-fd need no
 // open, and /dev/fdset/N names are skipped.
-func ResourcesFS(cmd string, args json.RawMessage, cwd string, fsys fs.FS) (*Needs, error) {
+func FromQMP(cmd string, args json.RawMessage, cwd string, fsys fs.FS) (*Needs, error) {
 	if !filepath.IsAbs(cwd) {
 		return nil, fmt.Errorf("resources of %s: working directory %q is not absolute", cmd, cwd)
 	}
-	x := &extractor{n: &Needs{Set: &resources.Set{}}, cwd: filepath.Clean(cwd), fsys: fsys, origin: "QMP " + cmd}
+	x := &extractor{n: &Needs{Set: &Set{}}, cwd: filepath.Clean(cwd), fsys: fsys, origin: "QMP " + cmd}
 	var a map[string]json.RawMessage
 	if len(args) > 0 && string(args) != "null" {
 		if err := json.Unmarshal(args, &a); err != nil {
@@ -93,6 +80,24 @@ func ResourcesFS(cmd string, args json.RawMessage, cwd string, fsys fs.FS) (*Nee
 	}
 	if err := x.qmp(cmd, args, a); err != nil {
 		return nil, fmt.Errorf("resources of %s: %w", cmd, err)
+	}
+	return x.n, nil
+}
+
+// FromHMP returns what the HMP command line (as human-monitor-command
+// carries it) names on the host, as FromQMP does for a QMP command.
+// Covered: drive_add, change, netdev_add, device_add, object_add,
+// chardev-add, chardev-change, migrate, migrate_incoming, screendump,
+// dump-guest-memory, memsave, pmemsave, drive_mirror, drive_backup,
+// snapshot_blkdev and logfile; qemu-io is warned about, and words of
+// other commands that look like paths are reported in Set.Warnings.
+func FromHMP(line, cwd string, fsys fs.FS) (*Needs, error) {
+	if !filepath.IsAbs(cwd) {
+		return nil, fmt.Errorf("resources of HMP command: working directory %q is not absolute", cwd)
+	}
+	x := &extractor{n: &Needs{Set: &Set{}}, cwd: filepath.Clean(cwd), fsys: fsys, origin: "HMP"}
+	if err := x.hmp(line); err != nil {
+		return nil, fmt.Errorf("resources of HMP command: %w", err)
 	}
 	return x.n, nil
 }
@@ -192,7 +197,7 @@ func (x *extractor) qmp(cmd string, raw json.RawMessage, a map[string]json.RawMe
 			if err != nil {
 				return err
 			}
-			x.file(name, resources.Create, "options.filename=")
+			x.file(name, Create, "options.filename=")
 		}
 	case "drive-mirror", "drive-backup":
 		target, err := str(a, "target")
@@ -231,14 +236,14 @@ func (x *extractor) qmp(cmd string, raw json.RawMessage, a map[string]json.RawMe
 		if err != nil {
 			return err
 		}
-		x.file(name, resources.Create, "filename=")
+		x.file(name, Create, "filename=")
 	case "dump-guest-memory":
 		proto, err := str(a, "protocol")
 		if err != nil {
 			return err
 		}
 		if p, ok := strings.CutPrefix(proto, "file:"); ok {
-			x.file(p, resources.Create, "protocol=file:")
+			x.file(p, Create, "protocol=file:")
 		} else if !strings.HasPrefix(proto, "fd:") {
 			return fmt.Errorf("protocol %q: want file:PATH or fd:NAME", proto)
 		}
@@ -247,7 +252,7 @@ func (x *extractor) qmp(cmd string, raw json.RawMessage, a map[string]json.RawMe
 		if err != nil {
 			return err
 		}
-		return x.socketAddressType(addr, true, resources.OpBind, resources.Stream, "addr.")
+		return x.socketAddressType(addr, true, OpBind, Stream, "addr.")
 	case "human-monitor-command":
 		line, err := str(a, "command-line")
 		if err != nil {
@@ -262,13 +267,13 @@ func (x *extractor) qmp(cmd string, raw json.RawMessage, a map[string]json.RawMe
 }
 
 // option derives the resources of one command-line option with value v,
-// as if QEMU had been started with it, through resources.FromArgs: the
+// as if QEMU had been started with it, through FromArgs: the
 // QMP arguments of blockdev-add, netdev_add, device_add and object-add
 // are what -blockdev, -netdev, -device and -object take as JSON.
 func (x *extractor) option(name, v string) error {
 	// -nodefaults and -accel keep FromArgs from adding what a whole VM
 	// has (QEMU's default NIC, the accelerator's device).
-	set, err := resources.FromArgs([]string{"-nodefaults", "-accel", "tcg", name, v}, x.cwd, x.fsys)
+	set, err := FromArgs([]string{"-nodefaults", "-accel", "tcg", name, v}, x.cwd, x.fsys)
 	if err != nil {
 		return err
 	}
@@ -281,7 +286,7 @@ func (x *extractor) option(name, v string) error {
 const fdNameWarning = "named fds come from QMP getfd"
 
 // merge adds a derived set, naming the command instead of the option.
-func (x *extractor) merge(set *resources.Set, option string) {
+func (x *extractor) merge(set *Set, option string) {
 	fix := func(s string) string {
 		if r, ok := strings.CutPrefix(s, option); ok {
 			return x.origin + r
@@ -336,20 +341,17 @@ func (x *extractor) abs(p string) string {
 }
 
 // file adds a plain file name (no protocol prefix).
-func (x *extractor) file(p string, a resources.Access, key string) {
+func (x *extractor) file(p string, a Access, key string) {
 	if p == "" {
 		return
 	}
-	x.n.Set.Files = appendNew(x.n.Set.Files, resources.File{Path: p, Abs: x.abs(p), Access: a, Option: x.origin + " " + key})
+	x.n.Set.Files = appendNew(x.n.Set.Files, File{Path: p, Abs: x.abs(p), Access: a, Option: x.origin + " " + key})
 }
 
 // warnf adds a warning.
 func (x *extractor) warnf(format string, args ...any) {
 	x.n.Set.Warnings = appendNew(x.n.Set.Warnings, fmt.Sprintf(format, args...))
 }
-
-// escape writes v for QEMU's key=value syntax.
-func escape(v string) string { return strings.ReplaceAll(v, ",", ",,") }
 
 // medium adds a removable medium: QEMU opens filename (which may carry a
 // protocol, as -drive file= may) with format. Read-only mode "retain"
@@ -359,9 +361,9 @@ func (x *extractor) medium(file, format, mode string) error {
 	if file == "" {
 		return nil
 	}
-	v := "if=none,file=" + escape(file)
+	v := "if=none,file=" + EscapeOpt(file)
 	if format != "" {
-		v += ",format=" + escape(format)
+		v += ",format=" + EscapeOpt(format)
 	}
 	switch mode {
 	case "read-only":
@@ -376,9 +378,9 @@ func (x *extractor) medium(file, format, mode string) error {
 // newImage adds an image QEMU creates (mode absolute-paths, the default)
 // or opens as it is (mode existing).
 func (x *extractor) newImage(p, mode, key string) {
-	a := resources.Create
+	a := Create
 	if mode == "existing" {
-		a = resources.ReadWrite
+		a = ReadWrite
 	}
 	if strings.HasPrefix(p, "/dev/fdset/") {
 		return
@@ -405,14 +407,14 @@ func (x *extractor) chardev(a map[string]json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	opts := []string{typ, "id=" + escape(id)}
+	opts := []string{typ, "id=" + EscapeOpt(id)}
 	add := func(k, jsonKey string) error {
 		v, err := str(data, jsonKey)
 		if err != nil {
 			return err
 		}
 		if v != "" {
-			opts = append(opts, k+"="+escape(v))
+			opts = append(opts, k+"="+EscapeOpt(v))
 		}
 		return nil
 	}
@@ -440,12 +442,12 @@ func (x *extractor) chardev(a map[string]json.RawMessage) error {
 		if v, ok := data["server"]; ok && json.Unmarshal(v, &server) != nil {
 			return errors.New("backend.data.server: want a boolean")
 		}
-		op := resources.OpConnect
+		op := OpConnect
 		if server {
-			op = resources.OpBind
+			op = OpBind
 		}
 		x.origin += " " + id
-		return x.socketAddressType(addr, true, op, resources.Stream, "backend.data.addr.")
+		return x.socketAddressType(addr, true, op, Stream, "backend.data.addr.")
 	case "udp":
 		remote, err := obj(data, "remote")
 		if err != nil {
@@ -456,11 +458,11 @@ func (x *extractor) chardev(a map[string]json.RawMessage) error {
 			return err
 		}
 		x.origin += " " + id
-		if err := x.socketAddressType(remote, true, resources.OpConnect, resources.Dgram, "backend.data.remote."); err != nil {
+		if err := x.socketAddressType(remote, true, OpConnect, Dgram, "backend.data.remote."); err != nil {
 			return err
 		}
 		if local != nil {
-			return x.socketAddressType(local, true, resources.OpBind, resources.Dgram, "backend.data.local.")
+			return x.socketAddressType(local, true, OpBind, Dgram, "backend.data.local.")
 		}
 		return nil
 	}
@@ -504,7 +506,7 @@ func (x *extractor) socketAddressType(a map[string]json.RawMessage, legacy bool,
 		if abstract {
 			addr = "@" + p
 		}
-		s.Sockets = appendNew(s.Sockets, resources.Socket{Family: resources.FamilyUnix, Type: typ, Address: addr, Op: op, Option: origin + "path="})
+		s.Sockets = appendNew(s.Sockets, Socket{Family: FamilyUnix, Type: typ, Address: addr, Op: op, Option: origin + "path="})
 	case "inet":
 		host, err := str(a, "host")
 		if err != nil {
@@ -517,7 +519,7 @@ func (x *extractor) socketAddressType(a map[string]json.RawMessage, legacy bool,
 		if to, ok := a["to"]; ok {
 			port += "-" + strings.Trim(string(to), `"`)
 		}
-		s.Sockets = appendNew(s.Sockets, resources.Socket{Family: inetFamily(host), Type: typ, Address: joinHostPort(host, port), Op: op, Option: origin + "host=,port="})
+		s.Sockets = appendNew(s.Sockets, Socket{Family: inetFamily(host), Type: typ, Address: joinHostPort(host, port), Op: op, Option: origin + "host=,port="})
 	case "vsock":
 		cid, err := str(a, "cid")
 		if err != nil {
@@ -527,7 +529,7 @@ func (x *extractor) socketAddressType(a map[string]json.RawMessage, legacy bool,
 		if err != nil {
 			return err
 		}
-		s.Sockets = appendNew(s.Sockets, resources.Socket{Family: resources.FamilyVsock, Type: typ, Address: cid + ":" + port, Op: op, Option: origin + "cid=,port="})
+		s.Sockets = appendNew(s.Sockets, Socket{Family: FamilyVsock, Type: typ, Address: cid + ":" + port, Op: op, Option: origin + "cid=,port="})
 	case "fd":
 		// A monitor fd name (getfd) or a number in QEMU's fd table: no
 		// open or connect.
@@ -535,36 +537,6 @@ func (x *extractor) socketAddressType(a map[string]json.RawMessage, legacy bool,
 		return fmt.Errorf("%stype %q: want unix, inet, vsock or fd", key, kind)
 	}
 	return nil
-}
-
-func joinHostPort(host, port string) string {
-	if strings.Contains(host, ":") {
-		return "[" + host + "]:" + port
-	}
-	return host + ":" + port
-}
-
-func inetFamily(host string) string {
-	if strings.Contains(host, ":") {
-		return resources.FamilyInet6
-	}
-	return resources.FamilyInet
-}
-
-// splitHostPort splits "host:port" or "[v6]:port".
-func splitHostPort(s string) (host, port string, err error) {
-	if strings.HasPrefix(s, "[") {
-		end := strings.Index(s, "]")
-		if end < 0 || !strings.HasPrefix(s[end+1:], ":") {
-			return "", "", fmt.Errorf("%q: want [ADDRESS]:PORT", s)
-		}
-		return s[1:end], s[end+2:], nil
-	}
-	i := strings.LastIndex(s, ":")
-	if i < 0 {
-		return "", "", fmt.Errorf("%q: want HOST:PORT", s)
-	}
-	return s[:i], s[i+1:], nil
 }
 
 // migrateArgs handles migrate and migrate-incoming: a uri, or (QEMU 8.2
@@ -595,9 +567,9 @@ func (x *extractor) migrateArgs(a map[string]json.RawMessage, incoming bool) err
 
 // migrationAddress handles one MigrationAddress (QEMU 8.2 and later).
 func (x *extractor) migrationAddress(a map[string]json.RawMessage, incoming bool) error {
-	op := resources.OpConnect
+	op := OpConnect
 	if incoming {
-		op = resources.OpBind
+		op = OpBind
 	}
 	transport, err := str(a, "transport")
 	if err != nil {
@@ -605,7 +577,7 @@ func (x *extractor) migrationAddress(a map[string]json.RawMessage, incoming bool
 	}
 	switch transport {
 	case "socket":
-		return x.socketAddressType(a, false, op, resources.Stream, "channels.addr.")
+		return x.socketAddressType(a, false, op, Stream, "channels.addr.")
 	case "exec":
 		var e struct {
 			Args []string `json:"args"`
@@ -623,9 +595,9 @@ func (x *extractor) migrationAddress(a map[string]json.RawMessage, incoming bool
 		if err != nil {
 			return err
 		}
-		acc := resources.Create
+		acc := Create
 		if incoming {
-			acc = resources.ReadOnly
+			acc = ReadOnly
 		}
 		x.file(name, acc, "channels.addr.filename=")
 	case "rdma":
@@ -638,7 +610,7 @@ func (x *extractor) migrationAddress(a map[string]json.RawMessage, incoming bool
 		if err != nil {
 			return err
 		}
-		x.n.Set.Sockets = appendNew(x.n.Set.Sockets, resources.Socket{Family: inetFamily(host), Type: resources.Stream, Address: joinHostPort(host, port), Op: op, Option: x.origin + " channels.addr rdma"})
+		x.n.Set.Sockets = appendNew(x.n.Set.Sockets, Socket{Family: inetFamily(host), Type: Stream, Address: joinHostPort(host, port), Op: op, Option: x.origin + " channels.addr rdma"})
 	default:
 		return fmt.Errorf("channels.addr.transport %q: want socket, exec, file or rdma", transport)
 	}
@@ -669,18 +641,18 @@ func (x *extractor) migrateURI(uri string, incoming bool) error {
 		if rest == "" {
 			return errors.New("unix: empty socket path")
 		}
-		s.Sockets = appendNew(s.Sockets, resources.Socket{Family: resources.FamilyUnix, Type: resources.Stream, Address: x.abs(rest), Op: resources.OpConnect, Option: x.origin + " unix:"})
+		s.Sockets = appendNew(s.Sockets, Socket{Family: FamilyUnix, Type: Stream, Address: x.abs(rest), Op: OpConnect, Option: x.origin + " unix:"})
 	case "file":
 		// QEMU 8.2 and later: file:PATH[,offset=N].
 		p, _, _ := strings.Cut(rest, ",")
-		x.file(p, resources.Create, "file:")
+		x.file(p, Create, "file:")
 	case "tcp", "rdma":
 		hp, _, _ := strings.Cut(rest, ",")
 		host, port, err := splitHostPort(hp)
 		if err != nil {
 			return err
 		}
-		s.Sockets = appendNew(s.Sockets, resources.Socket{Family: inetFamily(host), Type: resources.Stream, Address: joinHostPort(host, port), Op: resources.OpConnect, Option: x.origin + " " + proto + ":"})
+		s.Sockets = appendNew(s.Sockets, Socket{Family: inetFamily(host), Type: Stream, Address: joinHostPort(host, port), Op: OpConnect, Option: x.origin + " " + proto + ":"})
 		if proto == "rdma" {
 			x.warnf("%s %s: RDMA migration uses verbs devices (/dev/infiniband) kfv does not list", x.origin, uri)
 		}
@@ -689,18 +661,23 @@ func (x *extractor) migrateURI(uri string, incoming bool) error {
 		if !ok {
 			return errors.New("vsock: want vsock:CID:PORT")
 		}
-		s.Sockets = appendNew(s.Sockets, resources.Socket{Family: resources.FamilyVsock, Type: resources.Stream, Address: cid + ":" + port, Op: resources.OpConnect, Option: x.origin + " vsock:"})
+		s.Sockets = appendNew(s.Sockets, Socket{Family: FamilyVsock, Type: Stream, Address: cid + ":" + port, Op: OpConnect, Option: x.origin + " vsock:"})
 	default:
 		return fmt.Errorf("uri %q: unknown migration protocol", uri)
 	}
 	return nil
 }
 
-// pathLike reports whether a value looks like a file name.
-func pathLike(v string) bool {
+// monitorPathLike reports whether a monitor command's argument looks like
+// a file name: a path, or a URI that names one (file:, unix:, exec:).
+func monitorPathLike(v string) bool {
 	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, "./") || strings.HasPrefix(v, "../") ||
 		strings.HasPrefix(v, "file:") || strings.HasPrefix(v, "unix:") || strings.HasPrefix(v, "exec:")
 }
+
+// maxArgsDepth bounds the nesting scan follows: QEMU's JSON parser
+// refuses deeper input (MAX_NESTING 1024), so such a command never runs.
+const maxArgsDepth = 1024
 
 // scan warns about string arguments of an unknown command that look like
 // paths: kfv does not know what QEMU does with them.
@@ -716,12 +693,12 @@ func (x *extractor) scan(a map[string]json.RawMessage, prefix string, depth int)
 }
 
 func (x *extractor) scanValue(v json.RawMessage, key string, depth int) {
-	if depth > maxDepth {
+	if depth > maxArgsDepth {
 		return
 	}
 	var s string
 	if json.Unmarshal(v, &s) == nil {
-		if pathLike(s) {
+		if monitorPathLike(s) {
 			x.warnf("%s %s=%s: looks like a path, but kfv does not know what QEMU does with it; not in the set", x.origin, key, s)
 		}
 		return

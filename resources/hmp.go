@@ -1,11 +1,9 @@
-package qmpproxy
+package resources
 
 import (
 	"errors"
 	"fmt"
 	"strings"
-
-	"kfv/resources"
 )
 
 // hmp handles the command line of human-monitor-command, as QEMU 7.2's
@@ -67,7 +65,7 @@ func (x *extractor) hmp(line string) error {
 	case "chardev-change":
 		// chardev-change ID ARGS: ARGS is the backend without an id.
 		if v := pos(1); v != "" {
-			return x.option("-chardev", v+",id="+escape(pos(0)))
+			return x.option("-chardev", v+",id="+EscapeOpt(pos(0)))
 		}
 	case "migrate":
 		if uri := pos(0); uri != "" {
@@ -79,15 +77,15 @@ func (x *extractor) hmp(line string) error {
 		}
 	case "screendump":
 		// screendump FILENAME [-f FORMAT] [DEVICE [HEAD]]
-		x.file(pos(0, "-f"), resources.Create, "filename")
+		x.file(pos(0, "-f"), Create, "filename")
 	case "dump-guest-memory":
 		// dump-guest-memory [-p] [-d] [-z|-l|-s|-w] [-R] FILENAME [BEGIN LENGTH]
-		x.file(pos(0), resources.Create, "filename")
+		x.file(pos(0), Create, "filename")
 	case "memsave", "pmemsave":
 		// memsave ADDR SIZE FILENAME
-		x.file(pos(2), resources.Create, "filename")
+		x.file(pos(2), Create, "filename")
 	case "logfile":
-		x.file(pos(0), resources.Create, "filename")
+		x.file(pos(0), Create, "filename")
 	case "drive_mirror", "drive_backup":
 		// drive_mirror [-n] [-f] DEVICE TARGET [FORMAT]; -n reuses the target
 		mode := ""
@@ -110,7 +108,7 @@ func (x *extractor) hmp(line string) error {
 		x.warnf("HMP qemu-io: qemu-io commands (open) can name files kfv does not list")
 	default:
 		for _, w := range args {
-			if pathLike(w) || strings.Contains(w, "=/") || strings.Contains(w, "=./") {
+			if monitorPathLike(w) || strings.Contains(w, "=/") || strings.Contains(w, "=./") {
 				x.warnf("HMP %s: %q looks like a path, but kfv does not know what QEMU does with it; not in the set", cmd, w)
 			}
 		}
