@@ -556,7 +556,7 @@ static void p_kvm_memslot(const char *name, const char *arg)
 
 #define RACE_BUF 256
 
-static atomic_int race_pending; /* 1 open, 2 connect, 3 unlink, 4 sendmsg */
+static atomic_int race_pending; /* 1 open, 2 connect, 3 unlink, 4 sendmsg, 5 sendmmsg */
 static atomic_long race_n;
 static char race_buf[RACE_BUF];
 static char race_alt[2][RACE_BUF];
@@ -579,9 +579,9 @@ static void p_race(const char *name, const char *arg)
 		report(name, 0, "want KFV_RACE_ALLOWED, KFV_RACE_FORBIDDEN and a positive count, got %s", arg);
 		return;
 	}
-	static const char *const modes[] = {"race-open", "race-connect", "race-unlink", "race-sendmsg"};
+	static const char *const modes[] = {"race-open", "race-connect", "race-unlink", "race-sendmsg", "race-sendmmsg"};
 	int mode = 0;
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < (int)(sizeof modes / sizeof modes[0]); i++)
 		if (!strcmp(name, modes[i]))
 			mode = i + 1;
 	if (!mode) {
@@ -671,10 +671,145 @@ static void run_race_sendmsg(void)
 	       (int)gettid(), comm, n, nallowed, ndenied, lasterr ? strerrorname_np(lasterr) : "0");
 }
 
+/*
+ * race-sendmmsg: race-sendmsg's race with a vector of RACE_MMSG messages
+ * in one sendmmsg. The swapper flips every message's msg_name with the
+ * fd, so that a check of the vector and the fd can be followed by the
+ * kernel's use of the other pair; the kernel reads each message's header
+ * when it sends that message, so one call may send some messages and not
+ * others. A datagram reaching KFV_RACE_FORBIDDEN is the race won, counted
+ * by the test as for race-sendmsg.
+ *
+ * The messages have different lengths, so that each msg_len written back
+ * can be checked against its own message. Before each call every msg_len
+ * is set to RACE_MMSG_UNSET; after it, the first R (what sendmmsg
+ * returned) must hold their message's length and the others RACE_MMSG_UNSET,
+ * as the kernel leaves them. The report adds, after errno=E,
+ *   sent=S bytes=B badlen=L returns=-1:C,0:C,1:C,...
+ * S: the messages sendmmsg said it sent; B: their bytes (what the allowed
+ * TCP peer must have received when no message went elsewhere); L:
+ * msg_len values not as the kernel leaves them; returns: how many calls
+ * returned each value. allowed counts the calls that returned more than
+ * 0, denied those that failed.
+ */
+#define RACE_MMSG 3
+#define RACE_MMSG_UNSET 0xdeadbeefu
+
+static struct mmsghdr race_mmsg[RACE_MMSG];
+
+static void *race_mmsg_swapper(void *arg)
+{
+	(void)arg;
+	while (!atomic_load_explicit(&race_stop, memory_order_relaxed)) {
+		for (int i = 0; i < RACE_MMSG; i++) {
+			race_mmsg[i].msg_hdr.msg_name = NULL;
+			race_mmsg[i].msg_hdr.msg_namelen = 0;
+		}
+		dup2(race_tcp, race_fd);
+		for (int i = 0; i < RACE_MMSG; i++) {
+			race_mmsg[i].msg_hdr.msg_name = &race_sa;
+			race_mmsg[i].msg_hdr.msg_namelen = sizeof race_sa;
+		}
+		dup2(race_udp, race_fd);
+	}
+	for (int i = 0; i < RACE_MMSG; i++) {
+		race_mmsg[i].msg_hdr.msg_name = NULL;
+		race_mmsg[i].msg_hdr.msg_namelen = 0;
+	}
+	dup2(race_tcp, race_fd);
+	return NULL;
+}
+
+static void run_race_sendmmsg(void)
+{
+	const char *name = "race-sendmmsg";
+	struct sockaddr_in allowed;
+	long n = atomic_load(&race_n), nallowed = 0, ndenied = 0, nsent = 0, nbytes = 0, badlen = 0;
+	long returns[RACE_MMSG + 2] = {0}; /* returns[r + 1]: calls that returned r */
+	int lasterr = 0;
+	if (parse_hostport(getenv("KFV_RACE_ALLOWED"), &allowed) || parse_hostport(getenv("KFV_RACE_FORBIDDEN"), &race_sa)) {
+		report(name, 0, "bad addresses");
+		return;
+	}
+	race_tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	race_udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (race_tcp < 0 || race_udp < 0 || connect(race_tcp, (struct sockaddr *)&allowed, sizeof allowed) != 0) {
+		report(name, 0, "set up the sockets: %s", strerror(errno));
+		return;
+	}
+	race_fd = fcntl(race_tcp, F_DUPFD_CLOEXEC, 100);
+	/* Lengths 20, 21 and 22; each starts with the payload's name, which
+	 * the test looks for on the allowed peer's connection. */
+	static char data[RACE_MMSG][24] = {"kfv-race-sendmmsg a\n", "kfv-race-sendmmsg bb\n", "kfv-race-sendmmsg ccc\n"};
+	static struct iovec iov[RACE_MMSG];
+	unsigned len[RACE_MMSG];
+	memset(race_mmsg, 0, sizeof race_mmsg);
+	for (int i = 0; i < RACE_MMSG; i++) {
+		len[i] = strlen(data[i]);
+		iov[i] = (struct iovec){data[i], len[i]};
+		race_mmsg[i].msg_hdr.msg_iov = &iov[i];
+		race_mmsg[i].msg_hdr.msg_iovlen = 1;
+	}
+	atomic_store(&race_stop, 0);
+	pthread_t th;
+	int e = pthread_create(&th, NULL, race_mmsg_swapper, NULL);
+	if (e) {
+		report(name, 0, "pthread_create: %s", strerror(e));
+		return;
+	}
+	int toomany = 0;
+	for (long i = 0; i < n && !toomany; i++) {
+		for (int k = 0; k < RACE_MMSG; k++)
+			race_mmsg[k].msg_len = RACE_MMSG_UNSET;
+		int r = sendmmsg(race_fd, race_mmsg, RACE_MMSG, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (r > RACE_MMSG) {
+			toomany = r;
+			break;
+		}
+		if (r < 0) {
+			ndenied++;
+			lasterr = errno;
+			r = -1;
+		} else if (r > 0) {
+			nallowed++;
+		}
+		returns[r + 1]++;
+		for (int k = 0; k < RACE_MMSG; k++) {
+			unsigned want = k < r ? len[k] : RACE_MMSG_UNSET;
+			if (race_mmsg[k].msg_len != want)
+				badlen++;
+			if (k < r) {
+				nsent++;
+				nbytes += len[k];
+			}
+		}
+	}
+	atomic_store(&race_stop, 1);
+	pthread_join(th, NULL);
+	close(race_fd);
+	close(race_tcp);
+	close(race_udp);
+	if (toomany) {
+		report(name, 0, "sendmmsg of %d messages returned %d", RACE_MMSG, toomany);
+		return;
+	}
+	char comm[16], rets[128];
+	thread_name(comm);
+	int off = 0;
+	for (int r = -1; r <= RACE_MMSG; r++)
+		off += snprintf(rets + off, sizeof rets - off, "%s%d:%ld", r < 0 ? "" : ",", r, returns[r + 1]);
+	report(name, 0, "tid=%d thread=%s attempts=%ld allowed=%ld forbidden=0 denied=%ld errno=%s sent=%ld bytes=%ld badlen=%ld returns=%s",
+	       (int)gettid(), comm, n, nallowed, ndenied, lasterr ? strerrorname_np(lasterr) : "0", nsent, nbytes, badlen, rets);
+}
+
 static void run_race(int mode)
 {
 	if (mode == 4) {
 		run_race_sendmsg();
+		return;
+	}
+	if (mode == 5) {
+		run_race_sendmmsg();
 		return;
 	}
 	const char *name = mode == 1 ? "race-open" : mode == 2 ? "race-connect" : "race-unlink";
