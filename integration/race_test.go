@@ -26,13 +26,14 @@ import (
 
 // The TOCTOU race tests (emulation instead of continue), with the implant
 // inside real QEMU: the raw trigger guest asks for race-open,
-// race-connect, race-unlink or race-sendmsg through a vCPU's port I/O,
-// and QEMU's main thread then makes raceAttempts calls with an argument
-// that another thread keeps rewriting between an allowed object and a
-// forbidden one (see p_race in implant/implant.c). The allowed objects are
-// on QEMU's command line (a read-only drive, the pidfile, a socket
-// chardev), so under kfv-run the policy is the one derived from it, with
-// the built-in profile; the forbidden ones are known to the implant only.
+// race-connect, race-unlink, race-sendmsg or race-sendmmsg through a
+// vCPU's port I/O, and QEMU's main thread then makes raceAttempts calls
+// with an argument that another thread keeps rewriting between an allowed
+// object and a forbidden one (see p_race in implant/implant.c). The
+// allowed objects are on QEMU's command line (a read-only drive, the
+// pidfile, a socket chardev), so under kfv-run the policy is the one
+// derived from it, with the built-in profile; the forbidden ones are known
+// to the implant only.
 // Under kfv-run, whose supervisor performs the opens, unlinks, connects
 // and sends it allows, no call may reach the forbidden object; under a
 // naive supervisor that checks the argument and answers CONTINUE
@@ -50,12 +51,16 @@ type raceVM struct {
 	// On QEMU's command line: a read-only drive, a pidfile (QEMU may
 	// remove what it creates), a chardev's address.
 	allowedPath, pidfile, allowedAddr string
-	// datagrams counts what reached race-sendmsg's forbidden UDP port.
+	// datagrams counts what reached race-sendmsg's or race-sendmmsg's
+	// forbidden UDP port.
 	datagrams func() int64
+	// streamed counts the bytes of race-sendmmsg's messages that reached
+	// the allowed TCP peer.
+	streamed func() int64
 }
 
 // forbiddenSeen is the number of calls that reached the forbidden object:
-// the implant's count, or for race-sendmsg the datagrams that arrived
+// the implant's count, or for the sends the datagrams that arrived
 // (the implant cannot see where its sends went).
 func (r *raceVM) forbiddenSeen(rep raceReport) int {
 	if r.datagrams == nil {
@@ -74,7 +79,7 @@ func newRaceVM(t *testing.T, payload string) *raceVM {
 			t.Fatal(err)
 		}
 	}
-	allowedAddr, forbiddenAddr := raceListeners(t)
+	allowedAddr, forbiddenAddr, streamed := raceListeners(t)
 	_, port, _ := net.SplitHostPort(allowedAddr)
 	r := &raceVM{payload: payload, allowedPath: allowedPath, pidfile: filepath.Join(dir, "vm1.pid"), allowedAddr: allowedAddr}
 	r.qargs = append(rawReactArgs(t, payload, strconv.Itoa(raceAttempts)),
@@ -92,15 +97,21 @@ func newRaceVM(t *testing.T, payload string) *raceVM {
 	case "race-sendmsg":
 		r.allowed = allowedAddr
 		r.forbidden, r.datagrams = datagramCounter(t)
+	case "race-sendmmsg":
+		r.allowed, r.streamed = allowedAddr, streamed
+		r.forbidden, r.datagrams = datagramCounter(t)
 	}
 	r.env = []string{"LD_PRELOAD=" + buildImplant(t), "KFV_RACE_ALLOWED=" + r.allowed, "KFV_RACE_FORBIDDEN=" + r.forbidden}
 	return r
 }
 
 // raceListeners starts two TCP listeners on the loopback that accept
-// connections and read them until the other end closes.
-func raceListeners(t *testing.T) (allowed, forbidden string) {
+// connections and read them until the other end closes. streamed counts
+// the bytes of the allowed listener's connections that begin with
+// sendmmsgMark (race-sendmmsg's; QEMU's chardev sends nothing).
+func raceListeners(t *testing.T) (allowed, forbidden string, streamed func() int64) {
 	var addrs []string
+	var marked atomic.Int64
 	for i := 0; i < 2; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -113,19 +124,23 @@ func raceListeners(t *testing.T) (allowed, forbidden string) {
 				if err != nil {
 					return
 				}
+				count := i == 0
 				go func() {
+					defer c.Close()
+					if count {
+						countMarked(c, &marked)
+					}
 					io.Copy(io.Discard, c)
-					c.Close()
 				}()
 			}
 		}()
 		addrs = append(addrs, l.Addr().String())
 	}
-	return addrs[0], addrs[1]
+	return addrs[0], addrs[1], marked.Load
 }
 
 // datagramCounter listens on a UDP port of the loopback and counts what
-// arrives: race-sendmsg's forbidden destination.
+// arrives: the forbidden destination of race-sendmsg and race-sendmmsg.
 func datagramCounter(t *testing.T) (addr string, count func() int64) {
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -151,9 +166,11 @@ type raceReport struct {
 	tid                                  int
 	thread, errno                        string
 	attempts, allowed, forbidden, denied int
+	// extra holds the KEY=VALUE fields after errno (race-sendmmsg's).
+	extra map[string]string
 }
 
-var raceDetailRE = regexp.MustCompile(`^tid=(\d+) thread=(.*) attempts=(\d+) allowed=(\d+) forbidden=(\d+) denied=(\d+) errno=(\S+)$`)
+var raceDetailRE = regexp.MustCompile(`^tid=(\d+) thread=(.*) attempts=(\d+) allowed=(\d+) forbidden=(\d+) denied=(\d+) errno=(\S+)((?: \S+=\S+)*)$`)
 
 // waitRace waits for the implant's report of r's race in QEMU qemuPID.
 func (r *raceVM) wait(t *testing.T, p *proc, qemuPID int) raceReport {
@@ -172,7 +189,11 @@ func (r *raceVM) wait(t *testing.T, p *proc, qemuPID int) raceReport {
 	if m == nil {
 		t.Fatalf("implant: %s result=%s detail=%s: the race did not run", r.payload, rep.Result, rep.Detail)
 	}
-	out := raceReport{result: rep.Result, thread: m[2], errno: m[7]}
+	out := raceReport{result: rep.Result, thread: m[2], errno: m[7], extra: map[string]string{}}
+	for _, f := range strings.Fields(m[8]) {
+		k, v, _ := strings.Cut(f, "=") // the pattern admits KEY=VALUE only
+		out.extra[k] = v
+	}
 	for i, v := range []*int{&out.tid, nil, &out.attempts, &out.allowed, &out.forbidden, &out.denied} {
 		if v != nil {
 			*v, _ = strconv.Atoi(m[i+1]) // the pattern admits digits only
@@ -201,7 +222,7 @@ func (r *raceVM) stop(t *testing.T, p *proc) {
 func TestRaceEmulated(t *testing.T) {
 	needKfv(t)
 	qemu := needQEMU(t)
-	for _, c := range []struct{ payload, syscall string }{{"race-open", "openat"}, {"race-connect", "connect"}, {"race-unlink", "unlink"}, {"race-sendmsg", "sendmsg"}} {
+	for _, c := range []struct{ payload, syscall string }{{"race-open", "openat"}, {"race-connect", "connect"}, {"race-unlink", "unlink"}, {"race-sendmsg", "sendmsg"}, {"race-sendmmsg", "sendmmsg"}} {
 		t.Run(c.payload, func(t *testing.T) {
 			r := newRaceVM(t, c.payload)
 			events := filepath.Join(t.TempDir(), "events.jsonl")
@@ -210,7 +231,9 @@ func TestRaceEmulated(t *testing.T) {
 			qemuPID := childPID(t, p.cmd.Process.Pid)
 			rep := r.wait(t, p, qemuPID)
 			t.Logf("under kfv-run: %+v in %v", rep, time.Since(start).Round(time.Millisecond))
-			if f := r.forbiddenSeen(rep); f != 0 {
+			if f := r.forbiddenSeen(rep); f != 0 && r.datagrams != nil {
+				t.Errorf("%d datagrams of %d %s calls reached the forbidden port under kfv-run", f, rep.attempts, c.syscall)
+			} else if f != 0 {
 				t.Errorf("%d of %d %s calls reached the forbidden object under kfv-run", f, rep.attempts, c.syscall)
 			}
 			if rep.allowed == 0 || rep.denied == 0 {
@@ -219,11 +242,19 @@ func TestRaceEmulated(t *testing.T) {
 			if p.exited() {
 				t.Fatalf("kfv-run ended during the race\nstderr:\n%s", tail(p.stderr.String(), 30))
 			}
+			if c.payload == "race-sendmmsg" {
+				checkSendmmsgResults(t, r, rep)
+			}
 			r.stop(t, p)
+			evs := readEvents(t, events)
+			if c.payload == "race-sendmmsg" {
+				checkSendmmsgEvents(t, rep, evs)
+				return
+			}
 			// The refusals are the policy's, of the racing thread's calls.
 			var denied int
 			rules := map[string]int{}
-			for _, e := range readEvents(t, events) {
+			for _, e := range evs {
 				if e.Kind == event.KindDecision && e.Verdict == "deny" && e.TID == rep.tid && e.Syscall == c.syscall {
 					denied++
 					rules[e.Rule+" "+e.Errno]++
@@ -248,11 +279,12 @@ func TestRaceEmulated(t *testing.T) {
 // nothing on this machine.
 func TestRaceNaiveContinue(t *testing.T) {
 	qemu := needQEMU(t)
-	for _, payload := range []string{"race-open", "race-connect", "race-unlink", "race-sendmsg"} {
+	for _, payload := range []string{"race-open", "race-connect", "race-unlink", "race-sendmsg", "race-sendmmsg"} {
 		t.Run(payload, func(t *testing.T) {
 			// One forbidden success shows the race. The odds per attempt
-			// vary from run to run (race-sendmsg has to win two races at
-			// once: from about 1 in 20 down to 1 in 200 seen here),
+			// vary from run to run (race-sendmsg and race-sendmmsg have
+			// to win two races at once: from about 1 in 20 down to 1 in
+			// 200 seen here for race-sendmsg),
 			// so a run without one is repeated, up to three runs.
 			total := 0
 			for run := 1; run <= 3 && total == 0; run++ {
@@ -323,11 +355,12 @@ func naiveLoaderMain(specFile string) {
 	os.Exit(125)
 }
 
-// naiveStart starts argv under a filter that notifies opens and
-// connects, and answers them the unsafe way: read the argument, compare
-// it with the allowed paths or address, and CONTINUE or fail. Every other
-// open or unlink passes unless it names something beside the allowed
-// paths, in their directory.
+// naiveStart starts argv under a filter that notifies opens, unlinks,
+// connects and sends, and answers them the unsafe way: read the argument,
+// compare it with the allowed paths or address, and CONTINUE or fail.
+// Every other open or unlink passes unless it names something beside the
+// allowed paths, in their directory; a sendmsg or sendmmsg passes when it
+// names no address, on a connected stream socket.
 func naiveStart(t *testing.T, allowedPaths []string, allowedAddr string, argv []string, env ...string) *proc {
 	t.Helper()
 	p, err := profiles.Parse("naive.toml", []byte(`name = "naive"
@@ -412,6 +445,12 @@ reason = "an open around paths"
 				// address in the message, a connected stream socket.
 				h := make([]byte, 16)
 				ok = seccompnotify.ReadMem(n.PID, n.Args[1], h) == nil && binary.NativeEndian.Uint64(h) == 0 && naiveConnectedStream(pidfd, int(int32(n.Args[0])))
+			case "sendmmsg":
+				// The same check of every message in the vector, then
+				// CONTINUE: what kfv did with sendmmsg before it
+				// performed it (the decoder read every msg_name,
+				// checkSendMsg the fd).
+				ok = naiveNoAddressInVector(n.PID, n.Args[1], n.Args[2]) && naiveConnectedStream(pidfd, int(int32(n.Args[0])))
 			}
 			var rerr error
 			if ok {
