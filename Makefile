@@ -21,8 +21,11 @@ deps:
 build: deps
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/kfv-run ./cmd/kfv-run
 
+# vet: go vet, staticcheck (pinned by go.mod's tool directive, so go
+# fetches it like any module) and gofmt.
 vet: deps
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 guests: deps

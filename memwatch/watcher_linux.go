@@ -442,16 +442,6 @@ func openMapped(pid int, m Mapping) (*os.File, error) {
 	return f, nil
 }
 
-// readRange reads len(buf) bytes of file f at off, zeros past its end.
-func readRange(f *os.File, off uint64, buf []byte) error {
-	for i := 0; i < len(buf); i += PageSize {
-		if err := readPage(f, off+uint64(i), buf[i:i+PageSize]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // pagemap reads the pagemap entries of r's pages.
 func (w *Watcher) pagemap(r *region) ([]PagemapEntry, error) {
 	b := make([]byte, r.pages()*8)
