@@ -17,72 +17,8 @@ import (
 
 	"kfv/memwatch"
 	"kfv/orch"
+	"kfv/sysent"
 )
-
-// argKinds says which arguments of a syscall the decoder reads: the path,
-// the directory fd the path is relative to, fd arguments, and a socket
-// address with its length. Indexes are argument positions; -1 is none.
-type argKinds struct {
-	path, dirfd   int
-	fds           []int
-	sockaddr, len int
-	domain        int // socket(2) family argument
-	// msghdr is the index of a struct msghdr (sendmsg) or of an array of
-	// struct mmsghdr whose length is argument vlen (sendmmsg).
-	msghdr, vlen int
-}
-
-var noArgs = argKinds{path: -1, dirfd: -1, sockaddr: -1, len: -1, domain: -1, msghdr: -1, vlen: -1}
-
-func kinds(mod func(*argKinds)) argKinds {
-	k := noArgs
-	mod(&k)
-	return k
-}
-
-func pathAt(i int) argKinds     { return kinds(func(k *argKinds) { k.path = i }) }
-func pathDir(d, p int) argKinds { return kinds(func(k *argKinds) { k.dirfd, k.path = d, p }) }
-func fdAt(i ...int) argKinds    { return kinds(func(k *argKinds) { k.fds = i }) }
-func sockAt(fd, a, l int) argKinds {
-	return kinds(func(k *argKinds) { k.fds, k.sockaddr, k.len = []int{fd}, a, l })
-}
-
-// decodeTable lists the syscalls whose pointer and fd arguments the
-// decoder understands. Calls not listed are decoded to their raw
-// arguments only.
-var decodeTable = map[string]argKinds{
-	"open": pathAt(0), "creat": pathAt(0), "openat": pathDir(0, 1), "openat2": pathDir(0, 1),
-	"execve": pathAt(0), "execveat": pathDir(0, 1),
-	"stat": pathAt(0), "lstat": pathAt(0), "access": pathAt(0), "newfstatat": pathDir(0, 1),
-	"statx": pathDir(0, 1), "faccessat": pathDir(0, 1), "faccessat2": pathDir(0, 1),
-	"readlink": pathAt(0), "readlinkat": pathDir(0, 1), "unlink": pathAt(0), "unlinkat": pathDir(0, 1),
-	"mkdir": pathAt(0), "mkdirat": pathDir(0, 1), "rmdir": pathAt(0), "rename": pathAt(0),
-	"renameat": pathDir(0, 1), "renameat2": pathDir(0, 1), "link": pathAt(0), "linkat": pathDir(0, 1),
-	"symlink": pathAt(1), "symlinkat": pathDir(1, 2), "chmod": pathAt(0), "fchmodat": pathDir(0, 1),
-	"chown": pathAt(0), "lchown": pathAt(0), "fchownat": pathDir(0, 1), "truncate": pathAt(0),
-	"mknod": pathAt(0), "mknodat": pathDir(0, 1), "chdir": pathAt(0), "chroot": pathAt(0),
-	"utimensat": pathDir(0, 1), "statfs": pathAt(0), "mount": pathAt(1), "umount2": pathAt(0),
-	"swapon": pathAt(0), "swapoff": pathAt(0), "acct": pathAt(0), "pivot_root": pathAt(0),
-	"getxattr": pathAt(0), "lgetxattr": pathAt(0), "setxattr": pathAt(0), "lsetxattr": pathAt(0),
-	"listxattr": pathAt(0), "removexattr": pathAt(0), "inotify_add_watch": kinds(func(k *argKinds) { k.fds, k.path = []int{0}, 1 }),
-
-	"connect": sockAt(0, 1, 2), "bind": sockAt(0, 1, 2), "sendto": sockAt(0, 4, 5),
-	"sendmsg":  kinds(func(k *argKinds) { k.fds, k.msghdr, k.vlen = []int{0}, 1, -1 }),
-	"sendmmsg": kinds(func(k *argKinds) { k.fds, k.msghdr, k.vlen = []int{0}, 1, 2 }),
-	"recvmsg":  fdAt(0), "listen": fdAt(0),
-	"accept": fdAt(0), "accept4": fdAt(0), "getsockopt": fdAt(0), "setsockopt": fdAt(0),
-	"socket": kinds(func(k *argKinds) { k.domain = 0 }),
-
-	"mprotect": noArgs, "pkey_mprotect": noArgs, // backing: decodeMemory
-	"ioctl": fdAt(0), "fcntl": fdAt(0), "close": fdAt(0), "dup": fdAt(0), "dup2": fdAt(0),
-	"dup3": fdAt(0), "mmap": fdAt(4), "fstat": fdAt(0), "ftruncate": fdAt(0), "fchmod": fdAt(0),
-	"fchown": fdAt(0), "fchdir": fdAt(0), "getdents64": fdAt(0), "flock": fdAt(0),
-	"fallocate": fdAt(0), "fsync": fdAt(0), "fdatasync": fdAt(0), "finit_module": fdAt(0),
-	"pidfd_getfd": fdAt(0), "pidfd_send_signal": fdAt(0), "setns": fdAt(0),
-	"splice": fdAt(0, 2), "sendfile": fdAt(0, 1), "copy_file_range": fdAt(0, 2),
-	"read": fdAt(0), "write": fdAt(0), "pread64": fdAt(0), "pwrite64": fdAt(0),
-	"readv": fdAt(0), "writev": fdAt(0), "preadv": fdAt(0), "pwritev": fdAt(0),
-}
 
 const maxPath = 4096
 
@@ -151,35 +87,35 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 			r.Thread = strings.TrimSuffix(string(c), "\n")
 		}
 	}
-	k, ok := decodeTable[r.Syscall]
+	k, ok := sysent.Lookup(r.Syscall)
 	if !ok {
 		return nil
 	}
 	var errs []error
-	for _, i := range k.fds {
+	for _, i := range k.FDArgs {
 		fd := int32(n.Args[i])
 		if fd < 0 {
 			continue
 		}
 		if r.Fds == nil {
-			r.Fds = make(map[int]string, len(k.fds)+1)
+			r.Fds = make(map[int]string, len(k.FDArgs)+1)
 		}
 		r.Fds[i] = fdTarget(tid, int(fd))
 	}
-	if k.path >= 0 {
-		p, err := ReadString(n.PID, n.Args[k.path], maxPath)
+	if k.PathArg >= 0 {
+		p, err := ReadString(n.PID, n.Args[k.PathArg], maxPath)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("read path argument %d: %w", k.path, err))
+			errs = append(errs, fmt.Errorf("read path argument %d: %w", k.PathArg, err))
 		} else {
 			r.PathArg = p
 			base := ""
 			if !strings.HasPrefix(p, "/") {
-				if k.dirfd >= 0 && int32(n.Args[k.dirfd]) != unix.AT_FDCWD {
-					base = fdTarget(tid, int(int32(n.Args[k.dirfd])))
+				if k.DirFDArg >= 0 && int32(n.Args[k.DirFDArg]) != unix.AT_FDCWD {
+					base = fdTarget(tid, int(int32(n.Args[k.DirFDArg])))
 					if r.Fds == nil {
 						r.Fds = map[int]string{}
 					}
-					r.Fds[k.dirfd] = base
+					r.Fds[k.DirFDArg] = base
 				} else if cwd, err := os.Readlink("/proc/" + tid + "/cwd"); err == nil {
 					base = cwd
 				}
@@ -187,15 +123,15 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 			r.Path = absPath(base, p)
 		}
 	}
-	if k.sockaddr >= 0 && n.Args[k.sockaddr] != 0 {
-		sa, raw, err := readSockaddrRaw(n.PID, n.Args[k.sockaddr], n.Args[k.len])
+	if k.SockaddrArg >= 0 && n.Args[k.SockaddrArg] != 0 {
+		sa, raw, err := readSockaddrRaw(n.PID, n.Args[k.SockaddrArg], n.Args[k.SockLenArg])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("read socket address: %w", err))
 		}
 		r.Sock, r.SockRaw = sa, raw
 	}
-	if k.msghdr >= 0 {
-		sa, raw, err := readMsgAddrs(n.PID, n.Args[k.msghdr], k.vlen, n.Args)
+	if k.MsgArg >= 0 {
+		sa, raw, err := readMsgAddrs(n.PID, n.Args[k.MsgArg], k.VlenArg, n.Args)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("read message header: %w", err))
 			// Unreadable: say there is an address, of no family, so
@@ -204,11 +140,13 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 		}
 		r.Sock, r.SockRaw = sa, raw
 	}
-	if k.domain >= 0 {
-		r.Sock = &orch.SockAddr{Family: int(int32(n.Args[k.domain]))}
+	if k.DomainArg >= 0 {
+		r.Sock = &orch.SockAddr{Family: int(int32(n.Args[k.DomainArg]))}
 	}
-	if err := d.decodeMemory(n, r, tid); err != nil {
-		errs = append(errs, err)
+	if k.ReadsMemory {
+		if err := d.decodeMemory(n, r, tid); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		return errs[0]
@@ -345,7 +283,8 @@ const (
 // every mmsghdr of sendmmsg (vlenArg >= 0). It returns nil when no message
 // names an address (a connected socket), the address when all that name
 // one name the same, and FamilyUnknown when they differ; with the bytes
-// read for sendmsg's one message (what an emulated sendmsg sends to).
+// read (what a performed send sends to: the first message's, when all
+// name the same address).
 func readMsgAddrs(pid int, addr uint64, vlenArg int, args [6]uint64) (*orch.SockAddr, []byte, error) {
 	count, stride := uint64(1), uint64(sizeofMsghdr)
 	if vlenArg >= 0 {
@@ -380,9 +319,6 @@ func readMsgAddrs(pid int, addr uint64, vlenArg int, args [6]uint64) (*orch.Sock
 		case out.Family != sa.Family || out.String() != sa.String():
 			return &orch.SockAddr{Family: FamilyUnknown}, nil, nil
 		}
-	}
-	if vlenArg >= 0 {
-		outRaw = nil
 	}
 	return out, outRaw, nil
 }

@@ -46,8 +46,11 @@ type Target struct {
 	Type     uint32 // S_IFMT bits
 }
 
-// Close releases the target's fds.
+// Close releases the target's fds. A nil target has none.
 func (t *Target) Close() {
+	if t == nil {
+		return
+	}
 	if t.obj >= 0 {
 		t.obj.Close()
 	}

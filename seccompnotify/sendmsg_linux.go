@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -113,12 +111,7 @@ func (m *Msg) rebuildControl(pidfd *os.File, ctl []byte) error {
 	for i := range cmsgs {
 		c := &cmsgs[i]
 		if c.Header.Level != unix.SOL_SOCKET || c.Header.Type != unix.SCM_RIGHTS {
-			b := make([]byte, unix.CmsgSpace(len(c.Data)))
-			h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-			h.Level, h.Type = c.Header.Level, c.Header.Type
-			h.SetLen(unix.CmsgLen(len(c.Data)))
-			copy(b[unix.CmsgLen(0):], c.Data)
-			m.Control = append(m.Control, b...)
+			m.Control = append(m.Control, cmsg(c.Header.Level, c.Header.Type, c.Data)...)
 			continue
 		}
 		theirs, err := unix.ParseUnixRights(c)
@@ -142,25 +135,3 @@ func (m *Msg) rebuildControl(pidfd *os.File, ctl []byte) error {
 	return nil
 }
 
-// SendMsg calls sendmsg(2) on f with the message, to the address bytes
-// raw (none when empty), and returns the byte count or the errno.
-func SendMsg(f FD, m *Msg, raw []byte, flags int) (int, unix.Errno) {
-	var msg unix.Msghdr
-	var iov unix.Iovec
-	if len(m.Data) > 0 {
-		iov.Base = &m.Data[0]
-		iov.SetLen(len(m.Data))
-		msg.Iov, msg.Iovlen = &iov, 1
-	}
-	if len(raw) > 0 {
-		msg.Name, msg.Namelen = &raw[0], uint32(len(raw))
-	}
-	if len(m.Control) > 0 {
-		msg.Control = &m.Control[0]
-		msg.SetControllen(len(m.Control))
-	}
-	n, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(f), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
-	runtime.KeepAlive(m)
-	runtime.KeepAlive(raw)
-	return int(n), e
-}

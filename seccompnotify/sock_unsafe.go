@@ -122,3 +122,37 @@ func ProcessUmask(pid int) (int, error) {
 	}
 	return 0, fmt.Errorf("no Umask line in /proc/%d/status", pid)
 }
+
+// SendMsg calls sendmsg(2) on f with the message, to the address bytes
+// raw (none when empty), and returns the byte count or the errno.
+func SendMsg(f FD, m *Msg, raw []byte, flags int) (int, unix.Errno) {
+	var msg unix.Msghdr
+	var iov unix.Iovec
+	if len(m.Data) > 0 {
+		iov.Base = &m.Data[0]
+		iov.SetLen(len(m.Data))
+		msg.Iov, msg.Iovlen = &iov, 1
+	}
+	if len(raw) > 0 {
+		msg.Name, msg.Namelen = &raw[0], uint32(len(raw))
+	}
+	if len(m.Control) > 0 {
+		msg.Control = &m.Control[0]
+		msg.SetControllen(len(m.Control))
+	}
+	n, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(f), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
+	runtime.KeepAlive(m)
+	runtime.KeepAlive(raw)
+	return int(n), e
+}
+
+// cmsg builds one control message of the given level and type around
+// data.
+func cmsg(level, typ int32, data []byte) []byte {
+	b := make([]byte, unix.CmsgSpace(len(data)))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = level, typ
+	h.SetLen(unix.CmsgLen(len(data)))
+	copy(b[unix.CmsgLen(0):], data)
+	return b
+}

@@ -12,7 +12,6 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -24,7 +23,7 @@ import (
 	"kfv/seccompnotify"
 )
 
-// The emulator model (DESIGN.md section 3a): kfv is started by libvirt
+// The emulator model (docs/libvirt.md): kfv is started by libvirt
 // as the domain's emulator and must become QEMU in the same process, so
 // that libvirt's pid, /proc accounting, vCPU thread ids and kill all
 // reach QEMU itself. Three programs, one binary:
@@ -487,8 +486,8 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 	if lerr != nil {
 		return fail(lerr.Code, lerr)
 	}
-	s.qemuPath, s.pid, s.pidfd = req.QEMU, req.PID, pidfd
-	s.emulator = true
+	s.qemuPath, s.proc.pid, s.proc.pidfd = req.QEMU, req.PID, pidfd
+	s.proc.emulator = true
 	// The L3 hook: what the manager hands QEMU over its monitors is
 	// admitted before QEMU opens it. The session is the only one: under
 	// a manager a restart is a kill.
@@ -501,7 +500,7 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 	}
 	defer stopProxies()
 	// The process that loads the filter becomes QEMU: its pid is known.
-	prog, err := seccompnotify.PatchPID(s.filter.Prog, s.filter.PIDSlots, s.pid)
+	prog, err := seccompnotify.PatchPID(s.filter.Prog, s.filter.PIDSlots, s.proc.pid)
 	if err != nil {
 		return fail(exitLaunch, err)
 	}
@@ -513,10 +512,10 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 		err = cerr
 	}
 	if err != nil {
-		s.emitErr(fmt.Errorf("send filter to process %d: %w", s.pid, err))
+		s.emitErr(fmt.Errorf("send filter to process %d: %w", s.proc.pid, err))
 		return exitLaunch
 	}
-	lf, err := seccompnotify.TakeListener(pidfd, s.pid, takeListenerTimeout)
+	lf, err := seccompnotify.TakeListener(pidfd, s.proc.pid, takeListenerTimeout)
 	if err != nil {
 		s.emitErr(fmt.Errorf("take seccomp listener: %w", err))
 		return exitLaunch
@@ -539,7 +538,7 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 				continue
 			}
 			if err == nil {
-				s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("process %d (QEMU as started) exited", s.pid)})
+				s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("process %d (QEMU as started) exited", s.proc.pid)})
 			}
 			return
 		}
@@ -564,8 +563,4 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 	}
 	s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "no process uses the filter any more: supervisor exits"})
 	return 0
-}
-
-func (s *session) emitErr(err error) {
-	s.emit(&event.Event{Kind: event.KindError, Source: "supervisor", Detail: strings.TrimSpace(err.Error())})
 }

@@ -14,173 +14,112 @@ import (
 	"kfv/seccompnotify"
 )
 
-// loop owns the listener: receive, decode, check the id, decide, answer,
-// log. Every notification is answered; when deciding fails, the answer is
-// a denial.
+// The notification loop owns the listener: receive, decode, check the id,
+// decide, and hand the decision to the gate (seccompnotify.Gate), which
+// applies the mode, performs what sysent marks performed, answers the
+// kernel and reports the outcome here, as one decision event. Every
+// notification is answered; the loop never waits for the plane (a held
+// call goes to it through a bounded queue) nor for a call that may block
+// (the gate's workers run those).
+
+// loop runs until no task uses the filter any more.
 func (s *session) loop() error {
-	// Emulated creations must get QEMU's umask, which it inherited from
+	// Performed creations must get QEMU's umask, which it inherited from
 	// kfv-run at fork: this thread keeps it in file-system attributes of
 	// its own, whatever the rest of the supervisor does.
-	old := unix.Umask(0)
-	unix.Umask(old)
-	if err := seccompnotify.PrepareEmulationThread(old); err != nil {
-		return fmt.Errorf("prepare the emulation thread: %w", err)
+	if err := seccompnotify.PrepareEmulationThread(currentUmask()); err != nil {
+		return fmt.Errorf("prepare the notification thread: %w", err)
 	}
-	var n seccompnotify.Notif
-	var req orch.Request
+	var c seccompnotify.Call
 	for {
-		if err := s.listener.Receive(&n); err != nil {
+		if err := s.listener.Receive(&c.N); err != nil {
 			if errors.Is(err, seccompnotify.ErrClosed) {
 				return nil
 			}
 			return err
 		}
-		s.handle(&n, &req)
+		s.handle(&c)
 	}
 }
 
-func (s *session) handle(n *seccompnotify.Notif, req *orch.Request) {
-	decodeErr := s.dec.Decode(n, req)
+func (s *session) handle(c *seccompnotify.Call) {
+	c.DecodeErr = s.dec.Decode(&c.N, &c.Req)
 	// Everything read above (memory, /proc) is only trustworthy if the
 	// thread is still the one that made this call.
-	if err := s.listener.IDValid(n.ID); err != nil {
+	if err := s.listener.IDValid(c.N.ID); err != nil {
 		return // the caller is gone; nobody to answer
 	}
-	if n.Arch != unix.AUDIT_ARCH_X86_64 {
+	switch {
+	case c.N.Arch != unix.AUDIT_ARCH_X86_64:
 		// The filter kills foreign ABIs; this cannot happen unless the
 		// filter is wrong. Deny and say so.
-		s.answer(n, req, orch.Decision{Action: orch.Deny, Errno: int(unix.EPERM), Rule: "kfv:arch", Reason: fmt.Sprintf("unexpected audit arch %#x", n.Arch)}, "", true)
+		s.gate.Refuse(c, orch.Decision{Action: orch.Deny, Rule: "kfv:arch", Reason: fmt.Sprintf("unexpected audit arch %#x", c.N.Arch)})
 		return
-	}
-	if !s.execDone && req.Syscall == "execve" && n.PID == s.pid {
-		s.gateExec(n, req)
+	case !s.execDone && c.Req.Syscall == "execve" && c.N.PID == s.proc.pid:
+		s.gateExec(c)
 		return
-	}
-	if s.injected.is(n) {
+	case s.injected.is(&c.N):
 		// memwatch's scrub, giving code back its protection from a frozen
 		// QEMU thread: kfv's own call, register arguments only.
-		err := s.listener.Continue(n.ID)
 		detail := "memwatch scrub: injected by kfv"
-		if err != nil {
+		if err := s.gate.Continue(c); err != nil {
 			detail += ": " + err.Error()
 		}
-		s.emitDecision(req, orch.Decision{Action: orch.Allow, Rule: "kfv:scrub"}, "allow", "", detail)
+		s.report(&seccompnotify.Outcome{Req: &c.Req, Decision: orch.Decision{Action: orch.Allow, Rule: "kfv:scrub"}, Applied: "allow", Detail: detail})
 		return
 	}
-	d := s.cfg.Decider.Decide(req)
-	if d.Hold && s.cfg.Mode == Enforce && s.plane != nil {
+	d := s.cfg.Decider.Decide(&c.Req)
+	if d.Hold && s.cfg.Mode == Enforce && s.plane.hold(c, d) {
 		// The HO asks to keep the thread blocked until the VO decides:
-		// the plane answers it, within the hold's bound. Copies: the
-		// loop reuses its notification and request.
-		if s.plane.hold(&heldCall{n: *n, req: *req, d: d}) {
-			return
-		}
-		d.Hold = false // the queue is full: the fallback verdict now
-	}
-	if s.emulate(n, req, decodeErr, d, true) {
+		// the plane answers it through the gate, within the hold's bound.
 		return
 	}
-	s.answer(n, req, d, errText(decodeErr), false)
+	d.Hold = false // not held (audit mode, or the queue is full): the fallback verdict now
+	s.gate.Answer(c, d, true)
 }
 
 // gateExec lets the loader's execve of QEMU through. It comes from kfv's
 // own loader, before any QEMU code exists, so letting it continue is safe;
 // it is checked against the path kfv asked for all the same.
-func (s *session) gateExec(n *seccompnotify.Notif, req *orch.Request) {
+func (s *session) gateExec(c *seccompnotify.Call) {
 	s.execDone = true
-	want := s.execPath()
-	if req.Path != want {
-		s.answer(n, req, orch.Decision{Action: orch.Deny, Errno: int(unix.EPERM), Rule: "kfv:launch", Reason: fmt.Sprintf("loader exec of %q, expected %q", req.Path, want)}, "", true)
+	if c.Req.Path != s.qemuPath {
+		s.gate.Refuse(c, orch.Decision{Action: orch.Deny, Rule: "kfv:launch", Reason: fmt.Sprintf("loader exec of %q, expected %q", c.Req.Path, s.qemuPath)})
 		return
 	}
-	err := s.listener.Continue(n.ID)
-	detail := "exec " + req.Path
-	if err != nil {
+	detail := "exec " + c.Req.Path
+	if err := s.gate.Continue(c); err != nil {
 		detail += ": " + err.Error()
 	}
-	s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", TID: n.PID, Syscall: "execve", Verdict: "allow", Applied: "allow", Rule: "kfv:launch", Detail: detail})
+	s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", TID: c.N.PID, Syscall: "execve", Verdict: "allow", Applied: "allow", Rule: "kfv:launch", Detail: detail})
 }
 
-// answer applies a decision: in enforce mode as decided, in audit mode
-// always allow. force applies the decision even in audit mode (kfv's own
-// integrity checks).
-func (s *session) answer(n *seccompnotify.Notif, req *orch.Request, d orch.Decision, detail string, force bool) {
-	applied := d.Action
-	if s.cfg.Mode == Audit && !force {
-		applied = orch.Allow
-	}
-	var err error
-	errno := ""
-	switch {
-	case applied != orch.Allow:
-		// Deny, and anything a broken decider returned.
-		e := unix.Errno(d.Errno)
-		if e <= 0 {
-			e = unix.EPERM
-		}
-		errno = unix.ErrnoName(e)
-		err = s.listener.Fail(n.ID, e)
-	default:
-		// TOCTOU: an allow decided from a pointer argument (a path) is
-		// answered with CONTINUE, so another QEMU thread can swap the
-		// path between our read and the kernel's. Emulated opens and
-		// connects replace this for pointer-based rules.
-		err = s.listener.Continue(n.ID)
-	}
-	if d.Action != orch.Allow && errno == "" {
-		e := unix.Errno(d.Errno)
-		if e <= 0 {
-			e = unix.EPERM
-		}
-		errno = unix.ErrnoName(e)
-	}
-	if err != nil {
-		if errors.Is(err, seccompnotify.ErrGone) {
-			detail = join(detail, "caller gone before the answer")
-		} else {
-			detail = join(detail, "answer failed: "+err.Error())
-		}
-	}
-	s.emitDecision(req, d, applied.String(), errno, detail)
-}
-
-// emitDecision writes the event of one decision: applied is what kfv
-// answered, errno the errno of a denial or of an emulated call's failure.
-func (s *session) emitDecision(req *orch.Request, d orch.Decision, applied, errno, detail string) {
-	if d.Reason != "" {
-		detail = join(d.Reason, detail)
-	}
-	if s.plane != nil {
-		s.plane.observe(d.Findings)
-	}
+// report writes the event of one answered call (seccompnotify.Gate.Report).
+func (s *session) report(o *seccompnotify.Outcome) {
+	d := &o.Decision
 	s.emit(&event.Event{
 		Kind:    event.KindDecision,
 		Source:  "seccomp",
-		PID:     req.PID,
-		TID:     req.TID,
-		Thread:  req.Thread,
+		PID:     o.Req.PID,
+		TID:     o.Req.TID,
+		Thread:  o.Req.Thread,
 		Layer:   string(d.Layer),
 		HRSC:    d.HRSC,
-		Syscall: req.Syscall,
-		Args:    summarize(req),
+		Syscall: o.Req.Syscall,
+		Args:    summarize(o.Req),
 		Verdict: d.Action.String(),
-		Errno:   errno,
-		Applied: applied,
+		Errno:   o.Errno,
+		Applied: o.Applied,
 		Rule:    d.Rule,
-		Detail:  detail,
+		Detail:  o.Detail,
 	})
 }
 
-func (s *session) execPath() string { return s.qemuPath }
-
-func join(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	}
-	return a + "; " + b
+// currentUmask reads the process's umask (setting it back at once).
+func currentUmask() int {
+	old := unix.Umask(0)
+	unix.Umask(old)
+	return old
 }
 
 // summarize renders a request's arguments for people: the decoded path,
@@ -206,4 +145,14 @@ func summarize(r *orch.Request) string {
 	}
 	fmt.Fprintf(&b, "args=[%#x %#x %#x %#x %#x %#x]", r.Args[0], r.Args[1], r.Args[2], r.Args[3], r.Args[4], r.Args[5])
 	return b.String()
+}
+
+func join(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
 }

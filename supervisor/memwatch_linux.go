@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"kfv/event"
 	"kfv/memwatch"
 	"kfv/orch"
@@ -89,12 +87,12 @@ func memFinding(f memwatch.Finding) orch.Finding {
 // startMemwatch takes the baseline and starts the scans. Called by the
 // plane once the monitor answers.
 func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
-	cfg := p.s.cfg.Memwatch
+	cfg := p.cfg.Memwatch
 	if cfg == nil {
 		return
 	}
 	mc := *cfg
-	mc.Injecting = p.s.injected.expect
+	mc.Injecting = p.injected.expect
 	if mc.Accel == "" {
 		mc.Accel = "tcg"
 		if raw, err := c.Execute(ctx, "query-kvm", nil); err == nil {
@@ -104,21 +102,21 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 			}
 		}
 	}
-	w, err := memwatch.New(p.s.pid, mc)
+	w, err := memwatch.New(p.proc.pid, mc)
 	if err != nil {
-		p.s.emitErr(fmt.Errorf("memwatch: %w", err))
+		p.em.emitErr(fmt.Errorf("memwatch: %w", err))
 		return
 	}
 	cov, found, err := w.Baseline()
 	if err != nil {
 		w.Close()
-		p.s.emitErr(fmt.Errorf("memwatch baseline: %w", err))
+		p.em.emitErr(fmt.Errorf("memwatch baseline: %w", err))
 		return
 	}
 	p.memMu.Lock()
 	p.mem = w
 	p.memMu.Unlock()
-	p.s.emit(&event.Event{Kind: event.KindLifecycle, Source: "memwatch", Detail: fmt.Sprintf(
+	p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "memwatch", Detail: fmt.Sprintf(
 		"memwatch baseline (%s): %d files, %d mappings, %d bytes (text %d, rodata %d, RELRO %d; %d compared with the files on disk, %d hashed as found), tracking %s, scan every %v",
 		mc.Accel, cov.Files, cov.Mappings, cov.Bytes, cov.TextBytes, cov.RodataBytes, cov.RELROBytes, cov.ComparedBytes, cov.HashedBytes, cov.Tracking, mc.Period)})
 	for _, f := range found {
@@ -131,10 +129,10 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 		}
 		// QEMU's memory goes before its pidfd reports the exit: a scan
 		// failing then is QEMU ending, not an error.
-		if p.s.qemuGone(200 * time.Millisecond) {
+		if p.proc.gone(200 * time.Millisecond) {
 			return
 		}
-		p.s.emitErr(fmt.Errorf("memwatch: %w", err))
+		p.em.emitErr(fmt.Errorf("memwatch: %w", err))
 	}()
 }
 
@@ -144,7 +142,7 @@ func (p *plane) observeFromBeside(f orch.Finding) {
 	select {
 	case p.in <- planeItem{findings: []orch.Finding{f}}:
 	case <-time.After(time.Second):
-		p.s.emitErr(fmt.Errorf("the vertical orchestrator is behind: memwatch finding not correlated: %s", f.Detail))
+		p.em.emitErr(fmt.Errorf("the vertical orchestrator is behind: memwatch finding not correlated: %s", f.Detail))
 	case <-p.stop:
 	}
 }
@@ -165,7 +163,7 @@ func (p *plane) scrub() error {
 	for _, f := range rep.Unrepaired {
 		detail += fmt.Sprintf("; not repaired: %s %#x-%#x %s", f.Kind, f.Start, f.End, f.Mapping.Path)
 	}
-	p.s.emit(&event.Event{Kind: event.KindLifecycle, Source: "memwatch", Detail: detail})
+	p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "memwatch", Detail: detail})
 	if err != nil {
 		return err
 	}
@@ -180,19 +178,8 @@ func (p *plane) stopMemwatch() {
 	defer p.memMu.Unlock()
 	if p.mem != nil {
 		if err := p.mem.Close(); err != nil {
-			p.s.emitErr(fmt.Errorf("memwatch close: %w", err))
+			p.em.emitErr(fmt.Errorf("memwatch close: %w", err))
 		}
 		p.mem = nil
 	}
-}
-
-// qemuGone reports whether QEMU's process has exited, waiting up to d for
-// its pidfd to say so.
-func (s *session) qemuGone(d time.Duration) bool {
-	if s.pidfd == nil {
-		return true
-	}
-	fds := []unix.PollFd{{Fd: int32(s.pidfd.Fd()), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, int(d/time.Millisecond))
-	return err == nil && n > 0
 }

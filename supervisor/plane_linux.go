@@ -28,7 +28,7 @@ import (
 // The plane runs beside the notification loop: it feeds findings to the
 // vertical orchestrator, resolves held calls, and carries out the
 // reactions the VO orders, through kfv's private QMP monitor or on the
-// process. The loop never waits for it (DESIGN.md section 2): findings go
+// process. The loop never waits for it : findings go
 // through a buffered channel, and a full channel is reported, not waited on.
 
 // planeQueue is how many findings and held calls may wait for the VO.
@@ -47,9 +47,8 @@ type planeItem struct {
 
 // heldCall is a notification left unanswered until the VO decides.
 type heldCall struct {
-	n   seccompnotify.Notif
-	req orch.Request
-	d   orch.Decision
+	c seccompnotify.Call // a copy: the loop reuses its own
+	d orch.Decision
 }
 
 // textSetter is implemented by deciders that judge the origin of calls
@@ -61,11 +60,21 @@ type textSetter interface {
 }
 
 type plane struct {
-	// gate holds kfv's commands on the private monitor off while QEMU is
-	// being stopped by a signal kfv-run forwards (qmp.Gate says why).
-	gate *qmp.Gate
+	// monGate holds kfv's commands on the private monitor off while QEMU
+	// is being stopped by a signal kfv-run forwards (qmp.Gate says why).
+	monGate *qmp.Gate
 
-	s  *session
+	// What the plane acts with. It holds no session: the loop hands it
+	// findings and held calls, and it answers held calls through the
+	// gate, acts on QEMU's process through proc and reports through em.
+	cfg      *Config
+	em       emitter
+	proc     *process
+	injected *injected
+	gate     *seccompnotify.Gate // set before run starts
+	// restoreFrom is a checkpoint this launch restores (-incoming defer).
+	restoreFrom string
+
 	vo *orch.VO
 	in chan planeItem
 
@@ -98,16 +107,17 @@ type plane struct {
 	done chan struct{}
 }
 
-func newPlane(s *session) (*plane, error) {
-	vo, err := orch.NewVO(s.cfg.Profile, nil)
+func newPlane(cfg *Config, em emitter, proc *process, inj *injected) (*plane, error) {
+	vo, err := orch.NewVO(cfg.Profile, nil)
 	if err != nil {
 		return nil, fmt.Errorf("vertical orchestrator: %w", err)
 	}
-	return &plane{s: s, vo: vo, in: make(chan planeItem, planeQueue), stop: make(chan struct{}), done: make(chan struct{}),
-		monReady: make(chan struct{}), reactions: make(chan orch.Reaction, planeQueue), reactDone: make(chan struct{}), gate: qmp.NewGate()}, nil
+	return &plane{cfg: cfg, em: em, proc: proc, injected: inj, vo: vo, in: make(chan planeItem, planeQueue), stop: make(chan struct{}), done: make(chan struct{}),
+		monReady: make(chan struct{}), reactions: make(chan orch.Reaction, planeQueue), reactDone: make(chan struct{}), monGate: qmp.NewGate()}, nil
 }
 
-// observe queues findings for the VO. Called by the loop: it never blocks.
+// observe queues findings for the VO. Called on the notification path
+// (seccompnotify.Gate.Observe): it never blocks.
 func (p *plane) observe(fs []orch.Finding) {
 	if len(fs) == 0 {
 		return
@@ -116,15 +126,15 @@ func (p *plane) observe(fs []orch.Finding) {
 	case p.in <- planeItem{findings: fs}:
 	default:
 		n := p.dropped.Add(int64(len(fs)))
-		p.s.emit(&event.Event{Kind: event.KindError, Source: "supervisor", Detail: fmt.Sprintf("the vertical orchestrator is behind: %d findings not correlated", n)})
+		p.em.emit(&event.Event{Kind: event.KindError, Source: "supervisor", Detail: fmt.Sprintf("the vertical orchestrator is behind: %d findings not correlated", n)})
 	}
 }
 
 // hold hands a held call to the VO; when the queue is full the call is
 // answered at once with the decision's fallback.
-func (p *plane) hold(h *heldCall) bool {
+func (p *plane) hold(c *seccompnotify.Call, d orch.Decision) bool {
 	select {
-	case p.in <- planeItem{held: h}:
+	case p.in <- planeItem{held: &heldCall{c: *c, d: d}}:
 		return true
 	default:
 		return false
@@ -134,17 +144,15 @@ func (p *plane) hold(h *heldCall) bool {
 // run is the plane's goroutine. It owns the VO and the monitor.
 func (p *plane) run() {
 	defer close(p.done)
-	// Held calls that the VO allows are emulated here: this thread needs
-	// file-system attributes of its own, like the loop's.
-	old := unix.Umask(0)
-	unix.Umask(old)
-	if err := seccompnotify.PrepareEmulationThread(old); err != nil {
-		p.s.emitErr(fmt.Errorf("prepare the plane's thread: %w", err))
+	// Held calls that the VO allows are performed here: this thread
+	// needs file-system attributes of its own, like the loop's.
+	if err := seccompnotify.PrepareEmulationThread(currentUmask()); err != nil {
+		p.em.emitErr(fmt.Errorf("prepare the plane's thread: %w", err))
 	}
 	go p.connect()
 	go p.reactor()
 	var tick <-chan time.Time
-	if every := p.s.cfg.CheckpointEvery; every > 0 {
+	if every := p.cfg.CheckpointEvery; every > 0 {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		tick = t.C
@@ -214,7 +222,7 @@ func (p *plane) order(r orch.Reaction) {
 	select {
 	case p.reactions <- r:
 	default:
-		p.s.emitErr(fmt.Errorf("reaction %s by rule %s dropped: %d reactions already waiting", r.String(), r.Rule, planeQueue))
+		p.em.emitErr(fmt.Errorf("reaction %s by rule %s dropped: %d reactions already waiting", r.String(), r.Rule, planeQueue))
 	}
 }
 
@@ -234,20 +242,16 @@ func (p *plane) resolve(h *heldCall) {
 	act, reactions := p.vo.ResolveAll(h.d.Findings)
 	d := h.d
 	d.Hold = false
-	d.Findings = nil // already correlated above
-	if time.Since(h.req.Time) > h.d.HoldFor && h.d.HoldFor > 0 {
+	held := time.Since(h.c.Req.Time)
+	if held > h.d.HoldFor && h.d.HoldFor > 0 {
 		act = h.d.Action // the bound passed: the fallback stands
 	}
 	d.Action = act
 	if act == orch.Deny && d.Errno == 0 {
 		d.Errno = int(unix.EACCES)
 	}
-	detail := fmt.Sprintf("held %v", time.Since(h.req.Time).Round(time.Millisecond))
-	if act == orch.Allow && p.s.emulates(h.req.Syscall) {
-		p.s.emulateDecided(&h.n, &h.req, d, detail)
-	} else {
-		p.s.answer(&h.n, &h.req, d, detail, false)
-	}
+	d.Reason = join(d.Reason, fmt.Sprintf("held %v", held.Round(time.Millisecond)))
+	p.gate.Answer(&h.c, d, false)
 	for _, r := range reactions {
 		p.order(r)
 	}
@@ -257,7 +261,7 @@ func (p *plane) emitFinding(f orch.Finding) {
 	if f.Severity >= orch.SevMedium {
 		p.findings.Add(1)
 	}
-	p.s.emit(&event.Event{
+	p.em.emit(&event.Event{
 		Time: f.Time, Kind: event.KindFinding, Source: f.Detector, TID: f.TID,
 		Layer: string(f.Layer), HRSC: f.HRSC, Syscall: f.Syscall, Rule: f.Rule,
 		Detail: f.Detail, Detector: f.Detector, Severity: f.Severity.String(),
@@ -269,7 +273,7 @@ func (p *plane) emitFinding(f orch.Finding) {
 func (p *plane) connect() {
 	ready := sync.OnceFunc(func() { close(p.monReady) })
 	defer ready()
-	sock := p.s.cfg.Monitor
+	sock := p.cfg.Monitor
 	if sock == "" {
 		return
 	}
@@ -281,10 +285,10 @@ func (p *plane) connect() {
 		}
 		cancel()
 	}()
-	c, err := qmp.DialGated(ctx, sock, monitorTimeout, p.gate)
+	c, err := qmp.DialGated(ctx, sock, monitorTimeout, p.monGate)
 	if err != nil {
 		if ctx.Err() == nil {
-			p.s.emitErr(fmt.Errorf("kfv's private monitor: %w", err))
+			p.em.emitErr(fmt.Errorf("kfv's private monitor: %w", err))
 		}
 		return
 	}
@@ -292,11 +296,11 @@ func (p *plane) connect() {
 	p.mon = c
 	p.monMu.Unlock()
 	ready()
-	if p.s.restoreFrom != "" {
-		if err := p.restore(ctx, c, p.s.restoreFrom); err != nil {
-			p.s.emitErr(fmt.Errorf("restore checkpoint: %w", err))
+	if p.restoreFrom != "" {
+		if err := p.restore(ctx, c, p.restoreFrom); err != nil {
+			p.em.emitErr(fmt.Errorf("restore checkpoint: %w", err))
 		} else {
-			p.s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "checkpoint restored: the guest resumes where it was saved"})
+			p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "checkpoint restored: the guest resumes where it was saved"})
 		}
 	}
 	go func() {
@@ -305,15 +309,15 @@ func (p *plane) connect() {
 			// for their own answers.
 		}
 	}()
-	if ts, ok := p.s.cfg.Decider.(textSetter); ok && ts.JudgesOrigin() {
+	if ts, ok := p.cfg.Decider.(textSetter); ok && ts.JudgesOrigin() {
 		// (newSession disarmed it: this QEMU's code is elsewhere.)
-		ranges, err := codeRanges(p.s.pid)
+		ranges, err := codeRanges(p.proc.pid)
 		if err != nil {
-			p.s.emitErr(fmt.Errorf("origin detector: %w", err))
+			p.em.emitErr(fmt.Errorf("origin detector: %w", err))
 			return
 		}
 		ts.SetText(ranges)
-		p.s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("origin detector armed: %d executable file mappings of QEMU and its libraries", len(ranges))})
+		p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("origin detector armed: %d executable file mappings of QEMU and its libraries", len(ranges))})
 	}
 	p.startMemwatch(ctx, c)
 }
@@ -385,14 +389,14 @@ func (p *plane) react(r orch.Reaction) {
 		last := r.Chain[len(r.Chain)-1]
 		e.Layer, e.HRSC = string(last.Layer), last.HRSC
 	}
-	if p.s.cfg.Mode == Audit && err == nil {
+	if p.cfg.Mode == Audit && err == nil {
 		e.Verdict = "audit: not carried out"
 	}
-	p.s.emit(e)
+	p.em.emit(e)
 }
 
 func (p *plane) do(r orch.Reaction) error {
-	if p.s.cfg.Mode == Audit {
+	if p.cfg.Mode == Audit {
 		return nil // audit mode orders nothing, it only reports
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), reactionTimeout)
@@ -426,9 +430,9 @@ func (p *plane) do(r orch.Reaction) error {
 		}
 		return errors.Join(errs...)
 	case orch.ReactKill:
-		return p.s.kill()
+		return p.proc.kill()
 	case orch.ReactRestart, orch.ReactRestartCheckpoint:
-		return p.s.requestRestart(r.Kind == orch.ReactRestartCheckpoint, p.latestCheckpoint())
+		return p.proc.requestRestart(p.em, r.Kind == orch.ReactRestartCheckpoint, p.latestCheckpoint())
 	case orch.ReactScrub:
 		return p.scrub()
 	}
@@ -498,7 +502,7 @@ func (p *plane) checkpoint() {
 	if err != nil || st.Status != "running" {
 		return // only a running VM is a clean checkpoint
 	}
-	path := filepath.Join(filepath.Dir(p.s.cfg.Monitor), fmt.Sprintf("checkpoint-%d", time.Now().UnixNano()))
+	path := filepath.Join(filepath.Dir(p.cfg.Monitor), fmt.Sprintf("checkpoint-%d", time.Now().UnixNano()))
 	before := p.findings.Load()
 	err = p.migrateTo(ctx, c, path)
 	if err == nil && p.findings.Load() != before {
@@ -511,7 +515,7 @@ func (p *plane) checkpoint() {
 	}
 	if err != nil {
 		os.Remove(path)
-		p.s.emitErr(fmt.Errorf("checkpoint: %w", err))
+		p.em.emitErr(fmt.Errorf("checkpoint: %w", err))
 		return
 	}
 	p.ckptMu.Lock()
@@ -521,7 +525,7 @@ func (p *plane) checkpoint() {
 	if old != "" {
 		os.Remove(old)
 	}
-	p.s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "checkpoint saved"})
+	p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "checkpoint saved"})
 }
 
 func (p *plane) migrateTo(ctx context.Context, c *qmp.Client, path string) error {

@@ -54,8 +54,9 @@ func TestKillDoesNotWaitForTheMonitor(t *testing.T) {
 	defer pidfd.Close()
 	events := &syncBuffer{}
 	ew := event.NewWriter(events)
-	s := &session{cfg: &Config{Mode: Enforce, Events: ew}, pid: cmd.Process.Pid, pidfd: pidfd}
-	p := &plane{s: s, stop: make(chan struct{}), done: make(chan struct{}), monReady: make(chan struct{}),
+	cfg := &Config{Mode: Enforce, Events: ew}
+	proc := &process{pid: cmd.Process.Pid, pidfd: pidfd}
+	p := &plane{cfg: cfg, em: emitter{cfg: cfg, proc: proc}, proc: proc, stop: make(chan struct{}), done: make(chan struct{}), monReady: make(chan struct{}),
 		reactions: make(chan orch.Reaction, planeQueue), reactDone: make(chan struct{})}
 	go p.reactor()
 	defer func() { close(p.stop); close(p.reactions); <-p.reactDone }()

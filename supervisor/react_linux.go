@@ -5,7 +5,9 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -41,12 +43,23 @@ func (r *restartState) get() *restartReq {
 	return r.req
 }
 
+// process is the QEMU of one session, as the reactions that act on it
+// outside QEMU see it. Set before the loop and the plane start.
+type process struct {
+	pid   int
+	pidfd *os.File
+	// emulator is set in the emulator model (QEMU is not our child).
+	emulator bool
+	// restart is set when the VO orders a restart of this QEMU.
+	restart restartState
+}
+
 // kill ends QEMU with SIGKILL through its pidfd.
-func (s *session) kill() error {
-	if s.pidfd == nil {
+func (p *process) kill() error {
+	if p.pidfd == nil {
 		return errors.New("no QEMU process")
 	}
-	if err := unix.PidfdSendSignal(int(s.pidfd.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+	if err := unix.PidfdSendSignal(int(p.pidfd.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("kill QEMU: %w", err)
 	}
 	return nil
@@ -55,18 +68,29 @@ func (s *session) kill() error {
 // requestRestart asks Run to relaunch QEMU once it is gone, then kills it.
 // In the emulator model the caller (libvirt) owns QEMU's life: restart is
 // a kill, and its on_crash policy decides what comes next.
-func (s *session) requestRestart(fromCheckpoint bool, ckpt string) error {
-	if s.emulator {
-		s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "restart under the emulator model: QEMU is killed and its manager's crash policy decides"})
-		return s.kill()
+func (p *process) requestRestart(em emitter, fromCheckpoint bool, ckpt string) error {
+	if p.emulator {
+		em.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "restart under the emulator model: QEMU is killed and its manager's crash policy decides"})
+		return p.kill()
 	}
 	req := &restartReq{}
 	if fromCheckpoint {
 		if ckpt == "" {
-			s.emit(&event.Event{Kind: event.KindWarning, Source: "supervisor", Detail: "restart from checkpoint ordered but no clean checkpoint exists yet: restarting cold"})
+			em.emit(&event.Event{Kind: event.KindWarning, Source: "supervisor", Detail: "restart from checkpoint ordered but no clean checkpoint exists yet: restarting cold"})
 		}
 		req.fromCheckpoint = ckpt
 	}
-	s.restart.set(req)
-	return s.kill()
+	p.restart.set(req)
+	return p.kill()
+}
+
+// gone reports whether QEMU's process has exited, waiting up to d for
+// its pidfd to say so.
+func (p *process) gone(d time.Duration) bool {
+	if p.pidfd == nil {
+		return true
+	}
+	fds := []unix.PollFd{{Fd: int32(p.pidfd.Fd()), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, int(d/time.Millisecond))
+	return err == nil && n > 0
 }

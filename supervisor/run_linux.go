@@ -111,11 +111,11 @@ func Run(cfg *Config) (int, error) {
 		}
 		s.plane.ckpt = ckpt
 		if restore != "" {
-			s.restoreFrom = restore
+			s.plane.restoreFrom = restore
 			s.args = WithIncomingDefer(cfg.Args)
 		}
 		status, err := s.runOnce(path, sigCh)
-		req := s.restart.get()
+		req := s.proc.restart.get()
 		ckpt = s.plane.latestCheckpoint()
 		if req == nil || err != nil {
 			return status, err
@@ -171,7 +171,7 @@ func (s *session) runOnce(path string, sigCh chan os.Signal) (int, error) {
 	if err := s.listener.Close(); err != nil {
 		loopErr = errors.Join(loopErr, fmt.Errorf("close listener: %w", err))
 	}
-	s.pidfd.Close()
+	s.proc.pidfd.Close()
 	if exitErr != nil {
 		return status, exitErr
 	}
@@ -233,14 +233,9 @@ func newSession(cfg *Config) (*session, *LaunchError) {
 	for _, w := range filter.Warnings {
 		cfg.warn("profile " + cfg.Profile.Source + ": " + w)
 	}
-	s := &session{cfg: cfg, args: cfg.Args, filter: filter, dec: &seccompnotify.Decoder{Names: filter.Names}}
-	s.workers = newWorkers(func() int {
-		// The umask a worker starts with; each call sets QEMU's own.
-		old := unix.Umask(0o022)
-		unix.Umask(old)
-		return old
-	})
-	p, err := newPlane(s)
+	proc := &process{}
+	s := &session{cfg: cfg, args: cfg.Args, filter: filter, dec: &seccompnotify.Decoder{Names: filter.Names}, proc: proc, injected: &injected{}}
+	p, err := newPlane(cfg, emitter{cfg: cfg, proc: proc}, proc, s.injected)
 	if err != nil {
 		return nil, launchErr(exitLaunch, "profile %s: %w", cfg.Profile.Source, err)
 	}
@@ -253,28 +248,22 @@ func newSession(cfg *Config) (*session, *LaunchError) {
 	return s, nil
 }
 
-// session is one run of QEMU.
+// session is one run of QEMU: the process, the listener and the loop
+// that answers it, and the plane beside it.
 type session struct {
 	cfg    *Config
 	args   []string // QEMU's arguments for this launch
 	filter *seccompnotify.Filter
 	dec    *seccompnotify.Decoder
 	plane  *plane
-	// emulator is set in the emulator model (QEMU is not our child).
-	emulator bool
-	// restart is set when the VO orders a restart of this QEMU.
-	restart restartState
-	// restoreFrom is a checkpoint this launch restores (-incoming defer).
-	restoreFrom string
-	// injected are the syscalls a memwatch scrub is making QEMU issue.
-	injected injected
-	// workers run emulated calls that may block, beside the loop.
-	workers *workers
+	proc   *process
+	// injected are the syscalls a memwatch scrub is making QEMU issue;
+	// the plane expects them, the loop recognises them.
+	injected *injected
 
 	qemuPath string
-	pid      int
-	pidfd    *os.File
 	listener *seccompnotify.Listener
+	gate     *seccompnotify.Gate
 	exited   chan unix.WaitStatus
 	// execDone is set by the loop once it has let the loader's execve of
 	// QEMU through; every execve after that is QEMU's own. Only the loop
@@ -317,7 +306,7 @@ func (s *session) start(path string) error {
 			started <- err
 			return
 		}
-		s.pid = pid
+		s.proc.pid = pid
 		started <- nil
 		var ws unix.WaitStatus
 		for {
@@ -367,12 +356,12 @@ func (s *session) start(path string) error {
 		s.loaderFailed <- &st
 	}()
 
-	pidfd, err := unix.PidfdOpen(s.pid, 0)
+	pidfd, err := unix.PidfdOpen(s.proc.pid, 0)
 	if err != nil {
-		return s.abort(launchErr(exitLaunch, "pidfd_open %d: %w", s.pid, err))
+		return s.abort(launchErr(exitLaunch, "pidfd_open %d: %w", s.proc.pid, err))
 	}
-	s.pidfd = os.NewFile(uintptr(pidfd), "pidfd")
-	lf, err := seccompnotify.TakeListener(s.pidfd, s.pid, takeListenerTimeout)
+	s.proc.pidfd = os.NewFile(uintptr(pidfd), "pidfd")
+	lf, err := seccompnotify.TakeListener(s.proc.pidfd, s.proc.pid, takeListenerTimeout)
 	if err != nil {
 		if st := s.loaderStatus(); st != nil {
 			return s.abort(&LaunchError{Code: st.Code, Err: errors.New(strings.TrimPrefix(st.Msg, "kfv-run: "))})
@@ -396,7 +385,19 @@ func (s *session) attach(lf *os.File) error {
 		return err
 	}
 	s.listener = l
-	s.dec.PID = s.pid // the loop has not started: no race
+	s.dec.PID = s.proc.pid // the loop has not started: no race
+	s.gate = &seccompnotify.Gate{
+		Listener: l,
+		Pidfd:    s.proc.pidfd,
+		Audit:    s.cfg.Mode == Audit,
+		Decide:   s.cfg.Decider.Decide,
+		Report:   s.report,
+		Observe:  s.plane.observe,
+		Workers:  seccompnotify.NewWorkers(currentUmask, s.emitErr),
+	}
+	// The plane answers held calls through the same gate; it starts
+	// after this.
+	s.plane.gate = s.gate
 	sync := "on"
 	if err := l.SetSyncWakeUp(); err != nil {
 		sync = "off (" + err.Error() + ")"
@@ -422,9 +423,9 @@ func (s *session) loaderStatus() *loaderStatus {
 
 // abort kills a loader that could not be brought up and waits for it.
 func (s *session) abort(err *LaunchError) *LaunchError {
-	if s.pid > 0 {
-		if err := unix.Kill(s.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
-			s.cfg.warn(fmt.Sprintf("kill loader %d: %v", s.pid, err))
+	if s.proc.pid > 0 {
+		if err := unix.Kill(s.proc.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+			s.cfg.warn(fmt.Sprintf("kill loader %d: %v", s.proc.pid, err))
 		}
 		<-s.exited
 	}
@@ -469,27 +470,41 @@ const gateTimeout = 5 * time.Second
 func (s *session) forward(sig syscall.Signal) {
 	detail := "forwarded " + unix.SignalName(sig) + " to qemu"
 	if (sig == unix.SIGTERM || sig == unix.SIGINT || sig == unix.SIGHUP) && s.plane != nil && !pausesOnShutdown(s.args) {
-		if !s.plane.gate.Close(gateTimeout) {
+		if !s.plane.monGate.Close(gateTimeout) {
 			detail += fmt.Sprintf(" (a command of kfv's was still in flight after %v)", gateTimeout)
 		}
 	}
-	err := unix.PidfdSendSignal(int(s.pidfd.Fd()), sig, nil, 0)
+	err := unix.PidfdSendSignal(int(s.proc.pidfd.Fd()), sig, nil, 0)
 	if err != nil && !errors.Is(err, unix.ESRCH) {
 		detail += ": " + err.Error()
 	}
 	s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: detail})
 }
 
-func (s *session) emit(e *event.Event) {
-	if s.cfg.Events == nil {
+func (s *session) emit(e *event.Event) { emitter{cfg: s.cfg, proc: s.proc}.emit(e) }
+
+func (s *session) emitErr(err error) { emitter{cfg: s.cfg, proc: s.proc}.emitErr(err) }
+
+// emitter writes events of one VM: its name, mode and QEMU's pid filled in.
+type emitter struct {
+	cfg  *Config
+	proc *process
+}
+
+func (em emitter) emit(e *event.Event) {
+	if em.cfg.Events == nil {
 		return
 	}
-	e.VM = s.cfg.VM
-	e.Mode = string(s.cfg.Mode)
+	e.VM = em.cfg.VM
+	e.Mode = string(em.cfg.Mode)
 	if e.PID == 0 {
-		e.PID = s.pid
+		e.PID = em.proc.pid
 	}
-	s.cfg.Events.Emit(e)
+	em.cfg.Events.Emit(e)
+}
+
+func (em emitter) emitErr(err error) {
+	em.emit(&event.Event{Kind: event.KindError, Source: "supervisor", Detail: strings.TrimSpace(err.Error())})
 }
 
 // pausesOnShutdown reports whether QEMU's arguments make it stop the

@@ -1,0 +1,123 @@
+//go:build linux
+
+package seccompnotify
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"kfv/orch"
+	"kfv/sysent"
+)
+
+// Performed calls that name a socket address: connect, bind and sendto
+// are made on a copy of QEMU's socket (pidfd_getfd: the same open file
+// description) with the very address bytes that were decided on.
+
+func init() {
+	register(sysent.PerformSockaddr, performer{perform: performSockaddr})
+	register(sysent.PerformSendTo, performer{perform: performSendTo})
+}
+
+// maxSendTo bounds the data of a performed send copied from QEMU.
+const maxSendTo = 1 << 20
+
+// takeSocket copies the call's fd (argument 0) from QEMU; when it
+// cannot, the result is the errno the native call would have got.
+func takeSocket(g *Gate, c *Call) (FD, *result) {
+	sock, err := TakeFD(g.Pidfd, int(int32(c.Req.Args[0])))
+	if err != nil {
+		r := failed(errnoOr(err, unix.EBADF), "emulated")
+		return -1, &r
+	}
+	return sock, nil
+}
+
+// sent is the result of a performed send: its byte count, or its errno.
+func sent(cnt int, e unix.Errno) result {
+	if e != 0 {
+		return failed(e, "emulated")
+	}
+	return returns(int64(cnt), 0, fmt.Sprintf("emulated: %d bytes sent", cnt))
+}
+
+func performSockaddr(g *Gate, c *Call, d orch.Decision, _ *Target, _ error) result {
+	req := &c.Req
+	if len(req.SockRaw) == 0 {
+		return decided("")
+	}
+	sock, err := TakeFD(g.Pidfd, int(int32(req.Args[0])))
+	if err != nil {
+		var errno unix.Errno
+		if errors.As(err, &errno) {
+			return failed(errno, "emulated: "+errno.Error())
+		}
+		return refused("kfv:emulation", err.Error(), true)
+	}
+	nb, err := Nonblocking(sock)
+	if err != nil {
+		sock.Close()
+		return refused("kfv:emulation", err.Error(), true)
+	}
+	// A relative AF_UNIX path resolves against the calling thread's cwd:
+	// the performing thread (whose fs attributes are its own) moves there.
+	relUnix := len(req.SockRaw) > 2 && req.Sock != nil && req.Sock.Family == unix.AF_UNIX &&
+		req.SockRaw[2] != 0 && req.SockRaw[2] != '/'
+	run := func(c *Call, _ *Target) result {
+		defer sock.Close()
+		if relUnix {
+			if err := chdirToCaller(c.Req.TID); err != nil {
+				return refused("kfv:emulation", err.Error(), true)
+			}
+		}
+		if c.Req.Syscall == "connect" {
+			return failed(Connect(sock, c.Req.SockRaw), "emulated")
+		}
+		return failed(Bind(sock, c.Req.SockRaw), "emulated")
+	}
+	if !nb && req.Syscall == "connect" {
+		// A blocking connect may take long: beside the loop.
+		r := g.later(c, d, nil, run)
+		if r.kind != resLater {
+			sock.Close()
+		}
+		return r
+	}
+	if req.Syscall == "bind" && req.Sock != nil && req.Sock.Family == unix.AF_UNIX {
+		// bind creates the socket file with the binder's umask.
+		if err := syncUmask(req.PID); err != nil {
+			sock.Close()
+			return refused("kfv:emulation", err.Error(), true)
+		}
+	}
+	return run(c, nil)
+}
+
+// performSendTo sends QEMU's data itself to the address decided on.
+func performSendTo(g *Gate, c *Call, _ orch.Decision, _ *Target, _ error) result {
+	req := &c.Req
+	if len(req.SockRaw) == 0 {
+		return decided("")
+	}
+	size := req.Args[2]
+	if size > maxSendTo {
+		return failed(unix.EMSGSIZE, fmt.Sprintf("emulated sendto of %d bytes refused (limit %d)", size, maxSendTo))
+	}
+	data := make([]byte, size)
+	if err := ReadMem(c.N.PID, req.Args[1], data); err != nil {
+		return failed(unix.EFAULT, "emulated: read data: "+err.Error())
+	}
+	if g.Listener.IDValid(c.N.ID) != nil {
+		return result{kind: resGone}
+	}
+	sock, bad := takeSocket(g, c)
+	if bad != nil {
+		return *bad
+	}
+	defer sock.Close()
+	// MSG_DONTWAIT keeps a full socket buffer from blocking the loop; QEMU
+	// uses non-blocking sockets, so the result is what it would get.
+	return sent(SendTo(sock, data, int(int32(req.Args[3]))|unix.MSG_DONTWAIT, req.SockRaw))
+}
