@@ -221,14 +221,7 @@ func isBare(c byte) bool {
 
 func (l *locator) quotedKey(q byte) string {
 	s := l.i
-	l.advance()
-	for !l.eof() && l.peek() != q && l.peek() != '\n' {
-		if q == '"' && l.peek() == '\\' {
-			l.advance()
-		}
-		l.advance()
-	}
-	l.advance()
+	l.quoted(q)
 	raw := l.src[s:min(l.i, len(l.src))]
 	if q == '\'' {
 		return strings.Trim(raw, "'")
@@ -331,6 +324,13 @@ func (l *locator) str(q byte) {
 		}
 		return
 	}
+	l.quoted(q)
+}
+
+// quoted reads a one-line string quoted with q, its quotes included:
+// a basic string (backslash escapes) for a double quote, a literal
+// string for a single one.
+func (l *locator) quoted(q byte) {
 	l.advance()
 	for !l.eof() && l.peek() != q && l.peek() != '\n' {
 		if q == '"' && l.peek() == '\\' {
