@@ -1,14 +1,17 @@
 // Command mknames writes kfv's x86_64 name tables for profiles: syscall
-// numbers, errno names and the plain (non-ioctl) constants profiles may use
-// in argument conditions. It reads them from golang.org/x/sys/unix, the
-// version go.mod pins, so the tables change only when that module does.
+// numbers, errno names, the plain (non-ioctl) constants profiles may use
+// in argument conditions, and ioctl requests. It reads the first three
+// from golang.org/x/sys/unix, the version go.mod pins, so those tables
+// change only when that module does; the ioctl requests it encodes from
+// ioctls.txt, which spells them as the kernel headers build them.
 //
-// Run it with `go generate ./profiles`; it writes syscalls_amd64.go and
-// zconsts_amd64.go in the current directory.
+// Run it with `go generate ./profiles`; it writes syscalls_amd64.go,
+// zconsts_amd64.go and zioctls_amd64.go in the current directory.
 package main
 
 import (
 	"bytes"
+	_ "embed"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,70 +32,21 @@ import (
 )
 
 // constNames are the constants profiles may name, besides ioctl requests
-// (hand-written in ioctls_amd64.go). Keep each group sorted by value order
-// of the C header or alphabetically; the output is sorted anyway.
-var constNames = []string{
-	// socket(2) domains.
-	"AF_ALG", "AF_APPLETALK", "AF_AX25", "AF_BLUETOOTH", "AF_CAN", "AF_INET",
-	"AF_INET6", "AF_IPX", "AF_KCM", "AF_KEY", "AF_LOCAL", "AF_NETLINK",
-	"AF_PACKET", "AF_QIPCRTR", "AF_RDS", "AF_SMC", "AF_TIPC", "AF_UNIX",
-	"AF_UNSPEC", "AF_VSOCK", "AF_X25", "AF_XDP",
-	// socket(2) types and flags.
-	"SOCK_CLOEXEC", "SOCK_DGRAM", "SOCK_NONBLOCK", "SOCK_PACKET", "SOCK_RAW",
-	"SOCK_RDM", "SOCK_SEQPACKET", "SOCK_STREAM",
-	// clone(2) flags.
-	"CLONE_CHILD_CLEARTID", "CLONE_CHILD_SETTID", "CLONE_CLEAR_SIGHAND",
-	"CLONE_DETACHED", "CLONE_FILES", "CLONE_FS", "CLONE_INTO_CGROUP",
-	"CLONE_IO", "CLONE_NEWCGROUP", "CLONE_NEWIPC", "CLONE_NEWNET",
-	"CLONE_NEWNS", "CLONE_NEWPID", "CLONE_NEWTIME", "CLONE_NEWUSER",
-	"CLONE_NEWUTS", "CLONE_PARENT", "CLONE_PARENT_SETTID", "CLONE_PIDFD",
-	"CLONE_PTRACE", "CLONE_SETTLS", "CLONE_SIGHAND", "CLONE_SYSVSEM",
-	"CLONE_THREAD", "CLONE_UNTRACED", "CLONE_VFORK", "CLONE_VM",
-	// mmap(2), mprotect(2).
-	"PROT_EXEC", "PROT_GROWSDOWN", "PROT_GROWSUP", "PROT_NONE", "PROT_READ",
-	"PROT_WRITE",
-	"MAP_32BIT", "MAP_ANON", "MAP_ANONYMOUS", "MAP_DENYWRITE",
-	"MAP_EXECUTABLE", "MAP_FILE", "MAP_FIXED", "MAP_FIXED_NOREPLACE",
-	"MAP_GROWSDOWN", "MAP_HUGETLB", "MAP_LOCKED", "MAP_NONBLOCK",
-	"MAP_NORESERVE", "MAP_POPULATE", "MAP_PRIVATE", "MAP_SHARED",
-	"MAP_SHARED_VALIDATE", "MAP_STACK", "MAP_SYNC", "MAP_TYPE",
-	"MADV_COLD", "MADV_DODUMP", "MADV_DOFORK", "MADV_DONTDUMP",
-	"MADV_DONTFORK", "MADV_DONTNEED", "MADV_FREE", "MADV_HUGEPAGE",
-	"MADV_KEEPONFORK", "MADV_MERGEABLE", "MADV_NOHUGEPAGE", "MADV_NORMAL",
-	"MADV_PAGEOUT", "MADV_RANDOM", "MADV_REMOVE", "MADV_SEQUENTIAL",
-	"MADV_UNMERGEABLE", "MADV_WILLNEED", "MADV_WIPEONFORK",
-	// open(2) flags.
-	"O_ACCMODE", "O_APPEND", "O_ASYNC", "O_CLOEXEC", "O_CREAT", "O_DIRECT",
-	"O_DIRECTORY", "O_DSYNC", "O_EXCL", "O_LARGEFILE", "O_NDELAY",
-	"O_NOATIME", "O_NOCTTY", "O_NOFOLLOW", "O_NONBLOCK", "O_PATH",
-	"O_RDONLY", "O_RDWR", "O_RSYNC", "O_SYNC", "O_TMPFILE", "O_TRUNC",
-	"O_WRONLY",
-	"AT_EMPTY_PATH", "AT_FDCWD", "AT_NO_AUTOMOUNT", "AT_REMOVEDIR",
-	"AT_SYMLINK_FOLLOW", "AT_SYMLINK_NOFOLLOW",
-	// fcntl(2) commands and values.
-	"FD_CLOEXEC", "F_ADD_SEALS", "F_DUPFD", "F_DUPFD_CLOEXEC", "F_GETFD",
-	"F_GETFL", "F_GETLEASE", "F_GETLK", "F_GETOWN", "F_GETOWN_EX",
-	"F_GETPIPE_SZ", "F_GETSIG", "F_GET_SEALS", "F_NOTIFY", "F_OFD_GETLK",
-	"F_OFD_SETLK", "F_OFD_SETLKW", "F_RDLCK", "F_SEAL_FUTURE_WRITE",
-	"F_SEAL_GROW", "F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_WRITE",
-	"F_SETFD", "F_SETFL", "F_SETLEASE", "F_SETLK", "F_SETLKW", "F_SETOWN",
-	"F_SETOWN_EX", "F_SETPIPE_SZ", "F_SETSIG", "F_UNLCK", "F_WRLCK",
-	// memfd_create(2), eventfd2(2).
-	"EFD_CLOEXEC", "EFD_NONBLOCK", "EFD_SEMAPHORE",
-	"MFD_ALLOW_SEALING", "MFD_CLOEXEC", "MFD_HUGETLB",
-	// prctl(2) options.
-	"PR_CAPBSET_READ", "PR_GET_DUMPABLE", "PR_GET_NAME", "PR_GET_NO_NEW_PRIVS",
-	"PR_GET_PDEATHSIG", "PR_GET_SECCOMP", "PR_GET_TIMERSLACK", "PR_MCE_KILL",
-	"PR_SET_CHILD_SUBREAPER", "PR_SET_DUMPABLE", "PR_SET_MM", "PR_SET_NAME",
-	"PR_SET_NO_NEW_PRIVS", "PR_SET_PDEATHSIG", "PR_SET_PTRACER",
-	"PR_SET_SECCOMP", "PR_SET_THP_DISABLE", "PR_SET_TIMERSLACK", "PR_SET_VMA",
-	// Signals, for kill(2) and friends.
-	"SIGABRT", "SIGALRM", "SIGBUS", "SIGCHLD", "SIGCONT", "SIGFPE", "SIGHUP",
-	"SIGILL", "SIGINT", "SIGIO", "SIGKILL", "SIGPIPE", "SIGPROF", "SIGPWR",
-	"SIGQUIT", "SIGSEGV", "SIGSTKFLT", "SIGSTOP", "SIGSYS", "SIGTERM",
-	"SIGTRAP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGUSR1",
-	"SIGUSR2", "SIGVTALRM", "SIGWINCH", "SIGXCPU", "SIGXFSZ",
-}
+// (ioctls.txt): the names in consts.txt.
+var constNames = func() []string {
+	var names []string
+	for _, line := range strings.Split(constsTxt, "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		names = append(names, strings.Fields(line)...)
+	}
+	return names
+}()
+
+//go:embed consts.txt
+var constsTxt string
+
+//go:embed ioctls.txt
+var ioctlsTxt string
 
 // errnoAliases are second names glibc gives some errno values.
 var errnoAliases = map[string]string{
@@ -123,7 +77,7 @@ func run(outDir string) error {
 	}
 
 	var sys bytes.Buffer
-	header(&sys)
+	header(&sys, unixSource)
 	sys.WriteString("// syscallTable maps x86_64 syscall names to numbers, sorted by name.\n")
 	sys.WriteString("var syscallTable = []nameValue{\n")
 	var names []string
@@ -134,7 +88,7 @@ func run(outDir string) error {
 	}
 	rows := make([]row, 0, len(names))
 	for _, n := range names {
-		rows = append(rows, row{strings.ToLower(strings.TrimPrefix(n, "SYS_")), consts[n]})
+		rows = append(rows, row{name: strings.ToLower(strings.TrimPrefix(n, "SYS_")), v: consts[n]})
 	}
 	writeRows(&sys, rows, false)
 	if err := writeGo(filepath.Join(outDir, "syscalls_amd64.go"), sys.Bytes()); err != nil {
@@ -142,7 +96,7 @@ func run(outDir string) error {
 	}
 
 	var cb bytes.Buffer
-	header(&cb)
+	header(&cb, unixSource)
 	cb.WriteString("// errnoTable maps errno names to numbers, sorted by name.\n")
 	cb.WriteString("var errnoTable = []nameValue{\n")
 	rows = rows[:0]
@@ -150,7 +104,7 @@ func run(outDir string) error {
 	for e := 1; e < 4096; e++ {
 		if n := unix.ErrnoName(syscall.Errno(e)); n != "" {
 			byName[n] = int64(e)
-			rows = append(rows, row{n, int64(e)})
+			rows = append(rows, row{name: n, v: int64(e)})
 		}
 	}
 	for alias, target := range errnoAliases {
@@ -158,7 +112,7 @@ func run(outDir string) error {
 		if !ok {
 			return fmt.Errorf("errno alias %s: %s unknown", alias, target)
 		}
-		rows = append(rows, row{alias, v})
+		rows = append(rows, row{name: alias, v: v})
 	}
 	writeRows(&cb, rows, false)
 
@@ -170,31 +124,117 @@ func run(outDir string) error {
 		if !ok {
 			return fmt.Errorf("constant %s not found in golang.org/x/sys/unix", n)
 		}
-		rows = append(rows, row{n, v})
+		rows = append(rows, row{name: n, v: v})
 	}
 	writeRows(&cb, rows, true)
-	return writeGo(filepath.Join(outDir, "zconsts_amd64.go"), cb.Bytes())
+	if err := writeGo(filepath.Join(outDir, "zconsts_amd64.go"), cb.Bytes()); err != nil {
+		return err
+	}
+
+	ioctls, err := parseIoctls(ioctlsTxt)
+	if err != nil {
+		return err
+	}
+	var ib bytes.Buffer
+	header(&ib, "ioctls.txt")
+	ib.WriteString("// ioctlTable maps ioctl request names to numbers, sorted by name.\n")
+	ib.WriteString("var ioctlTable = []nameValue{\n")
+	writeRows(&ib, ioctls, true)
+	return writeGo(filepath.Join(outDir, "zioctls_amd64.go"), ib.Bytes())
 }
+
+const unixSource = "golang.org/x/sys/unix"
 
 type row struct {
 	name string
 	v    int64
+	note string // written after the row as a comment
 }
 
-func header(b *bytes.Buffer) {
-	b.WriteString("// Code generated by profiles/internal/mknames from golang.org/x/sys/unix; DO NOT EDIT.\n\npackage profiles\n\n")
+func header(b *bytes.Buffer, source string) {
+	fmt.Fprintf(b, "// Code generated by profiles/internal/mknames from %s; DO NOT EDIT.\n\npackage profiles\n\n", source)
 }
 
 func writeRows(b *bytes.Buffer, rows []row, hex bool) {
 	sort.Slice(rows, func(i, j int) bool { return rows[i].name < rows[j].name })
 	for _, r := range rows {
 		if r.v < 0 || !hex {
-			fmt.Fprintf(b, "\t{%q, %d},\n", r.name, r.v)
+			fmt.Fprintf(b, "\t{%q, %d},", r.name, r.v)
 		} else {
-			fmt.Fprintf(b, "\t{%q, %#x},\n", r.name, r.v)
+			fmt.Fprintf(b, "\t{%q, %#x},", r.name, r.v)
 		}
+		if r.note != "" {
+			b.WriteString(" // " + r.note)
+		}
+		b.WriteString("\n")
 	}
 	b.WriteString("}\n")
+}
+
+// ioctlTypes are the TYPE names ioctls.txt may use, as the kernel
+// headers define them.
+var ioctlTypes = map[string]int64{"KVMIO": 0xae, "VHOST_VIRTIO": 0xaf, "VFIO_TYPE": 0x3b}
+
+// ioctlDirs are the direction bits of the _IO macros.
+var ioctlDirs = map[string]int64{"_IO": 0, "_IOW": 1, "_IOR": 2, "_IOWR": 3}
+
+// parseIoctls reads ioctls.txt: one request a line, "NAME NUMBER" or
+// "NAME _IOR(TYPE, NR, SIZE)", then an optional "# note". The number is
+// encoded as on x86_64 (asm-generic/ioctl.h): bits 0-7 the number, 8-15
+// the type, 16-29 the argument's size, 30-31 the direction.
+func parseIoctls(txt string) ([]row, error) {
+	var rows []row
+	for i, line := range strings.Split(txt, "\n") {
+		spec, note, _ := strings.Cut(line, "#")
+		name, num, _ := strings.Cut(strings.TrimSpace(spec), " ")
+		if name == "" {
+			continue
+		}
+		num = strings.TrimSpace(num)
+		r := row{name: name, note: strings.TrimSpace(note)}
+		macro, args, isMacro := strings.Cut(num, "(")
+		if !isMacro {
+			v, err := strconv.ParseInt(num, 0, 64)
+			if err != nil {
+				return nil, fmt.Errorf("ioctls.txt:%d: %s: %w", i+1, name, err)
+			}
+			r.v = v
+			rows = append(rows, r)
+			continue
+		}
+		dir, ok := ioctlDirs[macro]
+		want := 3
+		if macro == "_IO" {
+			want = 2
+		}
+		parts := strings.Split(strings.TrimSuffix(args, ")"), ",")
+		if !ok || !strings.HasSuffix(args, ")") || len(parts) != want {
+			return nil, fmt.Errorf("ioctls.txt:%d: %s: want _IO(TYPE, NR) or _IOR, _IOW, _IOWR(TYPE, NR, SIZE), got %q", i+1, name, num)
+		}
+		var f [3]int64 // type, number, size
+		for j, p := range parts {
+			p = strings.TrimSpace(p)
+			v, err := strconv.ParseInt(p, 0, 64)
+			switch t, known := ioctlTypes[p]; {
+			case j == 0 && known:
+				v, err = t, nil
+			case j == 0 && len(p) == 3 && p[0] == '\'' && p[2] == '\'':
+				v, err = int64(p[1]), nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("ioctls.txt:%d: %s: %q: %w", i+1, name, p, err)
+			}
+			f[j] = v
+		}
+		r.v = dir<<30 | f[2]<<16 | f[0]<<8 | f[1]
+		if r.note != "" {
+			r.note = num + ": " + r.note
+		} else {
+			r.note = num
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
 }
 
 func writeGo(path string, src []byte) error {
