@@ -31,14 +31,16 @@ vet: deps
 guests: deps
 	$(GO) run ./guest/mkguests -out $(GUESTS)
 
-# unit: fast, unprivileged tests of every package but integration/.
+# unit: fast, unprivileged tests of every package but integration/;
+# -short skips guest/'s boot tests, which run with integration.
 unit: deps
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
+	$(GO) test -count=1 -short $$($(GO) list ./... | grep -v /integration)
 
-# integration: real QEMU, real seccomp, the project's own guests.
+# integration: real QEMU, real seccomp, the project's own guests (and
+# guest/'s tests that boot them).
 integration: build guests
 	KFV_RUN=$(CURDIR)/$(BIN)/kfv-run KFV_GUESTS=$(CURDIR)/$(GUESTS) \
-		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./integration/...
+		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./integration/... ./guest/...
 
 test: vet unit integration
 
