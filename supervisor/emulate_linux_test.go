@@ -264,7 +264,7 @@ func TestEmulatedOpenFidelity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := inspectProfile("open", "openat", "creat", "connect", "bind", "sendto", "sendmsg", "unlink", "unlinkat")
+	p := inspectProfile("open", "openat", "creat", "connect", "bind", "sendto", "sendmsg", "sendmmsg", "unlink", "unlinkat")
 	var opens int
 	allow := funcDecider(func(r *orch.Request) orch.Decision {
 		if r.Syscall == "openat" {
@@ -388,6 +388,7 @@ func socketMatrix(dir string) []openResult {
 	unix.Close(fd)
 	add("connect bad fd", unix.Connect(999, &unix.SockaddrInet4{Port: tcpPort, Addr: [4]byte{127, 0, 0, 1}}), "")
 	res = append(res, sendmsgMatrix(udpPort)...)
+	res = append(res, sendmmsgMatrix(udpPort)...)
 	return res
 }
 
@@ -477,6 +478,166 @@ func sendmsgMatrix(udpPort int) []openResult {
 		unix.Close(pipe[0])
 		unix.Close(pipe[1])
 	}
+	return res
+}
+
+// mmsghdr is struct mmsghdr on x86_64.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+	_   [4]byte
+}
+
+// mmsgs builds a vector of messages: each one's data, its control
+// message (nil for none) and its address bytes (nil for none). The iovecs
+// live in the returned keep, which must outlive the call.
+func mmsgs(msgs ...[3][]byte) ([]mmsghdr, [][]unix.Iovec) {
+	v := make([]mmsghdr, len(msgs))
+	keep := make([][]unix.Iovec, len(msgs))
+	for i, m := range msgs {
+		data, oob, to := m[0], m[1], m[2]
+		if len(data) > 0 {
+			keep[i] = []unix.Iovec{{Base: &data[0]}}
+			keep[i][0].SetLen(len(data))
+			v[i].hdr.Iov, v[i].hdr.Iovlen = &keep[i][0], 1
+		}
+		if len(oob) > 0 {
+			v[i].hdr.Control = &oob[0]
+			v[i].hdr.SetControllen(len(oob))
+		}
+		if len(to) > 0 {
+			v[i].hdr.Name, v[i].hdr.Namelen = &to[0], uint32(len(to))
+		}
+	}
+	return v, keep
+}
+
+func sendmmsg(fd int, v []mmsghdr, flags int) (int, error) {
+	var p unsafe.Pointer
+	if len(v) > 0 {
+		p = unsafe.Pointer(&v[0])
+	}
+	n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(p), uintptr(len(v)), uintptr(flags), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+// inet4 is the raw struct sockaddr_in of 127.0.0.1:port.
+func inet4(port int) []byte {
+	b := make([]byte, unix.SizeofSockaddrInet4)
+	b[0] = unix.AF_INET // little-endian family
+	b[2], b[3] = byte(port>>8), byte(port)
+	b[4], b[7] = 127, 1
+	return b
+}
+
+// sendmmsgMatrix sends vectors of messages with sendmmsg: stream and
+// datagram, with an fd in SCM_RIGHTS, to one address, connected,
+// unaddressed, a message the kernel cannot read in the middle, and the
+// errors. Each result records the count sent, each msg_len written back
+// and what the peer saw.
+func sendmmsgMatrix(udpPort int) []openResult {
+	var res []openResult
+	add := func(name string, cnt int, err error, v []mmsghdr, extra string) {
+		r := openResult{Name: name, Size: int64(cnt), Extra: extra}
+		for _, m := range v {
+			r.Extra += fmt.Sprintf(" msg_len=%d", m.len)
+		}
+		if err != nil {
+			r.Errno = err.Error()
+			if e, ok := err.(unix.Errno); ok {
+				r.Errno = unix.ErrnoName(e)
+			}
+		}
+		res = append(res, r)
+	}
+	const ns = unix.MSG_NOSIGNAL
+	die := func(err error) {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(3)
+		}
+	}
+	p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	die(err)
+	var pipe [2]int
+	die(unix.Pipe2(pipe[:], unix.O_CLOEXEC))
+	v, keep := mmsgs([3][]byte{[]byte("one "), nil, nil}, [3][]byte{[]byte("two "), unix.UnixRights(pipe[1]), nil}, [3][]byte{[]byte("three"), nil, nil})
+	cnt, err := sendmmsg(p[0], v, ns)
+	extra := ""
+	buf, oob := make([]byte, 64), make([]byte, 64)
+	got := 0
+	for got < len("one two three") {
+		n, oobn, _, _, rerr := unix.Recvmsg(p[1], buf[got:], oob, unix.MSG_DONTWAIT)
+		if rerr != nil || n == 0 {
+			break
+		}
+		got += n
+		if cm, perr := unix.ParseSocketControlMessage(oob[:oobn]); perr == nil && len(cm) == 1 {
+			if fds, ferr := unix.ParseUnixRights(&cm[0]); ferr == nil && len(fds) == 1 {
+				unix.Write(fds[0], []byte("via passed fd"))
+				unix.Close(fds[0])
+				b := make([]byte, 32)
+				k, _ := unix.Read(pipe[0], b)
+				extra += fmt.Sprintf("pipe got %q, ", b[:max(k, 0)])
+			}
+		}
+	}
+	extra += fmt.Sprintf("received %q", buf[:got])
+	add("sendmmsg stream, three messages, one with an fd", cnt, err, v, extra)
+	keep = nil
+	unix.Close(pipe[0])
+	unix.Close(pipe[1])
+
+	// The second message's data cannot be read: the first is sent, and
+	// the count says one.
+	v, keep = mmsgs([3][]byte{[]byte("first"), nil, nil}, [3][]byte{[]byte("second"), nil, nil})
+	// An iovec whose base is an unmapped page: a NULL base with a
+	// length does, and needs no pointer conversion.
+	bad := []unix.Iovec{{Base: nil}}
+	bad[0].SetLen(16)
+	v[1].hdr.Iov = &bad[0]
+	cnt, err = sendmmsg(p[0], v, ns)
+	n, _ := unix.Read(p[1], buf)
+	add("sendmmsg stream, second message unreadable", cnt, err, v, fmt.Sprintf("received %q", buf[:max(n, 0)]))
+	v, keep = mmsgs([3][]byte{[]byte("x"), nil, nil})
+	cnt, err = sendmmsg(p[0], v[:0], ns)
+	add("sendmmsg of no message", cnt, err, nil, "")
+	unix.Close(p[1])
+	cnt, err = sendmmsg(p[0], v, ns)
+	add("sendmmsg to a closed peer", cnt, err, v, "")
+	unix.Close(p[0])
+
+	udp := func() int {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		die(err)
+		return fd
+	}
+	to := inet4(udpPort)
+	fd := udp()
+	v, keep = mmsgs([3][]byte{[]byte("to"), nil, to}, [3][]byte{[]byte("an address"), nil, to})
+	cnt, err = sendmmsg(fd, v, ns)
+	add("sendmmsg udp, both to one address", cnt, err, v, "")
+	v, keep = mmsgs([3][]byte{[]byte("nowhere"), nil, nil})
+	cnt, err = sendmmsg(fd, v, ns)
+	add("sendmmsg udp without address", cnt, err, v, "")
+	unix.Close(fd)
+	fd = udp()
+	unix.Connect(fd, &unix.SockaddrInet4{Port: udpPort, Addr: [4]byte{127, 0, 0, 1}})
+	v, keep = mmsgs([3][]byte{[]byte("con"), nil, nil}, [3][]byte{[]byte("nected"), nil, nil})
+	cnt, err = sendmmsg(fd, v, ns)
+	add("sendmmsg udp connected", cnt, err, v, "")
+	unix.Close(fd)
+	if err := unix.Pipe2(pipe[:], unix.O_CLOEXEC); err == nil {
+		v, keep = mmsgs([3][]byte{[]byte("x"), nil, nil})
+		cnt, err = sendmmsg(pipe[1], v, ns)
+		add("sendmmsg on a pipe", cnt, err, v, "")
+		unix.Close(pipe[0])
+		unix.Close(pipe[1])
+	}
+	_ = keep
 	return res
 }
 
