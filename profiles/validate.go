@@ -1,59 +1,18 @@
 package profiles
 
-import "slices"
+import (
+	"slices"
 
-// equivalents are groups of syscalls that reach the same effect. If the
-// supervisor dies, every inspected call fails with ENOSYS, and libc and
-// attackers fall back to an equivalent: glibc retries clone3 as clone and
-// openat2 as openat. Inspecting one member while allowing another
+	"kfv/sysent"
+)
+
+// Groups of equivalent calls (sysent.Equivalents): if the supervisor
+// dies, every inspected call fails with ENOSYS, and libc and attackers
+// fall back to an equivalent (glibc retries clone3 as clone and openat2
+// as openat). Inspecting one member while allowing another
 // unconditionally therefore leaves a door open exactly when the guard is
 // gone. A conditional allow (clone with CLONE_THREAD) is fine: the kernel
 // still checks the condition.
-var equivalents = []struct {
-	what  string
-	names []string
-}{
-	{"open files", []string{"openat", "open", "openat2", "creat", "open_by_handle_at"}},
-	{"run programs", []string{"execve", "execveat"}},
-	{"create processes", []string{"clone", "clone3", "fork", "vfork"}},
-	{"send signals", []string{"kill", "tgkill", "tkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal"}},
-	{"reach other processes", []string{"ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd"}},
-	{"make memory executable", []string{"mmap", "mprotect", "pkey_mprotect", "remap_file_pages"}},
-	{"send to an address", []string{"connect", "sendto", "sendmsg", "sendmmsg"}},
-	{"rename files", []string{"rename", "renameat", "renameat2"}},
-	{"link files", []string{"link", "linkat"}},
-	{"make symlinks", []string{"symlink", "symlinkat"}},
-	{"remove files", []string{"unlink", "unlinkat", "rmdir"}},
-	{"make directories", []string{"mkdir", "mkdirat"}},
-	{"make device nodes", []string{"mknod", "mknodat"}},
-	// fchmod and fchown are left out: they need an fd, and getting one
-	// goes through the open group.
-	{"change modes by path", []string{"chmod", "fchmodat", "fchmodat2"}},
-	{"change owners by path", []string{"chown", "fchownat", "lchown"}},
-}
-
-// The first name of each group is the one messages name when it is
-// inspected.
-
-// performed are the inspected syscalls the supervisor performs itself when
-// it allows them (emulation), instead of letting the call continue: what
-// it checked (a path, an address) is what the call acts on.
-var performed = []string{"open", "openat", "creat", "connect", "bind", "sendto", "sendmsg", "sendmmsg", "unlink", "unlinkat"}
-
-// Performed reports whether the supervisor performs an allowed call of
-// this syscall itself (see performed).
-func Performed(name string) bool { return slices.Contains(performed, name) }
-
-// byReference are syscalls whose object is named in the caller's memory
-// (a path, a struct). An allowed one the supervisor does not perform
-// continues after the check, and another thread can rewrite the
-// argument in between.
-var byReference = []string{"openat2", "open_by_handle_at", "execve", "execveat",
-	"rename", "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat",
-	"rmdir", "mkdir", "mkdirat", "mknod", "mknodat", "chmod", "fchmodat", "fchmodat2",
-	"chown", "fchownat", "lchown", "truncate", "utimes", "utimensat", "futimesat",
-	"setxattr", "lsetxattr", "removexattr", "lremovexattr", "mount", "umount2",
-	"pivot_root", "chroot", "swapon", "swapoff", "acct", "quotactl"}
 
 // syscallState is what the kernel filter does with one syscall.
 type syscallState struct {
@@ -121,9 +80,9 @@ func (d *decoder) validate(p *Profile) {
 		return &syscallState{inspected: p.DefaultAction == ActInspect, allowAlways: p.DefaultAction == ActAllow}
 	}
 
-	for _, g := range equivalents {
+	for _, g := range sysent.Equivalents() {
 		var inspected string
-		for _, n := range g.names {
+		for _, n := range g.Names {
 			if state(n).inspected {
 				inspected = n
 				break
@@ -132,7 +91,7 @@ func (d *decoder) validate(p *Profile) {
 		if inspected == "" {
 			continue
 		}
-		for _, n := range g.names {
+		for _, n := range g.Names {
 			s := state(n)
 			if !s.allowAlways {
 				continue
@@ -143,7 +102,7 @@ func (d *decoder) validate(p *Profile) {
 				pos = d.loc.val(s.uncondPath)
 				how = "unconditionally"
 			}
-			d.errorf(pos, "syscall %q is allowed %s but %q (%s) is inspected: when the supervisor is gone, inspected calls fail with ENOSYS and callers fall back to %q; inspect or deny it too, or allow it only under conditions", n, how, inspected, g.what, n)
+			d.errorf(pos, "syscall %q is allowed %s but %q (%s) is inspected: when the supervisor is gone, inspected calls fail with ENOSYS and callers fall back to %q; inspect or deny it too, or allow it only under conditions", n, how, inspected, g.Effect, n)
 		}
 	}
 
@@ -159,7 +118,7 @@ func (d *decoder) validate(p *Profile) {
 		for j, name := range r.Syscalls {
 			if !state(name).inspected {
 				d.warnf(d.loc.val(index(join(path, "syscalls"), j)), "rule %q names syscall %q, which the kernel filter never sends to the supervisor: the rule cannot match it", r.Name, name)
-			} else if r.Verdict == VerdictAllow && slices.Contains(byReference, name) {
+			} else if e, ok := sysent.Lookup(name); ok && r.Verdict == VerdictAllow && e.ContinuesByReference() {
 				d.warnf(d.loc.val(index(join(path, "syscalls"), j)), "rule %q allows %q, which kfv does not perform itself: the call continues after the check, and another thread of QEMU can rewrite its path in between; such a rule holds only against a QEMU that does not race its own arguments", r.Name, name)
 			}
 		}

@@ -192,14 +192,21 @@ func Select(keep func(*Entry) bool) []string {
 	return out
 }
 
-// Equivalents returns the groups of equivalent calls, each in table
-// order (the first is the one messages name), in Effect order.
-func Equivalents() map[Effect][]string {
-	m := map[Effect][]string{}
-	for i := range table {
-		if e := table[i].Effect; e != NoEffect {
-			m[e] = append(m[e], table[i].Name)
+// Group is the calls of one effect, in table order.
+type Group struct {
+	Effect Effect
+	Names  []string
+}
+
+// Equivalents returns the groups of equivalent calls, in Effect order;
+// each group's first call is the one messages name.
+func Equivalents() []Group {
+	var out []Group
+	for e := NoEffect + 1; e < numEffects; e++ {
+		g := Group{Effect: e, Names: Select(func(x *Entry) bool { return x.Effect == e })}
+		if len(g.Names) > 0 {
+			out = append(out, g)
 		}
 	}
-	return m
+	return out
 }

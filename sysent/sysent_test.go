@@ -39,7 +39,10 @@ func TestTableKeepsTheOldLists(t *testing.T) {
 			ChmodByPath:     {"chmod", "fchmodat", "fchmodat2"},
 			ChownByPath:     {"chown", "fchownat", "lchown"},
 		}
-		got := Equivalents()
+		got := map[Effect][]string{}
+		for _, g := range Equivalents() {
+			got[g.Effect] = g.Names
+		}
 		if len(got) != len(want) {
 			t.Errorf("%d groups, want %d", len(got), len(want))
 		}
