@@ -258,39 +258,9 @@ func (l *locator) value(path string) {
 	l.record(path, Pos{}, l.pos())
 	switch c := l.peek(); c {
 	case '[':
-		l.advance()
-		for n := 0; ; n++ {
-			l.skip(true)
-			if l.eof() || l.peek() == ']' {
-				break
-			}
-			start := l.i
-			l.value(index(path, n))
-			l.skip(true)
-			if l.peek() == ',' {
-				l.advance()
-			} else if l.i == start {
-				break
-			}
-		}
-		l.advance()
+		l.items(']', func(n int) { l.value(index(path, n)) })
 	case '{':
-		l.advance()
-		for {
-			l.skip(true)
-			if l.eof() || l.peek() == '}' {
-				break
-			}
-			start := l.i
-			l.keyValue(path)
-			l.skip(true)
-			if l.peek() == ',' {
-				l.advance()
-			} else if l.i == start {
-				break
-			}
-		}
-		l.advance()
+		l.items('}', func(int) { l.keyValue(path) })
 	case '"', '\'':
 		l.str(c)
 	default:
@@ -298,6 +268,27 @@ func (l *locator) value(path string) {
 			l.advance()
 		}
 	}
+}
+
+// items reads an array or an inline table, from its opening bracket to
+// end: item reads the n-th element, then a comma may follow.
+func (l *locator) items(end byte, item func(n int)) {
+	l.advance()
+	for n := 0; ; n++ {
+		l.skip(true)
+		if l.eof() || l.peek() == end {
+			break
+		}
+		start := l.i
+		item(n)
+		l.skip(true)
+		if l.peek() == ',' {
+			l.advance()
+		} else if l.i == start {
+			break
+		}
+	}
+	l.advance()
 }
 
 func (l *locator) str(q byte) {
