@@ -206,15 +206,20 @@ func choice[E ~int](d *decoder, m map[string]any, path, key string, e *enum[E]) 
 	return v, true
 }
 
-// answer reads what a [[syscall]] or [[rule]] table answers: key
-// (action or verdict), which the table must have, and the errno that
-// goes only with the value deny, EPERM when the table gives none.
-func answer[E ~int](d *decoder, m map[string]any, path, table, key string, e *enum[E], deny E) (E, int) {
-	v, _ := choice(d, m, path, key, e)
-	d.required(m, path, key, table)
-	errno, ok := d.errno(m, path, "errno")
+// answer reads what a table answers: key (action or verdict) and
+// errnoKey, the errno that goes only with deny. v is the answer when the
+// key is absent, which is an error when table names the table
+// ("[[rule]]"); a deny without an errno fails with EPERM.
+func answer[E ~int](d *decoder, m map[string]any, path, table, key, errnoKey string, e *enum[E], v, deny E) (E, int) {
+	if c, ok := choice(d, m, path, key, e); ok {
+		v = c
+	}
+	if table != "" {
+		d.required(m, path, key, table)
+	}
+	errno, ok := d.errno(m, path, errnoKey)
 	if ok && v != deny && v != 0 {
-		d.errorf(d.loc.key(join(path, "errno")), `errno is only allowed with %s = "deny"`, key)
+		d.errorf(d.loc.key(join(path, errnoKey)), `%s is only allowed with %s = "deny"`, errnoKey, key)
 	}
 	if v == deny && errno == 0 {
 		errno = defaultErrno
@@ -369,30 +374,8 @@ func (d *decoder) profile(tree map[string]any) *Profile {
 func (d *decoder) defaults(p *Profile, m map[string]any) {
 	const path = "defaults"
 	d.checkKeys(m, path, " in [defaults]", defaultsKeys)
-	if a, ok := choice(d, m, path, "action", &actions); ok {
-		p.DefaultAction = a
-	}
-	if n, ok := d.errno(m, path, "errno"); ok {
-		if p.DefaultAction != ActDeny {
-			d.errorf(d.loc.key(path+".errno"), `errno is only allowed with action = "deny"`)
-		}
-		p.DefaultErrno = n
-	}
-	if p.DefaultAction == ActDeny && p.DefaultErrno == 0 {
-		p.DefaultErrno = defaultErrno
-	}
-	if v, ok := choice(d, m, path, "verdict", &verdicts); ok {
-		p.DefaultVerdict = v
-	}
-	if n, ok := d.errno(m, path, "verdict_errno"); ok {
-		if p.DefaultVerdict != VerdictDeny {
-			d.errorf(d.loc.key(path+".verdict_errno"), `verdict_errno is only allowed with verdict = "deny"`)
-		}
-		p.DefaultVerdictErrno = n
-	}
-	if p.DefaultVerdict != VerdictDeny {
-		p.DefaultVerdictErrno = 0
-	}
+	p.DefaultAction, p.DefaultErrno = answer(d, m, path, "", "action", "errno", &actions, p.DefaultAction, ActDeny)
+	p.DefaultVerdict, p.DefaultVerdictErrno = answer(d, m, path, "", "verdict", "verdict_errno", &verdicts, p.DefaultVerdict, VerdictDeny)
 }
 
 func (d *decoder) reason(m map[string]any, path, what string) string {
@@ -424,7 +407,7 @@ func (d *decoder) syscall(m map[string]any, path string) SyscallRule {
 	} else if len(r.Names) == 0 && n == len(d.errs) {
 		d.errorf(d.loc.val(join(path, "names")), "names must not be empty")
 	}
-	r.Action, r.Errno = answer(d, m, path, "[[syscall]]", "action", &actions, ActDeny)
+	r.Action, r.Errno = answer(d, m, path, "[[syscall]]", "action", "errno", &actions, 0, ActDeny)
 	r.Silent = d.boolean(m, path, "silent")
 	if r.Silent && r.Action != ActDeny && r.Action != 0 {
 		d.errorf(d.loc.key(join(path, "silent")), `silent is only allowed with action = "deny"`)
@@ -631,7 +614,7 @@ func (d *decoder) rule(m map[string]any, path string) VerdictRule {
 			d.errorf(d.loc.val(p), "unknown accelerator %q (want one of %s)", s, strings.Join(Accels, ", "))
 		}
 	})
-	r.Verdict, r.Errno = answer(d, m, path, "[[rule]]", "verdict", &verdicts, VerdictDeny)
+	r.Verdict, r.Errno = answer(d, m, path, "[[rule]]", "verdict", "errno", &verdicts, 0, VerdictDeny)
 	r.Severity = d.severity(m, path)
 	if r.Severity != 0 && r.Verdict != VerdictDeny && r.Verdict != 0 {
 		d.errorf(d.loc.key(join(path, "severity")), `severity is only allowed with verdict = "deny": it grades the finding a denial makes`)
