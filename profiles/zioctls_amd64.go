@@ -2,21 +2,22 @@
 
 package profiles
 
-// ioctlTable maps ioctl request names to numbers, sorted by name.
+// ioctlTable maps ioctl request names to numbers, sorted by name. How
+// each is built is in profiles/internal/mknames/ioctls.txt.
 var ioctlTable = []nameValue{
-	{"BLKDISCARD", 0x1277},       // _IO(0x12, 0x77)
-	{"BLKDISCARDZEROES", 0x127c}, // _IO(0x12, 0x7c)
-	{"BLKFLSBUF", 0x1261},        // _IO(0x12, 0x61)
-	{"BLKGETSIZE", 0x1260},       // _IO(0x12, 0x60)
-	{"BLKGETSIZE64", 0x80081272}, // _IOR(0x12, 0x72, 8): size_t
-	{"BLKIOMIN", 0x1278},         // _IO(0x12, 0x78)
-	{"BLKIOOPT", 0x1279},         // _IO(0x12, 0x79)
-	{"BLKPBSZGET", 0x127b},       // _IO(0x12, 0x7b)
-	{"BLKROGET", 0x125e},         // _IO(0x12, 0x5e)
-	{"BLKRRPART", 0x125f},        // _IO(0x12, 0x5f)
-	{"BLKSECDISCARD", 0x127d},    // _IO(0x12, 0x7d)
-	{"BLKSSZGET", 0x1268},        // _IO(0x12, 0x68)
-	{"BLKZEROOUT", 0x127f},       // _IO(0x12, 0x7f)
+	{"BLKDISCARD", 0x1277},
+	{"BLKDISCARDZEROES", 0x127c},
+	{"BLKFLSBUF", 0x1261},
+	{"BLKGETSIZE", 0x1260},
+	{"BLKGETSIZE64", 0x80081272},
+	{"BLKIOMIN", 0x1278},
+	{"BLKIOOPT", 0x1279},
+	{"BLKPBSZGET", 0x127b},
+	{"BLKROGET", 0x125e},
+	{"BLKRRPART", 0x125f},
+	{"BLKSECDISCARD", 0x127d},
+	{"BLKSSZGET", 0x1268},
+	{"BLKZEROOUT", 0x127f},
 	{"CDROMCLOSETRAY", 0x5319},
 	{"CDROMEJECT", 0x5309},
 	{"CDROMREADTOCENTRY", 0x5306},
@@ -27,105 +28,105 @@ var ioctlTable = []nameValue{
 	{"CDROM_LOCKDOOR", 0x5329},
 	{"CDROM_MEDIA_CHANGED", 0x5325},
 	{"CDROM_SELECT_SPEED", 0x5322},
-	{"FIBMAP", 0x1},   // _IO(0x0, 0x1)
-	{"FIGETBSZ", 0x2}, // _IO(0x0, 0x2)
+	{"FIBMAP", 0x1},
+	{"FIGETBSZ", 0x2},
 	{"FIOASYNC", 0x5452},
 	{"FIOCLEX", 0x5451},
 	{"FIONBIO", 0x5421},
 	{"FIONCLEX", 0x5450},
 	{"FIONREAD", 0x541b},
-	{"FS_IOC_FIEMAP", 0xc020660b},                  // _IOWR(0x66, 0xb, 32): struct fiemap
-	{"KVM_CHECK_EXTENSION", 0xae03},                // _IO(KVMIO, 0x3)
-	{"KVM_CLEAR_DIRTY_LOG", 0xc018aec0},            // _IOWR(KVMIO, 0xc0, 24): struct kvm_clear_dirty_log
-	{"KVM_CREATE_DEVICE", 0xc00caee0},              // _IOWR(KVMIO, 0xe0, 12): struct kvm_create_device
-	{"KVM_CREATE_IRQCHIP", 0xae60},                 // _IO(KVMIO, 0x60)
-	{"KVM_CREATE_PIT2", 0x4040ae77},                // _IOW(KVMIO, 0x77, 64): struct kvm_pit_config
-	{"KVM_CREATE_VCPU", 0xae41},                    // _IO(KVMIO, 0x41)
-	{"KVM_CREATE_VM", 0xae01},                      // _IO(KVMIO, 0x1)
-	{"KVM_ENABLE_CAP", 0x4068aea3},                 // _IOW(KVMIO, 0xa3, 104): struct kvm_enable_cap
-	{"KVM_GET_API_VERSION", 0xae00},                // _IO(KVMIO, 0x0)
-	{"KVM_GET_CLOCK", 0x8030ae7c},                  // _IOR(KVMIO, 0x7c, 48): struct kvm_clock_data
-	{"KVM_GET_CPUID2", 0xc008ae91},                 // _IOWR(KVMIO, 0x91, 8): struct kvm_cpuid2
-	{"KVM_GET_DEBUGREGS", 0x8080aea1},              // _IOR(KVMIO, 0xa1, 128): struct kvm_debugregs
-	{"KVM_GET_DEVICE_ATTR", 0x4018aee2},            // _IOW(KVMIO, 0xe2, 24): struct kvm_device_attr
-	{"KVM_GET_DIRTY_LOG", 0x4010ae42},              // _IOW(KVMIO, 0x42, 16): struct kvm_dirty_log
-	{"KVM_GET_EMULATED_CPUID", 0xc008ae09},         // _IOWR(KVMIO, 0x9, 8): struct kvm_cpuid2
-	{"KVM_GET_FPU", 0x81a0ae8c},                    // _IOR(KVMIO, 0x8c, 416): struct kvm_fpu
-	{"KVM_GET_IRQCHIP", 0xc208ae62},                // _IOWR(KVMIO, 0x62, 520): struct kvm_irqchip
-	{"KVM_GET_LAPIC", 0x8400ae8e},                  // _IOR(KVMIO, 0x8e, 1024): struct kvm_lapic_state
-	{"KVM_GET_MP_STATE", 0x8004ae98},               // _IOR(KVMIO, 0x98, 4): struct kvm_mp_state
-	{"KVM_GET_MSRS", 0xc008ae88},                   // _IOWR(KVMIO, 0x88, 8): struct kvm_msrs
-	{"KVM_GET_MSR_FEATURE_INDEX_LIST", 0xc004ae0a}, // _IOWR(KVMIO, 0xa, 4): struct kvm_msr_list
-	{"KVM_GET_MSR_INDEX_LIST", 0xc004ae02},         // _IOWR(KVMIO, 0x2, 4): struct kvm_msr_list
-	{"KVM_GET_NESTED_STATE", 0xc080aebe},           // _IOWR(KVMIO, 0xbe, 128): struct kvm_nested_state
-	{"KVM_GET_ONE_REG", 0x4010aeab},                // _IOW(KVMIO, 0xab, 16): struct kvm_one_reg
-	{"KVM_GET_PIT", 0xc048ae65},                    // _IOWR(KVMIO, 0x65, 72): struct kvm_pit_state
-	{"KVM_GET_PIT2", 0x8070ae9f},                   // _IOR(KVMIO, 0x9f, 112): struct kvm_pit_state2
-	{"KVM_GET_REGS", 0x8090ae81},                   // _IOR(KVMIO, 0x81, 144): struct kvm_regs
-	{"KVM_GET_REG_LIST", 0xc008aeb0},               // _IOWR(KVMIO, 0xb0, 8): struct kvm_reg_list
-	{"KVM_GET_SREGS", 0x8138ae83},                  // _IOR(KVMIO, 0x83, 312): struct kvm_sregs
-	{"KVM_GET_SREGS2", 0x8140aecc},                 // _IOR(KVMIO, 0xcc, 320): struct kvm_sregs2
-	{"KVM_GET_STATS_FD", 0xaece},                   // _IO(KVMIO, 0xce)
-	{"KVM_GET_SUPPORTED_CPUID", 0xc008ae05},        // _IOWR(KVMIO, 0x5, 8): struct kvm_cpuid2
-	{"KVM_GET_SUPPORTED_HV_CPUID", 0xc008aec1},     // _IOWR(KVMIO, 0xc1, 8): struct kvm_cpuid2
-	{"KVM_GET_TSC_KHZ", 0xaea3},                    // _IO(KVMIO, 0xa3)
-	{"KVM_GET_VCPU_EVENTS", 0x8040ae9f},            // _IOR(KVMIO, 0x9f, 64): struct kvm_vcpu_events
-	{"KVM_GET_VCPU_MMAP_SIZE", 0xae04},             // _IO(KVMIO, 0x4)
-	{"KVM_GET_XCRS", 0x8188aea6},                   // _IOR(KVMIO, 0xa6, 392): struct kvm_xcrs
-	{"KVM_GET_XSAVE", 0x9000aea4},                  // _IOR(KVMIO, 0xa4, 4096): struct kvm_xsave
-	{"KVM_GET_XSAVE2", 0x9000aecf},                 // _IOR(KVMIO, 0xcf, 4096): struct kvm_xsave
-	{"KVM_HAS_DEVICE_ATTR", 0x4018aee3},            // _IOW(KVMIO, 0xe3, 24): struct kvm_device_attr
-	{"KVM_HYPERV_EVENTFD", 0x4018aebd},             // _IOW(KVMIO, 0xbd, 24): struct kvm_hyperv_eventfd
-	{"KVM_INTERRUPT", 0x4004ae86},                  // _IOW(KVMIO, 0x86, 4): struct kvm_interrupt
-	{"KVM_IOEVENTFD", 0x4040ae79},                  // _IOW(KVMIO, 0x79, 64): struct kvm_ioeventfd
-	{"KVM_IRQFD", 0x4020ae76},                      // _IOW(KVMIO, 0x76, 32): struct kvm_irqfd
-	{"KVM_IRQ_LINE", 0x4008ae61},                   // _IOW(KVMIO, 0x61, 8): struct kvm_irq_level
-	{"KVM_IRQ_LINE_STATUS", 0xc008ae67},            // _IOWR(KVMIO, 0x67, 8): struct kvm_irq_level
-	{"KVM_KVMCLOCK_CTRL", 0xaead},                  // _IO(KVMIO, 0xad)
-	{"KVM_MEMORY_ENCRYPT_OP", 0xc008aeba},          // _IOWR(KVMIO, 0xba, 8): unsigned long
-	{"KVM_NMI", 0xae9a},                            // _IO(KVMIO, 0x9a)
-	{"KVM_REGISTER_COALESCED_MMIO", 0x4010ae67},    // _IOW(KVMIO, 0x67, 16): struct kvm_coalesced_mmio_zone
-	{"KVM_REINJECT_CONTROL", 0xae71},               // _IO(KVMIO, 0x71)
-	{"KVM_RESET_DIRTY_RINGS", 0xaec7},              // _IO(KVMIO, 0xc7)
-	{"KVM_RUN", 0xae80},                            // _IO(KVMIO, 0x80)
-	{"KVM_SET_BOOT_CPU_ID", 0xae78},                // _IO(KVMIO, 0x78)
-	{"KVM_SET_CLOCK", 0x4030ae7b},                  // _IOW(KVMIO, 0x7b, 48): struct kvm_clock_data
-	{"KVM_SET_CPUID2", 0x4008ae90},                 // _IOW(KVMIO, 0x90, 8): struct kvm_cpuid2
-	{"KVM_SET_DEBUGREGS", 0x4080aea2},              // _IOW(KVMIO, 0xa2, 128): struct kvm_debugregs
-	{"KVM_SET_DEVICE_ATTR", 0x4018aee1},            // _IOW(KVMIO, 0xe1, 24): struct kvm_device_attr
-	{"KVM_SET_FPU", 0x41a0ae8d},                    // _IOW(KVMIO, 0x8d, 416): struct kvm_fpu
-	{"KVM_SET_GSI_ROUTING", 0x4008ae6a},            // _IOW(KVMIO, 0x6a, 8): struct kvm_irq_routing
-	{"KVM_SET_GUEST_DEBUG", 0x4048ae9b},            // _IOW(KVMIO, 0x9b, 72): struct kvm_guest_debug
-	{"KVM_SET_IDENTITY_MAP_ADDR", 0x4008ae48},      // _IOW(KVMIO, 0x48, 8): __u64
-	{"KVM_SET_IRQCHIP", 0x8208ae63},                // _IOR(KVMIO, 0x63, 520): struct kvm_irqchip
-	{"KVM_SET_LAPIC", 0x4400ae8f},                  // _IOW(KVMIO, 0x8f, 1024): struct kvm_lapic_state
-	{"KVM_SET_MP_STATE", 0x4004ae99},               // _IOW(KVMIO, 0x99, 4): struct kvm_mp_state
-	{"KVM_SET_MSRS", 0x4008ae89},                   // _IOW(KVMIO, 0x89, 8): struct kvm_msrs
-	{"KVM_SET_NESTED_STATE", 0x4080aebf},           // _IOW(KVMIO, 0xbf, 128): struct kvm_nested_state
-	{"KVM_SET_ONE_REG", 0x4010aeac},                // _IOW(KVMIO, 0xac, 16): struct kvm_one_reg
-	{"KVM_SET_PIT", 0x8048ae66},                    // _IOR(KVMIO, 0x66, 72): struct kvm_pit_state
-	{"KVM_SET_PIT2", 0x4070aea0},                   // _IOW(KVMIO, 0xa0, 112): struct kvm_pit_state2
-	{"KVM_SET_PMU_EVENT_FILTER", 0x4020aeb2},       // _IOW(KVMIO, 0xb2, 32): struct kvm_pmu_event_filter
-	{"KVM_SET_REGS", 0x4090ae82},                   // _IOW(KVMIO, 0x82, 144): struct kvm_regs
-	{"KVM_SET_SIGNAL_MASK", 0x4004ae8b},            // _IOW(KVMIO, 0x8b, 4): struct kvm_signal_mask
-	{"KVM_SET_SREGS", 0x4138ae84},                  // _IOW(KVMIO, 0x84, 312): struct kvm_sregs
-	{"KVM_SET_SREGS2", 0x4140aecd},                 // _IOW(KVMIO, 0xcd, 320): struct kvm_sregs2
-	{"KVM_SET_TSC_KHZ", 0xaea2},                    // _IO(KVMIO, 0xa2)
-	{"KVM_SET_TSS_ADDR", 0xae47},                   // _IO(KVMIO, 0x47)
-	{"KVM_SET_USER_MEMORY_REGION", 0x4020ae46},     // _IOW(KVMIO, 0x46, 32): struct kvm_userspace_memory_region
-	{"KVM_SET_VAPIC_ADDR", 0x4008ae93},             // _IOW(KVMIO, 0x93, 8): struct kvm_vapic_addr
-	{"KVM_SET_VCPU_EVENTS", 0x4040aea0},            // _IOW(KVMIO, 0xa0, 64): struct kvm_vcpu_events
-	{"KVM_SET_XCRS", 0x4188aea7},                   // _IOW(KVMIO, 0xa7, 392): struct kvm_xcrs
-	{"KVM_SET_XSAVE", 0x5000aea5},                  // _IOW(KVMIO, 0xa5, 4096): struct kvm_xsave
-	{"KVM_SIGNAL_MSI", 0x4020aea5},                 // _IOW(KVMIO, 0xa5, 32): struct kvm_msi
-	{"KVM_SMI", 0xaeb7},                            // _IO(KVMIO, 0xb7)
-	{"KVM_TPR_ACCESS_REPORTING", 0xc028ae92},       // _IOWR(KVMIO, 0x92, 40): struct kvm_tpr_access_ctl
-	{"KVM_TRANSLATE", 0xc018ae85},                  // _IOWR(KVMIO, 0x85, 24): struct kvm_translation
-	{"KVM_UNREGISTER_COALESCED_MMIO", 0x4010ae68},  // _IOW(KVMIO, 0x68, 16): struct kvm_coalesced_mmio_zone
-	{"KVM_X86_GET_MCE_CAP_SUPPORTED", 0x8008ae9d},  // _IOR(KVMIO, 0x9d, 8): __u64
-	{"KVM_X86_SETUP_MCE", 0x4008ae9c},              // _IOW(KVMIO, 0x9c, 8): __u64
-	{"KVM_X86_SET_MCE", 0x4040ae9e},                // _IOW(KVMIO, 0x9e, 64): struct kvm_x86_mce
-	{"KVM_X86_SET_MSR_FILTER", 0x4188aec6},         // _IOW(KVMIO, 0xc6, 392): struct kvm_msr_filter
+	{"FS_IOC_FIEMAP", 0xc020660b},
+	{"KVM_CHECK_EXTENSION", 0xae03},
+	{"KVM_CLEAR_DIRTY_LOG", 0xc018aec0},
+	{"KVM_CREATE_DEVICE", 0xc00caee0},
+	{"KVM_CREATE_IRQCHIP", 0xae60},
+	{"KVM_CREATE_PIT2", 0x4040ae77},
+	{"KVM_CREATE_VCPU", 0xae41},
+	{"KVM_CREATE_VM", 0xae01},
+	{"KVM_ENABLE_CAP", 0x4068aea3},
+	{"KVM_GET_API_VERSION", 0xae00},
+	{"KVM_GET_CLOCK", 0x8030ae7c},
+	{"KVM_GET_CPUID2", 0xc008ae91},
+	{"KVM_GET_DEBUGREGS", 0x8080aea1},
+	{"KVM_GET_DEVICE_ATTR", 0x4018aee2},
+	{"KVM_GET_DIRTY_LOG", 0x4010ae42},
+	{"KVM_GET_EMULATED_CPUID", 0xc008ae09},
+	{"KVM_GET_FPU", 0x81a0ae8c},
+	{"KVM_GET_IRQCHIP", 0xc208ae62},
+	{"KVM_GET_LAPIC", 0x8400ae8e},
+	{"KVM_GET_MP_STATE", 0x8004ae98},
+	{"KVM_GET_MSRS", 0xc008ae88},
+	{"KVM_GET_MSR_FEATURE_INDEX_LIST", 0xc004ae0a},
+	{"KVM_GET_MSR_INDEX_LIST", 0xc004ae02},
+	{"KVM_GET_NESTED_STATE", 0xc080aebe},
+	{"KVM_GET_ONE_REG", 0x4010aeab},
+	{"KVM_GET_PIT", 0xc048ae65},
+	{"KVM_GET_PIT2", 0x8070ae9f},
+	{"KVM_GET_REGS", 0x8090ae81},
+	{"KVM_GET_REG_LIST", 0xc008aeb0},
+	{"KVM_GET_SREGS", 0x8138ae83},
+	{"KVM_GET_SREGS2", 0x8140aecc},
+	{"KVM_GET_STATS_FD", 0xaece},
+	{"KVM_GET_SUPPORTED_CPUID", 0xc008ae05},
+	{"KVM_GET_SUPPORTED_HV_CPUID", 0xc008aec1},
+	{"KVM_GET_TSC_KHZ", 0xaea3},
+	{"KVM_GET_VCPU_EVENTS", 0x8040ae9f},
+	{"KVM_GET_VCPU_MMAP_SIZE", 0xae04},
+	{"KVM_GET_XCRS", 0x8188aea6},
+	{"KVM_GET_XSAVE", 0x9000aea4},
+	{"KVM_GET_XSAVE2", 0x9000aecf},
+	{"KVM_HAS_DEVICE_ATTR", 0x4018aee3},
+	{"KVM_HYPERV_EVENTFD", 0x4018aebd},
+	{"KVM_INTERRUPT", 0x4004ae86},
+	{"KVM_IOEVENTFD", 0x4040ae79},
+	{"KVM_IRQFD", 0x4020ae76},
+	{"KVM_IRQ_LINE", 0x4008ae61},
+	{"KVM_IRQ_LINE_STATUS", 0xc008ae67},
+	{"KVM_KVMCLOCK_CTRL", 0xaead},
+	{"KVM_MEMORY_ENCRYPT_OP", 0xc008aeba},
+	{"KVM_NMI", 0xae9a},
+	{"KVM_REGISTER_COALESCED_MMIO", 0x4010ae67},
+	{"KVM_REINJECT_CONTROL", 0xae71},
+	{"KVM_RESET_DIRTY_RINGS", 0xaec7},
+	{"KVM_RUN", 0xae80},
+	{"KVM_SET_BOOT_CPU_ID", 0xae78},
+	{"KVM_SET_CLOCK", 0x4030ae7b},
+	{"KVM_SET_CPUID2", 0x4008ae90},
+	{"KVM_SET_DEBUGREGS", 0x4080aea2},
+	{"KVM_SET_DEVICE_ATTR", 0x4018aee1},
+	{"KVM_SET_FPU", 0x41a0ae8d},
+	{"KVM_SET_GSI_ROUTING", 0x4008ae6a},
+	{"KVM_SET_GUEST_DEBUG", 0x4048ae9b},
+	{"KVM_SET_IDENTITY_MAP_ADDR", 0x4008ae48},
+	{"KVM_SET_IRQCHIP", 0x8208ae63},
+	{"KVM_SET_LAPIC", 0x4400ae8f},
+	{"KVM_SET_MP_STATE", 0x4004ae99},
+	{"KVM_SET_MSRS", 0x4008ae89},
+	{"KVM_SET_NESTED_STATE", 0x4080aebf},
+	{"KVM_SET_ONE_REG", 0x4010aeac},
+	{"KVM_SET_PIT", 0x8048ae66},
+	{"KVM_SET_PIT2", 0x4070aea0},
+	{"KVM_SET_PMU_EVENT_FILTER", 0x4020aeb2},
+	{"KVM_SET_REGS", 0x4090ae82},
+	{"KVM_SET_SIGNAL_MASK", 0x4004ae8b},
+	{"KVM_SET_SREGS", 0x4138ae84},
+	{"KVM_SET_SREGS2", 0x4140aecd},
+	{"KVM_SET_TSC_KHZ", 0xaea2},
+	{"KVM_SET_TSS_ADDR", 0xae47},
+	{"KVM_SET_USER_MEMORY_REGION", 0x4020ae46},
+	{"KVM_SET_VAPIC_ADDR", 0x4008ae93},
+	{"KVM_SET_VCPU_EVENTS", 0x4040aea0},
+	{"KVM_SET_XCRS", 0x4188aea7},
+	{"KVM_SET_XSAVE", 0x5000aea5},
+	{"KVM_SIGNAL_MSI", 0x4020aea5},
+	{"KVM_SMI", 0xaeb7},
+	{"KVM_TPR_ACCESS_REPORTING", 0xc028ae92},
+	{"KVM_TRANSLATE", 0xc018ae85},
+	{"KVM_UNREGISTER_COALESCED_MMIO", 0x4010ae68},
+	{"KVM_X86_GET_MCE_CAP_SUPPORTED", 0x8008ae9d},
+	{"KVM_X86_SETUP_MCE", 0x4008ae9c},
+	{"KVM_X86_SET_MCE", 0x4040ae9e},
+	{"KVM_X86_SET_MSR_FILTER", 0x4188aec6},
 	{"SIOCBRADDIF", 0x89a2},
 	{"SIOCBRDELIF", 0x89a3},
 	{"SIOCETHTOOL", 0x8946},
@@ -134,9 +135,9 @@ var ioctlTable = []nameValue{
 	{"SIOCGIFINDEX", 0x8933},
 	{"SIOCGIFMTU", 0x8921},
 	{"SIOCGIFNAME", 0x8910},
-	{"SIOCGSTAMP", 0x8906}, // SIOCGSTAMP_OLD
-	{"SIOCINQ", 0x541b},    // FIONREAD
-	{"SIOCOUTQ", 0x5411},   // TIOCOUTQ
+	{"SIOCGSTAMP", 0x8906},
+	{"SIOCINQ", 0x541b},
+	{"SIOCOUTQ", 0x5411},
 	{"SIOCSIFFLAGS", 0x8914},
 	{"SIOCSIFHWADDR", 0x8924},
 	{"SIOCSIFMTU", 0x8922},
@@ -146,73 +147,73 @@ var ioctlTable = []nameValue{
 	{"TCSETSF", 0x5404},
 	{"TCSETSW", 0x5403},
 	{"TIOCGPGRP", 0x540f},
-	{"TIOCGPTN", 0x80045430}, // _IOR('T', 0x30, 4): unsigned int
+	{"TIOCGPTN", 0x80045430},
 	{"TIOCGWINSZ", 0x5413},
 	{"TIOCOUTQ", 0x5411},
 	{"TIOCSCTTY", 0x540e},
 	{"TIOCSPGRP", 0x5410},
-	{"TIOCSPTLCK", 0x40045431}, // _IOW('T', 0x31, 4): int
+	{"TIOCSPTLCK", 0x40045431},
 	{"TIOCSWINSZ", 0x5414},
-	{"TUNATTACHFILTER", 0x401054d5},                  // _IOW('T', 0xd5, 16): struct sock_fprog
-	{"TUNDETACHFILTER", 0x401054d6},                  // _IOW('T', 0xd6, 16): struct sock_fprog
-	{"TUNGETFEATURES", 0x800454cf},                   // _IOR('T', 0xcf, 4): unsigned int
-	{"TUNGETIFF", 0x800454d2},                        // _IOR('T', 0xd2, 4): unsigned int
-	{"TUNGETSNDBUF", 0x800454d3},                     // _IOR('T', 0xd3, 4): int
-	{"TUNGETVNETBE", 0x800454df},                     // _IOR('T', 0xdf, 4): int
-	{"TUNGETVNETHDRSZ", 0x800454d7},                  // _IOR('T', 0xd7, 4): int
-	{"TUNGETVNETLE", 0x800454dd},                     // _IOR('T', 0xdd, 4): int
-	{"TUNSETGROUP", 0x400454ce},                      // _IOW('T', 0xce, 4): int
-	{"TUNSETIFF", 0x400454ca},                        // _IOW('T', 0xca, 4): int
-	{"TUNSETLINK", 0x400454cd},                       // _IOW('T', 0xcd, 4): int
-	{"TUNSETOFFLOAD", 0x400454d0},                    // _IOW('T', 0xd0, 4): unsigned int
-	{"TUNSETOWNER", 0x400454cc},                      // _IOW('T', 0xcc, 4): int
-	{"TUNSETPERSIST", 0x400454cb},                    // _IOW('T', 0xcb, 4): int
-	{"TUNSETQUEUE", 0x400454d9},                      // _IOW('T', 0xd9, 4): int
-	{"TUNSETSNDBUF", 0x400454d4},                     // _IOW('T', 0xd4, 4): int
-	{"TUNSETTXFILTER", 0x400454d1},                   // _IOW('T', 0xd1, 4): unsigned int
-	{"TUNSETVNETBE", 0x400454de},                     // _IOW('T', 0xde, 4): int
-	{"TUNSETVNETHDRSZ", 0x400454d8},                  // _IOW('T', 0xd8, 4): int
-	{"TUNSETVNETLE", 0x400454dc},                     // _IOW('T', 0xdc, 4): int
-	{"VFIO_CHECK_EXTENSION", 0x3b65},                 // _IO(VFIO_TYPE, 0x65)
-	{"VFIO_DEVICE_FEATURE", 0x3b75},                  // _IO(VFIO_TYPE, 0x75)
-	{"VFIO_DEVICE_GET_INFO", 0x3b6b},                 // _IO(VFIO_TYPE, 0x6b)
-	{"VFIO_DEVICE_GET_IRQ_INFO", 0x3b6d},             // _IO(VFIO_TYPE, 0x6d)
-	{"VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", 0x3b70},   // _IO(VFIO_TYPE, 0x70)
-	{"VFIO_DEVICE_GET_REGION_INFO", 0x3b6c},          // _IO(VFIO_TYPE, 0x6c)
-	{"VFIO_DEVICE_PCI_HOT_RESET", 0x3b71},            // _IO(VFIO_TYPE, 0x71)
-	{"VFIO_DEVICE_RESET", 0x3b6f},                    // _IO(VFIO_TYPE, 0x6f)
-	{"VFIO_DEVICE_SET_IRQS", 0x3b6e},                 // _IO(VFIO_TYPE, 0x6e)
-	{"VFIO_GET_API_VERSION", 0x3b64},                 // _IO(VFIO_TYPE, 0x64)
-	{"VFIO_GROUP_GET_DEVICE_FD", 0x3b6a},             // _IO(VFIO_TYPE, 0x6a)
-	{"VFIO_GROUP_GET_STATUS", 0x3b67},                // _IO(VFIO_TYPE, 0x67)
-	{"VFIO_GROUP_SET_CONTAINER", 0x3b68},             // _IO(VFIO_TYPE, 0x68)
-	{"VFIO_GROUP_UNSET_CONTAINER", 0x3b69},           // _IO(VFIO_TYPE, 0x69)
-	{"VFIO_IOMMU_DISABLE", 0x3b74},                   // _IO(VFIO_TYPE, 0x74)
-	{"VFIO_IOMMU_ENABLE", 0x3b73},                    // _IO(VFIO_TYPE, 0x73)
-	{"VFIO_IOMMU_GET_INFO", 0x3b70},                  // _IO(VFIO_TYPE, 0x70)
-	{"VFIO_IOMMU_MAP_DMA", 0x3b71},                   // _IO(VFIO_TYPE, 0x71)
-	{"VFIO_IOMMU_UNMAP_DMA", 0x3b72},                 // _IO(VFIO_TYPE, 0x72)
-	{"VFIO_SET_IOMMU", 0x3b66},                       // _IO(VFIO_TYPE, 0x66)
-	{"VHOST_GET_BACKEND_FEATURES", 0x8008af26},       // _IOR(VHOST_VIRTIO, 0x26, 8): __u64
-	{"VHOST_GET_FEATURES", 0x8008af00},               // _IOR(VHOST_VIRTIO, 0x0, 8): __u64
-	{"VHOST_GET_VRING_BASE", 0xc008af12},             // _IOWR(VHOST_VIRTIO, 0x12, 8): struct vhost_vring_state
-	{"VHOST_GET_VRING_ENDIAN", 0x4008af14},           // _IOW(VHOST_VIRTIO, 0x14, 8): struct vhost_vring_state
-	{"VHOST_NET_SET_BACKEND", 0x4008af30},            // _IOW(VHOST_VIRTIO, 0x30, 8): struct vhost_vring_file
-	{"VHOST_RESET_OWNER", 0xaf02},                    // _IO(VHOST_VIRTIO, 0x2)
-	{"VHOST_SET_BACKEND_FEATURES", 0x4008af25},       // _IOW(VHOST_VIRTIO, 0x25, 8): __u64
-	{"VHOST_SET_FEATURES", 0x4008af00},               // _IOW(VHOST_VIRTIO, 0x0, 8): __u64
-	{"VHOST_SET_LOG_BASE", 0x4008af04},               // _IOW(VHOST_VIRTIO, 0x4, 8): __u64
-	{"VHOST_SET_LOG_FD", 0x4004af07},                 // _IOW(VHOST_VIRTIO, 0x7, 4): int
-	{"VHOST_SET_MEM_TABLE", 0x4008af03},              // _IOW(VHOST_VIRTIO, 0x3, 8): struct vhost_memory
-	{"VHOST_SET_OWNER", 0xaf01},                      // _IO(VHOST_VIRTIO, 0x1)
-	{"VHOST_SET_VRING_ADDR", 0x4028af11},             // _IOW(VHOST_VIRTIO, 0x11, 40): struct vhost_vring_addr
-	{"VHOST_SET_VRING_BASE", 0x4008af12},             // _IOW(VHOST_VIRTIO, 0x12, 8): struct vhost_vring_state
-	{"VHOST_SET_VRING_BUSYLOOP_TIMEOUT", 0x4008af23}, // _IOW(VHOST_VIRTIO, 0x23, 8): struct vhost_vring_state
-	{"VHOST_SET_VRING_CALL", 0x4008af21},             // _IOW(VHOST_VIRTIO, 0x21, 8): struct vhost_vring_file
-	{"VHOST_SET_VRING_ENDIAN", 0x4008af13},           // _IOW(VHOST_VIRTIO, 0x13, 8): struct vhost_vring_state
-	{"VHOST_SET_VRING_ERR", 0x4008af22},              // _IOW(VHOST_VIRTIO, 0x22, 8): struct vhost_vring_file
-	{"VHOST_SET_VRING_KICK", 0x4008af20},             // _IOW(VHOST_VIRTIO, 0x20, 8): struct vhost_vring_file
-	{"VHOST_SET_VRING_NUM", 0x4008af10},              // _IOW(VHOST_VIRTIO, 0x10, 8): struct vhost_vring_state
-	{"VHOST_VSOCK_SET_GUEST_CID", 0x4008af60},        // _IOW(VHOST_VIRTIO, 0x60, 8): __u64
-	{"VHOST_VSOCK_SET_RUNNING", 0x4004af61},          // _IOW(VHOST_VIRTIO, 0x61, 4): int
+	{"TUNATTACHFILTER", 0x401054d5},
+	{"TUNDETACHFILTER", 0x401054d6},
+	{"TUNGETFEATURES", 0x800454cf},
+	{"TUNGETIFF", 0x800454d2},
+	{"TUNGETSNDBUF", 0x800454d3},
+	{"TUNGETVNETBE", 0x800454df},
+	{"TUNGETVNETHDRSZ", 0x800454d7},
+	{"TUNGETVNETLE", 0x800454dd},
+	{"TUNSETGROUP", 0x400454ce},
+	{"TUNSETIFF", 0x400454ca},
+	{"TUNSETLINK", 0x400454cd},
+	{"TUNSETOFFLOAD", 0x400454d0},
+	{"TUNSETOWNER", 0x400454cc},
+	{"TUNSETPERSIST", 0x400454cb},
+	{"TUNSETQUEUE", 0x400454d9},
+	{"TUNSETSNDBUF", 0x400454d4},
+	{"TUNSETTXFILTER", 0x400454d1},
+	{"TUNSETVNETBE", 0x400454de},
+	{"TUNSETVNETHDRSZ", 0x400454d8},
+	{"TUNSETVNETLE", 0x400454dc},
+	{"VFIO_CHECK_EXTENSION", 0x3b65},
+	{"VFIO_DEVICE_FEATURE", 0x3b75},
+	{"VFIO_DEVICE_GET_INFO", 0x3b6b},
+	{"VFIO_DEVICE_GET_IRQ_INFO", 0x3b6d},
+	{"VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", 0x3b70},
+	{"VFIO_DEVICE_GET_REGION_INFO", 0x3b6c},
+	{"VFIO_DEVICE_PCI_HOT_RESET", 0x3b71},
+	{"VFIO_DEVICE_RESET", 0x3b6f},
+	{"VFIO_DEVICE_SET_IRQS", 0x3b6e},
+	{"VFIO_GET_API_VERSION", 0x3b64},
+	{"VFIO_GROUP_GET_DEVICE_FD", 0x3b6a},
+	{"VFIO_GROUP_GET_STATUS", 0x3b67},
+	{"VFIO_GROUP_SET_CONTAINER", 0x3b68},
+	{"VFIO_GROUP_UNSET_CONTAINER", 0x3b69},
+	{"VFIO_IOMMU_DISABLE", 0x3b74},
+	{"VFIO_IOMMU_ENABLE", 0x3b73},
+	{"VFIO_IOMMU_GET_INFO", 0x3b70},
+	{"VFIO_IOMMU_MAP_DMA", 0x3b71},
+	{"VFIO_IOMMU_UNMAP_DMA", 0x3b72},
+	{"VFIO_SET_IOMMU", 0x3b66},
+	{"VHOST_GET_BACKEND_FEATURES", 0x8008af26},
+	{"VHOST_GET_FEATURES", 0x8008af00},
+	{"VHOST_GET_VRING_BASE", 0xc008af12},
+	{"VHOST_GET_VRING_ENDIAN", 0x4008af14},
+	{"VHOST_NET_SET_BACKEND", 0x4008af30},
+	{"VHOST_RESET_OWNER", 0xaf02},
+	{"VHOST_SET_BACKEND_FEATURES", 0x4008af25},
+	{"VHOST_SET_FEATURES", 0x4008af00},
+	{"VHOST_SET_LOG_BASE", 0x4008af04},
+	{"VHOST_SET_LOG_FD", 0x4004af07},
+	{"VHOST_SET_MEM_TABLE", 0x4008af03},
+	{"VHOST_SET_OWNER", 0xaf01},
+	{"VHOST_SET_VRING_ADDR", 0x4028af11},
+	{"VHOST_SET_VRING_BASE", 0x4008af12},
+	{"VHOST_SET_VRING_BUSYLOOP_TIMEOUT", 0x4008af23},
+	{"VHOST_SET_VRING_CALL", 0x4008af21},
+	{"VHOST_SET_VRING_ENDIAN", 0x4008af13},
+	{"VHOST_SET_VRING_ERR", 0x4008af22},
+	{"VHOST_SET_VRING_KICK", 0x4008af20},
+	{"VHOST_SET_VRING_NUM", 0x4008af10},
+	{"VHOST_VSOCK_SET_GUEST_CID", 0x4008af60},
+	{"VHOST_VSOCK_SET_RUNNING", 0x4004af61},
 }

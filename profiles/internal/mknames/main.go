@@ -137,7 +137,7 @@ func run(outDir string) error {
 	}
 	var ib bytes.Buffer
 	header(&ib, "ioctls.txt")
-	ib.WriteString("// ioctlTable maps ioctl request names to numbers, sorted by name.\n")
+	ib.WriteString("// ioctlTable maps ioctl request names to numbers, sorted by name. How\n// each is built is in profiles/internal/mknames/ioctls.txt.\n")
 	ib.WriteString("var ioctlTable = []nameValue{\n")
 	writeRows(&ib, ioctls, true)
 	return writeGo(filepath.Join(outDir, "zioctls_amd64.go"), ib.Bytes())
@@ -148,7 +148,6 @@ const unixSource = "golang.org/x/sys/unix"
 type row struct {
 	name string
 	v    int64
-	note string // written after the row as a comment
 }
 
 func header(b *bytes.Buffer, source string) {
@@ -159,14 +158,10 @@ func writeRows(b *bytes.Buffer, rows []row, hex bool) {
 	sort.Slice(rows, func(i, j int) bool { return rows[i].name < rows[j].name })
 	for _, r := range rows {
 		if r.v < 0 || !hex {
-			fmt.Fprintf(b, "\t{%q, %d},", r.name, r.v)
+			fmt.Fprintf(b, "\t{%q, %d},\n", r.name, r.v)
 		} else {
-			fmt.Fprintf(b, "\t{%q, %#x},", r.name, r.v)
+			fmt.Fprintf(b, "\t{%q, %#x},\n", r.name, r.v)
 		}
-		if r.note != "" {
-			b.WriteString(" // " + r.note)
-		}
-		b.WriteString("\n")
 	}
 	b.WriteString("}\n")
 }
@@ -185,13 +180,13 @@ var ioctlDirs = map[string]int64{"_IO": 0, "_IOW": 1, "_IOR": 2, "_IOWR": 3}
 func parseIoctls(txt string) ([]row, error) {
 	var rows []row
 	for i, line := range strings.Split(txt, "\n") {
-		spec, note, _ := strings.Cut(line, "#")
+		spec, _, _ := strings.Cut(line, "#")
 		name, num, _ := strings.Cut(strings.TrimSpace(spec), " ")
 		if name == "" {
 			continue
 		}
 		num = strings.TrimSpace(num)
-		r := row{name: name, note: strings.TrimSpace(note)}
+		r := row{name: name}
 		macro, args, isMacro := strings.Cut(num, "(")
 		if !isMacro {
 			v, err := strconv.ParseInt(num, 0, 64)
@@ -227,11 +222,6 @@ func parseIoctls(txt string) ([]row, error) {
 			f[j] = v
 		}
 		r.v = dir<<30 | f[2]<<16 | f[0]<<8 | f[1]
-		if r.note != "" {
-			r.note = num + ": " + r.note
-		} else {
-			r.note = num
-		}
 		rows = append(rows, r)
 	}
 	return rows, nil
