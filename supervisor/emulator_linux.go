@@ -493,8 +493,7 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 	// a manager a restart is a kill.
 	var cur atomic.Pointer[session]
 	cur.Store(s)
-	dyn, _ := cfg.Decider.(*DynamicDecider)
-	stopProxies, err := serveMonitors(&cur, dyn, monitors, req.Cwd)
+	stopProxies, err := serveMonitors(&cur, cfg.Policy.runtime, monitors, req.Cwd)
 	if err != nil {
 		return fail(exitLaunch, fmt.Errorf("serve the VM's monitors: %w", err))
 	}

@@ -39,9 +39,6 @@ func listInheritedFDs() []int {
 	return fds
 }
 
-// InheritedFDs returns the fds above 2 this process inherited, sorted.
-func InheritedFDs() []int { return append([]int(nil), inheritedFDs...) }
-
 // closedFD marks a closed slot in syscall.ProcAttr.Files.
 const closedFD = ^uintptr(0)
 

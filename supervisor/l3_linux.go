@@ -181,13 +181,13 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 	return nil
 }
 
-// ProxyMonitors rewrites QEMU's arguments so that each QMP monitor the
+// proxyMonitors rewrites QEMU's arguments so that each QMP monitor the
 // manager uses is served by kfv (QEMU listens on a private path in dir
 // instead) and opens the manager's side. Inherited listening fds (libvirt's
 // fd=N) are taken over: the listener holds a copy, fd N itself is closed,
 // and the returned fds are those numbers, which must not reach QEMU. Monitors
 // kfv does not proxy (HMP, TCP) come back as warnings.
-func ProxyMonitors(args []string, dir string) (newArgs []string, monitors []MonitorProxy, hideFDs []int, warnings []string, err error) {
+func proxyMonitors(args []string, dir string) (newArgs []string, monitors []MonitorProxy, hideFDs []int, warnings []string, err error) {
 	newArgs, ms, err := qmpproxy.Rewrite(args, dir)
 	if err != nil {
 		return nil, nil, nil, nil, err

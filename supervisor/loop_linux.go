@@ -68,7 +68,7 @@ func (s *session) handle(c *seccompnotify.Call) {
 		s.report(&seccompnotify.Outcome{Req: &c.Req, Decision: orch.Decision{Action: orch.Allow, Rule: "kfv:scrub"}, Applied: "allow", Detail: detail})
 		return
 	}
-	d := s.cfg.Decider.Decide(&c.Req)
+	d := s.cfg.Policy.Decider.Decide(&c.Req)
 	if d.Hold && s.cfg.Mode == Enforce && s.plane.hold(c, d) {
 		// The HO asks to keep the thread blocked until the VO decides:
 		// the plane answers it through the gate, within the hold's bound.

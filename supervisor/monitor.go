@@ -13,18 +13,18 @@ import (
 // a private QMP monitor through which kfv carries out reactions. The user's
 // own monitors are untouched.
 
-// IsQEMU reports whether a program name is a QEMU system emulator
+// isQEMU reports whether a program name is a QEMU system emulator
 // (qemu-system-*, qemu-kvm, kvm), whose command line kfv understands and
 // extends. kfv-run can supervise any program (benchmarks and tests use
 // small ones); for others it adds nothing and derives no resources.
-func IsQEMU(argv0 string) bool {
+func isQEMU(argv0 string) bool {
 	b := filepath.Base(argv0)
 	return strings.HasPrefix(b, "qemu-system-") || b == "qemu-kvm" || b == "kvm" || strings.HasPrefix(b, "kfv-qemu-")
 }
 
-// WithDebugThreads makes QEMU name its threads (-name ...,debug-threads=on),
+// withDebugThreads makes QEMU name its threads (-name ...,debug-threads=on),
 // keeping any -name the user gave.
-func WithDebugThreads(args []string) []string {
+func withDebugThreads(args []string) []string {
 	out := append([]string(nil), args...)
 	for i := 0; i+1 < len(out); i++ {
 		if out[i] != "-name" && out[i] != "--name" {
@@ -39,10 +39,10 @@ func WithDebugThreads(args []string) []string {
 	return append(out, "-name", "debug-threads=on")
 }
 
-// PrivateMonitor makes a directory only this user can enter (0700) for
+// privateMonitor makes a directory only this user can enter (0700) for
 // kfv's own QMP socket and returns the socket's path. The caller removes
 // the directory when QEMU is gone.
-func PrivateMonitor() (dir, sock string, err error) {
+func privateMonitor() (dir, sock string, err error) {
 	dir, err = os.MkdirTemp("", "kfv-")
 	if err != nil {
 		return "", "", fmt.Errorf("make kfv's private monitor directory: %w", err)
@@ -54,15 +54,15 @@ func PrivateMonitor() (dir, sock string, err error) {
 	return dir, filepath.Join(dir, "qmp.sock"), nil
 }
 
-// WithMonitor adds kfv's private QMP monitor at sock to QEMU's arguments.
-func WithMonitor(args []string, sock string) []string {
+// withMonitor adds kfv's private QMP monitor at sock to QEMU's arguments.
+func withMonitor(args []string, sock string) []string {
 	return append(append([]string(nil), args...), "-qmp", "unix:"+sock+",server=on,wait=off")
 }
 
-// WithIncomingDefer makes QEMU wait for an incoming migration started over
+// withIncomingDefer makes QEMU wait for an incoming migration started over
 // QMP (migrate-incoming), replacing any -incoming the user gave: used to
 // restore a checkpoint.
-func WithIncomingDefer(args []string) []string {
+func withIncomingDefer(args []string) []string {
 	var out []string
 	for i := 0; i < len(args); i++ {
 		if (args[i] == "-incoming" || args[i] == "--incoming") && i+1 < len(args) {

@@ -13,14 +13,14 @@ func TestWithDebugThreads(t *testing.T) {
 		{[]string{"-name", "vm1,debug-threads=off"}, []string{"-name", "vm1,debug-threads=off"}},
 	}
 	for _, c := range cases {
-		if got := WithDebugThreads(c.in); !reflect.DeepEqual(got, c.want) {
+		if got := withDebugThreads(c.in); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("WithDebugThreads(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
 }
 
 func TestWithIncomingDefer(t *testing.T) {
-	got := WithIncomingDefer([]string{"-m", "64", "-incoming", "tcp:0:4444", "-S"})
+	got := withIncomingDefer([]string{"-m", "64", "-incoming", "tcp:0:4444", "-S"})
 	want := []string{"-m", "64", "-S", "-incoming", "defer"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %q, want %q", got, want)
@@ -28,7 +28,7 @@ func TestWithIncomingDefer(t *testing.T) {
 }
 
 func TestPrivateMonitor(t *testing.T) {
-	dir, sock, err := PrivateMonitor()
+	dir, sock, err := privateMonitor()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestPrivateMonitor(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("private dir mode %v, %v; want 0700", fi.Mode(), err)
 	}
-	if got := WithMonitor([]string{"-m", "1"}, sock); got[len(got)-1] != "unix:"+sock+",server=on,wait=off" {
+	if got := withMonitor([]string{"-m", "1"}, sock); got[len(got)-1] != "unix:"+sock+",server=on,wait=off" {
 		t.Errorf("WithMonitor = %q", got)
 	}
 }

@@ -108,7 +108,7 @@ type plane struct {
 }
 
 func newPlane(cfg *Config, em emitter, proc *process, inj *injected) (*plane, error) {
-	vo, err := orch.NewVO(cfg.Profile, nil)
+	vo, err := orch.NewVO(cfg.Policy.Profile, nil)
 	if err != nil {
 		return nil, fmt.Errorf("vertical orchestrator: %w", err)
 	}
@@ -309,7 +309,7 @@ func (p *plane) connect() {
 			// for their own answers.
 		}
 	}()
-	if ts, ok := p.cfg.Decider.(textSetter); ok && ts.JudgesOrigin() {
+	if ts, ok := p.cfg.Policy.Decider.(textSetter); ok && ts.JudgesOrigin() {
 		// (newSession disarmed it: this QEMU's code is elsewhere.)
 		ranges, err := codeRanges(p.proc.pid)
 		if err != nil {
@@ -466,16 +466,16 @@ func (p *plane) nics(ctx context.Context, target string) ([]string, error) {
 	if err := json.Unmarshal(raw, &text); err != nil {
 		return nil, fmt.Errorf("info network: %w", err)
 	}
-	names := ParseNICs(text)
+	names := parseNICs(text)
 	if len(names) == 0 {
 		return nil, errors.New("the VM has no network adapter")
 	}
 	return names, nil
 }
 
-// ParseNICs picks the NICs out of HMP "info network": lines such as
+// parseNICs picks the NICs out of HMP "info network": lines such as
 // "net0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:56".
-func ParseNICs(text string) []string {
+func parseNICs(text string) []string {
 	var out []string
 	sc := bufio.NewScanner(strings.NewReader(text))
 	for sc.Scan() {

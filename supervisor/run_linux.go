@@ -22,8 +22,6 @@ import (
 
 	"kfv/event"
 	"kfv/memwatch"
-	"kfv/orch"
-	"kfv/profiles"
 	"kfv/seccompnotify"
 )
 
@@ -39,13 +37,12 @@ const (
 
 // Config is one supervised QEMU.
 type Config struct {
-	QEMU    string   // the QEMU binary as the user named it
-	Args    []string // QEMU's arguments, argv[0] excluded
-	Profile *profiles.Profile
-	Decider orch.Decider
-	Mode    Mode
-	VM      string
-	Events  *event.Writer
+	QEMU   string   // the QEMU binary as the user named it
+	Args   []string // QEMU's arguments, argv[0] excluded
+	Policy *Policy
+	Mode   Mode
+	VM     string
+	Events *event.Writer
 	// Warn receives one-line warnings for the operator (stderr).
 	Warn func(string)
 	// Monitor is the path of kfv's private QMP socket, which the caller
@@ -102,8 +99,7 @@ func Run(cfg *Config) (int, error) {
 		}
 		cur.Store(s)
 		if restarts == 0 {
-			dyn, _ := cfg.Decider.(*DynamicDecider)
-			stop, err := serveMonitors(&cur, dyn, cfg.Monitors, cfg.Cwd)
+			stop, err := serveMonitors(&cur, cfg.Policy.runtime, cfg.Monitors, cfg.Cwd)
 			if err != nil {
 				return exitLaunch, launchErr(exitLaunch, "serve the VM's monitors: %w", err)
 			}
@@ -112,7 +108,7 @@ func Run(cfg *Config) (int, error) {
 		s.plane.ckpt = ckpt
 		if restore != "" {
 			s.plane.restoreFrom = restore
-			s.args = WithIncomingDefer(cfg.Args)
+			s.args = withIncomingDefer(cfg.Args)
 		}
 		status, err := s.runOnce(path, sigCh)
 		req := s.proc.restart.get()
@@ -226,21 +222,21 @@ func newSession(cfg *Config) (*session, *LaunchError) {
 	if cfg.Mode != Enforce && cfg.Mode != Audit {
 		return nil, launchErr(exitLaunch, "mode %q: want enforce or audit", cfg.Mode)
 	}
-	filter, err := seccompnotify.Compile(cfg.Profile)
+	filter, err := seccompnotify.Compile(cfg.Policy.Profile)
 	if err != nil {
-		return nil, launchErr(exitLaunch, "compile profile %s: %w", cfg.Profile.Source, err)
+		return nil, launchErr(exitLaunch, "compile profile %s: %w", cfg.Policy.Profile.Source, err)
 	}
 	for _, w := range filter.Warnings {
-		cfg.warn("profile " + cfg.Profile.Source + ": " + w)
+		cfg.warn("profile " + cfg.Policy.Profile.Source + ": " + w)
 	}
 	proc := &process{}
 	s := &session{cfg: cfg, args: cfg.Args, filter: filter, dec: &seccompnotify.Decoder{Names: filter.Names}, proc: proc, injected: &injected{}}
 	p, err := newPlane(cfg, emitter{cfg: cfg, proc: proc}, proc, s.injected)
 	if err != nil {
-		return nil, launchErr(exitLaunch, "profile %s: %w", cfg.Profile.Source, err)
+		return nil, launchErr(exitLaunch, "profile %s: %w", cfg.Policy.Profile.Source, err)
 	}
 	s.plane = p
-	if ts, ok := cfg.Decider.(textSetter); ok {
+	if ts, ok := cfg.Policy.Decider.(textSetter); ok {
 		// A new QEMU maps its code elsewhere: origin is not judged until
 		// its monitor answers and its code ranges are known.
 		ts.ResetText()
@@ -390,7 +386,7 @@ func (s *session) attach(lf *os.File) error {
 		Listener: l,
 		Pidfd:    s.proc.pidfd,
 		Audit:    s.cfg.Mode == Audit,
-		Decide:   s.cfg.Decider.Decide,
+		Decide:   s.cfg.Policy.Decider.Decide,
 		Report:   s.report,
 		Observe:  s.plane.observe,
 		Workers:  seccompnotify.NewWorkers(currentUmask, s.emitErr),
@@ -405,7 +401,7 @@ func (s *session) attach(lf *os.File) error {
 	s.emit(&event.Event{
 		Kind:   event.KindLifecycle,
 		Source: "supervisor",
-		Detail: fmt.Sprintf("starting %s under profile %s (%d BPF instructions), sync wake-up %s", s.qemuPath, s.cfg.Profile.Source, len(s.filter.Prog), sync),
+		Detail: fmt.Sprintf("starting %s under profile %s (%d BPF instructions), sync wake-up %s", s.qemuPath, s.cfg.Policy.Profile.Source, len(s.filter.Prog), sync),
 	})
 	return nil
 }

@@ -55,7 +55,7 @@ func runSupervised(t *testing.T, p *profiles.Profile, d orch.Decider, mode Mode,
 	t.Helper()
 	var buf bytes.Buffer
 	ev := event.NewWriter(&buf)
-	status, err := Run(&Config{QEMU: argv[0], Args: argv[1:], Profile: p, Decider: d, Mode: mode, VM: "t", Events: ev})
+	status, err := Run(&Config{QEMU: argv[0], Args: argv[1:], Policy: &Policy{Profile: p, Decider: d}, Mode: mode, VM: "t", Events: ev})
 	if cerr := ev.Close(); cerr != nil {
 		t.Fatal(cerr)
 	}

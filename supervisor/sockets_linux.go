@@ -8,12 +8,12 @@ import (
 	"kfv/profiles"
 )
 
-// ListeningUnixPaths returns the filesystem path of each fd in fds that
+// listeningUnixPaths returns the filesystem path of each fd in fds that
 // is a listening unix socket: the server sockets a manager bound for QEMU
 // and handed over open (libvirt's monitor, -chardev socket,fd=N). QEMU
 // removes such a path when it closes the socket, at exit; the path is
 // read from the socket itself, so nothing QEMU says widens it.
-func ListeningUnixPaths(fds []int) []string {
+func listeningUnixPaths(fds []int) []string {
 	var paths []string
 	for _, fd := range fds {
 		if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || v != 1 {

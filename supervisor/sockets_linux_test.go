@@ -52,7 +52,7 @@ func TestListeningUnixPaths(t *testing.T) {
 	defer f.Close()
 
 	fds := []int{fdOf(t, ln), fdOf(t, abstract), fdOf(t, conn), fdOf(t, dgram), int(f.Fd()), 1 << 20}
-	got := ListeningUnixPaths(fds)
+	got := listeningUnixPaths(fds)
 	if want := []string{path}; !slices.Equal(got, want) {
 		t.Errorf("ListeningUnixPaths = %q, want %q (only the listening socket with a path)", got, want)
 	}

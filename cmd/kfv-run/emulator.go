@@ -99,28 +99,20 @@ func emulatorStageMain() int {
 		return emulatorFail(code, err)
 	}
 	vm := vmName(args)
-	// What kfv adds to QEMU's command line: thread names (libvirt sets
-	// them already), kfv's place on libvirt's QMP monitor (the L3 hook:
-	// QEMU listens on a private path, the supervisor on libvirt's
-	// socket, which QEMU no longer holds) and a private monitor for
-	// reactions.
-	monDir, monSock, err := supervisor.PrivateMonitor()
+	// What kfv adds to QEMU's command line and the manager's monitors it
+	// takes over (supervisor.Launch): the supervisor serves libvirt's
+	// socket, which QEMU no longer holds.
+	l, err := supervisor.NewLaunch(argv0, args)
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	args, monitors, hideFDs, monWarnings, err := supervisor.ProxyMonitors(args, monDir)
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, Monitor: l.Monitor, MonitorDir: l.MonitorDir(),
+		ServerSockets: l.ServerSockets, Warnings: l.Warnings})
 	if err != nil {
-		os.RemoveAll(monDir)
-		return emulatorFail(125, fmt.Errorf("QEMU's monitors: %w", err))
-	}
-	args = supervisor.WithDebugThreads(supervisor.WithMonitor(args, monSock))
-	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, Monitor: monSock, MonitorDir: monDir,
-		ServerSockets: supervisor.ListeningUnixPaths(withoutFDs(supervisor.InheritedFDs(), hideFDs)), Warnings: monWarnings})
-	if err != nil {
-		os.RemoveAll(monDir)
+		l.Close()
 		return emulatorFail(125, fmt.Errorf("encode settings: %w", err))
 	}
-	lerr := supervisor.Emulate(&supervisor.Emulation{QEMU: qemu, Argv: append([]string{argv0}, args...), Env: env, Setup: setup, Monitors: monitors})
+	lerr := supervisor.Emulate(&supervisor.Emulation{QEMU: qemu, Argv: append([]string{argv0}, l.Args...), Env: env, Setup: setup, Monitors: l.Monitors})
 	return emulatorFail(lerr.Code, lerr)
 }
 
@@ -136,10 +128,11 @@ func emulatorSupervisorMain() int {
 		if mode != supervisor.Enforce && mode != supervisor.Audit {
 			return nil, nil, fmt.Errorf("%s: mode %q: want enforce or audit", st.Config, st.Mode)
 		}
-		p, dec, err := buildPolicy(st.Profile, true, req.Argv[1:], req.Env, req.Cwd, st.ServerSockets)
+		pol, err := supervisor.NewPolicy(st.Profile, true, req.Argv[1:], req.Env, req.Cwd, st.ServerSockets)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", st.Config, err)
 		}
+		p := pol.Profile
 		f, err := os.OpenFile(st.Events, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_CLOEXEC, 0o640)
 		if err != nil {
 			return nil, nil, fmt.Errorf("event stream (events in %s): %w; the directory must exist and be writable by the user QEMU runs as (uid %d): see docs/libvirt.md", st.Config, err, os.Getuid())
@@ -148,7 +141,7 @@ func emulatorSupervisorMain() int {
 		// Under libvirt QEMU is not kfv's child and runs as another user:
 		// memwatch's scrub needs ptrace over it, which the supervisor
 		// (forked by QEMU's process) has.
-		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Profile: p, Decider: dec, Mode: mode, VM: st.VM, Events: ev, Monitor: st.Monitor, Memwatch: &memwatch.Config{}}
+		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Policy: pol, Mode: mode, VM: st.VM, Events: ev, Monitor: st.Monitor, Memwatch: &memwatch.Config{}}
 		for _, w := range p.Warnings {
 			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "profile " + p.Source + ": " + w})
 		}

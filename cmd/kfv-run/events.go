@@ -103,7 +103,7 @@ func renderEvents(w io.Writer, in io.Reader, all bool) error {
 		case event.KindFinding:
 			fmt.Fprintf(w, "  %s %-10s %s %s/%s on %s %s [%s, rule %s]: %s\n", ts, "FINDING", strings.ToUpper(e.Severity), orDash(e.Layer), orDash(e.HRSC), e.Detector, orDash(e.Syscall), e.Source, orDash(e.Rule), e.Detail)
 		case event.KindReaction:
-			fmt.Fprintf(w, "  %s %-10s %s by rule %s: %s", ts, "REACTION", e.Reaction, e.Rule, e.Verdict)
+			fmt.Fprintf(w, "  %s %-10s %s by rule %s: %s", ts, "REACTION", e.Reaction, e.Rule, e.ReactionOutcome())
 			if e.Detail != "" {
 				fmt.Fprintf(w, " (%s)", e.Detail)
 			}

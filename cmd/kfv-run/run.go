@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -14,9 +13,6 @@ import (
 
 	"kfv/event"
 	"kfv/memwatch"
-	"kfv/orch"
-	"kfv/profiles"
-	"kfv/resources"
 	"kfv/supervisor"
 )
 
@@ -45,38 +41,19 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("current directory: %v", err), 125)
 	}
-	qemuArgs, monSock := args[1:], ""
-	var monitors []supervisor.MonitorProxy
-	var hideFDs []int
-	var monWarnings []string
-	isQEMU := supervisor.IsQEMU(args[0])
-	if isQEMU {
-		// What kfv adds to QEMU's command line: thread names (for
-		// attribution), kfv's place on the manager's QMP monitors (the
-		// L3 hook: QEMU listens on private paths, kfv on the manager's)
-		// and a private monitor of kfv's own (for reactions).
-		monDir, sock, err := supervisor.PrivateMonitor()
-		if err != nil {
-			return cli.Exit(err.Error(), 125)
-		}
-		defer os.RemoveAll(monDir)
-		monSock = sock
-		qemuArgs, monitors, hideFDs, monWarnings, err = supervisor.ProxyMonitors(qemuArgs, monDir)
-		if err != nil {
-			return cli.Exit(fmt.Sprintf("QEMU's monitors: %v", err), 125)
-		}
-		defer func() {
-			for _, m := range monitors {
-				m.Listener.Close()
-			}
-		}()
-		qemuArgs = supervisor.WithDebugThreads(supervisor.WithMonitor(qemuArgs, monSock))
-	}
-	p, dec, err := buildPolicy(c.String("profile"), isQEMU, qemuArgs, os.Environ(), cwd, supervisor.ListeningUnixPaths(withoutFDs(supervisor.InheritedFDs(), hideFDs)))
+	// What kfv adds to QEMU's command line and the manager's monitors it
+	// takes over (supervisor.Launch), then the policy for that line.
+	l, err := supervisor.NewLaunch(args[0], args[1:])
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
 	}
-	p.Warnings = append(p.Warnings, monWarnings...)
+	defer l.Close()
+	pol, err := supervisor.NewPolicy(c.String("profile"), l.IsQEMU, l.Args, os.Environ(), cwd, l.ServerSockets)
+	if err != nil {
+		return cli.Exit(err.Error(), 125)
+	}
+	p := pol.Profile
+	p.Warnings = append(p.Warnings, l.Warnings...)
 	out, closeOut, err := openEvents(c.String("events"))
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
@@ -95,19 +72,18 @@ func runAction(c *cli.Context) error {
 	}
 	status, runErr := supervisor.Run(&supervisor.Config{
 		QEMU:            args[0],
-		Args:            qemuArgs,
-		Profile:         p,
-		Decider:         dec,
+		Args:            l.Args,
+		Policy:          pol,
 		Mode:            mode,
 		VM:              vm,
 		Events:          ev,
 		Warn:            warn,
-		Monitor:         monSock,
+		Monitor:         l.Monitor,
 		CheckpointEvery: c.Duration("checkpoint-every"),
-		Memwatch:        memwatchConfig(isQEMU && c.Bool("memwatch"), c.Duration("memwatch-period")),
+		Memwatch:        memwatchConfig(l.IsQEMU && c.Bool("memwatch"), c.Duration("memwatch-period")),
 		MaxRestarts:     c.Int("max-restarts"),
-		Monitors:        monitors,
-		HideFDs:         hideFDs,
+		Monitors:        l.Monitors,
+		HideFDs:         l.HideFDs,
 		Cwd:             cwd,
 	})
 	evErr := ev.Close()
@@ -132,36 +108,6 @@ func runAction(c *cli.Context) error {
 		return cli.Exit("", 125)
 	}
 	return nil
-}
-
-// buildPolicy resolves a profile for one QEMU command line and
-// environment (supervisor.PrepareProfile) and the engine that applies it.
-// serverSockets are the paths of the listening unix sockets QEMU inherits
-// (supervisor.ListeningUnixPaths), which it may remove.
-func buildPolicy(profile string, isQEMU bool, qemuArgs, qemuEnv []string, cwd string, serverSockets []string) (*profiles.Profile, orch.Decider, error) {
-	p, err := profiles.Resolve(profile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("profile %s:\n%w", profile, err)
-	}
-	if isQEMU {
-		var warnings []string
-		p, warnings, err = supervisor.PrepareProfile(p, qemuArgs, qemuEnv, cwd, resources.HostFS())
-		if err != nil {
-			return nil, nil, err
-		}
-		p = supervisor.WithServerSocketRule(p, serverSockets)
-		p.Warnings = append(p.Warnings, warnings...)
-	} else {
-		p = supervisor.PrepareProgram(p, qemuEnv)
-		p.Warnings = append(p.Warnings, "the program is not a QEMU system emulator: kfv adds nothing to its command line and derives no resources from it")
-	}
-	engine, err := orch.NewEngine(p, nil)
-	if err != nil {
-		return nil, nil, fmt.Errorf("profile %s: %w", p.Source, err)
-	}
-	// What the manager hands QEMU over the monitor at run time joins the
-	// VM's resources (supervisor.DynamicDecider).
-	return p, &supervisor.DynamicDecider{Decider: engine}, nil
 }
 
 // openEvents opens the event destination. Files are appended to, so a
@@ -205,15 +151,4 @@ func memwatchConfig(on bool, period time.Duration) *memwatch.Config {
 		return nil
 	}
 	return &memwatch.Config{Period: period}
-}
-
-// withoutFDs returns fds less those in drop.
-func withoutFDs(fds, drop []int) []int {
-	var out []int
-	for _, fd := range fds {
-		if !slices.Contains(drop, fd) {
-			out = append(out, fd)
-		}
-	}
-	return out
 }

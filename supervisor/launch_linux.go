@@ -1,0 +1,119 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"kfv/orch"
+	"kfv/profiles"
+	"kfv/resources"
+)
+
+// Launch is the recipe both process models follow to put one QEMU
+// command line under kfv: what kfv adds to the line (thread names for
+// attribution, a private QMP monitor for reactions), the manager's QMP
+// monitors it takes over (the L3 hook: QEMU listens on private paths,
+// kfv on the manager's), and the server sockets QEMU inherits. A program
+// that is not a QEMU system emulator gets nothing added.
+type Launch struct {
+	IsQEMU bool
+	// Args are QEMU's arguments as it will get them.
+	Args []string
+	// Monitor is kfv's private QMP socket, "" when none was added.
+	Monitor string
+	// Monitors are the VM's QMP monitors kfv serves for its manager, and
+	// HideFDs the inherited fds they took over, which QEMU must not get.
+	Monitors []MonitorProxy
+	HideFDs  []int
+	// ServerSockets are the paths of the listening unix sockets QEMU
+	// inherits (libvirt's chardevs passed as fds), which it may remove.
+	ServerSockets []string
+	// Warnings are for the operator: monitors kfv does not proxy.
+	Warnings []string
+
+	dir string // the private monitor's directory
+}
+
+// NewLaunch prepares QEMU's command line argv0 args (argv0 tells whether
+// the program is QEMU). Close releases what it made when QEMU is gone
+// (or, in the emulator model, once the supervisor has its copies).
+func NewLaunch(argv0 string, args []string) (*Launch, error) {
+	l := &Launch{IsQEMU: isQEMU(argv0), Args: args}
+	if l.IsQEMU {
+		dir, sock, err := privateMonitor()
+		if err != nil {
+			return nil, err
+		}
+		l.dir, l.Monitor = dir, sock
+		l.Args, l.Monitors, l.HideFDs, l.Warnings, err = proxyMonitors(args, dir)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("QEMU's monitors: %w", err)
+		}
+		l.Args = withDebugThreads(withMonitor(l.Args, sock))
+	}
+	l.ServerSockets = listeningUnixPaths(without(inheritedFDs, l.HideFDs))
+	return l, nil
+}
+
+// MonitorDir is the private monitor's directory ("" for none).
+func (l *Launch) MonitorDir() string { return l.dir }
+
+// Close closes the monitor listeners kfv still holds and removes the
+// private monitor's directory.
+func (l *Launch) Close() error {
+	var errs []error
+	for _, m := range l.Monitors {
+		if err := m.Listener.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if l.dir != "" {
+		errs = append(errs, os.RemoveAll(l.dir))
+	}
+	return errors.Join(errs...)
+}
+
+// Policy is what kfv enforces for one VM: the profile prepared for its
+// command line, and the decider that applies it.
+type Policy struct {
+	Profile *profiles.Profile
+	Decider orch.Decider
+	// runtime takes the resources a manager hands QEMU over its monitors
+	// (nil: none are admitted).
+	runtime *DynamicDecider
+}
+
+// NewPolicy resolves a profile (a built-in name or a file) for one
+// command line (qemu: it is a QEMU system emulator; args as QEMU gets
+// them) in QEMU's environment and working directory: the rules for the
+// VM's own resources derived from the line (package policy), the server
+// sockets it inherits, and the engine that applies them, which also
+// admits what a manager hands QEMU at run time.
+func NewPolicy(profile string, qemu bool, args, env []string, cwd string, serverSockets []string) (*Policy, error) {
+	p, err := profiles.Resolve(profile)
+	if err != nil {
+		return nil, fmt.Errorf("profile %s:\n%w", profile, err)
+	}
+	if qemu {
+		var warnings []string
+		p, warnings, err = PrepareProfile(p, args, env, cwd, resources.HostFS())
+		if err != nil {
+			return nil, err
+		}
+		p = WithServerSocketRule(p, serverSockets)
+		p.Warnings = append(p.Warnings, warnings...)
+	} else {
+		p = PrepareProgram(p, env)
+		p.Warnings = append(p.Warnings, "the program is not a QEMU system emulator: kfv adds nothing to its command line and derives no resources from it")
+	}
+	engine, err := orch.NewEngine(p, nil)
+	if err != nil {
+		return nil, fmt.Errorf("profile %s: %w", p.Source, err)
+	}
+	dyn := &DynamicDecider{Decider: engine}
+	return &Policy{Profile: p, Decider: dyn, runtime: dyn}, nil
+}
