@@ -68,6 +68,9 @@ type token struct {
 	arg   string // as written, for messages
 	value string
 	hasV  bool
+	// origin is where the set says the option's resources came from:
+	// "-NAME", or the monitor command that stands for the option.
+	origin string
 }
 
 // tokenize splits QEMU's arguments (without argv[0]) into options as
@@ -79,7 +82,7 @@ func tokenize(args []string) ([]token, error) {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if !strings.HasPrefix(a, "-") {
-			out = append(out, token{name: "hda", arg: a, value: a, hasV: true})
+			out = append(out, token{name: "hda", arg: a, value: a, hasV: true, origin: "-hda"})
 			continue
 		}
 		name := strings.TrimPrefix(a[1:], "-")
@@ -92,7 +95,7 @@ func tokenize(args []string) ([]token, error) {
 			}
 			return nil, &OptionError{Option: a, Err: errors.New("invalid option (not a QEMU 7.2 option)")}
 		}
-		t := token{name: name, arg: a}
+		t := token{name: name, arg: a, origin: "-" + name}
 		if takes {
 			if i+1 >= len(args) {
 				return nil, &OptionError{Option: a, Err: errors.New("requires an argument")}
@@ -145,6 +148,11 @@ func FromArgs(args []string, cwd string, fsys fs.FS) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
+	return derive(toks, cwd, fsys)
+}
+
+// derive is FromArgs on options already tokenized.
+func derive(toks []token, cwd string, fsys fs.FS) (*Set, error) {
 	d := &deriver{s: &Set{}, cwd: filepath.Clean(cwd), fsys: fsys, nodes: map[string]string{}}
 	for _, t := range toks {
 		switch t.name {
@@ -169,7 +177,7 @@ func FromArgs(args []string, cwd string, fsys fs.FS) (*Set, error) {
 
 // option handles one option.
 func (d *deriver) option(t token) error {
-	origin := "-" + t.name
+	origin := t.origin
 	v := t.value
 	switch t.name {
 	case "drive":
@@ -523,6 +531,11 @@ func (d *deriver) devNode(p string, a Access, origin string) {
 	d.s.addDevice(Device{Path: absPath(p, d.cwd), Access: a, Option: origin})
 }
 
+// fdNameWarning is part of the warning fd gives for fd names: on the
+// command line they are errors, over QMP they are what getfd made, and
+// FromQMP drops the warning.
+const fdNameWarning = "named fds come from QMP getfd"
+
 // fd records an fd number; a name (monitor fd names exist only over QMP)
 // is reported.
 func (d *deriver) fd(v, origin string) {
@@ -531,7 +544,7 @@ func (d *deriver) fd(v, origin string) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 {
-		d.s.warnf("%s: %q is not an fd number (named fds come from QMP getfd, which the command line cannot use)", origin, v)
+		d.s.warnf("%s: %q is not an fd number (%s, which the command line cannot use)", origin, v, fdNameWarning)
 		return
 	}
 	d.s.addFD(n, origin)

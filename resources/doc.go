@@ -5,7 +5,8 @@
 // whether user-mode networking (slirp, which connects wherever the guest
 // connects) is in use. FromArgs reads QEMU's command line; FromQMP and
 // FromHMP read one monitor command, which names resources the same way
-// (blockdev-add is -blockdev, netdev_add is -netdev…).
+// (blockdev-add is -blockdev, netdev_add is -netdev…), and Set.Merge adds
+// what a command names to the VM's set.
 //
 // That is its one job. It is pure: it starts nothing, holds no fds and
 // reads files (qcow2 headers for backing chains, -readconfig files) only

@@ -105,11 +105,11 @@ func (x *extractor) hmp(line string) error {
 		}
 		x.newImage(pos(1), mode, "snapshot-file")
 	case "qemu-io":
-		x.warnf("HMP qemu-io: qemu-io commands (open) can name files kfv does not list")
+		x.n.Set.warnf("HMP qemu-io: qemu-io commands (open) can name files kfv does not list")
 	default:
 		for _, w := range args {
 			if monitorPathLike(w) || strings.Contains(w, "=/") || strings.Contains(w, "=./") {
-				x.warnf("HMP %s: %q looks like a path, but kfv does not know what QEMU does with it; not in the set", cmd, w)
+				x.n.Set.warnf("HMP %s: %q looks like a path, but kfv does not know what QEMU does with it; not in the set", cmd, w)
 			}
 		}
 	}

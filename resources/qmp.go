@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -108,39 +109,93 @@ type extractor struct {
 	cwd    string
 	fsys   fs.FS
 	origin string
+	// err is the first argument of the wrong type that str, obj or
+	// boolean met. Reads after it give zero values, and done returns it:
+	// a handler reads all it needs, then acts, without a check per read
+	// (as bufio.Scanner keeps its error).
+	err error
+}
+
+// done returns the command's error: a malformed argument read earlier
+// wins over what a handler made of the zero value read in its place, as
+// QEMU would have refused the arguments first.
+func (x *extractor) done(err error) error {
+	if x.err != nil {
+		return x.err
+	}
+	return err
+}
+
+// member returns a's member k, absent when it is missing or null.
+func member(a map[string]json.RawMessage, k string) (json.RawMessage, bool) {
+	v, ok := a[k]
+	return v, ok && string(v) != "null"
 }
 
 // str returns a string member, "" when absent; a member of another type
 // is an error.
 func str(a map[string]json.RawMessage, k string) (string, error) {
-	v, ok := a[k]
-	if !ok || string(v) == "null" {
-		return "", nil
-	}
 	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
+	if v, ok := member(a, k); ok && json.Unmarshal(v, &s) != nil {
 		return "", fmt.Errorf("%s: want a string", k)
 	}
 	return s, nil
 }
 
-// obj decodes an object member; absent is nil.
-func obj(a map[string]json.RawMessage, k string) (map[string]json.RawMessage, error) {
-	v, ok := a[k]
-	if !ok || string(v) == "null" {
-		return nil, nil
-	}
+// str is the string member k of a, "" when absent (see extractor.err).
+func (x *extractor) str(a map[string]json.RawMessage, k string) string {
+	s, err := str(a, k)
+	x.fail(err)
+	return s
+}
+
+// obj is the object member k of a, nil when absent (see extractor.err).
+func (x *extractor) obj(a map[string]json.RawMessage, k string) map[string]json.RawMessage {
 	var m map[string]json.RawMessage
-	if err := json.Unmarshal(v, &m); err != nil {
-		return nil, fmt.Errorf("%s: want an object", k)
+	if v, ok := member(a, k); ok && json.Unmarshal(v, &m) != nil {
+		x.fail(fmt.Errorf("%s: want an object", k))
+		return nil
 	}
-	return m, nil
+	return m
+}
+
+// boolean is the boolean member k of a, false when absent; prefix names
+// a in messages (see extractor.err).
+func (x *extractor) boolean(a map[string]json.RawMessage, k, prefix string) bool {
+	var b bool
+	if v, ok := a[k]; ok && json.Unmarshal(v, &b) != nil {
+		x.fail(errors.New(prefix + k + ": want a boolean"))
+	}
+	return b
+}
+
+// fail keeps err when it is the first.
+func (x *extractor) fail(err error) {
+	if x.err == nil {
+		x.err = err
+	}
 }
 
 func (x *extractor) qmp(cmd string, raw json.RawMessage, a map[string]json.RawMessage) error {
+	return x.done(x.command(cmd, raw, a))
+}
+
+// newImageKeys are the commands that write an image, by the argument that
+// names it.
+var newImageKeys = map[string]string{"drive-mirror": "target", "drive-backup": "target", "blockdev-snapshot-sync": "snapshot-file"}
+
+// asOption are the commands whose arguments are those of an option.
+var asOption = map[string]string{"blockdev-add": "-blockdev", "netdev_add": "-netdev", "device_add": "-device", "object-add": "-object"}
+
+func (x *extractor) command(cmd string, raw json.RawMessage, a map[string]json.RawMessage) error {
+	if opt, ok := asOption[cmd]; ok {
+		return x.option(opt, string(raw))
+	}
+	if key, ok := newImageKeys[cmd]; ok {
+		x.newImage(x.str(a, key), x.str(a, "mode"), key+"=")
+		return nil
+	}
 	switch cmd {
-	case "blockdev-add":
-		return x.option("-blockdev", string(raw))
 	case "blockdev-reopen", "x-blockdev-reopen":
 		var o struct {
 			Options []json.RawMessage `json:"options"`
@@ -157,74 +212,18 @@ func (x *extractor) qmp(cmd string, raw json.RawMessage, a map[string]json.RawMe
 			return x.option("-blockdev", string(raw))
 		}
 	case "blockdev-change-medium":
-		file, err := str(a, "filename")
-		if err != nil {
-			return err
-		}
-		format, err := str(a, "format")
-		if err != nil {
-			return err
-		}
-		mode, err := str(a, "read-only-mode")
-		if err != nil {
-			return err
-		}
-		return x.medium(file, format, mode)
+		return x.medium(x.str(a, "filename"), x.str(a, "format"), x.str(a, "read-only-mode"))
 	case "change":
-		dev, err := str(a, "device")
-		if err != nil {
-			return err
-		}
-		target, err := str(a, "target")
-		if err != nil {
-			return err
-		}
-		format, err := str(a, "arg")
-		if err != nil {
-			return err
-		}
+		dev, target, format := x.str(a, "device"), x.str(a, "target"), x.str(a, "arg")
 		if dev == "vnc" {
 			return nil // target is "password"
 		}
 		return x.medium(target, format, "")
 	case "blockdev-create":
-		o, err := obj(a, "options")
-		if err != nil {
-			return err
-		}
+		o := x.obj(a, "options")
 		if drv, _ := str(o, "driver"); drv == "file" {
-			name, err := str(o, "filename")
-			if err != nil {
-				return err
-			}
-			x.file(name, Create, "options.filename=")
+			x.file(x.str(o, "filename"), Create, "options.filename=")
 		}
-	case "drive-mirror", "drive-backup":
-		target, err := str(a, "target")
-		if err != nil {
-			return err
-		}
-		mode, err := str(a, "mode")
-		if err != nil {
-			return err
-		}
-		x.newImage(target, mode, "target=")
-	case "blockdev-snapshot-sync":
-		name, err := str(a, "snapshot-file")
-		if err != nil {
-			return err
-		}
-		mode, err := str(a, "mode")
-		if err != nil {
-			return err
-		}
-		x.newImage(name, mode, "snapshot-file=")
-	case "netdev_add":
-		return x.option("-netdev", string(raw))
-	case "device_add":
-		return x.option("-device", string(raw))
-	case "object-add":
-		return x.option("-object", string(raw))
 	case "chardev-add", "chardev-change":
 		return x.chardev(a)
 	case "migrate":
@@ -232,32 +231,18 @@ func (x *extractor) qmp(cmd string, raw json.RawMessage, a map[string]json.RawMe
 	case "migrate-incoming":
 		return x.migrateArgs(a, true)
 	case "screendump", "pmemsave", "memsave", "dump-skeys":
-		name, err := str(a, "filename")
-		if err != nil {
-			return err
-		}
-		x.file(name, Create, "filename=")
+		x.file(x.str(a, "filename"), Create, "filename=")
 	case "dump-guest-memory":
-		proto, err := str(a, "protocol")
-		if err != nil {
-			return err
-		}
+		proto := x.str(a, "protocol")
 		if p, ok := strings.CutPrefix(proto, "file:"); ok {
 			x.file(p, Create, "protocol=file:")
 		} else if !strings.HasPrefix(proto, "fd:") {
 			return fmt.Errorf("protocol %q: want file:PATH or fd:NAME", proto)
 		}
 	case "nbd-server-start":
-		addr, err := obj(a, "addr")
-		if err != nil {
-			return err
-		}
-		return x.socketAddressType(addr, true, OpBind, Stream, "addr.")
+		return x.socketAddressType(x.obj(a, "addr"), true, OpBind, Stream, "addr.")
 	case "human-monitor-command":
-		line, err := str(a, "command-line")
-		if err != nil {
-			return err
-		}
+		line := x.str(a, "command-line")
 		x.origin = "HMP"
 		return x.hmp(line)
 	default:
@@ -267,77 +252,29 @@ func (x *extractor) qmp(cmd string, raw json.RawMessage, a map[string]json.RawMe
 }
 
 // option derives the resources of one command-line option with value v,
-// as if QEMU had been started with it, through FromArgs: the
-// QMP arguments of blockdev-add, netdev_add, device_add and object-add
-// are what -blockdev, -netdev, -device and -object take as JSON.
+// as if QEMU had been started with it: the QMP arguments of blockdev-add,
+// netdev_add, device_add and object-add are what -blockdev, -netdev,
+// -device and -object take as JSON.
 func (x *extractor) option(name, v string) error {
-	// -nodefaults and -accel keep FromArgs from adding what a whole VM
-	// has (QEMU's default NIC, the accelerator's device).
-	set, err := FromArgs([]string{"-nodefaults", "-accel", "tcg", name, v}, x.cwd, x.fsys)
+	if x.err != nil {
+		return x.err // the arguments are refused; read no host file for them
+	}
+	// -nodefaults and -accel keep the derivation from adding what a whole
+	// VM has (QEMU's default NIC, the accelerator's device).
+	toks, err := tokenize([]string{"-nodefaults", "-accel", "tcg", name, v})
 	if err != nil {
 		return err
 	}
-	x.merge(set, name)
+	// What the set says its resources came from is the command, which
+	// is what the operator sent, not the option it stands for.
+	toks[len(toks)-1].origin = x.origin
+	set, err := derive(toks, x.cwd, x.fsys)
+	if err != nil {
+		return err
+	}
+	set.Warnings = slices.DeleteFunc(set.Warnings, func(w string) bool { return strings.Contains(w, fdNameWarning) })
+	x.n.Set.Merge(set)
 	return nil
-}
-
-// fdNameWarning is part of the warning FromArgs gives for fd names, which
-// on the command line are errors but over QMP are what getfd made.
-const fdNameWarning = "named fds come from QMP getfd"
-
-// merge adds a derived set, naming the command instead of the option.
-func (x *extractor) merge(set *Set, option string) {
-	fix := func(s string) string {
-		if r, ok := strings.CutPrefix(s, option); ok {
-			return x.origin + r
-		}
-		return s
-	}
-	s := x.n.Set
-	for _, f := range set.Files {
-		f.Option = fix(f.Option)
-		s.Files = appendNew(s.Files, f)
-	}
-	for _, d := range set.Dirs {
-		d.Option = fix(d.Option)
-		s.Dirs = appendNew(s.Dirs, d)
-	}
-	for _, k := range set.Sockets {
-		k.Option = fix(k.Option)
-		s.Sockets = appendNew(s.Sockets, k)
-	}
-	for _, d := range set.Devices {
-		d.Option = fix(d.Option)
-		s.Devices = appendNew(s.Devices, d)
-	}
-	for _, f := range set.FDs {
-		f.Option = fix(f.Option)
-		s.FDs = appendNew(s.FDs, f)
-	}
-	for _, w := range set.Warnings {
-		if !strings.Contains(w, fdNameWarning) {
-			s.Warnings = appendNew(s.Warnings, fix(w))
-		}
-	}
-	s.NetUser = s.NetUser || set.NetUser
-	s.IOUring = s.IOUring || set.IOUring
-}
-
-func appendNew[T comparable](s []T, v T) []T {
-	for _, x := range s {
-		if x == v {
-			return s
-		}
-	}
-	return append(s, v)
-}
-
-// abs resolves p against QEMU's working directory.
-func (x *extractor) abs(p string) string {
-	if filepath.IsAbs(p) {
-		return filepath.Clean(p)
-	}
-	return filepath.Join(x.cwd, p)
 }
 
 // file adds a plain file name (no protocol prefix).
@@ -345,12 +282,7 @@ func (x *extractor) file(p string, a Access, key string) {
 	if p == "" {
 		return
 	}
-	x.n.Set.Files = appendNew(x.n.Set.Files, File{Path: p, Abs: x.abs(p), Access: a, Option: x.origin + " " + key})
-}
-
-// warnf adds a warning.
-func (x *extractor) warnf(format string, args ...any) {
-	x.n.Set.Warnings = appendNew(x.n.Set.Warnings, fmt.Sprintf(format, args...))
+	x.n.Set.addFile(File{Path: p, Abs: absPath(p, x.cwd), Access: a, Option: x.origin + " " + key})
 }
 
 // medium adds a removable medium: QEMU opens filename (which may carry a
@@ -391,72 +323,33 @@ func (x *extractor) newImage(p, mode, key string) {
 // chardev adds the backend of chardev-add and chardev-change, turned into
 // the -chardev options that mean the same.
 func (x *extractor) chardev(a map[string]json.RawMessage) error {
-	id, err := str(a, "id")
-	if err != nil {
-		return err
-	}
-	b, err := obj(a, "backend")
-	if err != nil {
-		return err
-	}
-	typ, err := str(b, "type")
-	if err != nil {
-		return err
-	}
-	data, err := obj(b, "data")
-	if err != nil {
-		return err
-	}
+	id := x.str(a, "id")
+	b := x.obj(a, "backend")
+	typ := x.str(b, "type")
+	data := x.obj(b, "data")
 	opts := []string{typ, "id=" + EscapeOpt(id)}
-	add := func(k, jsonKey string) error {
-		v, err := str(data, jsonKey)
-		if err != nil {
-			return err
-		}
-		if v != "" {
+	add := func(k, jsonKey string) {
+		if v := x.str(data, jsonKey); v != "" {
 			opts = append(opts, k+"="+EscapeOpt(v))
 		}
-		return nil
 	}
-	if err := add("logfile", "logfile"); err != nil {
-		return err
-	}
+	add("logfile", "logfile")
 	switch typ {
 	case "file":
-		if err := add("path", "out"); err != nil {
-			return err
-		}
-		if err := add("input-path", "in"); err != nil {
-			return err
-		}
+		add("path", "out")
+		add("input-path", "in")
 	case "serial", "parallel", "pipe":
-		if err := add("path", "device"); err != nil {
-			return err
-		}
+		add("path", "device")
 	case "socket":
-		addr, err := obj(data, "addr")
-		if err != nil {
-			return err
-		}
-		server := false
-		if v, ok := data["server"]; ok && json.Unmarshal(v, &server) != nil {
-			return errors.New("backend.data.server: want a boolean")
-		}
+		addr := x.obj(data, "addr")
 		op := OpConnect
-		if server {
+		if x.boolean(data, "server", "backend.data.") {
 			op = OpBind
 		}
 		x.origin += " " + id
 		return x.socketAddressType(addr, true, op, Stream, "backend.data.addr.")
 	case "udp":
-		remote, err := obj(data, "remote")
-		if err != nil {
-			return err
-		}
-		local, err := obj(data, "local")
-		if err != nil {
-			return err
-		}
+		remote, local := x.obj(data, "remote"), x.obj(data, "local")
 		x.origin += " " + id
 		if err := x.socketAddressType(remote, true, OpConnect, Dgram, "backend.data.remote."); err != nil {
 			return err
@@ -476,10 +369,7 @@ func (x *extractor) socketAddressType(a map[string]json.RawMessage, legacy bool,
 	if a == nil {
 		return errors.New(key + "type: missing address")
 	}
-	kind, err := str(a, "type")
-	if err != nil {
-		return err
-	}
+	kind := x.str(a, "type")
 	if legacy {
 		if d, ok := a["data"]; ok {
 			if err := json.Unmarshal(d, &a); err != nil {
@@ -491,45 +381,23 @@ func (x *extractor) socketAddressType(a map[string]json.RawMessage, legacy bool,
 	s := x.n.Set
 	switch kind {
 	case "unix":
-		p, err := str(a, "path")
-		if err != nil {
-			return err
-		}
+		p := x.str(a, "path")
 		if p == "" {
 			return errors.New(key + "path: empty unix socket path")
 		}
-		addr := x.abs(p)
-		abstract := false
-		if v, ok := a["abstract"]; ok && json.Unmarshal(v, &abstract) != nil {
-			return errors.New(key + "abstract: want a boolean")
-		}
-		if abstract {
+		addr := absPath(p, x.cwd)
+		if x.boolean(a, "abstract", key) {
 			addr = "@" + p
 		}
-		s.Sockets = appendNew(s.Sockets, Socket{Family: FamilyUnix, Type: typ, Address: addr, Op: op, Option: origin + "path="})
+		s.addUnix(addr, typ, op, origin+"path=")
 	case "inet":
-		host, err := str(a, "host")
-		if err != nil {
-			return err
-		}
-		port, err := str(a, "port")
-		if err != nil {
-			return err
-		}
+		host, port := x.str(a, "host"), x.str(a, "port")
 		if to, ok := a["to"]; ok {
 			port += "-" + strings.Trim(string(to), `"`)
 		}
-		s.Sockets = appendNew(s.Sockets, Socket{Family: inetFamily(host), Type: typ, Address: joinHostPort(host, port), Op: op, Option: origin + "host=,port="})
+		s.addInet(host, port, typ, op, origin+"host=,port=")
 	case "vsock":
-		cid, err := str(a, "cid")
-		if err != nil {
-			return err
-		}
-		port, err := str(a, "port")
-		if err != nil {
-			return err
-		}
-		s.Sockets = appendNew(s.Sockets, Socket{Family: FamilyVsock, Type: typ, Address: cid + ":" + port, Op: op, Option: origin + "cid=,port="})
+		s.addVsock(x.str(a, "cid"), x.str(a, "port"), typ, op, origin+"cid=,port=")
 	case "fd":
 		// A monitor fd name (getfd) or a number in QEMU's fd table: no
 		// open or connect.
@@ -542,11 +410,7 @@ func (x *extractor) socketAddressType(a map[string]json.RawMessage, legacy bool,
 // migrateArgs handles migrate and migrate-incoming: a uri, or (QEMU 8.2
 // and later) a list of channels.
 func (x *extractor) migrateArgs(a map[string]json.RawMessage, incoming bool) error {
-	uri, err := str(a, "uri")
-	if err != nil {
-		return err
-	}
-	if uri != "" {
+	if uri := x.str(a, "uri"); uri != "" {
 		return x.migrateURI(uri, incoming)
 	}
 	var chans []struct {
@@ -567,15 +431,11 @@ func (x *extractor) migrateArgs(a map[string]json.RawMessage, incoming bool) err
 
 // migrationAddress handles one MigrationAddress (QEMU 8.2 and later).
 func (x *extractor) migrationAddress(a map[string]json.RawMessage, incoming bool) error {
-	op := OpConnect
+	op, acc := OpConnect, Create
 	if incoming {
-		op = OpBind
+		op, acc = OpBind, ReadOnly
 	}
-	transport, err := str(a, "transport")
-	if err != nil {
-		return err
-	}
-	switch transport {
+	switch transport := x.str(a, "transport"); transport {
 	case "socket":
 		return x.socketAddressType(a, false, op, Stream, "channels.addr.")
 	case "exec":
@@ -591,26 +451,10 @@ func (x *extractor) migrationAddress(a map[string]json.RawMessage, incoming bool
 		}
 		x.n.Exec = append(x.n.Exec, strings.Join(e.Args, " "))
 	case "file":
-		name, err := str(a, "filename")
-		if err != nil {
-			return err
-		}
-		acc := Create
-		if incoming {
-			acc = ReadOnly
-		}
-		x.file(name, acc, "channels.addr.filename=")
+		x.file(x.str(a, "filename"), acc, "channels.addr.filename=")
 	case "rdma":
-		x.warnf("%s: RDMA migration uses verbs devices (/dev/infiniband) kfv does not list", x.origin)
-		host, err := str(a, "host")
-		if err != nil {
-			return err
-		}
-		port, err := str(a, "port")
-		if err != nil {
-			return err
-		}
-		x.n.Set.Sockets = appendNew(x.n.Set.Sockets, Socket{Family: inetFamily(host), Type: Stream, Address: joinHostPort(host, port), Op: op, Option: x.origin + " channels.addr rdma"})
+		x.n.Set.warnf("%s: RDMA migration uses verbs devices (/dev/infiniband) kfv does not list", x.origin)
+		x.n.Set.addInet(x.str(a, "host"), x.str(a, "port"), Stream, op, x.origin+" channels.addr rdma")
 	default:
 		return fmt.Errorf("channels.addr.transport %q: want socket, exec, file or rdma", transport)
 	}
@@ -641,7 +485,7 @@ func (x *extractor) migrateURI(uri string, incoming bool) error {
 		if rest == "" {
 			return errors.New("unix: empty socket path")
 		}
-		s.Sockets = appendNew(s.Sockets, Socket{Family: FamilyUnix, Type: Stream, Address: x.abs(rest), Op: OpConnect, Option: x.origin + " unix:"})
+		s.addUnix(absPath(rest, x.cwd), Stream, OpConnect, x.origin+" unix:")
 	case "file":
 		// QEMU 8.2 and later: file:PATH[,offset=N].
 		p, _, _ := strings.Cut(rest, ",")
@@ -652,16 +496,16 @@ func (x *extractor) migrateURI(uri string, incoming bool) error {
 		if err != nil {
 			return err
 		}
-		s.Sockets = appendNew(s.Sockets, Socket{Family: inetFamily(host), Type: Stream, Address: joinHostPort(host, port), Op: OpConnect, Option: x.origin + " " + proto + ":"})
+		s.addInet(host, port, Stream, OpConnect, x.origin+" "+proto+":")
 		if proto == "rdma" {
-			x.warnf("%s %s: RDMA migration uses verbs devices (/dev/infiniband) kfv does not list", x.origin, uri)
+			s.warnf("%s %s: RDMA migration uses verbs devices (/dev/infiniband) kfv does not list", x.origin, uri)
 		}
 	case "vsock":
 		cid, port, ok := strings.Cut(rest, ":")
 		if !ok {
 			return errors.New("vsock: want vsock:CID:PORT")
 		}
-		s.Sockets = appendNew(s.Sockets, Socket{Family: FamilyVsock, Type: Stream, Address: cid + ":" + port, Op: OpConnect, Option: x.origin + " vsock:"})
+		s.addVsock(cid, port, Stream, OpConnect, x.origin+" vsock:")
 	default:
 		return fmt.Errorf("uri %q: unknown migration protocol", uri)
 	}
@@ -699,7 +543,7 @@ func (x *extractor) scanValue(v json.RawMessage, key string, depth int) {
 	var s string
 	if json.Unmarshal(v, &s) == nil {
 		if monitorPathLike(s) {
-			x.warnf("%s %s=%s: looks like a path, but kfv does not know what QEMU does with it; not in the set", x.origin, key, s)
+			x.n.Set.warnf("%s %s=%s: looks like a path, but kfv does not know what QEMU does with it; not in the set", x.origin, key, s)
 		}
 		return
 	}

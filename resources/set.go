@@ -163,46 +163,67 @@ type Set struct {
 	Warnings []string `json:"warnings"`
 }
 
-func (s *Set) addFile(f File) {
-	if !slices.Contains(s.Files, f) {
-		s.Files = append(s.Files, f)
+// appendNew appends each of vs that s does not hold yet.
+func appendNew[T comparable](s []T, vs ...T) []T {
+	for _, v := range vs {
+		if !slices.Contains(s, v) {
+			s = append(s, v)
+		}
 	}
+	return s
 }
 
-func (s *Set) addDir(d Dir) {
-	if !slices.Contains(s.Dirs, d) {
-		s.Dirs = append(s.Dirs, d)
-	}
+// Merge adds to s what other holds that s does not: its files, directory
+// trees, sockets, devices, inherited fds and warnings, and its use of
+// user-mode networking and io_uring. What other says about a whole VM
+// (Name, Accels, LoadVM) is left out: merging the resources a monitor
+// command names into a VM's set does not rename the VM or change its
+// accelerators.
+func (s *Set) Merge(other *Set) {
+	s.Files = appendNew(s.Files, other.Files...)
+	s.Dirs = appendNew(s.Dirs, other.Dirs...)
+	s.Sockets = appendNew(s.Sockets, other.Sockets...)
+	s.Devices = appendNew(s.Devices, other.Devices...)
+	s.FDs = appendNew(s.FDs, other.FDs...)
+	s.Warnings = appendNew(s.Warnings, other.Warnings...)
+	s.NetUser = s.NetUser || other.NetUser
+	s.IOUring = s.IOUring || other.IOUring
 }
+
+func (s *Set) addFile(f File) { s.Files = appendNew(s.Files, f) }
+
+func (s *Set) addDir(d Dir) { s.Dirs = appendNew(s.Dirs, d) }
 
 func (s *Set) addSocket(k Socket) {
 	if k.Family == FamilyUnix && (k.Address == "" || k.Address == "@") {
 		s.warnf("%s: empty unix socket path (QEMU will refuse it)", k.Option)
 		return
 	}
-	if !slices.Contains(s.Sockets, k) {
-		s.Sockets = append(s.Sockets, k)
-	}
+	s.Sockets = appendNew(s.Sockets, k)
 }
 
-func (s *Set) addDevice(d Device) {
-	if !slices.Contains(s.Devices, d) {
-		s.Devices = append(s.Devices, d)
-	}
+// addInet adds an inet socket at host:port; an IPv6 literal host makes
+// it FamilyInet6, bracketed in the address.
+func (s *Set) addInet(host, port, typ, op, option string) {
+	s.addSocket(Socket{Family: inetFamily(host), Type: typ, Address: joinHostPort(host, port), Op: op, Option: option})
 }
 
-func (s *Set) addFD(n int, option string) {
-	f := FD{Num: n, Option: option}
-	if !slices.Contains(s.FDs, f) {
-		s.FDs = append(s.FDs, f)
-	}
+// addUnix adds a unix socket at addr (absolute, or "@name").
+func (s *Set) addUnix(addr, typ, op, option string) {
+	s.addSocket(Socket{Family: FamilyUnix, Type: typ, Address: addr, Op: op, Option: option})
 }
+
+// addVsock adds a vsock socket at cid:port.
+func (s *Set) addVsock(cid, port, typ, op, option string) {
+	s.addSocket(Socket{Family: FamilyVsock, Type: typ, Address: cid + ":" + port, Op: op, Option: option})
+}
+
+func (s *Set) addDevice(d Device) { s.Devices = appendNew(s.Devices, d) }
+
+func (s *Set) addFD(n int, option string) { s.FDs = appendNew(s.FDs, FD{Num: n, Option: option}) }
 
 func (s *Set) warnf(format string, a ...any) {
-	w := fmt.Sprintf(format, a...)
-	if !slices.Contains(s.Warnings, w) {
-		s.Warnings = append(s.Warnings, w)
-	}
+	s.Warnings = appendNew(s.Warnings, fmt.Sprintf(format, a...))
 }
 
 // FileAccess returns the widest access the set gives the absolute path
