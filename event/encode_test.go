@@ -36,7 +36,7 @@ func TestAppendJSON(t *testing.T) {
 	ts := time.Date(2026, 11, 26, 1, 2, 3, 456789, time.UTC)
 	cases := []Event{
 		{Time: ts, Kind: KindDecision, VM: "vm1", PID: 1, TID: 2, Thread: "CPU 0/KVM", Syscall: "openat", Args: `path="/etc/shadow" args=[0x1]`, Verdict: "deny", Errno: "EACCES"},
-		{Time: ts, Kind: KindReaction, Reaction: "link_down:all-nics", Chain: []Link{{Time: ts, Layer: "L1", HRSC: "vcpu0", Detector: "signature", Severity: "high", Syscall: "ioctl", TID: 7, Rule: "r", Detail: "d"}}},
+		{Time: ts, Kind: KindReaction, Reaction: "link_down:all-nics", Outcome: OutcomeFailed, Detail: "no vNIC", Chain: []Link{{Time: ts, Layer: "L1", HRSC: "vcpu0", Detector: "signature", Severity: "high", Syscall: "ioctl", TID: 7, Rule: "r", Detail: "d"}}},
 		{Time: ts, Detail: "quotes \" backslash \\ newline \n tab \t nul \x00 bell \x07 <html>&"},
 		{Time: ts, Detail: "utf-8 é ✓ and bad \xff\xfe bytes, line sep \u2028 para \u2029"},
 		{Time: ts.In(time.FixedZone("x", 3600)), Thread: "qemu-system-x86"},

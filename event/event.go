@@ -36,20 +36,43 @@ type Event struct {
 	Syscall string    `json:"syscall"`
 	Source  string    `json:"source"` // what produced the event: "seccomp", "supervisor"...
 	Args    string    `json:"args"`   // a readable summary of the arguments
-	Verdict string    `json:"verdict"`
-	Errno   string    `json:"errno"`   // with verdict deny
-	Applied string    `json:"applied"` // what kfv actually answered (differs from verdict in audit mode)
-	Rule    string    `json:"rule"`
-	Detail  string    `json:"detail"`
+	// Verdict is what was decided on a call: allow or deny (Applied
+	// says what kfv answered). A reaction's outcome is in Outcome.
+	Verdict string `json:"verdict"`
+	Errno   string `json:"errno"`   // with verdict deny
+	Applied string `json:"applied"` // what kfv actually answered (differs from verdict in audit mode)
+	Rule    string `json:"rule"`
+	Detail  string `json:"detail"`
 	// Detector and Severity describe a finding ("signature", "origin",
 	// "behaviour", "rate", "memwatch"; "low" to "critical").
 	Detector string `json:"detector"`
 	Severity string `json:"severity"`
 	// Reaction is what a reaction event did ("pause", "link_down:all-nics"...).
 	Reaction string `json:"reaction"`
+	// Outcome is, for a reaction, how it went: OutcomeDone,
+	// OutcomeFailed (the error in Detail) or OutcomeAudit. It is "" on
+	// other lines.
+	Outcome string `json:"outcome"`
 	// Chain lists, for a reaction, the findings that caused it, oldest
 	// first; empty otherwise.
 	Chain []Link `json:"chain"`
+}
+
+// Outcomes of a reaction, in Event.Outcome.
+const (
+	OutcomeDone   = "done"                   // carried out
+	OutcomeFailed = "failed"                 // tried and failed; the error is in Detail
+	OutcomeAudit  = "audit: not carried out" // audit mode: ordered, not carried out
+)
+
+// ReactionOutcome returns the outcome of a reaction event. Streams
+// written before the outcome field existed carried it in verdict, so
+// when Outcome is empty it returns Verdict.
+func (e *Event) ReactionOutcome() string {
+	if e.Outcome == "" {
+		return e.Verdict
+	}
+	return e.Outcome
 }
 
 // Link is one finding in a reaction's chain.

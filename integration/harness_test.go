@@ -165,7 +165,7 @@ func denials(evs []event.Event) []event.Event {
 func dumpEvents(evs []event.Event) string {
 	var b strings.Builder
 	for _, e := range evs {
-		fmt.Fprintf(&b, "  %s %s %s tid=%d thread=%q verdict=%s rule=%s args=%s detail=%s\n", e.Kind, e.Layer, e.Syscall, e.TID, e.Thread, e.Verdict, e.Rule, e.Args, e.Detail)
+		fmt.Fprintf(&b, "  %s %s %s tid=%d thread=%q verdict=%s rule=%s args=%s reaction=%s outcome=%s detail=%s\n", e.Kind, e.Layer, e.Syscall, e.TID, e.Thread, e.Verdict, e.Rule, e.Args, e.Reaction, e.Outcome, e.Detail)
 	}
 	return b.String()
 }

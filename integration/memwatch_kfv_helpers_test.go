@@ -122,9 +122,9 @@ func (r *mkRun) reaction(name string, f event.Event, timeout time.Duration) even
 	e, _ := r.waitEvent("reaction "+name+" to "+f.Rule, timeout, func(e *event.Event) bool {
 		return e.Kind == event.KindReaction && e.Reaction == name && mkChainHas(e.Chain, f)
 	})
-	r.t.Logf("reaction %s rule=%s verdict=%s detail=%q chain=%s", e.Reaction, e.Rule, e.Verdict, e.Detail, chainLinks(e.Chain))
-	if e.Verdict != "done" {
-		r.t.Errorf("reaction %s: verdict %q (%s), want done", name, e.Verdict, e.Detail)
+	r.t.Logf("reaction %s rule=%s outcome=%s detail=%q chain=%s", e.Reaction, e.Rule, e.ReactionOutcome(), e.Detail, chainLinks(e.Chain))
+	if e.ReactionOutcome() != event.OutcomeDone {
+		r.t.Errorf("reaction %s: outcome %q (%s), want %s", name, e.ReactionOutcome(), e.Detail, event.OutcomeDone)
 	}
 	return e
 }
@@ -163,8 +163,8 @@ func mkDump(evs []event.Event) string {
 		if e.Kind == event.KindDecision && e.Verdict != "deny" {
 			continue
 		}
-		fmt.Fprintf(&b, "  %s %s %s %s %s tid=%d %q %s/%s verdict=%s rule=%s reaction=%s detail=%s\n",
-			e.Time.Format("15:04:05.000"), e.Kind, e.Layer, e.HRSC, e.Syscall, e.TID, e.Thread, e.Detector, e.Severity, e.Verdict, e.Rule, e.Reaction, e.Detail)
+		fmt.Fprintf(&b, "  %s %s %s %s %s tid=%d %q %s/%s verdict=%s rule=%s reaction=%s outcome=%s detail=%s\n",
+			e.Time.Format("15:04:05.000"), e.Kind, e.Layer, e.HRSC, e.Syscall, e.TID, e.Thread, e.Detector, e.Severity, e.Verdict, e.Rule, e.Reaction, e.Outcome, e.Detail)
 	}
 	return b.String()
 }

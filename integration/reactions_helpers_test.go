@@ -218,9 +218,9 @@ func (r *reactRun) waitReaction(name string, timeout time.Duration, cause func(e
 	e := r.waitEvent("reaction "+name, timeout, func(e *event.Event) bool {
 		return e.Kind == event.KindReaction && e.Reaction == name
 	})
-	r.t.Logf("reaction %s rule=%s verdict=%s detail=%q chain=%s", e.Reaction, e.Rule, e.Verdict, e.Detail, chainString(e.Chain))
-	if e.Verdict != "done" {
-		r.t.Errorf("reaction %s: verdict %q (%s), want done", name, e.Verdict, e.Detail)
+	r.t.Logf("reaction %s rule=%s outcome=%s detail=%q chain=%s", e.Reaction, e.Rule, e.ReactionOutcome(), e.Detail, chainString(e.Chain))
+	if e.ReactionOutcome() != event.OutcomeDone {
+		r.t.Errorf("reaction %s: outcome %q (%s), want %s", name, e.ReactionOutcome(), e.Detail, event.OutcomeDone)
 	}
 	found := false
 	for _, l := range e.Chain {
@@ -250,8 +250,8 @@ func dumpPlane(evs []event.Event) string {
 		if e.Kind == event.KindDecision && e.Verdict != "deny" && !strings.Contains(e.Detail, "held") {
 			continue
 		}
-		fmt.Fprintf(&b, "  %s %s pid=%d %s %s %s tid=%d %s/%s verdict=%s rule=%s reaction=%s detail=%s\n",
-			e.Time.Format("15:04:05.000"), e.Kind, e.PID, e.Layer, e.HRSC, e.Syscall, e.TID, e.Detector, e.Severity, e.Verdict, e.Rule, e.Reaction, e.Detail)
+		fmt.Fprintf(&b, "  %s %s pid=%d %s %s %s tid=%d %s/%s verdict=%s rule=%s reaction=%s outcome=%s detail=%s\n",
+			e.Time.Format("15:04:05.000"), e.Kind, e.PID, e.Layer, e.HRSC, e.Syscall, e.TID, e.Detector, e.Severity, e.Verdict, e.Rule, e.Reaction, e.Outcome, e.Detail)
 	}
 	return b.String()
 }
