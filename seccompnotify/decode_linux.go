@@ -200,14 +200,9 @@ func tgidOf(tid int) int {
 	return tid
 }
 
-// readSockaddr reads a struct sockaddr of length l at addr.
-func readSockaddr(pid int, addr, l uint64) (*orch.SockAddr, error) {
-	sa, _, err := readSockaddrRaw(pid, addr, l)
-	return sa, err
-}
-
-// readSockaddrRaw also returns the bytes read: emulation passes exactly
-// these to the kernel, so the address checked is the address used.
+// readSockaddrRaw reads a struct sockaddr of length l at addr, and
+// returns the bytes read too: a performed call passes exactly these to
+// the kernel, so the address checked is the address used.
 func readSockaddrRaw(pid int, addr, l uint64) (*orch.SockAddr, []byte, error) {
 	if l < 2 || l > 128 {
 		return nil, nil, fmt.Errorf("socket address length %d", l)

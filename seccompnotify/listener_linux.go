@@ -144,7 +144,7 @@ func (l *Listener) IDValid(id uint64) error {
 //
 // Never answer Continue to a decision taken from pointer arguments: another
 // thread of the caller can rewrite the memory between the read and the
-// kernel's own read (TOCTOU). See DESIGN.md section 4.
+// kernel's own read (TOCTOU). Such calls are performed (Gate.Answer).
 func (l *Listener) Continue(id uint64) error {
 	return l.send(&respRaw{ID: id, Flags: unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE})
 }

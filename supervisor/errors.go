@@ -3,7 +3,7 @@ package supervisor
 import "fmt"
 
 // Exit codes of kfv-run's own failures, as a shell reports them
-// (DESIGN.md section 6).
+// (README.md, Exit status).
 const (
 	exitLaunch   = 125 // kfv failed before QEMU started
 	exitNotExec  = 126 // QEMU is not executable

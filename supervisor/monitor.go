@@ -7,8 +7,8 @@ import (
 	"strings"
 )
 
-// What kfv adds to QEMU's command line (DESIGN.md section 6: QEMU sees its
-// arguments "plus what kfv must add"): names for QEMU's threads, so that
+// What kfv adds to QEMU's command line (QEMU sees its arguments "plus what
+// kfv must add", README.md): names for QEMU's threads, so that
 // calls are attributed to the vCPU, worker or monitor that made them, and
 // a private QMP monitor through which kfv carries out reactions. The user's
 // own monitors are untouched.
