@@ -38,20 +38,6 @@ type Monitor struct {
 // Proxied reports whether the proxy serves m.
 func (m Monitor) Proxied() bool { return m.Skip == "" }
 
-// noArg lists QEMU 7.2's options that take no argument; every other
-// option takes one. (resources keeps the full table; this is the part a
-// walk over the arguments needs.)
-var noArg = map[string]bool{
-	"mem-prealloc": true, "audio-help": true, "snapshot": true, "usb": true,
-	"nographic": true, "portrait": true, "full-screen": true, "win2k-hack": true,
-	"no-fd-bootchk": true, "no-acpi": true, "no-hpet": true, "singlestep": true,
-	"preconfig": true, "S": true, "s": true, "enable-kvm": true, "xen-attach": true,
-	"xen-domid-restrict": true, "no-reboot": true, "no-shutdown": true,
-	"daemonize": true, "only-migratable": true, "nodefaults": true,
-	"no-user-config": true, "async-teardown": true, "enable-sync-profile": true,
-	"semihosting": true, "old-param": true, "h": true, "help": true, "version": true,
-}
-
 // kv is one element of an option value: key=value, or a bare word (val
 // unset).
 type kv struct {
@@ -62,7 +48,7 @@ type kv struct {
 // parseKV splits QEMU's "key=value,…" syntax (",," is a literal comma).
 func parseKV(s string) []kv {
 	var out []kv
-	for _, part := range splitOpts(s) {
+	for _, part := range resources.SplitOpts(s) {
 		k, v, ok := strings.Cut(part, "=")
 		out = append(out, kv{key: k, val: v, bare: !ok})
 	}
@@ -80,26 +66,6 @@ func joinKV(elems []kv) string {
 		}
 	}
 	return strings.Join(parts, ",")
-}
-
-// splitOpts splits at commas; ",," is a literal comma.
-func splitOpts(s string) []string {
-	var out []string
-	var cur strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			if i+1 < len(s) && s[i+1] == ',' {
-				cur.WriteByte(',')
-				i++
-				continue
-			}
-			out = append(out, cur.String())
-			cur.Reset()
-			continue
-		}
-		cur.WriteByte(s[i])
-	}
-	return append(out, cur.String())
 }
 
 // lookup returns the last value of key and whether it was given; a bare
@@ -202,7 +168,7 @@ func Rewrite(args []string, privateDir string) ([]string, []Monitor, error) {
 			continue
 		}
 		name := strings.TrimPrefix(a[1:], "-")
-		if noArg[name] || i+1 == len(out) {
+		if resources.IsFlag(name) || i+1 == len(out) {
 			continue
 		}
 		i++

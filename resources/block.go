@@ -217,14 +217,14 @@ func (d *deriver) nbdURI(name, origin string) {
 	case strings.HasPrefix(name, "nbd://"), strings.HasPrefix(name, "nbd+tcp://"):
 		_, hp, _ := strings.Cut(name, "://")
 		hp, _, _ = strings.Cut(hp, "/")
-		host, port, err := splitHostPort(hp)
+		host, port, err := SplitHostPort(hp)
 		if err != nil {
 			host, port = hp, "10809"
 		}
 		d.s.addSocket(Socket{Family: inetFamily(host), Type: Stream, Address: joinHostPort(host, port), Op: OpConnect, Option: origin + " nbd:"})
 	case strings.HasPrefix(name, "nbd:"):
 		hp, _, _ := strings.Cut(name[len("nbd:"):], ":exportname=")
-		host, port, err := splitHostPort(hp)
+		host, port, err := SplitHostPort(hp)
 		if err != nil {
 			d.s.warnf("%s %s: NBD address not understood; not in the set", origin, name)
 			return

@@ -140,7 +140,7 @@ func parseCompat(v string) (*opts, error) {
 			continue
 		}
 		hp, rest, _ := strings.Cut(p, ",")
-		host, port, err := splitHostPort(hp)
+		host, port, err := SplitHostPort(hp)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", errSyntax, strings.TrimSuffix(pfx, ":"), err)
 		}
@@ -159,7 +159,7 @@ func parseCompat(v string) (*opts, error) {
 	if p, ok := strings.CutPrefix(v, "udp:"); ok {
 		remote, local, hasLocal := strings.Cut(p, "@")
 		remote, _, _ = strings.Cut(remote, ",")
-		host, port, err := splitHostPort(remote)
+		host, port, err := SplitHostPort(remote)
 		if err != nil {
 			return nil, fmt.Errorf("%w: udp: %w", errSyntax, err)
 		}
@@ -168,7 +168,7 @@ func parseCompat(v string) (*opts, error) {
 		o.set("port", port)
 		if hasLocal {
 			local, _, _ = strings.Cut(local, ",")
-			la, lp, err := splitHostPort(local)
+			la, lp, err := SplitHostPort(local)
 			if err != nil {
 				return nil, fmt.Errorf("%w: udp: local address: %w", errSyntax, err)
 			}

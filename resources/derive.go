@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -60,6 +61,14 @@ var hasArg = map[string]bool{
 	"runas": true, "sandbox": true, "readconfig": true, "trace": true, "plugin": true,
 	"msg": true, "dump-vmstate": true, "object": true, "semihosting-config": true,
 	"g": true, "prom-env": true,
+}
+
+// IsFlag reports whether name (an option without its dashes) is one of
+// QEMU 7.2's options that take no argument. A walk over QEMU's arguments
+// that does not check them must take every other option to have one.
+func IsFlag(name string) bool {
+	takes, known := hasArg[name]
+	return known && !takes
 }
 
 // token is one option with its argument.
@@ -410,7 +419,7 @@ func (d *deriver) option(t token) error {
 	case "set", "global":
 		// These change properties of other options (-set drive.d0.file=…,
 		// -global driver.prop=…); a path set this way is not followed.
-		if _, val, ok := strings.Cut(v, "="); ok && pathLike(val) {
+		if _, val, ok := strings.Cut(v, "="); ok && pathLike(val, optionPathPrefixes) {
 			d.s.warnf("%s %s: sets a property to what looks like a path; not in the set", origin, v)
 		}
 		if strings.HasPrefix(v, "driver=") {
@@ -418,7 +427,7 @@ func (d *deriver) option(t token) error {
 			if err != nil {
 				return err
 			}
-			if pathLike(o.str("value")) {
+			if pathLike(o.str("value"), optionPathPrefixes) {
 				d.s.warnf("%s %s: sets a property to what looks like a path; not in the set", origin, v)
 			}
 		}
@@ -480,15 +489,25 @@ func (d *deriver) finish() {
 	}
 }
 
-// pathLike reports whether a value looks like a file name.
-func pathLike(v string) bool {
-	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, "./") || strings.HasPrefix(v, "../") || strings.HasPrefix(v, "~/")
+// What a value that looks like a file name starts with, for the warnings
+// about values kfv does not follow: a path, and on the command line "~/"
+// too (no shell expands it inside an option value, QEMU takes it as
+// written), in monitor commands the URIs that carry a path where the
+// command line has options (file:, unix:, exec:).
+var (
+	optionPathPrefixes  = []string{"/", "./", "../", "~/"}
+	monitorPathPrefixes = []string{"/", "./", "../", "file:", "unix:", "exec:"}
+)
+
+// pathLike reports whether v starts with one of prefixes.
+func pathLike(v string, prefixes []string) bool {
+	return slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(v, p) })
 }
 
 // leftovers warns about values nothing understood that look like paths.
 func (d *deriver) leftovers(o *opts, origin string) {
 	for _, kv := range o.unused() {
-		if pathLike(kv[1]) {
+		if pathLike(kv[1], optionPathPrefixes) {
 			d.s.warnf("%s %s=%s: looks like a path, but kfv does not know what QEMU does with it; not in the set", origin, kv[0], kv[1])
 		}
 	}
@@ -560,7 +579,7 @@ func (d *deriver) initrd(v, origin string) {
 		d.file(v, ReadOnly, origin)
 		return
 	}
-	for _, m := range splitOpts(v) {
+	for _, m := range SplitOpts(v) {
 		name, _, _ := strings.Cut(strings.TrimSpace(m), " ")
 		d.file(name, ReadOnly, origin+" (multiboot module)")
 	}
@@ -594,7 +613,7 @@ func (d *deriver) incoming(v, origin string) error {
 	case strings.HasPrefix(v, "tcp:"), strings.HasPrefix(v, "rdma:"):
 		proto, rest, _ := strings.Cut(v, ":")
 		rest, params, _ := strings.Cut(rest, ",")
-		host, port, err := splitHostPort(rest)
+		host, port, err := SplitHostPort(rest)
 		if err != nil {
 			return err
 		}
@@ -619,37 +638,4 @@ func (d *deriver) incoming(v, origin string) error {
 		return errors.New("unknown migration protocol")
 	}
 	return nil
-}
-
-// splitHostPort splits "host:port", "[v6]:port" or ":port".
-func splitHostPort(s string) (host, port string, err error) {
-	if strings.HasPrefix(s, "[") {
-		end := strings.Index(s, "]")
-		if end < 0 || !strings.HasPrefix(s[end+1:], ":") {
-			return "", "", fmt.Errorf("%q: want [ADDRESS]:PORT", s)
-		}
-		return s[1:end], s[end+2:], nil
-	}
-	i := strings.LastIndex(s, ":")
-	if i < 0 {
-		return "", "", fmt.Errorf("%q: want HOST:PORT", s)
-	}
-	return s[:i], s[i+1:], nil
-}
-
-// joinHostPort writes host:port, bracketing IPv6 literals.
-func joinHostPort(host, port string) string {
-	if strings.Contains(host, ":") {
-		return "[" + host + "]:" + port
-	}
-	return host + ":" + port
-}
-
-// inetFamily returns FamilyInet6 for IPv6 literals, else FamilyInet (an
-// IPv4 literal, a host name or the wildcard).
-func inetFamily(host string) string {
-	if strings.Contains(host, ":") {
-		return FamilyInet6
-	}
-	return FamilyInet
 }

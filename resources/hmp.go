@@ -108,7 +108,7 @@ func (x *extractor) hmp(line string) error {
 		x.n.Set.warnf("HMP qemu-io: qemu-io commands (open) can name files kfv does not list")
 	default:
 		for _, w := range args {
-			if monitorPathLike(w) || strings.Contains(w, "=/") || strings.Contains(w, "=./") {
+			if pathLike(w, monitorPathPrefixes) || strings.Contains(w, "=/") || strings.Contains(w, "=./") {
 				x.n.Set.warnf("HMP %s: %q looks like a path, but kfv does not know what QEMU does with it; not in the set", cmd, w)
 			}
 		}

@@ -149,7 +149,7 @@ func (d *deriver) hostfwd(v, origin string) error {
 	if !ok {
 		return fmt.Errorf("hostfwd=%s: no guest side", v)
 	}
-	h, port, err := splitHostPort(host)
+	h, port, err := SplitHostPort(host)
 	if err != nil {
 		return fmt.Errorf("hostfwd=%s: %w", v, err)
 	}
@@ -214,7 +214,7 @@ func (d *deriver) netSocket(o *opts, origin string) error {
 		if !ok {
 			return nil
 		}
-		h, p, err := splitHostPort(v)
+		h, p, err := SplitHostPort(v)
 		if err != nil {
 			return fmt.Errorf("%s=%s: %w", key, v, err)
 		}

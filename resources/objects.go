@@ -245,7 +245,7 @@ func (d *deriver) vnc(v, origin string) error {
 		}
 		d.s.addSocket(Socket{Family: FamilyUnix, Type: Stream, Address: absPath(disp[5:], d.cwd), Op: op, Option: origin + " unix:"})
 	default:
-		host, n, err := splitHostPort(disp)
+		host, n, err := SplitHostPort(disp)
 		if err != nil {
 			return err
 		}
@@ -272,7 +272,7 @@ func (d *deriver) vnc(v, origin string) error {
 				} else if !strings.Contains(ws, ":") {
 					wsAddr = joinHostPort(host, ws)
 				}
-				wh, wp, err := splitHostPort(wsAddr)
+				wh, wp, err := SplitHostPort(wsAddr)
 				if err != nil {
 					return fmt.Errorf("websocket=%s: %w", ws, err)
 				}

@@ -132,7 +132,7 @@ func parseOpts(s, implied string, json bool) (*opts, error) {
 		return parseJSONOpts(s)
 	}
 	o := newOpts()
-	for i, part := range splitOpts(s) {
+	for i, part := range SplitOpts(s) {
 		k, v, ok := strings.Cut(part, "=")
 		switch {
 		case ok:
@@ -160,11 +160,12 @@ func parseOpts(s, implied string, json bool) (*opts, error) {
 }
 
 // EscapeOpt writes v as a value in QEMU's key=value syntax: its commas
-// doubled, so that splitOpts gives it back whole.
+// doubled, so that SplitOpts gives it back whole.
 func EscapeOpt(v string) string { return strings.ReplaceAll(v, ",", ",,") }
 
-// splitOpts splits at commas; ",," is a literal comma.
-func splitOpts(s string) []string {
+// SplitOpts splits an option value in QEMU's key=value syntax at its
+// commas; ",," is a literal comma.
+func SplitOpts(s string) []string {
 	var out []string
 	var cur strings.Builder
 	for i := 0; i < len(s); i++ {

@@ -492,7 +492,7 @@ func (x *extractor) migrateURI(uri string, incoming bool) error {
 		x.file(p, Create, "file:")
 	case "tcp", "rdma":
 		hp, _, _ := strings.Cut(rest, ",")
-		host, port, err := splitHostPort(hp)
+		host, port, err := SplitHostPort(hp)
 		if err != nil {
 			return err
 		}
@@ -510,13 +510,6 @@ func (x *extractor) migrateURI(uri string, incoming bool) error {
 		return fmt.Errorf("uri %q: unknown migration protocol", uri)
 	}
 	return nil
-}
-
-// monitorPathLike reports whether a monitor command's argument looks like
-// a file name: a path, or a URI that names one (file:, unix:, exec:).
-func monitorPathLike(v string) bool {
-	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, "./") || strings.HasPrefix(v, "../") ||
-		strings.HasPrefix(v, "file:") || strings.HasPrefix(v, "unix:") || strings.HasPrefix(v, "exec:")
 }
 
 // maxArgsDepth bounds the nesting scan follows: QEMU's JSON parser
@@ -542,7 +535,7 @@ func (x *extractor) scanValue(v json.RawMessage, key string, depth int) {
 	}
 	var s string
 	if json.Unmarshal(v, &s) == nil {
-		if monitorPathLike(s) {
+		if pathLike(s, monitorPathPrefixes) {
 			x.n.Set.warnf("%s %s=%s: looks like a path, but kfv does not know what QEMU does with it; not in the set", x.origin, key, s)
 		}
 		return
