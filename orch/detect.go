@@ -32,7 +32,7 @@ type Detector interface {
 }
 
 // finding fills the fields every finding about a call shares.
-func (c *Call) finding(detector, rule string, sev Severity, detail string) Finding {
+func (c *Call) finding(detector, rule string, sev profiles.Severity, detail string) Finding {
 	return Finding{
 		Time: c.Time, Layer: c.Layer, HRSC: c.HRSC, Detector: detector, Severity: sev,
 		Syscall: c.Req.Syscall, TID: c.Req.TID, Rule: rule, Detail: detail,
@@ -50,7 +50,7 @@ type AddrRange struct {
 // in injected code.
 type originDetector struct {
 	name   string
-	sev    Severity
+	sev    profiles.Severity
 	reason string
 	// text is nil until the supervisor has set it: until then origin is
 	// not judged.
@@ -144,14 +144,14 @@ func (o *originDetector) Detect(c *Call, fs []Finding) []Finding {
 	if p == nil || c.Req.IP == 0 || inText(*p, c.Req.IP) {
 		return fs
 	}
-	return append(fs, c.finding(DetOrigin, o.name, o.sev,
+	return append(fs, c.finding(profiles.DetOrigin, o.name, o.sev,
 		fmt.Sprintf("syscall from %#x, outside the text of QEMU and its libraries: %s", c.Req.IP, o.reason)))
 }
 
 // behaviourDetector finds calls a resource never makes.
 type behaviourDetector struct {
 	name, reason string
-	sev          Severity
+	sev          profiles.Severity
 	hrsc         []string // name patterns
 	syscalls     map[string]bool
 }
@@ -161,7 +161,7 @@ func (b *behaviourDetector) Detect(c *Call, fs []Finding) []Finding {
 	if !b.syscalls[c.Req.Syscall] || !matchNames(b.hrsc, c.HRSC) {
 		return fs
 	}
-	return append(fs, c.finding(DetBehaviour, b.name, b.sev, b.reason))
+	return append(fs, c.finding(profiles.DetBehaviour, b.name, b.sev, b.reason))
 }
 
 func matchNames(patterns []string, s string) bool {
@@ -179,7 +179,7 @@ func matchNames(patterns []string, s string) bool {
 // One finding per window while the burst lasts.
 type rateDetector struct {
 	name, reason string
-	sev          Severity
+	sev          profiles.Severity
 	hrsc         []string        // name patterns; empty: any
 	syscalls     map[string]bool // nil: any
 	threshold    int
@@ -222,7 +222,7 @@ func (d *rateDetector) Detect(c *Call, fs []Finding) []Finding {
 	if !fire {
 		return fs
 	}
-	return append(fs, c.finding(DetRate, d.name, d.sev, d.detail))
+	return append(fs, c.finding(profiles.DetRate, d.name, d.sev, d.detail))
 }
 
 // countLocked counts one call at t and reports whether it makes a burst

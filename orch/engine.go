@@ -82,7 +82,7 @@ func (e *Engine) Decide(r *Request) Decision {
 	c.Signature = d
 
 	var fs []Finding
-	if d.Action == Deny {
+	if d.Action == profiles.VerdictDeny {
 		f := signatureFinding(r, &d, sev)
 		f.Time = c.Time
 		fs = append(fs, f)
@@ -99,7 +99,7 @@ func (e *Engine) Decide(r *Request) Decision {
 	}
 	d = e.hos[c.Layer].verdict(d, fs)
 	d.Findings = fs
-	if e.origin != nil && d.Action == Allow && !d.Hold {
+	if e.origin != nil && d.Action == profiles.VerdictAllow && !d.Hold {
 		// A library loaded now (a QEMU module opened with dlopen) runs
 		// its first syscalls before the supervisor could reread the
 		// mappings: count its text from the call that maps it.

@@ -138,11 +138,11 @@ reason = "r"
 	}{
 		{"allowed: no finding", Request{Syscall: "openat", Path: "/etc/hosts", Thread: "worker", TID: 7}, nil},
 		{"rule severity", Request{Syscall: "execve", Thread: "worker", TID: 7},
-			[]Finding{{Time: t0, Layer: L2, HRSC: "block-worker", Detector: DetSignature, Severity: SevHigh, Syscall: "execve", TID: 7, Rule: "no-exec", Detail: "no programs"}}},
+			[]Finding{{Time: t0, Layer: L2, HRSC: "block-worker", Detector: profiles.DetSignature, Severity: profiles.SevHigh, Syscall: "execve", TID: 7, Rule: "no-exec", Detail: "no programs"}}},
 		{"default severity medium", Request{Syscall: "openat", Path: "/etc/shadow", Thread: "CPU 0/KVM", TID: 8},
-			[]Finding{{Time: t0, Layer: L2, HRSC: "vcpu0", Detector: DetSignature, Severity: SevMedium, Syscall: "openat", TID: 8, Rule: "no-secret", Detail: "secret"}}},
+			[]Finding{{Time: t0, Layer: L2, HRSC: "vcpu0", Detector: profiles.DetSignature, Severity: profiles.SevMedium, Syscall: "openat", TID: 8, Rule: "no-secret", Detail: "secret"}}},
 		{"kernel deny severity", Request{Syscall: "ptrace", Thread: "worker", TID: 9, Time: t0.Add(time.Second)},
-			[]Finding{{Time: t0.Add(time.Second), Layer: L2, HRSC: "block-worker", Detector: DetSignature, Severity: SevCritical, Syscall: "ptrace", TID: 9, Rule: "no-ptrace", Detail: "r"}}},
+			[]Finding{{Time: t0.Add(time.Second), Layer: L2, HRSC: "block-worker", Detector: profiles.DetSignature, Severity: profiles.SevCritical, Syscall: "ptrace", TID: 9, Rule: "no-ptrace", Detail: "r"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -195,7 +195,7 @@ reason = "r"
 	open := func(ip uint64) Decision {
 		return e.Decide(&Request{Syscall: "openat", Path: "/etc/hosts", Thread: "worker", IP: ip})
 	}
-	if d := open(0x1234); d.Action != Allow || len(d.Findings) != 0 {
+	if d := open(0x1234); d.Action != profiles.VerdictAllow || len(d.Findings) != 0 {
 		t.Fatalf("before SetText: %v %+v", d.Action, d.Findings)
 	}
 	e.SetText([]AddrRange{{Start: 0x5000, End: 0x6000, Path: "libc"}, {Start: 0x1000, End: 0x2000}, {Start: 0x1800, End: 0x3000}, {Start: 0x9000, End: 0x9000}})
@@ -218,13 +218,13 @@ reason = "r"
 		t.Run(c.name, func(t *testing.T) {
 			d := open(c.ip)
 			if c.in {
-				if d.Action != Allow || len(d.Findings) != 0 {
+				if d.Action != profiles.VerdictAllow || len(d.Findings) != 0 {
 					t.Errorf("ip %#x: %v %+v", c.ip, d.Action, d.Findings)
 				}
 				return
 			}
-			if d.Action != Deny || d.Errno != 1 || d.Rule != "origin-text" || len(d.Findings) != 1 ||
-				d.Findings[0].Detector != DetOrigin || d.Findings[0].Severity != SevCritical {
+			if d.Action != profiles.VerdictDeny || d.Errno != 1 || d.Rule != "origin-text" || len(d.Findings) != 1 ||
+				d.Findings[0].Detector != profiles.DetOrigin || d.Findings[0].Severity != profiles.SevCritical {
 				t.Errorf("ip %#x: %v errno %d rule %q %+v", c.ip, d.Action, d.Errno, d.Rule, d.Findings)
 			}
 		})
@@ -255,13 +255,13 @@ reason = "workers make no sockets"
 		name  string
 		req   Request
 		rules []string
-		sev   Severity
+		sev   profiles.Severity
 	}{
-		{"vcpu opens", Request{Syscall: "openat", Path: "/etc/hosts", Thread: "CPU 1/TCG"}, []string{"vcpu-no-files"}, SevHigh},
+		{"vcpu opens", Request{Syscall: "openat", Path: "/etc/hosts", Thread: "CPU 1/TCG"}, []string{"vcpu-no-files"}, profiles.SevHigh},
 		{"main loop opens", Request{Syscall: "openat", Path: "/etc/hosts", Thread: "qemu-system-x86"}, nil, 0},
 		{"vcpu socket", Request{Syscall: "socket", Thread: "CPU 1/TCG"}, nil, 0},
-		{"worker socket", Request{Syscall: "socket", Thread: "worker"}, []string{"workers-no-sockets"}, SevMedium},
-		{"unknown thread with a slash", Request{Syscall: "socket", Thread: "a/b"}, []string{"workers-no-sockets"}, SevMedium},
+		{"worker socket", Request{Syscall: "socket", Thread: "worker"}, []string{"workers-no-sockets"}, profiles.SevMedium},
+		{"unknown thread with a slash", Request{Syscall: "socket", Thread: "a/b"}, []string{"workers-no-sockets"}, profiles.SevMedium},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -269,7 +269,7 @@ reason = "workers make no sockets"
 			var got []string
 			for _, f := range d.Findings {
 				got = append(got, f.Rule)
-				if f.Detector != DetBehaviour || f.Severity != c.sev {
+				if f.Detector != profiles.DetBehaviour || f.Severity != c.sev {
 					t.Errorf("finding %+v", f)
 				}
 			}
@@ -277,7 +277,7 @@ reason = "workers make no sockets"
 				t.Errorf("findings by %q, want %q", got, c.rules)
 			}
 			// No [[ho]]: the signature verdict stands.
-			if d.Action != Allow {
+			if d.Action != profiles.VerdictAllow {
 				t.Errorf("without an HO policy the rules decide: got %v", d.Action)
 			}
 		})
@@ -303,8 +303,8 @@ reason = "flood"
 		d := e.Decide(&Request{Syscall: sc, Path: "/x", Thread: thread})
 		n := 0
 		for _, f := range d.Findings {
-			if f.Detector == DetRate {
-				if f.Severity != SevMedium || f.Rule != "open-flood" {
+			if f.Detector == profiles.DetRate {
+				if f.Severity != profiles.SevMedium || f.Rule != "open-flood" {
 					t.Errorf("finding %+v", f)
 				}
 				n++
@@ -407,18 +407,18 @@ reason = "r"
 	cases := []struct {
 		name    string
 		req     Request
-		action  Action
+		action  profiles.Verdict
 		errno   int
 		rule    string
 		hold    bool
 		holdFor time.Duration
 	}{
-		{"L2 high denies where the rules allow", Request{Syscall: "openat", Path: "/etc/hosts", Thread: "CPU 0/KVM"}, Deny, 13, "vcpu-no-files", false, 0},
-		{"L2 medium holds, deny when the bound passes", Request{Syscall: "openat", Path: "/etc/hosts", Thread: "worker"}, Deny, 13, "worker-odd", true, 2 * time.Second},
-		{"L2 signature deny stands, no hold", Request{Syscall: "execve", Thread: "worker"}, Deny, 13, "no-exec", false, 0},
-		{"L1 has no deny: high holds", Request{Syscall: "mmap", Thread: "CPU 0/KVM"}, Allow, 0, "vcpu-no-files", true, 500 * time.Millisecond},
-		{"L1 medium holds, allow when the bound passes", Request{Syscall: "mmap", Thread: "worker"}, Allow, 0, "worker-odd", true, 500 * time.Millisecond},
-		{"no finding", Request{Syscall: "openat", Path: "/etc/hosts", Thread: "qemu-system-x86"}, Allow, 0, "default", false, 0},
+		{"L2 high denies where the rules allow", Request{Syscall: "openat", Path: "/etc/hosts", Thread: "CPU 0/KVM"}, profiles.VerdictDeny, 13, "vcpu-no-files", false, 0},
+		{"L2 medium holds, deny when the bound passes", Request{Syscall: "openat", Path: "/etc/hosts", Thread: "worker"}, profiles.VerdictDeny, 13, "worker-odd", true, 2 * time.Second},
+		{"L2 signature deny stands, no hold", Request{Syscall: "execve", Thread: "worker"}, profiles.VerdictDeny, 13, "no-exec", false, 0},
+		{"L1 has no deny: high holds", Request{Syscall: "mmap", Thread: "CPU 0/KVM"}, profiles.VerdictAllow, 0, "vcpu-no-files", true, 500 * time.Millisecond},
+		{"L1 medium holds, allow when the bound passes", Request{Syscall: "mmap", Thread: "worker"}, profiles.VerdictAllow, 0, "worker-odd", true, 500 * time.Millisecond},
+		{"no finding", Request{Syscall: "openat", Path: "/etc/hosts", Thread: "qemu-system-x86"}, profiles.VerdictAllow, 0, "default", false, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -454,7 +454,7 @@ reason = "r"
 	for i := 0; i < 3; i++ {
 		last = e.Decide(&Request{Syscall: "openat", Path: "/x", Thread: "worker"})
 	}
-	if last.Action != Allow {
+	if last.Action != profiles.VerdictAllow {
 		t.Errorf("rate finding denied by an HO that weighs behaviour only: %+v", last)
 	}
 }
@@ -472,27 +472,27 @@ func TestOriginFollowsLoadedLibraries(t *testing.T) {
 	e.SetText([]AddrRange{libc})
 	const mod = "/usr/lib/x86_64-linux-gnu/qemu/hw-display-virtio-gpu.so"
 	fromMod := Request{Syscall: "openat", Thread: "qemu-system-x86", Path: "/usr/share/qemu/vgabios.bin", IP: 0x7f3000001010}
-	if d := e.Decide(&fromMod); d.Action != Deny {
+	if d := e.Decide(&fromMod); d.Action != profiles.VerdictDeny {
 		t.Fatalf("call from unmapped code allowed: %+v", d)
 	}
 	// The loader maps the module's text over its reservation, MAP_FIXED.
 	mapText := Request{Syscall: "mmap", Thread: "qemu-system-x86", IP: 0x7f1000100010, Backing: mod,
 		Args: [6]uint64{0x7f3000001000, 0x2345, protRX, 0x812, 7, 0x1000}, Fds: map[int]string{4: mod}}
-	if d := e.Decide(&mapText); d.Action != Allow {
+	if d := e.Decide(&mapText); d.Action != profiles.VerdictAllow {
 		t.Fatalf("module text mapping: %+v", d)
 	}
-	if d := e.Decide(&fromMod); d.Action != Allow || len(d.Findings) != 0 {
+	if d := e.Decide(&fromMod); d.Action != profiles.VerdictAllow || len(d.Findings) != 0 {
 		t.Errorf("call from the module's text: %+v", d)
 	}
 	// Anonymous executable memory (the TCG buffer) never becomes text.
 	buf := Request{Syscall: "mprotect", Thread: "qemu-system-x86", IP: 0x7f1000100010, Backing: "anon",
 		Args: [6]uint64{0x7f4000000000, 1 << 30, 7}}
-	if d := e.Decide(&buf); d.Action != Allow {
+	if d := e.Decide(&buf); d.Action != profiles.VerdictAllow {
 		t.Fatalf("TCG buffer: %+v", d)
 	}
 	fromBuf := fromMod
 	fromBuf.IP = 0x7f4000000100
-	if d := e.Decide(&fromBuf); d.Action != Deny {
+	if d := e.Decide(&fromBuf); d.Action != profiles.VerdictDeny {
 		t.Errorf("call from the TCG buffer allowed: %+v", d)
 	}
 }
@@ -508,11 +508,11 @@ func TestResetText(t *testing.T) {
 	}
 	outside := Request{Syscall: "openat", Path: "/usr/share/qemu/bios.bin", Thread: "qemu-system-x86", IP: 0x9000}
 	e.SetText([]AddrRange{{Start: 0x1000, End: 0x2000}})
-	if d := e.Decide(&outside); d.Action != Deny {
+	if d := e.Decide(&outside); d.Action != profiles.VerdictDeny {
 		t.Fatalf("a call from outside the text was %v", d.Action)
 	}
 	e.ResetText()
-	if d := e.Decide(&outside); d.Action != Allow {
+	if d := e.Decide(&outside); d.Action != profiles.VerdictAllow {
 		t.Errorf("after ResetText origin is still judged: %v by %q", d.Action, d.Rule)
 	}
 }

@@ -32,7 +32,7 @@ func checkRuleGlob(t *testing.T, pattern, path string) {
 		return
 	}
 	d := rs.Decide(&Request{Syscall: "openat", Path: path, Thread: path})
-	if path != "" && !strings.ContainsAny(pattern, `*?[\`) && (d.Action == Allow) != (pattern == path) {
+	if path != "" && !strings.ContainsAny(pattern, `*?[\`) && (d.Action == profiles.VerdictAllow) != (pattern == path) {
 		t.Errorf("literal pattern %q on %q: %v", pattern, path, d.Action)
 	}
 }

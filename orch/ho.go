@@ -45,7 +45,7 @@ func newHOs(p *profiles.Profile) map[Layer]*ho {
 // denied or held when one of its findings, from a detector the policy
 // weighs, meets the policy's deny or hold condition. Deny wins over hold.
 func (h *ho) verdict(d Decision, fs []Finding) Decision {
-	if h == nil || d.Action != Allow {
+	if h == nil || d.Action != profiles.VerdictAllow {
 		return d
 	}
 	var held *Finding
@@ -55,7 +55,7 @@ func (h *ho) verdict(d Decision, fs []Finding) Decision {
 			continue
 		}
 		if h.deny.Op != 0 && h.deny.Match(f.Severity) {
-			d.Action, d.Errno, d.Rule, d.Reason = Deny, h.denyErrno, f.Rule, f.Detail
+			d.Action, d.Errno, d.Rule, d.Reason = profiles.VerdictDeny, h.denyErrno, f.Rule, f.Detail
 			return d
 		}
 		if held == nil && h.hold.Op != 0 && h.hold.Match(f.Severity) {
@@ -65,7 +65,7 @@ func (h *ho) verdict(d Decision, fs []Finding) Decision {
 	if held != nil {
 		d.Hold, d.HoldFor, d.Rule, d.Reason = true, h.holdFor, held.Rule, held.Detail
 		if h.holdDeny {
-			d.Action, d.Errno = Deny, h.holdErrno
+			d.Action, d.Errno = profiles.VerdictDeny, h.holdErrno
 		}
 	}
 	return d

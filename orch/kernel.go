@@ -21,7 +21,7 @@ type kernelRule struct {
 	name, reason string
 	action       profiles.Action
 	errno        int
-	severity     Severity
+	severity     profiles.Severity
 	conds        []profiles.ArgCond
 }
 

@@ -46,15 +46,15 @@ reason = "test"
 	cases := []struct {
 		name   string
 		req    Request
-		action Action
+		action profiles.Verdict
 		errno  int
 		rule   string
 	}{
-		{"logged kernel deny", Request{Syscall: "umount2"}, Deny, 1, "no-mount"},
-		{"conditional deny on exec bit", Request{Syscall: "mprotect", Args: [6]uint64{0, 4096, 5}}, Deny, 13, "syscall:mprotect"},
-		{"exec bit in high half does not count", Request{Syscall: "mprotect", Args: [6]uint64{0, 4096, 1 << 34}}, Allow, 0, "syscall:mprotect"},
-		{"inspected goes to verdict rules", Request{Syscall: "openat"}, Deny, 2, "no-openat"},
-		{"inspected default verdict", Request{Syscall: "socket"}, Allow, 0, "default"},
+		{"logged kernel deny", Request{Syscall: "umount2"}, profiles.VerdictDeny, 1, "no-mount"},
+		{"conditional deny on exec bit", Request{Syscall: "mprotect", Args: [6]uint64{0, 4096, 5}}, profiles.VerdictDeny, 13, "syscall:mprotect"},
+		{"exec bit in high half does not count", Request{Syscall: "mprotect", Args: [6]uint64{0, 4096, 1 << 34}}, profiles.VerdictAllow, 0, "syscall:mprotect"},
+		{"inspected goes to verdict rules", Request{Syscall: "openat"}, profiles.VerdictDeny, 2, "no-openat"},
+		{"inspected default verdict", Request{Syscall: "socket"}, profiles.VerdictAllow, 0, "default"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -79,13 +79,13 @@ func TestSelfPID(t *testing.T) {
 	cases := []struct {
 		name string
 		req  Request
-		want Action
+		want profiles.Verdict
 	}{
-		{"kick own thread", Request{Syscall: "tgkill", PID: 100, Args: [6]uint64{100, 101, sigusr1}}, Allow},
-		{"kill self", Request{Syscall: "kill", PID: 100, Args: [6]uint64{100, sigkill}}, Allow},
-		{"kick a neighbour", Request{Syscall: "tgkill", PID: 100, Args: [6]uint64{200, 200, sigusr1}}, Deny},
-		{"kill a neighbour", Request{Syscall: "kill", PID: 100, Args: [6]uint64{200, sigkill}}, Deny},
-		{"kill every process", Request{Syscall: "kill", PID: 100, Args: [6]uint64{0xffffffff, sigkill}}, Deny},
+		{"kick own thread", Request{Syscall: "tgkill", PID: 100, Args: [6]uint64{100, 101, sigusr1}}, profiles.VerdictAllow},
+		{"kill self", Request{Syscall: "kill", PID: 100, Args: [6]uint64{100, sigkill}}, profiles.VerdictAllow},
+		{"kick a neighbour", Request{Syscall: "tgkill", PID: 100, Args: [6]uint64{200, 200, sigusr1}}, profiles.VerdictDeny},
+		{"kill a neighbour", Request{Syscall: "kill", PID: 100, Args: [6]uint64{200, sigkill}}, profiles.VerdictDeny},
+		{"kill every process", Request{Syscall: "kill", PID: 100, Args: [6]uint64{0xffffffff, sigkill}}, profiles.VerdictDeny},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -58,13 +58,13 @@ func TestLadderBuiltin(t *testing.T) {
 	t.Run("rwx mapping from a vCPU: deny, vNICs down (L1 to L3)", func(t *testing.T) {
 		l := newLadder(t, "kvm")
 		d, rs := l.call(Request{Syscall: "mprotect", Thread: "CPU 0/KVM", TID: 11, Args: protRWX, Backing: "anon"})
-		if d.Action != Deny || d.Rule != "no-exec-memory" || d.Layer != L1 {
+		if d.Action != profiles.VerdictDeny || d.Rule != "no-exec-memory" || d.Layer != L1 {
 			t.Fatalf("decision %+v", d)
 		}
 		if kinds(rs) != "hardware-finding-cuts-network:link_down:all-nics" {
 			t.Fatalf("reactions %q", kinds(rs))
 		}
-		if c := rs[0].Chain; len(c) != 1 || c[0].Rule != "no-exec-memory" || c[0].Severity != SevHigh || c[0].HRSC != "vcpu0" || c[0].TID != 11 {
+		if c := rs[0].Chain; len(c) != 1 || c[0].Rule != "no-exec-memory" || c[0].Severity != profiles.SevHigh || c[0].HRSC != "vcpu0" || c[0].TID != 11 {
 			t.Errorf("chain %+v", c)
 		}
 	})
@@ -72,7 +72,7 @@ func TestLadderBuiltin(t *testing.T) {
 		l := newLadder(t, "kvm")
 		d, rs := l.call(Request{Syscall: "ioctl", Thread: "CPU 0/KVM", Args: [6]uint64{5, kvmSetUserMemoryRegion}, Fds: map[int]string{0: "anon_inode:kvm-vm"}, Backing: "[heap]",
 			Mem: &MemSlot{Slot: 9, GPA: 0x100000000, Size: 0x10000, HVA: 0x5555000}})
-		if d.Action != Deny || d.Rule != "no-kvm-memslot-host-memory" || d.Layer != L1 {
+		if d.Action != profiles.VerdictDeny || d.Rule != "no-kvm-memslot-host-memory" || d.Layer != L1 {
 			t.Fatalf("decision %+v", d)
 		}
 		if kinds(rs) != "hardware-finding-cuts-network:link_down:all-nics" {
@@ -84,11 +84,11 @@ func TestLadderBuiltin(t *testing.T) {
 		exec := Request{Syscall: "execve", Thread: "worker", Path: "/bin/sh"}
 		for i := 0; i < 2; i++ {
 			d, rs := l.call(exec)
-			if d.Action != Deny || len(rs) != 0 {
+			if d.Action != profiles.VerdictDeny || len(rs) != 0 {
 				t.Fatalf("attempt %d: %v, reactions %q", i+1, d.Action, kinds(rs))
 			}
 			// signature and behaviour both see it
-			if len(d.Findings) != 2 || d.Findings[0].Detector != DetSignature || d.Findings[1].Detector != DetBehaviour {
+			if len(d.Findings) != 2 || d.Findings[0].Detector != profiles.DetSignature || d.Findings[1].Detector != profiles.DetBehaviour {
 				t.Fatalf("findings %+v", d.Findings)
 			}
 			l.ck.advance(3 * time.Second)
@@ -125,13 +125,13 @@ func TestLadderBuiltin(t *testing.T) {
 		l := newLadder(t, "kvm")
 		l.e.SetText([]AddrRange{{Start: 0x7f1000000000, End: 0x7f1000200000, Path: "/lib/x86_64-linux-gnu/libc.so.6"}})
 		ok := Request{Syscall: "socket", Thread: "qemu-system-x86", Sock: &SockAddr{Family: afInet}, IP: 0x7f1000100010}
-		if d, rs := l.call(ok); d.Action != Allow || len(d.Findings) != 0 || len(rs) != 0 {
+		if d, rs := l.call(ok); d.Action != profiles.VerdictAllow || len(d.Findings) != 0 || len(rs) != 0 {
 			t.Fatalf("socket from libc: %+v %q", d, kinds(rs))
 		}
 		bad := ok
 		bad.IP = 0x7f2000000105 // anonymous memory
 		d, rs := l.call(bad)
-		if d.Action != Deny || d.Rule != "origin-text" || d.Findings[0].Severity != SevCritical {
+		if d.Action != profiles.VerdictDeny || d.Rule != "origin-text" || d.Findings[0].Severity != profiles.SevCritical {
 			t.Fatalf("socket from shellcode: %+v", d)
 		}
 		if kinds(rs) != "injected-code:kill" {
@@ -141,7 +141,7 @@ func TestLadderBuiltin(t *testing.T) {
 	t.Run("vCPU opening a file an allow rule covers: behaviour denies", func(t *testing.T) {
 		l := newLadder(t, "tcg")
 		d, rs := l.call(Request{Syscall: "openat", Thread: "CPU 0/TCG", Path: "/usr/share/qemu/bios.bin"})
-		if d.Action != Deny || d.Rule != "vcpu-no-files" || d.Errno != 13 {
+		if d.Action != profiles.VerdictDeny || d.Rule != "vcpu-no-files" || d.Errno != 13 {
 			t.Fatalf("decision %+v", d)
 		}
 		if len(rs) != 0 {
@@ -150,7 +150,7 @@ func TestLadderBuiltin(t *testing.T) {
 	})
 	t.Run("memwatch: tampered code is scrubbed and the vNICs go down, once", func(t *testing.T) {
 		l := newLadder(t, "kvm")
-		rs := l.v.Observe(Finding{Time: t0, Layer: L1, HRSC: HRSCMemory, Detector: DetMemwatch, Severity: SevCritical, Detail: "text modified"})
+		rs := l.v.Observe(Finding{Time: t0, Layer: L1, HRSC: HRSCMemory, Detector: profiles.DetMemwatch, Severity: profiles.SevCritical, Detail: "text modified"})
 		if kinds(rs) != "code-tampered:scrub code-tampered:link_down:all-nics" {
 			t.Errorf("reactions %q", kinds(rs))
 		}
@@ -190,11 +190,11 @@ func TestLadderBenign(t *testing.T) {
 			}
 			for _, r := range reqs {
 				d, rs := l.call(r)
-				if d.Action != Allow {
+				if d.Action != profiles.VerdictAllow {
 					t.Errorf("%s by %s denied by %q", r.Syscall, r.Thread, d.Rule)
 				}
 				for _, f := range d.Findings {
-					if f.Severity >= SevMedium {
+					if f.Severity >= profiles.SevMedium {
 						t.Errorf("%s by %s: finding %+v", r.Syscall, r.Thread, f)
 					}
 				}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"kfv/profiles"
 )
 
 // Layer is a KungFuVisor layer.
@@ -77,28 +79,11 @@ type MemSlot struct {
 	HVA         uint64
 }
 
-// Action is what a Decision tells the kernel.
-type Action int
-
-const (
-	Allow Action = iota + 1
-	Deny
-)
-
-func (a Action) String() string {
-	switch a {
-	case Allow:
-		return "allow"
-	case Deny:
-		return "deny"
-	}
-	return fmt.Sprintf("Action(%d)", int(a))
-}
-
 // Decision is the answer to one Request.
 type Decision struct {
-	Action Action
-	Errno  int    // for Deny
+	// Action is what the Decision tells the kernel: allow or deny.
+	Action profiles.Verdict
+	Errno  int    // for VerdictDeny
 	Rule   string // name of the rule that decided, "default" when none did
 	Reason string // the rule's reason
 	Layer  Layer

@@ -33,15 +33,15 @@ type Rules struct {
 	attr          *Attributor
 	kernel        *kernelRules
 	rules         []rule
-	defaultAction Action
+	defaultAction profiles.Verdict
 	defaultErrno  int
 }
 
 type rule struct {
 	name, reason string
-	action       Action
+	action       profiles.Verdict
 	errno        int
-	severity     Severity
+	severity     profiles.Severity
 
 	syscalls  []string // empty: any
 	paths     []*glob.Glob
@@ -63,9 +63,9 @@ func NewRules(p *profiles.Profile) (*Rules, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compile rules: %w", err)
 	}
-	rs := &Rules{attr: attr, kernel: newKernelRules(p), defaultAction: Deny, defaultErrno: p.DefaultVerdictErrno}
+	rs := &Rules{attr: attr, kernel: newKernelRules(p), defaultAction: profiles.VerdictDeny, defaultErrno: p.DefaultVerdictErrno}
 	if p.DefaultVerdict == profiles.VerdictAllow {
-		rs.defaultAction, rs.defaultErrno = Allow, 0
+		rs.defaultAction, rs.defaultErrno = profiles.VerdictAllow, 0
 	}
 	var errs []error
 	for i := range p.Rules {
@@ -101,9 +101,9 @@ func compileRule(pr *profiles.VerdictRule) (rule, error) {
 	}
 	switch pr.Verdict {
 	case profiles.VerdictAllow:
-		r.action = Allow
+		r.action = profiles.VerdictAllow
 	case profiles.VerdictDeny:
-		r.action, r.errno = Deny, pr.Errno
+		r.action, r.errno = profiles.VerdictDeny, pr.Errno
 	default:
 		return rule{}, fmt.Errorf("bad verdict %v", pr.Verdict)
 	}
@@ -136,7 +136,7 @@ func (rs *Rules) Decide(r *Request) Decision {
 	layer, hrsc := rs.attr.Attribute(r)
 	d, sev := rs.signature(r)
 	d.Layer, d.HRSC = layer, hrsc
-	if d.Action == Deny {
+	if d.Action == profiles.VerdictDeny {
 		d.Findings = []Finding{signatureFinding(r, &d, sev)}
 	}
 	return d
@@ -147,20 +147,20 @@ func (rs *Rules) Attribute(r *Request) (Layer, string) { return rs.attr.Attribut
 
 // signature applies the tables to r: the verdict, without layer and
 // resource, and for a denial the severity of its finding.
-func (rs *Rules) signature(r *Request) (Decision, Severity) {
+func (rs *Rules) signature(r *Request) (Decision, profiles.Severity) {
 	// First what the profile says of the call in the kernel: a logged
 	// denial or a forced notification is decided here, as the kernel
 	// would have; only inspected calls go on to the verdict rules.
 	switch act, kr := rs.kernel.lookup(r); act {
 	case profiles.ActDeny:
-		d := Decision{Action: Deny, Errno: rs.kernel.defaultErrno, Rule: "defaults.action", Reason: "the profile denies syscalls it does not list"}
-		sev := SevMedium
+		d := Decision{Action: profiles.VerdictDeny, Errno: rs.kernel.defaultErrno, Rule: "defaults.action", Reason: "the profile denies syscalls it does not list"}
+		sev := profiles.SevMedium
 		if kr != nil {
 			d.Errno, d.Rule, d.Reason, sev = kr.errno, kr.name, kr.reason, kr.severity
 		}
 		return d, sev
 	case profiles.ActAllow:
-		d := Decision{Action: Allow, Rule: "defaults.action", Reason: "the profile allows syscalls it does not list"}
+		d := Decision{Action: profiles.VerdictAllow, Rule: "defaults.action", Reason: "the profile allows syscalls it does not list"}
 		if kr != nil {
 			d.Rule, d.Reason = kr.name, kr.reason
 		}
@@ -172,21 +172,21 @@ func (rs *Rules) signature(r *Request) (Decision, Severity) {
 			return Decision{Action: ru.action, Errno: ru.errno, Rule: ru.name, Reason: ru.reason}, ru.severity
 		}
 	}
-	return Decision{Action: rs.defaultAction, Errno: rs.defaultErrno, Rule: "default", Reason: "no rule matched"}, SevMedium
+	return Decision{Action: rs.defaultAction, Errno: rs.defaultErrno, Rule: "default", Reason: "no rule matched"}, profiles.SevMedium
 }
 
 // signatureFinding is the finding a denial by the tables makes.
-func signatureFinding(r *Request, d *Decision, sev Severity) Finding {
+func signatureFinding(r *Request, d *Decision, sev profiles.Severity) Finding {
 	return Finding{
-		Time: r.Time, Layer: d.Layer, HRSC: d.HRSC, Detector: DetSignature,
+		Time: r.Time, Layer: d.Layer, HRSC: d.HRSC, Detector: profiles.DetSignature,
 		Severity: sev, Syscall: r.Syscall, TID: r.TID, Rule: d.Rule, Detail: d.Reason,
 	}
 }
 
-// severityOr is s, or SevMedium when the profile gave none.
-func severityOr(s Severity) Severity {
+// severityOr is s, or profiles.SevMedium when the profile gave none.
+func severityOr(s profiles.Severity) profiles.Severity {
 	if s == 0 {
-		return SevMedium
+		return profiles.SevMedium
 	}
 	return s
 }

@@ -106,38 +106,38 @@ func TestDecide(t *testing.T) {
 	tests := []struct {
 		name   string
 		req    Request
-		action Action
+		action profiles.Verdict
 		errno  int
 		rule   string
 	}{
-		{"exec denied", Request{Syscall: "execve", Path: "/bin/sh"}, Deny, 1, "no-exec"},
-		{"lib deep", Request{Syscall: "openat", Path: "/usr/lib/x86_64-linux-gnu/qemu/block-curl.so"}, Allow, 0, "libs"},
-		{"star no slash", Request{Syscall: "openat", Path: "/usr/share/qemu/x/bios.bin"}, Deny, 2, "catch-openat"},
-		{"star one elem", Request{Syscall: "openat", Path: "/usr/share/qemu/bios.bin"}, Allow, 0, "libs"},
-		{"mmap by fd", Request{Syscall: "mmap", Args: protExec, Fds: map[int]string{4: "/usr/lib/libc.so.6"}}, Allow, 0, "libs"},
-		{"mmap anonymous", Request{Syscall: "mmap", Args: protExec}, Deny, 13, "default"},
-		{"mmap socket fd", Request{Syscall: "mmap", Args: protExec, Fds: map[int]string{4: "socket:[12]"}}, Deny, 13, "default"},
-		{"kvm from vcpu", Request{Syscall: "openat", Path: "/dev/kvm", Thread: "CPU 3/KVM"}, Allow, 0, "vcpu-only"},
-		{"kvm from worker", Request{Syscall: "openat", Path: "/dev/kvm", Thread: "worker"}, Deny, 2, "catch-openat"},
-		{"kvm no thread", Request{Syscall: "openat", Path: "/dev/kvm"}, Deny, 2, "catch-openat"},
-		{"loopback first match", Request{Syscall: "connect", Sock: inet("127.0.0.1:53")}, Deny, 111, "no-loopback"},
-		{"v6 loopback port", Request{Syscall: "connect", Sock: inet("[::1]:22")}, Deny, 111, "no-loopback"},
-		{"v6 loopback other port", Request{Syscall: "connect", Sock: inet("[::1]:23")}, Deny, 13, "default"},
-		{"dns cidr port", Request{Syscall: "sendto", Sock: inet("10.1.2.3:53")}, Allow, 0, "dns"},
-		{"dns wrong port", Request{Syscall: "sendto", Sock: inet("10.1.2.3:54")}, Deny, 13, "default"},
-		{"v4 mapped", Request{Syscall: "connect", Sock: inet("[::ffff:10.1.2.3]:53")}, Allow, 0, "dns"},
-		{"single ip any port", Request{Syscall: "connect", Sock: inet("192.0.2.7:9")}, Allow, 0, "dns"},
-		{"v6 cidr port", Request{Syscall: "connect", Sock: inet("[2001:db8::1]:443")}, Allow, 0, "dns"},
-		{"unix glob", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "/run/kfv/vm1.sock"}}, Allow, 0, "unix"},
-		{"unix glob deeper", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "/run/kfv/x/vm1.sock"}}, Deny, 13, "default"},
-		{"abstract", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "@qemu-mon"}}, Allow, 0, "unix"},
-		{"abstract other", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "@/org/freedesktop"}}, Deny, 13, "default"},
-		{"family", Request{Syscall: "socket", Sock: &SockAddr{Family: 10}}, Allow, 0, "inet-sockets"},
-		{"family other", Request{Syscall: "socket", Sock: &SockAddr{Family: 16}}, Deny, 13, "default"},
-		{"family missing", Request{Syscall: "socket"}, Deny, 13, "default"},
-		{"no address", Request{Syscall: "sendmsg"}, Allow, 0, "send-connected"},
-		{"with address", Request{Syscall: "sendmsg", Sock: inet("192.0.2.1:1")}, Deny, 13, "default"},
-		{"unmatched syscall", Request{Syscall: "kill"}, Deny, 13, "default"},
+		{"exec denied", Request{Syscall: "execve", Path: "/bin/sh"}, profiles.VerdictDeny, 1, "no-exec"},
+		{"lib deep", Request{Syscall: "openat", Path: "/usr/lib/x86_64-linux-gnu/qemu/block-curl.so"}, profiles.VerdictAllow, 0, "libs"},
+		{"star no slash", Request{Syscall: "openat", Path: "/usr/share/qemu/x/bios.bin"}, profiles.VerdictDeny, 2, "catch-openat"},
+		{"star one elem", Request{Syscall: "openat", Path: "/usr/share/qemu/bios.bin"}, profiles.VerdictAllow, 0, "libs"},
+		{"mmap by fd", Request{Syscall: "mmap", Args: protExec, Fds: map[int]string{4: "/usr/lib/libc.so.6"}}, profiles.VerdictAllow, 0, "libs"},
+		{"mmap anonymous", Request{Syscall: "mmap", Args: protExec}, profiles.VerdictDeny, 13, "default"},
+		{"mmap socket fd", Request{Syscall: "mmap", Args: protExec, Fds: map[int]string{4: "socket:[12]"}}, profiles.VerdictDeny, 13, "default"},
+		{"kvm from vcpu", Request{Syscall: "openat", Path: "/dev/kvm", Thread: "CPU 3/KVM"}, profiles.VerdictAllow, 0, "vcpu-only"},
+		{"kvm from worker", Request{Syscall: "openat", Path: "/dev/kvm", Thread: "worker"}, profiles.VerdictDeny, 2, "catch-openat"},
+		{"kvm no thread", Request{Syscall: "openat", Path: "/dev/kvm"}, profiles.VerdictDeny, 2, "catch-openat"},
+		{"loopback first match", Request{Syscall: "connect", Sock: inet("127.0.0.1:53")}, profiles.VerdictDeny, 111, "no-loopback"},
+		{"v6 loopback port", Request{Syscall: "connect", Sock: inet("[::1]:22")}, profiles.VerdictDeny, 111, "no-loopback"},
+		{"v6 loopback other port", Request{Syscall: "connect", Sock: inet("[::1]:23")}, profiles.VerdictDeny, 13, "default"},
+		{"dns cidr port", Request{Syscall: "sendto", Sock: inet("10.1.2.3:53")}, profiles.VerdictAllow, 0, "dns"},
+		{"dns wrong port", Request{Syscall: "sendto", Sock: inet("10.1.2.3:54")}, profiles.VerdictDeny, 13, "default"},
+		{"v4 mapped", Request{Syscall: "connect", Sock: inet("[::ffff:10.1.2.3]:53")}, profiles.VerdictAllow, 0, "dns"},
+		{"single ip any port", Request{Syscall: "connect", Sock: inet("192.0.2.7:9")}, profiles.VerdictAllow, 0, "dns"},
+		{"v6 cidr port", Request{Syscall: "connect", Sock: inet("[2001:db8::1]:443")}, profiles.VerdictAllow, 0, "dns"},
+		{"unix glob", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "/run/kfv/vm1.sock"}}, profiles.VerdictAllow, 0, "unix"},
+		{"unix glob deeper", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "/run/kfv/x/vm1.sock"}}, profiles.VerdictDeny, 13, "default"},
+		{"abstract", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "@qemu-mon"}}, profiles.VerdictAllow, 0, "unix"},
+		{"abstract other", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "@/org/freedesktop"}}, profiles.VerdictDeny, 13, "default"},
+		{"family", Request{Syscall: "socket", Sock: &SockAddr{Family: 10}}, profiles.VerdictAllow, 0, "inet-sockets"},
+		{"family other", Request{Syscall: "socket", Sock: &SockAddr{Family: 16}}, profiles.VerdictDeny, 13, "default"},
+		{"family missing", Request{Syscall: "socket"}, profiles.VerdictDeny, 13, "default"},
+		{"no address", Request{Syscall: "sendmsg"}, profiles.VerdictAllow, 0, "send-connected"},
+		{"with address", Request{Syscall: "sendmsg", Sock: inet("192.0.2.1:1")}, profiles.VerdictDeny, 13, "default"},
+		{"unmatched syscall", Request{Syscall: "kill"}, profiles.VerdictDeny, 13, "default"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,7 +159,7 @@ func TestDefaultAllow(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := rs.Decide(&Request{Syscall: "openat", Path: "/etc/shadow"})
-	if d.Action != Allow || d.Errno != 0 || d.Rule != "default" {
+	if d.Action != profiles.VerdictAllow || d.Errno != 0 || d.Rule != "default" {
 		t.Errorf("Decide = %+v, want default allow", d)
 	}
 }
@@ -195,37 +195,37 @@ func TestBuiltinQEMU(t *testing.T) {
 	tests := []struct {
 		name   string
 		req    Request
-		action Action
+		action profiles.Verdict
 		rule   string
 	}{
-		{"shell", Request{Syscall: "execve", Path: "/bin/sh", Thread: "CPU 0/KVM"}, Deny, "no-exec"},
-		{"fork", Request{Syscall: "clone", Thread: "worker"}, Deny, "no-fork"},
-		{"firmware", Request{Syscall: "openat", Path: "/usr/share/seabios/bios-256k.bin", Thread: "qemu-system-x86"}, Allow, "qemu-data"},
-		{"shadow", Request{Syscall: "openat", Path: "/etc/shadow", Thread: "CPU 0/KVM"}, Deny, "default"},
-		{"lib exec", Request{Syscall: "mmap", Args: protExec, Backing: "/usr/lib/x86_64-linux-gnu/libglib-2.0.so.0.7400.6"}, Allow, "exec-libraries"},
-		{"lib writable and exec", Request{Syscall: "mmap", Args: protRWX, Backing: "/usr/lib/x86_64-linux-gnu/libglib-2.0.so.0.7400.6"}, Deny, "no-exec-memory"},
-		{"tmp exec", Request{Syscall: "mmap", Args: protExec, Backing: "/tmp/x.so", Thread: "qemu-system-x86"}, Deny, "no-exec-memory"},
-		{"tcg buffer", Request{Syscall: "mprotect", Args: protRWX, Backing: "anon", Thread: "qemu-system-x86"}, Allow, "tcg-code-buffer"},
-		{"qemu text made rwx from main", Request{Syscall: "mprotect", Args: protRWX, Backing: "/usr/bin/qemu-system-x86_64", Thread: "qemu-system-x86"}, Deny, "no-exec-memory"},
-		{"rwx from vcpu", Request{Syscall: "mmap", Args: protExec, Backing: "anon", Thread: "CPU 0/TCG"}, Deny, "no-exec-memory"},
-		{"rwx from worker", Request{Syscall: "mmap", Args: protRWX, Backing: "anon", Thread: "worker"}, Deny, "no-exec-memory"},
-		{"memslot over guest ram", Request{Syscall: "ioctl", Args: [6]uint64{9, 0x4020ae46}, Backing: "anon", Thread: "qemu-system-x86"}, Allow, "kvm-memslot-guest-ram"},
-		{"memslot deleted", Request{Syscall: "ioctl", Args: [6]uint64{9, 0x4020ae46}, Backing: "none", Thread: "CPU 0/KVM"}, Allow, "kvm-memslot-guest-ram"},
-		{"memslot over a library", Request{Syscall: "ioctl", Args: [6]uint64{9, 0x4020ae46}, Backing: "/tmp/implant.so", Thread: "CPU 0/KVM"}, Deny, "no-kvm-memslot-host-memory"},
-		{"memslot over the heap", Request{Syscall: "ioctl", Args: [6]uint64{9, 0x4020ae46}, Backing: "[heap]", Thread: "CPU 0/KVM"}, Deny, "no-kvm-memslot-host-memory"},
-		{"proc mem", Request{Syscall: "openat", Path: "/proc/self/mem", Args: [6]uint64{0, 0, 2}, Thread: "worker"}, Deny, "no-proc-escape"},
-		{"proc root escape", Request{Syscall: "openat", Path: "/proc/self/root/etc/shadow", Thread: "worker"}, Deny, "no-proc-escape"},
-		{"proc status read", Request{Syscall: "openat", Path: "/proc/self/status", Thread: "qemu-system-x86"}, Allow, "qemu-host-info"},
-		{"firmware opened for writing", Request{Syscall: "openat", Path: "/usr/share/seabios/bios-256k.bin", Args: [6]uint64{0, 0, 2}}, Deny, "default"},
-		{"socket from worker", Request{Syscall: "socket", Sock: &SockAddr{Family: 2}, Thread: "worker"}, Deny, "no-network-from-device-threads"},
-		{"socket from main loop", Request{Syscall: "socket", Sock: &SockAddr{Family: 2}, Thread: "qemu-system-x86"}, Allow, "sockets"},
-		{"slirp to loopback", Request{Syscall: "connect", Sock: inet("127.0.0.1:5555"), Thread: "qemu-system-x86"}, Allow, "slirp-host-loopback"},
-		{"loopback from monitor", Request{Syscall: "connect", Sock: inet("127.0.0.1:5555"), Thread: "IO mon_iothread"}, Deny, "no-host-local-inet"},
-		{"bind from vcpu", Request{Syscall: "bind", Sock: inet("0.0.0.0:4444"), Thread: "CPU 1/TCG"}, Deny, "no-network-from-device-threads"},
-		{"listen from main", Request{Syscall: "listen", Thread: "qemu-system-x86"}, Allow, "listen-main"},
-		{"metadata service", Request{Syscall: "connect", Sock: inet("169.254.169.254:80")}, Deny, "no-host-local-inet"},
-		{"docker socket", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "/run/docker.sock"}}, Deny, "default"},
-		{"netlink", Request{Syscall: "socket", Sock: &SockAddr{Family: 16}}, Deny, "no-host-network-control"},
+		{"shell", Request{Syscall: "execve", Path: "/bin/sh", Thread: "CPU 0/KVM"}, profiles.VerdictDeny, "no-exec"},
+		{"fork", Request{Syscall: "clone", Thread: "worker"}, profiles.VerdictDeny, "no-fork"},
+		{"firmware", Request{Syscall: "openat", Path: "/usr/share/seabios/bios-256k.bin", Thread: "qemu-system-x86"}, profiles.VerdictAllow, "qemu-data"},
+		{"shadow", Request{Syscall: "openat", Path: "/etc/shadow", Thread: "CPU 0/KVM"}, profiles.VerdictDeny, "default"},
+		{"lib exec", Request{Syscall: "mmap", Args: protExec, Backing: "/usr/lib/x86_64-linux-gnu/libglib-2.0.so.0.7400.6"}, profiles.VerdictAllow, "exec-libraries"},
+		{"lib writable and exec", Request{Syscall: "mmap", Args: protRWX, Backing: "/usr/lib/x86_64-linux-gnu/libglib-2.0.so.0.7400.6"}, profiles.VerdictDeny, "no-exec-memory"},
+		{"tmp exec", Request{Syscall: "mmap", Args: protExec, Backing: "/tmp/x.so", Thread: "qemu-system-x86"}, profiles.VerdictDeny, "no-exec-memory"},
+		{"tcg buffer", Request{Syscall: "mprotect", Args: protRWX, Backing: "anon", Thread: "qemu-system-x86"}, profiles.VerdictAllow, "tcg-code-buffer"},
+		{"qemu text made rwx from main", Request{Syscall: "mprotect", Args: protRWX, Backing: "/usr/bin/qemu-system-x86_64", Thread: "qemu-system-x86"}, profiles.VerdictDeny, "no-exec-memory"},
+		{"rwx from vcpu", Request{Syscall: "mmap", Args: protExec, Backing: "anon", Thread: "CPU 0/TCG"}, profiles.VerdictDeny, "no-exec-memory"},
+		{"rwx from worker", Request{Syscall: "mmap", Args: protRWX, Backing: "anon", Thread: "worker"}, profiles.VerdictDeny, "no-exec-memory"},
+		{"memslot over guest ram", Request{Syscall: "ioctl", Args: [6]uint64{9, 0x4020ae46}, Backing: "anon", Thread: "qemu-system-x86"}, profiles.VerdictAllow, "kvm-memslot-guest-ram"},
+		{"memslot deleted", Request{Syscall: "ioctl", Args: [6]uint64{9, 0x4020ae46}, Backing: "none", Thread: "CPU 0/KVM"}, profiles.VerdictAllow, "kvm-memslot-guest-ram"},
+		{"memslot over a library", Request{Syscall: "ioctl", Args: [6]uint64{9, 0x4020ae46}, Backing: "/tmp/implant.so", Thread: "CPU 0/KVM"}, profiles.VerdictDeny, "no-kvm-memslot-host-memory"},
+		{"memslot over the heap", Request{Syscall: "ioctl", Args: [6]uint64{9, 0x4020ae46}, Backing: "[heap]", Thread: "CPU 0/KVM"}, profiles.VerdictDeny, "no-kvm-memslot-host-memory"},
+		{"proc mem", Request{Syscall: "openat", Path: "/proc/self/mem", Args: [6]uint64{0, 0, 2}, Thread: "worker"}, profiles.VerdictDeny, "no-proc-escape"},
+		{"proc root escape", Request{Syscall: "openat", Path: "/proc/self/root/etc/shadow", Thread: "worker"}, profiles.VerdictDeny, "no-proc-escape"},
+		{"proc status read", Request{Syscall: "openat", Path: "/proc/self/status", Thread: "qemu-system-x86"}, profiles.VerdictAllow, "qemu-host-info"},
+		{"firmware opened for writing", Request{Syscall: "openat", Path: "/usr/share/seabios/bios-256k.bin", Args: [6]uint64{0, 0, 2}}, profiles.VerdictDeny, "default"},
+		{"socket from worker", Request{Syscall: "socket", Sock: &SockAddr{Family: 2}, Thread: "worker"}, profiles.VerdictDeny, "no-network-from-device-threads"},
+		{"socket from main loop", Request{Syscall: "socket", Sock: &SockAddr{Family: 2}, Thread: "qemu-system-x86"}, profiles.VerdictAllow, "sockets"},
+		{"slirp to loopback", Request{Syscall: "connect", Sock: inet("127.0.0.1:5555"), Thread: "qemu-system-x86"}, profiles.VerdictAllow, "slirp-host-loopback"},
+		{"loopback from monitor", Request{Syscall: "connect", Sock: inet("127.0.0.1:5555"), Thread: "IO mon_iothread"}, profiles.VerdictDeny, "no-host-local-inet"},
+		{"bind from vcpu", Request{Syscall: "bind", Sock: inet("0.0.0.0:4444"), Thread: "CPU 1/TCG"}, profiles.VerdictDeny, "no-network-from-device-threads"},
+		{"listen from main", Request{Syscall: "listen", Thread: "qemu-system-x86"}, profiles.VerdictAllow, "listen-main"},
+		{"metadata service", Request{Syscall: "connect", Sock: inet("169.254.169.254:80")}, profiles.VerdictDeny, "no-host-local-inet"},
+		{"docker socket", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "/run/docker.sock"}}, profiles.VerdictDeny, "default"},
+		{"netlink", Request{Syscall: "socket", Sock: &SockAddr{Family: 16}}, profiles.VerdictDeny, "no-host-network-control"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

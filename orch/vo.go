@@ -96,17 +96,17 @@ func (v *VO) Observe(f Finding) []Reaction {
 }
 
 // Resolve decides a held call from the finding that made the HO hold it:
-// Deny when a rule that matches the finding fires on it, or fired for
-// the same resource within its window (the VO has already seen this
-// attack); Allow otherwise. The finding is counted like any other, and
+// VerdictDeny when a rule that matches the finding fires on it, or fired
+// for the same resource within its window (the VO has already seen this
+// attack); VerdictAllow otherwise. The finding is counted like any other, and
 // the reactions are those of Observe.
-func (v *VO) Resolve(held Finding) (Action, []Reaction) {
+func (v *VO) Resolve(held Finding) (profiles.Verdict, []Reaction) {
 	return v.ResolveAll([]Finding{held})
 }
 
 // ResolveAll is Resolve for a held call with several findings (all of a
-// Decision's): Deny when any of them is correlated.
-func (v *VO) ResolveAll(fs []Finding) (Action, []Reaction) {
+// Decision's): VerdictDeny when any of them is correlated.
+func (v *VO) ResolveAll(fs []Finding) (profiles.Verdict, []Reaction) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	var out []Reaction
@@ -117,9 +117,9 @@ func (v *VO) ResolveAll(fs []Finding) (Action, []Reaction) {
 		deny = deny || d
 	}
 	if deny {
-		return Deny, out
+		return profiles.VerdictDeny, out
 	}
-	return Allow, out
+	return profiles.VerdictAllow, out
 }
 
 // Reset forgets every count and firing, as for a new QEMU (restart).

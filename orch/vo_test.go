@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"kfv/profiles"
 )
 
 func newTestVO(t *testing.T, rules string) (*VO, *clock) {
@@ -18,8 +20,8 @@ func newTestVO(t *testing.T, rules string) (*VO, *clock) {
 }
 
 // sig is a signature finding of hrsc at t0+at.
-func sig(hrsc string, layer Layer, sev Severity, at time.Duration) Finding {
-	return Finding{Time: t0.Add(at), Layer: layer, HRSC: hrsc, Detector: DetSignature, Severity: sev, Syscall: "openat", Rule: "r"}
+func sig(hrsc string, layer Layer, sev profiles.Severity, at time.Duration) Finding {
+	return Finding{Time: t0.Add(at), Layer: layer, HRSC: hrsc, Detector: profiles.DetSignature, Severity: sev, Syscall: "openat", Rule: "r"}
 }
 
 // kinds renders reactions as "rule:kind[:target]" for comparison.
@@ -46,15 +48,15 @@ reason = "r"
 		f    Finding
 		want string
 	}{
-		{"1st", sig("vcpu0", L2, SevMedium, 0), ""},
-		{"low does not count", sig("vcpu0", L2, SevLow, time.Second), ""},
-		{"other resource counts apart", sig("vcpu1", L2, SevHigh, time.Second), ""},
-		{"2nd", sig("vcpu0", L2, SevHigh, 2*time.Second), ""},
-		{"3rd within 10s fires", sig("vcpu0", L2, SevMedium, 9*time.Second), "three:pause three:link_down:all-nics"},
-		{"counting starts afresh", sig("vcpu0", L2, SevMedium, 10*time.Second), ""},
-		{"2 of vcpu1 (first at 1s)", sig("vcpu1", L2, SevMedium, 11*time.Second), ""},
-		{"3 of vcpu1 but the first left the window", sig("vcpu1", L2, SevMedium, 12*time.Second), ""},
-		{"4 of vcpu1: three within 10s", sig("vcpu1", L2, SevMedium, 13*time.Second), "three:pause three:link_down:all-nics"},
+		{"1st", sig("vcpu0", L2, profiles.SevMedium, 0), ""},
+		{"low does not count", sig("vcpu0", L2, profiles.SevLow, time.Second), ""},
+		{"other resource counts apart", sig("vcpu1", L2, profiles.SevHigh, time.Second), ""},
+		{"2nd", sig("vcpu0", L2, profiles.SevHigh, 2*time.Second), ""},
+		{"3rd within 10s fires", sig("vcpu0", L2, profiles.SevMedium, 9*time.Second), "three:pause three:link_down:all-nics"},
+		{"counting starts afresh", sig("vcpu0", L2, profiles.SevMedium, 10*time.Second), ""},
+		{"2 of vcpu1 (first at 1s)", sig("vcpu1", L2, profiles.SevMedium, 11*time.Second), ""},
+		{"3 of vcpu1 but the first left the window", sig("vcpu1", L2, profiles.SevMedium, 12*time.Second), ""},
+		{"4 of vcpu1: three within 10s", sig("vcpu1", L2, profiles.SevMedium, 13*time.Second), "three:pause three:link_down:all-nics"},
 	}
 	for _, s := range steps {
 		if got := kinds(v.Observe(s.f)); got != s.want {
@@ -78,8 +80,8 @@ window = "5s"
 reactions = ["pause", "link_down:all-nics", "device_del:net0"]
 reason = "r"
 `)
-	a := sig("vcpu0", L2, SevMedium, 0)
-	b := sig("vcpu0", L1, SevHigh, time.Second)
+	a := sig("vcpu0", L2, profiles.SevMedium, 0)
+	b := sig("vcpu0", L1, profiles.SevHigh, time.Second)
 	if got := v.Observe(a); len(got) != 0 {
 		t.Fatalf("first finding: %s", kinds(got))
 	}
@@ -108,13 +110,13 @@ per = "vm"
 reactions = ["link_down:net0"]
 reason = "evidence on two layers from two resources"
 `)
-	if got := v.Observe(Finding{Time: t0, Layer: L1, HRSC: "vcpu0", Detector: DetSignature, Severity: SevHigh}); len(got) != 0 {
+	if got := v.Observe(Finding{Time: t0, Layer: L1, HRSC: "vcpu0", Detector: profiles.DetSignature, Severity: profiles.SevHigh}); len(got) != 0 {
 		t.Fatal(kinds(got))
 	}
-	if got := v.Observe(Finding{Time: t0.Add(time.Second), Layer: L3, HRSC: "monitor", Detector: DetSignature, Severity: SevHigh}); len(got) != 0 {
+	if got := v.Observe(Finding{Time: t0.Add(time.Second), Layer: L3, HRSC: "monitor", Detector: profiles.DetSignature, Severity: profiles.SevHigh}); len(got) != 0 {
 		t.Fatalf("L3 finding counted: %s", kinds(got))
 	}
-	got := v.Observe(Finding{Time: t0.Add(2 * time.Second), Layer: L2, HRSC: "block-worker", Detector: DetBehaviour, Severity: SevHigh})
+	got := v.Observe(Finding{Time: t0.Add(2 * time.Second), Layer: L2, HRSC: "block-worker", Detector: profiles.DetBehaviour, Severity: profiles.SevHigh})
 	if kinds(got) != "l1-then-l2:link_down:net0" || len(got[0].Chain) != 2 || got[0].Chain[0].HRSC != "vcpu0" {
 		t.Errorf("per vm across layers: %s %+v", kinds(got), got)
 	}
@@ -141,21 +143,21 @@ reactions = ["scrub"]
 reason = "r"
 `)
 	f := func(det string, at time.Duration) Finding {
-		return Finding{Time: t0.Add(at), Layer: L2, HRSC: "vcpu0", Detector: det, Severity: SevHigh}
+		return Finding{Time: t0.Add(at), Layer: L2, HRSC: "vcpu0", Detector: det, Severity: profiles.SevHigh}
 	}
 	steps := []struct {
 		f    Finding
 		want string
 	}{
-		{f(DetOrigin, 0), "once:kill"},
-		{f(DetOrigin, time.Hour), ""},
-		{f(DetSignature, 0), "cool:pause"},
-		{f(DetSignature, 10*time.Second), ""},
-		{f(DetSignature, 29*time.Second), ""},
-		{f(DetSignature, 30*time.Second), "cool:pause"},
-		{f(DetSignature, 31*time.Second), ""},
-		{f(DetRate, 0), "every:scrub"},
-		{f(DetRate, time.Millisecond), "every:scrub"},
+		{f(profiles.DetOrigin, 0), "once:kill"},
+		{f(profiles.DetOrigin, time.Hour), ""},
+		{f(profiles.DetSignature, 0), "cool:pause"},
+		{f(profiles.DetSignature, 10*time.Second), ""},
+		{f(profiles.DetSignature, 29*time.Second), ""},
+		{f(profiles.DetSignature, 30*time.Second), "cool:pause"},
+		{f(profiles.DetSignature, 31*time.Second), ""},
+		{f(profiles.DetRate, 0), "every:scrub"},
+		{f(profiles.DetRate, time.Millisecond), "every:scrub"},
 	}
 	for i, s := range steps {
 		if got := kinds(v.Observe(s.f)); got != s.want {
@@ -163,7 +165,7 @@ reason = "r"
 		}
 	}
 	v.Reset()
-	if got := kinds(v.Observe(f(DetOrigin, 2*time.Hour))); got != "once:kill" {
+	if got := kinds(v.Observe(f(profiles.DetOrigin, 2*time.Hour))); got != "once:kill" {
 		t.Errorf("after Reset: %q", got)
 	}
 }
@@ -180,19 +182,19 @@ once = true
 reason = "r"
 `)
 	odd := func(hrsc string, at time.Duration) Finding {
-		return Finding{Time: t0.Add(at), Layer: L2, HRSC: hrsc, Detector: DetBehaviour, Severity: SevMedium}
+		return Finding{Time: t0.Add(at), Layer: L2, HRSC: hrsc, Detector: profiles.DetBehaviour, Severity: profiles.SevMedium}
 	}
 	steps := []struct {
 		name   string
 		f      Finding
-		action Action
+		action profiles.Verdict
 		react  string
 	}{
-		{"first odd call: nothing correlates", odd("block-worker", 0), Allow, ""},
-		{"other resource: rule does not match", odd("vcpu0", time.Second), Allow, ""},
-		{"second: the rule fires", odd("block-worker", 2*time.Second), Deny, "two-odd:pause"},
-		{"third, within the window of the firing: denied, no new reaction", odd("block-worker", 5*time.Second), Deny, ""},
-		{"long after: allowed again", odd("block-worker", 5*time.Minute), Allow, ""},
+		{"first odd call: nothing correlates", odd("block-worker", 0), profiles.VerdictAllow, ""},
+		{"other resource: rule does not match", odd("vcpu0", time.Second), profiles.VerdictAllow, ""},
+		{"second: the rule fires", odd("block-worker", 2*time.Second), profiles.VerdictDeny, "two-odd:pause"},
+		{"third, within the window of the firing: denied, no new reaction", odd("block-worker", 5*time.Second), profiles.VerdictDeny, ""},
+		{"long after: allowed again", odd("block-worker", 5*time.Minute), profiles.VerdictAllow, ""},
 	}
 	for _, s := range steps {
 		a, rs := v.Resolve(s.f)
@@ -202,8 +204,8 @@ reason = "r"
 	}
 	// A finding without a time takes the VO's clock.
 	ck.t = t0.Add(10 * time.Minute)
-	a, _ := v.ResolveAll([]Finding{{Layer: L2, HRSC: "block-worker", Detector: DetBehaviour}, {Layer: L2, HRSC: "block-worker", Detector: DetBehaviour}})
-	if a != Deny {
+	a, _ := v.ResolveAll([]Finding{{Layer: L2, HRSC: "block-worker", Detector: profiles.DetBehaviour}, {Layer: L2, HRSC: "block-worker", Detector: profiles.DetBehaviour}})
+	if a != profiles.VerdictDeny {
 		t.Errorf("two findings of one held call reach the count: %v", a)
 	}
 }

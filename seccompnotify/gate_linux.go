@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"kfv/orch"
+	"kfv/profiles"
 	"kfv/sysent"
 )
 
@@ -178,7 +179,7 @@ func (g *Gate) Answer(c *Call, d orch.Decision, fresh bool) {
 		}
 	}
 	g.observe(d, fresh)
-	if d.Action != orch.Allow || g.Audit {
+	if d.Action != profiles.VerdictAllow || g.Audit {
 		t.Close()
 		g.finish(c, d, decided(""))
 		return
@@ -227,12 +228,12 @@ func (g *Gate) finish(c *Call, d orch.Decision, r result) {
 	case resGone:
 		return
 	case resDenied:
-		d.Action, d.Errno, d.Rule, d.Reason = orch.Deny, int(unix.EPERM), r.rule, r.reason
+		d.Action, d.Errno, d.Rule, d.Reason = profiles.VerdictDeny, int(unix.EPERM), r.rule, r.reason
 		out.Decision = d
 		fallthrough
 	case resDecided:
 		out.Errno = ""
-		if d.Action != orch.Allow {
+		if d.Action != profiles.VerdictAllow {
 			e := unix.Errno(d.Errno)
 			if e <= 0 {
 				e = unix.EPERM

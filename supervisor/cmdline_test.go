@@ -57,27 +57,27 @@ func TestPreparedProfileDecisions(t *testing.T) {
 	cases := []struct {
 		name string
 		req  orch.Request
-		want orch.Action
+		want profiles.Verdict
 		rule string
 	}{
-		{"preload opened", open("/opt/implant.so", rdonly), orch.Allow, "qemu-preload-open"},
-		{"preload mapped rx", orch.Request{Syscall: "mmap", Args: [6]uint64{0, 4096, protRX}, Backing: "/opt/implant.so", Fds: map[int]string{4: "/opt/implant.so"}}, orch.Allow, "qemu-preload-map"},
-		{"preload mapped rwx", orch.Request{Syscall: "mmap", Args: [6]uint64{0, 4096, protRWX}, Backing: "/opt/implant.so", Fds: map[int]string{4: "/opt/implant.so"}}, orch.Deny, ""},
-		{"disk read-write", open("/srv/vm/disk.img", rdwr), orch.Allow, "vm-read-write-openat"},
-		{"disk may not be created", open("/srv/vm/disk.img", creat), orch.Deny, ""},
-		{"cdrom read-only", open("/srv/iso/install.iso", rdonly), orch.Allow, "vm-read-only-openat"},
-		{"cdrom not for writing", open("/srv/iso/install.iso", rdwr), orch.Deny, ""},
-		{"pidfile created", open("/run/vm1.pid", creat), orch.Allow, "vm-create-openat"},
-		{"other disk", open("/srv/vm/other.img", rdwr), orch.Deny, "default"},
-		{"cwd opened", open("/work", rdonly), orch.Allow, "vm-read-only-openat"},
-		{"qmp socket bound", orch.Request{Syscall: "bind", Sock: &orch.SockAddr{Family: 1, Path: "/run/vm1.qmp"}, Thread: "qemu-system-x86"}, orch.Allow, "vm-sockets-bind"},
-		{"kvm VM has no tcg buffer", orch.Request{Syscall: "mprotect", Args: [6]uint64{0, 4096, protRWX}, Backing: "anon", Thread: "qemu-system-x86"}, orch.Deny, ""},
-		{"chardev on the loopback", connect("127.0.0.1:4555", "qemu-system-x86"), orch.Allow, "vm-inet-connect"},
-		{"netdev over IPv6", connect("[2001:db8::5]:7000", "qemu-system-x86"), orch.Allow, "vm-inet-connect"},
-		{"udp chardev send", orch.Request{Syscall: "sendto", Args: [6]uint64{4: 0x7f0000001000}, Sock: &orch.SockAddr{Family: 2, Addr: netip.MustParseAddrPort("198.51.100.9:9999")}, Thread: "qemu-system-x86"}, orch.Allow, "vm-inet-connect"},
-		{"loopback, another port", connect("127.0.0.1:4556", "qemu-system-x86"), orch.Deny, "no-host-local-inet"},
-		{"vCPU thread to the chardev", connect("127.0.0.1:4555", "CPU 0/KVM"), orch.Deny, "no-network-from-device-threads"},
-		{"no user net: no inet connect", orch.Request{Syscall: "connect", Sock: &orch.SockAddr{Family: 2, Addr: netip.MustParseAddrPort("203.0.113.7:80")}, Thread: "qemu-system-x86"}, orch.Deny, ""},
+		{"preload opened", open("/opt/implant.so", rdonly), profiles.VerdictAllow, "qemu-preload-open"},
+		{"preload mapped rx", orch.Request{Syscall: "mmap", Args: [6]uint64{0, 4096, protRX}, Backing: "/opt/implant.so", Fds: map[int]string{4: "/opt/implant.so"}}, profiles.VerdictAllow, "qemu-preload-map"},
+		{"preload mapped rwx", orch.Request{Syscall: "mmap", Args: [6]uint64{0, 4096, protRWX}, Backing: "/opt/implant.so", Fds: map[int]string{4: "/opt/implant.so"}}, profiles.VerdictDeny, ""},
+		{"disk read-write", open("/srv/vm/disk.img", rdwr), profiles.VerdictAllow, "vm-read-write-openat"},
+		{"disk may not be created", open("/srv/vm/disk.img", creat), profiles.VerdictDeny, ""},
+		{"cdrom read-only", open("/srv/iso/install.iso", rdonly), profiles.VerdictAllow, "vm-read-only-openat"},
+		{"cdrom not for writing", open("/srv/iso/install.iso", rdwr), profiles.VerdictDeny, ""},
+		{"pidfile created", open("/run/vm1.pid", creat), profiles.VerdictAllow, "vm-create-openat"},
+		{"other disk", open("/srv/vm/other.img", rdwr), profiles.VerdictDeny, "default"},
+		{"cwd opened", open("/work", rdonly), profiles.VerdictAllow, "vm-read-only-openat"},
+		{"qmp socket bound", orch.Request{Syscall: "bind", Sock: &orch.SockAddr{Family: 1, Path: "/run/vm1.qmp"}, Thread: "qemu-system-x86"}, profiles.VerdictAllow, "vm-sockets-bind"},
+		{"kvm VM has no tcg buffer", orch.Request{Syscall: "mprotect", Args: [6]uint64{0, 4096, protRWX}, Backing: "anon", Thread: "qemu-system-x86"}, profiles.VerdictDeny, ""},
+		{"chardev on the loopback", connect("127.0.0.1:4555", "qemu-system-x86"), profiles.VerdictAllow, "vm-inet-connect"},
+		{"netdev over IPv6", connect("[2001:db8::5]:7000", "qemu-system-x86"), profiles.VerdictAllow, "vm-inet-connect"},
+		{"udp chardev send", orch.Request{Syscall: "sendto", Args: [6]uint64{4: 0x7f0000001000}, Sock: &orch.SockAddr{Family: 2, Addr: netip.MustParseAddrPort("198.51.100.9:9999")}, Thread: "qemu-system-x86"}, profiles.VerdictAllow, "vm-inet-connect"},
+		{"loopback, another port", connect("127.0.0.1:4556", "qemu-system-x86"), profiles.VerdictDeny, "no-host-local-inet"},
+		{"vCPU thread to the chardev", connect("127.0.0.1:4555", "CPU 0/KVM"), profiles.VerdictDeny, "no-network-from-device-threads"},
+		{"no user net: no inet connect", orch.Request{Syscall: "connect", Sock: &orch.SockAddr{Family: 2, Addr: netip.MustParseAddrPort("203.0.113.7:80")}, Thread: "qemu-system-x86"}, profiles.VerdictDeny, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 
 	"kfv/event"
 	"kfv/orch"
+	"kfv/profiles"
 )
 
 // openMatrixEnv makes the test binary run the open matrix in DIR and
@@ -270,7 +271,7 @@ func TestEmulatedOpenFidelity(t *testing.T) {
 		if r.Syscall == "openat" {
 			opens++
 		}
-		return orch.Decision{Action: orch.Allow, Rule: "all"}
+		return orch.Decision{Action: profiles.VerdictAllow, Rule: "all"}
 	})
 	t.Setenv(openMatrixEnv, dirE)
 	status, evs, err := runSupervised(t, p, allow, Enforce, exe)

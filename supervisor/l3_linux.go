@@ -60,15 +60,15 @@ type DynamicDecider struct {
 // Decide implements orch.Decider.Decide.
 func (d *DynamicDecider) Decide(r *orch.Request) orch.Decision {
 	dec := d.Decider.Decide(r)
-	if dec.Action != orch.Deny || dec.Rule != "default" {
+	if dec.Action != profiles.VerdictDeny || dec.Rule != "default" {
 		return dec
 	}
 	rs := d.dyn.cur.Load()
 	if rs == nil {
 		return dec
 	}
-	if x := rs.Decide(r); x.Action == orch.Allow {
-		dec.Action, dec.Errno, dec.Rule, dec.Reason = orch.Allow, 0, x.Rule, x.Reason
+	if x := rs.Decide(r); x.Action == profiles.VerdictAllow {
+		dec.Action, dec.Errno, dec.Rule, dec.Reason = profiles.VerdictAllow, 0, x.Rule, x.Reason
 		dec.Findings = nil // the default's finding does not stand either
 	}
 	return dec

@@ -11,6 +11,7 @@ import (
 
 	"kfv/event"
 	"kfv/orch"
+	"kfv/profiles"
 	"kfv/seccompnotify"
 )
 
@@ -53,7 +54,7 @@ func (s *session) handle(c *seccompnotify.Call) {
 	case c.N.Arch != unix.AUDIT_ARCH_X86_64:
 		// The filter kills foreign ABIs; this cannot happen unless the
 		// filter is wrong. Deny and say so.
-		s.gate.Refuse(c, orch.Decision{Action: orch.Deny, Rule: "kfv:arch", Reason: fmt.Sprintf("unexpected audit arch %#x", c.N.Arch)})
+		s.gate.Refuse(c, orch.Decision{Action: profiles.VerdictDeny, Rule: "kfv:arch", Reason: fmt.Sprintf("unexpected audit arch %#x", c.N.Arch)})
 		return
 	case !s.execDone && c.Req.Syscall == "execve" && c.N.PID == s.proc.pid:
 		s.gateExec(c)
@@ -65,7 +66,7 @@ func (s *session) handle(c *seccompnotify.Call) {
 		if err := s.gate.Continue(c); err != nil {
 			detail += ": " + err.Error()
 		}
-		s.report(&seccompnotify.Outcome{Req: &c.Req, Decision: orch.Decision{Action: orch.Allow, Rule: "kfv:scrub"}, Applied: "allow", Detail: detail})
+		s.report(&seccompnotify.Outcome{Req: &c.Req, Decision: orch.Decision{Action: profiles.VerdictAllow, Rule: "kfv:scrub"}, Applied: "allow", Detail: detail})
 		return
 	}
 	d := s.cfg.Policy.Decider.Decide(&c.Req)
@@ -84,7 +85,7 @@ func (s *session) handle(c *seccompnotify.Call) {
 func (s *session) gateExec(c *seccompnotify.Call) {
 	s.execDone = true
 	if c.Req.Path != s.qemuPath {
-		s.gate.Refuse(c, orch.Decision{Action: orch.Deny, Rule: "kfv:launch", Reason: fmt.Sprintf("loader exec of %q, expected %q", c.Req.Path, s.qemuPath)})
+		s.gate.Refuse(c, orch.Decision{Action: profiles.VerdictDeny, Rule: "kfv:launch", Reason: fmt.Sprintf("loader exec of %q, expected %q", c.Req.Path, s.qemuPath)})
 		return
 	}
 	detail := "exec " + c.Req.Path

@@ -13,6 +13,7 @@ import (
 	"kfv/event"
 	"kfv/memwatch"
 	"kfv/orch"
+	"kfv/profiles"
 	"kfv/qmp"
 	"kfv/seccompnotify"
 )
@@ -59,14 +60,14 @@ func (in *injected) is(n *seccompnotify.Notif) bool {
 }
 
 // memSeverity is how much each kind of memwatch finding weighs.
-func memSeverity(k memwatch.Kind) orch.Severity {
+func memSeverity(k memwatch.Kind) profiles.Severity {
 	switch k {
 	case memwatch.KindModified, memwatch.KindExecMapping:
-		return orch.SevCritical // code changed, or foreign code can run
+		return profiles.SevCritical // code changed, or foreign code can run
 	case memwatch.KindWritable, memwatch.KindPerms, memwatch.KindReplaced:
-		return orch.SevHigh // the way to change code was opened
+		return profiles.SevHigh // the way to change code was opened
 	}
-	return orch.SevMedium
+	return profiles.SevMedium
 }
 
 func memFinding(f memwatch.Finding) orch.Finding {
@@ -81,7 +82,7 @@ func memFinding(f memwatch.Finding) orch.Finding {
 	if t.IsZero() {
 		t = time.Now()
 	}
-	return orch.Finding{Time: t, Layer: orch.L1, HRSC: orch.HRSCMemory, Detector: orch.DetMemwatch, Severity: memSeverity(f.Kind), Rule: "memwatch:" + string(f.Kind), Detail: detail}
+	return orch.Finding{Time: t, Layer: orch.L1, HRSC: orch.HRSCMemory, Detector: profiles.DetMemwatch, Severity: memSeverity(f.Kind), Rule: "memwatch:" + string(f.Kind), Detail: detail}
 }
 
 // startMemwatch takes the baseline and starts the scans. Called by the

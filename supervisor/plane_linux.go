@@ -21,6 +21,7 @@ import (
 	"kfv/event"
 	"kfv/memwatch"
 	"kfv/orch"
+	"kfv/profiles"
 	"kfv/qmp"
 	"kfv/seccompnotify"
 )
@@ -215,7 +216,7 @@ func (p *plane) handle(it planeItem) {
 // would run on meanwhile.
 func (p *plane) order(r orch.Reaction) {
 	switch r.Kind {
-	case orch.ReactKill, orch.ReactRestart, orch.ReactRestartCheckpoint:
+	case profiles.ReactKill, profiles.ReactRestart, profiles.ReactRestartCheckpoint:
 		p.react(r)
 		return
 	}
@@ -247,7 +248,7 @@ func (p *plane) resolve(h *heldCall) {
 		act = h.d.Action // the bound passed: the fallback stands
 	}
 	d.Action = act
-	if act == orch.Deny && d.Errno == 0 {
+	if act == profiles.VerdictDeny && d.Errno == 0 {
 		d.Errno = int(unix.EACCES)
 	}
 	d.Reason = join(d.Reason, fmt.Sprintf("held %v", held.Round(time.Millisecond)))
@@ -258,7 +259,7 @@ func (p *plane) resolve(h *heldCall) {
 }
 
 func (p *plane) emitFinding(f orch.Finding) {
-	if f.Severity >= orch.SevMedium {
+	if f.Severity >= profiles.SevMedium {
 		p.findings.Add(1)
 	}
 	p.em.emit(&event.Event{
@@ -402,23 +403,23 @@ func (p *plane) do(r orch.Reaction) error {
 	ctx, cancel := context.WithTimeout(context.Background(), reactionTimeout)
 	defer cancel()
 	switch r.Kind {
-	case orch.ReactPause:
+	case profiles.ReactPause:
 		return p.qmp(ctx, "stop", nil)
-	case orch.ReactContinue:
+	case profiles.ReactContinue:
 		return p.qmp(ctx, "cont", nil)
-	case orch.ReactLinkDown, orch.ReactLinkUp:
+	case profiles.ReactLinkDown, profiles.ReactLinkUp:
 		names, err := p.nics(ctx, r.Target)
 		if err != nil {
 			return err
 		}
 		var errs []error
 		for _, n := range names {
-			errs = append(errs, p.qmp(ctx, "set_link", map[string]any{"name": n, "up": r.Kind == orch.ReactLinkUp}))
+			errs = append(errs, p.qmp(ctx, "set_link", map[string]any{"name": n, "up": r.Kind == profiles.ReactLinkUp}))
 		}
 		return errors.Join(errs...)
-	case orch.ReactDeviceDel:
+	case profiles.ReactDeviceDel:
 		names := []string{r.Target}
-		if r.Target == orch.AllNICs {
+		if r.Target == profiles.AllNICs {
 			var err error
 			if names, err = p.nics(ctx, r.Target); err != nil {
 				return err
@@ -429,11 +430,11 @@ func (p *plane) do(r orch.Reaction) error {
 			errs = append(errs, p.qmp(ctx, "device_del", map[string]any{"id": n}))
 		}
 		return errors.Join(errs...)
-	case orch.ReactKill:
+	case profiles.ReactKill:
 		return p.proc.kill()
-	case orch.ReactRestart, orch.ReactRestartCheckpoint:
-		return p.proc.requestRestart(p.em, r.Kind == orch.ReactRestartCheckpoint, p.latestCheckpoint())
-	case orch.ReactScrub:
+	case profiles.ReactRestart, profiles.ReactRestartCheckpoint:
+		return p.proc.requestRestart(p.em, r.Kind == profiles.ReactRestartCheckpoint, p.latestCheckpoint())
+	case profiles.ReactScrub:
 		return p.scrub()
 	}
 	return fmt.Errorf("reaction %v is not carried out by the supervisor", r.Kind)
@@ -451,7 +452,7 @@ func (p *plane) qmp(ctx context.Context, cmd string, args any) error {
 // nics returns the names of the VM's network adapters for target: the
 // adapter itself, or every NIC QEMU lists in "info network" for all-nics.
 func (p *plane) nics(ctx context.Context, target string) ([]string, error) {
-	if target != orch.AllNICs && target != "" {
+	if target != profiles.AllNICs && target != "" {
 		return []string{target}, nil
 	}
 	c, err := p.monitor(true)

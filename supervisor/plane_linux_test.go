@@ -15,6 +15,7 @@ import (
 
 	"kfv/event"
 	"kfv/orch"
+	"kfv/profiles"
 )
 
 // syncBuffer is an io.Writer the test reads while the plane writes.
@@ -61,8 +62,8 @@ func TestKillDoesNotWaitForTheMonitor(t *testing.T) {
 	go p.reactor()
 	defer func() { close(p.stop); close(p.reactions); <-p.reactDone }()
 
-	p.order(orch.Reaction{Kind: orch.ReactPause, Rule: "test-pause"})
-	p.order(orch.Reaction{Kind: orch.ReactKill, Rule: "test-kill"})
+	p.order(orch.Reaction{Kind: profiles.ReactPause, Rule: "test-pause"})
+	p.order(orch.Reaction{Kind: profiles.ReactKill, Rule: "test-kill"})
 	select {
 	case <-exited:
 	case <-time.After(monitorTimeout / 2):

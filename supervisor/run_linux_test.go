@@ -72,7 +72,7 @@ func runSupervised(t *testing.T, p *profiles.Profile, d orch.Decider, mode Mode,
 }
 
 func TestRunExitStatus(t *testing.T) {
-	allow := funcDecider(func(*orch.Request) orch.Decision { return orch.Decision{Action: orch.Allow, Rule: "t"} })
+	allow := funcDecider(func(*orch.Request) orch.Decision { return orch.Decision{Action: profiles.VerdictAllow, Rule: "t"} })
 	cases := []struct {
 		name string
 		argv []string
@@ -96,7 +96,7 @@ func TestRunExitStatus(t *testing.T) {
 }
 
 func TestRunNotFound(t *testing.T) {
-	allow := funcDecider(func(*orch.Request) orch.Decision { return orch.Decision{Action: orch.Allow} })
+	allow := funcDecider(func(*orch.Request) orch.Decision { return orch.Decision{Action: profiles.VerdictAllow} })
 	got, _, err := runSupervised(t, inspectProfile("openat"), allow, Enforce, "/nonexistent/qemu")
 	if got != 127 || err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Errorf("got status %d, err %v; want 127 and a not-found error", got, err)
@@ -122,9 +122,9 @@ func TestRunDenyPath(t *testing.T) {
 	}
 	d := funcDecider(func(r *orch.Request) orch.Decision {
 		if r.Path == secret {
-			return orch.Decision{Action: orch.Deny, Errno: int(unix.EACCES), Rule: "no-secret", Layer: orch.L2}
+			return orch.Decision{Action: profiles.VerdictDeny, Errno: int(unix.EACCES), Rule: "no-secret", Layer: orch.L2}
 		}
-		return orch.Decision{Action: orch.Allow, Rule: "rest"}
+		return orch.Decision{Action: profiles.VerdictAllow, Rule: "rest"}
 	})
 	for _, mode := range []Mode{Enforce, Audit} {
 		t.Run(string(mode), func(t *testing.T) {
@@ -183,7 +183,7 @@ func TestRunKeepsFDs(t *testing.T) {
 	defer func() { inheritedFDs = saved }()
 	fd := f.Fd()
 	out := filepath.Join(dir, "out")
-	allow := funcDecider(func(*orch.Request) orch.Decision { return orch.Decision{Action: orch.Allow} })
+	allow := funcDecider(func(*orch.Request) orch.Decision { return orch.Decision{Action: profiles.VerdictAllow} })
 	script := "cat <&" + strconv.Itoa(int(fd)) + " > " + out + "; ls -l /proc/$$/fd >> " + out
 	status, _, err := runSupervised(t, inspectProfile("openat"), allow, Enforce, "/bin/sh", "-c", script)
 	if err != nil || status != 0 {
@@ -213,7 +213,7 @@ func TestLaunchWhateverTheProfileInspects(t *testing.T) {
 		mu.Lock()
 		seen[r.Syscall]++
 		mu.Unlock()
-		return orch.Decision{Action: orch.Allow, Rule: "all"}
+		return orch.Decision{Action: profiles.VerdictAllow, Rule: "all"}
 	})
 	status, _, err := runSupervised(t, everything, allow, Enforce, "/bin/sh", "-c", "exit 7")
 	if err != nil || status != 7 {
@@ -223,7 +223,7 @@ func TestLaunchWhateverTheProfileInspects(t *testing.T) {
 		t.Errorf("the supervisor did not see the program's calls: %v", seen)
 	}
 	deny := funcDecider(func(r *orch.Request) orch.Decision {
-		return orch.Decision{Action: orch.Deny, Errno: int(unix.EPERM), Rule: "none"}
+		return orch.Decision{Action: profiles.VerdictDeny, Errno: int(unix.EPERM), Rule: "none"}
 	})
 	status, _, err = runSupervised(t, everything, deny, Enforce, "/bin/sh", "-c", "exit 0")
 	if err != nil || status == 0 {
