@@ -379,9 +379,9 @@ func codeRanges(pid int) ([]orch.AddrRange, error) {
 // react carries out one reaction and reports it with its chain.
 func (p *plane) react(r orch.Reaction) {
 	err := p.do(r)
-	e := &event.Event{Kind: event.KindReaction, Source: "vo", Rule: r.Rule, Reaction: r.String(), Verdict: "done"}
+	e := &event.Event{Kind: event.KindReaction, Source: "vo", Rule: r.Rule, Reaction: r.String(), Outcome: event.OutcomeDone}
 	if err != nil {
-		e.Verdict, e.Detail = "failed", err.Error()
+		e.Outcome, e.Detail = event.OutcomeFailed, err.Error()
 	}
 	for _, f := range r.Chain {
 		e.Chain = append(e.Chain, event.Link{Time: f.Time, Layer: string(f.Layer), HRSC: f.HRSC, Detector: f.Detector, Severity: f.Severity.String(), Syscall: f.Syscall, TID: f.TID, Rule: f.Rule, Detail: f.Detail})
@@ -391,7 +391,7 @@ func (p *plane) react(r orch.Reaction) {
 		e.Layer, e.HRSC = string(last.Layer), last.HRSC
 	}
 	if p.cfg.Mode == Audit && err == nil {
-		e.Verdict = "audit: not carried out"
+		e.Outcome = event.OutcomeAudit
 	}
 	p.em.emit(e)
 }
