@@ -69,20 +69,11 @@ func (t *Target) Close() {
 // An error of type Errno is what the native call would have returned
 // (ENOENT, ENOTDIR, ELOOP, EACCES...); other errors are the supervisor's.
 func ResolveOpen(r *OpenRequest) (*Target, error) {
-	if r.Path == "" {
-		return nil, unix.ENOENT
-	}
-	p := selfToPID(r.Path, r.TGID, r.TID)
-	base, err := baseDir(r, p)
+	p, base, resolve, err := lookupStart(r)
 	if err != nil {
 		return nil, err
 	}
 	defer base.Close()
-	resolve := uint64(unix.RESOLVE_NO_MAGICLINKS)
-	if strings.HasPrefix(p, "/") {
-		// The caller's root: with RESOLVE_IN_ROOT, "/" and ".." stop there.
-		resolve |= unix.RESOLVE_IN_ROOT
-	}
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: resolve}
 	if r.Flags&unix.O_NOFOLLOW != 0 {
 		how.Flags |= unix.O_NOFOLLOW
@@ -103,6 +94,26 @@ func ResolveOpen(r *OpenRequest) (*Target, error) {
 		return resolveParent(r, base, p, resolve)
 	}
 	return nil, err
+}
+
+// lookupStart begins a lookup as the kernel would for the caller: the
+// path with /proc/self made the caller's, the directory it starts from
+// (the caller closes it) and the RESOLVE_ flags that keep it there.
+func lookupStart(r *OpenRequest) (p string, base FD, resolve uint64, err error) {
+	if r.Path == "" {
+		return "", -1, 0, unix.ENOENT
+	}
+	p = selfToPID(r.Path, r.TGID, r.TID)
+	base, err = baseDir(r, p)
+	if err != nil {
+		return "", -1, 0, err
+	}
+	resolve = unix.RESOLVE_NO_MAGICLINKS
+	if strings.HasPrefix(p, "/") {
+		// The caller's root: with RESOLVE_IN_ROOT, "/" and ".." stop there.
+		resolve |= unix.RESOLVE_IN_ROOT
+	}
+	return p, base, resolve, nil
 }
 
 // baseDir returns the directory a path starts from: the caller's root for
@@ -293,19 +304,11 @@ func openat2(dirfd int, p string, how *unix.OpenHow) (int, error) {
 //
 // An error of type Errno is what the native call would have returned.
 func ResolveEntry(r *OpenRequest, rmdir bool) (*Target, error) {
-	if r.Path == "" {
-		return nil, unix.ENOENT
-	}
-	p := selfToPID(r.Path, r.TGID, r.TID)
-	base, err := baseDir(r, p)
+	p, base, resolve, err := lookupStart(r)
 	if err != nil {
 		return nil, err
 	}
 	defer base.Close()
-	resolve := uint64(unix.RESOLVE_NO_MAGICLINKS)
-	if strings.HasPrefix(p, "/") {
-		resolve |= unix.RESOLVE_IN_ROOT
-	}
 	if strings.HasSuffix(p, "/") && strings.Trim(p, "/") != "" {
 		if !rmdir {
 			// unlink("x/"): the kernel follows x to see whether it is a

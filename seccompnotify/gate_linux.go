@@ -195,26 +195,34 @@ func (g *Gate) observe(d orch.Decision, fresh bool) {
 }
 
 // later runs work beside the loop on one of the gate's workers and
-// answers c with its result; work owns t (nil for none) and closes it.
-// It returns at once; when every worker is busy, the call fails with
-// EAGAIN, as a call the kernel could not start now would.
-func (g *Gate) later(c *Call, d orch.Decision, t *Target, work func(c *Call, t *Target) result) result {
+// answers c with its result; work owns what release releases. It returns
+// at once; when every worker is busy, release runs instead and the call
+// fails with EAGAIN, as a call the kernel could not start now would.
+func (g *Gate) later(c *Call, d orch.Decision, release func(), work func(c *Call) result) result {
 	if g.Workers == nil {
-		return work(c, t)
+		return work(c)
 	}
 	cc := *c // the loop reuses its own
 	job := task{
-		run: func() { g.finish(&cc, d, work(&cc, t)) },
+		run: func() { g.finish(&cc, d, work(&cc)) },
 		fail: func(err error) {
-			t.Close()
+			release()
 			g.finish(&cc, d, refused("kfv:emulation", err.Error(), true))
 		},
 	}
 	if !g.Workers.try(job) {
-		t.Close()
+		release()
 		return failed(unix.EAGAIN, fmt.Sprintf("kfv: %d calls that may block are already being performed", maxWorkers))
 	}
 	return result{kind: resLater}
+}
+
+// maybeLater runs work at once, or beside the loop when it may block.
+func (g *Gate) maybeLater(c *Call, d orch.Decision, mayBlock bool, release func(), work func(c *Call) result) result {
+	if !mayBlock {
+		return work(c)
+	}
+	return g.later(c, d, release, work)
 }
 
 // finish answers c as r says and reports the outcome.

@@ -21,18 +21,29 @@ var ErrTooLong = errors.New("string in caller memory exceeds limit")
 // process_vm_readv. It reads nothing more: no /proc/PID/mem is opened.
 // The caller must check the notification's validity afterwards.
 func ReadMem(pid int, addr uint64, buf []byte) error {
+	return vmCopy(pid, addr, buf, unix.ProcessVMReadv, "process_vm_readv")
+}
+
+// WriteMem copies buf to addr in process pid with process_vm_writev: how
+// a performed call hands back what the kernel would have written into
+// the caller's memory (sendmmsg's msg_len).
+func WriteMem(pid int, addr uint64, buf []byte) error {
+	return vmCopy(pid, addr, buf, unix.ProcessVMWritev, "process_vm_writev")
+}
+
+func vmCopy(pid int, addr uint64, buf []byte, op func(int, []unix.Iovec, []unix.RemoteIovec, uint) (int, error), name string) error {
 	if len(buf) == 0 {
 		return nil
 	}
 	local := []unix.Iovec{{Base: &buf[0]}}
 	local[0].SetLen(len(buf))
 	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(buf)}}
-	n, err := unix.ProcessVMReadv(pid, local, remote, 0)
+	n, err := op(pid, local, remote, 0)
 	if err != nil {
-		return os.NewSyscallError("process_vm_readv", err)
+		return os.NewSyscallError(name, err)
 	}
 	if n != len(buf) {
-		return fmt.Errorf("process_vm_readv: short read %d of %d bytes at %#x", n, len(buf), addr)
+		return fmt.Errorf("%s: %d of %d bytes at %#x", name, n, len(buf), addr)
 	}
 	return nil
 }

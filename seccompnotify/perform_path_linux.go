@@ -66,7 +66,7 @@ func performOpen(g *Gate, c *Call, d orch.Decision, t *Target, terr error) resul
 		}
 		return failed(e, "emulated: "+e.Error())
 	}
-	open := func(c *Call, t *Target) result {
+	open := func(c *Call) result {
 		defer t.Close()
 		f, err := t.Open(openRequest(g, c))
 		if err != nil {
@@ -82,9 +82,9 @@ func performOpen(g *Gate, c *Call, d orch.Decision, t *Target, terr error) resul
 	if t.MayBlock(or.Flags) {
 		// A FIFO or a device may wait for its other end: open it beside
 		// the loop, which goes on answering the other threads.
-		return g.later(c, d, t, open)
+		return g.later(c, d, t.Close, open)
 	}
-	return open(c, t)
+	return open(c)
 }
 
 func unlinkArgs(c *Call) (dirfd, flags int) {

@@ -5,7 +5,6 @@ package seccompnotify
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -59,21 +58,12 @@ func performSendMmsg(g *Gate, c *Call, d orch.Decision, _ *Target, _ error) resu
 		v.close()
 		return result{kind: resGone}
 	}
-	run := func(c *Call, _ *Target) result {
+	// A blocking send may wait for the peer: beside the loop.
+	return g.maybeLater(c, d, blocking && flags&unix.MSG_DONTWAIT == 0, func() { sock.Close(); v.close() }, func(c *Call) result {
 		defer sock.Close()
 		defer v.close()
 		return v.send(c, sock, flags|unix.MSG_NOSIGNAL)
-	}
-	if blocking && flags&unix.MSG_DONTWAIT == 0 {
-		// A blocking send may wait for the peer: beside the loop.
-		r := g.later(c, d, nil, run)
-		if r.kind != resLater {
-			sock.Close()
-			v.close()
-		}
-		return r
-	}
-	return run(c, nil)
+	})
 }
 
 // mmsgs is a vector of messages copied from QEMU.
@@ -135,7 +125,10 @@ func (v *mmsgs) send(c *Call, sock FD, flags int) result {
 			e = serr
 			break
 		}
-		if err := writeMsgLen(c.N.PID, base+uint64(i)*sizeofMmsghdr+sizeofMsghdr, uint32(cnt)); err != nil {
+		// msg_len, as the kernel writes it after each message it sends.
+		var msgLen [4]byte
+		binary.NativeEndian.PutUint32(msgLen[:], uint32(cnt))
+		if err := WriteMem(c.N.PID, base+uint64(i)*sizeofMmsghdr+sizeofMsghdr, msgLen[:]); err != nil {
 			e = unix.EFAULT
 			break
 		}
@@ -148,22 +141,4 @@ func (v *mmsgs) send(c *Call, sock FD, flags int) result {
 		return failed(e, "emulated")
 	}
 	return returns(int64(sent), 0, fmt.Sprintf("emulated: %d of %d messages sent", sent, len(v.msgs)))
-}
-
-// writeMsgLen writes a message's msg_len into the caller's mmsghdr
-// (process_vm_writev), as the kernel does after each message it sends.
-func writeMsgLen(pid int, addr uint64, n uint32) error {
-	var b [4]byte
-	binary.NativeEndian.PutUint32(b[:], n)
-	local := []unix.Iovec{{Base: &b[0]}}
-	local[0].SetLen(len(b))
-	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}
-	w, err := unix.ProcessVMWritev(pid, local, remote, 0)
-	if err != nil {
-		return os.NewSyscallError("process_vm_writev", err)
-	}
-	if w != len(b) {
-		return fmt.Errorf("process_vm_writev: short write %d of %d bytes at %#x", w, len(b), addr)
-	}
-	return nil
 }

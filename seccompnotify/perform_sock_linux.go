@@ -12,13 +12,14 @@ import (
 	"kfv/sysent"
 )
 
-// Performed calls that name a socket address: connect, bind and sendto
-// are made on a copy of QEMU's socket (pidfd_getfd: the same open file
-// description) with the very address bytes that were decided on.
+// Performed calls that name a socket address: connect, bind, sendto and
+// sendmsg are made on a copy of QEMU's socket (pidfd_getfd: the same open
+// file description) with the very address bytes that were decided on.
 
 func init() {
 	register(sysent.PerformSockaddr, performer{perform: performSockaddr})
 	register(sysent.PerformSendTo, performer{perform: performSendTo})
+	register(sysent.PerformSendMsg, performer{perform: performSendMsg})
 }
 
 // maxSendTo bounds the data of a performed send copied from QEMU.
@@ -65,7 +66,7 @@ func performSockaddr(g *Gate, c *Call, d orch.Decision, _ *Target, _ error) resu
 	// the performing thread (whose fs attributes are its own) moves there.
 	relUnix := len(req.SockRaw) > 2 && req.Sock != nil && req.Sock.Family == unix.AF_UNIX &&
 		req.SockRaw[2] != 0 && req.SockRaw[2] != '/'
-	run := func(c *Call, _ *Target) result {
+	run := func(c *Call) result {
 		defer sock.Close()
 		if relUnix {
 			if err := chdirToCaller(c.Req.TID); err != nil {
@@ -79,11 +80,7 @@ func performSockaddr(g *Gate, c *Call, d orch.Decision, _ *Target, _ error) resu
 	}
 	if !nb && req.Syscall == "connect" {
 		// A blocking connect may take long: beside the loop.
-		r := g.later(c, d, nil, run)
-		if r.kind != resLater {
-			sock.Close()
-		}
-		return r
+		return g.later(c, d, func() { sock.Close() }, run)
 	}
 	if req.Syscall == "bind" && req.Sock != nil && req.Sock.Family == unix.AF_UNIX {
 		// bind creates the socket file with the binder's umask.
@@ -92,7 +89,7 @@ func performSockaddr(g *Gate, c *Call, d orch.Decision, _ *Target, _ error) resu
 			return refused("kfv:emulation", err.Error(), true)
 		}
 	}
-	return run(c, nil)
+	return run(c)
 }
 
 // performSendTo sends QEMU's data itself to the address decided on.
@@ -120,4 +117,77 @@ func performSendTo(g *Gate, c *Call, _ orch.Decision, _ *Target, _ error) result
 	// MSG_DONTWAIT keeps a full socket buffer from blocking the loop; QEMU
 	// uses non-blocking sockets, so the result is what it would get.
 	return sent(SendTo(sock, data, int(int32(req.Args[3]))|unix.MSG_DONTWAIT, req.SockRaw))
+}
+
+// msgFastOpen is MSG_FASTOPEN: a send with it on an unconnected TCP
+// socket connects to msg_name.
+const msgFastOpen = 0x20000000
+
+// sendSocket copies the socket of a sendmsg or sendmmsg and says whether
+// it is a stream socket and whether sends on it may block; the result,
+// when set, answers the call instead.
+func sendSocket(g *Gate, c *Call) (sock FD, stream, blocking bool, bad *result) {
+	sock, bad = takeSocket(g, c)
+	if bad != nil {
+		return -1, false, false, bad
+	}
+	typ, terr := SocketType(sock)
+	nb, nerr := Nonblocking(sock)
+	if terr != nil || nerr != nil {
+		sock.Close()
+		r := refused("kfv:emulation", errors.Join(terr, nerr).Error(), true)
+		if errors.Is(terr, unix.ENOTSOCK) {
+			r = failed(unix.ENOTSOCK, "emulated")
+		}
+		return -1, false, false, &r
+	}
+	return sock, typ == unix.SOCK_STREAM, !nb, nil
+}
+
+// performSendMsg sends QEMU's message itself, on a copy of the socket it
+// checked and to the address decided on (none when the message named
+// none): rewriting msg_name, or swapping the fd for a datagram socket
+// with dup2, after the check changes nothing. Data and control messages
+// are copied from QEMU (SCM_RIGHTS fds taken with pidfd_getfd). A stream
+// send larger than maxSendTo is sent in part, as a non-blocking socket
+// may; a larger datagram is refused with EMSGSIZE. MSG_NOSIGNAL is always
+// added (QEMU ignores SIGPIPE: it gets EPIPE either way).
+func performSendMsg(g *Gate, c *Call, d orch.Decision, _ *Target, _ error) result {
+	req := &c.Req
+	flags := int(int32(req.Args[2]))
+	if flags&msgFastOpen != 0 {
+		return refused("kfv:sendmsg", "MSG_FASTOPEN connects to the message's address", false)
+	}
+	if req.Sock != nil && len(req.SockRaw) == 0 {
+		return refused("kfv:emulation", "the message's address was not kept", true)
+	}
+	sock, stream, blocking, bad := sendSocket(g, c)
+	if bad != nil {
+		return *bad
+	}
+	m, err := ReadMsg(c.N.PID, g.Pidfd, req.Args[1], maxSendTo)
+	if err != nil {
+		sock.Close()
+		var errno unix.Errno
+		if !errors.As(err, &errno) {
+			return refused("kfv:emulation", "read message: "+err.Error(), true)
+		}
+		return failed(errno, "emulated")
+	}
+	if m.Truncated && !stream {
+		sock.Close()
+		m.Close()
+		return failed(unix.EMSGSIZE, fmt.Sprintf("emulated sendmsg of over %d bytes refused", maxSendTo))
+	}
+	if g.Listener.IDValid(c.N.ID) != nil {
+		sock.Close()
+		m.Close()
+		return result{kind: resGone}
+	}
+	// A blocking send may wait for the peer: beside the loop.
+	return g.maybeLater(c, d, blocking && flags&unix.MSG_DONTWAIT == 0, func() { sock.Close(); m.Close() }, func(c *Call) result {
+		defer sock.Close()
+		defer m.Close()
+		return sent(SendMsg(sock, m, c.Req.SockRaw, flags|unix.MSG_NOSIGNAL))
+	})
 }

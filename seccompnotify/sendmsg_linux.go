@@ -134,4 +134,3 @@ func (m *Msg) rebuildControl(pidfd *os.File, ctl []byte) error {
 	}
 	return nil
 }
-

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -148,12 +149,37 @@ func summarize(r *orch.Request) string {
 	return b.String()
 }
 
-func join(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
+// injected are the syscalls a scrub makes a frozen QEMU thread issue: the
+// loop answers them CONTINUE as kfv's own (their arguments are registers,
+// and the thread runs nothing else while it is frozen).
+type injected struct {
+	mu    sync.Mutex
+	calls map[int]injectedCall // by thread id
+}
+
+type injectedCall struct {
+	nr   int
+	args [3]uint64
+}
+
+func (in *injected) expect(tid, nr int, args [3]uint64) func() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.calls == nil {
+		in.calls = map[int]injectedCall{}
 	}
-	return a + "; " + b
+	in.calls[tid] = injectedCall{nr, args}
+	return func() {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		delete(in.calls, tid)
+	}
+}
+
+// is reports whether n is a call kfv itself injected.
+func (in *injected) is(n *seccompnotify.Notif) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	c, ok := in.calls[n.PID]
+	return ok && c.nr == n.Nr && c.args == [3]uint64{n.Args[0], n.Args[1], n.Args[2]}
 }

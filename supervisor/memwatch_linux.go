@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"kfv/event"
@@ -15,7 +14,6 @@ import (
 	"kfv/orch"
 	"kfv/profiles"
 	"kfv/qmp"
-	"kfv/seccompnotify"
 )
 
 // memwatch in the supervisor: once QEMU's private monitor answers (its
@@ -23,41 +21,6 @@ import (
 // and read-only data, scans it continuously, and sends what it finds to the
 // VO as L1 findings of the memory resource; the scrub reaction repairs
 // QEMU's memory while it keeps serving its guest.
-
-// injected are the syscalls a scrub makes a frozen QEMU thread issue: the
-// loop answers them CONTINUE as kfv's own (their arguments are registers,
-// and the thread runs nothing else while it is frozen).
-type injected struct {
-	mu    sync.Mutex
-	calls map[int]injectedCall // by thread id
-}
-
-type injectedCall struct {
-	nr   int
-	args [3]uint64
-}
-
-func (in *injected) expect(tid, nr int, args [3]uint64) func() {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.calls == nil {
-		in.calls = map[int]injectedCall{}
-	}
-	in.calls[tid] = injectedCall{nr, args}
-	return func() {
-		in.mu.Lock()
-		defer in.mu.Unlock()
-		delete(in.calls, tid)
-	}
-}
-
-// is reports whether n is a call kfv itself injected.
-func (in *injected) is(n *seccompnotify.Notif) bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	c, ok := in.calls[n.PID]
-	return ok && c.nr == n.Nr && c.args == [3]uint64{n.Args[0], n.Args[1], n.Args[2]}
-}
 
 // memSeverity is how much each kind of memwatch finding weighs.
 func memSeverity(k memwatch.Kind) profiles.Severity {

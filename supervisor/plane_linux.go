@@ -251,7 +251,7 @@ func (p *plane) resolve(h *heldCall) {
 	if act == profiles.VerdictDeny && d.Errno == 0 {
 		d.Errno = int(unix.EACCES)
 	}
-	d.Reason = join(d.Reason, fmt.Sprintf("held %v", held.Round(time.Millisecond)))
+	d.Reason = strings.TrimPrefix(d.Reason+"; held "+held.Round(time.Millisecond).String(), "; ")
 	p.gate.Answer(&h.c, d, false)
 	for _, r := range reactions {
 		p.order(r)
