@@ -42,6 +42,14 @@ func keyed(origin, key string) string {
 	return origin + " " + key + "="
 }
 
+// kindOf returns the value of key, which says what kind of backend,
+// device or object o is, and origin with the kind and the instance named:
+// "-netdev tap (id=n0)".
+func kindOf(o *opts, key, origin string) (kind, named string) {
+	kind = o.str(key)
+	return kind, origin + " " + kind + idOf(o)
+}
+
 // idOf names an option's instance for origins: " (id=disk0)".
 func idOf(o *opts) string {
 	for _, k := range []string{"id", "node-name"} {
@@ -204,12 +212,12 @@ func (d *deriver) nbdURI(name, origin string) {
 	switch {
 	case strings.HasPrefix(name, "nbd:unix:"):
 		p, _, _ := strings.Cut(name[len("nbd:unix:"):], ":exportname=")
-		d.s.addSocket(Socket{Family: FamilyUnix, Type: Stream, Address: absPath(p, d.cwd), Op: OpConnect, Option: origin + " nbd:unix:"})
+		d.s.addUnix(absPath(p, d.cwd), Stream, OpConnect, origin+" nbd:unix:")
 	case strings.HasPrefix(name, "nbd+unix://"):
 		_, q, _ := strings.Cut(name, "?")
 		for _, kv := range strings.Split(q, "&") {
 			if p, ok := strings.CutPrefix(kv, "socket="); ok {
-				d.s.addSocket(Socket{Family: FamilyUnix, Type: Stream, Address: absPath(p, d.cwd), Op: OpConnect, Option: origin + " nbd+unix:"})
+				d.s.addUnix(absPath(p, d.cwd), Stream, OpConnect, origin+" nbd+unix:")
 				return
 			}
 		}
@@ -221,7 +229,7 @@ func (d *deriver) nbdURI(name, origin string) {
 		if err != nil {
 			host, port = hp, "10809"
 		}
-		d.s.addSocket(Socket{Family: inetFamily(host), Type: Stream, Address: joinHostPort(host, port), Op: OpConnect, Option: origin + " nbd:"})
+		d.s.addInet(host, port, Stream, OpConnect, origin+" nbd:")
 	case strings.HasPrefix(name, "nbd:"):
 		hp, _, _ := strings.Cut(name[len("nbd:"):], ":exportname=")
 		host, port, err := SplitHostPort(hp)
@@ -229,7 +237,7 @@ func (d *deriver) nbdURI(name, origin string) {
 			d.s.warnf("%s %s: NBD address not understood; not in the set", origin, name)
 			return
 		}
-		d.s.addSocket(Socket{Family: inetFamily(host), Type: Stream, Address: joinHostPort(host, port), Op: OpConnect, Option: origin + " nbd:"})
+		d.s.addInet(host, port, Stream, OpConnect, origin+" nbd:")
 	default:
 		d.s.warnf("%s %s: NBD address not understood; not in the set", origin, name)
 	}
@@ -356,13 +364,10 @@ func (d *deriver) nbdNode(o *opts, origin string) {
 	}
 	switch typ {
 	case "unix":
-		d.s.addSocket(Socket{Family: FamilyUnix, Type: Stream, Address: absPath(s.str("path"), d.cwd), Op: OpConnect, Option: origin + " nbd"})
+		d.s.addUnix(absPath(s.str("path"), d.cwd), Stream, OpConnect, origin+" nbd")
 	case "inet":
-		port := s.str("port")
-		if port == "" {
-			port = "10809"
-		}
-		d.s.addSocket(Socket{Family: inetFamily(s.str("host")), Type: Stream, Address: joinHostPort(s.str("host"), port), Op: OpConnect, Option: origin + " nbd"})
+		port := s.strOr("port", "10809")
+		d.s.addInet(s.str("host"), port, Stream, OpConnect, origin+" nbd")
 	case "fd":
 		d.fd(s.str("str"), origin+" nbd server.str=")
 	default:

@@ -8,8 +8,7 @@ import (
 
 // chardev handles -chardev BACKEND,id=…,….
 func (d *deriver) chardev(o *opts, origin string) error {
-	backend := o.str("backend")
-	origin += " " + backend + idOf(o)
+	backend, origin := kindOf(o, "backend", origin)
 	d.file(o.str("logfile"), Create, origin+" logfile=")
 	switch backend {
 	case "socket":
@@ -21,12 +20,12 @@ func (d *deriver) chardev(o *opts, origin string) error {
 		if !ok {
 			host = "localhost"
 		}
-		d.s.addSocket(Socket{Family: inetFamily(host), Type: Dgram, Address: joinHostPort(host, o.str("port")), Op: OpConnect, Option: origin})
+		d.s.addInet(host, o.str("port"), Dgram, OpConnect, origin)
 		if la, lp := o.str("localaddr"), o.str("localport"); la != "" || lp != "" {
 			if lp == "" {
 				lp = "0"
 			}
-			d.s.addSocket(Socket{Family: inetFamily(la), Type: Dgram, Address: joinHostPort(la, lp), Op: OpBind, Option: origin + " localaddr="})
+			d.s.addInet(la, lp, Dgram, OpBind, origin+" localaddr=")
 		}
 	case "file":
 		d.file(o.str("path"), Create, origin+" path=")
@@ -62,39 +61,27 @@ func (d *deriver) chardev(o *opts, origin string) error {
 // chardevSocket adds a socket chardev: path= (unix), host=/port= (inet),
 // or fd=.
 func (d *deriver) chardevSocket(o *opts, origin string) error {
-	server, err := o.boolean("server", false)
+	op, err := serverOp(o)
 	if err != nil {
 		return err
-	}
-	op := OpConnect
-	if server {
-		op = OpBind
 	}
 	if fd, ok := o.get("fd"); ok {
 		d.fd(fd, origin+" fd=")
 		return nil
 	}
 	if p, ok := o.get("path"); ok {
-		abstract, err := o.boolean("abstract", false)
+		addr, err := d.unixAddr(o, p)
 		if err != nil {
 			return err
 		}
-		addr := absPath(p, d.cwd)
-		if abstract {
-			addr = "@" + p
-		}
-		d.s.addSocket(Socket{Family: FamilyUnix, Type: Stream, Address: addr, Op: op, Option: origin + " path="})
+		d.s.addUnix(addr, Stream, op, origin+" path=")
 		return nil
 	}
 	port, ok := o.get("port")
 	if !ok {
 		return errors.New("socket: want path=, port= or fd=")
 	}
-	if to := o.str("to"); to != "" {
-		port += "-" + to
-	}
-	host := o.str("host")
-	d.s.addSocket(Socket{Family: inetFamily(host), Type: Stream, Address: joinHostPort(host, port), Op: op, Option: origin + " host=,port="})
+	d.s.addInet(o.str("host"), portRange(port, o), Stream, op, origin+" host=,port=")
 	return nil
 }
 

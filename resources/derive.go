@@ -184,49 +184,110 @@ func derive(toks []token, cwd string, fsys fs.FS) (*Set, error) {
 	return d.s, nil
 }
 
+// keyValue is how an option in QEMU's key=value syntax is read, and what
+// is done with what it holds.
+type keyValue struct {
+	implied string // the key of a bare first element; "" for none
+	json    bool   // a value that starts with "{" is JSON
+	// lenient options are QEMU's to check: when the value does not parse,
+	// it names nothing kfv would follow.
+	lenient bool
+	handle  func(d *deriver, o *opts, origin string) error
+}
+
+// keyValueOptions are the options whose value is key=value (or JSON).
+// What the others take is a name, a display or a URI (see option).
+var keyValueOptions = map[string]keyValue{
+	"drive":      {handle: (*deriver).drive},
+	"blockdev":   {implied: "driver", json: true, handle: (*deriver).blockdev},
+	"option-rom": {implied: "romfile", handle: (*deriver).optionROM},
+	"chardev":    {implied: "backend", handle: (*deriver).chardev},
+	"netdev":     {implied: "type", json: true, handle: (*deriver).netdevOption},
+	"nic":        {implied: "type", handle: (*deriver).nicOption},
+	"net":        {implied: "type", handle: (*deriver).nicOption},
+	"device":     {implied: "driver", json: true, handle: noError((*deriver).device)},
+	"object":     {implied: "qom-type", json: true, handle: noError((*deriver).object)},
+	"fsdev":      {implied: "fsdriver", handle: noError((*deriver).fsdev)},
+	"virtfs":     {implied: "fsdriver", handle: noError((*deriver).fsdev)},
+	"name":       {implied: "guest", handle: (*deriver).name},
+	"machine":    {implied: "type", handle: noError((*deriver).machine)},
+	"M":          {implied: "type", handle: noError((*deriver).machine)},
+	"accel":      {implied: "accel", handle: (*deriver).accel},
+	"add-fd":     {handle: (*deriver).addFD},
+	"fw_cfg":     {implied: "name", handle: (*deriver).fwCfg},
+	"acpitable":  {handle: (*deriver).acpiTable},
+	"smbios":     {handle: files(fileKey{"file", ReadOnly}, fileKey{"path", ReadOnly})},
+	"boot":       {implied: "order", handle: files(fileKey{"splash", ReadOnly})},
+	"trace":      {implied: "enable", handle: files(fileKey{"events", ReadOnly}, fileKey{"file", Create})},
+	"plugin":     {implied: "file", handle: (*deriver).plugin},
+	"icount":     {implied: "shift", handle: (*deriver).icount},
+	"spice":      {handle: noError((*deriver).spice)},
+	"display":    {implied: "type", handle: (*deriver).display},
+	"audiodev":   {implied: "driver", json: true, handle: noError((*deriver).audiodev)},
+	"audio":      {implied: "driver", handle: noError((*deriver).audiodev)},
+	"tpmdev":     {implied: "type", handle: noError((*deriver).tpmdev)},
+}
+
+func init() {
+	// No resources of their own (they name other options' ids); anything
+	// path-like is reported.
+	for _, name := range []string{"numa", "semihosting-config", "mon", "usbdevice", "iscsi", "sandbox",
+		"overcommit", "compat", "rtc", "msg", "action", "smp", "m", "audio-help"} {
+		keyValueOptions[name] = keyValue{lenient: true, handle: (*deriver).leftoversOnly}
+	}
+}
+
+// noError adapts a handler that cannot fail.
+func noError(h func(*deriver, *opts, string)) func(*deriver, *opts, string) error {
+	return func(d *deriver, o *opts, origin string) error {
+		h(d, o, origin)
+		return nil
+	}
+}
+
+// fileKey is a key whose value is a file QEMU opens with access.
+type fileKey struct {
+	key    string
+	access Access
+}
+
+// files handles an option that names nothing on the host but the files
+// under keys.
+func files(keys ...fileKey) func(*deriver, *opts, string) error {
+	return func(d *deriver, o *opts, origin string) error {
+		for _, k := range keys {
+			d.file(o.str(k.key), k.access, origin+" "+k.key+"=")
+		}
+		d.leftovers(o, origin)
+		return nil
+	}
+}
+
 // option handles one option.
 func (d *deriver) option(t token) error {
 	origin := t.origin
 	v := t.value
-	switch t.name {
-	case "drive":
-		o, err := parseOpts(v, "", false)
+	if kv, ok := keyValueOptions[t.name]; ok {
+		o, err := parseOpts(v, kv.implied, kv.json)
 		if err != nil {
+			if kv.lenient {
+				return nil
+			}
 			return err
 		}
-		return d.drive(o, origin)
+		return kv.handle(d, o, origin)
+	}
+	switch t.name {
 	case "hda", "hdb", "hdc", "hdd", "fda", "fdb", "cdrom", "mtdblock", "sd", "pflash":
 		// QEMU takes the whole value as the file name, commas and all.
 		ro := t.name == "cdrom"
 		return d.image(v, ro, d.snapshot, "", origin, false)
-	case "blockdev":
-		o, err := parseOpts(v, "driver", true)
-		if err != nil {
-			return err
-		}
-		d.blockNode(o, origin, false, true)
-		return nil
-	case "kernel":
+	case "kernel", "dtb":
 		d.file(v, ReadOnly, origin)
 	case "initrd":
 		d.initrd(v, origin)
-	case "dtb":
-		d.file(v, ReadOnly, origin)
 	case "bios":
 		d.dataFile(v, origin)
-	case "option-rom":
-		o, err := parseOpts(v, "romfile", false)
-		if err != nil {
-			return err
-		}
-		d.dataFile(o.str("romfile"), origin+" romfile=")
-		d.leftovers(o, origin)
-	case "chardev":
-		o, err := parseOpts(v, "backend", false)
-		if err != nil {
-			return err
-		}
-		return d.chardev(o, origin)
 	case "serial", "parallel", "monitor", "qmp", "qmp-pretty", "debugcon":
 		return d.chardevShort(v, origin)
 	case "gdb":
@@ -236,42 +297,6 @@ func (d *deriver) option(t token) error {
 		return d.chardevShort(v, origin)
 	case "s":
 		return d.chardevShort("tcp::1234,server=on", "-s (-gdb tcp::1234)")
-	case "netdev":
-		o, err := parseOpts(v, "type", true)
-		if err != nil {
-			return err
-		}
-		d.hasNet = true
-		return d.netdev(o, origin)
-	case "nic", "net":
-		o, err := parseOpts(v, "type", false)
-		if err != nil {
-			return err
-		}
-		d.hasNet = true
-		if o.str("type") == "nic" {
-			d.leftovers(o, origin)
-			return nil
-		}
-		return d.netdev(o, origin)
-	case "device":
-		o, err := parseOpts(v, "driver", true)
-		if err != nil {
-			return err
-		}
-		d.device(o, origin)
-	case "object":
-		o, err := parseOpts(v, "qom-type", true)
-		if err != nil {
-			return err
-		}
-		d.object(o, origin)
-	case "fsdev", "virtfs":
-		o, err := parseOpts(v, "fsdriver", false)
-		if err != nil {
-			return err
-		}
-		d.fsdev(o, origin)
 	case "mem-path":
 		d.memPath(v, false, origin)
 	case "incoming":
@@ -280,142 +305,22 @@ func (d *deriver) option(t token) error {
 		d.s.LoadVM = v
 	case "readconfig":
 		return d.readConfig(v, origin)
-	case "pidfile":
-		d.file(v, Create, origin)
-	case "D":
-		d.file(v, Create, origin)
-	case "dump-vmstate":
+	case "pidfile", "D", "dump-vmstate":
 		d.file(v, Create, origin)
 	case "L":
 		if v != "help" {
 			d.dir(v, ReadOnly, origin)
 		}
-	case "name":
-		o, err := parseOpts(v, "guest", false)
-		if err != nil {
-			return err
-		}
-		d.s.Name = o.str("guest")
 	case "daemonize":
 		d.s.warnf("-daemonize: QEMU forks and its parent exits; the supervisor must follow the child")
 	case "chroot":
 		d.s.warnf("-chroot %s: after start-up QEMU resolves paths inside %s, not as listed here", v, v)
 	case "runas":
 		d.s.warnf("-runas %s: QEMU changes its user after start-up; files it opens later are checked with that user's rights too", v)
-	case "machine", "M":
-		o, err := parseOpts(v, "type", false)
-		if err != nil {
-			return err
-		}
-		d.machine(o, origin)
-	case "accel":
-		o, err := parseOpts(v, "accel", false)
-		if err != nil {
-			return err
-		}
-		d.addAccels(o.str("accel"))
 	case "enable-kvm":
 		d.addAccels("kvm")
-	case "add-fd":
-		o, err := parseOpts(v, "", false)
-		if err != nil {
-			return err
-		}
-		fd := o.str("fd")
-		n, err := strconv.Atoi(fd)
-		if err != nil || n < 0 {
-			return fmt.Errorf("fd=%s: want a file descriptor number", fd)
-		}
-		d.s.addFD(n, fmt.Sprintf("-add-fd (set=%s)", o.str("set")))
-	case "fw_cfg":
-		o, err := parseOpts(v, "name", false)
-		if err != nil {
-			return err
-		}
-		d.file(o.str("file"), ReadOnly, origin+" file= (name="+o.str("name")+")")
-		d.leftovers(o, origin)
-	case "acpitable":
-		o, err := parseOpts(v, "", false)
-		if err != nil {
-			return err
-		}
-		for _, k := range []string{"file", "data"} {
-			for _, val := range o.all(k) {
-				for _, p := range strings.Split(val, ":") {
-					d.file(p, ReadOnly, origin+" "+k+"=")
-				}
-			}
-		}
-		d.leftovers(o, origin)
-	case "smbios":
-		o, err := parseOpts(v, "", false)
-		if err != nil {
-			return err
-		}
-		d.file(o.str("file"), ReadOnly, origin+" file=")
-		d.file(o.str("path"), ReadOnly, origin+" path=")
-		d.leftovers(o, origin)
-	case "boot":
-		o, err := parseOpts(v, "order", false)
-		if err != nil {
-			return err
-		}
-		d.file(o.str("splash"), ReadOnly, origin+" splash=")
-		d.leftovers(o, origin)
-	case "trace":
-		o, err := parseOpts(v, "enable", false)
-		if err != nil {
-			return err
-		}
-		d.file(o.str("events"), ReadOnly, origin+" events=")
-		d.file(o.str("file"), Create, origin+" file=")
-		d.leftovers(o, origin)
-	case "plugin":
-		o, err := parseOpts(v, "file", false)
-		if err != nil {
-			return err
-		}
-		d.file(o.str("file"), ReadOnly, origin+" file=")
-		d.s.warnf("-plugin %s: loads and runs a shared object inside QEMU", o.str("file"))
-		d.leftovers(o, origin)
-	case "icount":
-		o, err := parseOpts(v, "shift", false)
-		if err != nil {
-			return err
-		}
-		switch o.str("rr") {
-		case "record":
-			d.file(o.str("rrfile"), Create, origin+" rrfile=")
-		case "replay":
-			d.file(o.str("rrfile"), ReadOnly, origin+" rrfile=")
-		}
-		d.leftovers(o, origin)
-	case "spice":
-		o, err := parseOpts(v, "", false)
-		if err != nil {
-			return err
-		}
-		d.spice(o, origin)
 	case "vnc":
 		return d.vnc(v, origin)
-	case "display":
-		o, err := parseOpts(v, "type", false)
-		if err != nil {
-			return err
-		}
-		return d.display(o, origin)
-	case "audiodev", "audio":
-		o, err := parseOpts(v, "driver", t.name == "audiodev")
-		if err != nil {
-			return err
-		}
-		d.audiodev(o, origin)
-	case "tpmdev":
-		o, err := parseOpts(v, "type", false)
-		if err != nil {
-			return err
-		}
-		d.tpmdev(o, origin)
 	case "set", "global":
 		// These change properties of other options (-set drive.d0.file=…,
 		// -global driver.prop=…); a path set this way is not followed.
@@ -431,19 +336,109 @@ func (d *deriver) option(t token) error {
 				d.s.warnf("%s %s: sets a property to what looks like a path; not in the set", origin, v)
 			}
 		}
-	case "numa", "semihosting-config", "mon", "usbdevice", "iscsi", "sandbox", "overcommit",
-		"compat", "rtc", "msg", "action", "smp", "m", "audio-help":
-		// No resources of their own (they name other options' ids);
-		// anything path-like is reported.
-		o, err := parseOpts(v, "", false)
-		if err != nil {
-			return nil // their syntax is QEMU's to check; nothing here names a file
-		}
-		d.leftovers(o, origin)
 	default:
 		// Flags and options that name no host resource: -cpu, -uuid, -k,
 		// -append (the guest's command line), -vga, -d, -seed, -echr….
 	}
+	return nil
+}
+
+// blockdev handles -blockdev, a block node at the top of its tree.
+func (d *deriver) blockdev(o *opts, origin string) error {
+	d.blockNode(o, origin, false, true)
+	return nil
+}
+
+// optionROM handles -option-rom, a file in QEMU's data directories.
+func (d *deriver) optionROM(o *opts, origin string) error {
+	d.dataFile(o.str("romfile"), origin+" romfile=")
+	d.leftovers(o, origin)
+	return nil
+}
+
+// netdevOption handles -netdev.
+func (d *deriver) netdevOption(o *opts, origin string) error {
+	d.hasNet = true
+	return d.netdev(o, origin)
+}
+
+// nicOption handles -nic and -net: a network backend, or for -net nic a
+// guest NIC, which names nothing on the host.
+func (d *deriver) nicOption(o *opts, origin string) error {
+	d.hasNet = true
+	if o.str("type") == "nic" {
+		d.leftovers(o, origin)
+		return nil
+	}
+	return d.netdev(o, origin)
+}
+
+// name handles -name.
+func (d *deriver) name(o *opts, _ string) error {
+	d.s.Name = o.str("guest")
+	return nil
+}
+
+// accel handles -accel.
+func (d *deriver) accel(o *opts, _ string) error {
+	d.addAccels(o.str("accel"))
+	return nil
+}
+
+// addFD handles -add-fd: an inherited fd put in an fd set.
+func (d *deriver) addFD(o *opts, _ string) error {
+	fd := o.str("fd")
+	n, err := strconv.Atoi(fd)
+	if err != nil || n < 0 {
+		return fmt.Errorf("fd=%s: want a file descriptor number", fd)
+	}
+	d.s.addFD(n, fmt.Sprintf("-add-fd (set=%s)", o.str("set")))
+	return nil
+}
+
+// fwCfg handles -fw_cfg: a file passed to the guest under a name.
+func (d *deriver) fwCfg(o *opts, origin string) error {
+	d.file(o.str("file"), ReadOnly, origin+" file= (name="+o.str("name")+")")
+	d.leftovers(o, origin)
+	return nil
+}
+
+// acpiTable handles -acpitable: file= and data= are ":"-separated lists.
+func (d *deriver) acpiTable(o *opts, origin string) error {
+	for _, k := range []string{"file", "data"} {
+		for _, val := range o.all(k) {
+			for _, p := range strings.Split(val, ":") {
+				d.file(p, ReadOnly, origin+" "+k+"=")
+			}
+		}
+	}
+	d.leftovers(o, origin)
+	return nil
+}
+
+// plugin handles -plugin, a shared object QEMU loads.
+func (d *deriver) plugin(o *opts, origin string) error {
+	d.file(o.str("file"), ReadOnly, origin+" file=")
+	d.s.warnf("-plugin %s: loads and runs a shared object inside QEMU", o.str("file"))
+	d.leftovers(o, origin)
+	return nil
+}
+
+// icount handles -icount: record and replay write and read rrfile=.
+func (d *deriver) icount(o *opts, origin string) error {
+	switch o.str("rr") {
+	case "record":
+		d.file(o.str("rrfile"), Create, origin+" rrfile=")
+	case "replay":
+		d.file(o.str("rrfile"), ReadOnly, origin+" rrfile=")
+	}
+	d.leftovers(o, origin)
+	return nil
+}
+
+// leftoversOnly handles an option that names no resource of its own.
+func (d *deriver) leftoversOnly(o *opts, origin string) error {
+	d.leftovers(o, origin)
 	return nil
 }
 
@@ -605,7 +600,7 @@ func (d *deriver) incoming(v, origin string) error {
 	case strings.HasPrefix(v, "fd:"):
 		d.fd(v[3:], origin+" fd:")
 	case strings.HasPrefix(v, "unix:"):
-		d.s.addSocket(Socket{Family: FamilyUnix, Type: Stream, Address: absPath(v[5:], d.cwd), Op: OpBind, Option: origin + " unix:"})
+		d.s.addUnix(absPath(v[5:], d.cwd), Stream, OpBind, origin+" unix:")
 	case strings.HasPrefix(v, "file:"):
 		// QEMU 8.2 and later read a migration stream from a file.
 		p, _, _ := strings.Cut(v[5:], ",")
@@ -621,10 +616,7 @@ func (d *deriver) incoming(v, origin string) error {
 		if err != nil {
 			return err
 		}
-		if to := o.str("to"); to != "" {
-			port += "-" + to
-		}
-		d.s.addSocket(Socket{Family: inetFamily(host), Type: Stream, Address: joinHostPort(host, port), Op: OpBind, Option: origin + " " + proto + ":"})
+		d.s.addInet(host, portRange(port, o), Stream, OpBind, origin+" "+proto+":")
 		if proto == "rdma" {
 			d.s.warnf("%s %s: RDMA migration uses verbs devices (/dev/infiniband) kfv does not list", origin, v)
 		}
@@ -633,7 +625,7 @@ func (d *deriver) incoming(v, origin string) error {
 		if !ok {
 			return errors.New("vsock: want vsock:CID:PORT")
 		}
-		d.s.addSocket(Socket{Family: FamilyVsock, Type: Stream, Address: cid + ":" + port, Op: OpBind, Option: origin + " vsock:"})
+		d.s.addVsock(cid, port, Stream, OpBind, origin+" vsock:")
 	default:
 		return errors.New("unknown migration protocol")
 	}

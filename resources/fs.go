@@ -53,16 +53,26 @@ func readAt(f fs.File, b []byte, off int64) (int, error) {
 	return 0, errors.New("file offers neither ReadAt nor Seek")
 }
 
-// readSmall reads at most limit bytes of a whole file, and fails when the
-// file is larger.
-func readSmall(fsys fs.FS, abs string, limit int64) ([]byte, error) {
+// open opens the absolute path abs in fsys. Its error names abs, not the
+// name relative to fsys's root that fsys would put in it.
+func open(fsys fs.FS, abs string) (fs.File, error) {
 	f, err := fsys.Open(fsName(abs))
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
-			err = pe.Err // its path is relative to the fs root
+			err = pe.Err
 		}
 		return nil, fmt.Errorf("open %s: %w", abs, err)
+	}
+	return f, nil
+}
+
+// readSmall reads at most limit bytes of a whole file, and fails when the
+// file is larger.
+func readSmall(fsys fs.FS, abs string, limit int64) ([]byte, error) {
+	f, err := open(fsys, abs)
+	if err != nil {
+		return nil, err
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))

@@ -3,6 +3,7 @@ package resources
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -86,24 +87,18 @@ func (x *extractor) hmp(line string) error {
 		x.file(pos(2), Create, "filename")
 	case "logfile":
 		x.file(pos(0), Create, "filename")
-	case "drive_mirror", "drive_backup":
-		// drive_mirror [-n] [-f] DEVICE TARGET [FORMAT]; -n reuses the target
-		mode := ""
-		for _, a := range args {
-			if a == "-n" {
-				mode = "existing"
-			}
+	case "drive_mirror", "drive_backup", "snapshot_blkdev":
+		// drive_mirror [-n] [-f] DEVICE TARGET [FORMAT] (drive_backup
+		// alike), snapshot_blkdev [-n] DEVICE [SNAPSHOT-FILE [FORMAT]]:
+		// -n reuses the image as it is.
+		mode, key := "", "target"
+		if slices.Contains(args, "-n") {
+			mode = "existing"
 		}
-		x.newImage(pos(1), mode, "target")
-	case "snapshot_blkdev":
-		// snapshot_blkdev [-n] DEVICE [SNAPSHOT-FILE [FORMAT]]
-		mode := ""
-		for _, a := range args {
-			if a == "-n" {
-				mode = "existing"
-			}
+		if cmd == "snapshot_blkdev" {
+			key = "snapshot-file"
 		}
-		x.newImage(pos(1), mode, "snapshot-file")
+		x.newImage(pos(1), mode, key)
 	case "qemu-io":
 		x.n.Set.warnf("HMP qemu-io: qemu-io commands (open) can name files kfv does not list")
 	default:

@@ -8,8 +8,7 @@ import (
 
 // netdev handles -netdev TYPE,… and the same backends in -nic and -net.
 func (d *deriver) netdev(o *opts, origin string) error {
-	typ := o.str("type")
-	origin += " " + typ + idOf(o)
+	typ, origin := kindOf(o, "type", origin)
 	switch typ {
 	case "user":
 		if err := d.netUser(o, origin); err != nil {
@@ -18,23 +17,16 @@ func (d *deriver) netdev(o *opts, origin string) error {
 	case "tap":
 		d.tap(o, origin)
 	case "bridge":
-		helper := o.str("helper")
-		if helper == "" {
-			helper = "qemu-bridge-helper"
-		}
+		helper := o.strOr("helper", "qemu-bridge-helper")
 		d.s.warnf("%s: QEMU runs the setuid %s to get a tap fd; exec is denied, and no_new_privs would defeat setuid anyway: pass a tap fd instead", origin, helper)
 	case "socket":
 		if err := d.netSocket(o, origin); err != nil {
 			return err
 		}
 	case "stream":
-		server, err := o.boolean("server", false)
+		op, err := serverOp(o)
 		if err != nil {
 			return err
-		}
-		op := OpConnect
-		if server {
-			op = OpBind
 		}
 		if err := d.sockAddr(o.withPrefix("addr."), Stream, op, origin+" addr."); err != nil {
 			return err
@@ -51,11 +43,8 @@ func (d *deriver) netdev(o *opts, origin string) error {
 			}
 		}
 	case "vde":
-		sock := o.str("sock")
-		if sock == "" {
-			sock = "/tmp/vde.ctl"
-		}
-		d.s.addSocket(Socket{Family: FamilyUnix, Type: Stream, Address: absPath(sock, d.cwd) + "/ctl", Op: OpConnect, Option: origin + " sock="})
+		sock := o.strOr("sock", "/tmp/vde.ctl")
+		d.s.addUnix(absPath(sock, d.cwd)+"/ctl", Stream, OpConnect, origin+" sock=")
 		d.s.warnf("%s: libvdeplug also binds a data socket of its own choosing under %s; not in the set", origin, sock)
 	case "vhost-vdpa":
 		if fd, ok := o.get("vhostfd"); ok {
@@ -153,23 +142,17 @@ func (d *deriver) hostfwd(v, origin string) error {
 	if err != nil {
 		return fmt.Errorf("hostfwd=%s: %w", v, err)
 	}
-	d.s.addSocket(Socket{Family: inetFamily(h), Type: typ, Address: joinHostPort(h, port), Op: OpBind, Option: origin})
+	d.s.addInet(h, port, typ, OpBind, origin)
 	return nil
 }
 
 // tap handles a tap backend: given fds, or /dev/net/tun opened by QEMU
 // with its ifup and ifdown scripts.
 func (d *deriver) tap(o *opts, origin string) {
-	fd, hasFD := o.get("fd")
-	fds, hasFDs := o.get("fds")
+	given := d.fdList(o, "fd", origin)
 	helper, hasHelper := o.get("helper")
 	switch {
-	case hasFD:
-		d.fd(fd, origin+" fd=")
-	case hasFDs:
-		for _, f := range strings.Split(fds, ":") {
-			d.fd(f, origin+" fds=")
-		}
+	case given:
 	case hasHelper:
 		d.s.warnf("%s helper=%s: QEMU runs a setuid helper to get a tap fd; exec is denied, and no_new_privs would defeat setuid anyway: pass a tap fd instead", origin, helper)
 	default:
@@ -185,16 +168,7 @@ func (d *deriver) tap(o *opts, origin string) {
 			}
 		}
 	}
-	vfd, hasVFD := o.get("vhostfd")
-	vfds, hasVFDs := o.get("vhostfds")
-	switch {
-	case hasVFD:
-		d.fd(vfd, origin+" vhostfd=")
-	case hasVFDs:
-		for _, f := range strings.Split(vfds, ":") {
-			d.fd(f, origin+" vhostfds=")
-		}
-	default:
+	if !d.fdList(o, "vhostfd", origin) {
 		vhost, err := o.boolean("vhost", false)
 		force, ferr := o.boolean("vhostforce", false)
 		if (err == nil && vhost) || (ferr == nil && force) {
@@ -203,48 +177,53 @@ func (d *deriver) tap(o *opts, origin string) {
 	}
 }
 
+// fdList records the fd of key= or the fds of keys= (a ":"-separated
+// list), which QEMU takes instead of opening a device itself, and reports
+// whether either was given.
+func (d *deriver) fdList(o *opts, key, origin string) bool {
+	one, hasOne := o.get(key)
+	many, hasMany := o.get(key + "s")
+	switch {
+	case hasOne:
+		d.fd(one, origin+" "+key+"=")
+	case hasMany:
+		for _, f := range strings.Split(many, ":") {
+			d.fd(f, origin+" "+key+"s=")
+		}
+	default:
+		return false
+	}
+	return true
+}
+
 // netSocket handles the socket backend: listen=, connect=, mcast=, udp=.
 func (d *deriver) netSocket(o *opts, origin string) error {
 	if fd, ok := o.get("fd"); ok {
 		d.fd(fd, origin+" fd=")
 		return nil
 	}
-	add := func(key, typ, op string) error {
-		v, ok := o.get(key)
+	// Each key given is an inet address, with the socket QEMU makes of it.
+	type endpoint struct{ key, typ, op string }
+	ends := []endpoint{{"listen", Stream, OpBind}, {"connect", Stream, OpConnect}}
+	switch {
+	case o.has("mcast"):
+		// QEMU binds the group address and sends to it; localaddr= is
+		// then an interface address for IP_MULTICAST_IF.
+		ends = append(ends, endpoint{"mcast", Dgram, OpBind}, endpoint{"mcast", Dgram, OpConnect})
+		o.str("localaddr")
+	case o.has("udp"):
+		ends = append(ends, endpoint{"udp", Dgram, OpConnect}, endpoint{"localaddr", Dgram, OpBind})
+	}
+	for _, e := range ends {
+		v, ok := o.get(e.key)
 		if !ok {
-			return nil
+			continue
 		}
 		h, p, err := SplitHostPort(v)
 		if err != nil {
-			return fmt.Errorf("%s=%s: %w", key, v, err)
+			return fmt.Errorf("%s=%s: %w", e.key, v, err)
 		}
-		d.s.addSocket(Socket{Family: inetFamily(h), Type: typ, Address: joinHostPort(h, p), Op: op, Option: origin + " " + key + "="})
-		return nil
-	}
-	if err := add("listen", Stream, OpBind); err != nil {
-		return err
-	}
-	if err := add("connect", Stream, OpConnect); err != nil {
-		return err
-	}
-	if o.has("mcast") {
-		// QEMU binds the group address and sends to it.
-		if err := add("mcast", Dgram, OpBind); err != nil {
-			return err
-		}
-		if err := add("mcast", Dgram, OpConnect); err != nil {
-			return err
-		}
-		o.str("localaddr") // an interface address for IP_MULTICAST_IF
-		return nil
-	}
-	if o.has("udp") {
-		if err := add("udp", Dgram, OpConnect); err != nil {
-			return err
-		}
-		if err := add("localaddr", Dgram, OpBind); err != nil {
-			return err
-		}
+		d.s.addInet(h, p, e.typ, e.op, origin+" "+e.key+"=")
 	}
 	return nil
 }
@@ -253,29 +232,53 @@ func (d *deriver) netSocket(o *opts, origin string) error {
 func (d *deriver) sockAddr(a *opts, typ, op, origin string) error {
 	switch t := a.str("type"); t {
 	case "inet":
-		port := a.str("port")
-		if to := a.str("to"); to != "" {
-			port += "-" + to
-		}
-		d.s.addSocket(Socket{Family: inetFamily(a.str("host")), Type: typ, Address: joinHostPort(a.str("host"), port), Op: op, Option: origin})
+		d.s.addInet(a.str("host"), portRange(a.str("port"), a), typ, op, origin)
 	case "unix":
-		abstract, err := a.boolean("abstract", false)
+		addr, err := d.unixAddr(a, a.str("path"))
 		if err != nil {
 			return err
 		}
-		addr := absPath(a.str("path"), d.cwd)
-		if abstract {
-			addr = "@" + a.str("path")
-		}
-		d.s.addSocket(Socket{Family: FamilyUnix, Type: typ, Address: addr, Op: op, Option: origin})
+		d.s.addUnix(addr, typ, op, origin)
 	case "vsock":
-		d.s.addSocket(Socket{Family: FamilyVsock, Type: typ, Address: a.str("cid") + ":" + a.str("port"), Op: op, Option: origin})
+		d.s.addVsock(a.str("cid"), a.str("port"), typ, op, origin)
 	case "fd":
 		d.fd(a.str("str"), origin+"str=")
 	default:
 		return fmt.Errorf("%s type=%s: want inet, unix, vsock or fd", origin, t)
 	}
 	return nil
+}
+
+// serverOp reads server= (off by default): QEMU listens on the address
+// when it is on, and connects to it when it is off.
+func serverOp(o *opts) (string, error) {
+	server, err := o.boolean("server", false)
+	if err != nil || !server {
+		return OpConnect, err
+	}
+	return OpBind, nil
+}
+
+// unixAddr is the address of a unix socket at path: "@path" in the
+// abstract namespace when abstract= is on, else path made absolute.
+func (d *deriver) unixAddr(o *opts, path string) (string, error) {
+	abstract, err := o.boolean("abstract", false)
+	if err != nil {
+		return "", err
+	}
+	if abstract {
+		return "@" + path, nil
+	}
+	return absPath(path, d.cwd), nil
+}
+
+// portRange is port, or the range port-to when to= gives the last port
+// QEMU may take.
+func portRange(port string, o *opts) string {
+	if to := o.str("to"); to != "" {
+		return port + "-" + to
+	}
+	return port
 }
 
 // l2tpv3 adds an L2TPv3 tunnel: UDP with udp=on, else raw IP.
@@ -289,6 +292,6 @@ func (d *deriver) l2tpv3(o *opts, origin string) {
 	if o.str("ipv6") == "on" {
 		src, dst = strings.Trim(src, "[]"), strings.Trim(dst, "[]")
 	}
-	d.s.addSocket(Socket{Family: inetFamily(src), Type: typ, Address: joinHostPort(src, o.str("srcport")), Op: OpBind, Option: origin + " src="})
-	d.s.addSocket(Socket{Family: inetFamily(dst), Type: typ, Address: joinHostPort(dst, o.str("dstport")), Op: OpConnect, Option: origin + " dst="})
+	d.s.addInet(src, o.str("srcport"), typ, OpBind, origin+" src=")
+	d.s.addInet(dst, o.str("dstport"), typ, OpConnect, origin+" dst=")
 }

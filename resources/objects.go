@@ -13,8 +13,7 @@ import (
 // device handles -device DRIVER,…: ROM files, host devices passed through
 // and vhost devices. Most devices name only ids of other options.
 func (d *deriver) device(o *opts, origin string) {
-	drv := o.str("driver")
-	origin += " " + drv + idOf(o)
+	drv, origin := kindOf(o, "driver", origin)
 	d.dataFile(o.str("romfile"), origin+" romfile=")
 	switch drv {
 	case "vfio-pci", "vfio-pci-nohotplug", "vfio-platform", "vfio-ccw", "vfio-ap":
@@ -62,8 +61,7 @@ func (d *deriver) device(o *opts, origin string) {
 
 // object handles -object TYPE,id=…,….
 func (d *deriver) object(o *opts, origin string) {
-	typ := o.str("qom-type")
-	origin += " " + typ + idOf(o)
+	typ, origin := kindOf(o, "qom-type", origin)
 	switch typ {
 	case "memory-backend-file":
 		ro, err := o.boolean("readonly", false)
@@ -71,10 +69,7 @@ func (d *deriver) object(o *opts, origin string) {
 	case "memory-backend-epc":
 		d.s.addDevice(Device{Path: "/dev/sgx_vepc", Access: ReadWrite, Option: origin})
 	case "rng-random":
-		f := o.str("filename")
-		if f == "" {
-			f = "/dev/urandom"
-		}
+		f := o.strOr("filename", "/dev/urandom")
 		d.devNode(f, ReadOnly, origin+" filename=")
 	case "secret":
 		d.file(o.str("file"), ReadOnly, origin+" file=")
@@ -89,25 +84,16 @@ func (d *deriver) object(o *opts, origin string) {
 	case "input-linux":
 		d.devNode(o.str("evdev"), ReadWrite, origin+" evdev=")
 	case "pr-manager-helper":
-		d.s.addSocket(Socket{Family: FamilyUnix, Type: Stream, Address: absPath(o.str("path"), d.cwd), Op: OpConnect, Option: origin + " path="})
+		d.s.addUnix(absPath(o.str("path"), d.cwd), Stream, OpConnect, origin+" path=")
 	case "sev-guest":
-		dev := o.str("sev-device")
-		if dev == "" {
-			dev = "/dev/sev"
-		}
+		dev := o.strOr("sev-device", "/dev/sev")
 		d.devNode(dev, ReadWrite, origin+" sev-device=")
 		d.file(o.str("dh-cert-file"), ReadOnly, origin+" dh-cert-file=")
 		d.file(o.str("session-file"), ReadOnly, origin+" session-file=")
 	case "input-barrier":
-		server := o.str("server")
-		if server == "" {
-			server = "localhost"
-		}
-		port := o.str("port")
-		if port == "" {
-			port = "24800"
-		}
-		d.s.addSocket(Socket{Family: inetFamily(server), Type: Stream, Address: joinHostPort(server, port), Op: OpConnect, Option: origin})
+		server := o.strOr("server", "localhost")
+		port := o.strOr("port", "24800")
+		d.s.addInet(server, port, Stream, OpConnect, origin)
 	case "x-vfio-user-server":
 		if err := d.sockAddr(o.withPrefix("socket."), Stream, OpBind, origin+" socket."); err != nil {
 			d.s.warnf("%s: %v; not in the set", origin, err)
@@ -180,8 +166,7 @@ func unescapeMount(s string) string {
 // fsdev handles -fsdev and -virtfs: a local directory tree, or the proxy
 // helper's socket.
 func (d *deriver) fsdev(o *opts, origin string) {
-	drv := o.str("fsdriver")
-	origin += " " + drv + idOf(o)
+	drv, origin := kindOf(o, "fsdriver", origin)
 	switch drv {
 	case "local":
 		ro, err := o.boolean("readonly", false)
@@ -194,7 +179,7 @@ func (d *deriver) fsdev(o *opts, origin string) {
 		if fd, ok := o.get("sock_fd"); ok {
 			d.fd(fd, origin+" sock_fd=")
 		} else {
-			d.s.addSocket(Socket{Family: FamilyUnix, Type: Stream, Address: absPath(o.str("socket"), d.cwd), Op: OpConnect, Option: origin + " socket="})
+			d.s.addUnix(absPath(o.str("socket"), d.cwd), Stream, OpConnect, origin+" socket=")
 		}
 	case "synth":
 	default:
@@ -208,11 +193,11 @@ func (d *deriver) spice(o *opts, origin string) {
 	addr := o.str("addr")
 	unix, _ := o.boolean("unix", false) // a bad value fails in QEMU
 	if unix {
-		d.s.addSocket(Socket{Family: FamilyUnix, Type: Stream, Address: absPath(addr, d.cwd), Op: OpBind, Option: origin + " unix=on,addr="})
+		d.s.addUnix(absPath(addr, d.cwd), Stream, OpBind, origin+" unix=on,addr=")
 	} else {
 		for _, k := range []string{"port", "tls-port"} {
 			if p := o.str(k); p != "" && p != "0" {
-				d.s.addSocket(Socket{Family: inetFamily(addr), Type: Stream, Address: joinHostPort(addr, p), Op: OpBind, Option: origin + " " + k + "="})
+				d.s.addInet(addr, p, Stream, OpBind, origin+" "+k+"=")
 			}
 		}
 	}
@@ -243,7 +228,7 @@ func (d *deriver) vnc(v, origin string) error {
 		if reverse {
 			op = OpConnect
 		}
-		d.s.addSocket(Socket{Family: FamilyUnix, Type: Stream, Address: absPath(disp[5:], d.cwd), Op: op, Option: origin + " unix:"})
+		d.s.addUnix(absPath(disp[5:], d.cwd), Stream, op, origin+" unix:")
 	default:
 		host, n, err := SplitHostPort(disp)
 		if err != nil {
@@ -276,10 +261,10 @@ func (d *deriver) vnc(v, origin string) error {
 				if err != nil {
 					return fmt.Errorf("websocket=%s: %w", ws, err)
 				}
-				d.s.addSocket(Socket{Family: inetFamily(wh), Type: Stream, Address: joinHostPort(wh, wp), Op: OpBind, Option: origin + " websocket="})
+				d.s.addInet(wh, wp, Stream, OpBind, origin+" websocket=")
 			}
 		}
-		d.s.addSocket(Socket{Family: inetFamily(host), Type: Stream, Address: joinHostPort(host, port), Op: op, Option: origin})
+		d.s.addInet(host, port, Stream, op, origin)
 	}
 	d.dir(o.str("x509"), ReadOnly, origin+" x509=")
 	d.dir(o.str("x509verify"), ReadOnly, origin+" x509verify=")
@@ -315,22 +300,15 @@ func (d *deriver) display(o *opts, origin string) error {
 
 // audiodev handles -audiodev and -audio.
 func (d *deriver) audiodev(o *opts, origin string) {
-	drv := o.str("driver")
-	origin += " " + drv + idOf(o)
+	drv, origin := kindOf(o, "driver", origin)
 	switch drv {
 	case "none", "spice":
 	case "wav":
-		p := o.str("path")
-		if p == "" {
-			p = "qemu.wav"
-		}
+		p := o.strOr("path", "qemu.wav")
 		d.file(p, Create, origin+" path=")
 	case "oss":
 		for _, k := range []string{"in.dev", "out.dev"} {
-			v := o.str(k)
-			if v == "" {
-				v = "/dev/dsp"
-			}
+			v := o.strOr(k, "/dev/dsp")
 			d.devNode(v, ReadWrite, origin+" "+k+"=")
 		}
 	case "alsa":
@@ -344,13 +322,9 @@ func (d *deriver) audiodev(o *opts, origin string) {
 
 // tpmdev handles -tpmdev: a host TPM passed through, or swtpm's chardev.
 func (d *deriver) tpmdev(o *opts, origin string) {
-	typ := o.str("type")
-	origin += " " + typ + idOf(o)
+	typ, origin := kindOf(o, "type", origin)
 	if typ == "passthrough" {
-		p := o.str("path")
-		if p == "" {
-			p = "/dev/tpm0"
-		}
+		p := o.strOr("path", "/dev/tpm0")
 		d.devNode(p, ReadWrite, origin+" path=")
 		if c := o.str("cancel-path"); c != "" {
 			d.file(c, ReadWrite, origin+" cancel-path=")

@@ -47,6 +47,15 @@ func (o *opts) str(k string) string {
 	return v
 }
 
+// strOr returns the last value of k, or def when k is absent or empty
+// (QEMU's default for it).
+func (o *opts) strOr(k, def string) string {
+	if v := o.str(k); v != "" {
+		return v
+	}
+	return def
+}
+
 // all returns every value of k, and marks k as understood.
 func (o *opts) all(k string) []string {
 	o.used[k] = true

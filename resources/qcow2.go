@@ -176,13 +176,9 @@ func (r fsReaderAt) ReadAt(b []byte, off int64) (int, error) { return readAt(r.f
 // readQCOW2 opens abs in fsys and parses its header; errNotQCOW2 when it
 // is another format.
 func readQCOW2(fsys fs.FS, abs string) (*QCOW2Header, error) {
-	f, err := fsys.Open(fsName(abs))
+	f, err := open(fsys, abs)
 	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err // its path is relative to the fs root
-		}
-		return nil, fmt.Errorf("open %s: %w", abs, err)
+		return nil, err
 	}
 	defer f.Close()
 	h, err := ParseQCOW2Header(fsReaderAt{f})
