@@ -367,41 +367,84 @@ type slot struct {
 	answer []byte
 }
 
+// reader reads one side of a session: the bytes of each read go to a
+// framer, the fds that came with them wait in pending for the frame they
+// belong to.
+type reader struct {
+	conn     *net.UnixConn
+	buf, oob []byte
+	fr       *framer
+	pending  []*os.File
+	// who sends and what its fds wait for, for messages: "the manager"
+	// and "a command", or "QEMU" and "a message".
+	who, what string
+}
+
+func newReader(conn *net.UnixConn, limit int, trailing bool, who, what string) *reader {
+	return &reader{conn: conn, buf: make([]byte, readSize), oob: make([]byte, unix.CmsgSpace(maxFDs*4)),
+		fr: newFramer(limit, trailing), who: who, what: what}
+}
+
+// read makes one read. It returns the read's flags and its error, which
+// the caller handles once the frames before it are passed on, or err,
+// about the fds received, which ends the session.
+func (r *reader) read(m *Monitor) (flags int, rerr, err error) {
+	n, oobn, flags, _, rerr := r.conn.ReadMsgUnix(r.buf, r.oob)
+	n, oobn = max(n, 0), max(oobn, 0) // failed reads may report -1
+	fds, err := rights(r.oob[:oobn])
+	r.pending = append(r.pending, fds...)
+	if err != nil {
+		return 0, nil, fmt.Errorf("monitor %s: fds from %s: %w", m.Option, r.who, err)
+	}
+	if len(r.pending) > maxPendingFDs {
+		return 0, nil, fmt.Errorf("monitor %s: %s sent more than %d fds without %s", m.Option, r.who, maxPendingFDs, r.what)
+	}
+	r.fr.push(r.buf[:n])
+	return flags, rerr, nil
+}
+
+// frames returns the frames complete so far.
+func (r *reader) frames() []frame {
+	var frames []frame
+	for {
+		f, ok := r.fr.next()
+		if !ok {
+			return frames
+		}
+		frames = append(frames, f)
+	}
+}
+
+// takeFDs returns the fds waiting, which now belong to the caller.
+func (r *reader) takeFDs() []*os.File {
+	fds := r.pending
+	r.pending = nil
+	return fds
+}
+
+// close closes the fds nothing took.
+func (r *reader) close() { closeFiles(r.pending) }
+
 // fromClient reads the manager's commands, asks the hook, and forwards
 // the ones it allows.
 func (s *session) fromClient() error {
-	buf := make([]byte, readSize)
-	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
-	fr := newFramer(maxCommand, false)
-	var pending []*os.File
+	r := newReader(s.client, maxCommand, false, "the manager", "a command")
+	defer r.close()
 	lost := false
-	defer func() { closeFiles(pending) }()
 	for {
-		n, oobn, flags, _, rerr := s.client.ReadMsgUnix(buf, oob)
-		n, oobn = max(n, 0), max(oobn, 0) // failed reads may report -1
-		fds, err := rights(oob[:oobn])
-		pending = append(pending, fds...)
+		flags, rerr, err := r.read(s.m)
 		if err != nil {
-			return fmt.Errorf("monitor %s: fds from the manager: %w", s.m.Option, err)
+			return err
 		}
 		if flags&unix.MSG_CTRUNC != 0 {
 			lost = true
 		}
-		if len(pending) > maxPendingFDs {
-			return fmt.Errorf("monitor %s: the manager sent more than %d fds without a command", s.m.Option, maxPendingFDs)
-		}
-		fr.push(buf[:n])
-		var frames []frame
+		frames := r.frames()
 		last := -1
-		for {
-			f, ok := fr.next()
-			if !ok {
-				break
-			}
+		for i, f := range frames {
 			if f.kind == frameObject {
-				last = len(frames)
+				last = i
 			}
-			frames = append(frames, f)
 		}
 		for i, f := range frames {
 			switch f.kind {
@@ -413,7 +456,7 @@ func (s *session) fromClient() error {
 				var cfds []*os.File
 				cl := false
 				if i == last {
-					cfds, pending, cl, lost = pending, nil, lost, false
+					cfds, cl, lost = r.takeFDs(), lost, false
 				}
 				if err := s.command(f.obj, cfds, cl); err != nil {
 					return err
@@ -547,35 +590,18 @@ func (s *session) flushLocked() error {
 
 // fromQEMU passes QEMU's output to the manager unchanged, frame by frame.
 func (s *session) fromQEMU() error {
-	buf := make([]byte, readSize)
-	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
-	fr := newFramer(maxAnswer, true)
-	var pending []*os.File
-	defer func() { closeFiles(pending) }()
+	r := newReader(s.qemu, maxAnswer, true, "QEMU", "a message")
+	defer r.close()
 	for {
-		n, oobn, _, _, rerr := s.qemu.ReadMsgUnix(buf, oob)
-		n, oobn = max(n, 0), max(oobn, 0) // failed reads may report -1
-		fds, err := rights(oob[:oobn])
-		pending = append(pending, fds...)
+		_, rerr, err := r.read(s.m)
 		if err != nil {
-			return fmt.Errorf("monitor %s: fds from QEMU: %w", s.m.Option, err)
+			return err
 		}
-		if len(pending) > maxPendingFDs {
-			return fmt.Errorf("monitor %s: QEMU sent more than %d fds without a message", s.m.Option, maxPendingFDs)
-		}
-		fr.push(buf[:n])
-		var frames []frame
-		for {
-			f, ok := fr.next()
-			if !ok {
-				break
-			}
-			frames = append(frames, f)
-		}
+		frames := r.frames()
 		for i, f := range frames {
 			var ffds []*os.File
 			if i == len(frames)-1 {
-				ffds, pending = pending, nil
+				ffds = r.takeFDs()
 			}
 			err := s.toClient(f, ffds)
 			closeFiles(ffds)
