@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -513,12 +514,14 @@ func mmsgs(msgs ...[3][]byte) ([]mmsghdr, [][]unix.Iovec) {
 	return v, keep
 }
 
-func sendmmsg(fd int, v []mmsghdr, flags int) (int, error) {
+// sendmmsg sends v; keep is what mmsgs returned with it.
+func sendmmsg(fd int, v []mmsghdr, keep [][]unix.Iovec, flags int) (int, error) {
 	var p unsafe.Pointer
 	if len(v) > 0 {
 		p = unsafe.Pointer(&v[0])
 	}
 	n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(p), uintptr(len(v)), uintptr(flags), 0, 0)
+	runtime.KeepAlive(keep)
 	if e != 0 {
 		return -1, e
 	}
@@ -566,7 +569,7 @@ func sendmmsgMatrix(udpPort int) []openResult {
 	var pipe [2]int
 	die(unix.Pipe2(pipe[:], unix.O_CLOEXEC))
 	v, keep := mmsgs([3][]byte{[]byte("one "), nil, nil}, [3][]byte{[]byte("two "), unix.UnixRights(pipe[1]), nil}, [3][]byte{[]byte("three"), nil, nil})
-	cnt, err := sendmmsg(p[0], v, ns)
+	cnt, err := sendmmsg(p[0], v, keep, ns)
 	extra := ""
 	buf, oob := make([]byte, 64), make([]byte, 64)
 	got := 0
@@ -588,7 +591,6 @@ func sendmmsgMatrix(udpPort int) []openResult {
 	}
 	extra += fmt.Sprintf("received %q", buf[:got])
 	add("sendmmsg stream, three messages, one with an fd", cnt, err, v, extra)
-	keep = nil
 	unix.Close(pipe[0])
 	unix.Close(pipe[1])
 
@@ -600,14 +602,15 @@ func sendmmsgMatrix(udpPort int) []openResult {
 	bad := []unix.Iovec{{Base: nil}}
 	bad[0].SetLen(16)
 	v[1].hdr.Iov = &bad[0]
-	cnt, err = sendmmsg(p[0], v, ns)
+	keep[1] = bad
+	cnt, err = sendmmsg(p[0], v, keep, ns)
 	n, _ := unix.Read(p[1], buf)
 	add("sendmmsg stream, second message unreadable", cnt, err, v, fmt.Sprintf("received %q", buf[:max(n, 0)]))
 	v, keep = mmsgs([3][]byte{[]byte("x"), nil, nil})
-	cnt, err = sendmmsg(p[0], v[:0], ns)
+	cnt, err = sendmmsg(p[0], v[:0], keep, ns)
 	add("sendmmsg of no message", cnt, err, nil, "")
 	unix.Close(p[1])
-	cnt, err = sendmmsg(p[0], v, ns)
+	cnt, err = sendmmsg(p[0], v, keep, ns)
 	add("sendmmsg to a closed peer", cnt, err, v, "")
 	unix.Close(p[0])
 
@@ -619,26 +622,25 @@ func sendmmsgMatrix(udpPort int) []openResult {
 	to := inet4(udpPort)
 	fd := udp()
 	v, keep = mmsgs([3][]byte{[]byte("to"), nil, to}, [3][]byte{[]byte("an address"), nil, to})
-	cnt, err = sendmmsg(fd, v, ns)
+	cnt, err = sendmmsg(fd, v, keep, ns)
 	add("sendmmsg udp, both to one address", cnt, err, v, "")
 	v, keep = mmsgs([3][]byte{[]byte("nowhere"), nil, nil})
-	cnt, err = sendmmsg(fd, v, ns)
+	cnt, err = sendmmsg(fd, v, keep, ns)
 	add("sendmmsg udp without address", cnt, err, v, "")
 	unix.Close(fd)
 	fd = udp()
 	unix.Connect(fd, &unix.SockaddrInet4{Port: udpPort, Addr: [4]byte{127, 0, 0, 1}})
 	v, keep = mmsgs([3][]byte{[]byte("con"), nil, nil}, [3][]byte{[]byte("nected"), nil, nil})
-	cnt, err = sendmmsg(fd, v, ns)
+	cnt, err = sendmmsg(fd, v, keep, ns)
 	add("sendmmsg udp connected", cnt, err, v, "")
 	unix.Close(fd)
 	if err := unix.Pipe2(pipe[:], unix.O_CLOEXEC); err == nil {
 		v, keep = mmsgs([3][]byte{[]byte("x"), nil, nil})
-		cnt, err = sendmmsg(pipe[1], v, ns)
+		cnt, err = sendmmsg(pipe[1], v, keep, ns)
 		add("sendmmsg on a pipe", cnt, err, v, "")
 		unix.Close(pipe[0])
 		unix.Close(pipe[1])
 	}
-	_ = keep
 	return res
 }
 
