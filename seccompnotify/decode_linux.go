@@ -205,7 +205,7 @@ func tgidOf(tid int) int {
 // the kernel, so the address checked is the address used.
 func readSockaddrRaw(pid int, addr, l uint64) (*orch.SockAddr, []byte, error) {
 	if l < 2 || l > 128 {
-		return nil, nil, fmt.Errorf("socket address length %d", l)
+		return nil, nil, fmt.Errorf("socket address length %d: %w", l, unix.EINVAL)
 	}
 	buf := make([]byte, l)
 	if err := ReadMem(pid, addr, buf); err != nil {
@@ -219,7 +219,7 @@ func readSockaddrRaw(pid int, addr, l uint64) (*orch.SockAddr, []byte, error) {
 // families keep only the family). It never panics on short or odd input.
 func ParseSockaddr(b []byte) (*orch.SockAddr, error) {
 	if len(b) < 2 {
-		return nil, fmt.Errorf("socket address of %d bytes", len(b))
+		return nil, fmt.Errorf("socket address of %d bytes: %w", len(b), unix.EINVAL)
 	}
 	sa := &orch.SockAddr{Family: int(binary.NativeEndian.Uint16(b))}
 	switch sa.Family {
@@ -240,13 +240,13 @@ func ParseSockaddr(b []byte) (*orch.SockAddr, error) {
 		sa.Path = string(p)
 	case unix.AF_INET:
 		if len(b) < 8 {
-			return sa, fmt.Errorf("AF_INET address of %d bytes", len(b))
+			return sa, fmt.Errorf("AF_INET address of %d bytes: %w", len(b), unix.EINVAL)
 		}
 		port := binary.BigEndian.Uint16(b[2:])
 		sa.Addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), port)
 	case unix.AF_INET6:
 		if len(b) < 24 {
-			return sa, fmt.Errorf("AF_INET6 address of %d bytes", len(b))
+			return sa, fmt.Errorf("AF_INET6 address of %d bytes: %w", len(b), unix.EINVAL)
 		}
 		port := binary.BigEndian.Uint16(b[2:])
 		sa.Addr = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])), port)

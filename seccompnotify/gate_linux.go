@@ -150,11 +150,27 @@ func register(k sysent.Performer, p performer) { performers[k] = p }
 func (g *Gate) Answer(c *Call, d orch.Decision, fresh bool) {
 	c.detail = ""
 	e, ok := sysent.Lookup(c.Req.Syscall)
-	if !ok || !e.Performed() || c.DecodeErr != nil {
-		// Not performed, or what it names could not be read: decided on
-		// what is known (rules saw no path or address, so rules about
-		// them did not match).
+	if !ok || !e.Performed() {
 		g.observe(d, fresh)
+		g.finish(c, d, decided(decodeText(c.DecodeErr)))
+		return
+	}
+	if c.DecodeErr != nil {
+		// What the call names could not be read: it was decided on what
+		// is known (rules saw no path or address, so rules about them
+		// did not match). An allow must still not continue: the memory
+		// kfv could not read may be readable, and say something else,
+		// when the kernel reads it. The call fails as the kernel fails
+		// an argument it cannot read.
+		g.observe(d, fresh)
+		if d.Action == profiles.VerdictAllow && !g.Audit {
+			errno := errnoOr(c.DecodeErr, unix.EFAULT) // EINVAL for a bad address length
+			if errors.Is(c.DecodeErr, ErrTooLong) {
+				errno = unix.ENAMETOOLONG
+			}
+			g.finish(c, d, failed(errno, decodeText(c.DecodeErr)+"; kfv performs this call and could not read its argument"))
+			return
+		}
 		g.finish(c, d, decided(decodeText(c.DecodeErr)))
 		return
 	}

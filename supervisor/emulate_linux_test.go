@@ -116,6 +116,15 @@ func runOpenMatrix(dir string) {
 	do("read-only file for writing", at("ro", unix.O_WRONLY, 0), nil)
 	do("bad dirfd", func() (int, error) { return unix.Openat(987, "x", unix.O_RDONLY, 0) }, nil)
 	do("empty path", at("", unix.O_RDONLY, 0), nil)
+	do("path at NULL", func() (int, error) {
+		cwd := unix.AT_FDCWD
+		fd, _, e := unix.Syscall6(unix.SYS_OPENAT, uintptr(cwd), 0, unix.O_RDONLY, 0, 0, 0)
+		if e != 0 {
+			return -1, e
+		}
+		return int(fd), nil
+	}, nil)
+	do("path too long", at(strings.Repeat("x/", 2100), unix.O_RDONLY, 0), nil)
 	do("proc self status", at("/proc/self/status", unix.O_RDONLY, 0), func(fd int) string {
 		for _, l := range strings.Split(readAll(fd), "\n") {
 			if strings.HasPrefix(l, "Pid:") {
