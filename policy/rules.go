@@ -1,0 +1,165 @@
+package policy
+
+import (
+	"slices"
+	"sort"
+	"strings"
+
+	"kfv/profiles"
+	"kfv/resources"
+	"kfv/sysent"
+)
+
+// The calls the VM's rules name, from the syscall table: the opens and
+// the removals kfv performs itself (it decides on the path, then acts on
+// the object it resolved, so a rule by path holds), and every call that
+// sends to an address.
+var (
+	openCalls = sysent.Select(func(e *sysent.Entry) bool {
+		return e.Effect == sysent.OpenFiles && e.Perform == sysent.PerformOpen
+	})
+	removeCalls = sysent.Select(func(e *sysent.Entry) bool {
+		return e.Effect == sysent.RemoveFiles && e.Perform == sysent.PerformUnlink
+	})
+	sendCalls = sysent.Select(func(e *sysent.Entry) bool { return e.Effect == sysent.SendToAddress })
+)
+
+// Open flag masks for access criteria, and AF_UNIX (x86_64 values; this
+// package builds on every OS).
+const (
+	oAccmode = 0x3
+	oCreat   = 0x40
+	oTrunc   = 0x200
+	afUnix   = 1
+)
+
+// escapeGlob quotes glob metacharacters so a path matches only itself.
+func escapeGlob(p string) string {
+	r := strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`, `{`, `\{`)
+	return r.Replace(p)
+}
+
+// literalGlobs returns a glob that matches each path alone and, with a
+// canon, one for its canonical path too where that differs.
+func literalGlobs(paths []string, canon func(string) string) []string {
+	globs := make([]string, 0, len(paths))
+	for _, p := range paths {
+		globs = append(globs, escapeGlob(p))
+		if canon == nil {
+			continue
+		}
+		if c := canon(p); c != p {
+			globs = append(globs, escapeGlob(c))
+		}
+	}
+	return globs
+}
+
+// allow is a rule that allows syscalls on the paths (globs).
+func allow(name string, syscalls, paths []string, reason string) profiles.VerdictRule {
+	return profiles.VerdictRule{Name: name, Syscalls: slices.Clone(syscalls), Paths: paths, Verdict: profiles.VerdictAllow, Reason: reason}
+}
+
+// openRules returns one rule per open call that lets QEMU open paths with
+// access a. Read-only and read-write are a condition on the call's flags
+// argument: nothing created (or, read-only, written or truncated). creat
+// has no flags argument, its flags being O_CREAT|O_WRONLY|O_TRUNC, so it
+// is only allowed where QEMU may create.
+func openRules(a resources.Access, paths []string) []profiles.VerdictRule {
+	var mask uint64
+	switch a {
+	case resources.ReadOnly:
+		mask = oAccmode | oCreat | oTrunc // O_RDONLY, nothing created or truncated
+	case resources.ReadWrite:
+		mask = oCreat // any access mode, nothing created
+	}
+	var rules []profiles.VerdictRule
+	for _, sc := range openCalls {
+		r := allow("vm-"+a.String()+"-"+sc, []string{sc}, paths, "the VM's own "+a.String()+" resources, from QEMU's command line")
+		if a != resources.Create {
+			e, _ := sysent.Lookup(sc)
+			if e.FlagsArg < 0 {
+				continue
+			}
+			r.Args = []profiles.ArgCond{{Index: e.FlagsArg, Op: profiles.OpMaskedEq, Mask: mask, Values: []uint64{0}}}
+		}
+		rules = append(rules, r)
+	}
+	return rules
+}
+
+// ResourceRules turns a resource set into verdict rules placed after the
+// profile's own (so the profile's denials still win): the VM's files,
+// trees and devices with the access their options imply (by the path as
+// given and by the canonical path), its unix sockets for connect or bind,
+// and its working directory, read-only (QEMU opens "." at start-up).
+func ResourceRules(set *resources.Set, cwd string, canon func(string) string) []profiles.VerdictRule {
+	paths := map[resources.Access][]string{}
+	add := func(a resources.Access, p string, pattern bool) {
+		switch {
+		case p == "":
+		case pattern:
+			paths[a] = append(paths[a], p)
+		default:
+			paths[a] = append(paths[a], literalGlobs([]string{p}, canon)...)
+		}
+	}
+	for _, f := range set.Files {
+		add(f.Access, f.Abs, f.Pattern)
+	}
+	for _, d := range set.Dirs {
+		add(d.Access, d.Abs, false)
+		add(d.Access, strings.TrimSuffix(escapeGlob(d.Abs), "/")+"/**", true)
+		if c := canon(d.Abs); c != d.Abs {
+			add(d.Access, strings.TrimSuffix(escapeGlob(c), "/")+"/**", true)
+		}
+	}
+	for _, d := range set.Devices {
+		add(d.Access, d.Path, d.Pattern)
+	}
+	if cwd != "" {
+		add(resources.ReadOnly, cwd, false)
+	}
+	var rules []profiles.VerdictRule
+	for _, a := range []resources.Access{resources.ReadOnly, resources.ReadWrite, resources.Create} {
+		if len(paths[a]) == 0 {
+			continue
+		}
+		sort.Strings(paths[a])
+		rules = append(rules, openRules(a, paths[a])...)
+		if a == resources.Create {
+			rules = append(rules, allow("vm-create-unlink", removeCalls, paths[a],
+				"QEMU removes what it created (pidfile, overlays) when it exits"))
+		}
+	}
+	socks := map[string][]string{}
+	for _, so := range set.Sockets {
+		if so.Family != resources.FamilyUnix {
+			continue
+		}
+		addr := so.Address
+		if !strings.HasPrefix(addr, "@") {
+			addr = escapeGlob(addr)
+		}
+		socks[so.Op] = append(socks[so.Op], addr)
+	}
+	for _, op := range []string{resources.OpConnect, resources.OpBind} {
+		if len(socks[op]) == 0 {
+			continue
+		}
+		sort.Strings(socks[op])
+		rules = append(rules, profiles.VerdictRule{
+			Name:      "vm-sockets-" + op,
+			Syscalls:  []string{op},
+			Families:  []int{afUnix},
+			Addresses: socks[op],
+			Verdict:   profiles.VerdictAllow,
+			Reason:    "the VM's own unix sockets (" + op + "), from QEMU's command line",
+		})
+		if op == resources.OpBind {
+			rules = append(rules, allow("vm-sockets-unlink", removeCalls, socks[op],
+				"QEMU replaces and removes its own server sockets"))
+		}
+	}
+	return rules
+}
