@@ -11,7 +11,7 @@
 // That is its one job. It is pure: it starts nothing, holds no fds and
 // reads files (qcow2 headers for backing chains, -readconfig files) only
 // through an fs.FS rooted at "/", so tests fake the host with
-// testing/fstest.MapFS. The supervisor turns a Set into decisions about
+// testing/fstest.MapFS. Package policy turns a Set into the rules about
 // emulated opens and socket calls; the profile adds what every QEMU needs
 // (its data files, its own /proc entries).
 //

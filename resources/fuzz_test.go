@@ -58,6 +58,16 @@ func FuzzFromArgs(f *testing.F) {
 // the round trip is exact only when the input was valid UTF-8 (utf8).
 func checkInvariants(t *testing.T, s *Set, utf8 bool) {
 	t.Helper()
+	if len(s.Accels) == 0 {
+		t.Fatal("no accelerators")
+	}
+	checkResources(t, s, utf8)
+}
+
+// checkResources holds for every set, a whole VM's or one monitor
+// command's: checkInvariants but for what only a whole VM has.
+func checkResources(t *testing.T, s *Set, utf8 bool) {
+	t.Helper()
 	for _, f := range s.Files {
 		if f.Access < ReadOnly || f.Access > Create {
 			t.Fatalf("file %+v: bad access", f)
@@ -100,9 +110,6 @@ func checkInvariants(t *testing.T, s *Set, utf8 bool) {
 		if f.Num < 0 {
 			t.Fatalf("fd %+v", f)
 		}
-	}
-	if len(s.Accels) == 0 {
-		t.Fatal("no accelerators")
 	}
 	if s.String() == "" { // its content is checked in TestRender
 		t.Fatal("empty rendering")
@@ -195,4 +202,36 @@ func TestRender(t *testing.T) {
 // squeeze collapses runs of spaces, so table padding does not matter.
 func squeeze(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " \n ")), " ")
+}
+
+// FuzzFromQMP splits its input into a command name and its arguments at
+// the first NUL byte. FromQMP must never panic, and every set it returns
+// must hold the invariants of a command's resources. TestFromQMP is its
+// table test.
+func FuzzFromQMP(f *testing.F) {
+	for _, tc := range monitorCases {
+		f.Add(tc.cmd + "\x00" + tc.args)
+	}
+	fsys := fuzzFS()
+	f.Fuzz(func(t *testing.T, in string) {
+		cmd, args, _ := strings.Cut(in, "\x00")
+		var raw json.RawMessage
+		if args != "" {
+			raw = json.RawMessage(args)
+		}
+		n, err := FromQMP(cmd, raw, "/vm", fsys)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error message")
+			}
+			return
+		}
+		if n.Set == nil {
+			t.Fatal("no set")
+		}
+		if len(n.Set.Accels) != 0 || n.Set.Name != "" {
+			t.Fatalf("a command's set names accelerators %q or a VM %q", n.Set.Accels, n.Set.Name)
+		}
+		checkResources(t, n.Set, utf8.ValidString(in))
+	})
 }
