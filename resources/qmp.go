@@ -176,6 +176,8 @@ func (x *extractor) fail(err error) {
 	}
 }
 
+// qmp adds what the QMP command cmd, with arguments raw (decoded: a),
+// names on the host.
 func (x *extractor) qmp(cmd string, raw json.RawMessage, a map[string]json.RawMessage) error {
 	return x.done(x.command(cmd, raw, a))
 }
@@ -187,6 +189,7 @@ var newImageKeys = map[string]string{"drive-mirror": "target", "drive-backup": "
 // asOption are the commands whose arguments are those of an option.
 var asOption = map[string]string{"blockdev-add": "-blockdev", "netdev_add": "-netdev", "device_add": "-device", "object-add": "-object"}
 
+// command is qmp before the first malformed argument is taken into account.
 func (x *extractor) command(cmd string, raw json.RawMessage, a map[string]json.RawMessage) error {
 	if opt, ok := asOption[cmd]; ok {
 		return x.option(opt, string(raw))
