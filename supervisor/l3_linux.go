@@ -13,6 +13,7 @@ import (
 
 	"kfv/event"
 	"kfv/orch"
+	"kfv/policy"
 	"kfv/profiles"
 	"kfv/qmpproxy"
 )
@@ -161,7 +162,7 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 	if c.Needs == nil || c.Needs.Set == nil || c.Needs.Empty() {
 		return nil
 	}
-	rules := ResourceRules(c.Needs.Set, "", canonical)
+	rules := policy.ResourceRules(c.Needs.Set, "", policy.Canonical)
 	for i := range rules {
 		rules[i].Name = "qmp:" + c.Name + ":" + rules[i].Name
 		rules[i].Reason = "handed to QEMU by its manager with " + c.Name

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"kfv/orch"
+	"kfv/policy"
 	"kfv/profiles"
 	"kfv/resources"
 )
@@ -100,14 +101,14 @@ func NewPolicy(profile string, qemu bool, args, env []string, cwd string, server
 	}
 	if qemu {
 		var warnings []string
-		p, warnings, err = PrepareProfile(p, args, env, cwd, resources.HostFS())
+		p, warnings, err = policy.PrepareProfile(p, args, env, cwd, resources.HostFS())
 		if err != nil {
 			return nil, err
 		}
-		p = WithServerSocketRule(p, serverSockets)
+		p = policy.WithServerSocketRule(p, serverSockets)
 		p.Warnings = append(p.Warnings, warnings...)
 	} else {
-		p = PrepareProgram(p, env)
+		p = policy.PrepareProgram(p, env)
 		p.Warnings = append(p.Warnings, "the program is not a QEMU system emulator: kfv adds nothing to its command line and derives no resources from it")
 	}
 	engine, err := orch.NewEngine(p, nil)

@@ -2,11 +2,7 @@
 
 package supervisor
 
-import (
-	"golang.org/x/sys/unix"
-
-	"kfv/profiles"
-)
+import "golang.org/x/sys/unix"
 
 // listeningUnixPaths returns the filesystem path of each fd in fds that
 // is a listening unix socket: the server sockets a manager bound for QEMU
@@ -28,29 +24,4 @@ func listeningUnixPaths(fds []int) []string {
 		}
 	}
 	return paths
-}
-
-// WithServerSocketRule returns p with a rule that lets QEMU unlink the
-// server sockets it was handed (ListeningUnixPaths), placed after the
-// profile's own rules like the other resources of the VM.
-func WithServerSocketRule(p *profiles.Profile, paths []string) *profiles.Profile {
-	if len(paths) == 0 {
-		return p
-	}
-	globs := make([]string, 0, len(paths))
-	for _, path := range paths {
-		globs = append(globs, escapeGlob(path))
-		if c := canonical(path); c != path {
-			globs = append(globs, escapeGlob(c))
-		}
-	}
-	q := *p
-	q.Rules = append(append([]profiles.VerdictRule(nil), p.Rules...), profiles.VerdictRule{
-		Name:     "vm-inherited-server-sockets",
-		Syscalls: []string{"unlink", "unlinkat"},
-		Paths:    globs,
-		Verdict:  profiles.VerdictAllow,
-		Reason:   "QEMU removes the server sockets its manager bound and handed it open (e.g. libvirt's monitor) when it closes them",
-	})
-	return &q
 }

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-
-	"kfv/profiles"
 )
 
 func fdOf(t *testing.T, f interface{ File() (*os.File, error) }) int {
@@ -57,19 +55,4 @@ func TestListeningUnixPaths(t *testing.T) {
 		t.Errorf("ListeningUnixPaths = %q, want %q (only the listening socket with a path)", got, want)
 	}
 
-	p := &profiles.Profile{Rules: []profiles.VerdictRule{{Name: "own"}}}
-	if q := WithServerSocketRule(p, nil); q != p {
-		t.Error("no paths: the profile must come back unchanged")
-	}
-	q := WithServerSocketRule(p, got)
-	if len(p.Rules) != 1 {
-		t.Error("the caller's profile was modified")
-	}
-	if len(q.Rules) != 2 || q.Rules[0].Name != "own" {
-		t.Fatalf("rules %+v: the profile's own rule must stay first", q.Rules)
-	}
-	r := q.Rules[1]
-	if !slices.Contains(r.Paths, escapeGlob(path)) || !slices.Equal(r.Syscalls, []string{"unlink", "unlinkat"}) || r.Verdict != profiles.VerdictAllow {
-		t.Errorf("rule %+v: want unlink/unlinkat of %s allowed", r, path)
-	}
 }
