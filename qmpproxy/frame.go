@@ -73,9 +73,6 @@ func newFramer(max int, trailing bool) *framer {
 // push appends bytes read from the stream.
 func (f *framer) push(b []byte) { f.buf = append(f.buf, b...) }
 
-// buffered reports how many bytes wait for a frame to complete.
-func (f *framer) buffered() int { return len(f.buf) }
-
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
 
 // next returns the next frame, or false when more bytes are needed.
