@@ -371,9 +371,9 @@ func (s *session) start(path string) error {
 }
 
 // attach makes lf, the listener taken from the loading process, the
-// session's listener and says so in the event stream. Standalone and
-// emulator sessions share it and everything after it (loop, handle,
-// answer).
+// session's listener, with the gate that answers it, and says so in the
+// event stream. Standalone and emulator sessions share it and everything
+// after it (the loop, the gate, the plane).
 func (s *session) attach(lf *os.File) error {
 	l, err := seccompnotify.NewListener(lf)
 	if err != nil {
