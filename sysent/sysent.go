@@ -103,11 +103,17 @@ const (
 	// PerformSendMmsg sends each message of the vector on a copy of the
 	// socket and writes msg_len back.
 	PerformSendMmsg
+	// PerformIOURing makes the io_uring kfv hands the caller: kfv creates
+	// the ring itself, restricted to the operations QEMU's block layer
+	// and main loop submit, and installs it (ADDFD). It names nothing by
+	// reference: it is performed so that the kernel, not kfv, enforces
+	// what the ring can do.
+	PerformIOURing
 	// NumPerformers bounds the performers, for tables indexed by them.
 	NumPerformers
 )
 
-var performerNames = [NumPerformers]string{"none", "open", "unlink", "sockaddr", "sendto", "sendmsg", "sendmmsg"}
+var performerNames = [NumPerformers]string{"none", "open", "unlink", "sockaddr", "sendto", "sendmsg", "sendmmsg", "io_uring"}
 
 func (p Performer) String() string {
 	if p < NumPerformers {
@@ -151,6 +157,11 @@ type Entry struct {
 
 // Performed reports whether kfv performs an allowed call itself.
 func (e *Entry) Performed() bool { return e.Perform != PerformNone }
+
+// Creates reports whether kfv performs the call to make the object it
+// returns (io_uring_setup's ring) rather than to act on what the call
+// names in the caller's memory.
+func (e *Entry) Creates() bool { return e.Perform == PerformIOURing }
 
 // ByReference reports whether the call's object is named in the caller's
 // memory (a path, a socket address, a message).

@@ -58,6 +58,11 @@ var table = []Entry{
 	fds("getsockopt", 0), fds("setsockopt", 0),
 	blank("socket", None).domain(0),
 
+	// io_uring: the ring is made by kfv, restricted in the kernel to the
+	// operations QEMU submits (its parameters are read from the caller
+	// and written back).
+	blank("io_uring_setup", None).perform(PerformIOURing),
+
 	// Memory: the decoder says what backs it (Request.Backing).
 	fds("mmap", 4).effect(MakeExecutable).memory(),
 	blank("mprotect", Memory).effect(MakeExecutable).memory(),
