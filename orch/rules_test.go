@@ -226,6 +226,16 @@ func TestBuiltinQEMU(t *testing.T) {
 		{"metadata service", Request{Syscall: "connect", Sock: inet("169.254.169.254:80")}, profiles.VerdictDeny, "no-host-local-inet"},
 		{"docker socket", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "/run/docker.sock"}}, profiles.VerdictDeny, "default"},
 		{"netlink", Request{Syscall: "socket", Sock: &SockAddr{Family: 16}}, profiles.VerdictDeny, "no-host-network-control"},
+		// io_uring: kfv makes the rings (the setup is performed), QEMU
+		// submits on them in the kernel, and nothing else of io_uring
+		// passes. The ring's memory is a mapping of its fd, never
+		// executable and never a memory slot.
+		{"ring setup from a vcpu", Request{Syscall: "io_uring_setup", Thread: "CPU 0/TCG"}, profiles.VerdictAllow, "io-uring-restricted-rings"},
+		{"ring enter", Request{Syscall: "io_uring_enter", Thread: "IO iothread0"}, profiles.VerdictAllow, "io-uring-enter"},
+		{"ring register", Request{Syscall: "io_uring_register", Thread: "qemu-system-x86"}, profiles.VerdictDeny, "no-io-uring-register"},
+		{"ring mapped", Request{Syscall: "mmap", Args: [6]uint64{0, 4096, 0x3, 0x8001, 5, 0}, Backing: "anon_inode:[io_uring]", Thread: "qemu-system-x86"}, profiles.VerdictAllow, "syscall:mmap"},
+		{"ring mapped executable", Request{Syscall: "mmap", Args: protExec, Backing: "anon_inode:[io_uring]", Thread: "qemu-system-x86"}, profiles.VerdictDeny, "no-exec-memory"},
+		{"memslot over a ring", Request{Syscall: "ioctl", Args: [6]uint64{9, 0x4020ae46}, Backing: "anon_inode:[io_uring]", Thread: "qemu-system-x86"}, profiles.VerdictDeny, "no-kvm-memslot-host-memory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
