@@ -63,6 +63,14 @@ func (e *Engine) ResetText() {
 	}
 }
 
+// ResetDaemonize forgets the daemonizing forks admitted so far: call it
+// before QEMU is started anew (a restart daemonizes again).
+func (e *Engine) ResetDaemonize() {
+	if e.rules.daemon != nil {
+		e.rules.daemon.reset()
+	}
+}
+
 // JudgesOrigin reports whether the profile has an enabled origin
 // detector, so whether SetText is worth calling.
 func (e *Engine) JudgesOrigin() bool { return e.origin != nil }

@@ -70,6 +70,10 @@ type Request struct {
 	// Mem is the memory slot of KVM_SET_USER_MEMORY_REGION, read from
 	// the caller's memory.
 	Mem *MemSlot
+	// HasVCPU is set, for a call that creates a process, when the
+	// caller's process has a vCPU (a KVM vCPU fd, or a thread named as
+	// QEMU names vCPU threads), or when that could not be found out.
+	HasVCPU bool
 }
 
 // MemSlot is struct kvm_userspace_memory_region.

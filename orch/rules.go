@@ -28,13 +28,17 @@ var fdPathArg = map[string]int{
 // when none matches: the signature detector alone, with the profile's
 // attribution. A denial carries one finding of detector "signature".
 // Engine adds the other detectors and the horizontal orchestrators.
-// Rules is immutable after NewRules and safe for concurrent use.
+// Rules is immutable after NewRules but for the count of daemonizing
+// forks (a rule with Daemonize), and safe for concurrent use.
 type Rules struct {
 	attr          *Attributor
 	kernel        *kernelRules
 	rules         []rule
 	defaultAction profiles.Verdict
 	defaultErrno  int
+	// daemon counts the forks rules with Daemonize admit; nil when the
+	// profile has none.
+	daemon *daemonizer
 }
 
 type rule struct {
@@ -51,6 +55,7 @@ type rule struct {
 	threads   []*glob.Glob
 	args      []profiles.ArgCond
 	backing   []*glob.Glob
+	daemonize bool // admits a call only as a daemonizing fork (daemonizer)
 }
 
 // NewRules compiles the verdict rules of p. It fails only on a profile
@@ -75,6 +80,9 @@ func NewRules(p *profiles.Profile) (*Rules, error) {
 			continue
 		}
 		rs.rules = append(rs.rules, r)
+		if r.daemonize && rs.daemon == nil {
+			rs.daemon = &daemonizer{}
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -91,6 +99,10 @@ func compileRule(pr *profiles.VerdictRule) (rule, error) {
 		families:  slices.Clone(pr.Families),
 		noAddress: pr.NoAddress,
 		args:      slices.Clone(pr.Args),
+		daemonize: pr.Daemonize,
+	}
+	if pr.Daemonize && pr.Verdict != profiles.VerdictAllow {
+		return rule{}, errors.New("a daemonize rule must allow")
 	}
 	for _, s := range pr.Backing {
 		g, err := glob.Compile(s)
@@ -169,6 +181,9 @@ func (rs *Rules) signature(r *Request) (Decision, profiles.Severity) {
 	for i := range rs.rules {
 		ru := &rs.rules[i]
 		if ru.match(r) {
+			if ru.daemonize && !rs.daemon.admit(r) {
+				continue // not (or no longer) a daemonizing fork: later rules decide
+			}
 			return Decision{Action: ru.action, Errno: ru.errno, Rule: ru.name, Reason: ru.reason}, ru.severity
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"kfv/profiles"
@@ -41,6 +42,8 @@ func prepare(p *profiles.Profile, set *resources.Set, inet []profiles.VerdictRul
 	rules := append([]profiles.VerdictRule(nil), p.Rules[:at]...)
 	rules = append(rules, inet...)
 	rules = append(rules, p.Rules[at:]...)
+	at = daemonizeRuleAt(rules)
+	rules = slices.Insert(rules, at, DaemonizeRule(set)...)
 	q.Rules = append(rules, ResourceRules(set, cwd, Canonical)...)
 	p = WithPreloadRule(&q, PreloadPaths(env))
 	// The accelerators QEMU may use (resources: -accel, -machine

@@ -166,8 +166,14 @@ type VerdictRule struct {
 	// Severity grades the finding a deny makes (detector "signature");
 	// 0 stands for SevMedium. Only deny rules have one.
 	Severity Severity
-	Reason   string
-	Pos      Pos
+	// Daemonize makes an allow rule admit only QEMU's daemonizing forks
+	// (orch.Engine keeps their count): glibc's fork, from a process's
+	// main thread while it has no vCPU, once per process, at most
+	// orch.DaemonizeForks in all. Package policy sets it for a command
+	// line with -daemonize; a profile file cannot.
+	Daemonize bool
+	Reason    string
+	Pos       Pos
 }
 
 // Profile is a loaded, validated profile.

@@ -312,7 +312,7 @@ func (d *deriver) option(t token) error {
 			d.dir(v, ReadOnly, origin)
 		}
 	case "daemonize":
-		d.s.warnf("-daemonize: QEMU forks and its parent exits; the supervisor must follow the child")
+		d.s.Daemonize = true
 	case "chroot":
 		d.s.warnf("-chroot %s: after start-up QEMU resolves paths inside %s, not as listed here", v, v)
 	case "runas":

@@ -296,7 +296,12 @@ func TestMiscOptions(t *testing.T) {
 				}
 			}},
 		{name: "readconfig unreadable warns", args: []string{"-readconfig", "/etc/none.cfg"}, files: []string{"read-only /etc/none.cfg"}, warn: []string{"what the file configures is not in the set"}},
-		{name: "daemonize chroot runas warn", args: []string{"-daemonize", "-chroot", "/jail", "-runas", "qemu"}, warn: []string{"-daemonize", "-chroot /jail", "-runas qemu"}},
+		{name: "chroot runas warn", args: []string{"-chroot", "/jail", "-runas", "qemu"}, warn: []string{"-chroot /jail", "-runas qemu"}},
+		{name: "daemonize pidfile", args: []string{"-daemonize", "-pidfile", "/run/vm.pid"}, files: []string{"create /run/vm.pid"}, check: func(t *testing.T, s *Set) {
+			if !s.Daemonize || len(s.Warnings) != 0 {
+				t.Errorf("Daemonize = %v, warnings %q: want set, none", s.Daemonize, s.Warnings)
+			}
+		}},
 		{name: "kvm", bare: true, args: []string{"-nic", "none", "-enable-kvm"}, devices: []string{"read-write /dev/kvm"}, check: func(t *testing.T, s *Set) {
 			if !slices.Equal(s.Accels, []string{"kvm"}) {
 				t.Errorf("Accels = %v", s.Accels)

@@ -157,6 +157,10 @@ type Set struct {
 	// LoadVM is the snapshot -loadvm restores; it is written into the
 	// VM's disks, which must be read-write.
 	LoadVM string `json:"loadvm,omitempty"`
+	// Daemonize is set by -daemonize: QEMU forks to become a daemon
+	// (twice: the child calls setsid and forks the daemon), and only then
+	// may it create processes at all. Its -pidfile is in Files.
+	Daemonize bool `json:"daemonize,omitempty"`
 	// Warnings name options that may use resources the set does not
 	// describe (exec'd scripts, network block protocols, values that
 	// look like paths in options kfv does not understand).
@@ -280,6 +284,9 @@ func (s *Set) String() string {
 		netuser = "yes (slirp connects wherever the guest connects)"
 	}
 	fmt.Fprintf(&b, "User-mode networking: %s\n", netuser)
+	if s.Daemonize {
+		b.WriteString("Daemonize: yes (QEMU's two daemonizing forks are admitted, nothing else)\n")
+	}
 	if s.IOUring {
 		b.WriteString("io_uring: yes (aio=io_uring)\n")
 	}
