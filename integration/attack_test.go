@@ -51,6 +51,8 @@ type attack struct {
 	replacesQEMU bool
 	// qargs are extra QEMU arguments for the VM.
 	qargs []string
+	// env is extra environment for QEMU (and the implant).
+	env []string
 }
 
 // effectFunc observes a payload's effect from outside the payload's
@@ -388,7 +390,7 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 	if kfv {
 		argv = kfvArgs(events, []string{"--mode", "enforce", "--profile", "qemu"}, qemu, qargs...)
 	}
-	p := startEnv(t, argv, "LD_PRELOAD="+implant)
+	p := startEnv(t, argv, append([]string{"LD_PRELOAD=" + implant}, c.env...)...)
 	r.p = p
 	r.qemuPID = p.cmd.Process.Pid
 	if kfv {

@@ -40,6 +40,7 @@
 #include <linux/bpf.h>
 #include <linux/filter.h>
 #include <linux/if_ether.h>
+#include <linux/io_uring.h>
 #include <linux/kvm.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -75,6 +76,8 @@
 static int active;
 /* A race test: KFV_RACE_ALLOWED and KFV_RACE_FORBIDDEN are set (see p_race). */
 static int race_armed;
+/* KFV_IMPLANT_MAIN is set: the main loop takes io_uring jobs (see p_uring). */
+static int main_armed;
 
 /*
  * kvm-memslot exposes this page to the guest: memory of QEMU itself (the
@@ -134,6 +137,7 @@ __attribute__((constructor)) static void implant_init(void)
 		return;
 	active = 1;
 	race_armed = getenv("KFV_RACE_ALLOWED") && getenv("KFV_RACE_FORBIDDEN");
+	main_armed = getenv("KFV_IMPLANT_MAIN") != NULL;
 	say("kfv-implant: loaded pid=%d", (int)getpid());
 }
 
@@ -912,6 +916,425 @@ static void run_race(int mode)
 }
 
 /*
+ * io_uring payloads: uring-qemu submits on QEMU's own ring (the ring of
+ * block/io_uring.c for the VM's aio=io_uring disk), uring-own on a ring
+ * the payload makes with io_uring_setup. Each submits, in this order,
+ * IORING_OP_SOCKET (AF_INET, SOCK_STREAM), IORING_OP_CONNECT (to the
+ * test's listener; on the SOCKET's fd, or on a socket made by the main
+ * thread when SOCKET failed) then IORING_OP_OPENAT (O_CREAT of the test's
+ * marker), with raw SQEs (no liburing). After a connect it writes one
+ * line on the socket; the socket fd is left open for the test to see.
+ *
+ * Argument: WHERE,MARKER,A.B.C.D:PORT. WHERE is "device" (the payload's
+ * calls come from the thread that saw the trigger) or "main" (handed to
+ * QEMU's main thread, which runs it from its next ppoll, as a payload
+ * that hijacked a main-loop callback would). Both need KFV_IMPLANT_MAIN,
+ * which cuts the main loop's waits to 20 ms so that it sees the job.
+ *
+ * QEMU's ring is QEMU's: its SQ tail is kept by QEMU's liburing (state
+ * in QEMU's memory) and its completions are reaped by QEMU's main loop,
+ * which takes every CQE's user_data for one of its requests. So the
+ * payload (1) finds the ring's struct io_uring by wrapping liburing's
+ * io_uring_submit, which block/io_uring.c calls for the boot-time reads
+ * of the disk, and gets SQEs and submits through QEMU's own liburing
+ * (io_uring_get_sqe, io_uring_submit: its tail stays right); (2) keeps
+ * QEMU's main loop out meanwhile: from a device thread it holds the main
+ * thread in the ppoll wrapper, before QEMU's poll, until done; (3) submits
+ * only when the ring is idle (SQ and CQ empty: the guest does no I/O on
+ * that disk after boot) and reaps its own CQE before QEMU can see it.
+ *
+ * Report: result=ok when the three operations succeeded, with
+ *   ring=qemu|own fd=N thread=NAME socket=R connect=R openat=R
+ * (R: the CQE's res, a negative errno on failure).
+ */
+
+#define URING_UDATA 0x6b66762d75726e67ULL /* "kfv-urng" */
+
+struct uring {
+	int fd;
+	struct io_uring_params p;
+	unsigned char *sq, *cq;
+	size_t sq_sz, cq_sz, sqes_sz;
+	struct io_uring_sqe *sqes;
+};
+
+static unsigned *ur_u32(unsigned char *base, unsigned off) { return (unsigned *)(base + off); }
+
+static void uring_unmap(struct uring *u)
+{
+	if (u->sqes)
+		munmap(u->sqes, u->sqes_sz);
+	if (u->cq && u->cq != u->sq)
+		munmap(u->cq, u->cq_sz);
+	if (u->sq)
+		munmap(u->sq, u->sq_sz);
+	u->sq = u->cq = NULL;
+	u->sqes = NULL;
+}
+
+/* uring_map maps ring fd with the layout of params p (as liburing does). */
+static int uring_map(struct uring *u, int fd, const struct io_uring_params *p)
+{
+	memset(u, 0, sizeof *u);
+	u->fd = fd;
+	u->p = *p;
+	u->sq_sz = p->sq_off.array + p->sq_entries * sizeof(unsigned);
+	u->cq_sz = p->cq_off.cqes + p->cq_entries * sizeof(struct io_uring_cqe);
+	if (p->features & IORING_FEAT_SINGLE_MMAP) {
+		if (u->cq_sz > u->sq_sz)
+			u->sq_sz = u->cq_sz;
+		u->cq_sz = u->sq_sz;
+	}
+	void *m = mmap(NULL, u->sq_sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
+	if (m == MAP_FAILED)
+		return -errno;
+	u->sq = m;
+	u->cq = u->sq;
+	if (!(p->features & IORING_FEAT_SINGLE_MMAP)) {
+		m = mmap(NULL, u->cq_sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_CQ_RING);
+		if (m == MAP_FAILED) {
+			int e = -errno;
+			uring_unmap(u);
+			return e;
+		}
+		u->cq = m;
+	}
+	u->sqes_sz = p->sq_entries * sizeof(struct io_uring_sqe);
+	m = mmap(NULL, u->sqes_sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+	if (m == MAP_FAILED) {
+		int e = -errno;
+		uring_unmap(u);
+		return e;
+	}
+	u->sqes = m;
+	return 0;
+}
+
+static unsigned sq_head(struct uring *u) { return __atomic_load_n(ur_u32(u->sq, u->p.sq_off.head), __ATOMIC_ACQUIRE); }
+static unsigned sq_tail(struct uring *u) { return __atomic_load_n(ur_u32(u->sq, u->p.sq_off.tail), __ATOMIC_ACQUIRE); }
+static unsigned cq_head(struct uring *u) { return __atomic_load_n(ur_u32(u->cq, u->p.cq_off.head), __ATOMIC_ACQUIRE); }
+static unsigned cq_tail(struct uring *u) { return __atomic_load_n(ur_u32(u->cq, u->p.cq_off.tail), __ATOMIC_ACQUIRE); }
+
+/* The next SQE of a ring the payload owns (it keeps the tail itself). */
+static struct io_uring_sqe *own_sqe(struct uring *u)
+{
+	unsigned tail = sq_tail(u), idx = tail & *ur_u32(u->sq, u->p.sq_off.ring_mask);
+	struct io_uring_sqe *sqe = &u->sqes[idx];
+	memset(sqe, 0, sizeof *sqe);
+	ur_u32(u->sq, u->p.sq_off.array)[idx] = idx;
+	return sqe;
+}
+
+static void own_commit(struct uring *u)
+{
+	__atomic_store_n(ur_u32(u->sq, u->p.sq_off.tail), sq_tail(u) + 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * reap waits for the CQE of the one submitted SQE and consumes it. A CQE
+ * that is not the payload's at the head (QEMU's) is left alone: -EBUSY.
+ */
+static int reap(struct uring *u, int *res)
+{
+	for (int i = 0; i < 500; i++) {
+		unsigned head = cq_head(u);
+		if (head != cq_tail(u)) {
+			struct io_uring_cqe *c = (struct io_uring_cqe *)(u->cq + u->p.cq_off.cqes) +
+						 (head & *ur_u32(u->cq, u->p.cq_off.ring_mask));
+			if (c->user_data != URING_UDATA)
+				return -EBUSY;
+			*res = c->res;
+			__atomic_store_n(ur_u32(u->cq, u->p.cq_off.head), head + 1, __ATOMIC_RELEASE);
+			return 0;
+		}
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		if (syscall(__NR_io_uring_enter, u->fd, 0, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0 && errno != EINTR) {
+			int e = -errno;
+			nanosleep(&ts, NULL);
+			if (i > 10)
+				return e;
+		}
+	}
+	return -ETIMEDOUT;
+}
+
+/* QEMU's block ring, seen in io_uring_submit; its liburing functions. */
+static void *_Atomic qemu_ring;
+static struct io_uring_sqe *(*lib_get_sqe)(void *);
+static int (*lib_submit)(void *);
+
+int io_uring_submit(void *ring)
+{
+	static int (*next)(void *);
+	if (!next)
+		next = real("io_uring_submit");
+	if (active && !atomic_load(&qemu_ring))
+		atomic_store(&qemu_ring, ring);
+	return next(ring);
+}
+
+/* The main thread's side of a device-thread payload. */
+static atomic_int hold_req, hold_parked;
+static atomic_int hold_sock = -1;
+/* A job for the main thread. */
+static atomic_int uring_job, uring_job_done;
+static char uring_job_name[32], uring_job_arg[CMD_MAX];
+
+#define URING_CANDS 8
+
+struct uring_ctx {
+	const char *name;
+	int qemu;   /* on QEMU's ring */
+	int device; /* from the trigger's thread */
+	struct uring u; /* the ring submitted on */
+	void *qr;       /* QEMU's struct io_uring */
+	/* QEMU's io_uring fds, mapped, until the first submission shows
+	 * which one is qr's. */
+	struct uring cands[URING_CANDS];
+	int ncands;
+};
+
+/* get_sqe returns an SQE to fill; submit1 submits it and reaps its CQE. */
+static struct io_uring_sqe *get_sqe(struct uring_ctx *c)
+{
+	if (!c->qemu)
+		return own_sqe(&c->u);
+	struct io_uring_sqe *sqe = lib_get_sqe(c->qr);
+	if (sqe)
+		memset(sqe, 0, sizeof *sqe);
+	return sqe;
+}
+
+static int submit1(struct uring_ctx *c, struct io_uring_sqe *sqe, int *res)
+{
+	sqe->user_data = URING_UDATA;
+	int n;
+	if (c->qemu) {
+		unsigned before[URING_CANDS];
+		for (int i = 0; i < c->ncands; i++)
+			before[i] = sq_head(&c->cands[i]);
+		n = lib_submit(c->qr);
+		/* qr's ring is the one whose kernel SQ head moved. */
+		for (int i = 0; i < c->ncands && !c->u.sq; i++)
+			if (sq_head(&c->cands[i]) != before[i]) {
+				c->u = c->cands[i];
+				c->cands[i] = c->cands[--c->ncands];
+			}
+		if (!c->u.sq)
+			return -ENODEV;
+	} else {
+		own_commit(&c->u);
+		n = (int)syscall(__NR_io_uring_enter, c->u.fd, 1, 0, 0, NULL, 0);
+		if (n < 0)
+			n = -errno;
+	}
+	if (n != 1)
+		return n < 0 ? n : -EIO;
+	return reap(&c->u, res);
+}
+
+/*
+ * find_qemu_ring maps QEMU's io_uring fds (found with readlink of
+ * /proc/self/fd/N: no open) of QEMU's ring size, 128 entries and flags 0
+ * in both QEMU versions, with the layout of a probe ring of that size,
+ * which maps alike; the first submission tells which is qr's. It returns
+ * when they are all idle.
+ */
+static int find_qemu_ring(struct uring_ctx *c, char *why, size_t whylen)
+{
+	c->qr = atomic_load(&qemu_ring);
+	if (!c->qr) {
+		snprintf(why, whylen, "QEMU's io_uring_submit was never called");
+		return -1;
+	}
+	lib_get_sqe = real("io_uring_get_sqe");
+	lib_submit = real("io_uring_submit");
+	struct io_uring_params pp;
+	memset(&pp, 0, sizeof pp);
+	int probe = (int)syscall(__NR_io_uring_setup, 128, &pp);
+	if (probe < 0) {
+		snprintf(why, whylen, "probe io_uring_setup: %s", strerrorname_np(errno));
+		return -1;
+	}
+	close(probe);
+	for (int fd = 0; fd < 1024 && c->ncands < URING_CANDS; fd++) {
+		char p[64], l[64];
+		snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+		ssize_t n = readlink(p, l, sizeof l - 1);
+		if (n <= 0)
+			continue;
+		l[n] = 0;
+		if (strcmp(l, "anon_inode:[io_uring]") != 0)
+			continue;
+		struct uring *u = &c->cands[c->ncands];
+		if (uring_map(u, fd, &pp) != 0)
+			continue;
+		if (*ur_u32(u->sq, pp.sq_off.ring_entries) != 128) {
+			uring_unmap(u);
+			continue;
+		}
+		c->ncands++;
+	}
+	if (!c->ncands) {
+		snprintf(why, whylen, "no io_uring fd of QEMU's ring size");
+		return -1;
+	}
+	/* Idle: nothing of QEMU's in flight or unreaped. */
+	for (int i = 0; i < 200; i++) {
+		int idle = 1;
+		for (int k = 0; k < c->ncands; k++)
+			idle = idle && sq_head(&c->cands[k]) == sq_tail(&c->cands[k]) &&
+			       cq_head(&c->cands[k]) == cq_tail(&c->cands[k]);
+		if (idle)
+			return 0;
+		usleep(10000);
+	}
+	snprintf(why, whylen, "QEMU's rings never idle");
+	return -1;
+}
+
+static int parse_uring_arg(const char *arg, int *device, char *marker, size_t mlen, struct sockaddr_in *sa)
+{
+	const char *c1 = strchr(arg, ','), *c2 = c1 ? strchr(c1 + 1, ',') : NULL;
+	if (!c2 || (size_t)(c2 - c1 - 1) >= mlen)
+		return -1;
+	if (!strncmp(arg, "device,", 7))
+		*device = 1;
+	else if (!strncmp(arg, "main,", 5))
+		*device = 0;
+	else
+		return -1;
+	memcpy(marker, c1 + 1, c2 - c1 - 1);
+	marker[c2 - c1 - 1] = 0;
+	return parse_hostport(c2 + 1, sa);
+}
+
+static void run_uring(const char *name, const char *arg)
+{
+	struct uring_ctx c = {.name = name, .qemu = !strcmp(name, "uring-qemu")};
+	char marker[CMD_MAX], why[256] = "", comm[16];
+	struct sockaddr_in sa;
+	thread_name(comm);
+	if (parse_uring_arg(arg, &c.device, marker, sizeof marker, &sa)) {
+		report(name, 0, "want device|main,MARKER,A.B.C.D:PORT, got %s", arg);
+		return;
+	}
+	int fd;
+	if (c.qemu) {
+		fd = find_qemu_ring(&c, why, sizeof why);
+	} else {
+		struct io_uring_params p;
+		memset(&p, 0, sizeof p);
+		fd = (int)syscall(__NR_io_uring_setup, 8, &p);
+		if (fd < 0)
+			snprintf(why, sizeof why, "io_uring_setup: %s", strerrorname_np(errno));
+		else if (uring_map(&c.u, fd, &p) != 0) {
+			snprintf(why, sizeof why, "mmap the ring: %s", strerrorname_np(errno));
+			close(fd);
+			fd = -1;
+		}
+	}
+	if (fd < 0) {
+		report(name, 0, "ring=%s thread=%s setup-failed %s", c.qemu ? "qemu" : "own", comm, why);
+		return;
+	}
+	int rs = -EIO, rc = -EIO, ro = -EIO, e;
+	struct io_uring_sqe *sqe = get_sqe(&c);
+	if (!sqe)
+		goto out;
+	sqe->opcode = IORING_OP_SOCKET;
+	sqe->fd = AF_INET;
+	sqe->off = SOCK_STREAM | SOCK_CLOEXEC;
+	if ((e = submit1(&c, sqe, &rs)) != 0)
+		rs = e;
+	int s = rs;
+	if (s < 0)
+		s = c.device ? atomic_load(&hold_sock) : socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (!(sqe = get_sqe(&c)))
+		goto out;
+	sqe->opcode = IORING_OP_CONNECT;
+	sqe->fd = s;
+	sqe->addr = (unsigned long)&sa;
+	sqe->off = sizeof sa;
+	if ((e = submit1(&c, sqe, &rc)) != 0)
+		rc = e;
+	if (rc == 0) {
+		static const char line[] = "kfv-implant uring connect\n";
+		ssize_t w = write(s, line, sizeof line - 1);
+		(void)w;
+	}
+	if (!(sqe = get_sqe(&c)))
+		goto out;
+	sqe->opcode = IORING_OP_OPENAT;
+	sqe->fd = AT_FDCWD;
+	sqe->addr = (unsigned long)marker;
+	sqe->len = 0600;
+	sqe->open_flags = O_CREAT | O_WRONLY | O_CLOEXEC;
+	if ((e = submit1(&c, sqe, &ro)) != 0)
+		ro = e;
+	if (ro >= 0)
+		close(ro);
+out:
+	if (c.qemu)
+		fd = c.u.sq ? c.u.fd : -1;
+	else
+		close(fd);
+	uring_unmap(&c.u);
+	for (int i = 0; i < c.ncands; i++)
+		uring_unmap(&c.cands[i]);
+	report(name, rs >= 0 && rc == 0 && ro >= 0, "ring=%s fd=%d thread=%s socket=%d connect=%d openat=%d",
+	       c.qemu ? "qemu" : "own", fd, comm, rs, rc, ro);
+}
+
+static void p_uring(const char *name, const char *arg)
+{
+	if (!main_armed) {
+		report(name, 0, "want KFV_IMPLANT_MAIN in QEMU's environment");
+		return;
+	}
+	if (!strncmp(arg, "main,", 5)) {
+		snprintf(uring_job_name, sizeof uring_job_name, "%s", name);
+		snprintf(uring_job_arg, sizeof uring_job_arg, "%s", arg);
+		atomic_store(&uring_job_done, 0);
+		atomic_store(&uring_job, 1);
+		say("kfv-implant: %s handed to the main thread", name);
+		/* The guest's write completes after the payload has run, so
+		 * that its report is out when the guest says it is done. */
+		for (int i = 0; i < 500 && !atomic_load(&uring_job_done); i++)
+			usleep(10000);
+		return;
+	}
+	/* From this thread, with the main thread held in ppoll meanwhile. */
+	atomic_store(&hold_req, 1);
+	for (int i = 0; i < 500 && !atomic_load(&hold_parked); i++)
+		usleep(10000);
+	if (!atomic_load(&hold_parked)) {
+		atomic_store(&hold_req, 0);
+		report(name, 0, "the main thread never reached ppoll");
+		return;
+	}
+	run_uring(name, arg);
+	atomic_store(&hold_req, 0);
+}
+
+/* main_loop_turn runs in QEMU's main thread, in ppoll before QEMU's poll. */
+static void main_loop_turn(void)
+{
+	if (atomic_exchange(&uring_job, 0)) {
+		run_uring(uring_job_name, uring_job_arg);
+		atomic_store(&uring_job_done, 1);
+	}
+	if (atomic_load(&hold_req)) {
+		if (atomic_load(&hold_sock) < 0)
+			atomic_store(&hold_sock, socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+		atomic_store(&hold_parked, 1);
+		while (atomic_load(&hold_req))
+			usleep(1000);
+		atomic_store(&hold_parked, 0);
+	}
+}
+
+/*
  * ppoll is where QEMU's main loop waits (util/main-loop.c). The main
  * thread runs a race handed to it here; in a race test its wait is cut to
  * 20 ms, since nothing else wakes an idle main loop when a vCPU thread
@@ -923,10 +1346,12 @@ int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo, const sig
 	static const struct timespec cap = {0, 20 * 1000 * 1000};
 	if (!next)
 		next = real("ppoll");
-	if (race_armed && gettid() == getpid()) {
+	if ((race_armed || main_armed) && gettid() == getpid()) {
 		int mode = atomic_exchange(&race_pending, 0);
 		if (mode)
 			run_race(mode);
+		if (main_armed)
+			main_loop_turn();
 		if (!tmo || tmo->tv_sec > 0 || tmo->tv_nsec > cap.tv_nsec)
 			tmo = &cap;
 	}
@@ -986,6 +1411,8 @@ static void run_payload(const char *name, const char *arg, int diskfd)
 		p_bpf(name);
 	else if (!strncmp(name, "race-", 5))
 		p_race(name, arg);
+	else if (!strcmp(name, "uring-qemu") || !strcmp(name, "uring-own"))
+		p_uring(name, arg);
 	else
 		report(name, 0, "unknown payload");
 }
