@@ -49,6 +49,7 @@ import (
 // config is what every section needs.
 type config struct {
 	kfvRun string // kfv-run binary
+	qemu   string // qemu-system-x86_64 measured (guest.QEMUBinary: KFV_QEMU, else PATH)
 	guests string // guest cache directory
 	work   string // scratch directory, removed at the end
 	rounds int    // measured rounds, after one warm-up
@@ -139,7 +140,7 @@ func run(out string, rounds int, kfvRun, guests, only string, verbose bool) (err
 	}
 
 	r := &report{Rounds: rounds, Warmup: 1, Command: "make bench", Accel: c.accel, RTTCalls: c.calls, IdleS: c.idleSec}
-	if r.Machine, err = describeMachine(); err != nil {
+	if r.Machine, err = describeMachine(c.qemu); err != nil {
 		return err
 	}
 	if r.Machine.KFV, err = kfvVersion(c.kfvRun); err != nil {

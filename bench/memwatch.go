@@ -98,7 +98,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 func (c *config) memwatchOnce(img, accel string) (m memwatchtest.Measurements, err error) {
 	sock := filepath.Join(c.work, "memwatch-qmp.sock")
 	args := append(guest.RawArgs(img, accel), "-qmp", "unix:"+sock+",server=on,wait=off")
-	cmd := exec.Command(guest.QEMUBinary, args...)
+	cmd := exec.Command(c.qemu, args...)
 	if err := cmd.Start(); err != nil {
 		return m, fmt.Errorf("start QEMU: %w", err)
 	}

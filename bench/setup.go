@@ -26,11 +26,16 @@ var sources embed.FS
 // prepare builds the C programs, writes the bench profiles and finds the
 // guests.
 func (c *config) prepare() error {
-	for _, tool := range []string{"gcc", "taskset", guest.QEMUBinary} {
+	for _, tool := range []string{"gcc", "taskset"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not in PATH: run 'make deps' (installs gcc, util-linux and qemu-system-x86)", tool)
 		}
 	}
+	qemu, err := guest.QEMUBinary()
+	if err != nil {
+		return fmt.Errorf("%w: run 'make deps'", err)
+	}
+	c.qemu = qemu
 	c.floor = filepath.Join(c.work, "floor")
 	c.target = filepath.Join(c.work, "target")
 	for bin, src := range map[string]string{c.floor: "c/floor.c", c.target: "c/target.c"} {
@@ -51,7 +56,6 @@ func (c *config) prepare() error {
 			return fmt.Errorf("write bench profile: %w", err)
 		}
 	}
-	var err error
 	if c.accel, err = guest.LinuxAccel(); err != nil {
 		return err
 	}
@@ -94,7 +98,7 @@ type machine struct {
 	KFV    string `json:"kfv"`
 }
 
-func describeMachine() (machine, error) {
+func describeMachine(qemu string) (machine, error) {
 	m := machine{Cores: runtime.NumCPU(), Go: runtime.Version()}
 	b, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
@@ -111,12 +115,11 @@ func describeMachine() (machine, error) {
 		return m, fmt.Errorf("uname: %w", err)
 	}
 	m.Kernel = cstr(u.Release[:])
-	out, err := exec.Command(guest.QEMUBinary, "--version").Output()
+	v, err := guest.QEMUVersionOf(qemu)
 	if err != nil {
-		return m, fmt.Errorf("%s --version: %w", guest.QEMUBinary, err)
+		return m, err
 	}
-	m.QEMU, _, _ = strings.Cut(strings.TrimSpace(string(out)), "\n")
-	m.QEMU = strings.TrimPrefix(m.QEMU, "QEMU emulator version ")
+	m.QEMU = strings.TrimPrefix(v.Line, "QEMU emulator version ")
 	m.KVM = kvmKind()
 	return m, nil
 }

@@ -237,7 +237,7 @@ func resultMS(m guest.Markers, key string) float64 {
 
 // guestArgv wraps QEMU's arguments for a configuration.
 func (c *config) guestArgv(cfg, events string, args []string) []string {
-	qemu := append([]string{guest.QEMUBinary}, args...)
+	qemu := append([]string{c.qemu}, args...)
 	switch cfg {
 	case cfgSandbox:
 		return append(qemu, "-sandbox", sandboxOpt)

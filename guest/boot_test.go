@@ -27,8 +27,11 @@ func needQEMU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMU: skipped with -short")
 	}
-	if _, err := exec.LookPath(QEMUBinary); err != nil {
-		t.Skipf("%s not in PATH: install qemu-system-x86", QEMUBinary)
+	if _, err := QEMUBinary(); err != nil {
+		if os.Getenv(QEMUEnv) != "" {
+			t.Fatal(err) // a QEMU was asked for by name: its absence is an error
+		}
+		t.Skip(err)
 	}
 }
 

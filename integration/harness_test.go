@@ -25,6 +25,14 @@ var (
 	guestDir  string // guest cache
 	repoRoot  string
 	buildNote string // why kfv-run could not be built, if it could not
+
+	// The QEMU under test: guest.QEMUBinary (KFV_QEMU, else PATH), its
+	// version, or why there is none. qemuMajor lets the rare test that
+	// must differ between QEMU versions say so (and why).
+	qemuBin     string
+	qemuVersion guest.QEMUVersion
+	qemuMajor   int
+	qemuNote    string
 )
 
 func TestMain(m *testing.M) {
@@ -36,6 +44,7 @@ func TestMain(m *testing.M) {
 	if guestDir == "" {
 		guestDir = filepath.Join(repoRoot, ".cache", "guests")
 	}
+	findQEMU()
 	kfvRun = os.Getenv("KFV_RUN")
 	var cleanup func()
 	if kfvRun == "" {
@@ -57,6 +66,26 @@ func TestMain(m *testing.M) {
 		cleanup()
 	}
 	os.Exit(code)
+}
+
+// findQEMU selects the QEMU every test runs and asks it its version,
+// once; the version goes to the test output, so that each run says which
+// QEMU it tested.
+func findQEMU() {
+	bin, err := guest.QEMUBinary()
+	if err != nil {
+		qemuNote = err.Error()
+		fmt.Fprintf(os.Stderr, "kfv integration: no QEMU: %v\n", err)
+		return
+	}
+	v, err := guest.QEMUVersionOf(bin)
+	if err != nil {
+		qemuNote = err.Error()
+		fmt.Fprintf(os.Stderr, "kfv integration: %v\n", err)
+		return
+	}
+	qemuBin, qemuVersion, qemuMajor = bin, v, v.Major
+	fmt.Fprintf(os.Stderr, "kfv integration: QEMU %s: %s\n", bin, v.Line)
 }
 
 func findRepoRoot() string {
@@ -81,14 +110,18 @@ func needKfv(t *testing.T) {
 	}
 }
 
-// needQEMU returns the QEMU binary or skips.
+// needQEMU returns the QEMU under test (KFV_QEMU, else the one in PATH).
+// Without one it skips, unless KFV_QEMU named one: then its absence is a
+// failure.
 func needQEMU(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 not in PATH: run 'make deps' (installs qemu-system-x86)")
+	if qemuNote != "" {
+		if os.Getenv(guest.QEMUEnv) != "" {
+			t.Fatal(qemuNote)
+		}
+		t.Skip(qemuNote + ": run 'make deps' (installs qemu-system-x86)")
 	}
-	return p
+	return qemuBin
 }
 
 // kvmProblem says why KVM cannot be used here, or "" if it can.

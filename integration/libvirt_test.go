@@ -67,6 +67,8 @@ func worldDir(t *testing.T, prefix string) string {
 }
 
 // writeKfvConfig writes a kfv.toml that sends events to DIR/events/VM.jsonl.
+// When KFV_QEMU selects the QEMU under test, the file names it (qemu =);
+// otherwise the emulator finds QEMU in PATH, as by default.
 func writeKfvConfig(t *testing.T, dir, extra string) (cfg, events string) {
 	t.Helper()
 	events = filepath.Join(dir, "events")
@@ -75,6 +77,9 @@ func writeKfvConfig(t *testing.T, dir, extra string) (cfg, events string) {
 	}
 	cfg = filepath.Join(dir, "kfv.toml")
 	body := fmt.Sprintf("events = %q\n%s", events+"/{vm}.jsonl", extra)
+	if os.Getenv(guest.QEMUEnv) != "" {
+		body += fmt.Sprintf("qemu = %q\n", needQEMU(t))
+	}
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -577,6 +582,12 @@ func needLibvirt(t *testing.T) {
 		}
 	}
 	if err := exec.Command("virsh", "-c", "qemu:///system", "version").Run(); err == nil {
+		if os.Getenv(guest.QEMUEnv) != "" {
+			// Its capability probes run the kfv link with its own
+			// environment, so the link would probe the QEMU in that
+			// libvirtd's PATH, not the one under test.
+			t.Skipf("a libvirtd of the host's own runs: its probes of the kfv emulator would find the QEMU in its PATH, not %s=%s; stop it to run the libvirt tests on that QEMU", guest.QEMUEnv, os.Getenv(guest.QEMUEnv))
+		}
 		return // a libvirtd of the host's own
 	}
 	self, err := os.Executable()
@@ -585,6 +596,17 @@ func needLibvirt(t *testing.T) {
 	}
 	r := exec.Command(self, "-test.run=^$")
 	r.Env = append(os.Environ(), reaperEnv+"=1")
+	if os.Getenv(guest.QEMUEnv) != "" {
+		// libvirtd passes its PATH to the QEMU it probes and starts; the
+		// kfv emulator, probed under libvirtd's environment (no
+		// KFV_CONFIG), finds QEMU there. A directory first in that PATH
+		// holds qemu-system-x86_64, a link to the QEMU under test.
+		bin := worldDir(t, "kfv-qemu-path-")
+		if err := os.Symlink(needQEMU(t), filepath.Join(bin, "qemu-system-x86_64")); err != nil {
+			t.Fatal(err)
+		}
+		r.Env = append(r.Env, "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
 	stdout, err := r.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

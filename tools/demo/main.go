@@ -63,9 +63,9 @@ func run(kfv, guests string) error {
 	if err := os.Truncate(disk, 64<<20); err != nil {
 		return err
 	}
-	qemu, err := exec.LookPath("qemu-system-x86_64")
+	qemu, err := guest.QEMUBinary()
 	if err != nil {
-		return errors.New("qemu-system-x86_64 not in PATH: run 'make deps'")
+		return fmt.Errorf("%w: run 'make deps'", err)
 	}
 
 	say("== kfv demo")
