@@ -25,24 +25,39 @@ import (
 )
 
 // ioUringDiskArgs attaches image as the guest's /dev/vda on virtio-blk
-// with aio=io_uring and the given cache mode.
-func ioUringDiskArgs(image, cache string) []string {
-	return []string{
-		"-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=kfvdisk,cache=%s,aio=io_uring", image, cache),
-		"-device", "virtio-blk-pci,drive=kfvdisk",
+// with aio=io_uring and the given cache mode, on an IOThread of its own
+// when iothread is set (whose event loop also keeps an fd-monitor ring).
+func ioUringDiskArgs(image, cache string, iothread bool) []string {
+	dev := "virtio-blk-pci,drive=kfvdisk"
+	var obj []string
+	if iothread {
+		obj = []string{"-object", "iothread,id=kfvio"}
+		dev += ",iothread=kfvio"
 	}
+	return append(obj,
+		"-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=kfvdisk,cache=%s,aio=io_uring", image, cache),
+		"-device", dev,
+	)
 }
 
 // TestIOURingDisk: the disk workload (32 MiB written with O_DIRECT and
 // fsync, read back) on a virtio-blk disk with aio=io_uring, cache=none
-// and cache=writeback, on bare QEMU and under kfv-run in enforce mode.
+// and cache=writeback, in the main loop and on an IOThread, on bare QEMU
+// and under kfv-run in enforce mode.
 // The guest's checksum and the image on the host must both be the
 // pattern's; under kfv the run must hold no denial and no reaction
 // (benign.run), and the rings QEMU used must be kfv's.
 func TestIOURingDisk(t *testing.T) {
-	for _, cache := range []string{"none", "writeback"} {
+	for _, cfg := range []struct {
+		cache    string
+		iothread bool
+	}{{"none", false}, {"writeback", false}, {"writeback", true}} {
+		name := "cache=" + cfg.cache
+		if cfg.iothread {
+			name += "+iothread"
+		}
 		for _, mode := range []string{"bare", "kfv"} {
-			t.Run("cache="+cache+"/"+mode, func(t *testing.T) {
+			t.Run(name+"/"+mode, func(t *testing.T) {
 				b := newBenign(t)
 				const mib = 32
 				img := b.path("disk.raw")
@@ -52,7 +67,7 @@ func TestIOURingDisk(t *testing.T) {
 				if err := os.Truncate(img, mib<<20); err != nil {
 					t.Fatal(err)
 				}
-				args := append(b.args(guest.WorkloadDisk, fmt.Sprintf("kfv.size=%d", mib)), ioUringDiskArgs(img, cache)...)
+				args := append(b.args(guest.WorkloadDisk, fmt.Sprintf("kfv.size=%d", mib)), ioUringDiskArgs(img, cfg.cache, cfg.iothread)...)
 				var p *proc
 				if mode == "kfv" {
 					p = b.run(args)
