@@ -19,11 +19,12 @@ const (
 	glibcForkFlags     = cloneChildSettid | cloneChildCleartid | sigchld
 )
 
-// DaemonizeRule returns the rule that admits QEMU's daemonizing forks
-// when its command line has -daemonize (set.Daemonize), and nil
-// otherwise: glibc's fork exactly, and orch admits only DaemonizeForks
-// of them, each from a process's main thread before it has a vCPU, once
-// per process (profiles.VerdictRule.Daemonize).
+// DaemonizeRule returns the rules for QEMU's -daemonize when its command
+// line has it (set.Daemonize), and nil otherwise: its forks (glibc's fork
+// exactly, and orch admits only DaemonizeForks of them, each from a
+// process's main thread before it has a vCPU, once per process:
+// profiles.VerdictRule.Daemonize), its setsid and umask, and its chdir
+// to /. The pidfile is a file of the VM's set like any other.
 func DaemonizeRule(set *resources.Set) []profiles.VerdictRule {
 	if !set.Daemonize {
 		return nil
@@ -38,6 +39,17 @@ func DaemonizeRule(set *resources.Set) []profiles.VerdictRule {
 		Verdict:   profiles.VerdictAllow,
 		Daemonize: true,
 		Reason:    "-daemonize: QEMU forks, its child calls setsid and forks the daemon; each fork from the main thread of a process without a vCPU, once per process, two in all. Any other process creation is refused",
+	}, {
+		Name:     "vm-daemonize-session",
+		Syscalls: []string{"setsid", "umask"},
+		Verdict:  profiles.VerdictAllow,
+		Reason:   "-daemonize: the child leaves the caller's session (setsid), the daemon sets umask 027 (os_daemonize); neither reaches anything outside QEMU",
+	}, {
+		Name:     "vm-daemonize-chdir",
+		Syscalls: []string{"chdir"},
+		Paths:    []string{"/"},
+		Verdict:  profiles.VerdictAllow,
+		Reason:   "-daemonize: once ready the daemon changes to / (os_setup_post), so that it holds no directory of its caller",
 	}}
 }
 

@@ -40,6 +40,17 @@ type Decoder struct {
 	threads     *threadNames
 }
 
+// Follow makes pid the process whose threads' names are read through
+// kept fds: the daemon QEMU's -daemonize forked. Call it from the
+// goroutine that decodes.
+func (d *Decoder) Follow(pid int) {
+	d.threadsOnce.Do(func() {})
+	if d.threads != nil {
+		d.threads.Close()
+	}
+	d.PID, d.threads = pid, newThreadNames(pid)
+}
+
 // Close releases the fds the decoder keeps.
 func (d *Decoder) Close() {
 	if d.threads != nil {
@@ -90,6 +101,9 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 	k, ok := sysent.Lookup(r.Syscall)
 	if !ok {
 		return nil
+	}
+	if k.Effect == sysent.CreateProcesses {
+		r.HasVCPU = hasVCPU(r.PID)
 	}
 	var errs []error
 	for _, i := range k.FDArgs {

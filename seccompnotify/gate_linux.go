@@ -55,7 +55,11 @@ type Outcome struct {
 type Gate struct {
 	Listener *Listener
 	Pidfd    *os.File // QEMU's: its fds are copied through it
-	Audit    bool
+	// PID is the process of Pidfd. A call from another process under
+	// the filter (QEMU's -daemonize forks) has its fds copied through a
+	// pidfd of its own.
+	PID   int
+	Audit bool
 	// Decide decides a request again when a performed call reaches
 	// another object than the path it names (a symlink, "..").
 	Decide func(*orch.Request) orch.Decision
@@ -68,6 +72,8 @@ type Gate struct {
 	// Workers run calls that may block beside the loop; nil runs them
 	// inline.
 	Workers *Workers
+
+	others callerPidfds
 }
 
 // result is what a performer did, for the gate to answer.

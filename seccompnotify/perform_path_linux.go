@@ -27,7 +27,7 @@ func init() {
 // openRequest rebuilds the open-family call from its registers.
 func openRequest(g *Gate, c *Call) *OpenRequest {
 	a := c.Req.Args
-	r := &OpenRequest{TGID: c.Req.PID, TID: c.Req.TID, Pidfd: g.Pidfd, Path: c.Req.PathArg}
+	r := &OpenRequest{TGID: c.Req.PID, TID: c.Req.TID, Pidfd: g.pidfdOf(c), Path: c.Req.PathArg}
 	switch c.Req.Syscall {
 	case "open":
 		r.DirFD, r.Flags, r.Mode = unix.AT_FDCWD, int(int32(a[1])), uint32(a[2])
@@ -96,7 +96,7 @@ func unlinkArgs(c *Call) (dirfd, flags int) {
 
 func resolveUnlink(g *Gate, c *Call) (*Target, error) {
 	dirfd, flags := unlinkArgs(c)
-	r := &OpenRequest{TGID: c.Req.PID, TID: c.Req.TID, Pidfd: g.Pidfd, DirFD: dirfd, Path: c.Req.PathArg}
+	r := &OpenRequest{TGID: c.Req.PID, TID: c.Req.TID, Pidfd: g.pidfdOf(c), DirFD: dirfd, Path: c.Req.PathArg}
 	return ResolveEntry(r, flags&unix.AT_REMOVEDIR != 0)
 }
 

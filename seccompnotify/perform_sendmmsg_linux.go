@@ -94,7 +94,7 @@ func readMmsgs(g *Gate, c *Call, vlen uint64, stream bool) *mmsgs {
 	}
 	for i := uint64(0); i < vlen; i++ {
 		h := hdrs[i*sizeofMmsghdr:]
-		m, err := ReadMsg(c.N.PID, g.Pidfd, base+i*sizeofMmsghdr, maxSendTo)
+		m, err := ReadMsg(c.N.PID, g.pidfdOf(c), base+i*sizeofMmsghdr, maxSendTo)
 		if err != nil {
 			v.stop = errnoOr(err, unix.EFAULT)
 			break

@@ -28,7 +28,7 @@ const maxSendTo = 1 << 20
 // takeSocket copies the call's fd (argument 0) from QEMU; when it
 // cannot, the result is the errno the native call would have got.
 func takeSocket(g *Gate, c *Call) (FD, *result) {
-	sock, err := TakeFD(g.Pidfd, int(int32(c.Req.Args[0])))
+	sock, err := TakeFD(g.pidfdOf(c), int(int32(c.Req.Args[0])))
 	if err != nil {
 		r := failed(errnoOr(err, unix.EBADF), "emulated")
 		return -1, &r
@@ -49,7 +49,7 @@ func performSockaddr(g *Gate, c *Call, d orch.Decision, _ *Target, _ error) resu
 	if len(req.SockRaw) == 0 {
 		return decided("")
 	}
-	sock, err := TakeFD(g.Pidfd, int(int32(req.Args[0])))
+	sock, err := TakeFD(g.pidfdOf(c), int(int32(req.Args[0])))
 	if err != nil {
 		var errno unix.Errno
 		if errors.As(err, &errno) {
@@ -165,7 +165,7 @@ func performSendMsg(g *Gate, c *Call, d orch.Decision, _ *Target, _ error) resul
 	if bad != nil {
 		return *bad
 	}
-	m, err := ReadMsg(c.N.PID, g.Pidfd, req.Args[1], maxSendTo)
+	m, err := ReadMsg(c.N.PID, g.pidfdOf(c), req.Args[1], maxSendTo)
 	if err != nil {
 		sock.Close()
 		var errno unix.Errno

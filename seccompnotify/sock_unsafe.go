@@ -26,6 +26,9 @@ func (f FD) Close() error { return unix.Close(int(f)) }
 // open file description, so calls made on the copy act on the caller's
 // socket or file. The copy is close-on-exec.
 func TakeFD(pidfd *os.File, fd int) (FD, error) {
+	if pidfd == nil {
+		return -1, unix.EBADF // no pidfd of the caller's process
+	}
 	nfd, err := unix.PidfdGetfd(int(pidfd.Fd()), fd, 0)
 	if err != nil {
 		if err == unix.EBADF {

@@ -28,11 +28,15 @@ func (em emitter) emit(e *event.Event) {
 	e.VM = em.cfg.VM
 	e.Mode = string(em.cfg.Mode)
 	if e.PID == 0 {
-		e.PID = em.proc.pid
+		e.PID, _ = em.proc.current()
 	}
 	em.cfg.Events.Emit(e)
 }
 
 func (em emitter) emitErr(err error) {
-	em.emit(&event.Event{Kind: event.KindError, Source: "supervisor", Detail: strings.TrimSpace(err.Error())})
+	msg := strings.TrimSpace(err.Error())
+	em.emit(&event.Event{Kind: event.KindError, Source: "supervisor", Detail: msg})
+	if em.cfg.ErrLog != nil {
+		em.cfg.ErrLog("VM " + em.cfg.VM + ": " + msg)
+	}
 }

@@ -487,6 +487,8 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 		return fail(lerr.Code, lerr)
 	}
 	s.qemuPath, s.proc.pid, s.proc.pidfd = req.QEMU, req.PID, pidfd
+	s.proc.started, s.proc.startedFD = req.PID, pidfd
+	defer s.proc.closeAll()
 	s.proc.emulator = true
 	// The L3 hook: what the manager hands QEMU over its monitors is
 	// admitted before QEMU opens it. The session is the only one: under
@@ -537,7 +539,7 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 				continue
 			}
 			if err == nil {
-				s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("process %d (QEMU as started) exited", s.proc.pid)})
+				s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("process %d (QEMU as started) exited", s.proc.started)})
 			}
 			return
 		}
@@ -553,12 +555,17 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 		// calls now fail with ENOSYS): do not wait for it.
 		<-exited
 	}
+	s.gate.Close()
 	if err := s.listener.Close(); err != nil {
 		loopErr = errors.Join(loopErr, fmt.Errorf("close listener: %w", err))
 	}
 	if loopErr != nil {
 		s.emitErr(fmt.Errorf("supervisor loop: %w", loopErr))
 		return exitLaunch
+	}
+	if s.proc.followed() {
+		pid, _ := s.proc.current()
+		s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("QEMU's daemon %d exited (-daemonize: it is not kfv's child, its exit status is its reaper's)", pid)})
 	}
 	s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "no process uses the filter any more: supervisor exits"})
 	return 0

@@ -89,6 +89,13 @@ func (d *DynamicDecider) ResetText() {
 	}
 }
 
+// ResetDaemonize passes through (orch.Engine).
+func (d *DynamicDecider) ResetDaemonize() {
+	if dr, ok := d.Decider.(daemonizeResetter); ok {
+		dr.ResetDaemonize()
+	}
+}
+
 // JudgesOrigin implements textSetter.JudgesOrigin.
 func (d *DynamicDecider) JudgesOrigin() bool {
 	ts, ok := d.Decider.(textSetter)

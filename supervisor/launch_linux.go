@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"kfv/orch"
 	"kfv/policy"
@@ -86,6 +87,9 @@ type Policy struct {
 	// runtime takes the resources a manager hands QEMU over its monitors
 	// (nil: none are admitted).
 	runtime *DynamicDecider
+	// Daemonize says the command line has -daemonize: the profile admits
+	// QEMU's daemonizing forks, and kfv follows the daemon.
+	Daemonize bool
 }
 
 // NewPolicy resolves a profile (a built-in name or a file) for one
@@ -116,5 +120,6 @@ func NewPolicy(profile string, qemu bool, args, env []string, cwd string, server
 		return nil, fmt.Errorf("profile %s: %w", p.Source, err)
 	}
 	dyn := &DynamicDecider{Decider: engine}
-	return &Policy{Profile: p, Decider: dyn, runtime: dyn}, nil
+	daemonize := slices.ContainsFunc(p.Rules, func(r profiles.VerdictRule) bool { return r.Daemonize })
+	return &Policy{Profile: p, Decider: dyn, runtime: dyn, Daemonize: daemonize}, nil
 }

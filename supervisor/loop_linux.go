@@ -51,6 +51,7 @@ func (s *session) handle(c *seccompnotify.Call) {
 	if err := s.listener.IDValid(c.N.ID); err != nil {
 		return // the caller is gone; nobody to answer
 	}
+	s.maybeFollow(c)
 	switch {
 	case c.N.Arch != unix.AUDIT_ARCH_X86_64:
 		// The filter kills foreign ABIs; this cannot happen unless the
@@ -71,6 +72,7 @@ func (s *session) handle(c *seccompnotify.Call) {
 		return
 	}
 	d := s.cfg.Policy.Decider.Decide(&c.Req)
+	s.countFork(&c.Req, d)
 	if d.Hold && s.cfg.Mode == Enforce && s.plane.hold(c, d) {
 		// The HO asks to keep the thread blocked until the VO decides:
 		// the plane answers it through the gate, within the hold's bound.

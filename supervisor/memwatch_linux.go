@@ -66,7 +66,8 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 			}
 		}
 	}
-	w, err := memwatch.New(p.proc.pid, mc)
+	pid, _ := p.proc.current()
+	w, err := memwatch.New(pid, mc)
 	if err != nil {
 		p.em.emitErr(fmt.Errorf("memwatch: %w", err))
 		return

@@ -312,7 +312,8 @@ func (p *plane) connect() {
 	}()
 	if ts, ok := p.cfg.Policy.Decider.(textSetter); ok && ts.JudgesOrigin() {
 		// (newSession disarmed it: this QEMU's code is elsewhere.)
-		ranges, err := codeRanges(p.proc.pid)
+		pid, _ := p.proc.current()
+		ranges, err := codeRanges(pid)
 		if err != nil {
 			p.em.emitErr(fmt.Errorf("origin detector: %w", err))
 			return

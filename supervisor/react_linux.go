@@ -44,22 +44,85 @@ func (r *restartState) get() *restartReq {
 }
 
 // process is the QEMU of one session, as the reactions that act on it
-// outside QEMU see it. Set before the loop and the plane start.
+// outside QEMU see it. pid and pidfd are set before the loop and the plane
+// start, and change only when the loop follows QEMU's -daemonize fork
+// (follow): read them through current from any other goroutine.
 type process struct {
+	mu    sync.Mutex
 	pid   int
 	pidfd *os.File
+	// started is the process kfv started (the loader, then QEMU), and
+	// startedFD its pidfd; pid and pidfd differ from them once QEMU
+	// daemonized.
+	started   int
+	startedFD *os.File
+	// left are the pidfds of the processes followed away from, closed
+	// with the session (a reaction may still hold one).
+	left     []*os.File
+	leftPIDs []int
 	// emulator is set in the emulator model (QEMU is not our child).
 	emulator bool
 	// restart is set when the VO orders a restart of this QEMU.
 	restart restartState
 }
 
+// current returns QEMU's process: the one kfv started, or the daemon it
+// forked.
+func (p *process) current() (int, *os.File) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pid, p.pidfd
+}
+
+// follow makes pid (pidfd) QEMU's process: the child of its -daemonize
+// fork, which goes on when its parent exits.
+func (p *process) follow(pid int, pidfd *os.File) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pidfd != nil && p.pidfd != p.startedFD {
+		p.left = append(p.left, p.pidfd)
+		p.leftPIDs = append(p.leftPIDs, p.pid)
+	}
+	p.pid, p.pidfd = pid, pidfd
+}
+
+// daemon returns QEMU's process now, and the processes it was before
+// but the one kfv started.
+func (p *process) daemon() (int, *os.File, []int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pid, p.pidfd, append([]int(nil), p.leftPIDs...)
+}
+
+// followed reports whether QEMU's process is not the one kfv started.
+func (p *process) followed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pid != p.started
+}
+
+// closeAll closes the pidfds of the processes followed (not the one kfv
+// started, whose owner closes it).
+func (p *process) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.left {
+		f.Close()
+	}
+	p.left = nil
+	if p.pidfd != p.startedFD && p.pidfd != nil {
+		p.pidfd.Close()
+	}
+	p.pid, p.pidfd = p.started, p.startedFD
+}
+
 // kill ends QEMU with SIGKILL through its pidfd.
 func (p *process) kill() error {
-	if p.pidfd == nil {
+	_, pidfd := p.current()
+	if pidfd == nil {
 		return errors.New("no QEMU process")
 	}
-	if err := unix.PidfdSendSignal(int(p.pidfd.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+	if err := unix.PidfdSendSignal(int(pidfd.Fd()), unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("kill QEMU: %w", err)
 	}
 	return nil
@@ -87,10 +150,11 @@ func (p *process) requestRestart(em emitter, fromCheckpoint bool, ckpt string) e
 // gone reports whether QEMU's process has exited, waiting up to d for
 // its pidfd to say so.
 func (p *process) gone(d time.Duration) bool {
-	if p.pidfd == nil {
+	_, pidfd := p.current()
+	if pidfd == nil {
 		return true
 	}
-	fds := []unix.PollFd{{Fd: int32(p.pidfd.Fd()), Events: unix.POLLIN}}
+	fds := []unix.PollFd{{Fd: int32(pidfd.Fd()), Events: unix.POLLIN}}
 	n, err := unix.Poll(fds, int(d/time.Millisecond))
 	return err == nil && n > 0
 }

@@ -64,6 +64,14 @@ type Config struct {
 	// MaxRestarts bounds the restarts the VO may order (backoff 1 s, 2 s,
 	// 4 s... up to 30 s between them); 0 allows none.
 	MaxRestarts int
+	// Detached is called once when QEMU's first process exits while the
+	// daemon it forked (-daemonize) goes on under supervision, with the
+	// first process's exit status: the caller tells its own caller, and
+	// lets go of its stdio. nil: Run just goes on.
+	Detached func(status int)
+	// ErrLog, when set, receives the text of every error event too: a
+	// detached supervisor's log, since nobody reads its stderr.
+	ErrLog func(string)
 }
 
 // forwarded are the signals kfv-run passes on to QEMU. SIGURG is the Go
@@ -87,6 +95,13 @@ func Run(cfg *Config) (int, error) {
 	signal.Notify(sigCh, forwarded...)
 	defer signal.Stop(sigCh)
 
+	if cfg.Policy.Daemonize {
+		// The daemon QEMU forks is reparented here when its parent
+		// exits, so that its exit can be waited on.
+		if err := setSubreaper(); err != nil {
+			return exitLaunch, launchErr(exitLaunch, "-daemonize: %w", err)
+		}
+	}
 	maxRestarts := cfg.MaxRestarts
 	var restore, ckpt string
 	var cur atomic.Pointer[session]
@@ -151,12 +166,20 @@ func (s *session) runOnce(path string, sigCh chan os.Signal) (int, error) {
 
 	var status int
 	var exitErr error
+	first := true
 	for done := false; !done; {
 		select {
 		case sig := <-sigCh:
 			s.forward(sig.(syscall.Signal))
 		case ws := <-s.exited:
 			status, exitErr = s.exitStatus(ws)
+			if first && exitErr == nil && s.proc.followed() {
+				// QEMU's first process is gone; its daemon goes on.
+				first = false
+				s.firstExited(status)
+				go s.waitDaemon()
+				continue
+			}
 			done = true
 		}
 	}
@@ -167,11 +190,14 @@ func (s *session) runOnce(path string, sigCh chan os.Signal) (int, error) {
 	if err := s.listener.Close(); err != nil {
 		loopErr = errors.Join(loopErr, fmt.Errorf("close listener: %w", err))
 	}
+	s.gate.Close()
+	pid, _ := s.proc.current()
+	s.proc.closeAll()
 	s.proc.pidfd.Close()
 	if exitErr != nil {
 		return status, exitErr
 	}
-	s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("qemu exited with status %d", status)})
+	s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", PID: pid, Detail: fmt.Sprintf("qemu exited with status %d", status)})
 	if loopErr != nil {
 		return status, fmt.Errorf("supervisor loop: %w", loopErr)
 	}
@@ -241,6 +267,9 @@ func newSession(cfg *Config) (*session, *LaunchError) {
 		// its monitor answers and its code ranges are known.
 		ts.ResetText()
 	}
+	if dr, ok := cfg.Policy.Decider.(daemonizeResetter); ok {
+		dr.ResetDaemonize() // a new QEMU daemonizes anew
+	}
 	return s, nil
 }
 
@@ -267,6 +296,12 @@ type session struct {
 	execDone bool
 	// loaderFailed carries the loader's own failure report, if any.
 	loaderFailed chan *loaderStatus
+
+	// What the loop knows of QEMU's -daemonize (daemonize_linux.go):
+	// the forks it let run, QEMU's process now, and those it was before.
+	forks    int
+	curPID   int
+	leftPIDs []int
 }
 
 // start re-executes kfv as the loader, hands it the filter and QEMU's
@@ -302,7 +337,7 @@ func (s *session) start(path string) error {
 			started <- err
 			return
 		}
-		s.proc.pid = pid
+		s.proc.pid, s.proc.started = pid, pid
 		started <- nil
 		var ws unix.WaitStatus
 		for {
@@ -357,6 +392,7 @@ func (s *session) start(path string) error {
 		return s.abort(launchErr(exitLaunch, "pidfd_open %d: %w", s.proc.pid, err))
 	}
 	s.proc.pidfd = os.NewFile(uintptr(pidfd), "pidfd")
+	s.proc.startedFD = s.proc.pidfd
 	lf, err := seccompnotify.TakeListener(s.proc.pidfd, s.proc.pid, takeListenerTimeout)
 	if err != nil {
 		if st := s.loaderStatus(); st != nil {
@@ -382,9 +418,11 @@ func (s *session) attach(lf *os.File) error {
 	}
 	s.listener = l
 	s.dec.PID = s.proc.pid // the loop has not started: no race
+	s.curPID = s.proc.pid
 	s.gate = &seccompnotify.Gate{
 		Listener: l,
 		Pidfd:    s.proc.pidfd,
+		PID:      s.proc.pid,
 		Audit:    s.cfg.Mode == Audit,
 		Decide:   s.cfg.Policy.Decider.Decide,
 		Report:   s.report,
@@ -470,7 +508,8 @@ func (s *session) forward(sig syscall.Signal) {
 			detail += fmt.Sprintf(" (a command of kfv's was still in flight after %v)", gateTimeout)
 		}
 	}
-	err := unix.PidfdSendSignal(int(s.proc.pidfd.Fd()), sig, nil, 0)
+	_, pidfd := s.proc.current()
+	err := unix.PidfdSendSignal(int(pidfd.Fd()), sig, nil, 0)
 	if err != nil && !errors.Is(err, unix.ESRCH) {
 		detail += ": " + err.Error()
 	}

@@ -41,6 +41,14 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("current directory: %v", err), 125)
 	}
+	if !supervisor.IsDetached() && daemonizes(args, cwd) {
+		// -daemonize: this process waits for QEMU's first process and
+		// exits as it does; a detached kfv-run supervises (detach.go).
+		if status := runForeground(); status != 0 {
+			return cli.Exit("", status)
+		}
+		return nil
+	}
 	// What kfv adds to QEMU's command line and the manager's monitors it
 	// takes over (supervisor.Launch), then the policy for that line.
 	l, err := supervisor.NewLaunch(args[0], args[1:])
@@ -62,8 +70,36 @@ func runAction(c *cli.Context) error {
 	if vm == "" {
 		vm = vmName(args[1:])
 	}
+	var detached *detachedOutput
+	if supervisor.IsDetached() {
+		detached = newDetachedOutput(out)
+		out = detached
+	}
 	ev := event.NewWriter(out)
-	warn := func(s string) { fmt.Fprintln(os.Stderr, "kfv-run: warning: "+s) }
+	var stderr io.Writer = os.Stderr
+	if detached != nil {
+		stderr = detached
+	}
+	warn := func(s string) { fmt.Fprintln(stderr, "kfv-run: warning: "+s) }
+	if detached != nil && detached.log == nil && (c.String("events") == "" || c.String("events") == "-") {
+		warn("-daemonize without --events FILE and no system log (" + "/dev/log" + "): events and errors after QEMU is ready are lost; give --events FILE")
+	}
+	var onDetach func(int)
+	var errLog func(string)
+	if detached != nil {
+		toLog := c.String("events") == "" || c.String("events") == "-"
+		onDetach = func(status int) {
+			err := supervisor.Detached(status)
+			if derr := detached.detach(toLog); derr != nil {
+				err = errors.Join(err, derr)
+			}
+			if err != nil {
+				ev.Emit(&event.Event{Kind: event.KindError, VM: vm, Mode: string(mode), Source: "supervisor", Detail: "detach from the caller: " + err.Error()})
+				detached.logErr("VM " + vm + ": detach from the caller: " + err.Error())
+			}
+		}
+		errLog = detached.logErr
+	}
 	for _, w := range p.Warnings {
 		warn("profile " + p.Source + ": " + w)
 	}
@@ -85,7 +121,14 @@ func runAction(c *cli.Context) error {
 		Monitors:        l.Monitors,
 		HideFDs:         l.HideFDs,
 		Cwd:             cwd,
+		Detached:        onDetach,
+		ErrLog:          errLog,
 	})
+	if runErr != nil && detached != nil {
+		// Nobody may read stderr any more: the event stream and the log.
+		ev.Emit(&event.Event{Kind: event.KindError, VM: vm, Mode: string(mode), Source: "supervisor", Detail: runErr.Error()})
+		detached.logErr("VM " + vm + ": " + runErr.Error())
+	}
 	evErr := ev.Close()
 	if evErr == nil {
 		evErr = closeOut()
