@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 
 	"kfv/orch"
@@ -93,21 +94,26 @@ type Policy struct {
 }
 
 // NewPolicy resolves a profile (a built-in name or a file) for one
-// command line (qemu: it is a QEMU system emulator; args as QEMU gets
-// them) in QEMU's environment and working directory: the rules for the
-// VM's own resources derived from the line (package policy), the server
-// sockets it inherits, and the engine that applies them, which also
-// admits what a manager hands QEMU at run time.
-func NewPolicy(profile string, qemu bool, args, env []string, cwd string, serverSockets []string) (*Policy, error) {
+// command line (qemu: the QEMU system emulator's binary, as named on the
+// command line or found by the emulator, "" when the program is not QEMU;
+// args as QEMU gets them) in QEMU's environment and working directory:
+// the rules for the VM's own resources derived from the line (package
+// policy), for the installation of that QEMU when it is not the system's,
+// the server sockets it inherits, and the engine that applies them, which
+// also admits what a manager hands QEMU at run time.
+func NewPolicy(profile string, qemu string, args, env []string, cwd string, serverSockets []string) (*Policy, error) {
 	p, err := profiles.Resolve(profile)
 	if err != nil {
 		return nil, fmt.Errorf("profile %s:\n%w", profile, err)
 	}
-	if qemu {
+	if qemu != "" {
 		var warnings []string
 		p, warnings, err = policy.PrepareProfile(p, args, env, cwd, resources.HostFS())
 		if err != nil {
 			return nil, err
+		}
+		if bin, err := exec.LookPath(qemu); err == nil { // the launch reports a QEMU it cannot find
+			p = policy.WithBundleRules(p, policy.QEMUBundle(bin))
 		}
 		p = policy.WithServerSocketRule(p, serverSockets)
 		p.Warnings = append(p.Warnings, warnings...)

@@ -128,7 +128,7 @@ func emulatorSupervisorMain() int {
 		if mode != supervisor.Enforce && mode != supervisor.Audit {
 			return nil, nil, fmt.Errorf("%s: mode %q: want enforce or audit", st.Config, st.Mode)
 		}
-		pol, err := supervisor.NewPolicy(st.Profile, true, req.Argv[1:], req.Env, req.Cwd, st.ServerSockets)
+		pol, err := supervisor.NewPolicy(st.Profile, req.QEMU, req.Argv[1:], req.Env, req.Cwd, st.ServerSockets)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", st.Config, err)
 		}

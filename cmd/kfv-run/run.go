@@ -56,7 +56,11 @@ func runAction(c *cli.Context) error {
 		return cli.Exit(err.Error(), 125)
 	}
 	defer l.Close()
-	pol, err := supervisor.NewPolicy(c.String("profile"), l.IsQEMU, l.Args, os.Environ(), cwd, l.ServerSockets)
+	qemu := ""
+	if l.IsQEMU {
+		qemu = args[0]
+	}
+	pol, err := supervisor.NewPolicy(c.String("profile"), qemu, l.Args, os.Environ(), cwd, l.ServerSockets)
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
 	}
