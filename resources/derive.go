@@ -10,8 +10,9 @@ import (
 	"strings"
 )
 
-// OptionError is bad input on QEMU's command line: an option QEMU 7.2
-// does not know, a missing argument, or a value QEMU would reject.
+// OptionError is bad input on QEMU's command line: an option neither
+// QEMU 7.2 nor 10.0 knows, a missing argument, or a value QEMU would
+// reject.
 type OptionError struct {
 	// Option is the option as written ("-drive"), or the argument.
 	Option string
@@ -29,9 +30,14 @@ func (e *OptionError) Error() string {
 
 func (e *OptionError) Unwrap() error { return e.Err }
 
-// hasArg lists QEMU 7.2's (qemu-system-x86_64) options: true when the
-// option takes an argument. Checked against the binary: an option missing
-// here is one QEMU rejects as invalid.
+// hasArg lists the options of qemu-system-x86_64 7.2 and 10.0: true when
+// the option takes an argument. Checked against both binaries: an option
+// missing here is one both reject as invalid. An option only one of them
+// has is here too (kfv derives from the line before QEMU runs, whichever
+// QEMU it is); the QEMU that lacks it refuses the line itself. 10.0 no
+// longer has -audio-help, -portrait, -rotate, -no-acpi, -no-hpet,
+// -singlestep, -async-teardown, -chroot and -runas (the last three are
+// -run-with's keys), and added -run-with, -shim, -perfmap and -jitdump.
 var hasArg = map[string]bool{
 	// Without an argument.
 	"mem-prealloc": false, "audio-help": false, "snapshot": false, "usb": false,
@@ -61,10 +67,12 @@ var hasArg = map[string]bool{
 	"runas": true, "sandbox": true, "readconfig": true, "trace": true, "plugin": true,
 	"msg": true, "dump-vmstate": true, "object": true, "semihosting-config": true,
 	"g": true, "prom-env": true,
+	// QEMU 10.0's.
+	"perfmap": false, "jitdump": false, "run-with": true, "shim": true,
 }
 
 // IsFlag reports whether name (an option without its dashes) is one of
-// QEMU 7.2's options that take no argument. A walk over QEMU's arguments
+// QEMU's options that take no argument (7.2's or 10.0's). A walk over QEMU's arguments
 // that does not check them must take every other option to have one.
 func IsFlag(name string) bool {
 	takes, known := hasArg[name]
@@ -102,7 +110,7 @@ func tokenize(args []string) ([]token, error) {
 					return nil, &OptionError{Option: a, Err: fmt.Errorf("invalid option: QEMU takes \"-%s VALUE\", not \"-%s=VALUE\"", k, k)}
 				}
 			}
-			return nil, &OptionError{Option: a, Err: errors.New("invalid option (not a QEMU 7.2 option)")}
+			return nil, &OptionError{Option: a, Err: errors.New("invalid option (an option of neither QEMU 7.2 nor 10.0)")}
 		}
 		t := token{name: name, arg: a, origin: "-" + name}
 		if takes {
@@ -226,6 +234,7 @@ var keyValueOptions = map[string]keyValue{
 	"audiodev":   {implied: "driver", json: true, handle: noError((*deriver).audiodev)},
 	"audio":      {implied: "driver", handle: noError((*deriver).audiodev)},
 	"tpmdev":     {implied: "type", handle: noError((*deriver).tpmdev)},
+	"run-with":   {handle: noError((*deriver).runWith)},
 }
 
 func init() {
@@ -315,8 +324,20 @@ func (d *deriver) option(t token) error {
 		d.s.Daemonize = true
 	case "chroot":
 		d.s.warnf("-chroot %s: after start-up QEMU resolves paths inside %s, not as listed here", v, v)
+	case "async-teardown":
+		d.s.warnf("-async-teardown: QEMU starts a process at start-up to tear its memory down after it exits; kfv refuses processes (rule no-fork), so QEMU runs without it")
 	case "runas":
 		d.s.warnf("-runas %s: QEMU changes its user after start-up; files it opens later are checked with that user's rights too", v)
+	case "shim":
+		// QEMU 10.0: an EFI shim loaded with -kernel (machine property
+		// shim, read as given, not from the data directories).
+		d.file(v, ReadOnly, origin)
+	case "perfmap":
+		d.perfmap(origin)
+	case "jitdump":
+		// Not derived: QEMU maps the dump file it writes executable, as
+		// perf's marker, and such a mapping could hold any code.
+		d.s.warnf("-jitdump: QEMU creates jit-PID.dump and maps it executable as perf's marker; kfv admits neither (the file's content is QEMU's own to write, so an executable mapping of it could be any code): its open is denied and QEMU proceeds without jitdump; -perfmap works")
 	case "enable-kvm":
 		d.addAccels("kvm")
 	case "vnc":
@@ -341,6 +362,30 @@ func (d *deriver) option(t token) error {
 		// -append (the guest's command line), -vga, -d, -seed, -echr….
 	}
 	return nil
+}
+
+// runWith handles QEMU 10.0's -run-with, which took over -chroot, -runas
+// and -async-teardown: it names no file (user= is a user, chroot= the
+// directory QEMU moves into), but both change how QEMU's later paths and
+// rights are to be read.
+func (d *deriver) runWith(o *opts, origin string) {
+	if v := o.str("chroot"); v != "" {
+		d.s.warnf("%s chroot=%s: after start-up QEMU resolves paths inside %s, not as listed here", origin, v, v)
+	}
+	if v := o.str("user"); v != "" {
+		d.s.warnf("%s user=%s: QEMU changes its user after start-up; files it opens later are checked with that user's rights too", origin, v)
+	}
+	if on, err := o.boolean("async-teardown", false); err == nil && on {
+		d.s.warnf("%s async-teardown=on: QEMU starts a process at start-up to tear its memory down after it exits; kfv refuses processes (rule no-fork), so QEMU runs without it", origin)
+	}
+	d.leftovers(o, origin)
+}
+
+// perfmap handles QEMU 10.0's -perfmap: TCG writes the symbols of the
+// code it translates to /tmp/perf-PID.map, for perf. PID is QEMU's, known
+// only once it runs, so the file is a pattern of that shape alone.
+func (d *deriver) perfmap(origin string) {
+	d.s.addFile(File{Path: "/tmp/perf-PID.map", Abs: "/tmp/perf-[0-9]*.map", Pattern: true, Access: Create, Option: origin})
 }
 
 // blockdev handles -blockdev, a block node at the top of its tree.
@@ -588,6 +633,7 @@ func (d *deriver) machine(o *opts, origin string) {
 	d.file(o.str("dtb"), ReadOnly, origin+" dtb=")
 	d.file(o.str("dumpdtb"), Create, origin+" dumpdtb=")
 	d.dataFile(o.str("firmware"), origin+" firmware=")
+	d.file(o.str("shim"), ReadOnly, origin+" shim=") // QEMU 10.0
 	d.leftovers(o, origin)
 }
 
