@@ -1,0 +1,231 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"kfv/event"
+	"kfv/guest"
+)
+
+// QEMU's -daemonize -pidfile, as Proxmox starts QEMU: bare, then under
+// kfv-run (enforce, built-in profile). kfv-run must return as QEMU does
+// (0 once the daemon is ready), the pidfile must name the daemon, the
+// daemon must be supervised by a kfv-run that is not the caller's child,
+// the run must make no denial and no reaction, and the daemon's exit must
+// end the supervisor with an exit event.
+
+// withSerialFile replaces -serial stdio (which -daemonize refuses) by a
+// file.
+func withSerialFile(args []string, path string) []string {
+	out := append([]string(nil), args...)
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] == "-serial" && out[i+1] == "stdio" {
+			out[i+1] = "file:" + path
+		}
+	}
+	return out
+}
+
+// readPidfile waits for QEMU's pidfile and returns the pid in it.
+func readPidfile(t *testing.T, path string) int {
+	t.Helper()
+	var pid int
+	if !waitFor(10*time.Second, func() bool {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return false
+		}
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && pid > 0
+	}) {
+		t.Fatalf("no pid in %s", path)
+	}
+	return pid
+}
+
+// ppidOf returns the parent of pid, or 0 when it is gone.
+func ppidOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
+
+
+func TestDaemonize(t *testing.T) {
+	qemu := needQEMU(t)
+	cases := []struct {
+		name string
+		args func(t *testing.T, dir string) (args []string, selfExits bool)
+	}{
+		{"raw", func(t *testing.T, dir string) ([]string, bool) {
+			accel := "kvm"
+			if kvmProblem() != "" {
+				accel = "tcg"
+			}
+			img := rawGuest(t, guest.RawOptions{Loop: true})
+			return guest.RawArgs(img, accel), false
+		}},
+		{"linux", func(t *testing.T, dir string) ([]string, bool) {
+			accel, err := guest.LinuxAccel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if accel == "kvm" && kvmProblem() != "" {
+				t.Skipf("%s=kvm but %s", guest.LinuxAccelEnv, kvmProblem())
+			}
+			l := attackLinuxGuest(t)
+			disk := filepath.Join(dir, "disk.img")
+			if err := os.WriteFile(disk, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(disk, 16<<20); err != nil {
+				t.Fatal(err)
+			}
+			// The disk workload runs to its end; -no-reboot and panic=-1
+			// then end QEMU, daemon and all.
+			return append(guest.LinuxArgs(l, accel, guest.WorkloadDisk, "kfv.size=4"), guest.DiskArgs(disk, "raw")...), true
+		}},
+	}
+	for _, c := range cases {
+		for _, underKfv := range []bool{false, true} {
+			name := c.name + "/bare"
+			if underKfv {
+				name = c.name + "/kfv"
+			}
+			t.Run(name, func(t *testing.T) {
+				if underKfv {
+					needKfv(t)
+				}
+				dir := t.TempDir()
+				args, selfExits := c.args(t, dir)
+				serial := filepath.Join(dir, "serial.log")
+				pidfile := filepath.Join(dir, "qemu.pid")
+				sock := filepath.Join(dir, "qmp.sock")
+				events := filepath.Join(dir, "events.jsonl")
+				args = append(withSerialFile(args, serial), "-daemonize", "-pidfile", pidfile, "-qmp", "unix:"+sock+",server=on,wait=off")
+				argv := append([]string{qemu}, args...)
+				if underKfv {
+					argv = kfvArgs(events, []string{"--mode", "enforce", "--profile", "qemu"}, qemu, args...)
+				}
+				began := time.Now()
+				p := start(t, argv)
+				if st := p.wait(t, 2*time.Minute); st != 0 {
+					t.Fatalf("%s exited %d, want 0 (QEMU's -daemonize parent once the daemon is ready)\nstderr:\n%s", argv[0], st, p.stderr)
+				}
+				t.Logf("returned after %v", time.Since(began).Round(time.Millisecond))
+				daemon := readPidfile(t, pidfile)
+				if daemon == p.cmd.Process.Pid {
+					t.Fatalf("the pidfile names the process that exited")
+				}
+				if !alive(daemon) {
+					t.Fatalf("the pidfile's process %d is not running", daemon)
+				}
+				comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", daemon))
+				if !strings.HasPrefix(string(comm), "qemu-system") {
+					t.Fatalf("pidfile names %d (%q), not QEMU", daemon, comm)
+				}
+				supervisor := ppidOf(daemon)
+				t.Cleanup(func() {
+					syscall.Kill(daemon, syscall.SIGKILL)
+				})
+				if underKfv {
+					// The daemon's parent is the detached kfv-run, which
+					// is not the test's child.
+					exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", supervisor))
+					if !strings.HasSuffix(exe, "kfv-run") && !strings.HasSuffix(exe, filepath.Base(kfvRun)) {
+						t.Fatalf("the daemon's parent %d runs %q, want the detached kfv-run", supervisor, exe)
+					}
+					if pp := ppidOf(supervisor); pp == os.Getpid() {
+						t.Fatalf("the supervisor %d is still the caller's child", supervisor)
+					}
+				}
+				if !selfExits {
+					if underKfv {
+						// Quit once memwatch has its baseline: a scan of a
+						// QEMU that is exiting fails (as without -daemonize).
+						waitFor(30*time.Second, func() bool {
+							b, _ := os.ReadFile(events)
+							return strings.Contains(string(b), "memwatch baseline")
+						})
+					}
+					q := dialQMP(t, sock, 20*time.Second)
+					if st := q.status(t); st != "running" {
+						t.Fatalf("QMP status %q, want running", st)
+					}
+					if _, err := q.exec("quit", nil); err != nil && !strings.Contains(err.Error(), "EOF") {
+						t.Logf("quit: %v", err)
+					}
+				}
+				if !waitFor(3*time.Minute, func() bool { return !alive(daemon) }) {
+					t.Fatalf("the daemon %d did not exit", daemon)
+				}
+				if selfExits {
+					b, _ := os.ReadFile(serial)
+					if !strings.Contains(string(b), "KFV-RESULT workload=disk status=ok") {
+						t.Fatalf("the guest's disk workload did not succeed; console:\n%s", lastLines(string(b), 20))
+					}
+				}
+				if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
+					t.Errorf("pidfile %s still there after QEMU exited (%v)", pidfile, err)
+				}
+				if !underKfv {
+					return
+				}
+				if !waitFor(10*time.Second, func() bool { return !alive(supervisor) }) {
+					t.Fatalf("the supervisor %d goes on after the daemon exited", supervisor)
+				}
+				evs := readEvents(t, events)
+				if d := denials(evs); len(d) > 0 {
+					t.Errorf("%d denials in a benign -daemonize run:\n%s", len(d), dumpEvents(d))
+				}
+				var fromDaemon, followed int
+				exitEvent := false
+				for _, e := range evs {
+					switch {
+					case e.Kind == event.KindReaction:
+						t.Errorf("reaction in a benign run: %s %s", e.Reaction, e.Detail)
+					case e.Kind == event.KindError:
+						t.Errorf("error event: %s", e.Detail)
+					case e.Kind == event.KindLifecycle && strings.HasPrefix(e.Detail, "qemu exited"):
+						t.Logf("exit event: pid %d: %s", e.PID, e.Detail)
+						exitEvent = exitEvent || e.PID == daemon
+					case e.Kind == event.KindDecision && e.PID == daemon:
+						fromDaemon++
+					case e.Kind == event.KindLifecycle && strings.Contains(e.Detail, "QEMU forked (-daemonize)"):
+						followed++
+					case e.Kind == event.KindLifecycle && e.PID == daemon && strings.HasPrefix(e.Detail, "qemu exited with status"):
+						exitEvent = true
+					}
+				}
+				if followed != 2 {
+					t.Errorf("%d follow events, want 2 (the child, then the daemon)", followed)
+				}
+				// The daemon's calls reach the supervisor: the pidfile's
+				// open, the monitor's bind, its ROMs.
+				if fromDaemon == 0 {
+					t.Errorf("no decided call of the daemon %d in the event stream", daemon)
+				}
+				if !exitEvent {
+					t.Errorf("no exit event of the daemon %d", daemon)
+				}
+				t.Logf("%d decided calls of the daemon, %d events", fromDaemon, len(evs))
+			})
+		}
+	}
+}
