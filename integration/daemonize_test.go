@@ -65,8 +65,6 @@ func ppidOf(pid int) int {
 	return n
 }
 
-
-
 func TestDaemonize(t *testing.T) {
 	qemu := needQEMU(t)
 	cases := []struct {
