@@ -41,7 +41,9 @@ func main() {
 			"allows run in the kernel; the rest reach kfv-run, which decides, answers and logs each one\n" +
 			"as a JSON line. QEMU keeps its arguments, environment, stdio and inherited fds; kfv-run\n" +
 			"returns QEMU's exit status (128+N if it died of signal N; 125 if kfv failed before QEMU\n" +
-			"started, 126 if QEMU is not executable, 127 if it is not found).",
+			"started, 126 if QEMU is not executable, 127 if it is not found). With -daemonize it returns\n" +
+			"as QEMU's first process does (0 once the daemon is ready) while a detached kfv-run goes on\n" +
+			"supervising the daemon (docs/daemonize.md).",
 		Version:         version,
 		HideVersion:     true,
 		Flags:           runFlags,
