@@ -110,9 +110,9 @@ var ringOps = []ringOp{
 	{6, "poll_add"}, {7, "poll_remove"}, {11, "timeout"},
 }
 
-// RingOpNames lists the SQE opcodes kfv's rings admit, for messages and
+// ringOpNames lists the SQE opcodes kfv's rings admit, for messages and
 // tests.
-func RingOpNames() []string {
+func ringOpNames() []string {
 	n := make([]string, len(ringOps))
 	for i, o := range ringOps {
 		n[i] = o.name
@@ -209,7 +209,7 @@ func ringRestrictions() []byte {
 // ringDetail says what kfv made, for the decision's event.
 func ringDetail(entries uint32) string {
 	return fmt.Sprintf("io_uring ring made by kfv, %d entries, restricted in the kernel to SQE ops %s; no SQE flags, no register ops",
-		entries, strings.Join(RingOpNames(), ","))
+		entries, strings.Join(ringOpNames(), ","))
 }
 
 func performIOURing(g *Gate, c *Call, _ orch.Decision, _ *Target, _ error) result {

@@ -105,7 +105,7 @@ func TestRingRestrictions(t *testing.T) {
 	if string(ops) != string(want) {
 		t.Errorf("ops %v, want %v", ops, want)
 	}
-	if got := strings.Join(RingOpNames(), ","); got != "readv,writev,fsync,poll_add,poll_remove,timeout" {
+	if got := strings.Join(ringOpNames(), ","); got != "readv,writev,fsync,poll_add,poll_remove,timeout" {
 		t.Errorf("names %s", got)
 	}
 }
