@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -225,5 +226,208 @@ func TestDaemonize(t *testing.T) {
 				t.Logf("%d decided calls of the daemon, %d events", fromDaemon, len(evs))
 			})
 		}
+	}
+}
+
+// A payload's fork in a daemonized QEMU: from a device thread (the block
+// worker that carries the guest's trigger) and from the main loop (the
+// one thread whose fork -daemonize needs: by then the daemonizing forks
+// are spent and the process has a vCPU). Bare, the fork and its exec run;
+// under kfv both are refused by no-fork and QEMU goes on; with a profile
+// that kills on a refused fork, the kill reaches the daemon.
+func TestDaemonizeForkRefused(t *testing.T) {
+	qemu := needQEMU(t)
+	for _, c := range []struct {
+		name, payload, mode string
+	}{
+		{"device/bare", "fork-exec", "bare"},
+		{"device/kfv", "fork-exec", "kfv"},
+		{"main/bare", "fork-exec-main", "bare"},
+		{"main/kfv", "fork-exec-main", "kfv"},
+		{"main/kfv-kill", "fork-exec-main", "kill"},
+	} {
+		t.Run(c.name, func(t *testing.T) { daemonAttack(t, qemu, c.payload, c.mode) })
+	}
+}
+
+// killOnForkProfile is the built-in profile with one more correlation:
+// a refused fork kills QEMU.
+func killOnForkProfile(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "profiles", "builtin", "qemu.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := strings.Replace(string(b), `name = "qemu"`, `name = "qemu-kill-on-fork"`, 1) + `
+[[correlate]]
+name = "refused-fork-kills"
+match = { detector = "signature", syscall = ["clone", "fork", "vfork"] }
+reactions = ["kill"]
+once = true
+reason = "test: a refused fork kills QEMU, to show that the reaction reaches the daemon"
+`
+	p := filepath.Join(dir, "kill-on-fork.toml")
+	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func daemonAttack(t *testing.T, qemu, payload, mode string) {
+	implant := buildImplant(t)
+	if mode != "bare" {
+		needKfv(t)
+	}
+	accel, err := guest.LinuxAccel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if accel == "kvm" && kvmProblem() != "" {
+		t.Skipf("%s=kvm but %s", guest.LinuxAccelEnv, kvmProblem())
+	}
+	l := attackLinuxGuest(t)
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(disk, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "marker")
+	words, err := guest.TriggerCmdline(payload, marker, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := filepath.Join(dir, "serial.log")
+	pidfile := filepath.Join(dir, "qemu.pid")
+	sock := filepath.Join(dir, "qmp.sock")
+	events := filepath.Join(dir, "events.jsonl")
+	qemuLog := filepath.Join(dir, "qemu.log")
+	// With a log (-d, -D) the daemon's stderr is the log file (/dev/null
+	// otherwise): the implant reports there once QEMU is ready.
+	args := append(guest.LinuxArgs(l, accel, guest.WorkloadTrigger, words...), guest.DiskArgs(disk, "raw")...)
+	args = append(withSerialFile(args, serial), "-daemonize", "-pidfile", pidfile, "-d", "guest_errors", "-D", qemuLog,
+		"-name", "kfv-test,debug-threads=on", "-qmp", "unix:"+sock+",server=on,wait=off")
+	argv := append([]string{qemu}, args...)
+	switch mode {
+	case "kfv":
+		argv = kfvArgs(events, []string{"--mode", "enforce", "--profile", "qemu"}, qemu, args...)
+	case "kill":
+		argv = kfvArgs(events, []string{"--mode", "enforce", "--profile", killOnForkProfile(t, dir)}, qemu, args...)
+	}
+	outPath := filepath.Join(dir, "stderr.txt")
+	out, err := os.Create(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = append(os.Environ(), "LD_PRELOAD="+implant, "KFV_IMPLANT_MAIN=1")
+	stderr := func() string {
+		b, _ := os.ReadFile(outPath)
+		l, _ := os.ReadFile(qemuLog)
+		return string(b) + string(l)
+	}
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: %v (want exit 0 once the daemon is ready)\n%s", argv[0], err, stderr())
+	}
+	daemon := readPidfile(t, pidfile)
+	t.Cleanup(func() { syscall.Kill(daemon, syscall.SIGKILL) })
+	done := "KFV-RESULT workload=" + guest.WorkloadTrigger
+	if !waitFor(4*time.Minute, func() bool {
+		b, _ := os.ReadFile(serial)
+		return strings.Contains(string(b), done) || !alive(daemon)
+	}) {
+		b, _ := os.ReadFile(serial)
+		t.Fatalf("no %q on the console within 4 minutes\nconsole:\n%s\nstderr:\n%s", done, lastLines(string(b), 30), stderr())
+	}
+	var r implantReport
+	waitFor(10*time.Second, func() bool {
+		r = parseImplant(stderr(), payload)
+		return r.Result != ""
+	})
+	if len(r.Loaded) == 0 {
+		t.Fatalf("the implant did not load into QEMU, so this run proves nothing\nstderr:\n%s", stderr())
+	}
+	// Killed on the refused fork, the implant may not get to report.
+	if r.Result == "" && mode != "kill" {
+		t.Fatalf("the implant reported no result for %s\nstderr:\n%s", payload, stderr())
+	}
+	t.Logf("payload ran in thread %d %q of the daemon %d: result=%s detail=%s", r.TID, r.Thread, daemon, r.Result, r.Detail)
+	_, markerErr := os.Stat(marker)
+	if mode == "bare" {
+		if r.Result != "ok" || markerErr != nil {
+			t.Fatalf("bare QEMU: the payload's fork and exec did not work (result=%s, marker: %v): the kfv run would prove nothing", r.Result, markerErr)
+		}
+		quitDaemon(t, sock, daemon)
+		return
+	}
+	if markerErr == nil {
+		t.Errorf("under kfv-run the payload's child ran: %s exists", marker)
+	}
+	if r.Result != "fail" && !(mode == "kill" && r.Result == "") {
+		t.Errorf("under kfv-run the implant says result=%s, want fail: %s", r.Result, r.Detail)
+	}
+	if mode == "kill" {
+		if !waitFor(20*time.Second, func() bool { return !alive(daemon) }) {
+			t.Fatalf("the daemon %d is alive after the refused fork, want it killed", daemon)
+		}
+	} else {
+		if !alive(daemon) {
+			t.Fatalf("the daemon is gone after the refused fork, want it running\nstderr:\n%s", stderr())
+		}
+		quitDaemon(t, sock, daemon)
+	}
+	// The supervisor ends with the daemon.
+	time.Sleep(500 * time.Millisecond)
+	evs := readEvents(t, events)
+	// The trigger's thread forks itself, or hands the fork to the main
+	// thread, whose id is the daemon's pid.
+	forker := r.TID
+	if payload == "fork-exec-main" {
+		forker = daemon
+	}
+	var hit *event.Event
+	for i, e := range evs {
+		if e.Kind == event.KindDecision && e.Verdict == "deny" && e.TID == forker && contains([]string{"clone", "clone3", "fork", "vfork"}, e.Syscall) {
+			hit = &evs[i]
+			break
+		}
+	}
+	if hit == nil {
+		t.Fatalf("no deny of the payload's fork (thread %d) in the event stream:\n%s", forker, dumpEvents(evs))
+	}
+	t.Logf("denied: %s pid=%d thread=%q rule=%s applied=%s args=%s", hit.Syscall, hit.PID, hit.Thread, hit.Rule, hit.Applied, hit.Args)
+	if hit.Rule != "no-fork" || hit.Applied != "deny" || hit.PID != daemon {
+		t.Errorf("the payload's fork: rule %q applied %q pid %d, want no-fork, deny, the daemon %d", hit.Rule, hit.Applied, hit.PID, daemon)
+	}
+	if mode == "kill" {
+		killed, exit := false, ""
+		for _, e := range evs {
+			if e.Kind == event.KindReaction && e.Reaction == "kill" && e.PID == daemon {
+				killed = true
+			}
+			if e.Kind == event.KindLifecycle && e.PID == daemon && strings.HasPrefix(e.Detail, "qemu exited") {
+				exit = e.Detail
+			}
+		}
+		if !killed {
+			t.Errorf("no kill reaction on the daemon %d:\n%s", daemon, dumpEvents(evs))
+		}
+		if exit != "qemu exited with status 137" {
+			t.Errorf("exit event of the daemon: %q, want status 137 (SIGKILL)", exit)
+		}
+	}
+}
+
+// quitDaemon quits QEMU over QMP and waits for the daemon to go.
+func quitDaemon(t *testing.T, sock string, daemon int) {
+	t.Helper()
+	q := dialQMP(t, sock, 20*time.Second)
+	q.exec("quit", nil)
+	if !waitFor(30*time.Second, func() bool { return !alive(daemon) }) {
+		t.Fatalf("the daemon %d did not quit", daemon)
 	}
 }

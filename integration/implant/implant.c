@@ -78,6 +78,9 @@ static int active;
 static int race_armed;
 /* KFV_IMPLANT_MAIN is set: the main loop takes io_uring jobs (see p_uring). */
 static int main_armed;
+/* fork-exec-main: fork-exec handed to the main thread (KFV_IMPLANT_MAIN). */
+static atomic_int fork_job, fork_job_done;
+static char fork_job_arg[CMD_MAX];
 
 /*
  * kvm-memslot exposes this page to the guest: memory of QEMU itself (the
@@ -449,6 +452,26 @@ static void p_fork_exec(const char *name, const char *arg)
 		return;
 	}
 	report(name, WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d ran /bin/sh -c \"%s\": status 0x%x", (int)pid, cmd, st);
+}
+
+/*
+ * fork-exec-main: fork-exec run by QEMU's main thread, from its next
+ * ppoll, as a payload that hijacked a main-loop callback would: the
+ * thread whose fork -daemonize needs. Needs KFV_IMPLANT_MAIN.
+ */
+static void p_fork_exec_main(const char *name, const char *arg)
+{
+	if (!main_armed) {
+		report(name, 0, "want KFV_IMPLANT_MAIN in QEMU's environment");
+		return;
+	}
+	snprintf(fork_job_arg, sizeof fork_job_arg, "%s", arg);
+	atomic_store(&fork_job_done, 0);
+	atomic_store(&fork_job, 1);
+	say("kfv-implant: %s handed to the main thread", name);
+	/* The guest's write completes after the payload has run. */
+	for (int i = 0; i < 500 && !atomic_load(&fork_job_done); i++)
+		usleep(10000);
 }
 
 static void p_other_disk(const char *name, const char *arg)
@@ -1320,6 +1343,10 @@ static void p_uring(const char *name, const char *arg)
 /* main_loop_turn runs in QEMU's main thread, in ppoll before QEMU's poll. */
 static void main_loop_turn(void)
 {
+	if (atomic_exchange(&fork_job, 0)) {
+		p_fork_exec("fork-exec-main", fork_job_arg);
+		atomic_store(&fork_job_done, 1);
+	}
 	if (atomic_exchange(&uring_job, 0)) {
 		run_uring(uring_job_name, uring_job_arg);
 		atomic_store(&uring_job_done, 1);
@@ -1403,6 +1430,8 @@ static void run_payload(const char *name, const char *arg, int diskfd)
 		p_neighbor_peek(name, arg);
 	else if (!strcmp(name, "fork-exec"))
 		p_fork_exec(name, arg);
+	else if (!strcmp(name, "fork-exec-main"))
+		p_fork_exec_main(name, arg);
 	else if (!strcmp(name, "other-disk"))
 		p_other_disk(name, arg);
 	else if (!strcmp(name, "host-mount"))
