@@ -128,17 +128,23 @@ func waitLine(t *testing.T, p *proc, marker string, timeout time.Duration) strin
 	t.Helper()
 	var line string
 	if !waitFor(timeout, func() bool {
-		l := guest.Lines([]byte(p.stdout.String()), marker)
-		if len(l) > 0 {
+		// Complete lines only while QEMU runs: the console may be
+		// caught mid-line ("KFV-HOTPLUG added=e" before "th0 mac=...").
+		exited := false
+		select {
+		case <-p.done:
+			exited = true
+		default:
+		}
+		out := p.stdout.String()
+		if !exited {
+			out = out[:strings.LastIndexByte(out, '\n')+1]
+		}
+		if l := guest.Lines([]byte(out), marker); len(l) > 0 {
 			line = l[0]
 			return true
 		}
-		select {
-		case <-p.done:
-			return true
-		default:
-		}
-		return false
+		return exited
 	}) || line == "" {
 		t.Fatalf("no %q on the console within %v\nconsole:\n%s\nstderr:\n%s", marker, timeout, tail(p.stdout.String(), 40), p.stderr)
 	}
