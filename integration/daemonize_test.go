@@ -431,3 +431,71 @@ func quitDaemon(t *testing.T, sock string, daemon int) {
 		t.Fatalf("the daemon %d did not quit", daemon)
 	}
 }
+
+// TestEmulatorDaemonize runs -daemonize -pidfile through the emulator
+// link kfv-qemu-system-x86_64 (kfv as the manager's QEMU binary): the
+// process started returns 0 once the daemon is ready, the pidfile names
+// the daemon, the detached supervisor follows it (its calls are decided,
+// no denial, no reaction) and exits once the daemon is gone.
+func TestEmulatorDaemonize(t *testing.T) {
+	needKfv(t)
+	needQEMU(t)
+	dir, link := emulatorLink(t)
+	cfg, events := writeKfvConfig(t, dir, "")
+	img := rawGuest(t, guest.RawOptions{Loop: true})
+	sock := filepath.Join(dir, "qmp.sock")
+	pidfile := filepath.Join(dir, "qemu.pid")
+	serial := filepath.Join(dir, "serial.log")
+	args := append(withSerialFile(guest.RawArgs(img, "tcg"), serial), "-name", "guest=dmz", "-daemonize", "-pidfile", pidfile,
+		"-qmp", "unix:"+sock+",server=on,wait=off")
+	cmd := exec.Command(link, args...)
+	cmd.Env = append(os.Environ(), "KFV_CONFIG="+cfg)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v, want exit 0 once the daemon is ready\n%s", link, err, out)
+	}
+	started := cmd.Process.Pid
+	daemon := readPidfile(t, pidfile)
+	t.Cleanup(func() { syscall.Kill(daemon, syscall.SIGKILL) })
+	if daemon == started || !alive(daemon) {
+		t.Fatalf("pidfile names %d (started %d, alive %v), want the running daemon", daemon, started, alive(daemon))
+	}
+	var spid int
+	if !waitFor(5*time.Second, func() bool { spid = supervisorOf(daemon); return spid != 0 }) {
+		t.Fatalf("no supervisor holds a pidfd of the daemon %d", daemon)
+	}
+	q := dialQMP(t, sock, 20*time.Second)
+	if s := q.status(t); s != "running" {
+		t.Fatalf("query-status: %s", s)
+	}
+	q.exec("quit", nil)
+	if !waitFor(30*time.Second, func() bool { return !alive(daemon) }) {
+		t.Fatalf("the daemon %d did not quit", daemon)
+	}
+	// The supervisor is a sibling of the process started (CLONE_PARENT):
+	// this test's child.
+	if ws := reap(t, spid, 20*time.Second); ws.ExitStatus() != 0 {
+		t.Errorf("supervisor exited with %v, want 0", ws)
+	}
+	evs := readEvents(t, filepath.Join(events, "dmz.jsonl"))
+	if d := denials(evs); len(d) > 0 {
+		t.Errorf("%d denials in a benign -daemonize run:\n%s", len(d), dumpEvents(d))
+	}
+	fromDaemon, followed := 0, 0
+	for _, e := range evs {
+		switch {
+		case e.Kind == event.KindReaction || e.Kind == event.KindError:
+			t.Errorf("%s event in a benign run: %s %s", e.Kind, e.Reaction, e.Detail)
+		case e.Kind == event.KindDecision && e.PID == daemon:
+			fromDaemon++
+		case e.Kind == event.KindLifecycle && strings.Contains(e.Detail, "QEMU forked (-daemonize)"):
+			followed++
+		}
+	}
+	if followed != 2 || fromDaemon == 0 {
+		t.Errorf("%d follow events (want 2), %d decided calls of the daemon %d (want some)", followed, fromDaemon, daemon)
+	}
+	if !hasLifecycle(evs, fmt.Sprintf("QEMU's daemon %d exited", daemon)) || !hasLifecycle(evs, "no process uses the filter") {
+		t.Errorf("events lack the daemon's end or the supervisor's:\n%s", dumpEvents(evs))
+	}
+}
