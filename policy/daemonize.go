@@ -19,6 +19,10 @@ const (
 	glibcForkFlags     = cloneChildSettid | cloneChildCleartid | sigchld
 )
 
+// DaemonizeRuleName names the rule that admits the daemonizing forks: the
+// supervisor follows the process such a fork makes.
+const DaemonizeRuleName = "vm-daemonize"
+
 // DaemonizeRule returns the rules for QEMU's -daemonize when its command
 // line has it (set.Daemonize), and nil otherwise: its forks (glibc's fork
 // exactly, and orch admits only DaemonizeForks of them, each from a
@@ -30,7 +34,7 @@ func DaemonizeRule(set *resources.Set) []profiles.VerdictRule {
 		return nil
 	}
 	return []profiles.VerdictRule{{
-		Name:     "vm-daemonize",
+		Name:     DaemonizeRuleName,
 		Syscalls: []string{"clone"},
 		Args: []profiles.ArgCond{
 			{Index: 0, Op: profiles.OpEq, Values: []uint64{glibcForkFlags}, Wide: true},

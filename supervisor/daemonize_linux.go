@@ -16,6 +16,7 @@ import (
 
 	"kfv/event"
 	"kfv/orch"
+	"kfv/policy"
 	"kfv/profiles"
 	"kfv/seccompnotify"
 )
@@ -145,11 +146,12 @@ func isFork(r *orch.Request) bool {
 	return false
 }
 
-// countFork notes a fork that was let run (allowed, or audit mode): the
-// process it makes is QEMU's next, once it makes its first inspected call.
-// Only the loop calls it.
+// countFork notes a daemonizing fork the engine admitted: the process it
+// makes is QEMU's next, once it makes its first inspected call. A fork
+// that runs only because the mode is audit is not followed: the process it
+// makes is a payload's, not QEMU's. Only the loop calls it.
 func (s *session) countFork(r *orch.Request, d orch.Decision) {
-	if isFork(r) && (d.Action == profiles.VerdictAllow || s.cfg.Mode == Audit) {
+	if isFork(r) && d.Action == profiles.VerdictAllow && d.Rule == policy.DaemonizeRuleName {
 		s.forks++
 	}
 }
