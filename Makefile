@@ -37,10 +37,14 @@ unit: deps
 	$(GO) test -count=1 -short $$($(GO) list ./... | grep -v /integration)
 
 # integration: real QEMU, real seccomp, the project's own guests (and
-# guest/'s tests that boot them).
+# guest/'s tests that boot them), once on the system's QEMU (7.2) and once
+# on QEMU 10.0 (.cache/qemu-10.0, KFV_QEMU), side by side
+# (KFV_PASSES=sequential: one after the other); tools/integration.sh.
+# One pass on a QEMU of your choice: KFV_QEMU=/path/to/qemu-system-x86_64
+# go test ./integration/...
 integration: build guests
-	KFV_RUN=$(CURDIR)/$(BIN)/kfv-run KFV_GUESTS=$(CURDIR)/$(GUESTS) \
-		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./integration/... ./guest/...
+	KFV_RUN=$(CURDIR)/$(BIN)/kfv-run KFV_GUESTS=$(CURDIR)/$(GUESTS) TEST_TIMEOUT=$(TEST_TIMEOUT) \
+		tools/integration.sh
 
 test: vet unit integration
 

@@ -581,6 +581,7 @@ func needLibvirt(t *testing.T) {
 			t.Fatalf("install libvirt (apt-get install libvirt-daemon-system libvirt-clients): %v\n%s", err, out)
 		}
 	}
+	lockLibvirt(t)
 	if err := exec.Command("virsh", "-c", "qemu:///system", "version").Run(); err == nil {
 		if os.Getenv(guest.QEMUEnv) != "" {
 			// Its capability probes run the kfv link with its own
@@ -633,6 +634,31 @@ func needLibvirt(t *testing.T) {
 	if !waitFor(20*time.Second, func() bool { return exec.Command("virsh", "-c", "qemu:///system", "version").Run() == nil }) {
 		t.Fatal("libvirt cannot run here: libvirtd started but 'virsh -c qemu:///system version' never answered")
 	}
+}
+
+// libvirtLock serializes the libvirt tests of test processes that run at
+// once (make integration runs the suites on two QEMUs side by side):
+// each test starts and stops libvirt's daemons, which are the host's one
+// libvirtd, and the kfv link's probes find QEMU in that libvirtd's PATH.
+const libvirtLock = "/run/lock/kfv-integration-libvirt.lock"
+
+// lockLibvirt holds libvirtLock until the test and its cleanups (the
+// daemons stopped, the domains gone) are done.
+func lockLibvirt(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile(libvirtLock, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		t.Fatalf("libvirt tests' lock: %v", err)
+	}
+	start := time.Now()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("libvirt tests' lock %s: %v", libvirtLock, err)
+	}
+	if w := time.Since(start); w > time.Second {
+		t.Logf("waited %v for %s (another test process's libvirt test)", w.Round(time.Second), libvirtLock)
+	}
+	t.Cleanup(func() { f.Close() })
 }
 
 func virsh(t *testing.T, args ...string) (string, error) {
