@@ -22,7 +22,7 @@ import (
 // strings are warnings for the operator (options that may name resources
 // kfv does not derive).
 func PrepareProfile(p *profiles.Profile, args, env []string, cwd string, fsys fs.FS) (*profiles.Profile, []string, error) {
-	set, err := resources.FromArgs(args, cwd, fsys)
+	set, err := resources.FromArgsEnv(args, cwd, env, fsys)
 	if err != nil {
 		return nil, nil, fmt.Errorf("QEMU command line: %w", err)
 	}

@@ -31,6 +31,16 @@ const (
 	oCreat   = 0x40
 	oTrunc   = 0x200
 	afUnix   = 1
+	enotty   = 25
+)
+
+// The ioctl requests of the rules for the VM's images and ptys (x86_64
+// values; TestIoctlNumbers checks them against the profiles' names).
+const (
+	xfsIocDioinfo   = 0x800c581e // XFS_IOC_DIOINFO
+	fsIocFsgetxattr = 0x801c581f // FS_IOC_FSGETXATTR
+	fsIocFssetxattr = 0x401c5820 // FS_IOC_FSSETXATTR
+	tiocgptpeer     = 0x5441     // TIOCGPTPEER
 )
 
 // escapeGlob quotes glob metacharacters so a path matches only itself.
@@ -120,7 +130,7 @@ func ResourceRules(set *resources.Set, cwd string, canon func(string) string) []
 	if cwd != "" {
 		add(resources.ReadOnly, cwd, false)
 	}
-	var rules []profiles.VerdictRule
+	rules := imageRules(set, canon)
 	for _, a := range []resources.Access{resources.ReadOnly, resources.ReadWrite, resources.Create} {
 		if len(paths[a]) == 0 {
 			continue
@@ -159,6 +169,74 @@ func ResourceRules(set *resources.Set, cwd string, canon func(string) string) []
 		if op == resources.OpBind {
 			rules = append(rules, allow("vm-sockets-unlink", removeCalls, socks[op],
 				"QEMU replaces and removes its own server sockets"))
+		}
+	}
+	return rules
+}
+
+// ioctlRule is a rule on ioctl requests (its second argument) on the
+// files paths name (the fd's target).
+func ioctlRule(name string, requests []uint64, paths []string, v profiles.Verdict, reason string) profiles.VerdictRule {
+	return profiles.VerdictRule{
+		Name:     name,
+		Syscalls: []string{"ioctl"},
+		Args:     []profiles.ArgCond{{Index: 1, Op: profiles.OpIn, Values: requests}},
+		Paths:    paths,
+		Verdict:  v,
+		Reason:   reason,
+	}
+}
+
+// imageRules admits the file-attribute ioctls QEMU's file-posix driver
+// makes on the VM's own images (the set's Image files), measured on QEMU
+// 7.2 and 10.0 alike: XFS_IOC_DIOINFO, which asks an image opened with
+// O_DIRECT (cache=none, aio=native) for its alignment
+// (raw_probe_alignment), on every image; FS_IOC_FSGETXATTR and
+// FS_IOC_FSSETXATTR, with which raw_co_create sets a 1 MiB extent size
+// hint, on the images QEMU creates (snapshot=on overlays, blockdev-create
+// and drive-mirror targets). The same requests on any other file are
+// denied at low severity: a probe of a file QEMU already holds open
+// reaches nothing new and must not stop a VM (an image handed over as an
+// fd is such a file). A pty chardev adds TIOCGPTPEER on /dev/ptmx: glibc's
+// openpty opens the slave of the master QEMU just made with it, the
+// /dev/pts/N the set allows already.
+func imageRules(set *resources.Set, canon func(string) string) []profiles.VerdictRule {
+	var all, created []string
+	for _, f := range set.Files {
+		if !f.Image || f.Abs == "" {
+			continue
+		}
+		g := []string{f.Abs}
+		if !f.Pattern {
+			g = literalGlobs(g, canon)
+		}
+		all = append(all, g...)
+		if f.Access == resources.Create {
+			created = append(created, g...)
+		}
+	}
+	var rules []profiles.VerdictRule
+	if len(created) > 0 {
+		sort.Strings(created)
+		rules = append(rules, ioctlRule("vm-image-create-xattr", []uint64{fsIocFsgetxattr, fsIocFssetxattr}, slices.Compact(created), profiles.VerdictAllow,
+			"QEMU sets the extent size hint of an image it creates (FS_IOC_FSGETXATTR, FS_IOC_FSSETXATTR), from QEMU's command line"))
+	}
+	if len(all) > 0 {
+		sort.Strings(all)
+		rules = append(rules, ioctlRule("vm-image-dioinfo", []uint64{xfsIocDioinfo}, slices.Compact(all), profiles.VerdictAllow,
+			"QEMU asks the VM's own images for their O_DIRECT alignment (XFS_IOC_DIOINFO), from QEMU's command line"))
+	}
+	deny := ioctlRule("image-probe-elsewhere", []uint64{xfsIocDioinfo, fsIocFsgetxattr, fsIocFssetxattr}, nil, profiles.VerdictDeny,
+		"a file-attribute ioctl QEMU's block layer makes, on a file that is not one of the VM's images: denied, and of low severity, as it reaches only a file QEMU holds open")
+	// ENOTTY, as from a file system without the request: QEMU goes on
+	// without the hint or the alignment, as it does there.
+	deny.Errno, deny.Severity = enotty, profiles.SevLow
+	rules = append(rules, deny)
+	for _, d := range set.Devices {
+		if d.Path == "/dev/ptmx" {
+			rules = append(rules, ioctlRule("vm-pty-peer", []uint64{tiocgptpeer}, []string{"/dev/ptmx"}, profiles.VerdictAllow,
+				"the VM's pty chardev: glibc's openpty opens the pty's slave with TIOCGPTPEER, from QEMU's command line"))
+			break
 		}
 	}
 	return rules

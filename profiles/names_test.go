@@ -156,6 +156,14 @@ const cHeaders = `#define _GNU_SOURCE
 #include <linux/cdrom.h>
 #include <linux/vhost.h>
 #include <linux/vfio.h>
+#if __has_include(<xfs/xfs_fs.h>)
+#include <xfs/xfs_fs.h>
+#else
+/* xfsprogs' header (xfslibs-dev) is not installed: XFS_IOC_DIOINFO as it
+   defines it, on its struct dioattr of three 32-bit fields. */
+struct dioattr { unsigned int d_mem, d_miniosz, d_maxiosz; };
+#define XFS_IOC_DIOINFO _IOR('X', 30, struct dioattr)
+#endif
 `
 
 // TestConstantsMatchKernelHeaders compiles a C program that prints every

@@ -36,6 +36,8 @@ var ioctlTable = []nameValue{
 	{"FIONCLEX", 0x5450},
 	{"FIONREAD", 0x541b},
 	{"FS_IOC_FIEMAP", 0xc020660b},
+	{"FS_IOC_FSGETXATTR", 0x801c581f},
+	{"FS_IOC_FSSETXATTR", 0x401c5820},
 	{"KVM_CHECK_EXTENSION", 0xae03},
 	{"KVM_CLEAR_DIRTY_LOG", 0xc018aec0},
 	{"KVM_CREATE_DEVICE", 0xc00caee0},
@@ -148,6 +150,7 @@ var ioctlTable = []nameValue{
 	{"TCSETSW", 0x5403},
 	{"TIOCGPGRP", 0x540f},
 	{"TIOCGPTN", 0x80045430},
+	{"TIOCGPTPEER", 0x5441},
 	{"TIOCGWINSZ", 0x5413},
 	{"TIOCOUTQ", 0x5411},
 	{"TIOCSCTTY", 0x540e},
@@ -216,4 +219,5 @@ var ioctlTable = []nameValue{
 	{"VHOST_SET_VRING_NUM", 0x4008af10},
 	{"VHOST_VSOCK_SET_GUEST_CID", 0x4008af60},
 	{"VHOST_VSOCK_SET_RUNNING", 0x4004af61},
+	{"XFS_IOC_DIOINFO", 0x800c581e},
 }

@@ -12,9 +12,29 @@ import (
 // longer chain is almost certainly a loop through links.
 const maxChain = 64
 
-// snapshotOverlay is where QEMU 7.2 creates the temporary overlay of a
-// drive with snapshot=on (get_tmp_filename: $TMPDIR, else /var/tmp).
-const snapshotOverlay = "/var/tmp/vl.??????"
+// overlayName is the name QEMU gives the temporary overlay of a drive
+// with snapshot=on (and the image vvfat writes through), in overlayDir.
+const overlayName = "vl.??????"
+
+// overlayDir is the directory of those overlays for a QEMU whose
+// environment has TMPDIR set to tmpdir (set says it is set at all).
+// QEMU 7.2 and 10.0 alike (create_tmp_file, measured with strace on
+// both) take glib's g_get_tmp_dir(): $TMPDIR when it is set and not
+// empty, else /tmp; then /tmp, a tmpfs as often as not, becomes
+// /var/tmp, meant for large files. A relative TMPDIR is QEMU's
+// working directory's.
+func overlayDir(tmpdir string, set bool, cwd string) string {
+	if !set || tmpdir == "" || tmpdir == "/tmp" {
+		return "/var/tmp"
+	}
+	return absPath(tmpdir, cwd)
+}
+
+// overlay adds the temporary overlay QEMU creates, uses and unlinks for a
+// drive with snapshot=on (or vvfat's rw image).
+func (d *deriver) overlay(origin string) {
+	d.s.addFile(File{Path: "vl.XXXXXX", Abs: escapeGlob(d.tmpdir) + "/" + overlayName, Access: Create, Pattern: true, Image: true, Option: origin})
+}
 
 // formatDrivers are block drivers that sit on a file child and may have a
 // backing child; filterDrivers pass their file child through.
@@ -93,7 +113,7 @@ func (d *deriver) drive(o *opts, origin string) error {
 		d.chain(leaf, origin+id, a)
 	}
 	if snap && !ro && o.str("file") == "" && leaf != "" {
-		d.s.addFile(File{Path: "vl.XXXXXX", Abs: snapshotOverlay, Access: Create, Pattern: true, Option: origin + " snapshot=on" + id})
+		d.overlay(origin + " snapshot=on" + id)
 	}
 	d.leftovers(o, origin+id)
 	return nil
@@ -122,7 +142,7 @@ func (d *deriver) image(name string, ro, snap bool, format, origin string, backi
 		a = ReadOnly
 	}
 	if snap && !ro {
-		d.s.addFile(File{Path: "vl.XXXXXX", Abs: snapshotOverlay, Access: Create, Pattern: true, Option: origin + " snapshot=on"})
+		d.overlay(origin + " snapshot=on")
 		a = ReadOnly
 	}
 	if strings.HasPrefix(name, "/dev/fdset/") {
@@ -161,7 +181,7 @@ func (d *deriver) image(name string, ro, snap bool, format, origin string, backi
 		}
 	}
 	abs := absPath(name, d.cwd)
-	d.s.addFile(File{Path: name, Abs: abs, Access: a, Option: origin})
+	d.s.addFile(File{Path: name, Abs: abs, Access: a, Image: true, Option: origin})
 	if !backingGiven && (format == "" || format == "qcow2") {
 		d.chain(abs, origin, a)
 	} else if format == "vmdk" {
@@ -201,7 +221,7 @@ done:
 	d.dir(rest, a, origin+" fat:")
 	if a == ReadWrite {
 		// vvfat writes through a qcow image it creates in $TMPDIR.
-		d.s.addFile(File{Path: "vl.XXXXXX", Abs: snapshotOverlay, Access: Create, Pattern: true, Option: origin + " fat:rw:"})
+		d.overlay(origin + " fat:rw:")
 	}
 }
 
@@ -266,7 +286,7 @@ func (d *deriver) blockNode(o *opts, origin string, ro, top bool) string {
 		if name != "" && !strings.HasPrefix(name, "/dev/fdset/") {
 			leaf = absPath(name, d.cwd)
 			if driver == "file" {
-				d.s.addFile(File{Path: name, Abs: leaf, Access: a, Option: keyed(origin, "filename") + id})
+				d.s.addFile(File{Path: name, Abs: leaf, Access: a, Image: true, Option: keyed(origin, "filename") + id})
 			} else {
 				d.s.addDevice(Device{Path: leaf, Access: a, Option: keyed(origin, "filename") + id})
 			}
@@ -408,7 +428,7 @@ func (d *deriver) chain(abs, origin string, a Access) {
 		}
 		dir := filepath.Dir(cur)
 		if h.DataFile != "" {
-			d.s.addFile(File{Path: h.DataFile, Abs: absPath(h.DataFile, dir), Access: a, Option: fmt.Sprintf("%s, data file of %s", origin, cur)})
+			d.s.addFile(File{Path: h.DataFile, Abs: absPath(h.DataFile, dir), Access: a, Image: true, Option: fmt.Sprintf("%s, data file of %s", origin, cur)})
 		}
 		if h.Backing == "" {
 			return
@@ -429,7 +449,7 @@ func (d *deriver) chain(abs, origin string, a Access) {
 			d.s.warnf("%s: backing chain loops back to %s", from, next)
 			return
 		}
-		d.s.addFile(File{Path: h.Backing, Abs: next, Access: ReadOnly, Option: from})
+		d.s.addFile(File{Path: h.Backing, Abs: next, Access: ReadOnly, Image: true, Option: from})
 		seen[next] = true
 		if h.BackingFormat != "" && h.BackingFormat != "qcow2" {
 			if h.BackingFormat == "vmdk" {

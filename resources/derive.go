@@ -131,7 +131,8 @@ type deriver struct {
 	cwd  string
 	fsys fs.FS
 
-	snapshot   bool // -snapshot
+	snapshot   bool   // -snapshot
+	tmpdir     string // where QEMU creates snapshot overlays (overlayDir)
 	nodefaults bool
 	hasNet     bool
 	accels     []string
@@ -157,7 +158,17 @@ type pendingChain struct {
 //
 // An *OptionError is returned for input QEMU would reject: an unknown
 // option, a missing argument, malformed option syntax or JSON.
+//
+// FromArgs takes QEMU's environment to be without TMPDIR; FromArgsEnv
+// takes the environment QEMU runs with.
 func FromArgs(args []string, cwd string, fsys fs.FS) (*Set, error) {
+	return FromArgsEnv(args, cwd, nil, fsys)
+}
+
+// FromArgsEnv is FromArgs for a QEMU started with the environment env
+// ("KEY=VALUE" strings): its TMPDIR says where the temporary overlays of
+// snapshot=on drives are created.
+func FromArgsEnv(args []string, cwd string, env []string, fsys fs.FS) (*Set, error) {
 	if !filepath.IsAbs(cwd) {
 		return nil, fmt.Errorf("derive resources: working directory %q is not absolute", cwd)
 	}
@@ -165,12 +176,20 @@ func FromArgs(args []string, cwd string, fsys fs.FS) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	return derive(toks, cwd, fsys)
+	tmpdir, set := "", false
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "TMPDIR="); ok {
+			tmpdir, set = v, true // the first one, as QEMU's getenv finds it
+			break
+		}
+	}
+	return derive(toks, cwd, overlayDir(tmpdir, set, filepath.Clean(cwd)), fsys)
 }
 
-// derive is FromArgs on options already tokenized.
-func derive(toks []token, cwd string, fsys fs.FS) (*Set, error) {
-	d := &deriver{s: &Set{}, cwd: filepath.Clean(cwd), fsys: fsys, nodes: map[string]string{}}
+// derive is FromArgs on options already tokenized; tmpdir is where QEMU
+// creates snapshot overlays.
+func derive(toks []token, cwd, tmpdir string, fsys fs.FS) (*Set, error) {
+	d := &deriver{s: &Set{}, cwd: filepath.Clean(cwd), tmpdir: tmpdir, fsys: fsys, nodes: map[string]string{}}
 	for _, t := range toks {
 		switch t.name {
 		case "snapshot":

@@ -34,6 +34,12 @@ func absPath(p, cwd string) string {
 	return filepath.Join(cwd, p)
 }
 
+// escapeGlob quotes glob metacharacters, so that a path made part of a
+// Pattern matches only itself there.
+func escapeGlob(p string) string {
+	return strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`, `{`, `\{`).Replace(p)
+}
+
 // readAt reads len(b) bytes at off from the named file, through ReadAt
 // when the file offers it.
 func readAt(f fs.File, b []byte, off int64) (int, error) {

@@ -225,7 +225,7 @@ func (x *extractor) command(cmd string, raw json.RawMessage, a map[string]json.R
 	case "blockdev-create":
 		o := x.obj(a, "options")
 		if drv, _ := str(o, "driver"); drv == "file" {
-			x.file(x.str(o, "filename"), Create, "options.filename=")
+			x.image(x.str(o, "filename"), Create, "options.filename=")
 		}
 	case "chardev-add", "chardev-change":
 		return x.chardev(a)
@@ -271,7 +271,9 @@ func (x *extractor) option(name, v string) error {
 	// What the set says its resources came from is the command, which
 	// is what the operator sent, not the option it stands for.
 	toks[len(toks)-1].origin = x.origin
-	set, err := derive(toks, x.cwd, x.fsys)
+	// A monitor command does not carry QEMU's environment: a drive added
+	// with snapshot=on gets its overlay where QEMU puts it without TMPDIR.
+	set, err := derive(toks, x.cwd, overlayDir("", false, x.cwd), x.fsys)
 	if err != nil {
 		return err
 	}
@@ -286,6 +288,15 @@ func (x *extractor) file(p string, a Access, key string) {
 		return
 	}
 	x.n.Set.addFile(File{Path: p, Abs: absPath(p, x.cwd), Access: a, Option: x.origin + " " + key})
+}
+
+// image adds an image file QEMU's block layer opens or creates (a plain
+// file name).
+func (x *extractor) image(p string, a Access, key string) {
+	if p == "" {
+		return
+	}
+	x.n.Set.addFile(File{Path: p, Abs: absPath(p, x.cwd), Access: a, Image: true, Option: x.origin + " " + key})
 }
 
 // medium adds a removable medium: QEMU opens filename (which may carry a
@@ -320,7 +331,7 @@ func (x *extractor) newImage(p, mode, key string) {
 	if strings.HasPrefix(p, "/dev/fdset/") {
 		return
 	}
-	x.file(p, a, key)
+	x.image(p, a, key)
 }
 
 // chardev adds the backend of chardev-add and chardev-change, turned into

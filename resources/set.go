@@ -68,6 +68,10 @@ type File struct {
 	// the built-in ones) when it is not readable from its working
 	// directory (-bios, -option-rom, romfile=).
 	DataDir bool `json:"datadir,omitempty"`
+	// Image says the file is a block node's (a disk image, a backing or
+	// data file, a snapshot overlay, an image QEMU creates): QEMU's
+	// file-posix driver probes it with file-attribute ioctls.
+	Image bool `json:"image,omitempty"`
 }
 
 // Dir is a directory tree QEMU may use.

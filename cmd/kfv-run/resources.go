@@ -31,7 +31,7 @@ var resourcesCommand = &cli.Command{
 		if err != nil {
 			return cli.Exit(fmt.Sprintf("current directory: %v", err), 1)
 		}
-		set, err := resources.FromArgs(args[1:], cwd, resources.HostFS())
+		set, err := resources.FromArgsEnv(args[1:], cwd, os.Environ(), resources.HostFS())
 		if err != nil {
 			var oe *resources.OptionError
 			if errors.As(err, &oe) {
