@@ -28,8 +28,8 @@ func LinuxAccel() (string, error) {
 // Workloads the Linux guest's /init knows (kfv.workload=NAME).
 const (
 	WorkloadBoot = "boot" // markers only
-	WorkloadDisk = "disk" // kfv.size MiB to /dev/vda and back (needs DiskArgs)
-	WorkloadNet  = "net"  // kfv.size MiB to kfv.host:kfv.port with nc (needs NetArgs)
+	WorkloadDisk = "disk" // kfv.size MiB to /dev/vda (kfv.dev=NAME: /dev/NAME) and back (needs DiskArgs)
+	WorkloadNet  = "net"  // kfv.size MiB to kfv.host:kfv.port with nc from kfv.ip (needs NetArgs)
 	WorkloadIdle = "idle" // sleep kfv.seconds
 )
 

@@ -2,11 +2,13 @@
 # /init of the kfv Linux test guest (busybox sh, PID 1).
 #
 # Reads its workload from the kernel command line:
-#   kfv.workload=boot|disk|net|idle|reboot|counter|hotplug|cdrom|react
+#   kfv.workload=boot|disk|net|idle|reboot|counter|hotplug|cdrom|react|share|topology|rng
 #                     what to run (default boot)
-#   kfv.size=N        disk, net: MiB to write or send (default 64, net 16)
+#   kfv.size=N        disk, net, share: MiB to write or send (default 64, net 16)
+#   kfv.dev=NAME      disk: the block device under /dev (default vda)
 #   kfv.port=N        net: TCP port on the host (default 5555)
 #   kfv.host=A.B.C.D  net: host address (default 10.0.2.2, QEMU user net)
+#   kfv.ip=A.B.C.D    net: the guest's address on eth0, /24 (default 10.0.2.15)
 #   kfv.seconds=N     idle: seconds to sleep (default 10); counter,
 #                     hotplug, cdrom: how long to wait (default 60)
 #   kfv.count=N       counter: how many ticks to print (default 600)
@@ -51,9 +53,14 @@ for w in $(cat /proc/cmdline); do
 	esac
 done
 
-# Modules, in dependency order (written by the builder).
+# Modules, in dependency order (written by the builder). The floppy
+# driver only for a floppy disk workload: on a machine without a floppy
+# controller (q35) its probe fails after seconds.
 while read -r m; do
 	[ -n "$m" ] || continue
+	case "$m" in
+	*/floppy.ko) [ "${kfv_dev:-}" = fd0 ] || continue ;;
+	esac
 	insmod "/lib/modules/$m" || echo "KFV-WARN insmod $m failed"
 done </etc/kfv-modules
 
@@ -81,17 +88,33 @@ pattern() {
 	done
 }
 
+# wait_dev PATH: waits up to 20 s for a device node (SCSI, USB and NVMe
+# disks appear after the driver's asynchronous scan).
+wait_dev() {
+	t=0
+	until [ -e "$1" ]; do
+		[ "$t" -lt 100 ] || return 1
+		t=$((t + 1))
+		sleep 0.2
+	done
+}
+
 workload_disk() {
 	size=${kfv_size:-64}
+	dev=${kfv_dev:-vda}
 	is_uint "$size" || { result status=fail reason=bad-size; return; }
-	[ -b /dev/vda ] || { result status=fail reason=no-vda; return; }
+	case "$dev" in
+	"" | *[!a-z0-9]*) result status=fail reason=bad-dev; return ;;
+	esac
+	dev=/dev/$dev
+	wait_dev "$dev" && [ -b "$dev" ] || { result status=fail reason=no-${dev#/dev/}; return; }
 	want=$(pattern "$size" | sha256sum)
 	want=${want%% *}
 	t0=$(uptime_ms)
-	pattern "$size" | dd of=/dev/vda bs=1M iflag=fullblock oflag=direct conv=fsync status=none ||
+	pattern "$size" | dd of="$dev" bs=1M iflag=fullblock oflag=direct conv=fsync status=none ||
 		{ result status=fail reason=write; return; }
 	t1=$(uptime_ms)
-	got=$(dd if=/dev/vda bs=1M count="$size" iflag=direct status=none | sha256sum)
+	got=$(dd if="$dev" bs=1M count="$size" iflag=direct status=none | sha256sum)
 	got=${got%% *}
 	t2=$(uptime_ms)
 	st=ok
@@ -106,10 +129,14 @@ workload_net() {
 	is_uint "$size" || { result status=fail reason=bad-size; return; }
 	is_uint "$port" || { result status=fail reason=bad-port; return; }
 	[ -e /sys/class/net/eth0 ] || { result status=fail reason=no-eth0; return; }
+	ip=${kfv_ip:-10.0.2.15}
+	case "$ip" in
+	"" | *[!0-9.]*) result status=fail reason=bad-ip; return ;;
+	esac
 	ip link set lo up
-	ip addr add 10.0.2.15/24 dev eth0 &&
+	ip addr add "$ip/24" dev eth0 &&
 		ip link set eth0 up &&
-		ip route add default via 10.0.2.2 ||
+		ip route add default via "$host" ||
 		{ result status=fail reason=ip-config; return; }
 	sum=$(pattern "$size" | sha256sum)
 	sum=${sum%% *}
@@ -118,6 +145,45 @@ workload_net() {
 		{ result status=fail reason=nc; return; }
 	t1=$(uptime_ms)
 	result status=ok bytes=$((size * 1048576)) ms=$((t1 - t0)) sha256=$sum
+}
+
+# share: mounts the 9p share tagged kfvshare, reports the sha256 of the
+# host's file "in" there, and writes kfv.size MiB of the pattern to "out".
+workload_share() {
+	size=${kfv_size:-4}
+	is_uint "$size" || { result status=fail reason=bad-size; return; }
+	mkdir -p /mnt/share
+	mount -t 9p -o trans=virtio,version=9p2000.L kfvshare /mnt/share ||
+		{ result status=fail reason=mount; return; }
+	in=$(sha256sum </mnt/share/in) || { result status=fail reason=read; return; }
+	pattern "$size" >/mnt/share/out && sync ||
+		{ result status=fail reason=write; return; }
+	umount /mnt/share
+	result status=ok in=${in%% *} bytes=$((size * 1048576))
+}
+
+# topology: reports the CPUs and NUMA nodes the guest sees.
+workload_topology() {
+	cpus=$(grep -c '^processor' /proc/cpuinfo)
+	nodes=0
+	for n in /sys/devices/system/node/node[0-9]*; do
+		[ -e "$n" ] && nodes=$((nodes + 1))
+	done
+	read -r _ kb _ </proc/meminfo
+	result status=ok cpus=$cpus nodes=$nodes mem_kb=$kb
+}
+
+# rng: reads 4 KiB from the hardware RNG (virtio-rng) and reports which
+# one it was and how many distinct bytes came out.
+workload_rng() {
+	cur=$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)
+	case "$cur" in
+	virtio_rng*) ;;
+	*) result status=fail reason=no-virtio-rng current=${cur:-none}; return ;;
+	esac
+	n=$(dd if=/dev/hwrng bs=4096 count=1 iflag=fullblock status=none | od -An -v -tu1 | tr -s ' ' '\n' | sort -u | grep -c .)
+	[ "$n" -gt 128 ] || { result status=fail reason=few-values distinct=$n; return; }
+	result status=ok rng=$cur distinct=$n
 }
 
 workload_idle() {
@@ -411,6 +477,9 @@ counter) workload_counter ;;
 hotplug) workload_hotplug ;;
 cdrom) workload_cdrom ;;
 react) workload_react ;;
+share) workload_share ;;
+topology) workload_topology ;;
+rng) workload_rng ;;
 *) result status=fail reason=unknown-workload ;;
 esac
 

@@ -30,6 +30,23 @@ var LinuxModules = []string{
 	// (CONFIG_SATA_AHCI=m, CONFIG_BLK_DEV_SR=m).
 	"ahci",
 	"sr_mod",
+	// The benign matrix's disks, share and devices: SCSI and SATA disks
+	// (CONFIG_BLK_DEV_SD=m) on AHCI, PIIX IDE (CONFIG_ATA_PIIX=m),
+	// virtio-scsi (CONFIG_SCSI_VIRTIO=m), NVMe (CONFIG_BLK_DEV_NVME=m), the
+	// floppy (CONFIG_BLK_DEV_FD=m), USB storage on xHCI
+	// (CONFIG_USB_XHCI_PCI=m, CONFIG_USB_STORAGE=m), 9p over virtio
+	// (CONFIG_NET_9P_VIRTIO=m, CONFIG_9P_FS=m) and the balloon
+	// (CONFIG_VIRTIO_BALLOON=m).
+	"sd_mod",
+	"ata_piix",
+	"virtio_scsi",
+	"nvme",
+	"floppy",
+	"xhci_pci",
+	"usb_storage",
+	"9pnet_virtio",
+	"9p",
+	"virtio_balloon",
 }
 
 // modName normalises a module name as the kernel does (dashes and

@@ -41,7 +41,20 @@ const (
 	// ReactMark opens the first sector of a disk the react workload has
 	// sent its command from.
 	ReactMark = "KFV-REACT-MARK"
+	// WorkloadShare mounts the 9p share tagged ShareTag (virtio-9p),
+	// reports in= the sha256 of its file "in" and writes kfv.size MiB of
+	// the pattern (default 4) to its file "out".
+	WorkloadShare = "share"
+	// WorkloadTopology reports cpus=, nodes= (NUMA) and mem_kb= as the
+	// guest sees them.
+	WorkloadTopology = "topology"
+	// WorkloadRNG reads 4 KiB from /dev/hwrng, which must be virtio-rng's,
+	// and reports rng= and distinct= (how many byte values came out).
+	WorkloadRNG = "rng"
 )
+
+// ShareTag is the mount tag the share workload mounts.
+const ShareTag = "kfvshare"
 
 // RebootArgs returns args without -no-reboot, so that a guest reboot
 // resets the machine instead of ending QEMU.
