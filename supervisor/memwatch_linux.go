@@ -69,7 +69,12 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 	pid, _ := p.proc.current()
 	w, err := memwatch.New(pid, mc)
 	if err != nil {
-		p.em.emitErr(fmt.Errorf("memwatch: %w", err))
+		// A guest that ends at once (a raw guest that exits, a quit
+		// right after the monitor answered) takes QEMU away before
+		// its memory is opened: not an error either.
+		if !p.proc.gone(200 * time.Millisecond) {
+			p.em.emitErr(fmt.Errorf("memwatch: %w", err))
+		}
 		return
 	}
 	cov, found, err := w.Baseline()

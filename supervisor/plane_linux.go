@@ -288,7 +288,10 @@ func (p *plane) connect() {
 	}()
 	c, err := qmp.DialGated(ctx, sock, monitorTimeout, p.monGate)
 	if err != nil {
-		if ctx.Err() == nil {
+		// A QEMU that ends at once (a guest that exits on its first
+		// instruction) closes the monitor under the handshake: not
+		// an error.
+		if ctx.Err() == nil && !p.proc.gone(200*time.Millisecond) {
 			p.em.emitErr(fmt.Errorf("kfv's private monitor: %w", err))
 		}
 		return
