@@ -16,7 +16,7 @@ func TestIoctlNumbers(t *testing.T) {
 	}
 	for name, v := range map[string]uint64{
 		"XFS_IOC_DIOINFO": xfsIocDioinfo, "FS_IOC_FSGETXATTR": fsIocFsgetxattr,
-		"FS_IOC_FSSETXATTR": fsIocFssetxattr, "TIOCGPTPEER": tiocgptpeer,
+		"FS_IOC_FSSETXATTR": fsIocFssetxattr, "TIOCGPTPEER": tiocgptpeer, "FS_IOC_GETVERSION": fsIocGetversion,
 	} {
 		if c, ok := profiles.Constant(name); !ok || uint64(c) != v {
 			t.Errorf("%s = %#x here, profiles say %#x (%v)", name, v, c, ok)
@@ -31,7 +31,8 @@ func TestImageRules(t *testing.T) {
 	set, err := resources.FromArgsEnv([]string{"-accel", "tcg", "-nic", "none",
 		"-drive", "file=/img/disk.raw,format=raw,if=virtio,cache=none,aio=native",
 		"-drive", "file=/img/ro.raw,format=raw,if=virtio,snapshot=on",
-		"-pidfile", "/run/q.pid", "-chardev", "pty,id=c0"}, "/vm", []string{"TMPDIR=/scratch"}, nil)
+		"-pidfile", "/run/q.pid", "-chardev", "pty,id=c0",
+		"-fsdev", "local,id=fs0,path=/srv/share,security_model=none"}, "/vm", []string{"TMPDIR=/scratch"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +50,7 @@ func TestImageRules(t *testing.T) {
 		{"vm-image-create-xattr", []uint64{fsIocFsgetxattr, fsIocFssetxattr}, []string{"/scratch/vl.??????"}, profiles.VerdictAllow},
 		{"image-probe-elsewhere", []uint64{xfsIocDioinfo, fsIocFsgetxattr, fsIocFssetxattr}, nil, profiles.VerdictDeny},
 		{"vm-pty-peer", []uint64{tiocgptpeer}, []string{"/dev/ptmx"}, profiles.VerdictAllow},
+		{"vm-share-getversion", []uint64{fsIocGetversion}, []string{"/srv/share/**"}, profiles.VerdictAllow},
 	} {
 		r, ok := byName[c.rule]
 		if !ok {

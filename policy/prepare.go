@@ -45,6 +45,8 @@ func prepare(p *profiles.Profile, set *resources.Set, inet []profiles.VerdictRul
 	at = daemonizeRuleAt(rules)
 	rules = slices.Insert(rules, at, DaemonizeRule(set)...)
 	q.Rules = append(rules, ResourceRules(set, cwd, Canonical)...)
+	q.Rules = append(q.Rules, RunAsRules(set, LookupIDs)...)
+	q.Syscalls = append(AddrConfigRule(set), q.Syscalls...)
 	p = WithPreloadRule(&q, PreloadPaths(env))
 	// The accelerators QEMU may use (resources: -accel, -machine
 	// accel=, -enable-kvm; QEMU 7.2 tries tcg, then kvm, by default).

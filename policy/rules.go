@@ -41,6 +41,7 @@ const (
 	fsIocFsgetxattr = 0x801c581f // FS_IOC_FSGETXATTR
 	fsIocFssetxattr = 0x401c5820 // FS_IOC_FSSETXATTR
 	tiocgptpeer     = 0x5441     // TIOCGPTPEER
+	fsIocGetversion = 0x80087601 // FS_IOC_GETVERSION
 )
 
 // escapeGlob quotes glob metacharacters so a path matches only itself.
@@ -197,7 +198,8 @@ func ioctlRule(name string, requests []uint64, paths []string, v profiles.Verdic
 // and drive-mirror targets). The same requests on any other file are
 // denied at low severity: a probe of a file QEMU already holds open
 // reaches nothing new and must not stop a VM (an image handed over as an
-// fd is such a file). A pty chardev adds TIOCGPTPEER on /dev/ptmx: glibc's
+// fd is such a file). A 9p share adds FS_IOC_GETVERSION on its files.
+// A pty chardev adds TIOCGPTPEER on /dev/ptmx: glibc's
 // openpty opens the slave of the master QEMU just made with it, the
 // /dev/pts/N the set allows already.
 func imageRules(set *resources.Set, canon func(string) string) []profiles.VerdictRule {
@@ -232,6 +234,20 @@ func imageRules(set *resources.Set, canon func(string) string) []profiles.Verdic
 	// without the hint or the alignment, as it does there.
 	deny.Errno, deny.Severity = enotty, profiles.SevLow
 	rules = append(rules, deny)
+	var shares []string
+	for _, d := range set.Dirs {
+		if d.Share {
+			shares = append(shares, strings.TrimSuffix(escapeGlob(d.Abs), "/")+"/**")
+			if c := canon(d.Abs); c != d.Abs {
+				shares = append(shares, strings.TrimSuffix(escapeGlob(c), "/")+"/**")
+			}
+		}
+	}
+	if len(shares) > 0 {
+		sort.Strings(shares)
+		rules = append(rules, ioctlRule("vm-share-getversion", []uint64{fsIocGetversion}, slices.Compact(shares), profiles.VerdictAllow,
+			"the VM's 9p shares: QEMU's local backend asks the files it serves for their inode generation (FS_IOC_GETVERSION, on ext4, XFS and btrfs), from QEMU's command line"))
+	}
 	for _, d := range set.Devices {
 		if d.Path == "/dev/ptmx" {
 			rules = append(rules, ioctlRule("vm-pty-peer", []uint64{tiocgptpeer}, []string{"/dev/ptmx"}, profiles.VerdictAllow,

@@ -347,6 +347,7 @@ func (d *deriver) option(t token) error {
 		d.s.warnf("-async-teardown: QEMU starts a process at start-up to tear its memory down after it exits; kfv refuses processes (rule no-fork), so QEMU runs without it")
 	case "runas":
 		d.s.warnf("-runas %s: QEMU changes its user after start-up; files it opens later are checked with that user's rights too", v)
+		d.userLookup(v, origin)
 	case "shim":
 		// QEMU 10.0: an EFI shim loaded with -kernel (machine property
 		// shim, read as given, not from the data directories).
@@ -393,11 +394,28 @@ func (d *deriver) runWith(o *opts, origin string) {
 	}
 	if v := o.str("user"); v != "" {
 		d.s.warnf("%s user=%s: QEMU changes its user after start-up; files it opens later are checked with that user's rights too", origin, v)
+		d.userLookup(v, origin+" user=")
 	}
 	if on, err := o.boolean("async-teardown", false); err == nil && on {
 		d.s.warnf("%s async-teardown=on: QEMU starts a process at start-up to tear its memory down after it exits; kfv refuses processes (rule no-fork), so QEMU runs without it", origin)
 	}
 	d.leftovers(o, origin)
+}
+
+// userLookup adds what glibc reads to look the user of -runas or
+// -run-with user= up (getpwnam, then initgroups for its groups, even for
+// a UID:GID, measured on QEMU 7.2 and 10.0): the name service switch's
+// configuration and the files it names on Debian, the most groups a
+// process may have (initgroups' sysconf), and the name service cache
+// daemon's socket, which glibc asks first when it runs.
+func (d *deriver) userLookup(user, origin string) {
+	d.s.RunAs = user
+	for _, f := range []string{"/etc/nsswitch.conf", "/etc/passwd", "/etc/group", "/proc/sys/kernel/ngroups_max"} {
+		d.file(f, ReadOnly, origin)
+	}
+	for _, sock := range []string{"/run/nscd/socket", "/var/run/nscd/socket"} {
+		d.s.addUnix(sock, Stream, OpConnect, origin)
+	}
 }
 
 // perfmap handles QEMU 10.0's -perfmap: TCG writes the symbols of the

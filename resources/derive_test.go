@@ -8,6 +8,13 @@ import (
 	"testing/fstest"
 )
 
+// What glibc reads and asks to look up the user of -runas or -run-with
+// user=.
+var (
+	userLookupFiles   = []string{"read-only /etc/nsswitch.conf", "read-only /etc/passwd", "read-only /etc/group", "read-only /proc/sys/kernel/ngroups_max"}
+	userLookupSockets = []string{"connect unix/stream /run/nscd/socket", "connect unix/stream /var/run/nscd/socket"}
+)
+
 // deriveCase is one command line and the set expected from it. Cases get
 // "-accel tcg -nic none" in front unless bare is set, so that only what
 // the case is about shows; nil lists expect nothing.
@@ -236,7 +243,7 @@ func TestDevicesObjectsFsdev(t *testing.T) {
 		{name: "secret and tls", args: []string{"-object", "secret,id=s,file=/etc/kfv/pw", "-object", "tls-creds-x509,id=t,dir=/etc/pki/qemu,endpoint=server"},
 			files: []string{"read-only /etc/kfv/pw"}, dirs: []string{"read-only /etc/pki/qemu"}},
 		{name: "filter-dump", args: []string{"-object", "filter-dump,id=f,netdev=n,file=dump.pcap"}, files: []string{"create /vm/dump.pcap"}},
-		{name: "fsdev local", args: []string{"-fsdev", "local,id=fs0,path=/srv/share,security_model=mapped-xattr"}, dirs: []string{"read-write /srv/share"}},
+		{name: "fsdev local", args: []string{"-fsdev", "local,id=fs0,path=/srv/share,security_model=mapped-xattr"}, dirs: []string{"create /srv/share"}},
 		{name: "virtfs readonly", args: []string{"-virtfs", "local,path=/srv/ro,mount_tag=ro,security_model=none,readonly=on"}, dirs: []string{"read-only /srv/ro"}},
 		{name: "fsdev proxy", args: []string{"-fsdev", "proxy,id=p,socket=/run/9p.sock"}, sockets: []string{"connect unix/stream /run/9p.sock"}},
 	})
@@ -296,7 +303,12 @@ func TestMiscOptions(t *testing.T) {
 				}
 			}},
 		{name: "readconfig unreadable warns", args: []string{"-readconfig", "/etc/none.cfg"}, files: []string{"read-only /etc/none.cfg"}, warn: []string{"what the file configures is not in the set"}},
-		{name: "chroot runas warn", args: []string{"-chroot", "/jail", "-runas", "qemu"}, warn: []string{"-chroot /jail", "-runas qemu"}},
+		{name: "chroot runas warn", args: []string{"-chroot", "/jail", "-runas", "qemu"}, files: userLookupFiles, sockets: userLookupSockets, warn: []string{"-chroot /jail", "-runas qemu"},
+			check: func(t *testing.T, s *Set) {
+				if s.RunAs != "qemu" {
+					t.Errorf("RunAs %q, want qemu", s.RunAs)
+				}
+			}},
 		{name: "daemonize pidfile", args: []string{"-daemonize", "-pidfile", "/run/vm.pid"}, files: []string{"create /run/vm.pid"}, check: func(t *testing.T, s *Set) {
 			if !s.Daemonize || len(s.Warnings) != 0 {
 				t.Errorf("Daemonize = %v, warnings %q: want set, none", s.Daemonize, s.Warnings)

@@ -169,12 +169,15 @@ func (d *deriver) fsdev(o *opts, origin string) {
 	drv, origin := kindOf(o, "fsdriver", origin)
 	switch drv {
 	case "local":
+		// A writable share is where the guest creates files.
 		ro, err := o.boolean("readonly", false)
-		a := ReadWrite
+		a := Create
 		if err == nil && ro {
 			a = ReadOnly
 		}
-		d.dir(o.str("path"), a, origin+" path=")
+		if p := o.str("path"); p != "" {
+			d.s.addDir(Dir{Path: p, Abs: absPath(p, d.cwd), Access: a, Share: true, Option: origin + " path="})
+		}
 	case "proxy":
 		if fd, ok := o.get("sock_fd"); ok {
 			d.fd(fd, origin+" sock_fd=")

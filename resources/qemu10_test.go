@@ -10,8 +10,8 @@ import (
 // -perfmap and -jitdump, beside 7.2's.
 func TestQEMU10Options(t *testing.T) {
 	runCases(t, []deriveCase{
-		{name: "run-with user and chroot warn", args: []string{"-run-with", "user=nobody,chroot=/jail"}, warn: []string{"user=nobody", "chroot=/jail"}},
-		{name: "run-with uid:gid", args: []string{"-run-with", "user=64055:64055"}, warn: []string{"user=64055:64055"}},
+		{name: "run-with user and chroot warn", args: []string{"-run-with", "user=nobody,chroot=/jail"}, files: userLookupFiles, sockets: userLookupSockets, warn: []string{"user=nobody", "chroot=/jail"}},
+		{name: "run-with uid:gid", args: []string{"-run-with", "user=64055:64055"}, files: userLookupFiles, sockets: userLookupSockets, warn: []string{"user=64055:64055"}},
 		{name: "run-with async-teardown off", args: []string{"-run-with", "async-teardown=off"}},
 		{name: "run-with async-teardown on warns", args: []string{"-run-with", "async-teardown=on"}, warn: []string{"async-teardown=on"}},
 		{name: "run-with path-like leftover warns", args: []string{"-run-with", "nonesuch=/etc/x"}, warn: []string{"nonesuch=/etc/x"}},
@@ -24,7 +24,7 @@ func TestQEMU10Options(t *testing.T) {
 			}
 		}},
 		{name: "jitdump warns", args: []string{"-jitdump"}, warn: []string{"-jitdump"}},
-		{name: "7.2 and 10.0 options on one line", args: []string{"-no-hpet", "-perfmap", "-runas", "qemu"}, files: []string{"create /tmp/perf-[0-9]*.map"}, warn: []string{"-runas qemu"}},
+		{name: "7.2 and 10.0 options on one line", args: []string{"-no-hpet", "-perfmap", "-runas", "qemu"}, files: append([]string{"create /tmp/perf-[0-9]*.map"}, userLookupFiles...), sockets: userLookupSockets, warn: []string{"-runas qemu"}},
 	})
 }
 

@@ -80,6 +80,11 @@ type Dir struct {
 	Abs    string `json:"abs"`
 	Access Access `json:"access"`
 	Option string `json:"option"`
+	// Share says QEMU exports the tree to the guest (9p): it works in it
+	// for the guest, creating and removing files and directories when
+	// the share is writable, and asks its files for their inode
+	// generation (FS_IOC_GETVERSION).
+	Share bool `json:"share,omitempty"`
 }
 
 // Socket families.
@@ -165,6 +170,9 @@ type Set struct {
 	// (twice: the child calls setsid and forks the daemon), and only then
 	// may it create processes at all. Its -pidfile is in Files.
 	Daemonize bool `json:"daemonize,omitempty"`
+	// RunAs is the user QEMU changes to once it is set up (-runas, or
+	// -run-with user=): a name, or UID:GID.
+	RunAs string `json:"runas,omitempty"`
 	// Warnings name options that may use resources the set does not
 	// describe (exec'd scripts, network block protocols, values that
 	// look like paths in options kfv does not understand).
@@ -288,6 +296,9 @@ func (s *Set) String() string {
 		netuser = "yes (slirp connects wherever the guest connects)"
 	}
 	fmt.Fprintf(&b, "User-mode networking: %s\n", netuser)
+	if s.RunAs != "" {
+		fmt.Fprintf(&b, "Runs as: %s (once set up)\n", s.RunAs)
+	}
 	if s.Daemonize {
 		b.WriteString("Daemonize: yes (QEMU's two daemonizing forks are admitted, nothing else)\n")
 	}
