@@ -148,7 +148,8 @@ workload_net() {
 }
 
 # share: mounts the 9p share tagged kfvshare, reports the sha256 of the
-# host's file "in" there, and writes kfv.size MiB of the pattern to "out".
+# host's file "in" there, and writes kfv.size MiB of the pattern to "out"
+# (nothing with kfv.size=0).
 workload_share() {
 	size=${kfv_size:-4}
 	is_uint "$size" || { result status=fail reason=bad-size; return; }
@@ -156,7 +157,8 @@ workload_share() {
 	mount -t 9p -o trans=virtio,version=9p2000.L kfvshare /mnt/share ||
 		{ result status=fail reason=mount; return; }
 	in=$(sha256sum </mnt/share/in) || { result status=fail reason=read; return; }
-	pattern "$size" >/mnt/share/out && sync ||
+	# kfv.size=0: a read-only share, nothing written.
+	[ "$size" = 0 ] || { pattern "$size" >/mnt/share/out && sync; } ||
 		{ result status=fail reason=write; return; }
 	umount /mnt/share
 	result status=ok in=${in%% *} bytes=$((size * 1048576))

@@ -43,7 +43,7 @@ const (
 	ReactMark = "KFV-REACT-MARK"
 	// WorkloadShare mounts the 9p share tagged ShareTag (virtio-9p),
 	// reports in= the sha256 of its file "in" and writes kfv.size MiB of
-	// the pattern (default 4) to its file "out".
+	// the pattern (default 4; 0 writes nothing) to its file "out".
 	WorkloadShare = "share"
 	// WorkloadTopology reports cpus=, nodes= (NUMA) and mem_kb= as the
 	// guest sees them.
