@@ -1,7 +1,12 @@
 package integration
 
 import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +33,9 @@ type benign struct {
 	accel string
 	dir   string // the test's temporary directory
 	runs  int
+	// bare makes run start QEMU itself, without kfv-run: the benign
+	// matrix runs each configuration bare first, to show it works.
+	bare bool
 }
 
 // newBenign builds (once per test binary) the Linux guest and returns the
@@ -71,9 +79,14 @@ func (b *benign) path(name string) string { return filepath.Join(b.dir, name) }
 // the process is gone, the run's event stream must hold no denial, no
 // error, no reaction and no finding of severity medium or above: each is
 // listed in the failure.
+//
+// With bare set, QEMU runs without kfv-run and nothing is checked.
 func (b *benign) run(qargs []string, extra ...*os.File) *proc {
 	t := b.t
 	t.Helper()
+	if b.bare {
+		return start(t, append([]string{b.qemu}, qargs...), extra...)
+	}
 	b.runs++
 	events := b.path(fmt.Sprintf("events-%d.jsonl", b.runs))
 	// Registered before start's own cleanup, so it runs after QEMU is
@@ -170,4 +183,53 @@ func (b *benign) wantDone(p *proc, status int, workload string) guest.Markers {
 			status, m, workload, tail(p.stdout.String(), 40), p.stderr)
 	}
 	return m
+}
+
+// netRun runs the net workload: the guest, at ip on eth0 (netArgs give
+// it the NIC and its backend), sends mib MiB of the pattern to host at a
+// listener the test opens on listen (an address of this host); the
+// listener must receive exactly those bytes and QEMU must exit 0 with the
+// workload done.
+func (b *benign) netRun(netArgs []string, mib int, listen, host, ip string, extra ...*os.File) {
+	t := b.t
+	t.Helper()
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- "accept: " + err.Error()
+			return
+		}
+		defer c.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, bufio.NewReader(c))
+		if err != nil {
+			got <- "read: " + err.Error()
+			return
+		}
+		got <- fmt.Sprintf("%d %s", n, hex.EncodeToString(h.Sum(nil)))
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	args := append(b.args(guest.WorkloadNet, fmt.Sprintf("kfv.size=%d", mib), fmt.Sprintf("kfv.port=%d", port),
+		"kfv.host="+host, "kfv.ip="+ip), netArgs...)
+	p := b.run(args, extra...)
+	status := p.wait(t, 3*time.Minute)
+	// The guest has powered off: whatever reached the listener has
+	// arrived; give the copy a moment to see the end of the stream.
+	want := fmt.Sprintf("%d %s", mib<<20, guest.PatternSHA256(mib))
+	select {
+	case g := <-got:
+		if g != want {
+			t.Errorf("host listener received %q, want %q (bytes sha256)", g, want)
+		}
+	case <-time.After(3 * time.Second):
+		t.Errorf("host listener received no complete connection (the guest's nc may report success anyway)")
+	}
+	m := b.wantDone(p, status, guest.WorkloadNet)
+	t.Logf("sent in %s ms", m.Result["ms"])
 }

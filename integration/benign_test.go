@@ -6,14 +6,12 @@ package integration
 // and fails if the event stream holds any denial or error (benign.run).
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,46 +70,7 @@ func TestBenignDisk(t *testing.T) {
 // listener on the host's loopback (10.0.2.2 in the guest); the listener
 // receives exactly those bytes.
 func TestBenignNet(t *testing.T) {
-	b := newBenign(t)
-	const mib = 8
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	got := make(chan string, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- "accept: " + err.Error()
-			return
-		}
-		defer c.Close()
-		h := sha256.New()
-		n, err := io.Copy(h, bufio.NewReader(c))
-		if err != nil {
-			got <- "read: " + err.Error()
-			return
-		}
-		got <- fmt.Sprintf("%d %s", n, hex.EncodeToString(h.Sum(nil)))
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-	args := append(b.args(guest.WorkloadNet, fmt.Sprintf("kfv.size=%d", mib), fmt.Sprintf("kfv.port=%d", port)), guest.NetArgs()...)
-	p := b.run(args)
-	status := p.wait(t, 3*time.Minute)
-	// The guest has powered off: whatever reached the listener has
-	// arrived; give the copy a moment to see the end of the stream.
-	want := fmt.Sprintf("%d %s", mib<<20, guest.PatternSHA256(mib))
-	select {
-	case g := <-got:
-		if g != want {
-			t.Errorf("host listener received %q, want %q (bytes sha256)", g, want)
-		}
-	case <-time.After(3 * time.Second):
-		t.Errorf("host listener received no complete connection (the guest's nc may report success anyway)")
-	}
-	m := b.wantDone(p, status, guest.WorkloadNet)
-	t.Logf("sent in %s ms", m.Result["ms"])
+	newBenign(t).netRun(guest.NetArgs(), 8, "127.0.0.1:0", "10.0.2.2", "10.0.2.15")
 }
 
 // TestBenignReboot: the guest reboots once (QEMU without -no-reboot) and
@@ -374,7 +333,7 @@ func TestBenignHotplug(t *testing.T) {
 // opens it). Zero denials either way.
 func TestBenignCDROM(t *testing.T) {
 	for _, via := range []string{"fdset", "path"} {
-		t.Run(via, func(t *testing.T) { testCDROM(t, via) })
+		t.Run(via, func(t *testing.T) { testCDROM(t, newBenign(t), via) })
 	}
 }
 
@@ -419,9 +378,8 @@ func TestMediaByPathRefused(t *testing.T) {
 	}
 }
 
-func testCDROM(t *testing.T, via string) {
+func testCDROM(t *testing.T, b *benign, via string) {
 	t.Helper()
-	b := newBenign(t)
 	if missing := b.linux.MissingModules(guest.CDROMModules...); len(missing) > 0 {
 		t.Fatalf("the Linux guest has no CD-ROM driver: add %q to guest.LinuxModules (Debian builds them as modules)", missing)
 	}
