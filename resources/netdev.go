@@ -3,6 +3,7 @@ package resources
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -157,7 +158,7 @@ func (d *deriver) tap(o *opts, origin string) {
 		d.s.warnf("%s helper=%s: QEMU runs a setuid helper to get a tap fd; exec is denied, and no_new_privs would defeat setuid anyway: pass a tap fd instead", origin, helper)
 	default:
 		d.s.addDevice(Device{Path: "/dev/net/tun", Access: ReadWrite, Option: origin})
-		o.str("ifname")
+		d.macvtap(o.str("ifname"), origin+" ifname=")
 		for _, s := range []struct{ key, def string }{{"script", "/etc/qemu-ifup"}, {"downscript", "/etc/qemu-ifdown"}} {
 			v, ok := o.get(s.key)
 			if !ok {
@@ -175,6 +176,26 @@ func (d *deriver) tap(o *opts, origin string) {
 			d.s.addDevice(Device{Path: "/dev/vhost-net", Access: ReadWrite, Option: origin + " vhost=on"})
 		}
 	}
+}
+
+// macvtap adds the character device of a macvtap interface named by a
+// tap's ifname=: QEMU 10.0 opens /dev/tapIFINDEX first, in case the
+// interface is a macvtap (ENOENT for a plain tap, measured with strace),
+// then /dev/net/tun. The index is the interface's on this host now; an
+// interface QEMU will create has none yet, and QEMU tries no macvtap.
+func (d *deriver) macvtap(ifname, origin string) {
+	if ifname == "" || d.fsys == nil || strings.ContainsAny(ifname, "/%") || ifname == "." || ifname == ".." {
+		return
+	}
+	b, err := readSmall(d.fsys, "/sys/class/net/"+ifname+"/ifindex", 32)
+	if err != nil {
+		return
+	}
+	idx, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || idx <= 0 {
+		return
+	}
+	d.s.addDevice(Device{Path: fmt.Sprintf("/dev/tap%d", idx), Access: ReadWrite, Option: origin + ifname + " (its macvtap device, if it is one)"})
 }
 
 // fdList records the fd of key= or the fds of keys= (a ":"-separated

@@ -75,3 +75,25 @@ func TestImageFiles(t *testing.T) {
 		t.Errorf("blockdev-create: files %+v, want /img/new.img, created, an image", n.Set.Files)
 	}
 }
+
+// TestMacvtapDevice: a tap by ifname names the interface's macvtap device
+// too, by its index on the host; without the interface, nothing more.
+func TestMacvtapDevice(t *testing.T) {
+	fsys := fstest.MapFS{"sys/class/net/tap7/ifindex": &fstest.MapFile{Data: []byte("27\n")}}
+	for _, c := range []struct {
+		ifname string
+		want   []string
+	}{
+		{"tap7", []string{"read-write /dev/net/tun", "read-write /dev/tap27"}},
+		{"gone0", []string{"read-write /dev/net/tun"}},
+		{"tap%d", []string{"read-write /dev/net/tun"}},
+	} {
+		s, err := FromArgs([]string{"-accel", "tcg", "-netdev", "tap,id=n,ifname=" + c.ifname + ",script=no,downscript=no"}, "/vm", fsys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := deviceList(s); !slices.Equal(got, c.want) {
+			t.Errorf("ifname=%s: devices %q, want %q", c.ifname, got, c.want)
+		}
+	}
+}
