@@ -237,7 +237,7 @@ func disk(spec diskSpec) func(t *testing.T, b *benign) {
 		if m.Result["sha256"] != want {
 			t.Errorf("guest read back sha256 %s from /dev/%s, want the pattern's %s", m.Result["sha256"], spec.dev, want)
 		}
-		if strings.Contains(spec.drive, "qcow2-snapshot-on") {
+		if strings.Contains(spec.drive, "snapshot=on") {
 			if got := fileSHA256(t, img, fileSize(t, img)); got != before {
 				t.Errorf("snapshot=on: the image changed on the host (sha256 %s, was %s)", got, before)
 			}
@@ -248,7 +248,7 @@ func disk(spec diskSpec) func(t *testing.T, b *benign) {
 			if got := fileSHA256(t, base, fileSize(t, base)); got != baseBefore {
 				t.Errorf("the backing file changed (sha256 %s, was %s)", got, baseBefore)
 			}
-			if !strings.Contains(spec.drive, "qcow2-snapshot-on") {
+			if !strings.Contains(spec.drive, "snapshot=on") {
 				// The base's data, read through the top image.
 				if got, want := guestView(t, img, spec.format, 1<<20, spec.size-(2<<20)), sha256Hex(bytes.Repeat([]byte{0x5a}, 1<<20)); got != want {
 					t.Errorf("the chain does not show the backing file's data: sha256 %s, want %s", got, want)
