@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +86,31 @@ func TestWriteErrorReported(t *testing.T) {
 	w.Emit(&Event{Kind: KindWarning})
 	if err := w.Close(); err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Errorf("Close = %v, want the write error", err)
+	}
+}
+
+func TestOpenFileEndsTornLine(t *testing.T) {
+	path := t.TempDir() + "/events.jsonl"
+	whole := `{"kind":"lifecycle"}` + "\n"
+	for _, c := range []struct{ before, want string }{
+		{"", "A\n"},
+		{whole, whole + "A\n"},
+		{whole + `{"kind":"deci`, whole + `{"kind":"deci` + "\nA\n"},
+	} {
+		if err := os.WriteFile(path, []byte(c.before), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := OpenFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString("A\n"); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		got, _ := os.ReadFile(path)
+		if string(got) != c.want {
+			t.Errorf("after %q: file holds %q, want %q", c.before, got, c.want)
+		}
 	}
 }

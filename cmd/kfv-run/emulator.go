@@ -133,7 +133,7 @@ func emulatorSupervisorMain() int {
 			return nil, nil, fmt.Errorf("%s: %w", st.Config, err)
 		}
 		p := pol.Profile
-		f, err := os.OpenFile(st.Events, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_CLOEXEC, 0o640)
+		f, err := event.OpenFile(st.Events)
 		if err != nil {
 			return nil, nil, fmt.Errorf("event stream (events in %s): %w; the directory must exist and be writable by the user QEMU runs as (uid %d): see docs/libvirt.md", st.Config, err, os.Getuid())
 		}

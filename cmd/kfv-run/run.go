@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -166,7 +165,7 @@ func openEvents(dest string) (io.Writer, func() error, error) {
 	case "-":
 		return os.Stdout, func() error { return nil }, nil
 	}
-	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_CLOEXEC, 0o640)
+	f, err := event.OpenFile(dest)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--events: %w", err)
 	}
