@@ -44,6 +44,7 @@ func prepare(p *profiles.Profile, set *resources.Set, inet []profiles.VerdictRul
 	rules = append(rules, p.Rules[at:]...)
 	at = daemonizeRuleAt(rules)
 	rules = slices.Insert(rules, at, DaemonizeRule(set)...)
+	rules = slices.Insert(rules, memoryRuleAt(rules), MemoryRule(set, Canonical)...)
 	q.Rules = append(rules, ResourceRules(set, cwd, Canonical)...)
 	q.Rules = append(q.Rules, RunAsRules(set, LookupIDs)...)
 	q.Syscalls = append(AddrConfigRule(set), q.Syscalls...)

@@ -114,7 +114,7 @@ func (d *deriver) memPath(p string, ro bool, origin string) {
 	}
 	abs := absPath(p, d.cwd)
 	if isDir(d.fsys, abs) {
-		d.dir(p, Create, origin)
+		d.s.addDir(Dir{Path: p, Abs: abs, Access: Create, Option: origin, Memory: true})
 		if d.hugetlbfs(abs) {
 			d.s.addDevice(Device{Path: abs, Access: ReadWrite, Option: origin + " (hugetlbfs mount)"})
 		}
@@ -124,7 +124,7 @@ func (d *deriver) memPath(p string, ro bool, origin string) {
 	if ro {
 		a = ReadOnly
 	}
-	d.file(p, a, origin)
+	d.s.addFile(File{Path: p, Abs: abs, Access: a, Option: origin, Memory: true})
 }
 
 // hugetlbfs reports whether abs is a hugetlbfs mount point, from

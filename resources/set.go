@@ -72,6 +72,10 @@ type File struct {
 	// data file, a snapshot overlay, an image QEMU creates): QEMU's
 	// file-posix driver probes it with file-attribute ioctls.
 	Image bool `json:"image,omitempty"`
+	// Memory says the file backs guest RAM (memory-backend-file
+	// mem-path=, -mem-path): QEMU maps it and hands the mapping to KVM
+	// as a memory slot.
+	Memory bool `json:"memory,omitempty"`
 }
 
 // Dir is a directory tree QEMU may use.
@@ -85,6 +89,12 @@ type Dir struct {
 	// the share is writable, and asks its files for their inode
 	// generation (FS_IOC_GETVERSION).
 	Share bool `json:"share,omitempty"`
+	// Memory says QEMU creates the files backing guest RAM in the
+	// directory (memory-backend-file or -mem-path naming a directory,
+	// usually a hugetlbfs mount): it names each qemu_back_mem.ID.XXXXXX,
+	// unlinks it at once, maps it and hands the mapping to KVM as a
+	// memory slot.
+	Memory bool `json:"memory,omitempty"`
 }
 
 // Socket families.
