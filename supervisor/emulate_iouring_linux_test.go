@@ -86,7 +86,14 @@ func ringSubmit(fd int, p *ringParams, op uint8, sfd int32, addr uint64, length 
 	binary.NativeEndian.PutUint32(s[24:], length)
 	*at(p.u32(40+24) + idx*4) = idx
 	atomic.StoreUint32(at(p.u32(40+4)), tail+1)
-	if _, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(fd), 1, 1, 1, 0, 0); e != 0 {
+	// IORING_ENTER_GETEVENTS, and on an SQPOLL ring IORING_ENTER_SQ_WAKEUP:
+	// its kernel thread sleeps once idle for sq_thread_idle (a second by
+	// default), and then would never see the SQE on a loaded machine.
+	enter := uintptr(1)
+	if p.u32(8)&(1<<1) != 0 {
+		enter |= 2
+	}
+	if _, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(fd), 1, 1, enter, 0, 0); e != 0 {
 		return 0, e
 	}
 	head := atomic.LoadUint32(at(p.u32(80 + 0)))
