@@ -121,6 +121,54 @@ func TestLadderBuiltin(t *testing.T) {
 			}
 		}
 	})
+	t.Run("benign surprises, many times: denied at low severity, no reaction", func(t *testing.T) {
+		l := newLadder(t, "kvm")
+		const xfsIocDioinfo, unknownIoctl, prSetMM = 0x800c581e, 0xc0de0042, 35
+		surprises := []Request{
+			// A host tunable another QEMU build reads at start-up.
+			{Syscall: "openat", Thread: "qemu-system-x86", Path: "/proc/sys/vm/nr_hugepages"},
+			// A file-attribute ioctl on a file that is not the VM's image.
+			{Syscall: "ioctl", Thread: "worker", Args: [6]uint64{7, xfsIocDioinfo}, Fds: map[int]string{0: "/var/tmp/other.img"}},
+			// An ioctl and a prctl the profile does not know.
+			{Syscall: "ioctl", Thread: "qemu-system-x86", Args: [6]uint64{7, unknownIoctl}, Fds: map[int]string{0: "/dev/null"}},
+			{Syscall: "prctl", Thread: "qemu-system-x86", Args: [6]uint64{prSetMM}},
+		}
+		for _, r := range surprises {
+			for i := 0; i < 5; i++ {
+				d, rs := l.call(r)
+				if d.Action != profiles.VerdictDeny {
+					t.Fatalf("%s %s: %v by %s, want a denial", r.Syscall, r.Path, d.Action, d.Rule)
+				}
+				if len(d.Findings) != 1 || d.Findings[0].Severity != profiles.SevLow {
+					t.Fatalf("%s (rule %s): findings %+v, want one of low severity", r.Syscall, d.Rule, d.Findings)
+				}
+				if len(rs) != 0 {
+					t.Fatalf("%s, attempt %d: reactions %q", r.Syscall, i+1, kinds(rs))
+				}
+			}
+		}
+	})
+	t.Run("what attackers want, by no rule, three times: pause, vNICs down", func(t *testing.T) {
+		for _, r := range []Request{
+			{Syscall: "openat", Thread: "qemu-system-x86", Path: "/var/lib/libvirt/images/other-vm.qcow2", Args: [6]uint64{0, 0, 2}},
+			{Syscall: "kill", Thread: "qemu-system-x86", Args: [6]uint64{4242, 9}},
+			{Syscall: "connect", Thread: "qemu-system-x86", Sock: &SockAddr{Family: afUnix, Path: "/run/other-vm/qmp.sock"}},
+			{Syscall: "socket", Thread: "qemu-system-x86", Args: [6]uint64{17, 3}}, // AF_PACKET
+		} {
+			l := newLadder(t, "kvm")
+			var rs []Reaction
+			for i := 0; i < 3; i++ {
+				var d Decision
+				d, rs = l.call(r)
+				if d.Action != profiles.VerdictDeny || len(d.Findings) == 0 || d.Findings[0].Severity < profiles.SevMedium {
+					t.Fatalf("%s: %v by %s, findings %+v: want a denial of medium or more", r.Syscall, d.Action, d.Rule, d.Findings)
+				}
+			}
+			if kinds(rs) != "repeated-denials:pause repeated-denials:link_down:all-nics" {
+				t.Errorf("%s, third denial: reactions %q", r.Syscall, kinds(rs))
+			}
+		}
+	})
 	t.Run("injected code: denied although a rule allows it, kill", func(t *testing.T) {
 		l := newLadder(t, "kvm")
 		l.e.SetText([]AddrRange{{Start: 0x7f1000000000, End: 0x7f1000200000, Path: "/lib/x86_64-linux-gnu/libc.so.6"}})

@@ -7,6 +7,7 @@ import (
 
 	"kfv/profiles"
 	"kfv/profiles/glob"
+	"kfv/sysent"
 )
 
 // afUnix is AF_UNIX; orch imports no unix package.
@@ -166,7 +167,7 @@ func (rs *Rules) signature(r *Request) (Decision, profiles.Severity) {
 	switch act, kr := rs.kernel.lookup(r); act {
 	case profiles.ActDeny:
 		d := Decision{Action: profiles.VerdictDeny, Errno: rs.kernel.defaultErrno, Rule: "defaults.action", Reason: "the profile denies syscalls it does not list"}
-		sev := profiles.SevMedium
+		sev := defaultSeverity(r)
 		if kr != nil {
 			d.Errno, d.Rule, d.Reason, sev = kr.errno, kr.name, kr.reason, kr.severity
 		}
@@ -187,7 +188,20 @@ func (rs *Rules) signature(r *Request) (Decision, profiles.Severity) {
 			return Decision{Action: ru.action, Errno: ru.errno, Rule: ru.name, Reason: ru.reason}, ru.severity
 		}
 	}
-	return Decision{Action: rs.defaultAction, Errno: rs.defaultErrno, Rule: "default", Reason: "no rule matched"}, profiles.SevMedium
+	return Decision{Action: rs.defaultAction, Errno: rs.defaultErrno, Rule: "default", Reason: "no rule matched"}, defaultSeverity(r)
+}
+
+// defaultSeverity grades a denial no rule of the profile names: medium,
+// so that the escalation ladder counts it, when the call reaches what
+// attackers are after (files by path, programs, other processes,
+// executable memory, addresses and sockets: sysent's Reaches); low for
+// any other call, a QEMU path the profile does not know yet that must not
+// pause a VM. A profile grades the calls it names itself.
+func defaultSeverity(r *Request) profiles.Severity {
+	if e, ok := sysent.Lookup(r.Syscall); ok && e.Reaches() {
+		return profiles.SevMedium
+	}
+	return profiles.SevLow
 }
 
 // signatureFinding is the finding a denial by the tables makes.

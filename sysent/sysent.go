@@ -174,6 +174,20 @@ func (e *Entry) ContinuesByReference() bool {
 	return e.ByReference() && !e.Performed() && !e.Lookup
 }
 
+// Reaches reports whether the call acts on what a payload in QEMU is
+// after: a file by its path (opened, run or changed; a mere lookup is
+// not), another process, executable memory, a network address or a new
+// socket. The escalation ladder counts a default denial of such a call; a
+// denial of any other call (an ioctl, fcntl or prctl a profile does not
+// know) is QEMU's surprise, not an attacker's goal.
+func (e *Entry) Reaches() bool {
+	if e.Lookup {
+		return false
+	}
+	return e.Effect != NoEffect || e.Object == Path || e.Object == Process ||
+		e.Object == Address || e.DomainArg >= 0
+}
+
 var byName = func() map[string]*Entry {
 	m := make(map[string]*Entry, len(table))
 	for i := range table {
