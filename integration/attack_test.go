@@ -35,6 +35,9 @@ const (
 // very thread that ran the payload, and the VM must still run.
 type attack struct {
 	name string
+	// payload is the implant's payload the run triggers; "" is name. A
+	// variant runs a payload again under another configuration.
+	payload string
 	// port: trigger through vCPU port I/O (the raw trigger guest, KVM
 	// only) instead of the Linux guest's block writes.
 	port bool
@@ -49,7 +52,8 @@ type attack struct {
 	// replacesQEMU: on bare QEMU the payload execs, so QEMU is gone and
 	// there is no QMP to ask afterwards.
 	replacesQEMU bool
-	// qargs are extra QEMU arguments for the VM.
+	// qargs are extra QEMU arguments for the VM; @RUNDIR@ in them is the
+	// run's temporary directory.
 	qargs []string
 	// env is extra environment for QEMU (and the implant).
 	env []string
@@ -68,6 +72,22 @@ type attackRun struct {
 	qemuPID int
 	p       *proc
 	report  implantReport
+}
+
+// kvmMemslotSetup: the raw guest peeks at the page kvm-memslot maps at
+// RawPeekAddr and prints what it finds; the effect is QEMU's page there.
+func kvmMemslotSetup(t *testing.T, r *attackRun) (string, effectFunc) {
+	return strconv.FormatUint(guest.RawPeekAddr, 16), func() (int, int, string) {
+		out := r.p.stdout.String()
+		line := out
+		if i := strings.Index(out, guest.RawTriggerPeek); i >= 0 {
+			line = out[i:]
+			if j := strings.IndexByte(line, '\n'); j >= 0 {
+				line = line[:j]
+			}
+		}
+		return one(strings.Contains(out, implantHostMemory), fmt.Sprintf("guest console: %q", line))
+	}
 }
 
 func one(ok bool, what string) (int, int, string) {
@@ -206,19 +226,20 @@ var attacks = []attack{
 		port:   true,
 		denied: [][]string{{"ioctl"}},
 		need:   kvmProblem,
-		setup: func(t *testing.T, r *attackRun) (string, effectFunc) {
-			return strconv.FormatUint(guest.RawPeekAddr, 16), func() (int, int, string) {
-				out := r.p.stdout.String()
-				line := out
-				if i := strings.Index(out, guest.RawTriggerPeek); i >= 0 {
-					line = out[i:]
-					if j := strings.IndexByte(line, '\n'); j >= 0 {
-						line = line[:j]
-					}
-				}
-				return one(strings.Contains(out, implantHostMemory), fmt.Sprintf("guest console: %q", line))
-			}
-		},
+		setup:  kvmMemslotSetup,
+	},
+	{
+		// The same slot over QEMU's memory, from a VM whose RAM is a
+		// memory-backend-file: the slots kfv admits over that file's
+		// mappings (vm-memory-backend-slots) admit nothing else.
+		name:    "kvm-memslot-file-ram",
+		payload: "kvm-memslot",
+		qargs: []string{"-object", "memory-backend-file,id=kfvram,size=1M,share=on,mem-path=@RUNDIR@",
+			"-numa", "node,memdev=kfvram"},
+		port:   true,
+		denied: [][]string{{"ioctl"}},
+		need:   kvmProblem,
+		setup:  kvmMemslotSetup,
 	},
 	{
 		name:   "neighbor-signal",
@@ -345,11 +366,15 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 	dir := t.TempDir()
 	r := &attackRun{kfv: kfv, dir: dir, disk: filepath.Join(dir, "disk.img")}
 	arg, effect := c.setup(t, r)
+	payload := c.payload
+	if payload == "" {
+		payload = c.name
+	}
 
 	var qargs []string
 	var doneMarker string
 	if c.port {
-		img, err := guest.BuildRawTrigger(guestDir, c.name, arg)
+		img, err := guest.BuildRawTrigger(guestDir, payload, arg)
 		if err != nil {
 			t.Fatalf("build raw trigger guest: %v", err)
 		}
@@ -373,7 +398,7 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 			t.Fatalf("size disk: %v", err)
 		}
 		// The guest idles after the trigger until the test quits QEMU.
-		words, err := guest.TriggerCmdline(c.name, arg, 600)
+		words, err := guest.TriggerCmdline(payload, arg, 600)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -384,7 +409,9 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 	events := filepath.Join(dir, "events.jsonl")
 	// debug-threads=on: QEMU names its threads, so the events say which
 	// one made each call (worker, CPU 0/KVM).
-	qargs = append(qargs, c.qargs...)
+	for _, a := range c.qargs {
+		qargs = append(qargs, strings.ReplaceAll(a, "@RUNDIR@", dir))
+	}
 	qargs = append(qargs, "-name", "kfv-test,debug-threads=on", "-qmp", "unix:"+sock+",server=on,wait=off")
 	argv := append([]string{qemu}, qargs...)
 	if kfv {
@@ -406,12 +433,12 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 	if !kfv && c.replacesQEMU {
 		p.wait(t, 30*time.Second)
 	}
-	r.report = parseImplant(p.stderr.String(), c.name)
+	r.report = parseImplant(p.stderr.String(), payload)
 	if !r.report.loadedIn(r.qemuPID) {
 		t.Fatalf("the implant did not load into QEMU (pid %d), so this run proves nothing; implant lines %q\nstderr:\n%s", r.qemuPID, r.report.Lines, p.stderr)
 	}
 	if r.report.Result == "" {
-		t.Fatalf("the implant reported no result for %s: the trigger did not reach it\nconsole:\n%s\nstderr:\n%s", c.name, lastLines(p.stdout.String(), 30), p.stderr)
+		t.Fatalf("the implant reported no result for %s: the trigger did not reach it\nconsole:\n%s\nstderr:\n%s", payload, lastLines(p.stdout.String(), 30), p.stderr)
 	}
 	seen, want, what := effect()
 	t.Logf("payload ran in thread %d %q: result=%s detail=%s", r.report.TID, r.report.Thread, r.report.Result, r.report.Detail)

@@ -138,6 +138,7 @@ func matrixRows() []matrixRow {
 		{"memory-file-shared", memBackend(memSpec{object: "memory-backend-file,share=on", memPath: "file"})},
 		{"memory-hugetlbfs-shared", memBackend(memSpec{object: "memory-backend-file,share=on", memPath: "hugetlbfs"})},
 		{"numa-2-nodes-2-vcpus", numaNodes},
+		{"numa-file-backends-2-vcpus", numaFileNodes},
 		// Process options.
 		{"daemonize-pidfile", daemonizeRow},
 		{"sandbox-on", sandboxOn},
@@ -949,6 +950,40 @@ func numaNodes(t *testing.T, b *benign) {
 		"-numa", "node,nodeid=1,cpus=1,memdev=kfvnode1")
 	p := b.run(args)
 	m := b.wantDone(p, p.wait(t, 2*time.Minute), guest.WorkloadTopology)
+	if m.Result["cpus"] != "2" || m.Result["nodes"] != "2" {
+		t.Errorf("the guest sees %s CPUs and %s NUMA nodes, want 2 and 2", m.Result["cpus"], m.Result["nodes"])
+	}
+}
+
+// numaFileNodes: two NUMA nodes backed by memory-backend-file, one a file
+// QEMU creates in a directory (private), the other a file of its own
+// (shared), a vCPU on each: the Linux guest sees both and finishes its
+// workload, and QEMU's guest RAM is mapped from both files.
+func numaFileNodes(t *testing.T, b *benign) {
+	dir := b.path(fmt.Sprintf("ram-%d", b.runs))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	file := b.path(fmt.Sprintf("ram-%d.img", b.runs))
+	args := replaceArg(replaceArg(b.args(guest.WorkloadTopology), "-smp", "2"), "-m", "256M")
+	args, sock := b.withQMP(append(args,
+		"-object", "memory-backend-file,id=kfvnode0,size=128M,share=off,mem-path="+dir,
+		"-object", "memory-backend-file,id=kfvnode1,size=128M,share=on,mem-path="+file,
+		"-numa", "node,nodeid=0,cpus=0,memdev=kfvnode0",
+		"-numa", "node,nodeid=1,cpus=1,memdev=kfvnode1"))
+	p := b.run(args)
+	q := dialMon(t, sock, 30*time.Second)
+	pid := p.cmd.Process.Pid
+	if !b.bare {
+		pid = childPID(t, pid)
+	}
+	for _, want := range []string{dir + "/qemu_back_mem.*", file} {
+		if m := mapsMatching(t, pid, want); m == "" {
+			t.Errorf("no mapping of QEMU %d is backed by %s", pid, want)
+		}
+	}
+	q.c.Close()
+	m := b.wantDone(p, p.wait(t, 3*time.Minute), guest.WorkloadTopology)
 	if m.Result["cpus"] != "2" || m.Result["nodes"] != "2" {
 		t.Errorf("the guest sees %s CPUs and %s NUMA nodes, want 2 and 2", m.Result["cpus"], m.Result["nodes"])
 	}
