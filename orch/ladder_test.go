@@ -151,6 +151,8 @@ func TestLadderBuiltin(t *testing.T) {
 	t.Run("what attackers want, by no rule, three times: pause, vNICs down", func(t *testing.T) {
 		for _, r := range []Request{
 			{Syscall: "openat", Thread: "qemu-system-x86", Path: "/var/lib/libvirt/images/other-vm.qcow2", Args: [6]uint64{0, 0, 2}},
+			// Writing a host tunable is not reading one.
+			{Syscall: "openat", Thread: "qemu-system-x86", Path: "/proc/sys/kernel/core_pattern", Args: [6]uint64{0, 0, 1}},
 			{Syscall: "kill", Thread: "qemu-system-x86", Args: [6]uint64{4242, 9}},
 			{Syscall: "connect", Thread: "qemu-system-x86", Sock: &SockAddr{Family: afUnix, Path: "/run/other-vm/qmp.sock"}},
 			{Syscall: "socket", Thread: "qemu-system-x86", Args: [6]uint64{17, 3}}, // AF_PACKET

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"kfv/profiles"
 	"kfv/profiles/glob"
@@ -196,12 +197,34 @@ func (rs *Rules) signature(r *Request) (Decision, profiles.Severity) {
 // attackers are after (files by path, programs, other processes,
 // executable memory, addresses and sockets: sysent's Reaches); low for
 // any other call, a QEMU path the profile does not know yet that must not
-// pause a VM. A profile grades the calls it names itself.
+// pause a VM, and for a read-only open of a host tunable (hostFact). A
+// profile grades the calls it names itself.
 func defaultSeverity(r *Request) profiles.Severity {
-	if e, ok := sysent.Lookup(r.Syscall); ok && e.Reaches() {
-		return profiles.SevMedium
+	e, ok := sysent.Lookup(r.Syscall)
+	if !ok || !e.Reaches() || hostFact(e, r) {
+		return profiles.SevLow
 	}
-	return profiles.SevLow
+	return profiles.SevMedium
+}
+
+// hostFact says r opens a host tunable or fact read-only: a path under
+// /proc/sys or /sys, opened O_RDONLY without O_CREAT or O_TRUNC. Another
+// QEMU version, build or library may read one the profile has not
+// measured (QEMU 10.0 added /proc/sys/vm/max_map_count); it is neither a
+// secret nor another VM's, so its denial is QEMU's surprise, not an
+// attacker's goal. (It is graded here and not by a low-severity rule in
+// the profile so that the rules kfv derives for the VM, placed after the
+// profile's, still admit such a file where the VM needs it: -runas reads
+// /proc/sys/kernel/ngroups_max.)
+func hostFact(e *sysent.Entry, r *Request) bool {
+	if e.Effect != sysent.OpenFiles || e.FlagsArg < 0 {
+		return false
+	}
+	if !strings.HasPrefix(r.Path, "/proc/sys/") && !strings.HasPrefix(r.Path, "/sys/") {
+		return false
+	}
+	const oAccmode, oCreat, oTrunc = 0x3, 0x40, 0x200
+	return r.Args[e.FlagsArg]&(oAccmode|oCreat|oTrunc) == 0
 }
 
 // signatureFinding is the finding a denial by the tables makes.
