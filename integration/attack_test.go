@@ -68,6 +68,9 @@ type attackRun struct {
 	qemuPID int
 	p       *proc
 	report  implantReport
+	// qargs are extra QEMU arguments setup adds for this run (a share
+	// in the run's directory).
+	qargs []string
 }
 
 func one(ok bool, what string) (int, int, string) {
@@ -385,6 +388,7 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 	// debug-threads=on: QEMU names its threads, so the events say which
 	// one made each call (worker, CPU 0/KVM).
 	qargs = append(qargs, c.qargs...)
+	qargs = append(qargs, r.qargs...)
 	qargs = append(qargs, "-name", "kfv-test,debug-threads=on", "-qmp", "unix:"+sock+",server=on,wait=off")
 	argv := append([]string{qemu}, qargs...)
 	if kfv {
