@@ -147,9 +147,30 @@ workload_net() {
 	result status=ok bytes=$((size * 1048576)) ms=$((t1 - t0)) sha256=$sum
 }
 
+# share_tree DIR: the file work of a writable share, which the host
+# checks after the VM exits: a directory made and renamed, a file
+# written, renamed, hard- and soft-linked, its owner, mode and times
+# changed, a hard link, a directory and a file removed.
+share_tree() {
+	t=$1/kfvdir
+	mkdir "$t" &&
+		echo "kfv 9p tree" >"$t/a" &&
+		mv "$t/a" "$t/b" &&
+		ln "$t/b" "$t/hard" &&
+		ln -s b "$t/soft" &&
+		chown 1234:1234 "$t/b" &&
+		chmod 0640 "$t/b" &&
+		touch -d "2001-02-03 04:05:06" "$t/b" &&
+		rm "$t/hard" &&
+		mkdir "$t/empty" && rmdir "$t/empty" &&
+		echo gone >"$t/gone" && rm "$t/gone" &&
+		mv "$t" "$1/tree" &&
+		[ "$(cat "$1/tree/soft")" = "kfv 9p tree" ]
+}
+
 # share: mounts the 9p share tagged kfvshare, reports the sha256 of the
 # host's file "in" there, and writes kfv.size MiB of the pattern to "out"
-# (nothing with kfv.size=0).
+# and does share_tree's file work (nothing with kfv.size=0).
 workload_share() {
 	size=${kfv_size:-4}
 	is_uint "$size" || { result status=fail reason=bad-size; return; }
@@ -160,6 +181,8 @@ workload_share() {
 	# kfv.size=0: a read-only share, nothing written.
 	[ "$size" = 0 ] || { pattern "$size" >/mnt/share/out && sync; } ||
 		{ result status=fail reason=write; return; }
+	[ "$size" = 0 ] || { share_tree /mnt/share && sync; } ||
+		{ result status=fail reason=tree; return; }
 	umount /mnt/share
 	result status=ok in=${in%% *} bytes=$((size * 1048576))
 }

@@ -43,7 +43,8 @@ const (
 	ReactMark = "KFV-REACT-MARK"
 	// WorkloadShare mounts the 9p share tagged ShareTag (virtio-9p),
 	// reports in= the sha256 of its file "in" and writes kfv.size MiB of
-	// the pattern (default 4; 0 writes nothing) to its file "out".
+	// the pattern (default 4; 0 writes nothing) to its file "out". A
+	// writable share also gets ShareTree.
 	WorkloadShare = "share"
 	// WorkloadTopology reports cpus=, nodes= (NUMA) and mem_kb= as the
 	// guest sees them.
@@ -55,6 +56,20 @@ const (
 
 // ShareTag is the mount tag the share workload mounts.
 const ShareTag = "kfvshare"
+
+// ShareTree is the directory the share workload leaves in a writable
+// share: it makes kfvdir, writes kfvdir/a and renames it to b, links b
+// to hard and soft (a symlink to "b"), chowns b to ShareTreeOwner,
+// chmods it to ShareTreeMode and sets its times to ShareTreeTime,
+// removes hard, makes and removes a directory and a file, and renames
+// kfvdir to tree. b then holds ShareTreeData.
+const (
+	ShareTree      = "tree"
+	ShareTreeData  = "kfv 9p tree\n"
+	ShareTreeOwner = 1234
+	ShareTreeMode  = 0o640
+	ShareTreeTime  = "2001-02-03T04:05:06Z"
+)
 
 // RebootArgs returns args without -no-reboot, so that a guest reboot
 // resets the machine instead of ending QEMU.

@@ -72,6 +72,9 @@ type attackRun struct {
 	qemuPID int
 	p       *proc
 	report  implantReport
+	// qargs are extra QEMU arguments setup adds for this run (a share
+	// in the run's directory).
+	qargs []string
 }
 
 // kvmMemslotSetup: the raw guest peeks at the page kvm-memslot maps at
@@ -412,6 +415,7 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 	for _, a := range c.qargs {
 		qargs = append(qargs, strings.ReplaceAll(a, "@RUNDIR@", dir))
 	}
+	qargs = append(qargs, r.qargs...)
 	qargs = append(qargs, "-name", "kfv-test,debug-threads=on", "-qmp", "unix:"+sock+",server=on,wait=off")
 	argv := append([]string{qemu}, qargs...)
 	if kfv {

@@ -21,8 +21,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -37,6 +39,9 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
+	"kfv/event"
 	"kfv/guest"
 )
 
@@ -791,6 +796,9 @@ func share9p(t *testing.T, b *benign, readOnly bool) {
 		"-fsdev", fsdev, "-device", "virtio-9p-pci,fsdev=kfvfs,mount_tag="+guest.ShareTag)
 	p := b.run(args)
 	m := b.wantDone(p, p.wait(t, 2*time.Minute), guest.WorkloadShare)
+	if !b.bare && !readOnly {
+		sharePerformed(t, b.path(fmt.Sprintf("events-%d.jsonl", b.runs)), dir)
+	}
 	if m.Result["in"] != sha256Hex(in) {
 		t.Errorf("the guest read sha256 %s from the share, want %s", m.Result["in"], sha256Hex(in))
 	}
@@ -799,6 +807,70 @@ func share9p(t *testing.T, b *benign, readOnly bool) {
 	}
 	if got := fileSHA256(t, filepath.Join(dir, "out"), int64(mib)<<20); got != guest.PatternSHA256(mib) {
 		t.Errorf("the guest's file on the host holds sha256 %s, want the pattern's", got)
+	}
+	checkShareTree(t, filepath.Join(dir, guest.ShareTree))
+}
+
+// sharePerformed checks that kfv performed the share's file work: for
+// each kind of call the guest's tree needs (making a directory, renaming,
+// linking, making a symlink, changing owner, mode and times) at least one
+// allowed decision on a path in the share, and logs them all.
+func sharePerformed(t *testing.T, events, dir string) {
+	t.Helper()
+	kinds := map[string][]string{
+		"mkdir": {"mkdir", "mkdirat"}, "rename": {"rename", "renameat", "renameat2"},
+		"link": {"link", "linkat"}, "symlink": {"symlink", "symlinkat"},
+		"chown": {"chown", "fchownat", "lchown"}, "chmod": {"chmod", "fchmodat", "fchmodat2"},
+		"utimes": {"utimensat"}, "unlink": {"unlink", "unlinkat"},
+	}
+	seen := map[string]int{}
+	for _, e := range readEvents(t, events) {
+		if e.Kind == event.KindDecision && e.Applied == "allow" && strings.Contains(e.Args, dir) {
+			seen[e.Syscall]++
+		}
+	}
+	t.Logf("performed in the share: %v", seen)
+	for k, calls := range kinds {
+		n := 0
+		for _, c := range calls {
+			n += seen[c]
+		}
+		if n == 0 {
+			t.Errorf("no %s call (%v) allowed in the share: the guest's tree was not made through kfv", k, calls)
+		}
+	}
+}
+
+// checkShareTree checks, on the host, the tree the share workload left
+// (guest.ShareTree): what each of its file calls did.
+func checkShareTree(t *testing.T, tree string) {
+	t.Helper()
+	b := filepath.Join(tree, "b")
+	if got, err := os.ReadFile(b); err != nil || string(got) != guest.ShareTreeData {
+		t.Errorf("%s: %q, %v; want %q (written, then renamed from a)", b, got, err, guest.ShareTreeData)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(b, &st); err != nil {
+		t.Fatalf("lstat %s: %v", b, err)
+	}
+	want, _ := time.Parse(time.RFC3339, guest.ShareTreeTime)
+	switch {
+	case st.Mode&0o7777 != guest.ShareTreeMode:
+		t.Errorf("%s: mode %#o, want %#o (chmod)", b, st.Mode&0o7777, guest.ShareTreeMode)
+	case st.Uid != guest.ShareTreeOwner || st.Gid != guest.ShareTreeOwner:
+		t.Errorf("%s: owner %d:%d, want %d:%d (chown)", b, st.Uid, st.Gid, guest.ShareTreeOwner, guest.ShareTreeOwner)
+	case st.Mtim.Sec != want.Unix():
+		t.Errorf("%s: mtime %s, want %s (touch -d)", b, time.Unix(st.Mtim.Sec, 0).UTC(), want)
+	case st.Nlink != 1:
+		t.Errorf("%s: %d links, want 1 (its hard link removed)", b, st.Nlink)
+	}
+	if l, err := os.Readlink(filepath.Join(tree, "soft")); err != nil || l != "b" {
+		t.Errorf("%s/soft: %q, %v; want a symlink to b", tree, l, err)
+	}
+	for _, gone := range []string{filepath.Join(tree, "hard"), filepath.Join(tree, "empty"), filepath.Join(tree, "gone"), filepath.Join(filepath.Dir(tree), "kfvdir")} {
+		if _, err := os.Lstat(gone); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: %v, want it removed or renamed away", gone, err)
+		}
 	}
 }
 

@@ -53,6 +53,11 @@ type Request struct {
 	Path string
 	// PathArg is the path argument exactly as the caller passed it.
 	PathArg string
+	// Path2 and Path2Arg are the second path of rename and link (the new
+	// name), as Path and PathArg. Rules match Path: kfv performs these
+	// calls and decides again with Path set to the second path, so both
+	// must be allowed.
+	Path2, Path2Arg string
 	// Fds maps the index of each fd argument to what it refers to
 	// (the /proc/PID/fd link text: a path, "socket:[N]", "anon_inode:…").
 	Fds map[int]string

@@ -22,6 +22,24 @@ var (
 		return e.Effect == sysent.RemoveFiles && e.Perform == sysent.PerformUnlink
 	})
 	sendCalls = sysent.Select(func(e *sysent.Entry) bool { return e.Effect == sysent.SendToAddress })
+	// A writable share's file work, every call kfv performs on the
+	// entries it resolved: making, renaming, linking and removing
+	// entries, and changing modes, owners and times.
+	shareEntryCalls = sysent.Select(func(e *sysent.Entry) bool {
+		switch e.Perform {
+		case sysent.PerformMkdir, sysent.PerformMknod, sysent.PerformSymlink, sysent.PerformRename,
+			sysent.PerformLink, sysent.PerformUnlink:
+			return true
+		}
+		return false
+	})
+	shareAttrCalls = sysent.Select(func(e *sysent.Entry) bool {
+		switch e.Perform {
+		case sysent.PerformChmod, sysent.PerformChown, sysent.PerformUtimes:
+			return true
+		}
+		return false
+	})
 )
 
 // Open flag masks for access criteria, and AF_UNIX (x86_64 values; this
@@ -143,6 +161,7 @@ func ResourceRules(set *resources.Set, cwd string, canon func(string) string) []
 				"QEMU removes what it created (pidfile, overlays) when it exits"))
 		}
 	}
+	rules = append(rules, shareRules(set, canon)...)
 	socks := map[string][]string{}
 	for _, so := range set.Sockets {
 		if so.Family != resources.FamilyUnix {
@@ -256,4 +275,38 @@ func imageRules(set *resources.Set, canon func(string) string) []profiles.Verdic
 		}
 	}
 	return rules
+}
+
+// shareRules admits the file work of the VM's writable 9p shares
+// (security_model=none, QEMU's local backend acting for the guest):
+// making, renaming, linking and removing entries strictly under the
+// share's directory, and changing the mode, owner and times of the
+// share and of what is under it. kfv performs every one of these calls
+// on the entries and objects it resolved (both paths of a rename or a
+// link, each of which must be in a share), so these rules by path hold;
+// the directory itself is never made, renamed or removed. Device nodes
+// are refused by kfv whatever the rules say.
+func shareRules(set *resources.Set, canon func(string) string) []profiles.VerdictRule {
+	var under, tree []string
+	for _, d := range set.Dirs {
+		if !d.Share || d.Access != resources.Create || d.Abs == "" {
+			continue
+		}
+		for _, p := range []string{d.Abs, canon(d.Abs)} {
+			root := strings.TrimSuffix(escapeGlob(p), "/")
+			under = append(under, root+"/*/**")
+			tree = append(tree, root+"/**")
+		}
+	}
+	if len(under) == 0 {
+		return nil
+	}
+	sort.Strings(under)
+	sort.Strings(tree)
+	return []profiles.VerdictRule{
+		allow("vm-share-entries", shareEntryCalls, slices.Compact(under),
+			"the VM's writable 9p shares: the guest makes, renames, links and removes files and directories in them, from QEMU's command line"),
+		allow("vm-share-attributes", shareAttrCalls, slices.Compact(tree),
+			"the VM's writable 9p shares: QEMU sets the owner and mode of what it creates there and the guest changes modes, owners and times, from QEMU's command line"),
+	}
 }

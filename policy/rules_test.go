@@ -3,6 +3,7 @@ package policy
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"kfv/profiles"
@@ -96,5 +97,34 @@ func TestRulesShareNoSyscallList(t *testing.T) {
 	a.Rules[0].Syscalls[0] = "changed"
 	if b.Rules[0].Syscalls[0] == "changed" || removeCalls[0] == "changed" {
 		t.Error("the rules share their syscall list")
+	}
+}
+
+// A writable share gets its file work strictly under its directory (the
+// directory itself is never made, renamed or removed) and its attribute
+// changes on the whole tree; a read-only share gets neither.
+func TestShareRules(t *testing.T) {
+	set := &resources.Set{Dirs: []resources.Dir{
+		{Path: "/srv/share", Abs: "/srv/share", Access: resources.Create, Share: true},
+		{Path: "/srv/ro", Abs: "/srv/ro", Access: resources.ReadOnly, Share: true},
+	}}
+	got := map[string]profiles.VerdictRule{}
+	for _, r := range ResourceRules(set, "", func(p string) string { return p }) {
+		got[r.Name] = r
+	}
+	e, ok := got["vm-share-entries"]
+	if !ok || !slices.Equal(e.Paths, []string{"/srv/share/*/**"}) || !slices.Contains(e.Syscalls, "renameat2") || !slices.Contains(e.Syscalls, "linkat") || !slices.Contains(e.Syscalls, "mkdirat") {
+		t.Errorf("vm-share-entries: %+v", e)
+	}
+	a, ok := got["vm-share-attributes"]
+	if !ok || !slices.Equal(a.Paths, []string{"/srv/share/**"}) || !slices.Contains(a.Syscalls, "fchownat") || !slices.Contains(a.Syscalls, "chmod") {
+		t.Errorf("vm-share-attributes: %+v", a)
+	}
+	for _, r := range got {
+		for _, p := range r.Paths {
+			if strings.HasPrefix(p, "/srv/ro") && (r.Name == "vm-share-entries" || r.Name == "vm-share-attributes") {
+				t.Errorf("%s names the read-only share: %v", r.Name, r.Paths)
+			}
+		}
 	}
 }

@@ -306,7 +306,7 @@ action = "inspect"
 
 [[rule]]
 name = "dirs"
-syscalls = ["mkdir", "unlink"]
+syscalls = ["rmdir", "unlink"]
 paths = ["/srv/vm/**"]
 verdict = "allow"
 reason = "x"
@@ -321,7 +321,7 @@ reason = "x"
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `r.toml:7:13: rule "dirs" allows "mkdir", which kfv does not perform itself: the call continues after the check, and another thread of QEMU can rewrite its path in between; such a rule holds only against a QEMU that does not race its own arguments`
+	want := `r.toml:7:13: rule "dirs" allows "rmdir", which kfv does not perform itself: the call continues after the check, and another thread of QEMU can rewrite its path in between; such a rule holds only against a QEMU that does not race its own arguments`
 	if len(p.Warnings) != 1 || p.Warnings[0] != want {
 		t.Errorf("warnings = %q, want %q", p.Warnings, want)
 	}

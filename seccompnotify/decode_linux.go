@@ -117,24 +117,13 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 		r.Fds[i] = fdTarget(tid, int(fd))
 	}
 	if k.PathArg >= 0 {
-		p, err := ReadString(n.PID, n.Args[k.PathArg], maxPath)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("read path argument %d: %w", k.PathArg, err))
-		} else {
-			r.PathArg = p
-			base := ""
-			if !strings.HasPrefix(p, "/") {
-				if k.DirFDArg >= 0 && int32(n.Args[k.DirFDArg]) != unix.AT_FDCWD {
-					base = fdTarget(tid, int(int32(n.Args[k.DirFDArg])))
-					if r.Fds == nil {
-						r.Fds = map[int]string{}
-					}
-					r.Fds[k.DirFDArg] = base
-				} else if cwd, err := os.Readlink("/proc/" + tid + "/cwd"); err == nil {
-					base = cwd
-				}
-			}
-			r.Path = absPath(base, p)
+		if err := decodePath(n, r, tid, k.PathArg, k.DirFDArg, &r.PathArg, &r.Path); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if k.Path2Arg >= 0 {
+		if err := decodePath(n, r, tid, k.Path2Arg, k.DirFD2Arg, &r.Path2Arg, &r.Path2); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if k.SockaddrArg >= 0 && n.Args[k.SockaddrArg] != 0 {
@@ -165,6 +154,31 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 	if len(errs) > 0 {
 		return errs[0]
 	}
+	return nil
+}
+
+// decodePath reads the path argument i (relative to directory fd
+// argument dirfd, -1 for none) into arg, as passed, and abs, made
+// absolute.
+func decodePath(n *Notif, r *orch.Request, tid string, i, dirfd int, arg, abs *string) error {
+	p, err := ReadString(n.PID, n.Args[i], maxPath)
+	if err != nil {
+		return fmt.Errorf("read path argument %d: %w", i, err)
+	}
+	*arg = p
+	base := ""
+	if !strings.HasPrefix(p, "/") {
+		if dirfd >= 0 && int32(n.Args[dirfd]) != unix.AT_FDCWD {
+			base = fdTarget(tid, int(int32(n.Args[dirfd])))
+			if r.Fds == nil {
+				r.Fds = map[int]string{}
+			}
+			r.Fds[dirfd] = base
+		} else if cwd, err := os.Readlink("/proc/" + tid + "/cwd"); err == nil {
+			base = cwd
+		}
+	}
+	*abs = absPath(base, p)
 	return nil
 }
 

@@ -44,6 +44,8 @@ type Target struct {
 	Exists   bool
 	Dev, Ino uint64
 	Type     uint32 // S_IFMT bits
+
+	second *Target // the second path's (rename, link), or nil
 }
 
 // Close releases the target's fds. A nil target has none.
@@ -58,6 +60,8 @@ func (t *Target) Close() {
 		t.dir.Close()
 	}
 	t.obj, t.dir = -1, -1
+	t.second.Close()
+	t.second = nil
 }
 
 // ResolveOpen finds the object an open would reach, resolving the path as

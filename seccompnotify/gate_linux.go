@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -198,6 +199,9 @@ func (g *Gate) Answer(c *Call, d orch.Decision, fresh bool) {
 			if c.Req.PathArg != t.Path {
 				c.detail = "requested " + strconv.Quote(c.Req.PathArg)
 			}
+			if s := t.second; s != nil {
+				d = g.decideSecond(c, d, s)
+			}
 		}
 	}
 	g.observe(d, fresh)
@@ -207,6 +211,32 @@ func (g *Gate) Answer(c *Call, d orch.Decision, fresh bool) {
 		return
 	}
 	g.finish(c, d, p.perform(g, c, d, t, terr))
+}
+
+// decideSecond decides a call with two paths (rename, link) on its
+// second, the object that path reached, and returns the decision that
+// holds for the call: both must be allowed. A decision the VO resolved
+// is final for the first path only: the second is decided here either
+// way.
+func (g *Gate) decideSecond(c *Call, d orch.Decision, s *Target) orch.Decision {
+	c.Req.Path2 = s.Path
+	if c.Req.Path2Arg != s.Path {
+		c.detail = join(c.detail, "second path requested "+strconv.Quote(c.Req.Path2Arg))
+	}
+	c.detail = join(c.detail, "second path "+strconv.Quote(s.Path))
+	if g.Decide == nil {
+		return d
+	}
+	r := c.Req
+	r.Path, r.PathArg = s.Path, c.Req.Path2Arg
+	d2 := g.Decide(&r)
+	if d.Action == profiles.VerdictAllow && d2.Action != profiles.VerdictAllow {
+		d2.Findings = slices.Concat(d.Findings, d2.Findings)
+		d2.Reason = join("second path "+strconv.Quote(s.Path), d2.Reason)
+		return d2
+	}
+	d.Findings = slices.Concat(d.Findings, d2.Findings)
+	return d
 }
 
 // observe passes a fresh decision's findings on to the VO.

@@ -133,6 +133,9 @@ func summarize(r *orch.Request) string {
 	if r.Path != "" {
 		fmt.Fprintf(&b, "path=%q ", r.Path)
 	}
+	if r.Path2 != "" {
+		fmt.Fprintf(&b, "path2=%q ", r.Path2)
+	}
 	if r.Sock != nil {
 		fmt.Fprintf(&b, "family=%d addr=%q ", r.Sock.Family, r.Sock.String())
 	}

@@ -109,11 +109,33 @@ const (
 	// reference: it is performed so that the kernel, not kfv, enforces
 	// what the ring can do.
 	PerformIOURing
+	// PerformMkdir makes the directory in the parent kfv resolved.
+	PerformMkdir
+	// PerformMknod makes a regular file, FIFO or socket node in the
+	// parent kfv resolved; device nodes are refused.
+	PerformMknod
+	// PerformRename renames between the two entries kfv resolved and
+	// decided on, each in its own resolved parent.
+	PerformRename
+	// PerformLink links the entry (or object) kfv resolved and decided on
+	// to the second entry.
+	PerformLink
+	// PerformSymlink makes the symlink in the parent kfv resolved (its
+	// target is text, not resolved).
+	PerformSymlink
+	// PerformChmod changes the mode of the object kfv resolved (and of
+	// QEMU's own fd for /proc/self/fd/N).
+	PerformChmod
+	// PerformChown changes the owner of the object or entry kfv resolved.
+	PerformChown
+	// PerformUtimes sets the times of the object or entry kfv resolved.
+	PerformUtimes
 	// NumPerformers bounds the performers, for tables indexed by them.
 	NumPerformers
 )
 
-var performerNames = [NumPerformers]string{"none", "open", "unlink", "sockaddr", "sendto", "sendmsg", "sendmmsg", "io_uring"}
+var performerNames = [NumPerformers]string{"none", "open", "unlink", "sockaddr", "sendto", "sendmsg", "sendmmsg", "io_uring",
+	"mkdir", "mknod", "rename", "link", "symlink", "chmod", "chown", "utimes"}
 
 func (p Performer) String() string {
 	if p < NumPerformers {
@@ -138,6 +160,9 @@ type Entry struct {
 	// PathArg is the path argument, DirFDArg the directory fd it is
 	// relative to.
 	PathArg, DirFDArg int
+	// Path2Arg is the second path of rename and link (the new name),
+	// DirFD2Arg its directory fd: a performed call decides on both.
+	Path2Arg, DirFD2Arg int
 	// FDArgs are the fd arguments whose targets the decoder reads.
 	FDArgs []int
 	// SockaddrArg and SockLenArg are a struct sockaddr and its length.

@@ -32,17 +32,23 @@ var table = []Entry{
 	path("unlink", 0).effect(RemoveFiles).perform(PerformUnlink),
 	at("unlinkat", 0, 1).effect(RemoveFiles).perform(PerformUnlink),
 	path("rmdir", 0).effect(RemoveFiles),
-	path("mkdir", 0).effect(MakeDirs), at("mkdirat", 0, 1).effect(MakeDirs),
-	path("rename", 0).effect(RenameFiles), at("renameat", 0, 1).effect(RenameFiles),
-	at("renameat2", 0, 1).effect(RenameFiles),
-	path("link", 0).effect(LinkFiles), at("linkat", 0, 1).effect(LinkFiles),
-	path("symlink", 1).effect(MakeSymlinks), at("symlinkat", 1, 2).effect(MakeSymlinks),
-	path("mknod", 0).effect(MakeNodes), at("mknodat", 0, 1).effect(MakeNodes),
-	path("chmod", 0).effect(ChmodByPath), at("fchmodat", 0, 1).effect(ChmodByPath),
-	at("fchmodat2", 0, 1).effect(ChmodByPath),
-	path("chown", 0).effect(ChownByPath), at("fchownat", 0, 1).effect(ChownByPath),
-	path("lchown", 0).effect(ChownByPath),
-	path("truncate", 0), path("utimes", 0), at("utimensat", 0, 1), at("futimesat", 0, 1),
+	// The file work of a writable 9p share: performed on the entries and
+	// objects kfv resolved (rename and link decide on both paths).
+	path("mkdir", 0).effect(MakeDirs).perform(PerformMkdir), at("mkdirat", 0, 1).effect(MakeDirs).perform(PerformMkdir),
+	path("rename", 0).second(-1, 1).effect(RenameFiles).perform(PerformRename),
+	at("renameat", 0, 1).second(2, 3).effect(RenameFiles).perform(PerformRename),
+	at("renameat2", 0, 1).second(2, 3).effect(RenameFiles).perform(PerformRename),
+	path("link", 0).second(-1, 1).effect(LinkFiles).perform(PerformLink),
+	at("linkat", 0, 1).second(2, 3).effect(LinkFiles).perform(PerformLink),
+	path("symlink", 1).effect(MakeSymlinks).perform(PerformSymlink),
+	at("symlinkat", 1, 2).effect(MakeSymlinks).perform(PerformSymlink),
+	path("mknod", 0).effect(MakeNodes).perform(PerformMknod), at("mknodat", 0, 1).effect(MakeNodes).perform(PerformMknod),
+	path("chmod", 0).effect(ChmodByPath).perform(PerformChmod), at("fchmodat", 0, 1).effect(ChmodByPath).perform(PerformChmod),
+	at("fchmodat2", 0, 1).effect(ChmodByPath).perform(PerformChmod),
+	path("chown", 0).effect(ChownByPath).perform(PerformChown), at("fchownat", 0, 1).effect(ChownByPath).perform(PerformChown),
+	path("lchown", 0).effect(ChownByPath).perform(PerformChown),
+	at("utimensat", 0, 1).perform(PerformUtimes),
+	path("truncate", 0), path("utimes", 0), at("futimesat", 0, 1),
 	path("setxattr", 0), path("lsetxattr", 0), path("removexattr", 0), path("lremovexattr", 0),
 	path("mount", 1), path("umount2", 0), path("pivot_root", 0), path("chroot", 0),
 	path("swapon", 0), path("swapoff", 0), path("acct", 0), path("quotactl", 1),
@@ -97,7 +103,7 @@ var table = []Entry{
 // where the object is.
 
 func blank(name string, o Object) Entry {
-	return Entry{Name: name, Object: o, PathArg: -1, DirFDArg: -1, SockaddrArg: -1, SockLenArg: -1,
+	return Entry{Name: name, Object: o, PathArg: -1, DirFDArg: -1, Path2Arg: -1, DirFD2Arg: -1, SockaddrArg: -1, SockLenArg: -1,
 		DomainArg: -1, MsgArg: -1, VlenArg: -1, FlagsArg: -1}
 }
 
@@ -132,6 +138,7 @@ func msg(name string, fd, hdr, vlen int) Entry {
 }
 
 func (e Entry) effect(x Effect) Entry     { e.Effect = x; return e }
+func (e Entry) second(dirfd, p int) Entry { e.DirFD2Arg, e.Path2Arg = dirfd, p; return e }
 func (e Entry) perform(p Performer) Entry { e.Perform = p; return e }
 func (e Entry) object(o Object) Entry     { e.Object = o; return e }
 func (e Entry) lookup() Entry             { e.Lookup = true; return e }

@@ -491,6 +491,77 @@ static void p_other_disk(const char *name, const char *arg)
 	report(name, 1, "wrote %s at offset 0 of %s", OTHER_DISK_MARK, arg);
 }
 
+/*
+ * share-*: from a VM with a writable 9p share, reach files outside it
+ * with the calls the share's file work uses. Argument: SHARE|STEPS.
+ * SHARE is a directory QEMU exports, holding a symlink "esc" the test
+ * planted to a directory OUTSIDE beside it (SHARE/../outside), and a
+ * file "mine"; STEPS is a comma-separated list of the steps to take.
+ * Each step names an object outside the share: through the symlink
+ * (rename both ways, link, chmod, chown, mkdir, symlink), through ".."
+ * (chmod) and through /proc/self/fd/N of an fd QEMU holds on a file
+ * outside the share, the VM's disk (chmod). The detail lists each step's
+ * errno (0: done); result=ok when every step was done.
+ */
+static void p_share_escape(const char *name, const char *arg, int diskfd)
+{
+	char share[512], a[640], b[640];
+	const char *bar = strchr(arg, '|');
+	if (!bar || (size_t)(bar - arg) >= sizeof share) {
+		report(name, 0, "argument %s: want SHARE|STEPS", arg);
+		return;
+	}
+	memcpy(share, arg, bar - arg);
+	share[bar - arg] = 0;
+	char steps[600];
+	snprintf(steps, sizeof steps, "%s", bar + 1);
+	char detail[600] = "";
+	size_t off = 0;
+	int n = 0, done = 0;
+	for (char *sv, *st = strtok_r(steps, ",", &sv); st; st = strtok_r(NULL, ",", &sv)) {
+		long r = -1;
+		errno = EINVAL;
+		if (!strcmp(st, "rename-in")) {
+			snprintf(a, sizeof a, "%s/esc/rename-victim", share);
+			snprintf(b, sizeof b, "%s/stolen", share);
+			r = syscall(SYS_renameat, AT_FDCWD, a, AT_FDCWD, b);
+		} else if (!strcmp(st, "rename-out")) {
+			snprintf(a, sizeof a, "%s/mine", share);
+			snprintf(b, sizeof b, "%s/esc/planted", share);
+			r = syscall(SYS_renameat, AT_FDCWD, a, AT_FDCWD, b);
+		} else if (!strcmp(st, "link-in")) {
+			snprintf(a, sizeof a, "%s/esc/link-victim", share);
+			snprintf(b, sizeof b, "%s/linked", share);
+			r = syscall(SYS_linkat, AT_FDCWD, a, AT_FDCWD, b, 0);
+		} else if (!strcmp(st, "chmod-symlink")) {
+			snprintf(a, sizeof a, "%s/esc/chmod-victim", share);
+			r = syscall(SYS_fchmodat, AT_FDCWD, a, 0777);
+		} else if (!strcmp(st, "chmod-dotdot")) {
+			snprintf(a, sizeof a, "%s/../outside/dotdot-victim", share);
+			r = syscall(SYS_chmod, a, 0777);
+		} else if (!strcmp(st, "chmod-fd")) {
+			snprintf(a, sizeof a, "/proc/self/fd/%d", diskfd);
+			r = syscall(SYS_chmod, a, 0777);
+		} else if (!strcmp(st, "chown-symlink")) {
+			snprintf(a, sizeof a, "%s/esc/chown-victim", share);
+			r = syscall(SYS_fchownat, AT_FDCWD, a, 1234, 1234, 0);
+		} else if (!strcmp(st, "mkdir-symlink")) {
+			snprintf(a, sizeof a, "%s/esc/newdir", share);
+			r = syscall(SYS_mkdirat, AT_FDCWD, a, 0755);
+		} else if (!strcmp(st, "symlink-symlink")) {
+			snprintf(a, sizeof a, "%s/esc/newlink", share);
+			r = syscall(SYS_symlinkat, "kfv-was-here", AT_FDCWD, a);
+		}
+		int e = r ? errno : 0;
+		n++;
+		if (!e)
+			done++;
+		if (off < sizeof detail)
+			off += snprintf(detail + off, sizeof detail - off, " %s=%s", st, e ? strerrorname_np(e) : "0");
+	}
+	report(name, n > 0 && done == n, "done=%d/%d%s", done, n, detail);
+}
+
 static void p_host_mount(const char *name, const char *arg)
 {
 	if (mount("none", arg, "tmpfs", 0, NULL) < 0) {
@@ -1434,6 +1505,8 @@ static void run_payload(const char *name, const char *arg, int diskfd)
 		p_fork_exec_main(name, arg);
 	else if (!strcmp(name, "other-disk"))
 		p_other_disk(name, arg);
+	else if (!strncmp(name, "share-", 6))
+		p_share_escape(name, arg, diskfd);
 	else if (!strcmp(name, "host-mount"))
 		p_host_mount(name, arg);
 	else if (!strcmp(name, "bpf"))
