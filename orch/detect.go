@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"kfv/profiles"
+	"kfv/profiles/glob"
 )
 
 // Call is one request as the agent of its resource sees it: attributed,
@@ -154,12 +155,18 @@ type behaviourDetector struct {
 	sev          profiles.Severity
 	hrsc         []string // name patterns
 	syscalls     map[string]bool
+	except       []*glob.Glob // paths whose calls are not a finding
 }
 
 // Detect implements Detector.Detect.
 func (b *behaviourDetector) Detect(c *Call, fs []Finding) []Finding {
 	if !b.syscalls[c.Req.Syscall] || !matchNames(b.hrsc, c.HRSC) {
 		return fs
+	}
+	for _, g := range b.except {
+		if g.Match(c.Req.Path) {
+			return fs
+		}
 	}
 	return append(fs, c.finding(profiles.DetBehaviour, b.name, b.sev, b.reason))
 }
@@ -301,8 +308,14 @@ func newDetectors(p *profiles.Profile) (origin *originDetector, bs []*behaviourD
 		case profiles.DetOrigin:
 			origin = &originDetector{name: pd.Name, sev: severityOr(pd.Severity), reason: pd.Reason}
 		case profiles.DetBehaviour:
-			bs = append(bs, &behaviourDetector{name: pd.Name, reason: pd.Reason, sev: severityOr(pd.Severity),
-				hrsc: slices.Clone(pd.HRSC), syscalls: set(pd.Syscalls)})
+			b := &behaviourDetector{name: pd.Name, reason: pd.Reason, sev: severityOr(pd.Severity),
+				hrsc: slices.Clone(pd.HRSC), syscalls: set(pd.Syscalls)}
+			for _, p := range pd.ExceptPaths {
+				if g, err := glob.Compile(p); err == nil { // the profile checked it; a bad one excepts nothing
+					b.except = append(b.except, g)
+				}
+			}
+			bs = append(bs, b)
 		case profiles.DetRate:
 			rs = append(rs, &rateDetector{name: pd.Name, reason: pd.Reason, sev: severityOr(pd.Severity),
 				hrsc: slices.Clone(pd.HRSC), syscalls: set(pd.Syscalls), threshold: pd.Threshold, window: pd.Window,

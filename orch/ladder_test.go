@@ -188,6 +188,23 @@ func TestLadderBuiltin(t *testing.T) {
 			t.Fatalf("reactions %q", kinds(rs))
 		}
 	})
+	t.Run("vCPU: glibc's CPU count is no finding, a file beside it is", func(t *testing.T) {
+		l := newLadder(t, "tcg")
+		const rdonly, wronly = 0x80000, 0x80001 // O_CLOEXEC, as glibc opens it
+		d, rs := l.call(Request{Syscall: "openat", Thread: "CPU 0/TCG", Path: "/sys/devices/system/cpu/online", Args: [6]uint64{0, 0, rdonly}})
+		if d.Action != profiles.VerdictAllow || len(d.Findings) != 0 || len(rs) != 0 {
+			t.Errorf("get_nprocs from a vCPU: %v by %s, findings %+v, reactions %q", d.Action, d.Rule, d.Findings, kinds(rs))
+		}
+		for _, r := range []Request{
+			{Syscall: "openat", Thread: "CPU 0/TCG", Path: "/sys/devices/system/cpu/online", Args: [6]uint64{0, 0, wronly}},
+			{Syscall: "openat", Thread: "CPU 0/TCG", Path: "/sys/devices/system/cpu/cpu0/online", Args: [6]uint64{0, 0, rdonly}},
+			{Syscall: "openat", Thread: "CPU 0/TCG", Path: "/proc/stat", Args: [6]uint64{0, 0, rdonly}},
+		} {
+			if d, _ := l.call(r); d.Action != profiles.VerdictDeny {
+				t.Errorf("vCPU open of %s flags %#x: %v by %s, want a denial", r.Path, r.Args[2], d.Action, d.Rule)
+			}
+		}
+	})
 	t.Run("vCPU opening a file an allow rule covers: behaviour denies", func(t *testing.T) {
 		l := newLadder(t, "tcg")
 		d, rs := l.call(Request{Syscall: "openat", Thread: "CPU 0/TCG", Path: "/usr/share/qemu/bios.bin"})

@@ -61,7 +61,7 @@ import (
 var (
 	hrscKeys      = []string{"fds", "layer", "name", "numbered", "reason", "syscalls", "threads"}
 	interfaceKeys = []string{"fds", "layer", "reason", "syscalls"}
-	detectorKeys  = []string{"enabled", "hrsc", "kind", "name", "reason", "severity", "syscalls", "threshold", "window"}
+	detectorKeys  = []string{"enabled", "except_paths", "hrsc", "kind", "name", "reason", "severity", "syscalls", "threshold", "window"}
 	hoKeys        = []string{"deny", "detectors", "errno", "hold", "hold_errno", "hold_for", "hold_verdict", "layers", "reason"}
 	correlateKeys = []string{"count", "cooldown", "match", "name", "once", "per", "reactions", "reason", "window"}
 	matchKeys     = []string{"detector", "hrsc", "layer", "severity", "syscall"}
@@ -341,6 +341,7 @@ func (d *decoder) detector(m map[string]any, path string) Detector {
 	det.HRSC = d.strList(m, path, "hrsc", nil)
 	d.namePatterns(det.HRSC, join(path, "hrsc"))
 	det.Syscalls = d.syscallList(m, path, "syscalls")
+	det.ExceptPaths = d.globList(m, path, "except_paths")
 	det.Threshold, _ = d.integer(m, path, "threshold", 1, maxCount)
 	det.Window = d.duration(m, path, "window")
 	det.Severity = d.severity(m, path)
@@ -377,11 +378,13 @@ func (d *decoder) detector(m map[string]any, path string) Detector {
 		if m["window"] == nil {
 			d.errorf(det.Pos, "rate detector %q has no window", det.Name)
 		}
+		only("except_paths", "behaviour")
 		if det.Severity == 0 {
 			det.Severity = SevMedium
 		}
 	case DetOrigin:
 		only("hrsc", "behaviour and rate")
+		only("except_paths", "behaviour")
 		only("syscalls", "behaviour and rate")
 		only("threshold", "rate")
 		only("window", "rate")

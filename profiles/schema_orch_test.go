@@ -239,6 +239,28 @@ reason = "r"
 			},
 		},
 		{
+			name: "detector except_paths",
+			src: head + `[[detector]]
+name = "b"
+kind = "behaviour"
+hrsc = ["vcpu*"]
+syscalls = ["openat"]
+except_paths = ["/sys/[cpu"]
+reason = "r"
+[[detector]]
+name = "r"
+kind = "rate"
+threshold = 3
+window = "1s"
+except_paths = ["/sys/**"]
+reason = "r"
+`,
+			want: []string{
+				`t.toml:7:17: pattern "/sys/[cpu": at offset 5: unterminated "["`,
+				`t.toml:14:1: except_paths is only for behaviour detectors`,
+			},
+		},
+		{
 			name: "ho",
 			src: head + `[[ho]]
 layers = ["L1"]

@@ -335,6 +335,10 @@ type Detector struct {
 	// Syscalls: for behaviour, the calls the resources never make
 	// (required); for rate, the calls counted (empty: any inspected call).
 	Syscalls []string
+	// ExceptPaths (behaviour): globs of paths whose calls are not a
+	// finding, for what glibc itself does from any thread. The verdict
+	// rules still decide the call.
+	ExceptPaths []string
 	// Threshold and Window (rate): a finding when more than Threshold
 	// calls of one resource and syscall fall within Window.
 	Threshold int
