@@ -225,6 +225,9 @@ func (g *Gate) decideSecond(c *Call, d orch.Decision, s *Target) orch.Decision {
 	}
 	c.detail = join(c.detail, "second path "+strconv.Quote(s.Path))
 	if g.Decide == nil {
+		// Nothing can judge the second path: refuse rather than act
+		// on a path no one checked.
+		d.Action, d.Errno, d.Rule, d.Reason = profiles.VerdictDeny, int(unix.EACCES), "kfv:second-path", "no decider for the second path"
 		return d
 	}
 	r := c.Req
