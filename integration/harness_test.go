@@ -167,14 +167,28 @@ func rawGuest(t *testing.T, opts guest.RawOptions) string {
 // readEvents parses an event stream file.
 func readEvents(t *testing.T, path string) []event.Event {
 	t.Helper()
+	return parseEvents(t, path, false)
+}
+
+// readKilledEvents reads the events of a supervisor the test killed: it
+// may have been cut in the middle of its last write, so an unterminated
+// last line is torn, not corrupt. Every line that has its newline must
+// parse.
+func readKilledEvents(t *testing.T, path string) []event.Event {
+	t.Helper()
+	return parseEvents(t, path, true)
+}
+
+func parseEvents(t *testing.T, path string, killed bool) []event.Event {
+	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("read events: %v", err)
 	}
-	// A supervisor the test killed may have been cut in the middle of
-	// its last write: an unterminated last line is torn, not corrupt.
-	// Every line that has its newline must parse.
 	if i := bytes.LastIndexByte(b, '\n'); i+1 < len(b) {
+		if !killed {
+			t.Fatalf("%s: last line has no newline, and the supervisor was not killed: %q", path, b[i+1:])
+		}
 		t.Logf("%s: last line torn (supervisor killed while writing): %q", path, b[i+1:])
 		b = b[:i+1]
 	}

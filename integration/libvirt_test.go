@@ -987,7 +987,7 @@ func TestLibvirtHotplug(t *testing.T) {
 		t.Errorf("after its supervisor died the domain is %q, want 'shut off (crashed)'", s)
 	}
 
-	evs := readEvents(t, filepath.Join(h.events, d.name+".jsonl"))
+	evs := readKilledEvents(t, filepath.Join(h.events, d.name+".jsonl"))
 	admitted := false
 	for _, e := range evs {
 		if e.Source == "qmp" && e.Rule == "qmp:admit" && strings.Contains(e.Detail, spare) {
