@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -112,5 +113,28 @@ func TestOpenFileEndsTornLine(t *testing.T) {
 		if string(got) != c.want {
 			t.Errorf("after %q: file holds %q, want %q", c.before, got, c.want)
 		}
+	}
+}
+
+// TestOpenFileFIFO: a FIFO is opened write-only, as before: OpenFile
+// waits for its reader and reads nothing from it.
+func TestOpenFileFIFO(t *testing.T) {
+	path := t.TempDir() + "/events.fifo"
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skip(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		b, _ := os.ReadFile(path)
+		got <- string(b)
+	}()
+	f, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("A\n")
+	f.Close()
+	if s := <-got; s != "A\n" {
+		t.Errorf("the FIFO's reader got %q, want %q", s, "A\n")
 	}
 }
