@@ -1105,15 +1105,23 @@ func daemonizeRow(t *testing.T, b *benign) {
 	}
 }
 
-// sandboxOn: QEMU's own seccomp filter, as strict as it gets, under
-// kfv's.
+// sandboxOn: QEMU's own seccomp filter, as strict as it gets (libvirt's
+// default), under kfv's: the guest runs, QEMU answers QMP, and quits
+// when asked, as a managed VM is stopped. (The guest does not power off
+// within milliseconds of start-up: QEMU 10.0 with -sandbox on can crash
+// in its monitor iothread or hang when it exits while a QMP client is
+// still being set up, bare too; kfv's own monitor is such a client.
+// docs/compatibility.md, Known gaps.)
 func sandboxOn(t *testing.T, b *benign) {
-	args := append(b.rawExit("KFV-RAW sandbox\n"), "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
+	args := append(b.rawLoop("KFV-RAW sandbox\n"), "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
+	args, sock := b.withQMP(args)
 	p := b.run(args)
-	wantRawExit(t, p, p.wait(t, time.Minute))
+	q := dialMon(t, sock, 30*time.Second)
+	waitLine(t, p, "KFV-RAW tick", 30*time.Second)
 	if !strings.Contains(p.stdout.String(), "KFV-RAW sandbox") {
 		t.Errorf("the guest printed %q, want its line", p.stdout)
 	}
+	quit(t, p, q)
 }
 
 // runAs: QEMU started as root drops to another user once it is set up
