@@ -527,7 +527,7 @@ func connectBackSetup(t *testing.T, r *attackRun) (string, effectFunc) {
 func quitAttack(t *testing.T, r *attackRun, sock string) {
 	t.Helper()
 	q := dialQMP(t, sock, 20*time.Second)
-	if st := q.status(t); st != "running" {
+	if st := q.started(t); st != "running" {
 		t.Errorf("VM status %q after the payload, want running", st)
 	}
 	if _, err := q.exec("quit", nil); err != nil {

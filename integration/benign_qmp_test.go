@@ -185,3 +185,13 @@ func (m *qmpMon) status() (string, error) {
 	}
 	return s.Status, nil
 }
+
+// started is qmp.started for a benign run's monitor.
+func (m *qmpMon) started() (string, error) {
+	st, err := m.status()
+	for deadline := time.Now().Add(10 * time.Second); err == nil && st == "prelaunch" && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		st, err = m.status()
+	}
+	return st, err
+}

@@ -268,7 +268,7 @@ func TestBenignMigrateFD(t *testing.T) {
 	if n := len(guest.Lines([]byte(dst.stdout.String()), "KFV-BOOTED ")); n != 0 {
 		t.Errorf("destination booted the guest afresh (%d KFV-BOOTED)", n)
 	}
-	if st, err := dq.status(); err != nil || st != "running" {
+	if st, err := dq.started(); err != nil || st != "running" {
 		t.Errorf("destination status %q (%v), want running", st, err)
 	}
 	if _, err := dq.exec("quit", nil); err != nil {
@@ -362,7 +362,7 @@ func TestMediaByPathRefused(t *testing.T) {
 	if err != nil || !strings.Contains(out, "Permission denied") {
 		t.Errorf("HMP change to %s: %q, %v; want QEMU's permission error", iso, lastLine(out), err)
 	}
-	if st := q.status(t); st != "running" {
+	if st := q.started(t); st != "running" {
 		t.Errorf("VM %s after the refused change, want running", st)
 	}
 	q.exec("quit", nil)

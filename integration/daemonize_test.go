@@ -164,7 +164,7 @@ func TestDaemonize(t *testing.T) {
 						})
 					}
 					q := dialQMP(t, sock, 20*time.Second)
-					if st := q.status(t); st != "running" {
+					if st := q.started(t); st != "running" {
 						t.Fatalf("QMP status %q, want running", st)
 					}
 					if _, err := q.exec("quit", nil); err != nil && !strings.Contains(err.Error(), "EOF") {
@@ -465,7 +465,7 @@ func TestEmulatorDaemonize(t *testing.T) {
 		t.Fatalf("no supervisor holds a pidfd of the daemon %d", daemon)
 	}
 	q := dialQMP(t, sock, 20*time.Second)
-	if s := q.status(t); s != "running" {
+	if s := q.started(t); s != "running" {
 		t.Fatalf("query-status: %s", s)
 	}
 	q.exec("quit", nil)

@@ -388,6 +388,20 @@ func (q *qmp) status(t *testing.T) string {
 	return s.Status
 }
 
+// started returns query-status's "status" once the guest has left
+// prelaunch: kfv holds a guest with -S until its own monitor answers
+// (docs/compatibility.md), so a monitor that asks at once may find it
+// not yet started. After 10 s it returns what it last saw.
+func (q *qmp) started(t *testing.T) string {
+	t.Helper()
+	st := q.status(t)
+	for deadline := time.Now().Add(10 * time.Second); st == "prelaunch" && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		st = q.status(t)
+	}
+	return st
+}
+
 // waitFor polls cond until it holds or timeout passes.
 func waitFor(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)

@@ -296,7 +296,7 @@ func TestEmulatorProcessModel(t *testing.T) {
 	}
 
 	q := dialQMP(t, sock, 10*time.Second)
-	if s := q.status(t); s != "running" {
+	if s := q.started(t); s != "running" {
 		t.Errorf("query-status: %s", s)
 	}
 	if _, err := q.exec("quit", nil); err != nil && !errors.Is(err, io.EOF) {

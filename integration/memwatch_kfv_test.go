@@ -77,7 +77,7 @@ func TestMemwatchKfvOutsideTamper(t *testing.T) {
 		if !strings.Contains(info, "nic0: ") || !strings.Contains(info, "type=nic") {
 			t.Errorf("info network does not list nic0:\n%s", info)
 		}
-		if s := q.status(t); s != "running" {
+		if s := q.started(t); s != "running" {
 			t.Errorf("after the scrub QEMU is %q, want running", s)
 		}
 		want := ticks() + 3

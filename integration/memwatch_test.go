@@ -243,7 +243,7 @@ func TestMemwatchTextTamper(t *testing.T) {
 			t.Errorf("scrub report %+v", rep)
 		}
 		mwAssertPristine(t, m.pid, entry)
-		if s := m.q.status(t); s != "running" {
+		if s := m.q.started(t); s != "running" {
 			t.Errorf("after scrub QEMU is %q", s)
 		}
 		m.waitTicks(t, 3)
@@ -282,7 +282,7 @@ func TestMemwatchExecMapping(t *testing.T) {
 		if p := mwMapping(t, m.pid, addr).Perms; strings.Contains(p, "x") {
 			t.Errorf("after scrub %#x is %s", addr, p)
 		}
-		if s := m.q.status(t); s != "running" {
+		if s := m.q.started(t); s != "running" {
 			t.Errorf("after scrub QEMU is %q", s)
 		}
 		m.waitTicks(t, 3)
@@ -377,7 +377,7 @@ func TestMemwatchMeasure(t *testing.T) {
 		if r.Tampers == 0 {
 			t.Errorf("no tamper was measured")
 		}
-		if s := m.q.status(t); s != "running" {
+		if s := m.q.started(t); s != "running" {
 			t.Errorf("after the measurements QEMU is %q", s)
 		}
 		m.waitTicks(t, 2)

@@ -300,7 +300,7 @@ func TestReactionCrossLayer(t *testing.T) {
 			t.Errorf("reaction ordered by %q, want hardware-finding-cuts-network", e.Rule)
 		}
 		q := dialQMP(t, r.sock, 20*time.Second)
-		if st := q.status(t); st != "running" {
+		if st := q.started(t); st != "running" {
 			t.Errorf("status %q, want running: the rule cuts the network and leaves the VM alone", st)
 		}
 		if _, err := q.exec("quit", nil); err != nil {

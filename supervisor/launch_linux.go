@@ -27,6 +27,9 @@ type Launch struct {
 	Args []string
 	// Monitor is kfv's private QMP socket, "" when none was added.
 	Monitor string
+	// HeldStart says kfv added -S: the guest starts once kfv's monitor
+	// answers (withHeldStart).
+	HeldStart bool
 	// Monitors are the VM's QMP monitors kfv serves for its manager, and
 	// HideFDs the inherited fds they took over, which QEMU must not get.
 	Monitors []MonitorProxy
@@ -56,7 +59,7 @@ func NewLaunch(argv0 string, args []string) (*Launch, error) {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("QEMU's monitors: %w", err)
 		}
-		l.Args = withDebugThreads(withMonitor(l.Args, sock))
+		l.Args, l.HeldStart = withHeldStart(withDebugThreads(withMonitor(l.Args, sock)))
 	}
 	l.ServerSockets = listeningUnixPaths(without(inheritedFDs, l.HideFDs))
 	return l, nil

@@ -4,7 +4,6 @@ package supervisor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -58,13 +57,13 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 	mc := *cfg
 	mc.Injecting = p.injected.expect
 	if mc.Accel == "" {
+		mc.Accel = p.accel
+	}
+	if mc.Accel == "" {
+		mc.Accel = queryAccel(ctx, c)
+	}
+	if mc.Accel == "" {
 		mc.Accel = "tcg"
-		if raw, err := c.Execute(ctx, "query-kvm", nil); err == nil {
-			var k struct{ Enabled bool }
-			if json.Unmarshal(raw, &k) == nil && k.Enabled {
-				mc.Accel = "kvm"
-			}
-		}
 	}
 	pid, _ := p.proc.current()
 	w, err := memwatch.New(pid, mc)

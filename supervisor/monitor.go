@@ -59,6 +59,26 @@ func withMonitor(args []string, sock string) []string {
 	return append(append([]string(nil), args...), "-qmp", "unix:"+sock+",server=on,wait=off")
 }
 
+// withHeldStart makes QEMU wait, with its guest stopped, until kfv's
+// private monitor is up: kfv adds -S and resumes the guest (cont) once
+// its monitor has answered. A guest that ended while kfv's QMP
+// connection was still being set up could hang QEMU 10.0 in its exit
+// (monitor_cleanup waits for a dispatcher that never finishes; kfv had
+// it 1 run in 10 with a raw guest that exits at once). The line is left
+// as it is when the user holds the guest already (-S: libvirt always
+// does, and resumes it itself) or it waits for an incoming migration
+// (-incoming: QEMU starts the guest when the migration ends, and -S
+// would keep it stopped). held says whether kfv added -S.
+func withHeldStart(args []string) (out []string, held bool) {
+	for _, a := range args {
+		switch a {
+		case "-S", "--S", "-incoming", "--incoming":
+			return args, false
+		}
+	}
+	return append(append([]string(nil), args...), "-S"), true
+}
+
 // withIncomingDefer makes QEMU wait for an incoming migration started over
 // QMP (migrate-incoming), replacing any -incoming the user gave: used to
 // restore a checkpoint.

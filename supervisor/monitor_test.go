@@ -3,6 +3,7 @@ package supervisor
 import (
 	"os"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -39,5 +40,30 @@ func TestPrivateMonitor(t *testing.T) {
 	}
 	if got := withMonitor([]string{"-m", "1"}, sock); got[len(got)-1] != "unix:"+sock+",server=on,wait=off" {
 		t.Errorf("WithMonitor = %q", got)
+	}
+}
+
+func TestWithHeldStart(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		held bool
+	}{
+		{[]string{"-m", "16"}, true},
+		{[]string{"-S", "-m", "16"}, false},              // libvirt holds the guest itself
+		{[]string{"-m", "16", "--S"}, false},             // QEMU takes both spellings
+		{[]string{"-incoming", "defer"}, false},          // -S would keep a migrated guest stopped
+		{[]string{"-name", "-S,debug-threads=on"}, true}, // an option's value is no option
+	} {
+		got, held := withHeldStart(tc.args)
+		if held != tc.held {
+			t.Errorf("withHeldStart(%q) held = %v, want %v", tc.args, held, tc.held)
+		}
+		want := tc.args
+		if tc.held {
+			want = append(append([]string(nil), tc.args...), "-S")
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("withHeldStart(%q) = %q, want %q", tc.args, got, want)
+		}
 	}
 }

@@ -75,6 +75,9 @@ type plane struct {
 	gate     *seccompnotify.Gate // set before run starts
 	// restoreFrom is a checkpoint this launch restores (-incoming defer).
 	restoreFrom string
+	// accel is QEMU's accelerator as connect asked it of a held guest
+	// ("" when not asked).
+	accel string
 
 	vo *orch.VO
 	in chan planeItem
@@ -288,11 +291,13 @@ func (p *plane) connect() {
 	}()
 	c, err := qmp.DialGated(ctx, sock, monitorTimeout, p.monGate)
 	if err != nil {
-		// A QEMU that ends at once (a guest that exits on its first
-		// instruction) closes the monitor under the handshake: not
-		// an error.
+		// A QEMU that ends at once (it rejects its command line)
+		// closes the monitor under the handshake: not an error.
 		if ctx.Err() == nil && !p.proc.gone(200*time.Millisecond) {
 			p.em.emitErr(fmt.Errorf("kfv's private monitor: %w", err))
+			if p.cfg.HeldStart {
+				p.abandonHeld("kfv's private monitor never answered")
+			}
 		}
 		return
 	}
@@ -300,6 +305,18 @@ func (p *plane) connect() {
 	p.mon = c
 	p.monMu.Unlock()
 	ready()
+	if p.cfg.HeldStart && p.restoreFrom == "" {
+		// What kfv asks QEMU at start-up is asked while the guest is
+		// held (withHeldStart), then the guest runs.
+		p.accel = queryAccel(ctx, c)
+		if err := resumeHeld(ctx, c); err != nil {
+			if ctx.Err() == nil && !p.proc.gone(200*time.Millisecond) {
+				p.em.emitErr(fmt.Errorf("start the guest kfv held until its monitor answered: %w", err))
+				p.abandonHeld("kfv could not start the guest it held")
+			}
+			return
+		}
+	}
 	if p.restoreFrom != "" {
 		if err := p.restore(ctx, c, p.restoreFrom); err != nil {
 			p.em.emitErr(fmt.Errorf("restore checkpoint: %w", err))
@@ -318,13 +335,58 @@ func (p *plane) connect() {
 		pid, _ := p.proc.current()
 		ranges, err := codeRanges(pid)
 		if err != nil {
-			p.em.emitErr(fmt.Errorf("origin detector: %w", err))
+			// A guest that powers off at once takes QEMU away
+			// under the read: not an error.
+			if !p.proc.gone(200 * time.Millisecond) {
+				p.em.emitErr(fmt.Errorf("origin detector: %w", err))
+			}
 			return
 		}
 		ts.SetText(ranges)
 		p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("origin detector armed: %d executable file mappings of QEMU and its libraries", len(ranges))})
 	}
 	p.startMemwatch(ctx, c)
+}
+
+// queryAccel asks QEMU which accelerator runs the guest: "kvm" or "tcg"
+// (what memwatch needs to know), "" when QEMU does not say.
+func queryAccel(ctx context.Context, c *qmp.Client) string {
+	raw, err := c.Execute(ctx, "query-kvm", nil)
+	if err != nil {
+		return ""
+	}
+	var k struct{ Enabled bool }
+	if json.Unmarshal(raw, &k) != nil {
+		return ""
+	}
+	if k.Enabled {
+		return "kvm"
+	}
+	return "tcg"
+}
+
+// resumeHeld starts the guest kfv held with -S. Only a guest that has
+// never run is started: one that a manager's monitor already started,
+// or stopped after it ran, is left as it is.
+func resumeHeld(ctx context.Context, c *qmp.Client) error {
+	st, err := c.QueryStatus(ctx)
+	if err != nil {
+		return err
+	}
+	if st.Status != "prelaunch" {
+		return nil
+	}
+	_, err = c.Execute(ctx, "cont", nil)
+	return err
+}
+
+// abandonHeld ends a QEMU whose guest kfv held (-S) and cannot start:
+// left alone it would wait, stopped, for ever.
+func (p *plane) abandonHeld(why string) {
+	p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: why + ": QEMU is killed, its guest never ran"})
+	if err := p.proc.kill(); err != nil {
+		p.em.emitErr(fmt.Errorf("kill QEMU: %w", err))
+	}
 }
 
 // monitor returns kfv's private monitor; with wait it first waits for

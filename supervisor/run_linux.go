@@ -49,6 +49,9 @@ type Config struct {
 	// added to Args (WithMonitor); "" runs without one (no reactions that
 	// need QMP, no origin detector).
 	Monitor string
+	// HeldStart says the caller added -S to Args (Launch.HeldStart): kfv
+	// resumes the guest once its monitor answers.
+	HeldStart bool
 	// CheckpointEvery is how often a clean checkpoint of the VM is taken
 	// for the restart_checkpoint reaction; 0 takes none.
 	CheckpointEvery time.Duration

@@ -46,6 +46,9 @@ type emulatorSetup struct {
 	// QEMU's arguments in a directory of its own (MonitorDir).
 	Monitor    string `json:"monitor"`
 	MonitorDir string `json:"monitor_dir"`
+	// HeldStart says stage 2 added -S: the supervisor resumes the guest
+	// once its monitor answers.
+	HeldStart bool `json:"held_start,omitempty"`
 	// ServerSockets are the paths of the listening unix sockets QEMU
 	// inherits (libvirt's chardevs passed as fds), read in stage 2, which
 	// holds them: the supervisor does not.
@@ -106,7 +109,7 @@ func emulatorStageMain() int {
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, Monitor: l.Monitor, MonitorDir: l.MonitorDir(),
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, Monitor: l.Monitor, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
 		ServerSockets: l.ServerSockets, Warnings: l.Warnings})
 	if err != nil {
 		l.Close()
@@ -141,7 +144,7 @@ func emulatorSupervisorMain() int {
 		// Under libvirt QEMU is not kfv's child and runs as another user:
 		// memwatch's scrub needs ptrace over it, which the supervisor
 		// (forked by QEMU's process) has.
-		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Policy: pol, Mode: mode, VM: st.VM, Events: ev, Monitor: st.Monitor, Memwatch: &memwatch.Config{}}
+		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Policy: pol, Mode: mode, VM: st.VM, Events: ev, Monitor: st.Monitor, HeldStart: st.HeldStart, Memwatch: &memwatch.Config{}}
 		for _, w := range p.Warnings {
 			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "profile " + p.Source + ": " + w})
 		}

@@ -118,6 +118,7 @@ func runAction(c *cli.Context) error {
 		Events:          ev,
 		Warn:            warn,
 		Monitor:         l.Monitor,
+		HeldStart:       l.HeldStart,
 		CheckpointEvery: c.Duration("checkpoint-every"),
 		Memwatch:        memwatchConfig(l.IsQEMU && c.Bool("memwatch"), c.Duration("memwatch-period")),
 		MaxRestarts:     c.Int("max-restarts"),
