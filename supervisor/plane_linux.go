@@ -289,17 +289,34 @@ func (p *plane) connect() {
 		}
 		cancel()
 	}()
-	c, err := qmp.DialGated(ctx, sock, monitorTimeout, p.monGate)
-	if err != nil {
+	var c *qmp.Client
+	for reported := false; ; {
+		var err error
+		c, err = qmp.DialGated(ctx, sock, monitorTimeout, p.monGate)
+		if err == nil {
+			break
+		}
 		// A QEMU that ends at once (it rejects its command line)
 		// closes the monitor under the handshake: not an error.
-		if ctx.Err() == nil && !p.proc.gone(200*time.Millisecond) {
-			p.em.emitErr(fmt.Errorf("kfv's private monitor: %w", err))
-			if p.cfg.HeldStart {
-				p.abandonHeld("kfv's private monitor never answered")
-			}
+		if ctx.Err() != nil || p.proc.gone(200*time.Millisecond) {
+			return
 		}
-		return
+		if !p.cfg.HeldStart {
+			p.em.emitErr(fmt.Errorf("kfv's private monitor: %w", err))
+			return
+		}
+		// A held guest waits for the monitor (a QEMU still
+		// preallocating a large memory may greet late): kfv tries
+		// again as long as QEMU lives, and says so once.
+		if !reported {
+			p.em.emitErr(fmt.Errorf("kfv's private monitor: %w; the guest stays held (-S) until the monitor answers", err))
+			reported = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
 	}
 	p.monMu.Lock()
 	p.mon = c
@@ -311,10 +328,8 @@ func (p *plane) connect() {
 		p.accel = queryAccel(ctx, c)
 		if err := resumeHeld(ctx, c); err != nil {
 			if ctx.Err() == nil && !p.proc.gone(200*time.Millisecond) {
-				p.em.emitErr(fmt.Errorf("start the guest kfv held until its monitor answered: %w", err))
-				p.abandonHeld("kfv could not start the guest it held")
+				p.em.emitErr(fmt.Errorf("start the guest kfv held until its monitor answered: %w; it stays stopped (cont on a monitor of the VM starts it)", err))
 			}
-			return
 		}
 	}
 	if p.restoreFrom != "" {
@@ -378,15 +393,6 @@ func resumeHeld(ctx context.Context, c *qmp.Client) error {
 	}
 	_, err = c.Execute(ctx, "cont", nil)
 	return err
-}
-
-// abandonHeld ends a QEMU whose guest kfv held (-S) and cannot start:
-// left alone it would wait, stopped, for ever.
-func (p *plane) abandonHeld(why string) {
-	p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: why + ": QEMU is killed, its guest never ran"})
-	if err := p.proc.kill(); err != nil {
-		p.em.emitErr(fmt.Errorf("kill QEMU: %w", err))
-	}
 }
 
 // monitor returns kfv's private monitor; with wait it first waits for
