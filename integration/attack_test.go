@@ -57,6 +57,17 @@ type attack struct {
 	qargs []string
 	// env is extra environment for QEMU (and the implant).
 	env []string
+	// main: the payload runs in QEMU's main thread ("main-" + payload),
+	// handed over by the thread the trigger reached, as a payload that
+	// hijacked a main-loop callback would.
+	main bool
+	// emulator: the kfv run starts QEMU through the emulator link
+	// kfv-qemu-system-x86_64 (a detached supervisor, as under libvirt)
+	// instead of kfv-run.
+	emulator bool
+	// check, if set, asserts more of a kfv run once QEMU has quit, with
+	// its events.
+	check func(t *testing.T, r *attackRun, evs []event.Event)
 }
 
 // effectFunc observes a payload's effect from outside the payload's
@@ -75,6 +86,10 @@ type attackRun struct {
 	// qargs are extra QEMU arguments setup adds for this run (a share
 	// in the run's directory).
 	qargs []string
+	// spid is the emulator model's supervisor (kfv runs of an emulator
+	// attack), found before the payload runs.
+	spid       int
+	spidReaped bool
 }
 
 // kvmMemslotSetup: the raw guest peeks at the page kvm-memslot maps at
@@ -373,6 +388,11 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 	if payload == "" {
 		payload = c.name
 	}
+	env := c.env
+	if c.main {
+		payload = "main-" + payload
+		env = append(append([]string(nil), env...), "KFV_IMPLANT_MAIN=1")
+	}
 
 	var qargs []string
 	var doneMarker string
@@ -418,13 +438,36 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 	qargs = append(qargs, r.qargs...)
 	qargs = append(qargs, "-name", "kfv-test,debug-threads=on", "-qmp", "unix:"+sock+",server=on,wait=off")
 	argv := append([]string{qemu}, qargs...)
-	if kfv {
+	env = append([]string{"LD_PRELOAD=" + implant}, env...)
+	emulator := kfv && c.emulator
+	switch {
+	case emulator:
+		// kfv.toml's defaults: enforce, the built-in profile. The
+		// process started becomes QEMU; the supervisor is its sibling.
+		edir, link := emulatorLink(t)
+		cfg, evdir := writeKfvConfig(t, edir, "")
+		events = filepath.Join(evdir, "kfv-test.jsonl")
+		argv = append([]string{link}, qargs...)
+		env = append(env, "KFV_CONFIG="+cfg)
+	case kfv:
 		argv = kfvArgs(events, []string{"--mode", "enforce", "--profile", "qemu"}, qemu, qargs...)
 	}
-	p := startEnv(t, argv, append([]string{"LD_PRELOAD=" + implant}, c.env...)...)
+	p := startEnv(t, argv, env...)
 	r.p = p
 	r.qemuPID = p.cmd.Process.Pid
-	if kfv {
+	switch {
+	case emulator:
+		if !waitFor(10*time.Second, func() bool { r.spid = supervisorOf(r.qemuPID); return r.spid != 0 }) {
+			t.Fatalf("no kfv supervisor follows QEMU %d\nstderr:\n%s", r.qemuPID, p.stderr)
+		}
+		// The supervisor is this test's child (CLONE_PARENT): reap it.
+		t.Cleanup(func() {
+			if !r.spidReaped {
+				syscall.Kill(r.spid, syscall.SIGKILL)
+				syscall.Wait4(r.spid, nil, 0, nil)
+			}
+		})
+	case kfv:
 		r.qemuPID = childPID(t, p.cmd.Process.Pid)
 	}
 
@@ -477,7 +520,20 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 	}
 	quitAttack(t, r, sock)
 
-	evs := readEvents(t, events)
+	var evs []event.Event
+	if emulator {
+		// The supervisor ends after QEMU, with its last events.
+		ws := reap(t, r.spid, 20*time.Second)
+		r.spidReaped = true
+		if ws.Signaled() {
+			t.Errorf("the supervisor ended by %v, want it alive until QEMU quit", ws.Signal())
+			evs = readKilledEvents(t, events)
+		} else {
+			evs = readEvents(t, events)
+		}
+	} else {
+		evs = readEvents(t, events)
+	}
 	for _, group := range c.denied {
 		var hit *event.Event
 		for i, e := range evs {
@@ -494,6 +550,9 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 		if hit.Applied != "deny" || hit.Rule == "" {
 			t.Errorf("deny of %s not applied or without a rule: %+v", hit.Syscall, *hit)
 		}
+	}
+	if c.check != nil {
+		c.check(t, r, evs)
 	}
 	t.Logf("%s took %v", t.Name(), time.Since(began).Round(100*time.Millisecond))
 }

@@ -41,13 +41,18 @@
 #include <linux/filter.h>
 #include <linux/if_ether.h>
 #include <linux/io_uring.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +62,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -1411,9 +1417,382 @@ static void p_uring(const char *name, const char *arg)
 	atomic_store(&hold_req, 0);
 }
 
+/* ------------------------------------------ reach: other VMs, other processes */
+
+/*
+ * The payloads below reach what belongs to another VM or another process
+ * of QEMU's user (issue "QEMU reaches only its own VM's objects"). Each
+ * leaves what it made open, so that the test sees it among QEMU's fds
+ * while QEMU runs. Every one also runs from QEMU's main loop as
+ * "main-NAME" (see hand_to_main).
+ */
+
+static int (*reach_ioctl)(int, unsigned long, ...);
+
+/* raw_ioctl is the real ioctl, past this implant's wrapper: a VM made by
+ * kvm-second-vm must not become the VM kvm-memslot uses. */
+static int raw_ioctl(int fd, unsigned long req, unsigned long arg)
+{
+	if (!reach_ioctl)
+		reach_ioctl = real("ioctl");
+	return reach_ioctl(fd, req, arg);
+}
+
+/* fd_named returns QEMU's first fd whose /proc/self/fd link starts with
+ * prefix (readlink: no open), or -1. */
+static int fd_named(const char *prefix)
+{
+	for (int fd = 0; fd < 4096; fd++) {
+		char p[64], l[128];
+		snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+		ssize_t n = readlink(p, l, sizeof l - 1);
+		if (n <= 0)
+			continue;
+		l[n] = 0;
+		if (!strncmp(l, prefix, strlen(prefix)))
+			return fd;
+	}
+	return -1;
+}
+
+/*
+ * sigio_kill makes the kernel send SIGKILL to pid, without a kill call:
+ * the read end of a pipe QEMU makes is owned by pid (F_SETOWN), its
+ * signal is SIGKILL (F_SETSIG) and it signals its owner when it becomes
+ * readable (O_ASYNC); one write does the rest. Returns 0 when every step
+ * was accepted, else -1 with why.
+ */
+static int sigio_kill(pid_t pid, char *why, size_t whylen)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		snprintf(why, whylen, "pipe2: %s", strerrorname_np(errno));
+		return -1;
+	}
+	const char *step = "F_SETOWN";
+	int r = fcntl(p[0], F_SETOWN, pid);
+	if (r == 0) {
+		step = "F_SETSIG";
+		r = fcntl(p[0], F_SETSIG, SIGKILL);
+	}
+	if (r == 0) {
+		step = "F_SETFL O_ASYNC";
+		r = fcntl(p[0], F_SETFL, O_ASYNC | O_NONBLOCK);
+	}
+	if (r == 0) {
+		step = "write";
+		r = write(p[1], "k", 1) == 1 ? 0 : -1;
+	}
+	int e = errno;
+	close(p[0]);
+	close(p[1]);
+	if (r != 0) {
+		snprintf(why, whylen, "%s: %s", step, strerrorname_np(e));
+		return -1;
+	}
+	snprintf(why, whylen, "F_SETOWN %d, F_SETSIG SIGKILL, O_ASYNC, write: done", (int)pid);
+	return 0;
+}
+
+static void p_sigio_kill(const char *name, const char *arg)
+{
+	pid_t pid = (pid_t)atoi(arg);
+	char why[160];
+	if (pid <= 1) {
+		report(name, 0, "bad pid %s", arg);
+		return;
+	}
+	int r = sigio_kill(pid, why, sizeof why);
+	report(name, r == 0, "%s", why);
+}
+
+/* sched-pin: argument PID:CPU; pins PID to CPU alone. */
+static void p_sched_pin(const char *name, const char *arg)
+{
+	char *end;
+	pid_t pid = (pid_t)strtol(arg, &end, 10);
+	int cpu = *end == ':' ? atoi(end + 1) : -1;
+	if (pid <= 1 || cpu < 0 || cpu >= CPU_SETSIZE) {
+		report(name, 0, "bad argument %s (want PID:CPU)", arg);
+		return;
+	}
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(pid, sizeof set, &set) < 0) {
+		report(name, 0, "sched_setaffinity(%d, {%d}): %s", (int)pid, cpu, strerrorname_np(errno));
+		return;
+	}
+	report(name, 1, "sched_setaffinity(%d, {%d}) done", (int)pid, cpu);
+}
+
+/* renice: setpriority(PID, 19) and ioprio_set(PID, idle); ok when both took. */
+static void p_renice(const char *name, const char *arg)
+{
+	pid_t pid = (pid_t)atoi(arg);
+	if (pid <= 1) {
+		report(name, 0, "bad pid %s", arg);
+		return;
+	}
+	int pe = setpriority(PRIO_PROCESS, (id_t)pid, 19) == 0 ? 0 : errno;
+	/* IOPRIO_WHO_PROCESS, IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE, 0) */
+	int ie = syscall(SYS_ioprio_set, 1, pid, 3 << 13) == 0 ? 0 : errno;
+	report(name, !pe && !ie, "setpriority(%d, 19)=%s ioprio_set(%d, idle)=%s", (int)pid, pe ? strerrorname_np(pe) : "0",
+	       (int)pid, ie ? strerrorname_np(ie) : "0");
+}
+
+/* kvm-second-vm: KVM_CREATE_VM on QEMU's own /dev/kvm fd, after start-up. */
+static void p_kvm_second_vm(const char *name)
+{
+	int kvm = fd_named("/dev/kvm");
+	if (kvm < 0) {
+		report(name, 0, "QEMU holds no /dev/kvm fd");
+		return;
+	}
+	int vm = raw_ioctl(kvm, KVM_CREATE_VM, 0);
+	if (vm < 0) {
+		report(name, 0, "KVM_CREATE_VM on fd %d: %s", kvm, strerrorname_np(errno));
+		return;
+	}
+	report(name, 1, "KVM_CREATE_VM on fd %d returned vm fd=%d", kvm, vm);
+}
+
+/* kvm-extra-vcpu: argument ID; KVM_CREATE_VCPU ID on QEMU's VM fd. */
+static void p_kvm_extra_vcpu(const char *name, const char *arg)
+{
+	int vm = vm_fd >= 0 ? vm_fd : fd_named("anon_inode:kvm-vm");
+	if (vm < 0) {
+		report(name, 0, "QEMU holds no KVM VM fd (needs KVM)");
+		return;
+	}
+	int id = atoi(arg);
+	int vcpu = raw_ioctl(vm, KVM_CREATE_VCPU, (unsigned long)id);
+	if (vcpu < 0) {
+		report(name, 0, "KVM_CREATE_VCPU %d on vm fd %d: %s", id, vm, strerrorname_np(errno));
+		return;
+	}
+	report(name, 1, "KVM_CREATE_VCPU %d on vm fd %d returned vcpu fd=%d", id, vm, vcpu);
+}
+
+/*
+ * seccomp-listener: a filter of the payload's own, with a listener, that
+ * notifies one syscall number nobody calls (400: none on x86_64) and
+ * allows the rest. With such a listener, once kfv's is gone, a payload
+ * answers its own notifications and can let through what kfv decided.
+ */
+static void p_seccomp_listener(const char *name)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 400, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+	long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+	if (fd < 0) {
+		report(name, 0, "seccomp(SET_MODE_FILTER, NEW_LISTENER) errno=%s", strerrorname_np(errno));
+		return;
+	}
+	report(name, 1, "seccomp(SET_MODE_FILTER, NEW_LISTENER) returned listener fd=%ld", fd);
+}
+
+static void p_raw_inet(const char *name)
+{
+	int s = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
+	if (s < 0) {
+		report(name, 0, "socket(AF_INET, SOCK_RAW, IPPROTO_ICMP): %s", strerrorname_np(errno));
+		return;
+	}
+	report(name, 1, "raw inet socket fd=%d", s);
+}
+
+/* other-pty: argument a pty of another VM's console; writes a line there. */
+static void p_other_pty(const char *name, const char *arg)
+{
+	int fd = open(arg, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		report(name, 0, "open %s: %s", arg, strerrorname_np(errno));
+		return;
+	}
+	static const char line[] = "kfv-implant other-pty\n";
+	ssize_t w = write(fd, line, sizeof line - 1);
+	int e = errno;
+	close(fd);
+	if (w != (ssize_t)sizeof line - 1) {
+		report(name, 0, "write %s: %s", arg, w < 0 ? strerrorname_np(e) : "short");
+		return;
+	}
+	report(name, 1, "wrote a line to %s", arg);
+}
+
+/* tun-create: argument IFNAME; a tap link of that name, held by the fd. */
+static void p_tun_create(const char *name, const char *arg)
+{
+	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		report(name, 0, "open /dev/net/tun: %s", strerrorname_np(errno));
+		return;
+	}
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	snprintf(ifr.ifr_name, IFNAMSIZ, "%s", arg);
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+	if (raw_ioctl(fd, TUNSETIFF, (unsigned long)&ifr) < 0) {
+		int e = errno;
+		close(fd);
+		report(name, 0, "TUNSETIFF %s: %s", arg, strerrorname_np(e));
+		return;
+	}
+	report(name, 1, "TUNSETIFF made %s fd=%d", ifr.ifr_name, fd);
+}
+
+/* listen-unbound: listen on a socket never bound; the kernel picks a port. */
+static void p_listen_unbound(const char *name)
+{
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0) {
+		report(name, 0, "socket: %s", strerrorname_np(errno));
+		return;
+	}
+	if (listen(s, 4) < 0) {
+		int e = errno;
+		close(s);
+		report(name, 0, "listen: %s", strerrorname_np(e));
+		return;
+	}
+	struct sockaddr_in sa;
+	socklen_t len = sizeof sa;
+	if (getsockname(s, (struct sockaddr *)&sa, &len) < 0) {
+		report(name, 0, "getsockname: %s", strerrorname_np(errno));
+		return;
+	}
+	report(name, 1, "listening fd=%d port=%d", s, ntohs(sa.sin_port));
+}
+
+/*
+ * monitor_peer finds a process on the other end of one of QEMU's unix
+ * stream sockets (SO_PEERCRED): kfv's detached supervisor is the client
+ * of its private monitor. 0 if none.
+ */
+static pid_t monitor_peer(void)
+{
+	pid_t self = getpid();
+	for (int fd = 0; fd < 4096; fd++) {
+		struct ucred uc;
+		socklen_t len = sizeof uc;
+		int type;
+		socklen_t tl = sizeof type;
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM)
+			continue;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0)
+			continue;
+		if (uc.pid > 1 && uc.pid != self)
+			return uc.pid;
+	}
+	return 0;
+}
+
+/*
+ * supervisor-kill: argument PID, or "peer" for the peer of QEMU's monitor
+ * socket (the emulator model's supervisor); SIGKILL by SIGIO, then by
+ * kill(). ok when either was accepted.
+ */
+static void p_supervisor_kill(const char *name, const char *arg)
+{
+	pid_t pid = strcmp(arg, "peer") ? (pid_t)atoi(arg) : monitor_peer();
+	if (pid <= 1) {
+		report(name, 0, "no target (%s)", arg);
+		return;
+	}
+	char why[160];
+	int sr = sigio_kill(pid, why, sizeof why);
+	usleep(100000);
+	int kr = kill(pid, SIGKILL);
+	int ke = errno;
+	report(name, sr == 0 || kr == 0, "target=%d sigio: %s; kill: %s", (int)pid, why, kr ? strerrorname_np(ke) : "sent");
+}
+
+/*
+ * reach_payload runs the payloads of this section and bind-shell (whose
+ * main-loop run is bind-other): base is the payload, name what it
+ * reports as. 0 if base is none of them.
+ */
+static int reach_payload(const char *base, const char *name, const char *arg)
+{
+	if (!strcmp(base, "sigio-kill"))
+		p_sigio_kill(name, arg);
+	else if (!strcmp(base, "sched-pin"))
+		p_sched_pin(name, arg);
+	else if (!strcmp(base, "renice"))
+		p_renice(name, arg);
+	else if (!strcmp(base, "kvm-second-vm"))
+		p_kvm_second_vm(name);
+	else if (!strcmp(base, "kvm-extra-vcpu"))
+		p_kvm_extra_vcpu(name, arg);
+	else if (!strcmp(base, "seccomp-listener"))
+		p_seccomp_listener(name);
+	else if (!strcmp(base, "raw-inet"))
+		p_raw_inet(name);
+	else if (!strcmp(base, "other-disk"))
+		p_other_disk(name, arg);
+	else if (!strcmp(base, "other-pty"))
+		p_other_pty(name, arg);
+	else if (!strcmp(base, "tun-create"))
+		p_tun_create(name, arg);
+	else if (!strcmp(base, "listen-unbound"))
+		p_listen_unbound(name);
+	else if (!strcmp(base, "bind-shell"))
+		p_bind_shell(name, arg);
+	else if (!strcmp(base, "supervisor-kill"))
+		p_supervisor_kill(name, arg);
+	else
+		return 0;
+	return 1;
+}
+
+/*
+ * main-NAME: payload NAME run by QEMU's main thread from its next ppoll,
+ * as a payload that hijacked a main-loop callback would (the main loop
+ * holds the widest rights of QEMU's threads). The trigger's thread hands
+ * it over and waits, so that the guest's write or port output completes
+ * after the payload has run. Needs KFV_IMPLANT_MAIN.
+ */
+static atomic_int main_job, main_job_done;
+static char main_job_name[CMD_MAX], main_job_arg[CMD_MAX];
+
+static void hand_to_main(const char *name, const char *arg)
+{
+	if (!main_armed) {
+		report(name, 0, "want KFV_IMPLANT_MAIN in QEMU's environment");
+		return;
+	}
+	snprintf(main_job_name, sizeof main_job_name, "%s", name);
+	snprintf(main_job_arg, sizeof main_job_arg, "%s", arg);
+	atomic_store(&main_job_done, 0);
+	atomic_store(&main_job, 1);
+	say("kfv-implant: %s handed to the main thread", name);
+	for (int i = 0; i < 500 && !atomic_load(&main_job_done); i++)
+		usleep(10000);
+}
+
+/* run_main_job runs in the main thread; its trigger line names it, so
+ * that the test looks for the denials of this thread. */
+static void run_main_job(void)
+{
+	char comm[16];
+	thread_name(comm);
+	say("kfv-implant: trigger payload=%s arg=%s tid=%d thread=%s", main_job_name, main_job_arg, (int)gettid(), comm);
+	if (!reach_payload(main_job_name + 5, main_job_name, main_job_arg))
+		report(main_job_name, 0, "no main-loop run of %s", main_job_name + 5);
+	atomic_store(&main_job_done, 1);
+}
+
 /* main_loop_turn runs in QEMU's main thread, in ppoll before QEMU's poll. */
 static void main_loop_turn(void)
 {
+	if (atomic_exchange(&main_job, 0))
+		run_main_job();
 	if (atomic_exchange(&fork_job, 0)) {
 		p_fork_exec("fork-exec-main", fork_job_arg);
 		atomic_store(&fork_job_done, 1);
@@ -1475,7 +1854,11 @@ static void run_payload(const char *name, const char *arg, int diskfd)
 		close(cf);
 	}
 	say("kfv-implant: trigger payload=%s arg=%s tid=%d thread=%s", name, arg, (int)gettid(), comm);
-	if (!strcmp(name, "exec-shell"))
+	if (!strncmp(name, "main-", 5))
+		hand_to_main(name, arg);
+	else if (reach_payload(name, name, arg))
+		;
+	else if (!strcmp(name, "exec-shell"))
 		p_exec_shell(name, arg);
 	else if (!strcmp(name, "read-secret"))
 		p_read_secret(name, arg, diskfd);
@@ -1483,8 +1866,6 @@ static void run_payload(const char *name, const char *arg, int diskfd)
 		p_connect_back(name, arg);
 	else if (!strcmp(name, "renamed-connect"))
 		p_renamed_connect(name, arg);
-	else if (!strcmp(name, "bind-shell"))
-		p_bind_shell(name, arg);
 	else if (!strcmp(name, "raw-sniff"))
 		p_raw_sniff(name);
 	else if (!strcmp(name, "rwx"))
@@ -1503,8 +1884,6 @@ static void run_payload(const char *name, const char *arg, int diskfd)
 		p_fork_exec(name, arg);
 	else if (!strcmp(name, "fork-exec-main"))
 		p_fork_exec_main(name, arg);
-	else if (!strcmp(name, "other-disk"))
-		p_other_disk(name, arg);
 	else if (!strncmp(name, "share-", 6))
 		p_share_escape(name, arg, diskfd);
 	else if (!strcmp(name, "host-mount"))
