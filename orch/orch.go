@@ -79,6 +79,10 @@ type Request struct {
 	// caller's process has a vCPU (a KVM vCPU fd, or a thread named as
 	// QEMU names vCPU threads), or when that could not be found out.
 	HasVCPU bool
+	// OwnTarget is set, for a call that names a process by pid
+	// (sysent's PIDArg), when that pid is 0 (the caller) or one of the
+	// threads of QEMU's process (PID): the call changes only QEMU.
+	OwnTarget bool
 }
 
 // MemSlot is struct kvm_userspace_memory_region.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"kfv/profiles"
 	"kfv/profiles/glob"
@@ -31,7 +32,8 @@ var fdPathArg = map[string]int{
 // attribution. A denial carries one finding of detector "signature".
 // Engine adds the other detectors and the horizontal orchestrators.
 // Rules is immutable after NewRules but for the count of daemonizing
-// forks (a rule with Daemonize), and safe for concurrent use.
+// forks (a rule with Daemonize) and of what rules with a Limit admitted,
+// and safe for concurrent use.
 type Rules struct {
 	attr          *Attributor
 	kernel        *kernelRules
@@ -41,6 +43,9 @@ type Rules struct {
 	// daemon counts the forks rules with Daemonize admit; nil when the
 	// profile has none.
 	daemon *daemonizer
+	// limits counts what rules with a Limit admitted, per rule and QEMU
+	// process.
+	limits limiter
 }
 
 type rule struct {
@@ -58,6 +63,8 @@ type rule struct {
 	args      []profiles.ArgCond
 	backing   []*glob.Glob
 	daemonize bool // admits a call only as a daemonizing fork (daemonizer)
+	ownTarget bool // matches only calls whose pid argument names QEMU
+	limit     int  // admits at most this many calls per process (limiter); 0: no bound
 }
 
 // NewRules compiles the verdict rules of p. It fails only on a profile
@@ -102,9 +109,14 @@ func compileRule(pr *profiles.VerdictRule) (rule, error) {
 		noAddress: pr.NoAddress,
 		args:      slices.Clone(pr.Args),
 		daemonize: pr.Daemonize,
+		ownTarget: pr.OwnTarget,
+		limit:     pr.Limit,
 	}
 	if pr.Daemonize && pr.Verdict != profiles.VerdictAllow {
 		return rule{}, errors.New("a daemonize rule must allow")
+	}
+	if pr.Limit > 0 && pr.Verdict != profiles.VerdictAllow {
+		return rule{}, errors.New("a rule with a limit must allow")
 	}
 	for _, s := range pr.Backing {
 		g, err := glob.Compile(s)
@@ -185,6 +197,9 @@ func (rs *Rules) signature(r *Request) (Decision, profiles.Severity) {
 		if ru.match(r) {
 			if ru.daemonize && !rs.daemon.admit(r) {
 				continue // not (or no longer) a daemonizing fork: later rules decide
+			}
+			if ru.limit > 0 && !rs.limits.admit(i, r.PID, ru.limit) {
+				continue // this process had its share: later rules decide
 			}
 			return Decision{Action: ru.action, Errno: ru.errno, Rule: ru.name, Reason: ru.reason}, ru.severity
 		}
@@ -271,6 +286,32 @@ func (ru *rule) match(r *Request) bool {
 	if len(ru.backing) > 0 && !matchAny(ru.backing, r.Backing) {
 		return false
 	}
+	if ru.ownTarget && !r.OwnTarget {
+		return false
+	}
+	return true
+}
+
+// limiter counts the calls rules with a Limit admitted, per rule and per
+// QEMU process (a restarted QEMU is a new process and starts afresh).
+type limiter struct {
+	mu     sync.Mutex
+	counts map[[2]int]int // {rule index, pid} -> calls admitted
+}
+
+// admit counts one call of process pid for rule i and reports whether it
+// is within limit.
+func (l *limiter) admit(i, pid, limit int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := [2]int{i, pid}
+	if l.counts[k] >= limit {
+		return false
+	}
+	if l.counts == nil {
+		l.counts = map[[2]int]int{}
+	}
+	l.counts[k]++
 	return true
 }
 

@@ -284,3 +284,75 @@ var protExec = [6]uint64{0, 4096, 0x5, 0x2, 0, 0}
 
 // protRWX adds PROT_WRITE.
 var protRWX = [6]uint64{0, 4096, 0x7, 0x22, 0, 0}
+
+// TestOwnTargetAndLimit: own_target admits a call only when the decoder
+// found its pid argument naming QEMU; limit admits so many calls per
+// process, then a later rule decides, and a new process starts afresh.
+func TestOwnTargetAndLimit(t *testing.T) {
+	p, err := profiles.Parse("l.toml", []byte(`
+name = "l"
+[defaults]
+verdict = "deny"
+verdict_errno = "EACCES"
+
+[[rule]]
+name = "own"
+syscalls = ["sched_setaffinity", "prlimit64"]
+own_target = true
+verdict = "allow"
+reason = "QEMU itself"
+
+[[rule]]
+name = "once"
+syscalls = ["ioctl"]
+args = [{ index = 1, op = "eq", value = "KVM_CREATE_VM" }]
+limit = 1
+verdict = "allow"
+reason = "one VM"
+
+[[rule]]
+name = "no-more"
+syscalls = ["ioctl", "sched_setaffinity", "prlimit64"]
+verdict = "deny"
+errno = "EPERM"
+severity = "high"
+reason = "others"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := NewRules(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vm [6]uint64
+	vm[1] = 0xae01 // KVM_CREATE_VM
+	for _, tc := range []struct {
+		name string
+		req  Request
+		rule string
+	}{
+		{"own thread", Request{Syscall: "sched_setaffinity", PID: 10, OwnTarget: true}, "own"},
+		{"neighbour", Request{Syscall: "sched_setaffinity", PID: 10}, "no-more"},
+		{"limit own", Request{Syscall: "prlimit64", PID: 10, OwnTarget: true}, "own"},
+		{"first VM", Request{Syscall: "ioctl", PID: 10, Args: vm}, "once"},
+		{"second VM", Request{Syscall: "ioctl", PID: 10, Args: vm}, "no-more"},
+		{"third VM", Request{Syscall: "ioctl", PID: 10, Args: vm}, "no-more"},
+		{"restarted QEMU", Request{Syscall: "ioctl", PID: 11, Args: vm}, "once"},
+		{"restarted QEMU again", Request{Syscall: "ioctl", PID: 11, Args: vm}, "no-more"},
+	} {
+		if d := rs.Decide(&tc.req); d.Rule != tc.rule {
+			t.Errorf("%s: rule %q (%v), want %q", tc.name, d.Rule, d.Action, tc.rule)
+		}
+	}
+	for _, bad := range []string{
+		"name = \"b\"\n[[rule]]\nname = \"x\"\nown_target = true\nverdict = \"allow\"\nreason = \"r\"\n",
+		"name = \"b\"\n[[rule]]\nname = \"x\"\nsyscalls = [\"openat\"]\nown_target = true\nverdict = \"allow\"\nreason = \"r\"\n",
+		"name = \"b\"\n[[rule]]\nname = \"x\"\nsyscalls = [\"ioctl\"]\nlimit = 2\nverdict = \"deny\"\nreason = \"r\"\n",
+		"name = \"b\"\n[[rule]]\nname = \"x\"\nsyscalls = [\"ioctl\"]\nlimit = 0\nverdict = \"allow\"\nreason = \"r\"\n",
+	} {
+		if _, err := profiles.Parse("b.toml", []byte(bad)); err == nil {
+			t.Errorf("Parse accepted\n%s", bad)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -12,6 +13,56 @@ import (
 // kvmSetUserMemoryRegion is KVM_SET_USER_MEMORY_REGION (x86_64;
 // TestIoctlNumbers checks it against the profiles' names).
 const kvmSetUserMemoryRegion = 0x4020ae46
+
+// KVM's requests that make a VM and a vCPU (x86_64; TestIoctlNumbers
+// checks them).
+const (
+	kvmCreateVM   = 0xae01
+	kvmCreateVCPU = 0xae41
+)
+
+// kvmObjectsRuleName is the profile rule the VM's KVM object rules are
+// placed before: the built-in profile's refusal of any other VM or vCPU.
+const kvmObjectsRuleName = "no-more-kvm-objects"
+
+// KVMObjectRules returns the rules that admit the KVM objects the VM's
+// configuration makes: one VM per QEMU process and one vCPU for each the
+// command line can have (set.MaxVCPUs, hot-plugged ones included; QEMU
+// keeps an unplugged vCPU's fd for the next plug). A second VM, or a vCPU
+// beyond, made after start-up is the first step of many KVM exploits.
+func KVMObjectRules(set *resources.Set) []profiles.VerdictRule {
+	if !slices.Contains(set.Accels, "kvm") {
+		return nil
+	}
+	vcpus := max(set.MaxVCPUs, 1)
+	return []profiles.VerdictRule{{
+		Name:     "vm-kvm-create-vm",
+		Syscalls: []string{"ioctl"},
+		Args:     []profiles.ArgCond{{Index: 1, Op: profiles.OpEq, Values: []uint64{kvmCreateVM}}},
+		Limit:    1,
+		Verdict:  profiles.VerdictAllow,
+		Reason:   "the VM's one KVM VM, made by QEMU's accelerator set-up: once per QEMU process",
+	}, {
+		Name:     "vm-kvm-create-vcpu",
+		Syscalls: []string{"ioctl"},
+		Args:     []profiles.ArgCond{{Index: 1, Op: profiles.OpEq, Values: []uint64{kvmCreateVCPU}}},
+		Limit:    vcpus,
+		Verdict:  profiles.VerdictAllow,
+		Reason:   fmt.Sprintf("the VM's vCPUs: at most %d per QEMU process, from -smp on QEMU's command line", vcpus),
+	}}
+}
+
+// kvmObjectRulesAt is where the VM's KVM object rules go: before the
+// profile's refusal of further VMs and vCPUs; a profile without it gets
+// them first.
+func kvmObjectRulesAt(rules []profiles.VerdictRule) int {
+	for i, r := range rules {
+		if r.Name == kvmObjectsRuleName {
+			return i
+		}
+	}
+	return 0
+}
 
 // memslotRuleName is the profile rule the VM's memory slot rule is placed
 // before: the built-in profile's admission of anonymous and memfd memory,
@@ -29,7 +80,11 @@ func MemoryRule(set *resources.Set, canon func(string) string) []profiles.Verdic
 	var backing []string
 	both := func(g string) { backing = append(backing, g, g+" (deleted)") }
 	for _, f := range set.Files {
-		if f.Memory && f.Abs != "" {
+		switch {
+		case !f.Memory || f.Abs == "":
+		case f.Pattern: // a name QEMU makes up (memory-backend-shm)
+			both(f.Abs)
+		default:
 			both(escapeGlob(canon(f.Abs)))
 		}
 	}

@@ -45,6 +45,7 @@ func prepare(p *profiles.Profile, set *resources.Set, inet []profiles.VerdictRul
 	at = daemonizeRuleAt(rules)
 	rules = slices.Insert(rules, at, DaemonizeRule(set)...)
 	rules = slices.Insert(rules, memoryRuleAt(rules), MemoryRule(set, Canonical)...)
+	rules = slices.Insert(rules, kvmObjectRulesAt(rules), KVMObjectRules(set)...)
 	q.Rules = append(rules, ResourceRules(set, cwd, Canonical)...)
 	q.Rules = append(q.Rules, RunAsRules(set, LookupIDs)...)
 	q.Syscalls = append(AddrConfigRule(set), q.Syscalls...)

@@ -146,8 +146,10 @@ const cHeaders = `#define _GNU_SOURCE
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <linux/sched.h>
+#include <linux/seccomp.h>
 #include <linux/kvm.h>
 #include <linux/if_tun.h>
 #include <linux/sockios.h>

@@ -37,6 +37,10 @@
 //	                             # value = "$pid" stands for QEMU's own process id
 //	backing = ["anon", "memfd:*"] # optional globs on what backs the memory the call
 //	                             # names (mmap, mprotect, KVM memory slots)
+//	own_target = true            # optional: only calls whose pid argument names
+//	                             # QEMU itself (0 or one of its threads)
+//	limit = 1                    # optional, allow only: at most this many calls
+//	                             # per QEMU process, then the rule stops matching
 //	verdict = "deny"             # required: "allow" | "deny"
 //	errno = "EACCES"             # only with "deny"; default EPERM
 //	reason = "QEMU runs no programs"        # required, non-empty
@@ -68,6 +72,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"kfv/profiles/glob"
+	"kfv/sysent"
 )
 
 // Keys each table allows. Unknown keys are errors: a misspelt key would
@@ -77,7 +82,7 @@ var (
 	defaultsKeys = []string{"action", "errno", "verdict", "verdict_errno"}
 	syscallKeys  = []string{"action", "args", "errno", "name", "names", "reason", "severity", "silent"}
 	argKeys      = []string{"index", "mask", "op", "value", "values", "wide"}
-	ruleKeys     = []string{"accel", "addresses", "args", "backing", "errno", "families", "name", "needs", "no_address", "paths", "reason", "severity", "syscalls", "threads", "verdict"}
+	ruleKeys     = []string{"accel", "addresses", "args", "backing", "errno", "families", "limit", "name", "needs", "no_address", "own_target", "paths", "reason", "severity", "syscalls", "threads", "verdict"}
 )
 
 const defaultErrno = 1 // EPERM
@@ -614,7 +619,22 @@ func (d *decoder) rule(m map[string]any, path string) VerdictRule {
 			d.errorf(d.loc.val(p), "unknown accelerator %q (want one of %s)", s, strings.Join(Accels, ", "))
 		}
 	})
+	r.OwnTarget = d.boolean(m, path, "own_target")
+	if r.OwnTarget {
+		if len(r.Syscalls) == 0 {
+			d.errorf(d.loc.key(join(path, "own_target")), "own_target needs syscalls: the pid argument's position differs from one syscall to another")
+		}
+		for _, sc := range r.Syscalls {
+			if e, ok := sysent.Lookup(sc); !ok || e.PIDArg < 0 {
+				d.errorf(d.loc.key(join(path, "own_target")), "own_target: syscall %q names no process by pid", sc)
+			}
+		}
+	}
+	r.Limit, _ = d.integer(m, path, "limit", 1, 1<<20)
 	r.Verdict, r.Errno = answer(d, m, path, "[[rule]]", "verdict", "errno", &verdicts, 0, VerdictDeny)
+	if r.Limit > 0 && r.Verdict != VerdictAllow && r.Verdict != 0 {
+		d.errorf(d.loc.key(join(path, "limit")), `limit is only allowed with verdict = "allow": it bounds what the rule admits`)
+	}
 	r.Severity = d.severity(m, path)
 	if r.Severity != 0 && r.Verdict != VerdictDeny && r.Verdict != 0 {
 		d.errorf(d.loc.key(join(path, "severity")), `severity is only allowed with verdict = "deny": it grades the finding a denial makes`)

@@ -160,7 +160,16 @@ type VerdictRule struct {
 	Accel []string
 	// Needs limits the rule to VMs whose command line turns on all these
 	// features (FeatureUserNet); empty: any.
-	Needs   []string
+	Needs []string
+	// OwnTarget matches only calls whose process argument (the syscall
+	// table's PIDArg: sched_setaffinity's pid, setpriority's who...)
+	// names QEMU itself: 0, or one of the threads of QEMU's process.
+	OwnTarget bool
+	// Limit, when positive, makes an allow rule admit at most that many
+	// calls per QEMU process: once it has, the rule no longer matches
+	// and a later rule decides (KVM_CREATE_VM once, KVM_CREATE_VCPU once
+	// per vCPU the command line can have).
+	Limit   int
 	Verdict Verdict
 	Errno   int // for VerdictDeny
 	// Severity grades the finding a deny makes (detector "signature");

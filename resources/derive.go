@@ -240,6 +240,7 @@ var keyValueOptions = map[string]keyValue{
 	"machine":    {implied: "type", handle: noError((*deriver).machine)},
 	"M":          {implied: "type", handle: noError((*deriver).machine)},
 	"accel":      {implied: "accel", handle: (*deriver).accel},
+	"smp":        {implied: "cpus", handle: (*deriver).smp},
 	"add-fd":     {handle: (*deriver).addFD},
 	"fw_cfg":     {implied: "name", handle: (*deriver).fwCfg},
 	"acpitable":  {handle: (*deriver).acpiTable},
@@ -260,7 +261,7 @@ func init() {
 	// No resources of their own (they name other options' ids); anything
 	// path-like is reported.
 	for _, name := range []string{"numa", "semihosting-config", "mon", "usbdevice", "iscsi", "sandbox",
-		"overcommit", "compat", "rtc", "msg", "action", "smp", "m", "audio-help"} {
+		"overcommit", "compat", "rtc", "msg", "action", "m", "audio-help"} {
 		keyValueOptions[name] = keyValue{lenient: true, handle: (*deriver).leftoversOnly}
 	}
 }
@@ -467,6 +468,44 @@ func (d *deriver) accel(o *opts, _ string) error {
 	return nil
 }
 
+// smpKeys are -smp's keys: the vCPUs at start and the most there can be,
+// and the topology whose product bounds them.
+var smpKeys = []string{"cpus", "maxcpus", "drawers", "books", "sockets", "dies", "clusters", "modules", "cores", "threads"}
+
+// smp handles -smp: the most vCPUs the VM can have (MaxVCPUs), which
+// bounds the vCPUs QEMU may create, hot-plugged ones included. QEMU's
+// own arithmetic (maxcpus, or cpus, or the topology's product, with the
+// missing levels filled in) never exceeds the largest of maxcpus, cpus
+// and the product of the levels given, which is the bound kfv keeps.
+func (d *deriver) smp(o *opts, origin string) error {
+	product, most := 1, 0
+	for _, k := range smpKeys {
+		v, ok := o.get(k)
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n > maxVCPUs {
+			return fmt.Errorf("%s=%s: want a number of CPUs (at most %d)", k, v, maxVCPUs)
+		}
+		switch k {
+		case "cpus", "maxcpus":
+			most = max(most, int(n))
+		default:
+			if n > 0 {
+				product = min(product*int(n), maxVCPUs)
+			}
+		}
+	}
+	d.s.MaxVCPUs = max(d.s.MaxVCPUs, most, product)
+	d.leftovers(o, origin)
+	return nil
+}
+
+// maxVCPUs bounds a -smp value: KVM's limit on x86 (KVM_MAX_VCPUS is
+// 1024 on Debian's kernels, 4096 with CONFIG_MAXSMP).
+const maxVCPUs = 4096
+
 // addFD handles -add-fd: an inherited fd put in an fd set.
 func (d *deriver) addFD(o *opts, _ string) error {
 	fd := o.str("fd")
@@ -557,6 +596,9 @@ func (d *deriver) finish() {
 		d.accels = []string{"tcg", "kvm"}
 	}
 	d.s.Accels = d.accels
+	if d.s.MaxVCPUs == 0 {
+		d.s.MaxVCPUs = 1 // QEMU's default: -smp 1
+	}
 	if contains(d.accels, "kvm") {
 		d.s.addDevice(Device{Path: "/dev/kvm", Access: ReadWrite, Option: "accelerator kvm"})
 	}

@@ -165,7 +165,7 @@ func TestChardevs(t *testing.T) {
 		{name: "file and log", args: []string{"-chardev", "file,id=f,path=/log/serial.log,logfile=con.log"}, files: []string{"create /vm/con.log", "create /log/serial.log"}},
 		{name: "pipe", args: []string{"-chardev", "pipe,id=p,path=/run/p"}, files: []string{"read-write /run/p.in", "read-write /run/p.out", "read-write /run/p"}},
 		{name: "tty", args: []string{"-chardev", "tty,id=t,path=/dev/ttyS0"}, devices: []string{"read-write /dev/ttyS0"}},
-		{name: "pty", args: []string{"-chardev", "pty,id=p"}, devices: []string{"read-write /dev/ptmx", "read-write /dev/pts/*"}},
+		{name: "pty", args: []string{"-chardev", "pty,id=p"}, devices: []string{"read-write /dev/ptmx"}},
 		{name: "udp", args: []string{"-chardev", "udp,id=u,host=10.0.0.2,port=5000,localaddr=0.0.0.0,localport=5001"}, sockets: []string{"connect inet/dgram 10.0.0.2:5000", "bind inet/dgram 0.0.0.0:5001"}},
 		{name: "serial file shorthand", args: []string{"-serial", "file:/log/a,b"}, files: []string{"create /log/a,b"}},
 		{name: "qmp unix shorthand", args: []string{"-qmp", "unix:/run/q.sock,server,nowait"}, sockets: []string{"bind unix/stream /run/q.sock"}},
@@ -431,5 +431,34 @@ func TestAudiodevJSON(t *testing.T) {
 	}
 	if len(s.Files) != 0 {
 		t.Errorf("files %v from a none audiodev", s.Files)
+	}
+}
+
+// TestMaxVCPUs: the bound on vCPUs follows -smp as QEMU reads it.
+func TestMaxVCPUs(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{nil, 1},
+		{[]string{"-smp", "2"}, 2},
+		{[]string{"-smp", "cpus=2,maxcpus=8"}, 8},
+		{[]string{"-smp", "2,sockets=2,cores=2,threads=2"}, 8},
+		{[]string{"-smp", "sockets=1,cores=4"}, 4},
+		{[]string{"-smp", "8,sockets=2"}, 8},
+		{[]string{"-smp", "1", "-smp", "4"}, 4},
+	} {
+		s, err := FromArgs(tc.args, "/", fstest.MapFS{})
+		if err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		if s.MaxVCPUs != tc.want {
+			t.Errorf("%q: MaxVCPUs %d, want %d", tc.args, s.MaxVCPUs, tc.want)
+		}
+	}
+	for _, bad := range [][]string{{"-smp", "two"}, {"-smp", "cpus=99999"}, {"-smp", "2,cores=-1"}} {
+		if _, err := FromArgs(bad, "/", fstest.MapFS{}); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
 	}
 }

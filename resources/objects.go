@@ -66,6 +66,15 @@ func (d *deriver) object(o *opts, origin string) {
 	case "memory-backend-file":
 		ro, err := o.boolean("readonly", false)
 		d.memPath(o.str("mem-path"), err == nil && ro, origin+" mem-path=")
+	case "memory-backend-shm":
+		// QEMU 10.0 (backends/hostmem-shm.c): shm_open of
+		// /qemu-PID-shm-ID with O_CREAT|O_EXCL, mode 0, unlinked at once.
+		// The pid is QEMU's, unknown here; O_EXCL means the name can
+		// only make a new object, never open another VM's.
+		if id := o.str("id"); id != "" {
+			d.s.addFile(File{Path: "/dev/shm/qemu-*-shm-" + id, Abs: "/dev/shm/qemu-*-shm-" + escapeGlob(id),
+				Access: Create, Option: origin + " (QEMU's POSIX shared memory object)", Pattern: true, Memory: true})
+		}
 	case "memory-backend-epc":
 		d.s.addDevice(Device{Path: "/dev/sgx_vepc", Access: ReadWrite, Option: origin})
 	case "rng-random":

@@ -170,6 +170,10 @@ type Set struct {
 	FDs []FD `json:"fds"`
 	// Accels are the accelerators QEMU may try, in order.
 	Accels []string `json:"accels"`
+	// MaxVCPUs bounds the vCPUs the VM can have, hot-plugged ones
+	// included (-smp; 1 without it): KVM_CREATE_VCPU beyond it is not
+	// QEMU's.
+	MaxVCPUs int `json:"max_vcpus"`
 	// IOUring is set when a block backend uses aio=io_uring: only then
 	// does QEMU need io_uring_setup.
 	IOUring bool `json:"io_uring,omitempty"`
@@ -301,6 +305,7 @@ func (s *Set) String() string {
 	}
 	fmt.Fprintf(&b, "VM: %s\n", name)
 	fmt.Fprintf(&b, "Accelerators: %s\n", strings.Join(s.Accels, ", "))
+	fmt.Fprintf(&b, "vCPUs: at most %d\n", s.MaxVCPUs)
 	netuser := "no"
 	if s.NetUser {
 		netuser = "yes (slirp connects wherever the guest connects)"

@@ -105,6 +105,9 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 	if k.Effect == sysent.CreateProcesses {
 		r.HasVCPU = hasVCPU(r.PID)
 	}
+	if k.PIDArg >= 0 {
+		r.OwnTarget = ownThread(r.PID, int32(n.Args[k.PIDArg]))
+	}
 	var errs []error
 	for _, i := range k.FDArgs {
 		fd := int32(n.Args[i])
@@ -208,6 +211,22 @@ func fdTarget(tid string, fd int) string {
 
 // tgidOf returns the thread group (process) id of a thread, or tid itself
 // when /proc does not say.
+// ownThread reports whether id, a pid argument as the kernel reads it
+// (an int, the low 32 bits), names the caller (0) or a thread of process
+// pid. The id is a register, so it cannot change under kfv; the thread it
+// names could exit and its id be reused by another process before the
+// call runs, which needs the kernel to hand out every other id first.
+func ownThread(pid int, id int32) bool {
+	if id == 0 {
+		return true
+	}
+	if id < 0 || pid <= 0 {
+		return false
+	}
+	var st unix.Stat_t
+	return unix.Stat("/proc/"+strconv.Itoa(pid)+"/task/"+strconv.Itoa(int(id)), &st) == nil
+}
+
 func tgidOf(tid int) int {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
 	if err != nil {

@@ -367,3 +367,16 @@ func TestDecodeThreadTakesMainName(t *testing.T) {
 		t.Errorf("thread names %q, want %q", got, want)
 	}
 }
+
+// TestOwnThread: a pid argument names QEMU when it is 0 or one of its
+// threads; another process, a negative id (a process group) and a
+// thread of another process do not.
+func TestOwnThread(t *testing.T) {
+	self := os.Getpid()
+	if !ownThread(self, 0) || !ownThread(self, int32(self)) || !ownThread(self, int32(unix.Gettid())) {
+		t.Errorf("the caller or one of its threads is not its own")
+	}
+	if ownThread(self, 1) || ownThread(self, -int32(self)) || ownThread(1, int32(unix.Gettid())) {
+		t.Errorf("init, a process group or a thread of this process counted as another's own")
+	}
+}

@@ -175,6 +175,11 @@ type Entry struct {
 	// FlagsArg is the open flags argument of the open family (-1: creat,
 	// whose flags are fixed).
 	FlagsArg int
+	// PIDArg is the argument that names a process or thread by id, 0
+	// standing for the caller, in calls that change that process's
+	// scheduling, priority or limits: the decoder says whether it names
+	// QEMU itself (Request.OwnTarget).
+	PIDArg int
 	// ReadsMemory marks calls whose memory the decoder describes
 	// (Request.Backing): mmap's fd, the mappings under mprotect's range.
 	ReadsMemory bool

@@ -88,6 +88,14 @@ var table = []Entry{
 	blank("process_vm_readv", Process).effect(ReachProcesses),
 	blank("process_vm_writev", Process).effect(ReachProcesses),
 	fds("pidfd_getfd", 0).object(Process).effect(ReachProcesses),
+	// Calls that set a process's scheduling, priority or limits by pid:
+	// QEMU pins and prioritises its own threads (vCPU pinning,
+	// -object thread-context); any other pid is a neighbour.
+	blank("sched_setaffinity", Process).pid(0), blank("sched_setparam", Process).pid(0),
+	blank("sched_setscheduler", Process).pid(0), blank("sched_setattr", Process).pid(0),
+	blank("setpriority", Process).pid(1), blank("ioprio_set", Process).pid(1),
+	blank("prlimit64", Process).pid(0), blank("migrate_pages", Process).pid(0),
+	blank("move_pages", Process).pid(0),
 
 	// Fds: the decoder reads what they refer to.
 	fds("fcntl", 0), fds("close", 0), fds("dup", 0), fds("dup2", 0), fds("dup3", 0),
@@ -104,7 +112,7 @@ var table = []Entry{
 
 func blank(name string, o Object) Entry {
 	return Entry{Name: name, Object: o, PathArg: -1, DirFDArg: -1, Path2Arg: -1, DirFD2Arg: -1, SockaddrArg: -1, SockLenArg: -1,
-		DomainArg: -1, MsgArg: -1, VlenArg: -1, FlagsArg: -1}
+		DomainArg: -1, MsgArg: -1, VlenArg: -1, FlagsArg: -1, PIDArg: -1}
 }
 
 func path(name string, p int) Entry {
@@ -145,3 +153,4 @@ func (e Entry) lookup() Entry             { e.Lookup = true; return e }
 func (e Entry) flags(i int) Entry         { e.FlagsArg = i; return e }
 func (e Entry) domain(i int) Entry        { e.DomainArg = i; return e }
 func (e Entry) memory() Entry             { e.ReadsMemory = true; return e }
+func (e Entry) pid(i int) Entry           { e.PIDArg = i; return e }
