@@ -54,6 +54,16 @@ var reachAttacks = []reachAttack{
 		},
 	}},
 	{attack: attack{
+		// The same with the owner set by F_SETOWN_EX (F_OWNER_PID).
+		name:    "sigio-kill-ex",
+		payload: "sigio-kill",
+		denied:  [][]string{{"fcntl"}},
+		setup: func(t *testing.T, r *attackRun) (string, effectFunc) {
+			n := startNeighbor(t)
+			return "ex:" + strconv.Itoa(n.cmd.Process.Pid), neighborGone(n)
+		},
+	}, where: []string{"device"}},
+	{attack: attack{
 		name:   "sched-pin",
 		denied: [][]string{{"sched_setaffinity"}},
 		need: func() string {

@@ -1459,18 +1459,20 @@ static int fd_named(const char *prefix)
  * sigio_kill makes the kernel send SIGKILL to pid, without a kill call:
  * the read end of a pipe QEMU makes is owned by pid (F_SETOWN), its
  * signal is SIGKILL (F_SETSIG) and it signals its owner when it becomes
- * readable (O_ASYNC); one write does the rest. Returns 0 when every step
- * was accepted, else -1 with why.
+ * readable (O_ASYNC); one write does the rest. ex: the owner is set
+ * with F_SETOWN_EX (F_OWNER_PID) instead. Returns 0 when every step was
+ * accepted, else -1 with why.
  */
-static int sigio_kill(pid_t pid, char *why, size_t whylen)
+static int sigio_kill(pid_t pid, int ex, char *why, size_t whylen)
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		snprintf(why, whylen, "pipe2: %s", strerrorname_np(errno));
 		return -1;
 	}
-	const char *step = "F_SETOWN";
-	int r = fcntl(p[0], F_SETOWN, pid);
+	const char *step = ex ? "F_SETOWN_EX" : "F_SETOWN";
+	struct f_owner_ex owner = {.type = F_OWNER_PID, .pid = pid};
+	int r = ex ? fcntl(p[0], F_SETOWN_EX, &owner) : fcntl(p[0], F_SETOWN, pid);
 	if (r == 0) {
 		step = "F_SETSIG";
 		r = fcntl(p[0], F_SETSIG, SIGKILL);
@@ -1490,19 +1492,21 @@ static int sigio_kill(pid_t pid, char *why, size_t whylen)
 		snprintf(why, whylen, "%s: %s", step, strerrorname_np(e));
 		return -1;
 	}
-	snprintf(why, whylen, "F_SETOWN %d, F_SETSIG SIGKILL, O_ASYNC, write: done", (int)pid);
+	snprintf(why, whylen, "%s %d, F_SETSIG SIGKILL, O_ASYNC, write: done", ex ? "F_SETOWN_EX" : "F_SETOWN", (int)pid);
 	return 0;
 }
 
+/* sigio-kill: argument PID, or ex:PID for F_SETOWN_EX. */
 static void p_sigio_kill(const char *name, const char *arg)
 {
-	pid_t pid = (pid_t)atoi(arg);
+	int ex = !strncmp(arg, "ex:", 3);
+	pid_t pid = (pid_t)atoi(ex ? arg + 3 : arg);
 	char why[160];
 	if (pid <= 1) {
 		report(name, 0, "bad pid %s", arg);
 		return;
 	}
-	int r = sigio_kill(pid, why, sizeof why);
+	int r = sigio_kill(pid, ex, why, sizeof why);
 	report(name, r == 0, "%s", why);
 }
 
@@ -1706,7 +1710,7 @@ static void p_supervisor_kill(const char *name, const char *arg)
 		return;
 	}
 	char why[160];
-	int sr = sigio_kill(pid, why, sizeof why);
+	int sr = sigio_kill(pid, 0, why, sizeof why);
 	usleep(100000);
 	int kr = kill(pid, SIGKILL);
 	int ke = errno;
