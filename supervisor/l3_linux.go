@@ -3,6 +3,7 @@
 package supervisor
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -162,6 +163,11 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 		e.Applied = "deny"
 		return fmt.Errorf("kfv: %s would run a program (%s): QEMU runs no programs", c.Name, strings.Join(c.Needs.Exec, "; "))
 	}
+	if n := memoryBackendSize(c); n > 0 {
+		// A hot-plugged memory backend: its RAM block is made after
+		// the guest RAM was sealed.
+		s.dec.AnnounceGuestRAM(n)
+	}
 	if c.NeedsErr != nil {
 		e.Detail = "resources not understood: " + c.NeedsErr.Error() + "; QEMU judges the command, kfv its opens"
 		return nil
@@ -187,6 +193,31 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 	}
 	e.Rule, e.Detail = "qmp:admit", "admitted: "+strings.Join(names, ", ")
 	return nil
+}
+
+// memoryBackendSize is the size of the memory backend an object_add adds
+// (memory-backend-ram, -memfd, -file, -shm), 0 for any other command.
+func memoryBackendSize(c *qmpproxy.Command) uint64 {
+	if c.Name != "object_add" || len(c.Args) == 0 {
+		return 0
+	}
+	var a struct {
+		Type  string          `json:"qom-type"`
+		Size  uint64          `json:"size"`
+		Props json.RawMessage `json:"props"`
+	}
+	if json.Unmarshal(c.Args, &a) != nil || !strings.HasPrefix(a.Type, "memory-backend-") {
+		return 0
+	}
+	if a.Size == 0 && len(a.Props) > 0 {
+		var p struct {
+			Size uint64 `json:"size"`
+		}
+		if json.Unmarshal(a.Props, &p) == nil {
+			a.Size = p.Size
+		}
+	}
+	return a.Size
 }
 
 // proxyMonitors rewrites QEMU's arguments so that each QMP monitor the

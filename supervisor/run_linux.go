@@ -265,6 +265,7 @@ func newSession(cfg *Config) (*session, *LaunchError) {
 		return nil, launchErr(exitLaunch, "profile %s: %w", cfg.Policy.Profile.Source, err)
 	}
 	s.plane = p
+	p.ram = s.dec
 	if ts, ok := cfg.Policy.Decider.(textSetter); ok {
 		// A new QEMU maps its code elsewhere: origin is not judged until
 		// its monitor answers and its code ranges are known.
