@@ -130,6 +130,7 @@ var neverAllowed = map[string]string{
 	"process_vm_writev": "writes another process", "pidfd_getfd": "steals another process's fd",
 	"pidfd_send_signal": "signals the process of a pidfd BPF cannot see",
 	"process_madvise":   "acts on the memory of the process of a pidfd BPF cannot see",
+	"process_mrelease":  "reaps the memory of the process of a pidfd BPF cannot see",
 	"init_module":       "loads kernel code", "finit_module": "loads kernel code", "delete_module": "unloads kernel code",
 	"kexec_load": "loads a kernel", "kexec_file_load": "loads a kernel",
 	"mount": "mounts", "umount2": "mounts", "pivot_root": "mounts", "chroot": "mounts",
@@ -215,7 +216,7 @@ var invariants = []invariant{
 	{"no-processes", "clone is allowed in the kernel only with CLONE_THREAD and without namespace flags", func(c call) bool {
 		return c.name == "clone" && (c.lo(0)&unix.CLONE_THREAD == 0 || c.lo(0)&nsFlags != 0)
 	}},
-	{"never", "never allowed in the kernel: exec, fork, vfork, clone3, namespaces, openat2, io_uring_setup and _register, bpf, perf_event_open, userfaultfd, ptrace, process_vm_*, pidfd_getfd, pidfd_send_signal, process_madvise, modules, kexec, mounts, keyrings, personality, remap_file_pages", func(c call) bool {
+	{"never", "never allowed in the kernel: exec, fork, vfork, clone3, namespaces, openat2, io_uring_setup and _register, bpf, perf_event_open, userfaultfd, ptrace, process_vm_*, pidfd_getfd, pidfd_send_signal, process_madvise, process_mrelease, modules, kexec, mounts, keyrings, personality, remap_file_pages", func(c call) bool {
 		_, ok := neverAllowed[c.name]
 		return ok
 	}},
@@ -677,32 +678,42 @@ func TestBuiltinFilterInvariants(t *testing.T) {
 }
 
 // TestInvariantsCatchProfileEdits shows that the check fails when an edit
-// of the profile breaks an invariant: each edit of a parsed copy makes
-// one call allowed in the kernel with any arguments, and the check must
-// name that invariant and call.
+// of the profile breaks an invariant: each edit of a parsed copy allows
+// one call in the kernel, with any arguments or with conditions that
+// look right but are not (a pointer compared on 32 bits, who without
+// which, kill's pid 0), and the check must name that invariant and call.
 func TestInvariantsCatchProfileEdits(t *testing.T) {
 	base, err := profiles.Builtin("qemu")
 	if err != nil {
 		t.Fatal(err)
 	}
-	edits := []struct{ syscall, inv string }{
-		{"sched_setaffinity", "pid-zero"},
-		{"kill", "signals-self"},
-		{"fcntl", "fcntl-owner"},
-		{"openat", "no-path-changes"},
-		{"mprotect", "no-exec-memory"},
-		{"clone", "no-processes"},
-		{"unshare", "never"},
-		{"seccomp", "seccomp-flags"},
-		{"ioctl", "kvm-create"},
+	eq := func(i int, v uint64) profiles.ArgCond {
+		return profiles.ArgCond{Index: i, Op: profiles.OpEq, Values: []uint64{v}}
+	}
+	edits := []struct {
+		name, syscall, inv string
+		args               []profiles.ArgCond
+	}{
+		{"sched_setaffinity any pid", "sched_setaffinity", "pid-zero", nil},
+		{"setpriority who 0 any which", "setpriority", "pid-zero", []profiles.ArgCond{eq(1, 0)}},
+		{"kill any pid", "kill", "signals-self", nil},
+		{"kill pid 0", "kill", "signals-self", []profiles.ArgCond{eq(0, 0)}},
+		{"fcntl any command", "fcntl", "fcntl-owner", nil},
+		{"openat any flags", "openat", "no-path-changes", nil},
+		{"mprotect any prot", "mprotect", "no-exec-memory", nil},
+		{"clone any flags", "clone", "no-processes", nil},
+		{"unshare", "unshare", "never", nil},
+		{"seccomp any flags", "seccomp", "seccomp-flags", nil},
+		{"seccomp program NULL on 32 bits", "seccomp", "seccomp-flags", []profiles.ArgCond{eq(2, 0)}},
+		{"ioctl any request", "ioctl", "kvm-create", nil},
 	}
 	for _, e := range edits {
-		t.Run(e.syscall, func(t *testing.T) {
-			p := allowAnyArgs(base, e.syscall)
+		t.Run(e.name, func(t *testing.T) {
+			p := allowInKernel(base, e.syscall, e.args)
 			progs := filterPrograms(t, p)
 			delete(progs, "kvm+inet-chardev") // one KVM and one TCG program are enough here
-			found := false
 			vs, _ := checkInvariants(t, progs)
+			found := false
 			for _, v := range vs {
 				if v.inv == e.inv && v.c.name == e.syscall {
 					found = true
@@ -710,15 +721,15 @@ func TestInvariantsCatchProfileEdits(t *testing.T) {
 				}
 			}
 			if !found {
-				t.Errorf("a profile that allows %s with any arguments in the kernel passes invariant %s", e.syscall, e.inv)
+				t.Errorf("a profile that allows %s (%s) in the kernel passes invariant %s", e.syscall, e.name, e.inv)
 			}
 		})
 	}
 }
 
-// allowAnyArgs returns a copy of p where name is taken out of every
-// kernel rule and allowed in the kernel without conditions.
-func allowAnyArgs(p *profiles.Profile, name string) *profiles.Profile {
+// allowInKernel returns a copy of p where name is taken out of every
+// kernel rule and allowed in the kernel under args alone.
+func allowInKernel(p *profiles.Profile, name string, args []profiles.ArgCond) *profiles.Profile {
 	q := *p
 	q.Syscalls = nil
 	for _, r := range p.Syscalls {
@@ -727,6 +738,7 @@ func allowAnyArgs(p *profiles.Profile, name string) *profiles.Profile {
 			q.Syscalls = append(q.Syscalls, r)
 		}
 	}
-	q.Syscalls = append(q.Syscalls, profiles.SyscallRule{Names: []string{name}, Action: profiles.ActAllow, Reason: "test: an edit that breaks an invariant"})
+	q.Syscalls = append(q.Syscalls, profiles.SyscallRule{Names: []string{name}, Action: profiles.ActAllow, Args: args,
+		Reason: "test: an edit that breaks an invariant"})
 	return &q
 }
