@@ -600,12 +600,29 @@ func report(t *testing.T, vs []violation) []string {
 		if len(cl) > 0 {
 			fmt.Fprintf(&b, "; by %s", strings.Join(cl, ", "))
 		}
-		b.WriteString("; e.g.")
-		for i, v := range g {
-			if i == 4 {
-				break
+		for _, inv := range invariants {
+			if inv.id == k.inv {
+				fmt.Fprintf(&b, "\n\tthe invariant: %s", inv.what)
 			}
-			fmt.Fprintf(&b, "\n\t%s -> %s (%#x) [%s]", v.c, actionName(v.ret), v.ret, v.prog)
+		}
+		if why, ok := neverAllowed[k.name]; ok && k.inv == "never" {
+			fmt.Fprintf(&b, "\n\t%s: %s", k.name, why)
+		}
+		// One example of each class of arguments, then more up to four.
+		b.WriteString("\n\te.g.")
+		shown, seen := map[int]bool{}, map[string]bool{}
+		for i, v := range g {
+			if c := argClass(v.c); !seen[c] && len(shown) < 8 {
+				seen[c], shown[i] = true, true
+			}
+		}
+		for i := 0; i < len(g) && len(shown) < 4; i++ {
+			shown[i] = true
+		}
+		for i, v := range g {
+			if shown[i] {
+				fmt.Fprintf(&b, "\n\t%s -> %s (%#x) [%s]", v.c, actionName(v.ret), v.ret, v.prog)
+			}
 		}
 		t.Error(b.String())
 		summary = append(summary, k.inv+" "+k.name)
