@@ -178,9 +178,16 @@ func ResourceRules(set *resources.Set, cwd string, canon func(string) string) []
 			continue
 		}
 		sort.Strings(socks[op])
+		calls := []string{op}
+		if op == resources.OpBind {
+			// listen on a socket bound to one of them: kfv reads the
+			// bound address (getsockname) and performs the listen on the
+			// socket it checked.
+			calls = append(calls, "listen")
+		}
 		rules = append(rules, profiles.VerdictRule{
 			Name:      "vm-sockets-" + op,
-			Syscalls:  []string{op},
+			Syscalls:  calls,
 			Families:  []int{afUnix},
 			Addresses: socks[op],
 			Verdict:   profiles.VerdictAllow,
