@@ -75,6 +75,12 @@ type Request struct {
 	// Mem is the memory slot of KVM_SET_USER_MEMORY_REGION, read from
 	// the caller's memory.
 	Mem *MemSlot
+	// Ifname is the interface name of a TUNSETIFF's struct ifreq, read
+	// from the caller's memory once (kfv performs the call with the
+	// struct it read); "" for any other call.
+	Ifname string
+	// IsTunSetIff marks a TUNSETIFF whose struct ifreq was read.
+	IsTunSetIff bool
 	// HasVCPU is set, for a call that creates a process, when the
 	// caller's process has a vCPU (a KVM vCPU fd, or a thread named as
 	// QEMU names vCPU threads), or when that could not be found out.

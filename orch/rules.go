@@ -58,6 +58,7 @@ type rule struct {
 	args      []profiles.ArgCond
 	backing   []*glob.Glob
 	daemonize bool // admits a call only as a daemonizing fork (daemonizer)
+	ifnames   []string
 }
 
 // NewRules compiles the verdict rules of p. It fails only on a profile
@@ -102,6 +103,7 @@ func compileRule(pr *profiles.VerdictRule) (rule, error) {
 		noAddress: pr.NoAddress,
 		args:      slices.Clone(pr.Args),
 		daemonize: pr.Daemonize,
+		ifnames:   slices.Clone(pr.Ifnames),
 	}
 	if pr.Daemonize && pr.Verdict != profiles.VerdictAllow {
 		return rule{}, errors.New("a daemonize rule must allow")
@@ -269,6 +271,12 @@ func (ru *rule) match(r *Request) bool {
 		return false
 	}
 	if len(ru.backing) > 0 && !matchAny(ru.backing, r.Backing) {
+		return false
+	}
+	// An interface name is matched exactly, and only on a TUNSETIFF
+	// whose struct was read: "tap%d" is the kernel's template, not a
+	// glob.
+	if len(ru.ifnames) > 0 && (!r.IsTunSetIff || !slices.Contains(ru.ifnames, r.Ifname)) {
 		return false
 	}
 	return true
