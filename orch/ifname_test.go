@@ -24,7 +24,12 @@ func TestRuleIfnames(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := func(name string, read bool) *Request {
-		return &Request{Syscall: "ioctl", Args: [6]uint64{5, tunsetiff}, Ifname: name, IsTunSetIff: read, Fds: map[int]string{0: "/dev/net/tun"}}
+		r := &Request{Syscall: "ioctl", Args: [6]uint64{5, tunsetiff}, Ifname: name, Fds: map[int]string{0: "/dev/net/tun"}}
+		if read {
+			r.Ifreq = make([]byte, 40)
+			copy(r.Ifreq, name)
+		}
+		return r
 	}
 	for _, c := range []struct {
 		name string

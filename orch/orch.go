@@ -79,8 +79,10 @@ type Request struct {
 	// from the caller's memory once (kfv performs the call with the
 	// struct it read); "" for any other call.
 	Ifname string
-	// IsTunSetIff marks a TUNSETIFF whose struct ifreq was read.
-	IsTunSetIff bool
+	// Ifreq is TUNSETIFF's struct ifreq as read from the caller: kfv
+	// performs the call with these bytes. nil for any other call, or
+	// when it could not be read.
+	Ifreq []byte
 	// HasVCPU is set, for a call that creates a process, when the
 	// caller's process has a vCPU (a KVM vCPU fd, or a thread named as
 	// QEMU names vCPU threads), or when that could not be found out.

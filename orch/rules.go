@@ -276,7 +276,7 @@ func (ru *rule) match(r *Request) bool {
 	// An interface name is matched exactly, and only on a TUNSETIFF
 	// whose struct was read: "tap%d" is the kernel's template, not a
 	// glob.
-	if len(ru.ifnames) > 0 && (!r.IsTunSetIff || !slices.Contains(ru.ifnames, r.Ifname)) {
+	if len(ru.ifnames) > 0 && (r.Ifreq == nil || !slices.Contains(ru.ifnames, r.Ifname)) {
 		return false
 	}
 	return true
