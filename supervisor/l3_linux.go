@@ -170,6 +170,10 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 		return nil
 	}
 	rules := policy.ResourceRules(c.Needs.Set, "", policy.Canonical)
+	// The inet listeners a command makes (migrate-incoming tcp:,
+	// chardev-add and netdev_add servers), exactly as on the command line.
+	binds, bindWarnings := policy.InetBindRules(c.Needs.Set, policy.LookupHost)
+	rules = append(rules, binds...)
 	for i := range rules {
 		rules[i].Name = "qmp:" + c.Name + ":" + rules[i].Name
 		rules[i].Reason = "handed to QEMU by its manager with " + c.Name
@@ -185,7 +189,13 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 	for _, so := range c.Needs.Set.Sockets {
 		names = append(names, so.Op+" "+so.Address)
 	}
+	for _, n := range c.Needs.Set.TapNames {
+		names = append(names, "tap "+n)
+	}
 	e.Rule, e.Detail = "qmp:admit", "admitted: "+strings.Join(names, ", ")
+	if len(bindWarnings) > 0 {
+		e.Detail += "; " + strings.Join(bindWarnings, "; ")
+	}
 	return nil
 }
 
