@@ -124,6 +124,10 @@ func matrixRows() []matrixRow {
 		{"chardev-file", chardevFile},
 		{"chardev-socket-unix-server", chardevUnixServer},
 		{"chardev-socket-tcp-client", chardevTCPClient},
+		{"chardev-socket-tcp-server", chardevTCPServer},
+		{"nic-user-hostfwd", userHostfwd},
+		{"incoming-tcp", incomingTCP(false)},
+		{"incoming-tcp-qmp", incomingTCP(true)},
 		{"monitor-qmp", monitorQMP},
 		{"monitor-hmp", monitorHMP},
 		// Shares and devices.
