@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -108,4 +109,38 @@ func incomingTCP(runtime bool) func(t *testing.T, b *benign) {
 		}
 		p.wait(t, 30*time.Second)
 	}
+}
+
+// tapHotplug: a persistent tap the operator made, added to a running VM
+// with netdev_add over the QMP monitor kfv serves: the L3 hook admits
+// /dev/net/tun and TUNSETIFF for that name alone before QEMU opens it
+// (rule vm-tap-setiff), and kfv performs the TUNSETIFF on its copy of
+// QEMU's fd. A multiqueue tap gives the same name for each queue.
+func tapHotplug(t *testing.T, b *benign) {
+	needRoot(t)
+	h := newHostNet(t)
+	ipCmd(t, "tuntap", "add", "dev", h.name, "mode", "tap", "multi_queue")
+	t.Cleanup(func() { exec.Command("ip", "link", "del", h.name).Run() })
+	args, sock := b.withQMP(b.rawLoop("KFV-RAW tap hotplug\n"))
+	p := b.run(args)
+	q := dialMon(t, sock, 30*time.Second)
+	if _, err := q.exec("netdev_add", map[string]any{"type": "tap", "id": "kfvhot", "ifname": h.name, "queues": 2, "script": "no", "downscript": "no"}); err != nil {
+		t.Fatalf("netdev_add tap %s: %v\nstderr:\n%s", h.name, err, p.stderr)
+	}
+	if _, err := q.exec("netdev_del", map[string]any{"id": "kfvhot"}); err != nil {
+		t.Errorf("netdev_del: %v", err)
+	}
+	quit(t, p, q)
+}
+
+// tapTemplate: a tap without ifname=: QEMU asks the kernel for the next
+// free tapN (TUNSETIFF with the template "tap%d"), the one name kfv
+// admits for such a VM, and the interface lives as long as QEMU.
+func tapTemplate(t *testing.T, b *benign) {
+	needRoot(t)
+	args, sock := b.withQMP(append(b.rawLoop("KFV-RAW tap template\n"),
+		"-netdev", "tap,id=kfvnet,script=no,downscript=no", "-device", "virtio-net-pci,netdev=kfvnet"))
+	p := b.run(args)
+	q := dialMon(t, sock, 30*time.Second)
+	quit(t, p, q)
 }

@@ -118,6 +118,8 @@ func matrixRows() []matrixRow {
 		{"nic-tap-fd", nicTapFD},
 		{"nic-tap-ifname", func(t *testing.T, b *benign) { nicTapName(t, b, false) }},
 		{"nic-tap-vhost", func(t *testing.T, b *benign) { nicTapName(t, b, true) }},
+		{"nic-tap-hotplug-multiqueue", tapHotplug},
+		{"nic-tap-no-ifname", tapTemplate},
 		// Display, chardevs, monitors.
 		{"vnc-loopback", vncLoopback},
 		{"chardev-pty", chardevPty},
