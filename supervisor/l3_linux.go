@@ -16,6 +16,7 @@ import (
 	"kfv/policy"
 	"kfv/profiles"
 	"kfv/qmpproxy"
+	"kfv/resources"
 )
 
 // The L3 hook: kfv sits on the VM's QMP monitors (package qmpproxy). Each
@@ -116,6 +117,10 @@ func serveMonitors(cur *atomic.Pointer[session], dyn *DynamicDecider, monitors [
 	}
 	p, err := qmpproxy.New(qmpproxy.Config{
 		Cwd: cwd,
+		// The host, read as for the command line: a hot-plugged tap's
+		// macvtap device (/dev/tapIFINDEX, which QEMU 10.0 tries first)
+		// and the backing chains of images a command opens.
+		FS: resources.HostFS(),
 		OnCommand: func(c *qmpproxy.Command) error {
 			return cur.Load().onCommand(dyn, c)
 		},
