@@ -181,8 +181,14 @@ type VerdictRule struct {
 	// orch.DaemonizeForks in all. Package policy sets it for a command
 	// line with -daemonize; a profile file cannot.
 	Daemonize bool
-	Reason    string
-	Pos       Pos
+	// Ifnames are the interface names a TUNSETIFF may set, exactly
+	// ("tap%d" is the kernel's template: it names the next free tap);
+	// the call's struct ifreq is read once and performed on kfv's copy
+	// of the fd. Package policy sets it for the VM's taps; a profile file
+	// cannot.
+	Ifnames []string
+	Reason  string
+	Pos     Pos
 }
 
 // Profile is a loaded, validated profile.

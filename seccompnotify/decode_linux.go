@@ -155,6 +155,16 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 	if k.DomainArg >= 0 {
 		r.Sock = &orch.SockAddr{Family: int(int32(n.Args[k.DomainArg]))}
 	}
+	if k.SockNameArg >= 0 {
+		if err := decodeBoundAddress(r, int(int32(n.Args[k.SockNameArg]))); err != nil {
+			errs = append(errs, fmt.Errorf("read bound address: %w", err))
+		}
+	}
+	if r.Syscall == "ioctl" && uint32(n.Args[1]) == tunSetIff {
+		if err := decodeIfreq(n, r); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if k.ReadsMemory {
 		if err := d.decodeMemory(n, r, tid); err != nil {
 			errs = append(errs, err)

@@ -17,6 +17,7 @@ import (
 	"kfv/policy"
 	"kfv/profiles"
 	"kfv/qmpproxy"
+	"kfv/resources"
 )
 
 // The L3 hook: kfv sits on the VM's QMP monitors (package qmpproxy). Each
@@ -117,6 +118,10 @@ func serveMonitors(cur *atomic.Pointer[session], dyn *DynamicDecider, monitors [
 	}
 	p, err := qmpproxy.New(qmpproxy.Config{
 		Cwd: cwd,
+		// The host, read as for the command line: a hot-plugged tap's
+		// macvtap device (/dev/tapIFINDEX, which QEMU 10.0 tries first)
+		// and the backing chains of images a command opens.
+		FS: resources.HostFS(),
 		OnCommand: func(c *qmpproxy.Command) error {
 			return cur.Load().onCommand(dyn, c)
 		},
@@ -176,6 +181,10 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 		return nil
 	}
 	rules := policy.ResourceRules(c.Needs.Set, "", policy.Canonical)
+	// The inet listeners a command makes (migrate-incoming tcp:,
+	// chardev-add and netdev_add servers), exactly as on the command line.
+	binds, bindWarnings := policy.InetBindRules(c.Needs.Set, policy.LookupHost)
+	rules = append(rules, binds...)
 	for i := range rules {
 		rules[i].Name = "qmp:" + c.Name + ":" + rules[i].Name
 		rules[i].Reason = "handed to QEMU by its manager with " + c.Name
@@ -191,7 +200,13 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 	for _, so := range c.Needs.Set.Sockets {
 		names = append(names, so.Op+" "+so.Address)
 	}
+	for _, n := range c.Needs.Set.TapNames {
+		names = append(names, "tap "+n)
+	}
 	e.Rule, e.Detail = "qmp:admit", "admitted: "+strings.Join(names, ", ")
+	if len(bindWarnings) > 0 {
+		e.Detail += "; " + strings.Join(bindWarnings, "; ")
+	}
 	return nil
 }
 
