@@ -32,7 +32,7 @@ func TestParseErrors(t *testing.T) {
 				"[[rule]]\nname = \"r\"\nverdict = \"allow\"\nreason = \"r\"\npath = [\"/x\"]\n",
 			want: []string{
 				`t.toml:2:1: unknown key "colour" (want one of correlate, defaults, description, detector, ho, hrsc, interface, name, rule, syscall)`,
-				`t.toml:4:1: unknown key "actoin" in [defaults] (want one of action, errno, verdict, verdict_errno)`,
+				`t.toml:4:1: unknown key "actoin" in [defaults] (want one of action, errno, landlock, verdict, verdict_errno)`,
 				`t.toml:9:44: unknown key "vaule" in args (want one of index, mask, op, value, values, wide)`,
 				`t.toml:14:1: unknown key "path" in [[rule]] (want one of accel, addresses, args, backing, errno, families, limit, name, needs, no_address, own_target, paths, reason, severity, syscalls, threads, verdict)`,
 			},

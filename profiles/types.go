@@ -211,6 +211,12 @@ type Profile struct {
 	DefaultVerdict      Verdict
 	DefaultVerdictErrno int
 
+	// Landlock is how hard kfv insists on QEMU's Landlock wall
+	// ([defaults] landlock: "required", "best-effort" or "off"; "" when
+	// the profile does not say, which is best-effort). A setting of the
+	// operator's (--landlock, kfv.toml) wins over it.
+	Landlock string
+
 	// HRSCs attribute calls to hypervisor resources, first match wins;
 	// Interfaces give calls their layer, first match wins. A profile
 	// without any takes the built-in qemu profile's (see orch).

@@ -42,6 +42,10 @@ func TestMain(m *testing.M) {
 		runRingMatrix(dir)
 		os.Exit(0)
 	}
+	if dir := os.Getenv("KFV_LANDLOCK_CHILD"); dir != "" {
+		landlockChild(dir)
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 
