@@ -165,8 +165,8 @@ type emulatorStatus struct {
 	// Landlock is the wall the process builds around itself before it
 	// loads the filter and execs QEMU; nil builds none.
 	Landlock *landlockPlan `json:"landlock,omitempty"`
-	Code int    `json:"code,omitempty"`
-	Msg  string `json:"msg,omitempty"`
+	Code     int           `json:"code,omitempty"`
+	Msg      string        `json:"msg,omitempty"`
 }
 
 // Emulation is one QEMU started in the emulator model.
