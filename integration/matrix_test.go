@@ -118,12 +118,18 @@ func matrixRows() []matrixRow {
 		{"nic-tap-fd", nicTapFD},
 		{"nic-tap-ifname", func(t *testing.T, b *benign) { nicTapName(t, b, false) }},
 		{"nic-tap-vhost", func(t *testing.T, b *benign) { nicTapName(t, b, true) }},
+		{"nic-tap-hotplug-multiqueue", tapHotplug},
+		{"nic-tap-no-ifname", tapTemplate},
 		// Display, chardevs, monitors.
 		{"vnc-loopback", vncLoopback},
 		{"chardev-pty", chardevPty},
 		{"chardev-file", chardevFile},
 		{"chardev-socket-unix-server", chardevUnixServer},
 		{"chardev-socket-tcp-client", chardevTCPClient},
+		{"chardev-socket-tcp-server", chardevTCPServer},
+		{"nic-user-hostfwd", userHostfwd},
+		{"incoming-tcp", incomingTCP(false)},
+		{"incoming-tcp-qmp", incomingTCP(true)},
 		{"monitor-qmp", monitorQMP},
 		{"monitor-hmp", monitorHMP},
 		// Shares and devices.

@@ -132,6 +132,17 @@ func (w *Watcher) alive() error { return w.aliveAfter(0) }
 // aliveAfter is alive, waiting up to wait for the exit: a process that
 // is exiting loses its memory (reads give EOF) a moment before its pidfd
 // says so.
+// exited turns the end of file a pagemap read meets into ErrExited: the
+// kernel answers 0 bytes once the process's memory is gone (it is
+// exiting; its pidfd may say so only later, when its last thread is
+// done).
+func (w *Watcher) exited(err error) error {
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("process %d: its memory is gone: %w", w.pid, ErrExited)
+	}
+	return err
+}
+
 func (w *Watcher) aliveAfter(wait time.Duration) error {
 	fds := []unix.PollFd{{Fd: int32(w.pidfd.Fd()), Events: unix.POLLIN}}
 	deadline := time.Now().Add(wait)
@@ -446,7 +457,7 @@ func openMapped(pid int, m Mapping) (*os.File, error) {
 func (w *Watcher) pagemap(r *region) ([]PagemapEntry, error) {
 	b := make([]byte, r.pages()*8)
 	if _, err := w.pmap.ReadAt(b, int64(r.Start/PageSize*8)); err != nil {
-		return nil, fmt.Errorf("read pagemap at %#x: %w", r.Start, err)
+		return nil, fmt.Errorf("read pagemap at %#x: %w", r.Start, w.exited(err))
 	}
 	return ParsePagemap(b)
 }
@@ -479,7 +490,7 @@ func (w *Watcher) pagemapAll() ([][]PagemapEntry, error) {
 		}
 		b := w.pmBuf[:n]
 		if _, err := w.pmap.ReadAt(b, int64(start/PageSize*8)); err != nil {
-			return nil, fmt.Errorf("read pagemap at %#x: %w", start, err)
+			return nil, fmt.Errorf("read pagemap at %#x: %w", start, w.exited(err))
 		}
 		for ri := lo; ri < hi; ri++ {
 			r := w.regions[ri]

@@ -75,6 +75,14 @@ type Request struct {
 	// Mem is the memory slot of KVM_SET_USER_MEMORY_REGION, read from
 	// the caller's memory.
 	Mem *MemSlot
+	// Ifname is the interface name of a TUNSETIFF's struct ifreq, read
+	// from the caller's memory once (kfv performs the call with the
+	// struct it read); "" for any other call.
+	Ifname string
+	// Ifreq is TUNSETIFF's struct ifreq as read from the caller: kfv
+	// performs the call with these bytes. nil for any other call, or
+	// when it could not be read.
+	Ifreq []byte
 	// HasVCPU is set, for a call that creates a process, when the
 	// caller's process has a vCPU (a KVM vCPU fd, or a thread named as
 	// QEMU names vCPU threads), or when that could not be found out.

@@ -65,6 +65,7 @@ type rule struct {
 	daemonize bool // admits a call only as a daemonizing fork (daemonizer)
 	ownTarget bool // matches only calls whose pid argument names QEMU
 	limit     int  // admits at most this many calls per process (limiter); 0: no bound
+	ifnames   []string
 }
 
 // NewRules compiles the verdict rules of p. It fails only on a profile
@@ -111,6 +112,7 @@ func compileRule(pr *profiles.VerdictRule) (rule, error) {
 		daemonize: pr.Daemonize,
 		ownTarget: pr.OwnTarget,
 		limit:     pr.Limit,
+		ifnames:   slices.Clone(pr.Ifnames),
 	}
 	if pr.Daemonize && pr.Verdict != profiles.VerdictAllow {
 		return rule{}, errors.New("a daemonize rule must allow")
@@ -287,6 +289,12 @@ func (ru *rule) match(r *Request) bool {
 		return false
 	}
 	if ru.ownTarget && !r.OwnTarget {
+		return false
+	}
+	// An interface name is matched exactly, and only on a TUNSETIFF
+	// whose struct was read: "tap%d" is the kernel's template, not a
+	// glob.
+	if len(ru.ifnames) > 0 && (r.Ifreq == nil || !slices.Contains(ru.ifnames, r.Ifname)) {
 		return false
 	}
 	return true

@@ -222,7 +222,11 @@ func TestBuiltinQEMU(t *testing.T) {
 		{"slirp to loopback", Request{Syscall: "connect", Sock: inet("127.0.0.1:5555"), Thread: "qemu-system-x86"}, profiles.VerdictAllow, "slirp-host-loopback"},
 		{"loopback from monitor", Request{Syscall: "connect", Sock: inet("127.0.0.1:5555"), Thread: "IO mon_iothread"}, profiles.VerdictDeny, "no-host-local-inet"},
 		{"bind from vcpu", Request{Syscall: "bind", Sock: inet("0.0.0.0:4444"), Thread: "CPU 1/TCG"}, profiles.VerdictDeny, "no-network-from-device-threads"},
-		{"listen from main", Request{Syscall: "listen", Thread: "qemu-system-x86"}, profiles.VerdictAllow, "listen-main"},
+		// Binds and listens are admitted by the rules kfv derives for
+		// the VM (policy): the profile alone admits none, not even from
+		// the main loop.
+		{"bind from main, profile alone", Request{Syscall: "bind", Sock: inet("0.0.0.0:4444"), Thread: "qemu-system-x86"}, profiles.VerdictDeny, "default"},
+		{"listen from main, profile alone", Request{Syscall: "listen", Sock: inet("0.0.0.0:4444"), Thread: "qemu-system-x86"}, profiles.VerdictDeny, "default"},
 		{"metadata service", Request{Syscall: "connect", Sock: inet("169.254.169.254:80")}, profiles.VerdictDeny, "no-host-local-inet"},
 		{"docker socket", Request{Syscall: "connect", Sock: &SockAddr{Family: 1, Path: "/run/docker.sock"}}, profiles.VerdictDeny, "default"},
 		{"netlink", Request{Syscall: "socket", Sock: &SockAddr{Family: 16}}, profiles.VerdictDeny, "no-host-network-control"},

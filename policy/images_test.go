@@ -18,7 +18,7 @@ func TestIoctlNumbers(t *testing.T) {
 		"XFS_IOC_DIOINFO": xfsIocDioinfo, "FS_IOC_FSGETXATTR": fsIocFsgetxattr,
 		"FS_IOC_FSSETXATTR": fsIocFssetxattr, "TIOCGPTPEER": tiocgptpeer, "FS_IOC_GETVERSION": fsIocGetversion,
 		"KVM_SET_USER_MEMORY_REGION": kvmSetUserMemoryRegion, "KVM_CREATE_VM": kvmCreateVM,
-		"KVM_CREATE_VCPU": kvmCreateVCPU,
+		"KVM_CREATE_VCPU": kvmCreateVCPU, "TUNSETIFF": tunSetIff,
 	} {
 		if c, ok := profiles.Constant(name); !ok || uint64(c) != v {
 			t.Errorf("%s = %#x here, profiles say %#x (%v)", name, v, c, ok)

@@ -63,17 +63,31 @@ func WithPreloadRule(p *profiles.Profile, paths []string) *profiles.Profile {
 	return &q
 }
 
-// WithServerSocketRule returns p with a rule that lets QEMU unlink the
-// server sockets it was handed open (paths, as the supervisor reads them
-// from the sockets themselves), placed after the profile's own rules like
-// the other resources of the VM.
+// WithServerSocketRule returns p with rules for the server sockets QEMU
+// was handed open (paths, as the supervisor reads them from the sockets
+// themselves), placed after the profile's own rules like the other
+// resources of the VM: QEMU unlinks them when it closes them, and listens
+// on them again (socket_listen of an fd= address calls listen, which on a
+// socket already listening only sets its backlog).
 func WithServerSocketRule(p *profiles.Profile, paths []string) *profiles.Profile {
 	if len(paths) == 0 {
 		return p
 	}
 	q := *p
+	addrs := make([]string, len(paths))
+	for i, path := range paths {
+		addrs[i] = escapeGlob(path)
+	}
 	q.Rules = append(append([]profiles.VerdictRule(nil), p.Rules...), allow("vm-inherited-server-sockets", removeCalls,
 		literalGlobs(paths, Canonical),
-		"QEMU removes the server sockets its manager bound and handed it open (e.g. libvirt's monitor) when it closes them"))
+		"QEMU removes the server sockets its manager bound and handed it open (e.g. libvirt's monitor) when it closes them"),
+		profiles.VerdictRule{
+			Name:      "vm-inherited-server-listen",
+			Syscalls:  []string{"listen"},
+			Families:  []int{afUnix},
+			Addresses: addrs,
+			Verdict:   profiles.VerdictAllow,
+			Reason:    "QEMU listens again on the server sockets its manager bound and handed it open (-chardev socket,fd=N,server=on): their backlog",
+		})
 	return &q
 }

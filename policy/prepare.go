@@ -26,8 +26,9 @@ func PrepareProfile(p *profiles.Profile, args, env []string, cwd string, fsys fs
 	if err != nil {
 		return nil, nil, fmt.Errorf("QEMU command line: %w", err)
 	}
-	inet, warnings := InetRules(set, lookupHost)
-	return prepare(p, set, inet, env, cwd), append(set.Warnings, warnings...), nil
+	inet, warnings := InetRules(set, LookupHost)
+	binds, bindWarnings := InetBindRules(set, LookupHost)
+	return prepare(p, set, inet, binds, env, cwd), slices.Concat(set.Warnings, warnings, bindWarnings), nil
 }
 
 // PrepareProgram adapts a profile to a program that is not QEMU: only the
@@ -36,7 +37,7 @@ func PrepareProgram(p *profiles.Profile, env []string) *profiles.Profile {
 	return WithPreloadRule(p, PreloadPaths(env))
 }
 
-func prepare(p *profiles.Profile, set *resources.Set, inet []profiles.VerdictRule, env []string, cwd string) *profiles.Profile {
+func prepare(p *profiles.Profile, set *resources.Set, inet, binds []profiles.VerdictRule, env []string, cwd string) *profiles.Profile {
 	q := *p
 	at := inetRulesAt(p.Rules)
 	rules := append([]profiles.VerdictRule(nil), p.Rules[:at]...)
@@ -47,6 +48,10 @@ func prepare(p *profiles.Profile, set *resources.Set, inet []profiles.VerdictRul
 	rules = slices.Insert(rules, memoryRuleAt(rules), MemoryRule(set, Canonical)...)
 	rules = slices.Insert(rules, kvmObjectRulesAt(rules), KVMObjectRules(set)...)
 	q.Rules = append(rules, ResourceRules(set, cwd, Canonical)...)
+	// The VM's inet listeners, with its other resources after the
+	// profile's rules: no profile rule admits a bind or listen on inet by
+	// class, so every one of its refusals wins.
+	q.Rules = append(q.Rules, binds...)
 	q.Rules = append(q.Rules, RunAsRules(set, LookupIDs)...)
 	q.Syscalls = append(AddrConfigRule(set), q.Syscalls...)
 	p = WithPreloadRule(&q, PreloadPaths(env))
@@ -72,10 +77,10 @@ func Canonical(p string) string {
 	return p
 }
 
-// lookupHost resolves a host name on QEMU's command line the way QEMU
+// LookupHost resolves a host name on QEMU's command line the way QEMU
 // will (getaddrinfo: /etc/hosts, then DNS), bounded so that a dead
 // resolver cannot hold the launch.
-func lookupHost(host string) ([]netip.Addr, error) {
+func LookupHost(host string) ([]netip.Addr, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)

@@ -112,7 +112,7 @@ func TestWithServerSocketRule(t *testing.T) {
 	if len(p.Rules) != 1 {
 		t.Error("the caller's profile was modified")
 	}
-	if len(q.Rules) != 2 || q.Rules[0].Name != "own" {
+	if len(q.Rules) != 3 || q.Rules[0].Name != "own" {
 		t.Fatalf("rules %+v: the profile's own rule must stay first", q.Rules)
 	}
 	r := q.Rules[1]
@@ -123,5 +123,10 @@ func TestWithServerSocketRule(t *testing.T) {
 		if !slices.Contains(r.Paths, escapeGlob(want)) {
 			t.Errorf("rule paths %q: %s is missing", r.Paths, want)
 		}
+	}
+	// QEMU listens on them again (socket_listen of fd=): their addresses,
+	// as the sockets give them, and nothing else.
+	if l := q.Rules[2]; !slices.Equal(l.Syscalls, []string{"listen"}) || !slices.Equal(l.Addresses, []string{escapeGlob(path), escapeGlob(linked)}) {
+		t.Errorf("listen rule %+v: want listen on %s and %s", l, path, linked)
 	}
 }

@@ -60,6 +60,7 @@ const (
 	fsIocFssetxattr = 0x401c5820 // FS_IOC_FSSETXATTR
 	tiocgptpeer     = 0x5441     // TIOCGPTPEER
 	fsIocGetversion = 0x80087601 // FS_IOC_GETVERSION
+	tunSetIff       = 0x400454ca // TUNSETIFF
 )
 
 // escapeGlob quotes glob metacharacters so a path matches only itself.
@@ -162,6 +163,7 @@ func ResourceRules(set *resources.Set, cwd string, canon func(string) string) []
 		}
 	}
 	rules = append(rules, shareRules(set, canon)...)
+	rules = append(rules, tapRules(set)...)
 	socks := map[string][]string{}
 	for _, so := range set.Sockets {
 		if so.Family != resources.FamilyUnix {
@@ -178,9 +180,16 @@ func ResourceRules(set *resources.Set, cwd string, canon func(string) string) []
 			continue
 		}
 		sort.Strings(socks[op])
+		calls := []string{op}
+		if op == resources.OpBind {
+			// listen on a socket bound to one of them: kfv reads the
+			// bound address (getsockname) and performs the listen on the
+			// socket it checked.
+			calls = append(calls, "listen")
+		}
 		rules = append(rules, profiles.VerdictRule{
 			Name:      "vm-sockets-" + op,
-			Syscalls:  []string{op},
+			Syscalls:  calls,
 			Families:  []int{afUnix},
 			Addresses: socks[op],
 			Verdict:   profiles.VerdictAllow,
@@ -192,6 +201,29 @@ func ResourceRules(set *resources.Set, cwd string, canon func(string) string) []
 		}
 	}
 	return rules
+}
+
+// tapRules admits TUNSETIFF for the interface names of the VM's taps
+// only (vm-tap-setiff): the ifname= of each tap QEMU opens itself, or the
+// kernel's template "tap%d" for a tap without one. kfv reads the struct
+// ifreq once, decides on its name and performs the ioctl on its copy of
+// QEMU's fd with the struct it read, so a rewritten name cannot reach the
+// kernel. Any other name (another VM's tap, a new link on the host) is
+// denied by default.
+func tapRules(set *resources.Set) []profiles.VerdictRule {
+	if len(set.TapNames) == 0 {
+		return nil
+	}
+	names := slices.Clone(set.TapNames)
+	sort.Strings(names)
+	return []profiles.VerdictRule{{
+		Name:     "vm-tap-setiff",
+		Syscalls: []string{"ioctl"},
+		Args:     []profiles.ArgCond{{Index: 1, Op: profiles.OpEq, Values: []uint64{tunSetIff}}},
+		Ifnames:  names,
+		Verdict:  profiles.VerdictAllow,
+		Reason:   "TUNSETIFF for the VM's own taps (-netdev tap ifname=, or the kernel's tap%d for a tap without one)",
+	}}
 }
 
 // ioctlRule is a rule on ioctl requests (its second argument) on the

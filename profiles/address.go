@@ -17,14 +17,19 @@ import (
 //	"10.0.0.0/8"       a CIDR prefix, any port
 //	"127.0.0.1:4444"   address and port; "10.0.0.0/8:53" prefix and port
 //	"[::1]:4444"       IPv6 with a port; "[fd00::/8]:53" prefix and port
+//	"0.0.0.0/0:5900-5910"  a range of ports, first and last included
+//	"127.0.0.1:0"      port 0 itself: a bind that lets the kernel choose
+//	                   (only a rule for bind means anything by it)
 type Address struct {
 	// Unix is the glob for AF_UNIX addresses; nil for inet.
 	Unix *glob.Glob
 	// Prefix holds inet addresses; a single address is a full-length
 	// prefix. IPv4-mapped IPv6 addresses are unmapped before matching.
 	Prefix netip.Prefix
-	// Port is 0 for any port.
-	Port uint16
+	// PortLo and PortHi are the ports matched, both included: 0 and
+	// 65535 for an entry without a port (any port), 0 and 0 for port 0
+	// itself.
+	PortLo, PortHi uint16
 }
 
 // ParseAddress parses one addresses entry.
@@ -56,7 +61,7 @@ func ParseAddress(s string) (Address, error) {
 		i := strings.IndexByte(s, ':')
 		host, port = s[:i], s[i+1:]
 	}
-	var a Address
+	a := Address{PortHi: 65535}
 	if strings.Contains(host, "/") {
 		p, err := netip.ParsePrefix(host)
 		if err != nil {
@@ -80,13 +85,32 @@ func ParseAddress(s string) (Address, error) {
 		a.Prefix = netip.PrefixFrom(a.Prefix.Addr().Unmap(), max(a.Prefix.Bits()-96, 0))
 	}
 	if port != "" {
-		n, err := strconv.ParseUint(port, 10, 16)
-		if err != nil || n == 0 {
-			return Address{}, fmt.Errorf("address %q: bad port %q (want 1..65535)", s, port)
+		lo, hi, err := parsePorts(port)
+		if err != nil {
+			return Address{}, fmt.Errorf("address %q: bad port %q (want 0..65535 or FIRST-LAST)", s, port)
 		}
-		a.Port = uint16(n)
+		a.PortLo, a.PortHi = lo, hi
 	}
 	return a, nil
+}
+
+// parsePorts parses "N" or "FIRST-LAST" (FIRST <= LAST, a range starting
+// at 1 or more: port 0 is never part of a range, it is the kernel's
+// choice).
+func parsePorts(s string) (lo, hi uint16, err error) {
+	first, last, isRange := strings.Cut(s, "-")
+	l, err := strconv.ParseUint(first, 10, 16)
+	if err != nil {
+		return 0, 0, err
+	}
+	if !isRange {
+		return uint16(l), uint16(l), nil
+	}
+	h, err := strconv.ParseUint(last, 10, 16)
+	if err != nil || l == 0 || h < l {
+		return 0, 0, fmt.Errorf("bad range")
+	}
+	return uint16(l), uint16(h), nil
 }
 
 // MatchUnix reports whether an AF_UNIX address ("/path" or "@abstract")
@@ -100,7 +124,7 @@ func (a *Address) MatchInet(ap netip.AddrPort) bool {
 	if a.Unix != nil {
 		return false
 	}
-	if a.Port != 0 && ap.Port() != a.Port {
+	if p := ap.Port(); p < a.PortLo || p > a.PortHi {
 		return false
 	}
 	return a.Prefix.Contains(ap.Addr().Unmap())

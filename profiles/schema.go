@@ -79,7 +79,7 @@ import (
 // otherwise be a silently ignored rule.
 var (
 	topKeys      = []string{"correlate", "defaults", "description", "detector", "ho", "hrsc", "interface", "name", "rule", "syscall"}
-	defaultsKeys = []string{"action", "errno", "verdict", "verdict_errno"}
+	defaultsKeys = []string{"action", "errno", "landlock", "verdict", "verdict_errno"}
 	syscallKeys  = []string{"action", "args", "errno", "name", "names", "reason", "severity", "silent"}
 	argKeys      = []string{"index", "mask", "op", "value", "values", "wide"}
 	ruleKeys     = []string{"accel", "addresses", "args", "backing", "errno", "families", "limit", "name", "needs", "no_address", "own_target", "paths", "reason", "severity", "syscalls", "threads", "verdict"}
@@ -381,6 +381,14 @@ func (d *decoder) defaults(p *Profile, m map[string]any) {
 	d.checkKeys(m, path, " in [defaults]", defaultsKeys)
 	p.DefaultAction, p.DefaultErrno = answer(d, m, path, "", "action", "errno", &actions, p.DefaultAction, ActDeny)
 	p.DefaultVerdict, p.DefaultVerdictErrno = answer(d, m, path, "", "verdict", "verdict_errno", &verdicts, p.DefaultVerdict, VerdictDeny)
+	if s, ok := d.str(m, path, "landlock"); ok {
+		switch s {
+		case "required", "best-effort", "off":
+			p.Landlock = s
+		default:
+			d.errorf(d.loc.val(join(path, "landlock")), "landlock %q: want required, best-effort or off", s)
+		}
+	}
 }
 
 func (d *decoder) reason(m map[string]any, path, what string) string {

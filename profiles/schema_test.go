@@ -32,7 +32,7 @@ func TestParseErrors(t *testing.T) {
 				"[[rule]]\nname = \"r\"\nverdict = \"allow\"\nreason = \"r\"\npath = [\"/x\"]\n",
 			want: []string{
 				`t.toml:2:1: unknown key "colour" (want one of correlate, defaults, description, detector, ho, hrsc, interface, name, rule, syscall)`,
-				`t.toml:4:1: unknown key "actoin" in [defaults] (want one of action, errno, verdict, verdict_errno)`,
+				`t.toml:4:1: unknown key "actoin" in [defaults] (want one of action, errno, landlock, verdict, verdict_errno)`,
 				`t.toml:9:44: unknown key "vaule" in args (want one of index, mask, op, value, values, wide)`,
 				`t.toml:14:1: unknown key "path" in [[rule]] (want one of accel, addresses, args, backing, errno, families, limit, name, needs, no_address, own_target, paths, reason, severity, syscalls, threads, verdict)`,
 			},
@@ -118,15 +118,15 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "rules",
 			src: head + "[[rule]]\nname = \"a\"\nverdict = \"deny\"\nreason = \"r\"\n" +
-				"[[rule]]\nname = \"a\"\npaths = [\"usr/lib\", \"/a/**x\"]\nfamilies = [\"AF_UNIXX\", 2]\naddresses = [\"10.0.0.1/8\", \"1.2.3.4:0\", \"[::1]\"]\nthreads = [\"CPU [0-\"]\nverdict = \"maybe\"\nreason = \"r\"\n",
+				"[[rule]]\nname = \"a\"\npaths = [\"usr/lib\", \"/a/**x\"]\nfamilies = [\"AF_UNIXX\", 2]\naddresses = [\"10.0.0.1/8\", \"1.2.3.4:70000\", \"[::1]\"]\nthreads = [\"CPU [0-\"]\nverdict = \"maybe\"\nreason = \"r\"\n",
 			want: []string{
 				`t.toml:7:8: rule name "a" already used at t.toml:2:1`,
 				`t.toml:8:10: path glob "usr/lib" must be absolute`,
 				`t.toml:8:21: pattern "/a/**x": at offset 3: "**" must be a whole path element, as in "/a/**/b"`,
 				`t.toml:9:13: unknown address family "AF_UNIXX"`,
 				`t.toml:10:14: address "10.0.0.1/8": prefix 10.0.0.1/8 has host bits set (did you mean 10.0.0.0/8?)`,
-				`t.toml:10:28: address "1.2.3.4:0": bad port "0" (want 1..65535)`,
-				`t.toml:10:41: address "[::1]": want [IPv6]:PORT`,
+				`t.toml:10:28: address "1.2.3.4:70000": bad port "70000" (want 0..65535 or FIRST-LAST)`,
+				`t.toml:10:45: address "[::1]": want [IPv6]:PORT`,
 				`t.toml:11:12: pattern "CPU [0-": at offset 4: unterminated "["`,
 				`t.toml:12:11: verdict: unknown verdict "maybe" (want allow or deny)`,
 			},

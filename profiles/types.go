@@ -181,8 +181,14 @@ type VerdictRule struct {
 	// orch.DaemonizeForks in all. Package policy sets it for a command
 	// line with -daemonize; a profile file cannot.
 	Daemonize bool
-	Reason    string
-	Pos       Pos
+	// Ifnames are the interface names a TUNSETIFF may set, exactly
+	// ("tap%d" is the kernel's template: it names the next free tap);
+	// the call's struct ifreq is read once and performed on kfv's copy
+	// of the fd. Package policy sets it for the VM's taps; a profile file
+	// cannot.
+	Ifnames []string
+	Reason  string
+	Pos     Pos
 }
 
 // Profile is a loaded, validated profile.
@@ -204,6 +210,12 @@ type Profile struct {
 	// matches; DefaultVerdictErrno goes with VerdictDeny.
 	DefaultVerdict      Verdict
 	DefaultVerdictErrno int
+
+	// Landlock is how hard kfv insists on QEMU's Landlock wall
+	// ([defaults] landlock: "required", "best-effort" or "off"; "" when
+	// the profile does not say, which is best-effort). A setting of the
+	// operator's (--landlock, kfv.toml) wins over it.
+	Landlock string
 
 	// HRSCs attribute calls to hypervisor resources, first match wins;
 	// Interfaces give calls their layer, first match wins. A profile

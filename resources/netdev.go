@@ -158,6 +158,7 @@ func (d *deriver) tap(o *opts, origin string) {
 		d.s.warnf("%s helper=%s: QEMU runs a setuid helper to get a tap fd; exec is denied, and no_new_privs would defeat setuid anyway: pass a tap fd instead", origin, helper)
 	default:
 		d.s.addDevice(Device{Path: "/dev/net/tun", Access: ReadWrite, Option: origin})
+		d.s.TapNames = appendNew(d.s.TapNames, tapName(o.str("ifname")))
 		d.macvtap(o.str("ifname"), origin+" ifname=")
 		for _, s := range []struct{ key, def string }{{"script", "/etc/qemu-ifup"}, {"downscript", "/etc/qemu-ifdown"}} {
 			v, ok := o.get(s.key)
@@ -176,6 +177,22 @@ func (d *deriver) tap(o *opts, origin string) {
 			d.s.addDevice(Device{Path: "/dev/vhost-net", Access: ReadWrite, Option: origin + " vhost=on"})
 		}
 	}
+}
+
+// ifNameMax is IFNAMSIZ-1: the bytes of an interface name before the NUL.
+const ifNameMax = 15
+
+// tapName is the name QEMU's tap_open gives TUNSETIFF: ifname= cut to
+// what struct ifreq holds, or "tap%d" (the kernel picks the next free
+// tapN) when there is none.
+func tapName(ifname string) string {
+	if ifname == "" {
+		return "tap%d"
+	}
+	if len(ifname) > ifNameMax {
+		ifname = ifname[:ifNameMax]
+	}
+	return ifname
 }
 
 // macvtap adds the character device of a macvtap interface named by a

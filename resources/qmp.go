@@ -29,7 +29,7 @@ type Needs struct {
 func (n *Needs) Empty() bool {
 	s := n.Set
 	return len(s.Files) == 0 && len(s.Dirs) == 0 && len(s.Sockets) == 0 && len(s.Devices) == 0 &&
-		len(s.FDs) == 0 && !s.NetUser && !s.IOUring && len(n.Exec) == 0
+		len(s.FDs) == 0 && len(s.TapNames) == 0 && !s.NetUser && !s.IOUring && len(n.Exec) == 0
 }
 
 // FromQMP returns what the QMP command cmd with arguments args (a JSON

@@ -165,6 +165,12 @@ type Set struct {
 	// default network (no -nic, -net or -netdev, and no -nodefaults).
 	// Its forwards (hostfwd, guestfwd) are in Sockets.
 	NetUser bool `json:"netuser"`
+	// TapNames are the interface names QEMU gives TUNSETIFF for the taps
+	// it opens itself (-netdev tap without fd=, fds= or helper=; every
+	// queue of a multiqueue tap gives the same name): ifname= cut to
+	// IFNAMSIZ-1 bytes as QEMU cuts it, or the kernel's template "tap%d"
+	// (the next free tapN) for a tap without ifname=.
+	TapNames []string `json:"tap_names,omitempty"`
 	// FDs are the inherited fds named by fd=, fds=, vhostfd=, sock_fd=,
 	// -add-fd and -incoming fd:.
 	FDs []FD `json:"fds"`
@@ -215,6 +221,7 @@ func (s *Set) Merge(other *Set) {
 	s.Sockets = appendNew(s.Sockets, other.Sockets...)
 	s.Devices = appendNew(s.Devices, other.Devices...)
 	s.FDs = appendNew(s.FDs, other.FDs...)
+	s.TapNames = appendNew(s.TapNames, other.TapNames...)
 	s.Warnings = appendNew(s.Warnings, other.Warnings...)
 	s.NetUser = s.NetUser || other.NetUser
 	s.IOUring = s.IOUring || other.IOUring

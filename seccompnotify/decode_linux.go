@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,6 +39,11 @@ type Decoder struct {
 
 	threadsOnce sync.Once
 	threads     *threadNames
+
+	// ram is the sealed guest RAM (SealGuestRAM), nil before; ramMu
+	// serialises its changes.
+	ram   atomic.Pointer[guestRAM]
+	ramMu sync.Mutex
 }
 
 // Follow makes pid the process whose threads' names are read through
@@ -148,6 +154,16 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 	}
 	if k.DomainArg >= 0 {
 		r.Sock = &orch.SockAddr{Family: int(int32(n.Args[k.DomainArg]))}
+	}
+	if k.SockNameArg >= 0 {
+		if err := decodeBoundAddress(r, int(int32(n.Args[k.SockNameArg]))); err != nil {
+			errs = append(errs, fmt.Errorf("read bound address: %w", err))
+		}
+	}
+	if r.Syscall == "ioctl" && uint32(n.Args[1]) == tunSetIff {
+		if err := decodeIfreq(n, r); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if k.ReadsMemory {
 		if err := d.decodeMemory(n, r, tid); err != nil {
@@ -413,7 +429,13 @@ func (d *Decoder) decodeMemory(n *Notif, r *orch.Request, tid string) error {
 		if err != nil {
 			return err
 		}
-		r.Backing = b
+		if !d.GuestRAMSealed(r.PID) && strings.HasPrefix(r.Thread, "CPU ") {
+			// A vCPU thread maps memory only once the guest runs (its
+			// firmware programming a BAR): if the monitor has not
+			// sealed the guest RAM yet, this is the last moment.
+			_, _, _ = d.SealGuestRAM(r.PID) // unsealed, slots are decided as before
+		}
+		r.Backing = d.slotBacking(r.PID, b, m.HVA, m.Size)
 	}
 	return nil
 }

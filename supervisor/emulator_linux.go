@@ -162,8 +162,11 @@ type EmulatorRequest struct {
 // load, or why there is none.
 type emulatorStatus struct {
 	Prog []byte `json:"prog,omitempty"`
-	Code int    `json:"code,omitempty"`
-	Msg  string `json:"msg,omitempty"`
+	// Landlock is the wall the process builds around itself before it
+	// loads the filter and execs QEMU; nil builds none.
+	Landlock *landlockPlan `json:"landlock,omitempty"`
+	Code     int           `json:"code,omitempty"`
+	Msg      string        `json:"msg,omitempty"`
 }
 
 // Emulation is one QEMU started in the emulator model.
@@ -237,6 +240,13 @@ func Emulate(e *Emulation) *LaunchError {
 	// have it. Without Yama the call fails with EINVAL and is not needed.
 	if err := unix.Prctl(unix.PR_SET_PTRACER, uintptr(spid), 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
 		return launchErr(exitLaunch, "allow the supervisor to take the listener: %w", os.NewSyscallError("prctl(PR_SET_PTRACER)", err))
+	}
+	if st.Landlock != nil {
+		// Before the filter, on the thread that execs (LoadAndExec's
+		// precondition: a locked thread).
+		if err := st.Landlock.restrict(); err != nil {
+			return launchErr(exitLaunch, "%w", err)
+		}
 	}
 	err = seccompnotify.LoadAndExec(&seccompnotify.ExecSpec{Path: e.QEMU, Argv: e.Argv, Env: e.Env, Prog: prog})
 	var ee *seccompnotify.ExecError
@@ -505,7 +515,11 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 	if err != nil {
 		return fail(exitLaunch, err)
 	}
-	b, err := json.Marshal(emulatorStatus{Prog: seccompnotify.EncodeProg(prog)})
+	wall, werr := s.landlock(req.QEMU)
+	if werr != nil {
+		return fail(werr.Code, werr)
+	}
+	b, err := json.Marshal(emulatorStatus{Prog: seccompnotify.EncodeProg(prog), Landlock: wall})
 	if err == nil {
 		_, err = status.Write(b)
 	}

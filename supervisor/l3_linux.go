@@ -3,6 +3,7 @@
 package supervisor
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"kfv/policy"
 	"kfv/profiles"
 	"kfv/qmpproxy"
+	"kfv/resources"
 )
 
 // The L3 hook: kfv sits on the VM's QMP monitors (package qmpproxy). Each
@@ -116,6 +118,10 @@ func serveMonitors(cur *atomic.Pointer[session], dyn *DynamicDecider, monitors [
 	}
 	p, err := qmpproxy.New(qmpproxy.Config{
 		Cwd: cwd,
+		// The host, read as for the command line: a hot-plugged tap's
+		// macvtap device (/dev/tapIFINDEX, which QEMU 10.0 tries first)
+		// and the backing chains of images a command opens.
+		FS: resources.HostFS(),
 		OnCommand: func(c *qmpproxy.Command) error {
 			return cur.Load().onCommand(dyn, c)
 		},
@@ -162,6 +168,11 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 		e.Applied = "deny"
 		return fmt.Errorf("kfv: %s would run a program (%s): QEMU runs no programs", c.Name, strings.Join(c.Needs.Exec, "; "))
 	}
+	if n := memoryBackendSize(c); n > 0 {
+		// A hot-plugged memory backend: its RAM block is made after
+		// the guest RAM was sealed.
+		s.dec.AnnounceGuestRAM(n)
+	}
 	if c.NeedsErr != nil {
 		e.Detail = "resources not understood: " + c.NeedsErr.Error() + "; QEMU judges the command, kfv its opens"
 		return nil
@@ -170,6 +181,10 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 		return nil
 	}
 	rules := policy.ResourceRules(c.Needs.Set, "", policy.Canonical)
+	// The inet listeners a command makes (migrate-incoming tcp:,
+	// chardev-add and netdev_add servers), exactly as on the command line.
+	binds, bindWarnings := policy.InetBindRules(c.Needs.Set, policy.LookupHost)
+	rules = append(rules, binds...)
 	for i := range rules {
 		rules[i].Name = "qmp:" + c.Name + ":" + rules[i].Name
 		rules[i].Reason = "handed to QEMU by its manager with " + c.Name
@@ -185,8 +200,39 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 	for _, so := range c.Needs.Set.Sockets {
 		names = append(names, so.Op+" "+so.Address)
 	}
+	for _, n := range c.Needs.Set.TapNames {
+		names = append(names, "tap "+n)
+	}
 	e.Rule, e.Detail = "qmp:admit", "admitted: "+strings.Join(names, ", ")
+	if len(bindWarnings) > 0 {
+		e.Detail += "; " + strings.Join(bindWarnings, "; ")
+	}
 	return nil
+}
+
+// memoryBackendSize is the size of the memory backend an object_add adds
+// (memory-backend-ram, -memfd, -file, -shm), 0 for any other command.
+func memoryBackendSize(c *qmpproxy.Command) uint64 {
+	if c.Name != "object_add" || len(c.Args) == 0 {
+		return 0
+	}
+	var a struct {
+		Type  string          `json:"qom-type"`
+		Size  uint64          `json:"size"`
+		Props json.RawMessage `json:"props"`
+	}
+	if json.Unmarshal(c.Args, &a) != nil || !strings.HasPrefix(a.Type, "memory-backend-") {
+		return 0
+	}
+	if a.Size == 0 && len(a.Props) > 0 {
+		var p struct {
+			Size uint64 `json:"size"`
+		}
+		if json.Unmarshal(a.Props, &p) == nil {
+			a.Size = p.Size
+		}
+	}
+	return a.Size
 }
 
 // proxyMonitors rewrites QEMU's arguments so that each QMP monitor the

@@ -46,6 +46,9 @@ type loaderConfig struct {
 	// PIDSlots are instructions to fill with the loader's own pid, which
 	// becomes QEMU's (seccompnotify.PatchPID).
 	PIDSlots []int `json:"pid_slots"`
+	// Landlock is the wall the loader builds around itself before it
+	// loads the filter and execs; nil builds none.
+	Landlock *landlockPlan `json:"landlock,omitempty"`
 }
 
 // loaderStatus is what the loader writes back when it fails. Success is
@@ -106,6 +109,13 @@ func loaderRun() (int, error) {
 	// exec keeps the pid: the loader's pid is QEMU's.
 	if prog, err = seccompnotify.PatchPID(prog, cfg.PIDSlots, os.Getpid()); err != nil {
 		return exitLaunch, fmt.Errorf("loader: %w", err)
+	}
+	if cfg.Landlock != nil {
+		// Before the filter: once it is loaded, Landlock's own calls
+		// would be QEMU's, judged by the profile.
+		if err := cfg.Landlock.restrict(); err != nil {
+			return exitLaunch, fmt.Errorf("loader: %w", err)
+		}
 	}
 	err = seccompnotify.LoadAndExec(&seccompnotify.ExecSpec{Path: cfg.Path, Argv: cfg.Argv, Env: cfg.Env, Prog: prog})
 	var ee *seccompnotify.ExecError

@@ -150,6 +150,9 @@ func summarize(r *orch.Request) string {
 	if m := r.Mem; m != nil {
 		fmt.Fprintf(&b, "slot=%d gpa=%#x size=%#x hva=%#x ", m.Slot, m.GPA, m.Size, m.HVA)
 	}
+	if r.Ifreq != nil {
+		fmt.Fprintf(&b, "ifname=%q ", r.Ifname)
+	}
 	fmt.Fprintf(&b, "args=[%#x %#x %#x %#x %#x %#x]", r.Args[0], r.Args[1], r.Args[2], r.Args[3], r.Args[4], r.Args[5])
 	return b.String()
 }

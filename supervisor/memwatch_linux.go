@@ -80,10 +80,12 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 	if err != nil {
 		w.Close()
 		// QEMU ending (quit soon after its monitor answered) takes its
-		// memory away under the baseline: not an error.
-		if !p.proc.gone(200 * time.Millisecond) {
-			p.em.emitErr(fmt.Errorf("memwatch baseline: %w", err))
+		// memory away under the baseline: a lifecycle fact, not an error.
+		if errors.Is(err, memwatch.ErrExited) || p.proc.gone(200*time.Millisecond) {
+			p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "memwatch", Detail: "QEMU exited while memwatch took its baseline: nothing to watch"})
+			return
 		}
+		p.em.emitErr(fmt.Errorf("memwatch baseline: %w", err))
 		return
 	}
 	p.memMu.Lock()

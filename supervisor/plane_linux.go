@@ -60,6 +60,12 @@ type textSetter interface {
 	JudgesOrigin() bool
 }
 
+// ramSealer is the decoder's guest RAM seal.
+type ramSealer interface {
+	SealGuestRAM(pid int) (blocks int, bytes uint64, err error)
+	GuestRAMSealed(pid int) bool
+}
+
 type plane struct {
 	// monGate holds kfv's commands on the private monitor off while QEMU
 	// is being stopped by a signal kfv-run forwards (qmp.Gate says why).
@@ -78,6 +84,10 @@ type plane struct {
 	// accel is QEMU's accelerator as connect asked it of a held guest
 	// ("" when not asked).
 	accel string
+	// ram seals QEMU's guest RAM (seccompnotify.Decoder.SealGuestRAM)
+	// when its guest first runs; nil: nothing to seal.
+	ram    ramSealer
+	sealMu sync.Mutex
 
 	vo *orch.VO
 	in chan planeItem
@@ -326,7 +336,7 @@ func (p *plane) connect() {
 		// What kfv asks QEMU at start-up is asked while the guest is
 		// held (withHeldStart), then the guest runs.
 		p.accel = queryAccel(ctx, c)
-		if err := resumeHeld(ctx, c); err != nil {
+		if err := p.resumeHeld(ctx, c); err != nil {
 			if ctx.Err() == nil && !p.proc.gone(200*time.Millisecond) {
 				p.em.emitErr(fmt.Errorf("start the guest kfv held until its monitor answered: %w; it stays stopped (cont on a monitor of the VM starts it)", err))
 			}
@@ -339,10 +349,18 @@ func (p *plane) connect() {
 			p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "checkpoint restored: the guest resumes where it was saved"})
 		}
 	}
+	events := c.Events()
+	if st, err := c.QueryStatus(ctx); err == nil && st.Status == "running" {
+		p.sealGuestRAM("the guest was running when kfv's monitor answered")
+	}
 	go func() {
-		for range c.Events() {
+		for ev := range events {
 			// Events are read so the queue keeps moving; reactions wait
-			// for their own answers.
+			// for their own answers. The first RESUME is the guest's
+			// first run when a manager started it (its own -S).
+			if ev.Name == "RESUME" {
+				p.sealGuestRAM("the guest started")
+			}
 		}
 	}()
 	if ts, ok := p.cfg.Policy.Decider.(textSetter); ok && ts.JudgesOrigin() {
@@ -380,10 +398,11 @@ func queryAccel(ctx context.Context, c *qmp.Client) string {
 	return "tcg"
 }
 
-// resumeHeld starts the guest kfv held with -S. Only a guest that has
-// never run is started: one that a manager's monitor already started,
-// or stopped after it ran, is left as it is.
-func resumeHeld(ctx context.Context, c *qmp.Client) error {
+// resumeHeld starts the guest kfv held with -S, its guest RAM sealed
+// first. Only a guest that has never run is started: one that a
+// manager's monitor already started, or stopped after it ran, is left as
+// it is.
+func (p *plane) resumeHeld(ctx context.Context, c *qmp.Client) error {
 	st, err := c.QueryStatus(ctx)
 	if err != nil {
 		return err
@@ -391,8 +410,35 @@ func resumeHeld(ctx context.Context, c *qmp.Client) error {
 	if st.Status != "prelaunch" {
 		return nil
 	}
+	p.sealGuestRAM("before the guest's first instruction")
 	_, err = c.Execute(ctx, "cont", nil)
 	return err
+}
+
+// sealGuestRAM seals the current QEMU's guest RAM, once per process: from
+// now on a KVM memory slot over anonymous memory must lie in the RAM
+// blocks QEMU made before its guest ran (seccompnotify.SealGuestRAM says
+// why). A seal taken after the guest started (a manager's cont, seen
+// as its RESUME event, milliseconds later) is said in the event.
+func (p *plane) sealGuestRAM(when string) {
+	if p.ram == nil {
+		return
+	}
+	p.sealMu.Lock()
+	defer p.sealMu.Unlock()
+	pid, _ := p.proc.current()
+	if pid <= 0 || p.ram.GuestRAMSealed(pid) {
+		return
+	}
+	blocks, n, err := p.ram.SealGuestRAM(pid)
+	if err != nil {
+		if !p.proc.gone(200 * time.Millisecond) {
+			p.em.emitErr(fmt.Errorf("seal guest RAM: %w; KVM memory slots over anonymous memory are still decided by backing alone", err))
+		}
+		return
+	}
+	p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor",
+		Detail: fmt.Sprintf("guest RAM sealed %s: %d RAM blocks, %d MiB; a KVM memory slot over other anonymous memory is host memory", when, blocks, n>>20)})
 }
 
 // monitor returns kfv's private monitor; with wait it first waits for

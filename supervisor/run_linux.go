@@ -52,6 +52,9 @@ type Config struct {
 	// HeldStart says the caller added -S to Args (Launch.HeldStart): kfv
 	// resumes the guest once its monitor answers.
 	HeldStart bool
+	// Landlock is how hard kfv insists on QEMU's Landlock wall
+	// (landlock_linux.go); "" is best-effort. Audit mode builds none.
+	Landlock LandlockMode
 	// CheckpointEvery is how often a clean checkpoint of the VM is taken
 	// for the restart_checkpoint reaction; 0 takes none.
 	CheckpointEvery time.Duration
@@ -265,6 +268,7 @@ func newSession(cfg *Config) (*session, *LaunchError) {
 		return nil, launchErr(exitLaunch, "profile %s: %w", cfg.Policy.Profile.Source, err)
 	}
 	s.plane = p
+	p.ram = s.dec
 	if ts, ok := cfg.Policy.Decider.(textSetter); ok {
 		// A new QEMU maps its code elsewhere: origin is not judged until
 		// its monitor answers and its code ranges are known.
@@ -307,6 +311,40 @@ type session struct {
 	leftPIDs []int
 }
 
+// landlock works out QEMU's Landlock wall for this exec and says in a
+// lifecycle event what it enforces and what the kernel cannot; nil in
+// audit mode or with landlock = "off". With "required" a kernel that
+// falls short is a launch error: nothing starts.
+func (s *session) landlock(path string) (*landlockPlan, *LaunchError) {
+	mode, err := ParseLandlockMode(string(s.cfg.Landlock))
+	if err != nil {
+		return nil, launchErr(exitLaunch, "%w", err)
+	}
+	if s.cfg.Mode == Audit {
+		if mode != LandlockOff {
+			s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "audit mode: QEMU runs without a Landlock wall, so that every call it makes reaches kfv's decisions"})
+		}
+		return nil, nil
+	}
+	plan, missing, err := planLandlock(mode, landlockABI(), path)
+	if err != nil {
+		return nil, launchErr(exitLaunch, "%w", err)
+	}
+	switch {
+	case mode == LandlockOff:
+		s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "landlock = off: QEMU runs without a Landlock wall"})
+	case plan == nil:
+		s.emit(&event.Event{Kind: event.KindWarning, Source: "supervisor", Detail: "no Landlock wall: the kernel cannot enforce " + strings.Join(missing, ", ")})
+	default:
+		kind := event.KindLifecycle
+		if len(missing) > 0 {
+			kind = event.KindWarning
+		}
+		s.emit(&event.Event{Kind: kind, Source: "supervisor", Detail: "QEMU's Landlock wall: " + plan.describe(missing)})
+	}
+	return plan, nil
+}
+
 // start re-executes kfv as the loader, hands it the filter and QEMU's
 // command line, and takes the listener from it.
 func (s *session) start(path string) error {
@@ -323,6 +361,14 @@ func (s *session) start(path string) error {
 	env := append(os.Environ(), loaderEnv)
 	qemuArgv := append([]string{s.cfg.QEMU}, s.args...)
 	s.qemuPath = path
+	wall, lerr := s.landlock(path)
+	if lerr != nil {
+		cfgR.Close()
+		cfgW.Close()
+		statusR.Close()
+		statusW.Close()
+		return lerr
+	}
 
 	started := make(chan error, 1)
 	s.exited = make(chan unix.WaitStatus, 1)
@@ -369,7 +415,7 @@ func (s *session) start(path string) error {
 		return launchErr(exitLaunch, "start loader: %w", err)
 	}
 
-	b, err := json.Marshal(loaderConfig{Path: path, Argv: qemuArgv, Env: os.Environ(), Prog: seccompnotify.EncodeProg(s.filter.Prog), PIDSlots: s.filter.PIDSlots})
+	b, err := json.Marshal(loaderConfig{Path: path, Argv: qemuArgv, Env: os.Environ(), Prog: seccompnotify.EncodeProg(s.filter.Prog), PIDSlots: s.filter.PIDSlots, Landlock: wall})
 	if err == nil {
 		_, err = cfgW.Write(b)
 	}

@@ -30,8 +30,20 @@ func TestMain(m *testing.M) {
 		runOpenMatrix(dir)
 		os.Exit(0)
 	}
+	if dir := os.Getenv(listenRaceEnv); dir != "" {
+		runListenRace(dir)
+		os.Exit(0)
+	}
+	if dir := os.Getenv(netMatrixEnv); dir != "" {
+		runNetMatrix(dir)
+		os.Exit(0)
+	}
 	if dir := os.Getenv(ringMatrixEnv); dir != "" {
 		runRingMatrix(dir)
+		os.Exit(0)
+	}
+	if dir := os.Getenv("KFV_LANDLOCK_CHILD"); dir != "" {
+		landlockChild(dir)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())

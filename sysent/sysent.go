@@ -130,12 +130,22 @@ const (
 	PerformChown
 	// PerformUtimes sets the times of the object or entry kfv resolved.
 	PerformUtimes
+	// PerformListen listens on a copy of the socket (pidfd_getfd) after
+	// checking that the copy is bound to the address decided on: a dup2
+	// by another thread between the check and the call cannot swap in
+	// another socket.
+	PerformListen
+	// PerformIoctl carries out, on a copy of the fd, the ioctls that kfv
+	// decides on by what they read from the caller's memory: TUNSETIFF,
+	// whose struct ifreq names the interface (read once, the kernel's
+	// answer written back). Other ioctls continue.
+	PerformIoctl
 	// NumPerformers bounds the performers, for tables indexed by them.
 	NumPerformers
 )
 
 var performerNames = [NumPerformers]string{"none", "open", "unlink", "sockaddr", "sendto", "sendmsg", "sendmmsg", "io_uring",
-	"mkdir", "mknod", "rename", "link", "symlink", "chmod", "chown", "utimes"}
+	"mkdir", "mknod", "rename", "link", "symlink", "chmod", "chown", "utimes", "listen", "ioctl"}
 
 func (p Performer) String() string {
 	if p < NumPerformers {
@@ -180,6 +190,9 @@ type Entry struct {
 	// scheduling, priority or limits: the decoder says whether it names
 	// QEMU itself (Request.OwnTarget).
 	PIDArg int
+	// SockNameArg is a socket whose bound address (getsockname) the
+	// decoder reads into Request.Sock: listen's.
+	SockNameArg int
 	// ReadsMemory marks calls whose memory the decoder describes
 	// (Request.Backing): mmap's fd, the mappings under mprotect's range.
 	ReadsMemory bool
@@ -187,6 +200,13 @@ type Entry struct {
 
 // Performed reports whether kfv performs an allowed call itself.
 func (e *Entry) Performed() bool { return e.Perform != PerformNone }
+
+// OnCopy reports whether kfv performs the call on its own copy of the
+// caller's fd because what it decided on belongs to the object behind the
+// fd (the address a socket is bound to) or is read from the caller's
+// memory by an ioctl: another thread can swap the fd (dup2) or rewrite the
+// memory between kfv's check and the kernel's.
+func (e *Entry) OnCopy() bool { return e.Perform == PerformListen || e.Perform == PerformIoctl }
 
 // Creates reports whether kfv performs the call to make the object it
 // returns (io_uring_setup's ring) rather than to act on what the call

@@ -60,7 +60,10 @@ var table = []Entry{
 	sock("sendto", 0, 4, 5).effect(SendToAddress).perform(PerformSendTo),
 	msg("sendmsg", 0, 1, -1).effect(SendToAddress).perform(PerformSendMsg),
 	msg("sendmmsg", 0, 1, 2).effect(SendToAddress).perform(PerformSendMmsg),
-	fds("recvmsg", 0), fds("listen", 0), fds("accept", 0), fds("accept4", 0),
+	// listen: decided on the address the socket is bound to, performed
+	// on kfv's copy of the socket it checked.
+	fds("listen", 0).sockName(0).perform(PerformListen),
+	fds("recvmsg", 0), fds("accept", 0), fds("accept4", 0),
 	fds("getsockopt", 0), fds("setsockopt", 0),
 	blank("socket", None).domain(0),
 
@@ -74,8 +77,10 @@ var table = []Entry{
 	blank("mprotect", Memory).effect(MakeExecutable).memory(),
 	blank("pkey_mprotect", Memory).effect(MakeExecutable).memory(),
 	blank("remap_file_pages", Memory).effect(MakeExecutable),
-	// ioctl: the fd, and KVM_SET_USER_MEMORY_REGION's slot.
-	fds("ioctl", 0).memory(),
+	// ioctl: the fd, KVM_SET_USER_MEMORY_REGION's slot, and TUNSETIFF's
+	// interface name (Request.Ifname), which kfv performs on its copy
+	// of the fd with the struct it read.
+	fds("ioctl", 0).memory().perform(PerformIoctl),
 
 	// Other processes.
 	blank("clone", Process).effect(CreateProcesses), blank("clone3", Process).effect(CreateProcesses),
@@ -112,7 +117,7 @@ var table = []Entry{
 
 func blank(name string, o Object) Entry {
 	return Entry{Name: name, Object: o, PathArg: -1, DirFDArg: -1, Path2Arg: -1, DirFD2Arg: -1, SockaddrArg: -1, SockLenArg: -1,
-		DomainArg: -1, MsgArg: -1, VlenArg: -1, FlagsArg: -1, PIDArg: -1}
+		DomainArg: -1, MsgArg: -1, VlenArg: -1, FlagsArg: -1, PIDArg: -1, SockNameArg: -1}
 }
 
 func path(name string, p int) Entry {
@@ -154,3 +159,4 @@ func (e Entry) flags(i int) Entry         { e.FlagsArg = i; return e }
 func (e Entry) domain(i int) Entry        { e.DomainArg = i; return e }
 func (e Entry) memory() Entry             { e.ReadsMemory = true; return e }
 func (e Entry) pid(i int) Entry           { e.PIDArg = i; return e }
+func (e Entry) sockName(i int) Entry      { e.SockNameArg = i; return e }

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"kfv/supervisor"
 )
 
 // configPath is the system configuration file.
@@ -42,6 +44,9 @@ type config struct {
 	// Events is a directory (events go to DIR/VM.jsonl) or a file pattern
 	// containing {vm}.
 	Events string `toml:"events"`
+	// Landlock is QEMU's Landlock wall: "required", "best-effort" or
+	// "off"; empty leaves it to the profile (else best-effort).
+	Landlock string `toml:"landlock"`
 	// EnvironmentOverrides lets KFV_CONFIG choose another file. Only
 	// the system file's setting counts.
 	EnvironmentOverrides *bool `toml:"environment_overrides"`
@@ -88,6 +93,11 @@ func (c *config) validate() error {
 	}
 	if c.Events == "" || !filepath.IsAbs(c.Events) {
 		return fmt.Errorf("events %q: want an absolute directory or file pattern", c.Events)
+	}
+	if c.Landlock != "" {
+		if _, err := supervisor.ParseLandlockMode(c.Landlock); err != nil {
+			return err
+		}
 	}
 	if c.QEMU != "" && !filepath.IsAbs(c.QEMU) {
 		return fmt.Errorf("qemu %q: want an absolute path", c.QEMU)

@@ -37,11 +37,12 @@ func qemuName(argv0 string) (string, bool) {
 // emulatorSetup is what stage 2 sends the supervisor besides QEMU's
 // command line.
 type emulatorSetup struct {
-	Profile string `json:"profile"`
-	Mode    string `json:"mode"`
-	Events  string `json:"events"` // the file
-	VM      string `json:"vm"`
-	Config  string `json:"config"` // where the settings came from
+	Profile  string `json:"profile"`
+	Mode     string `json:"mode"`
+	Landlock string `json:"landlock,omitempty"`
+	Events   string `json:"events"` // the file
+	VM       string `json:"vm"`
+	Config   string `json:"config"` // where the settings came from
 	// Monitor is kfv's private QMP socket, which stage 2 added to
 	// QEMU's arguments in a directory of its own (MonitorDir).
 	Monitor    string `json:"monitor"`
@@ -109,7 +110,7 @@ func emulatorStageMain() int {
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, Monitor: l.Monitor, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Landlock: cfg.Landlock, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, Monitor: l.Monitor, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
 		ServerSockets: l.ServerSockets, Warnings: l.Warnings})
 	if err != nil {
 		l.Close()
@@ -144,7 +145,7 @@ func emulatorSupervisorMain() int {
 		// Under libvirt QEMU is not kfv's child and runs as another user:
 		// memwatch's scrub needs ptrace over it, which the supervisor
 		// (forked by QEMU's process) has.
-		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Policy: pol, Mode: mode, VM: st.VM, Events: ev, Monitor: st.Monitor, HeldStart: st.HeldStart, Memwatch: &memwatch.Config{}}
+		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Policy: pol, Mode: mode, VM: st.VM, Events: ev, Monitor: st.Monitor, HeldStart: st.HeldStart, Landlock: landlockMode(st.Landlock, p.Landlock), Memwatch: &memwatch.Config{}}
 		for _, w := range p.Warnings {
 			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "profile " + p.Source + ": " + w})
 		}

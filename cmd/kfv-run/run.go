@@ -23,6 +23,7 @@ var runFlags = []cli.Flag{
 	&cli.DurationFlag{Name: "checkpoint-every", Usage: "keep a clean checkpoint of the VM, taken every `DURATION`, for the restart_checkpoint reaction (each one pauses the guest briefly; RAM and device state only, not the disks: see docs/profiles.md; default: none)"},
 	&cli.IntFlag{Name: "max-restarts", Value: 3, Usage: "at most `N` restarts ordered by the orchestrator, with backoff"},
 	&cli.BoolFlag{Name: "memwatch", Value: true, Usage: "watch QEMU's code and read-only data for tampering (memwatch); --memwatch=false turns it off"},
+	&cli.StringFlag{Name: "landlock", Usage: "QEMU's Landlock wall: `required` (refuse to start on a kernel that cannot build all of it), best-effort (what the kernel offers, and a warning naming the rest) or off (default: the profile's [defaults] landlock, else best-effort)"},
 	&cli.DurationFlag{Name: "memwatch-period", Value: memwatch.DefaultPeriod, Usage: "memwatch scan `PERIOD`: a tamper is found within about one period (cost: about 1.8% of a core at 80ms, docs/BENCHMARKS.md)"},
 }
 
@@ -35,6 +36,9 @@ func runAction(c *cli.Context) error {
 	mode := supervisor.Mode(c.String("mode"))
 	if mode != supervisor.Enforce && mode != supervisor.Audit {
 		return cli.Exit(fmt.Sprintf("--mode %q: want enforce or audit", c.String("mode")), 125)
+	}
+	if _, err := supervisor.ParseLandlockMode(c.String("landlock")); err != nil {
+		return cli.Exit("--"+err.Error(), 125)
 	}
 	cwd, err := os.Getwd()
 	if err != nil {
@@ -119,6 +123,7 @@ func runAction(c *cli.Context) error {
 		Warn:            warn,
 		Monitor:         l.Monitor,
 		HeldStart:       l.HeldStart,
+		Landlock:        landlockMode(c.String("landlock"), p.Landlock),
 		CheckpointEvery: c.Duration("checkpoint-every"),
 		Memwatch:        memwatchConfig(l.IsQEMU && c.Bool("memwatch"), c.Duration("memwatch-period")),
 		MaxRestarts:     c.Int("max-restarts"),
@@ -198,4 +203,13 @@ func memwatchConfig(on bool, period time.Duration) *memwatch.Config {
 		return nil
 	}
 	return &memwatch.Config{Period: period}
+}
+
+// landlockMode is the operator's setting when there is one, else the
+// profile's ("" for neither: best-effort).
+func landlockMode(operator, profile string) supervisor.LandlockMode {
+	if operator != "" {
+		return supervisor.LandlockMode(operator)
+	}
+	return supervisor.LandlockMode(profile)
 }
