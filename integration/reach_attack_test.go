@@ -117,6 +117,30 @@ var reachAttacks = []reachAttack{
 		},
 	}},
 	{attack: attack{
+		name:   "limit-sched",
+		denied: [][]string{{"prlimit64"}, {"sched_setscheduler"}},
+		setup: func(t *testing.T, r *attackRun) (string, effectFunc) {
+			n := startNeighbor(t)
+			pid := n.cmd.Process.Pid
+			return strconv.Itoa(pid), func() (int, int, string) {
+				seen := 0
+				limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+				if err != nil {
+					t.Fatalf("the neighbour's limits: %v", err)
+				}
+				nofile := regexp.MustCompile(`(?m)^Max open files\s+(\S+)\s+(\S+)`).FindSubmatch(limits)
+				if nofile != nil && string(nofile[1]) == "16" && string(nofile[2]) == "16" {
+					seen++
+				}
+				policy := procStat(t, pid)[38] // field 41, after the name
+				if policy == "5" {             // SCHED_IDLE
+					seen++
+				}
+				return seen, 2, fmt.Sprintf("neighbour %d open files %q, policy %s", pid, nofile, policy)
+			}
+		},
+	}},
+	{attack: attack{
 		name:   "kvm-second-vm",
 		port:   true,
 		need:   kvmProblem,

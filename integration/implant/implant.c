@@ -1545,6 +1545,26 @@ static void p_renice(const char *name, const char *arg)
 	       (int)pid, ie ? strerrorname_np(ie) : "0");
 }
 
+/*
+ * limit-sched: prlimit64(PID, RLIMIT_NOFILE, 16) and
+ * sched_setscheduler(PID, SCHED_IDLE): the neighbour's limits and
+ * scheduling, which QEMU sets only for itself. ok when both took.
+ */
+static void p_limit_sched(const char *name, const char *arg)
+{
+	pid_t pid = (pid_t)atoi(arg);
+	if (pid <= 1) {
+		report(name, 0, "bad pid %s", arg);
+		return;
+	}
+	struct rlimit rl = {16, 16};
+	int le = prlimit(pid, RLIMIT_NOFILE, &rl, NULL) == 0 ? 0 : errno;
+	struct sched_param sp = {0};
+	int se = sched_setscheduler(pid, SCHED_IDLE, &sp) == 0 ? 0 : errno;
+	report(name, !le && !se, "prlimit64(%d, NOFILE, 16)=%s sched_setscheduler(%d, IDLE)=%s", (int)pid,
+	       le ? strerrorname_np(le) : "0", (int)pid, se ? strerrorname_np(se) : "0");
+}
+
 /* kvm-second-vm: KVM_CREATE_VM on QEMU's own /dev/kvm fd, after start-up. */
 static void p_kvm_second_vm(const char *name)
 {
@@ -1730,6 +1750,8 @@ static int reach_payload(const char *base, const char *name, const char *arg)
 		p_sched_pin(name, arg);
 	else if (!strcmp(base, "renice"))
 		p_renice(name, arg);
+	else if (!strcmp(base, "limit-sched"))
+		p_limit_sched(name, arg);
 	else if (!strcmp(base, "kvm-second-vm"))
 		p_kvm_second_vm(name);
 	else if (!strcmp(base, "kvm-extra-vcpu"))
