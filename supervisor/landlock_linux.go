@@ -175,7 +175,16 @@ func execFiles(path string) ([]string, error) {
 // describe says what the wall enforces, for the lifecycle event.
 func (p *landlockPlan) describe(missing []string) string {
 	var on []string
-	on = append(on, "no file access but executing "+strings.Join(p.Exec, " and "))
+	full := uint64(0)
+	for v := 1; v <= p.ABI && v < len(landlockFSByABI); v++ {
+		full |= landlockFSByABI[v]
+	}
+	switch {
+	case p.FS == full:
+		on = append(on, "no file access but executing "+strings.Join(p.Exec, " and "))
+	case p.FS != 0:
+		on = append(on, fmt.Sprintf("part of the file rights walled (%#x of %#x)", p.FS, full))
+	}
 	if p.Net != 0 {
 		on = append(on, "no TCP bind or connect")
 	}
@@ -211,6 +220,9 @@ func (p *landlockPlan) restrict() error {
 	defer unix.Close(int(fd))
 	const fileRights = unix.LANDLOCK_ACCESS_FS_EXECUTE | unix.LANDLOCK_ACCESS_FS_READ_FILE
 	for _, path := range p.Exec {
+		if p.FS&fileRights == 0 {
+			break // nothing to grant: neither right is walled
+		}
 		pfd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("landlock: open %s: %w", path, err)

@@ -12,6 +12,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"kfv/policy"
+	"kfv/profiles"
 )
 
 // TestPlanLandlock: the wall handles every right the ABI knows, names
@@ -128,4 +131,41 @@ func landlockChild(dir string) {
 	say("read secret", err)
 	say("mkdir", os.Mkdir(filepath.Join(dir, "new"), 0o700))
 	say("exec /bin/true", unix.Exec("/bin/true", []string{"true"}, nil))
+}
+
+// TestLandlockFitsProfile: the built-in profile, adapted to a VM with a
+// writable 9p share, user networking and -daemonize, gets the whole
+// wall; a profile that lets QEMU open files or signal others itself
+// gets none of that part.
+func TestLandlockFitsProfile(t *testing.T) {
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := profiles.Builtin("qemu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	p, _, err := policy.PrepareProfile(b, []string{"-accel", "kvm", "-netdev", "user,id=n", "-daemonize", "-pidfile", filepath.Join(dir, "pid"),
+		"-fsdev", "local,id=fs,path=" + dir + ",security_model=none", "-device", "virtio-9p-pci,fsdev=fs,mount_tag=s"}, nil, dir, os.DirFS("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, _, err := planLandlock(LandlockBestEffort, 6, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := *plan
+	if why := fitLandlock(plan, p); len(why) > 0 || plan.FS != full.FS || plan.Net != full.Net || plan.Scoped != full.Scoped {
+		t.Errorf("built-in profile: wall cut down (%q): %+v", why, plan)
+	}
+	loose := *b
+	loose.Syscalls = append([]profiles.SyscallRule{{Names: []string{"openat"}, Action: profiles.ActAllow, Reason: "t"},
+		{Names: []string{"kill"}, Action: profiles.ActAllow, Reason: "t"}}, loose.Syscalls...)
+	plan, _, _ = planLandlock(LandlockBestEffort, 6, bin)
+	why := fitLandlock(plan, &loose)
+	if plan.FS&unix.LANDLOCK_ACCESS_FS_READ_FILE != 0 || plan.Scoped&unix.LANDLOCK_SCOPE_SIGNAL != 0 || len(why) < 2 {
+		t.Errorf("a profile allowing openat and kill in the kernel: plan %+v, why %q", plan, why)
+	}
 }

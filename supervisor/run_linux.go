@@ -330,6 +330,15 @@ func (s *session) landlock(path string) (*landlockPlan, *LaunchError) {
 	if err != nil {
 		return nil, launchErr(exitLaunch, "%w", err)
 	}
+	if why := fitLandlock(plan, s.cfg.Policy.Profile); len(why) > 0 {
+		missing = append(missing, "what QEMU does itself because "+strings.Join(why, ", "))
+		if mode == LandlockRequired {
+			return nil, launchErr(exitLaunch, "landlock = required, but the profile %s lets QEMU act itself where the wall would stop it: %s", s.cfg.Policy.Profile.Source, strings.Join(why, "; "))
+		}
+		if plan.FS == 0 && plan.Net == 0 && plan.Scoped == 0 {
+			plan = nil
+		}
+	}
 	switch {
 	case mode == LandlockOff:
 		s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "landlock = off: QEMU runs without a Landlock wall"})

@@ -1,0 +1,146 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"slices"
+
+	"golang.org/x/sys/unix"
+
+	"kfv/profiles"
+	"kfv/sysent"
+)
+
+// The wall never forbids what the profile lets QEMU do itself. It rests
+// on kfv performing the calls it allows; a profile that lets a call
+// through the kernel filter (allow), or allows it by a rule and lets it
+// continue (kfv does not perform it), leaves QEMU to make that call in
+// its own domain, so the rights the call needs are left out of the wall.
+// The built-in profile lets none of them through: it gets the whole wall.
+
+// Filesystem rights each kind of by-path call needs.
+var landlockRightsOf = map[sysent.Effect]uint64{
+	sysent.OpenFiles: unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_READ_DIR |
+		unix.LANDLOCK_ACCESS_FS_TRUNCATE | unix.LANDLOCK_ACCESS_FS_MAKE_REG | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV,
+	sysent.RunPrograms:  unix.LANDLOCK_ACCESS_FS_EXECUTE | unix.LANDLOCK_ACCESS_FS_READ_FILE,
+	sysent.RemoveFiles:  unix.LANDLOCK_ACCESS_FS_REMOVE_FILE | unix.LANDLOCK_ACCESS_FS_REMOVE_DIR,
+	sysent.MakeDirs:     unix.LANDLOCK_ACCESS_FS_MAKE_DIR,
+	sysent.MakeNodes:    unix.LANDLOCK_ACCESS_FS_MAKE_CHAR | unix.LANDLOCK_ACCESS_FS_MAKE_BLOCK | unix.LANDLOCK_ACCESS_FS_MAKE_FIFO | unix.LANDLOCK_ACCESS_FS_MAKE_SOCK | unix.LANDLOCK_ACCESS_FS_MAKE_REG,
+	sysent.MakeSymlinks: unix.LANDLOCK_ACCESS_FS_MAKE_SYM,
+	sysent.RenameFiles:  unix.LANDLOCK_ACCESS_FS_REFER | unix.LANDLOCK_ACCESS_FS_REMOVE_FILE | unix.LANDLOCK_ACCESS_FS_REMOVE_DIR | unix.LANDLOCK_ACCESS_FS_MAKE_REG | unix.LANDLOCK_ACCESS_FS_MAKE_DIR | unix.LANDLOCK_ACCESS_FS_MAKE_SYM | unix.LANDLOCK_ACCESS_FS_MAKE_SOCK | unix.LANDLOCK_ACCESS_FS_MAKE_FIFO | unix.LANDLOCK_ACCESS_FS_MAKE_CHAR | unix.LANDLOCK_ACCESS_FS_MAKE_BLOCK,
+	sysent.LinkFiles:    unix.LANDLOCK_ACCESS_FS_REFER | unix.LANDLOCK_ACCESS_FS_MAKE_REG | unix.LANDLOCK_ACCESS_FS_MAKE_SYM | unix.LANDLOCK_ACCESS_FS_MAKE_SOCK | unix.LANDLOCK_ACCESS_FS_MAKE_FIFO | unix.LANDLOCK_ACCESS_FS_MAKE_CHAR | unix.LANDLOCK_ACCESS_FS_MAKE_BLOCK,
+}
+
+// landlockRightsOfCall is for by-path calls with no effect group.
+var landlockRightsOfCall = map[string]uint64{
+	"truncate": unix.LANDLOCK_ACCESS_FS_TRUNCATE,
+}
+
+// fitLandlock takes out of the plan what the profile lets QEMU do in its
+// own domain, and returns why for each part taken out.
+func fitLandlock(p *landlockPlan, prof *profiles.Profile) []string {
+	if p == nil || prof == nil {
+		return nil
+	}
+	var why []string
+	for _, e := range sysent.Entries() {
+		if e.Object != sysent.Path && e.Effect != sysent.RunPrograms && e.Effect != sysent.OpenFiles {
+			continue
+		}
+		rights := landlockRightsOf[e.Effect] | landlockRightsOfCall[e.Name]
+		if rights == 0 || p.FS&rights == 0 {
+			continue
+		}
+		how := ""
+		switch {
+		case kernelMayAllow(prof, e.Name):
+			how = "allows " + e.Name + " in the kernel"
+		case (!e.Performed() || e.Effect == sysent.RunPrograms) && verdictMayAllow(prof, e.Name):
+			how = "lets " + e.Name + " continue after its check"
+		default:
+			continue
+		}
+		p.FS &^= rights
+		why = append(why, "the profile "+how)
+	}
+	if p.FS&^(unix.LANDLOCK_ACCESS_FS_EXECUTE|unix.LANDLOCK_ACCESS_FS_READ_FILE) == 0 && len(why) > 0 {
+		p.FS = 0 // what is left would only stop QEMU's own exec
+	}
+	if p.Net != 0 {
+		for _, sc := range []string{"connect", "bind"} {
+			if kernelMayAllow(prof, sc) {
+				p.Net = 0
+				why = append(why, "the profile allows "+sc+" in the kernel")
+				break
+			}
+		}
+	}
+	if p.Scoped&unix.LANDLOCK_SCOPE_SIGNAL != 0 {
+		for _, sc := range sysent.Select(func(e *sysent.Entry) bool { return e.Effect == sysent.SendSignals }) {
+			if signalsOthers(prof, sc) {
+				p.Scoped &^= unix.LANDLOCK_SCOPE_SIGNAL
+				why = append(why, "the profile lets "+sc+" reach other processes")
+				break
+			}
+		}
+	}
+	if p.Scoped&unix.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET != 0 && kernelMayAllow(prof, "connect") {
+		p.Scoped &^= unix.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
+	}
+	return slices.Compact(why)
+}
+
+// kernelMayAllow says whether the kernel filter lets some call of sc
+// through without asking kfv.
+func kernelMayAllow(p *profiles.Profile, sc string) bool {
+	named := false
+	for _, r := range p.Syscalls {
+		if !slices.Contains(r.Names, sc) {
+			continue
+		}
+		named = true
+		if r.Action == profiles.ActAllow {
+			return true
+		}
+	}
+	return !named && p.DefaultAction == profiles.ActAllow
+}
+
+// verdictMayAllow says whether some verdict rule, or the default
+// verdict, allows an inspected sc.
+func verdictMayAllow(p *profiles.Profile, sc string) bool {
+	for _, r := range p.Rules {
+		if r.Verdict == profiles.VerdictAllow && (len(r.Syscalls) == 0 || slices.Contains(r.Syscalls, sc)) {
+			return true
+		}
+	}
+	return p.DefaultVerdict == profiles.VerdictAllow
+}
+
+// signalsOthers says whether the profile lets sc, a call that sends a
+// signal, reach a process other than QEMU: allowed in the kernel or by a
+// rule without the condition that its first argument is QEMU's pid.
+func signalsOthers(p *profiles.Profile, sc string) bool {
+	selfOnly := func(conds []profiles.ArgCond) bool {
+		return slices.ContainsFunc(conds, func(c profiles.ArgCond) bool { return c.Index == 0 && c.Op == profiles.OpEq && c.Self })
+	}
+	named := false
+	for _, r := range p.Syscalls {
+		if !slices.Contains(r.Names, sc) {
+			continue
+		}
+		named = true
+		if r.Action == profiles.ActAllow && !selfOnly(r.Args) {
+			return true
+		}
+	}
+	if !named && p.DefaultAction == profiles.ActAllow {
+		return true
+	}
+	for _, r := range p.Rules {
+		if r.Verdict == profiles.VerdictAllow && (len(r.Syscalls) == 0 || slices.Contains(r.Syscalls, sc)) && !selfOnly(r.Args) {
+			return true
+		}
+	}
+	return p.DefaultVerdict == profiles.VerdictAllow
+}
