@@ -71,6 +71,9 @@ func (e *Engine) ResetDaemonize() {
 	}
 }
 
+// RaiseLimit raises the limit of a rule with one (Rules.RaiseLimit).
+func (e *Engine) RaiseLimit(name string, n int) bool { return e.rules.RaiseLimit(name, n) }
+
 // JudgesOrigin reports whether the profile has an enabled origin
 // detector, so whether SetText is worth calling.
 func (e *Engine) JudgesOrigin() bool { return e.origin != nil }

@@ -200,7 +200,7 @@ func (rs *Rules) signature(r *Request) (Decision, profiles.Severity) {
 			if ru.daemonize && !rs.daemon.admit(r) {
 				continue // not (or no longer) a daemonizing fork: later rules decide
 			}
-			if ru.limit > 0 && !rs.limits.admit(i, r.PID, ru.limit) {
+			if ru.limit > 0 && !rs.limits.admit(i, r.PID, ru.limit+rs.limits.raised(ru.name)) {
 				continue // this process had its share: later rules decide
 			}
 			return Decision{Action: ru.action, Errno: ru.errno, Rule: ru.name, Reason: ru.reason}, ru.severity
@@ -305,6 +305,31 @@ func (ru *rule) match(r *Request) bool {
 type limiter struct {
 	mu     sync.Mutex
 	counts map[[2]int]int // {rule index, pid} -> calls admitted
+	extra  map[string]int // rule name -> calls added to its limit at run time
+}
+
+// raised is what RaiseLimit added to the limit of rule name.
+func (l *limiter) raised(name string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.extra[name]
+}
+
+// RaiseLimit lets the rule named name, which has a Limit, admit n calls
+// more per process from now on: what the VM's manager asked for at run
+// time (a vCPU hot-plugged over the monitor). It reports whether the
+// profile has such a rule.
+func (rs *Rules) RaiseLimit(name string, n int) bool {
+	if !slices.ContainsFunc(rs.rules, func(r rule) bool { return r.name == name && r.limit > 0 }) {
+		return false
+	}
+	rs.limits.mu.Lock()
+	defer rs.limits.mu.Unlock()
+	if rs.limits.extra == nil {
+		rs.limits.extra = map[string]int{}
+	}
+	rs.limits.extra[name] += n
+	return true
 }
 
 // admit counts one call of process pid for rule i and reports whether it

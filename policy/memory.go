@@ -21,20 +21,26 @@ const (
 	kvmCreateVCPU = 0xae41
 )
 
+// VCPURuleName names the rule that admits the VM's vCPUs; the monitor
+// proxy raises its limit by one for each vCPU a manager hot-plugs.
+const VCPURuleName = "vm-kvm-create-vcpu"
+
 // kvmObjectsRuleName is the profile rule the VM's KVM object rules are
 // placed before: the built-in profile's refusal of any other VM or vCPU.
 const kvmObjectsRuleName = "no-more-kvm-objects"
 
 // KVMObjectRules returns the rules that admit the KVM objects the VM's
 // configuration makes: one VM per QEMU process and one vCPU for each the
-// command line can have (set.MaxVCPUs, hot-plugged ones included; QEMU
-// keeps an unplugged vCPU's fd for the next plug). A second VM, or a vCPU
-// beyond, made after start-up is the first step of many KVM exploits.
+// VM starts with (set.VCPUs: -smp's cpus and -device CPUs); a vCPU a
+// manager hot-plugs over kfv's monitor proxy (device_add of a CPU) raises
+// the limit by one (QEMU keeps an unplugged vCPU's fd for the next plug,
+// so a replug needs none). A second VM, or a vCPU nobody asked for, made
+// after start-up is the first step of many KVM exploits.
 func KVMObjectRules(set *resources.Set) []profiles.VerdictRule {
 	if !slices.Contains(set.Accels, "kvm") {
 		return nil
 	}
-	vcpus := max(set.MaxVCPUs, 1)
+	vcpus := max(set.VCPUs, 1)
 	return []profiles.VerdictRule{{
 		Name:     "vm-kvm-create-vm",
 		Syscalls: []string{"ioctl"},
@@ -43,12 +49,12 @@ func KVMObjectRules(set *resources.Set) []profiles.VerdictRule {
 		Verdict:  profiles.VerdictAllow,
 		Reason:   "the VM's one KVM VM, made by QEMU's accelerator set-up: once per QEMU process",
 	}, {
-		Name:     "vm-kvm-create-vcpu",
+		Name:     VCPURuleName,
 		Syscalls: []string{"ioctl"},
 		Args:     []profiles.ArgCond{{Index: 1, Op: profiles.OpEq, Values: []uint64{kvmCreateVCPU}}},
 		Limit:    vcpus,
 		Verdict:  profiles.VerdictAllow,
-		Reason:   fmt.Sprintf("the VM's vCPUs: at most %d per QEMU process, from -smp on QEMU's command line", vcpus),
+		Reason:   fmt.Sprintf("the VM's vCPUs: %d per QEMU process, from -smp and -device on QEMU's command line, and one more for each its manager hot-plugs over the monitor", vcpus),
 	}}
 }
 

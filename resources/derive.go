@@ -137,6 +137,7 @@ type deriver struct {
 	hasNet     bool
 	accels     []string
 	readconfig int // nesting, bounded
+	cpuDevices int // -device X-x86_64-cpu: vCPUs beyond -smp's at start
 
 	nodes   map[string]string // block node-name → absolute file name
 	pending []pendingChain    // qcow2 nodes whose file is another node
@@ -472,13 +473,14 @@ func (d *deriver) accel(o *opts, _ string) error {
 // and the topology whose product bounds them.
 var smpKeys = []string{"cpus", "maxcpus", "drawers", "books", "sockets", "dies", "clusters", "modules", "cores", "threads"}
 
-// smp handles -smp: the most vCPUs the VM can have (MaxVCPUs), which
-// bounds the vCPUs QEMU may create, hot-plugged ones included. QEMU's
-// own arithmetic (maxcpus, or cpus, or the topology's product, with the
-// missing levels filled in) never exceeds the largest of maxcpus, cpus
-// and the product of the levels given, which is the bound kfv keeps.
+// smp handles -smp: the vCPUs the VM starts with (VCPUs: cpus, else
+// maxcpus, else the topology's product, as QEMU reads it) and the most
+// it can have (MaxVCPUs). QEMU's own arithmetic (maxcpus, or cpus, or
+// the topology's product, with the missing levels filled in) never
+// exceeds the largest of maxcpus, cpus and the product of the levels
+// given, which is the bound kfv keeps.
 func (d *deriver) smp(o *opts, origin string) error {
-	product, most := 1, 0
+	product, most, cpus, maxcpus := 1, 0, 0, 0
 	for _, k := range smpKeys {
 		v, ok := o.get(k)
 		if !ok {
@@ -491,6 +493,11 @@ func (d *deriver) smp(o *opts, origin string) error {
 		switch k {
 		case "cpus", "maxcpus":
 			most = max(most, int(n))
+			if k == "cpus" {
+				cpus = int(n)
+			} else {
+				maxcpus = int(n)
+			}
 		default:
 			if n > 0 {
 				product = min(product*int(n), maxVCPUs)
@@ -498,6 +505,14 @@ func (d *deriver) smp(o *opts, origin string) error {
 		}
 	}
 	d.s.MaxVCPUs = max(d.s.MaxVCPUs, most, product)
+	switch boot := cpus; {
+	case boot > 0:
+		d.s.VCPUs = max(d.s.VCPUs, boot)
+	case maxcpus > 0:
+		d.s.VCPUs = max(d.s.VCPUs, maxcpus)
+	default:
+		d.s.VCPUs = max(d.s.VCPUs, product)
+	}
 	d.leftovers(o, origin)
 	return nil
 }
@@ -599,6 +614,7 @@ func (d *deriver) finish() {
 	if d.s.MaxVCPUs == 0 {
 		d.s.MaxVCPUs = 1 // QEMU's default: -smp 1
 	}
+	d.s.VCPUs = min(max(d.s.VCPUs, 1)+d.cpuDevices, d.s.MaxVCPUs)
 	if contains(d.accels, "kvm") {
 		d.s.addDevice(Device{Path: "/dev/kvm", Access: ReadWrite, Option: "accelerator kvm"})
 	}

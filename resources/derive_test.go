@@ -437,23 +437,26 @@ func TestAudiodevJSON(t *testing.T) {
 // TestMaxVCPUs: the bound on vCPUs follows -smp as QEMU reads it.
 func TestMaxVCPUs(t *testing.T) {
 	for _, tc := range []struct {
-		args []string
-		want int
+		args       []string
+		boot, most int
 	}{
-		{nil, 1},
-		{[]string{"-smp", "2"}, 2},
-		{[]string{"-smp", "cpus=2,maxcpus=8"}, 8},
-		{[]string{"-smp", "2,sockets=2,cores=2,threads=2"}, 8},
-		{[]string{"-smp", "sockets=1,cores=4"}, 4},
-		{[]string{"-smp", "8,sockets=2"}, 8},
-		{[]string{"-smp", "1", "-smp", "4"}, 4},
+		{nil, 1, 1},
+		{[]string{"-smp", "2"}, 2, 2},
+		{[]string{"-smp", "cpus=2,maxcpus=8"}, 2, 8},
+		{[]string{"-smp", "2,sockets=2,cores=2,threads=2"}, 2, 8},
+		{[]string{"-smp", "sockets=1,cores=4"}, 4, 4},
+		{[]string{"-smp", "maxcpus=4"}, 4, 4},
+		{[]string{"-smp", "8,sockets=2"}, 8, 8},
+		{[]string{"-smp", "1", "-smp", "4"}, 4, 4},
+		{[]string{"-smp", "1,maxcpus=4", "-device", "qemu64-x86_64-cpu,socket-id=1,core-id=0,thread-id=0"}, 2, 4},
+		{[]string{"-smp", "1", "-device", "qemu64-x86_64-cpu,socket-id=1"}, 1, 1},
 	} {
 		s, err := FromArgs(tc.args, "/", fstest.MapFS{})
 		if err != nil {
 			t.Fatalf("%q: %v", tc.args, err)
 		}
-		if s.MaxVCPUs != tc.want {
-			t.Errorf("%q: MaxVCPUs %d, want %d", tc.args, s.MaxVCPUs, tc.want)
+		if s.VCPUs != tc.boot || s.MaxVCPUs != tc.most {
+			t.Errorf("%q: VCPUs %d, MaxVCPUs %d, want %d and %d", tc.args, s.VCPUs, s.MaxVCPUs, tc.boot, tc.most)
 		}
 	}
 	for _, bad := range [][]string{{"-smp", "two"}, {"-smp", "cpus=99999"}, {"-smp", "2,cores=-1"}} {

@@ -15,6 +15,9 @@ import (
 func (d *deriver) device(o *opts, origin string) {
 	drv, origin := kindOf(o, "driver", origin)
 	d.dataFile(o.str("romfile"), origin+" romfile=")
+	if IsCPUDevice(drv) {
+		d.cpuDevices++
+	}
 	switch drv {
 	case "vfio-pci", "vfio-pci-nohotplug", "vfio-platform", "vfio-ccw", "vfio-ap":
 		d.s.addDevice(Device{Path: "/dev/vfio/vfio", Access: ReadWrite, Option: origin})
@@ -485,4 +488,10 @@ func parseConfig(b []byte) ([]configSection, error) {
 		return nil, errors.Join(errSyntax, err)
 	}
 	return out, nil
+}
+
+// IsCPUDevice says a -device (or device_add) driver is a vCPU: x86's
+// CPU models are devices named MODEL-x86_64-cpu (or -i386-cpu).
+func IsCPUDevice(driver string) bool {
+	return strings.HasSuffix(driver, "-x86_64-cpu") || strings.HasSuffix(driver, "-i386-cpu")
 }

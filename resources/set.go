@@ -180,6 +180,9 @@ type Set struct {
 	// included (-smp; 1 without it): KVM_CREATE_VCPU beyond it is not
 	// QEMU's.
 	MaxVCPUs int `json:"max_vcpus"`
+	// VCPUs are the vCPUs the VM starts with: -smp's cpus and the CPUs
+	// -device adds. Hot-plug over the monitor may add up to MaxVCPUs.
+	VCPUs int `json:"vcpus"`
 	// IOUring is set when a block backend uses aio=io_uring: only then
 	// does QEMU need io_uring_setup.
 	IOUring bool `json:"io_uring,omitempty"`
@@ -312,7 +315,7 @@ func (s *Set) String() string {
 	}
 	fmt.Fprintf(&b, "VM: %s\n", name)
 	fmt.Fprintf(&b, "Accelerators: %s\n", strings.Join(s.Accels, ", "))
-	fmt.Fprintf(&b, "vCPUs: at most %d\n", s.MaxVCPUs)
+	fmt.Fprintf(&b, "vCPUs: %d, at most %d\n", s.VCPUs, s.MaxVCPUs)
 	netuser := "no"
 	if s.NetUser {
 		netuser = "yes (slirp connects wherever the guest connects)"

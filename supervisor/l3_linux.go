@@ -99,6 +99,18 @@ func (d *DynamicDecider) ResetDaemonize() {
 }
 
 // JudgesOrigin implements textSetter.JudgesOrigin.
+// RaiseLimit passes a run-time raise of a rule's limit to the profile's
+// decider.
+func (d *DynamicDecider) RaiseLimit(name string, n int) bool {
+	lr, ok := d.Decider.(limitRaiser)
+	return ok && lr.RaiseLimit(name, n)
+}
+
+// limitRaiser is a decider whose rules' limits can be raised at run time.
+type limitRaiser interface {
+	RaiseLimit(name string, n int) bool
+}
+
 func (d *DynamicDecider) JudgesOrigin() bool {
 	ts, ok := d.Decider.(textSetter)
 	return ok && ts.JudgesOrigin()
@@ -168,6 +180,10 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 		e.Applied = "deny"
 		return fmt.Errorf("kfv: %s would run a program (%s): QEMU runs no programs", c.Name, strings.Join(c.Needs.Exec, "; "))
 	}
+	if isCPUHotplug(c) {
+		// One vCPU more may be made (QEMU refuses beyond maxcpus).
+		dyn.RaiseLimit(policy.VCPURuleName, 1)
+	}
 	if n := memoryBackendSize(c); n > 0 {
 		// A hot-plugged memory backend: its RAM block is made after
 		// the guest RAM was sealed.
@@ -208,6 +224,17 @@ func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
 		e.Detail += "; " + strings.Join(bindWarnings, "; ")
 	}
 	return nil
+}
+
+// isCPUHotplug says a command plugs a vCPU: device_add of a CPU model.
+func isCPUHotplug(c *qmpproxy.Command) bool {
+	if c.Name != "device_add" || len(c.Args) == 0 {
+		return false
+	}
+	var a struct {
+		Driver string `json:"driver"`
+	}
+	return json.Unmarshal(c.Args, &a) == nil && resources.IsCPUDevice(a.Driver)
 }
 
 // memoryBackendSize is the size of the memory backend an object_add adds
