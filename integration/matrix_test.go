@@ -131,6 +131,8 @@ func matrixRows() []matrixRow {
 		{"incoming-tcp", incomingTCP(false)},
 		{"incoming-tcp-qmp", incomingTCP(true)},
 		{"monitor-qmp", monitorQMP},
+		{"vcpu-hotplug", vcpuHotplug},
+		{"memory-hotplug", memoryHotplug},
 		{"monitor-hmp", monitorHMP},
 		// Shares and devices.
 		{"9p-read-only", func(t *testing.T, b *benign) { share9p(t, b, true) }},
@@ -754,6 +756,81 @@ func monitorQMP(t *testing.T, b *benign) {
 		if _, err := q.exec(cmd, nil); err != nil {
 			t.Errorf("%v", err)
 		}
+	}
+	waitLine(t, p, "KFV-RAW tick", 20*time.Second)
+	quit(t, p, q)
+}
+
+// vcpuHotplug: a manager plugs a vCPU over QMP (device_add of the model
+// query-hotpluggable-cpus names): under kfv the VM may make the vCPUs
+// it boots with and one per plug, no more (vm-kvm-create-vcpu).
+func vcpuHotplug(t *testing.T, b *benign) {
+	args, sock := b.withQMP(append(b.rawLoop("KFV-RAW vcpu\n"), "-smp", "1,maxcpus=2"))
+	p := b.run(args)
+	q := dialMon(t, sock, 30*time.Second)
+	waitLine(t, p, "KFV-RAW tick", 20*time.Second)
+	raw, err := q.exec("query-hotpluggable-cpus", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slots []struct {
+		Type    string         `json:"type"`
+		Props   map[string]any `json:"props"`
+		QOMPath string         `json:"qom-path"`
+	}
+	if err := json.Unmarshal(raw, &slots); err != nil {
+		t.Fatal(err)
+	}
+	var plug map[string]any
+	for _, s := range slots {
+		if s.QOMPath == "" {
+			plug = map[string]any{"driver": s.Type, "id": "kfvcpu1"}
+			for k, v := range s.Props {
+				plug[k] = v
+			}
+			break
+		}
+	}
+	if plug == nil {
+		t.Fatalf("no free vCPU slot in %s", raw)
+	}
+	if _, err := q.exec("device_add", plug); err != nil {
+		t.Fatalf("device_add %v: %v\nstderr:\n%s", plug, err, p.stderr)
+	}
+	raw, err = q.exec("query-cpus-fast", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cpus []json.RawMessage
+	if err := json.Unmarshal(raw, &cpus); err != nil || len(cpus) != 2 {
+		t.Errorf("query-cpus-fast after the plug: %s (%v), want 2 vCPUs", raw, err)
+	}
+	waitLine(t, p, "KFV-RAW tick", 20*time.Second)
+	quit(t, p, q)
+}
+
+// memoryHotplug: a manager plugs a DIMM over QMP (object-add of a RAM
+// backend, device_add pc-dimm): its KVM memory slot lies in a RAM block
+// made after kfv sealed the guest RAM, admitted because the backend was
+// announced through kfv's monitor proxy.
+func memoryHotplug(t *testing.T, b *benign) {
+	args := replaceArg(b.rawLoop("KFV-RAW dimm\n"), "-m", "16,slots=2,maxmem=64M")
+	args, sock := b.withQMP(args)
+	p := b.run(args)
+	q := dialMon(t, sock, 30*time.Second)
+	waitLine(t, p, "KFV-RAW tick", 20*time.Second)
+	if _, err := q.exec("object-add", map[string]any{"qom-type": "memory-backend-ram", "id": "kfvdimm", "size": 16 << 20}); err != nil {
+		t.Fatalf("object-add: %v", err)
+	}
+	if _, err := q.exec("device_add", map[string]any{"driver": "pc-dimm", "id": "kfvdimm0", "memdev": "kfvdimm"}); err != nil {
+		t.Fatalf("device_add pc-dimm: %v\nstderr:\n%s", err, p.stderr)
+	}
+	raw, err := q.exec("query-memory-devices", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), "kfvdimm0") {
+		t.Errorf("query-memory-devices after the plug: %s", raw)
 	}
 	waitLine(t, p, "KFV-RAW tick", 20*time.Second)
 	quit(t, p, q)

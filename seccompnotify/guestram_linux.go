@@ -39,7 +39,7 @@ type guestRAM struct {
 	pid    int
 	ranges [][2]uint64 // [start, end) of each guest RAM block
 	// announced is the size of the memory backends the VM's manager
-	// added over the monitor since (object_add): RAM blocks made after
+	// added over the monitor since (object-add): RAM blocks made after
 	// the seal, which a later slot may find, up to that many bytes.
 	announced uint64
 }
@@ -69,7 +69,7 @@ func (d *Decoder) SealGuestRAM(pid int) (blocks int, bytes uint64, err error) {
 }
 
 // AnnounceGuestRAM says the VM's manager added a memory backend of size
-// bytes (object_add memory-backend-*, seen by kfv's monitor proxy before
+// bytes (object-add memory-backend-*, seen by kfv's monitor proxy before
 // QEMU): its RAM block, made after the seal, joins the guest RAM when a
 // slot first needs it, if it is a new block of QEMU's (MADV_DONTFORK,
 // not sealed yet) and within the bytes announced.

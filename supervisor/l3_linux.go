@@ -237,10 +237,11 @@ func isCPUHotplug(c *qmpproxy.Command) bool {
 	return json.Unmarshal(c.Args, &a) == nil && resources.IsCPUDevice(a.Driver)
 }
 
-// memoryBackendSize is the size of the memory backend an object_add adds
-// (memory-backend-ram, -memfd, -file, -shm), 0 for any other command.
+// memoryBackendSize is the size of the memory backend an object-add adds
+// (memory-backend-ram, -memfd, -file, -shm; QMP's object-add), 0 for any
+// other command.
 func memoryBackendSize(c *qmpproxy.Command) uint64 {
-	if c.Name != "object_add" || len(c.Args) == 0 {
+	if c.Name != "object-add" || len(c.Args) == 0 {
 		return 0
 	}
 	var a struct {
