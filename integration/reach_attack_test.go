@@ -141,6 +141,16 @@ var reachAttacks = []reachAttack{
 		},
 	}},
 	{attack: attack{
+		// A memory slot over anonymous memory that is not guest RAM:
+		// a page of the implant's .bss, as QEMU's own .bss (function
+		// tables), its heap and its stacks are. The guest reads it.
+		name:   "kvm-memslot-bss",
+		port:   true,
+		need:   kvmProblem,
+		denied: [][]string{{"ioctl"}},
+		setup:  kvmMemslotSetup,
+	}},
+	{attack: attack{
 		name:   "kvm-second-vm",
 		port:   true,
 		need:   kvmProblem,

@@ -604,9 +604,23 @@ static void p_bpf(const char *name)
 
 static int vm_fd = -1;
 
-/* kvm-memslot: argument GPA in hex, where the page appears in the guest. */
+/*
+ * A page of the implant's .bss: anonymous memory, as QEMU's own .bss
+ * (function tables, secrets), malloc's arenas and thread stacks are. The
+ * page in .data above is file-backed, which kfv told from guest RAM by
+ * its backing alone; this one only the sealed guest RAM tells apart.
+ */
+static char bss_page[4096] __attribute__((aligned(4096)));
+
+/* kvm-memslot: argument GPA in hex, where the page appears in the guest;
+ * kvm-memslot-bss maps a page of .bss instead. */
 static void p_kvm_memslot(const char *name, const char *arg)
 {
+	char *page = host_page;
+	if (strstr(name, "-bss")) {
+		memcpy(bss_page, host_page, sizeof host_page);
+		page = bss_page;
+	}
 	if (vm_fd < 0) {
 		report(name, 0, "no KVM VM fd seen (needs the KVM port trigger)");
 		return;
@@ -621,13 +635,13 @@ static void p_kvm_memslot(const char *name, const char *arg)
 		.slot = (uint32_t)(nr - 1),
 		.guest_phys_addr = gpa,
 		.memory_size = sizeof host_page,
-		.userspace_addr = (uint64_t)(uintptr_t)host_page,
+		.userspace_addr = (uint64_t)(uintptr_t)page,
 	};
 	if (rioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0) {
 		report(name, 0, "KVM_SET_USER_MEMORY_REGION slot %u gpa 0x%llx: %s", r.slot, (unsigned long long)gpa, strerror(errno));
 		return;
 	}
-	report(name, 1, "KVM_SET_USER_MEMORY_REGION slot %u maps %p (\"%s\") at gpa 0x%llx", r.slot, (void *)host_page, host_page, (unsigned long long)gpa);
+	report(name, 1, "KVM_SET_USER_MEMORY_REGION slot %u maps %p (\"%s\") at gpa 0x%llx", r.slot, (void *)page, page, (unsigned long long)gpa);
 }
 
 /* ------------------------------------------------------------ the races */
@@ -1756,6 +1770,8 @@ static int reach_payload(const char *base, const char *name, const char *arg)
 		p_kvm_second_vm(name);
 	else if (!strcmp(base, "kvm-extra-vcpu"))
 		p_kvm_extra_vcpu(name, arg);
+	else if (!strcmp(base, "kvm-memslot-bss"))
+		p_kvm_memslot(name, arg);
 	else if (!strcmp(base, "seccomp-listener"))
 		p_seccomp_listener(name);
 	else if (!strcmp(base, "raw-inet"))
@@ -1900,7 +1916,7 @@ static void run_payload(const char *name, const char *arg, int diskfd)
 		p_text_patch(name);
 	else if (!strcmp(name, "procmem-write"))
 		p_procmem_write(name);
-	else if (!strcmp(name, "kvm-memslot"))
+	else if (!strcmp(name, "kvm-memslot") || !strcmp(name, "kvm-memslot-bss"))
 		p_kvm_memslot(name, arg);
 	else if (!strcmp(name, "neighbor-signal"))
 		p_neighbor_signal(name, arg);
