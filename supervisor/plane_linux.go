@@ -350,8 +350,15 @@ func (p *plane) connect() {
 		}
 	}
 	events := c.Events()
-	if st, err := c.QueryStatus(ctx); err == nil && st.Status == "running" {
-		p.sealGuestRAM("the guest was running when kfv's monitor answered")
+	// A held guest's RAM was sealed before kfv's cont. Without the hold
+	// (a manager's own -S, -incoming) the guest may already run: ask,
+	// but never right after kfv's own cont, when a guest that exits at
+	// once would meet a QMP command in flight (QEMU 10.0 can hang then,
+	// TestGuestExitsAtStartUp).
+	if !p.cfg.HeldStart {
+		if st, err := c.QueryStatus(ctx); err == nil && st.Status == "running" {
+			p.sealGuestRAM("the guest was running when kfv's monitor answered")
+		}
 	}
 	go func() {
 		for ev := range events {
