@@ -63,6 +63,11 @@ const (
 	tunSetIff       = 0x400454ca // TUNSETIFF
 )
 
+// PtyPeerRuleName names the rule a pty chardev gets (TIOCGPTPEER on
+// /dev/ptmx): the Landlock wall lets the kernel open that pty's slave for
+// QEMU when the profile has it.
+const PtyPeerRuleName = "vm-pty-peer"
+
 // escapeGlob quotes glob metacharacters so a path matches only itself.
 func escapeGlob(p string) string {
 	r := strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`, `{`, `\{`)
@@ -301,7 +306,7 @@ func imageRules(set *resources.Set, canon func(string) string) []profiles.Verdic
 	}
 	for _, d := range set.Devices {
 		if d.Path == "/dev/ptmx" {
-			rules = append(rules, ioctlRule("vm-pty-peer", []uint64{tiocgptpeer}, []string{"/dev/ptmx"}, profiles.VerdictAllow,
+			rules = append(rules, ioctlRule(PtyPeerRuleName, []uint64{tiocgptpeer}, []string{"/dev/ptmx"}, profiles.VerdictAllow,
 				"the VM's pty chardev: glibc's openpty opens the pty's slave with TIOCGPTPEER, from QEMU's command line"))
 			break
 		}

@@ -92,6 +92,15 @@ type landlockPlan struct {
 	// Exec are the files QEMU may execute and read (the binary and its
 	// ELF interpreter, as the kernel opens them at exec).
 	Exec []string `json:"exec"`
+	// Beneath are trees the kernel itself opens files in for QEMU, with
+	// the rights QEMU gets there.
+	Beneath []landlockTree `json:"beneath,omitempty"`
+}
+
+// landlockTree is a directory and the rights QEMU has beneath it.
+type landlockTree struct {
+	Path   string `json:"path"`
+	Access uint64 `json:"access"`
 }
 
 // landlockABI asks the kernel which Landlock ABI it offers; 0 when it
@@ -182,6 +191,9 @@ func (p *landlockPlan) describe(missing []string) string {
 	switch {
 	case p.FS == full:
 		on = append(on, "no file access but executing "+strings.Join(p.Exec, " and "))
+		for _, tr := range p.Beneath {
+			on[len(on)-1] += " and the kernel's opens under " + tr.Path
+		}
 	case p.FS != 0:
 		on = append(on, fmt.Sprintf("part of the file rights walled (%#x of %#x)", p.FS, full))
 	}
@@ -232,6 +244,21 @@ func (p *landlockPlan) restrict() error {
 		unix.Close(pfd)
 		if e != 0 {
 			return fmt.Errorf("landlock: allow executing %s: %w", path, os.NewSyscallError("landlock_add_rule", e))
+		}
+	}
+	for _, tr := range p.Beneath {
+		if tr.Access&p.FS == 0 {
+			continue
+		}
+		pfd, err := unix.Open(tr.Path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("landlock: open %s: %w", tr.Path, err)
+		}
+		rule := unix.LandlockPathBeneathAttr{Allowed_access: tr.Access & p.FS, Parent_fd: int32(pfd)}
+		_, _, e := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, uintptr(fd), unix.LANDLOCK_RULE_PATH_BENEATH, uintptr(unsafe.Pointer(&rule)), 0, 0, 0)
+		unix.Close(pfd)
+		if e != 0 {
+			return fmt.Errorf("landlock: allow %s: %w", tr.Path, os.NewSyscallError("landlock_add_rule", e))
 		}
 	}
 	if _, _, e := unix.Syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, fd, 0, 0); e != 0 {

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"kfv/policy"
 	"kfv/profiles"
 	"kfv/sysent"
 )
@@ -41,6 +42,12 @@ var landlockRightsOfCall = map[string]uint64{
 func fitLandlock(p *landlockPlan, prof *profiles.Profile) []string {
 	if p == nil || prof == nil {
 		return nil
+	}
+	if slices.ContainsFunc(prof.Rules, func(r profiles.VerdictRule) bool { return r.Name == policy.PtyPeerRuleName }) {
+		// A pty chardev: TIOCGPTPEER opens the slave in the kernel, in
+		// QEMU's name, and QEMU then sets it up with ioctls. Opening a
+		// pty by path stays kfv's decision (no rule admits /dev/pts/*).
+		p.Beneath = append(p.Beneath, landlockTree{Path: "/dev/pts", Access: unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV})
 	}
 	var why []string
 	for _, e := range sysent.Entries() {
