@@ -437,6 +437,11 @@ func TestEmulatorSupervisorDeath(t *testing.T) {
 			if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
 				t.Fatalf("HMP greeting: %v", err)
 			}
+			// The guest runs once kfv's monitor has answered (held start):
+			// the supervisor dies after that, with the VM running.
+			if !waitFor(20*time.Second, func() bool { return strings.Contains(p.stdout.String(), "tick") }) {
+				t.Fatalf("the guest never ran\nstderr:\n%s", p.stderr)
+			}
 			if supervised {
 				spid := supervisorOf(p.cmd.Process.Pid)
 				if spid == 0 {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -224,9 +225,16 @@ func (s *session) waitDaemon() {
 		}()
 	}
 	var ws unix.WaitStatus
-	for {
+	for tries := 0; ; {
 		_, err := unix.Wait4(pid, &ws, 0, nil)
 		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.ECHILD) && tries < 200 {
+			// The daemon becomes this subreaper's child only once its
+			// parent has exited, a moment after the fork kfv saw.
+			tries++
+			time.Sleep(10 * time.Millisecond)
 			continue
 		}
 		if err == nil && (ws.Stopped() || ws.Continued()) {
