@@ -133,11 +133,12 @@ func landlockChild(dir string) {
 	say("exec /bin/true", unix.Exec("/bin/true", []string{"true"}, nil))
 }
 
-// TestLandlockFitsProfile: the built-in profile, adapted to a VM with a
-// writable 9p share, user networking and -daemonize, gets the whole
-// wall; a profile that lets QEMU open files or signal others itself
-// gets none of that part.
-func TestLandlockFitsProfile(t *testing.T) {
+// TestLandlockConflicts: the built-in profile, adapted to a VM with a
+// writable 9p share, user networking and -daemonize, lets QEMU make no
+// call itself that the wall refuses; a profile that lets it open files
+// or signal others in the kernel is named in the warning, and the wall
+// stands.
+func TestLandlockConflicts(t *testing.T) {
 	bin, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -156,16 +157,18 @@ func TestLandlockFitsProfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	full := *plan
-	if why := fitLandlock(plan, p); len(why) > 0 || plan.FS != full.FS || plan.Net != full.Net || plan.Scoped != full.Scoped {
-		t.Errorf("built-in profile: wall cut down (%q): %+v", why, plan)
+	if why := landlockConflicts(plan, p); len(why) > 0 {
+		t.Errorf("built-in profile: %q", why)
 	}
 	loose := *b
 	loose.Syscalls = append([]profiles.SyscallRule{{Names: []string{"openat"}, Action: profiles.ActAllow, Reason: "t"},
 		{Names: []string{"kill"}, Action: profiles.ActAllow, Reason: "t"}}, loose.Syscalls...)
-	plan, _, _ = planLandlock(LandlockBestEffort, 6, bin)
-	why := fitLandlock(plan, &loose)
-	if plan.FS&unix.LANDLOCK_ACCESS_FS_READ_FILE != 0 || plan.Scoped&unix.LANDLOCK_SCOPE_SIGNAL != 0 || len(why) < 2 {
-		t.Errorf("a profile allowing openat and kill in the kernel: plan %+v, why %q", plan, why)
+	full := *plan
+	why := strings.Join(landlockConflicts(plan, &loose), ", ")
+	if !strings.Contains(why, "openat (allowed in the kernel)") || !strings.Contains(why, "kill to other processes") {
+		t.Errorf("a profile allowing openat and kill in the kernel: %q", why)
+	}
+	if plan.FS != full.FS || plan.Scoped != full.Scoped {
+		t.Errorf("the wall changed: %+v, was %+v", plan, full)
 	}
 }

@@ -12,12 +12,15 @@ import (
 	"kfv/sysent"
 )
 
-// The wall never forbids what the profile lets QEMU do itself. It rests
-// on kfv performing the calls it allows; a profile that lets a call
-// through the kernel filter (allow), or allows it by a rule and lets it
-// continue (kfv does not perform it), leaves QEMU to make that call in
-// its own domain, so the rights the call needs are left out of the wall.
-// The built-in profile lets none of them through: it gets the whole wall.
+// The wall is a second line behind the profile: it stands whatever the
+// profile says. It rests on kfv performing the calls it allows; a profile
+// that lets a call through the kernel filter (allow), or allows it by a
+// rule and lets it continue (kfv does not perform it), leaves QEMU to make
+// that call in its own domain, where the wall refuses it. That is the
+// point when the rule is a mistake, and a surprise when it is not: kfv
+// names every such call in a warning at start, and a profile whose QEMU
+// must make them itself says landlock = "off". The built-in profile lets
+// none of them through.
 
 // Filesystem rights each kind of by-path call needs.
 var landlockRightsOf = map[sysent.Effect]uint64{
@@ -37,17 +40,24 @@ var landlockRightsOfCall = map[string]uint64{
 	"truncate": unix.LANDLOCK_ACCESS_FS_TRUNCATE,
 }
 
-// fitLandlock takes out of the plan what the profile lets QEMU do in its
-// own domain, and returns why for each part taken out.
-func fitLandlock(p *landlockPlan, prof *profiles.Profile) []string {
+// kernelOpens adds to the plan the trees where the kernel itself opens
+// files in QEMU's name for what the profile admits: a pty chardev's slave
+// (TIOCGPTPEER, rule vm-pty-peer), which QEMU then sets up with ioctls.
+// Opening a pty by path stays kfv's decision (no rule admits /dev/pts/*).
+func kernelOpens(p *landlockPlan, prof *profiles.Profile) {
 	if p == nil || prof == nil {
-		return nil
+		return
 	}
 	if slices.ContainsFunc(prof.Rules, func(r profiles.VerdictRule) bool { return r.Name == policy.PtyPeerRuleName }) {
-		// A pty chardev: TIOCGPTPEER opens the slave in the kernel, in
-		// QEMU's name, and QEMU then sets it up with ioctls. Opening a
-		// pty by path stays kfv's decision (no rule admits /dev/pts/*).
 		p.Beneath = append(p.Beneath, landlockTree{Path: "/dev/pts", Access: unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_IOCTL_DEV})
+	}
+}
+
+// landlockConflicts names what the profile lets QEMU do itself that the
+// wall refuses.
+func landlockConflicts(p *landlockPlan, prof *profiles.Profile) []string {
+	if p == nil || prof == nil {
+		return nil
 	}
 	var why []string
 	for _, e := range sysent.Entries() {
@@ -58,43 +68,28 @@ func fitLandlock(p *landlockPlan, prof *profiles.Profile) []string {
 		if rights == 0 || p.FS&rights == 0 {
 			continue
 		}
-		how := ""
 		switch {
 		case kernelMayAllow(prof, e.Name):
-			how = "allows " + e.Name + " in the kernel"
+			why = append(why, e.Name+" (allowed in the kernel)")
 		case (!e.Performed() || e.Effect == sysent.RunPrograms) && verdictMayAllow(prof, e.Name):
-			how = "lets " + e.Name + " continue after its check"
-		default:
-			continue
+			why = append(why, e.Name+" (allowed by a rule, not performed by kfv)")
 		}
-		p.FS &^= rights
-		why = append(why, "the profile "+how)
-	}
-	if p.FS&^(unix.LANDLOCK_ACCESS_FS_EXECUTE|unix.LANDLOCK_ACCESS_FS_READ_FILE) == 0 && len(why) > 0 {
-		p.FS = 0 // what is left would only stop QEMU's own exec
 	}
 	if p.Net != 0 {
 		for _, sc := range []string{"connect", "bind"} {
 			if kernelMayAllow(prof, sc) {
-				p.Net = 0
-				why = append(why, "the profile allows "+sc+" in the kernel")
-				break
+				why = append(why, sc+" over TCP (allowed in the kernel)")
 			}
 		}
 	}
 	if p.Scoped&unix.LANDLOCK_SCOPE_SIGNAL != 0 {
 		for _, sc := range sysent.Select(func(e *sysent.Entry) bool { return e.Effect == sysent.SendSignals }) {
 			if signalsOthers(prof, sc) {
-				p.Scoped &^= unix.LANDLOCK_SCOPE_SIGNAL
-				why = append(why, "the profile lets "+sc+" reach other processes")
-				break
+				why = append(why, sc+" to other processes")
 			}
 		}
 	}
-	if p.Scoped&unix.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET != 0 && kernelMayAllow(prof, "connect") {
-		p.Scoped &^= unix.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
-	}
-	return slices.Compact(why)
+	return why
 }
 
 // kernelMayAllow says whether the kernel filter lets some call of sc

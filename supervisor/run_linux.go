@@ -330,14 +330,9 @@ func (s *session) landlock(path string) (*landlockPlan, *LaunchError) {
 	if err != nil {
 		return nil, launchErr(exitLaunch, "%w", err)
 	}
-	if why := fitLandlock(plan, s.cfg.Policy.Profile); len(why) > 0 {
-		missing = append(missing, "what QEMU does itself because "+strings.Join(why, ", "))
-		if mode == LandlockRequired {
-			return nil, launchErr(exitLaunch, "landlock = required, but the profile %s lets QEMU act itself where the wall would stop it: %s", s.cfg.Policy.Profile.Source, strings.Join(why, "; "))
-		}
-		if plan.FS == 0 && plan.Net == 0 && plan.Scoped == 0 {
-			plan = nil
-		}
+	kernelOpens(plan, s.cfg.Policy.Profile)
+	if why := landlockConflicts(plan, s.cfg.Policy.Profile); len(why) > 0 {
+		s.emit(&event.Event{Kind: event.KindWarning, Source: "supervisor", Detail: fmt.Sprintf("the profile %s lets QEMU make calls itself that its Landlock wall refuses: %s; if QEMU needs them, say landlock = \"off\" in the profile's [defaults]", s.cfg.Policy.Profile.Source, strings.Join(why, ", "))})
 	}
 	switch {
 	case mode == LandlockOff:
