@@ -88,8 +88,25 @@ func landlockConflicts(p *landlockPlan, prof *profiles.Profile) []string {
 				why = append(why, sc+" to other processes")
 			}
 		}
+		if ownerAnyCommand(prof) {
+			why = append(why, "fcntl's signal owners (F_SETOWN to other processes)")
+		}
 	}
 	return why
+}
+
+// ownerAnyCommand says whether the kernel filter allows fcntl whatever
+// its command, F_SETOWN to another process included (SIGIO, which the
+// wall's signal scope refuses).
+func ownerAnyCommand(p *profiles.Profile) bool {
+	for _, r := range p.Syscalls {
+		if r.Action == profiles.ActAllow && slices.Contains(r.Names, "fcntl") &&
+			!slices.ContainsFunc(r.Args, func(c profiles.ArgCond) bool { return c.Index == 1 }) {
+			return true
+		}
+	}
+	return !slices.ContainsFunc(p.Syscalls, func(r profiles.SyscallRule) bool { return slices.Contains(r.Names, "fcntl") }) &&
+		p.DefaultAction == profiles.ActAllow
 }
 
 // kernelMayAllow says whether the kernel filter lets some call of sc

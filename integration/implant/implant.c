@@ -36,6 +36,7 @@
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/filter.h>
@@ -65,6 +66,7 @@
 #include <sys/resource.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -1756,8 +1758,47 @@ static void p_supervisor_kill(const char *name, const char *arg)
  * main-loop run is bind-other): base is the payload, name what it
  * reports as. 0 if base is none of them.
  */
+/*
+ * bypath: the by-path calls a profile might let continue in the kernel,
+ * on files in the directory DIR (the argument, outside the VM's
+ * resources) that the test made: mkdir DIR/made, rename DIR/a to
+ * DIR/renamed, link DIR/t to DIR/linked, symlink DIR/sym, mknod the FIFO
+ * DIR/fifo, truncate DIR/t. result=ok when any of them took effect.
+ */
+static void p_bypath(const char *name, const char *arg)
+{
+	char a[PATH_MAX], b[PATH_MAX], out[512];
+	size_t n = 0;
+	int done = 0;
+#define BYPATH(what, call)                                                                  \
+	do {                                                                                \
+		int rc_ = (call);                                                           \
+		done += rc_ == 0;                                                           \
+		n += snprintf(out + n, sizeof out - n, "%s%s=%s", n ? " " : "", what, rc_ == 0 ? "ok" : strerror(errno)); \
+	} while (0)
+	snprintf(a, sizeof a, "%s/made", arg);
+	BYPATH("mkdir", mkdir(a, 0700));
+	snprintf(a, sizeof a, "%s/a", arg);
+	snprintf(b, sizeof b, "%s/renamed", arg);
+	BYPATH("rename", rename(a, b));
+	snprintf(a, sizeof a, "%s/t", arg);
+	snprintf(b, sizeof b, "%s/linked", arg);
+	BYPATH("link", link(a, b));
+	snprintf(b, sizeof b, "%s/sym", arg);
+	BYPATH("symlink", symlink("t", b));
+	snprintf(b, sizeof b, "%s/fifo", arg);
+	BYPATH("mknod", mknod(b, S_IFIFO | 0600, 0));
+	BYPATH("truncate", truncate(a, 0));
+#undef BYPATH
+	report(name, done > 0, "%s", out);
+}
+
 static int reach_payload(const char *base, const char *name, const char *arg)
 {
+	if (!strcmp(base, "bypath")) {
+		p_bypath(name, arg);
+		return 1;
+	}
 	if (!strcmp(base, "sigio-kill"))
 		p_sigio_kill(name, arg);
 	else if (!strcmp(base, "sched-pin"))
