@@ -75,6 +75,40 @@ func TestGuestExitsAtStartUp(t *testing.T) {
 	})
 }
 
+// TestQEMUFailsAtStart: a QEMU that refuses its command line (a device
+// it does not know, an image that is not there) exits at once with its
+// own status and message; kfv adds no error event, since nothing went
+// wrong on kfv's side (its monitor meeting a closed socket is QEMU
+// ending).
+func TestQEMUFailsAtStart(t *testing.T) {
+	needKfv(t)
+	qemu := needQEMU(t)
+	img := rawGuest(t, guest.RawOptions{Loop: true})
+	for name, extra := range map[string][]string{
+		"unknown-device": {"-device", "kfv-no-such-device"},
+		"missing-image":  {"-drive", "file=" + filepath.Join(t.TempDir(), "missing.img") + ",format=raw,if=virtio"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			for i := range 5 {
+				events := filepath.Join(t.TempDir(), "events.jsonl")
+				args := append(guest.RawArgs(img, "tcg"), extra...)
+				p := start(t, kfvArgs(events, []string{"--mode", "enforce"}, qemu, args...))
+				if status := p.wait(t, 30*time.Second); status != 1 {
+					t.Fatalf("run %d: kfv-run exited %d, want QEMU's 1\nstderr:\n%s", i, status, p.stderr)
+				}
+				if !strings.Contains(p.stderr.String(), "qemu-system-x86_64: ") {
+					t.Errorf("run %d: QEMU's own message is missing from stderr:\n%s", i, p.stderr)
+				}
+				for _, e := range readEvents(t, events) {
+					if e.Kind == event.KindError {
+						t.Errorf("run %d: error event for a QEMU that refused its command line:\n%s", i, dumpEvents([]event.Event{e}))
+					}
+				}
+			}
+		})
+	}
+}
+
 func hasLifecycle(evs []event.Event, substr string) bool {
 	for _, e := range evs {
 		if e.Kind == "lifecycle" && strings.Contains(e.Detail, substr) {

@@ -71,7 +71,7 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 		// A guest that ends at once (a raw guest that exits, a quit
 		// right after the monitor answered) takes QEMU away before
 		// its memory is opened: not an error either.
-		if !p.proc.gone(200 * time.Millisecond) {
+		if !p.proc.gone(exitGrace) {
 			p.em.emitErr(fmt.Errorf("memwatch: %w", err))
 		}
 		return
@@ -81,7 +81,7 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 		w.Close()
 		// QEMU ending (quit soon after its monitor answered) takes its
 		// memory away under the baseline: a lifecycle fact, not an error.
-		if errors.Is(err, memwatch.ErrExited) || p.proc.gone(200*time.Millisecond) {
+		if errors.Is(err, memwatch.ErrExited) || p.proc.gone(exitGrace) {
 			p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "memwatch", Detail: "QEMU exited while memwatch took its baseline: nothing to watch"})
 			return
 		}
@@ -104,7 +104,7 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 		}
 		// QEMU's memory goes before its pidfd reports the exit: a scan
 		// failing then is QEMU ending, not an error.
-		if p.proc.gone(200 * time.Millisecond) {
+		if p.proc.gone(exitGrace) {
 			return
 		}
 		p.em.emitErr(fmt.Errorf("memwatch: %w", err))

@@ -308,7 +308,7 @@ func (p *plane) connect() {
 		}
 		// A QEMU that ends at once (it rejects its command line)
 		// closes the monitor under the handshake: not an error.
-		if ctx.Err() != nil || p.proc.gone(200*time.Millisecond) {
+		if ctx.Err() != nil || p.proc.gone(exitGrace) {
 			return
 		}
 		if !p.cfg.HeldStart {
@@ -337,7 +337,7 @@ func (p *plane) connect() {
 		// held (withHeldStart), then the guest runs.
 		p.accel = queryAccel(ctx, c)
 		if err := p.resumeHeld(ctx, c); err != nil {
-			if ctx.Err() == nil && !p.proc.gone(200*time.Millisecond) {
+			if ctx.Err() == nil && !p.proc.gone(exitGrace) {
 				p.em.emitErr(fmt.Errorf("start the guest kfv held until its monitor answered: %w; it stays stopped (cont on a monitor of the VM starts it)", err))
 			}
 		}
@@ -377,7 +377,7 @@ func (p *plane) connect() {
 		if err != nil {
 			// A guest that powers off at once takes QEMU away
 			// under the read: not an error.
-			if !p.proc.gone(200 * time.Millisecond) {
+			if !p.proc.gone(exitGrace) {
 				p.em.emitErr(fmt.Errorf("origin detector: %w", err))
 			}
 			return
@@ -439,7 +439,7 @@ func (p *plane) sealGuestRAM(when string) {
 	}
 	blocks, n, err := p.ram.SealGuestRAM(pid)
 	if err != nil {
-		if !p.proc.gone(200 * time.Millisecond) {
+		if !p.proc.gone(exitGrace) {
 			p.em.emitErr(fmt.Errorf("seal guest RAM: %w; KVM memory slots over anonymous memory are still decided by backing alone", err))
 		}
 		return

@@ -149,6 +149,13 @@ func (p *process) requestRestart(em emitter, fromCheckpoint bool, ckpt string) e
 
 // gone reports whether QEMU's process has exited, waiting up to d for
 // its pidfd to say so.
+// exitGrace is how long a failure that QEMU's exit causes (its monitor
+// closing under kfv's handshake, its memory gone under memwatch's read)
+// may come before QEMU's pidfd says it exited: QEMU tears down its
+// threads and memory first, which under load took more than 200 ms.
+// Only failure paths wait for it.
+const exitGrace = 2 * time.Second
+
 func (p *process) gone(d time.Duration) bool {
 	_, pidfd := p.current()
 	if pidfd == nil {
