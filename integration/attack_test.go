@@ -488,6 +488,10 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 	if !kfv && c.replacesQEMU {
 		p.wait(t, 30*time.Second)
 	}
+	// The implant reports on QEMU's stderr before the guest goes on, but
+	// stdout and stderr are two pipes read apart: the console's marker
+	// may be read before the report line is.
+	waitFor(5*time.Second, func() bool { return parseImplant(p.stderr.String(), payload).Result != "" || p.exited() })
 	r.report = parseImplant(p.stderr.String(), payload)
 	if !r.report.loadedIn(r.qemuPID) {
 		t.Fatalf("the implant did not load into QEMU (pid %d), so this run proves nothing; implant lines %q\nstderr:\n%s", r.qemuPID, r.report.Lines, p.stderr)
