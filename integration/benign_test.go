@@ -314,7 +314,14 @@ func TestBenignHotplug(t *testing.T) {
 	}
 	waitLine(t, p, "KFV-HOTPLUG removed=", 30*time.Second)
 	if _, err := q.exec("netdev_del", map[string]any{"id": "hpnet"}); err != nil {
-		t.Errorf("%v", err)
+		// QEMU 10.0 sometimes takes a hot-plugged netdev away with the
+		// NIC it served (seen under load, bare and under kfv alike):
+		// gone is what netdev_del was for.
+		if strings.Contains(err.Error(), "DeviceNotFound") {
+			t.Logf("netdev_del: %v (already gone with its NIC)", err)
+		} else {
+			t.Errorf("%v", err)
+		}
 	}
 	m := b.wantDone(p, p.wait(t, 60*time.Second), guest.WorkloadHotplug)
 	t.Logf("guest saw %s come and go", m.Result["nic"])
