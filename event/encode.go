@@ -34,6 +34,7 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = appendField(b, "severity", e.Severity)
 	b = appendField(b, "reaction", e.Reaction)
 	b = appendField(b, "outcome", e.Outcome)
+	b = appendField(b, "enforced", e.Enforced)
 	b = append(b, `,"chain":[`...)
 	for i := range e.Chain {
 		if i > 0 {

@@ -165,6 +165,17 @@ func serveMonitors(cur *atomic.Pointer[session], dyn *DynamicDecider, monitors [
 // onCommand is the L3 agent of the monitor: it admits what a command
 // names, refuses a command that would run a program, and logs each one.
 func (s *session) onCommand(dyn *DynamicDecider, c *qmpproxy.Command) error {
+	if c.Name == "cont" && s.plane != nil {
+		// A manager's cont: kfv's outside stop is lifted first, or
+		// QEMU, stopped, could not serve it.
+		if how, err := s.plane.out.thaw(s.proc); how != "" || err != nil {
+			e := &event.Event{Kind: event.KindLifecycle, Source: "qmp", Layer: string(orch.L3), HRSC: "monitor", Detail: "the manager's cont lifts kfv's pause: " + how}
+			if err != nil {
+				e.Kind, e.Detail = event.KindError, e.Detail+": "+err.Error()
+			}
+			s.emit(e)
+		}
+	}
 	if dyn == nil {
 		return nil // nothing to admit into: QEMU's opens are judged by the profile alone
 	}

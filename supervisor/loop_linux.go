@@ -73,6 +73,14 @@ func (s *session) handle(c *seccompnotify.Call) {
 	}
 	d := s.cfg.Policy.Decider.Decide(&c.Req)
 	s.countFork(&c.Req, d)
+	if s.plane.netCut.Load() && d.Action == profiles.VerdictAllow {
+		// Link down: kfv's network switch refuses what the policy
+		// would allow (outside_linux.go).
+		if what := s.netCall(&c.Req); what != "" {
+			d.Action, d.Errno, d.Hold = profiles.VerdictDeny, int(unix.ENETDOWN), false
+			d.Rule, d.Reason = netSwitchRule, "the VM's network is down (link_down): kfv refuses "+what
+		}
+	}
 	if d.Hold && s.cfg.Mode == Enforce && s.plane.hold(c, d) {
 		// The HO asks to keep the thread blocked until the VO decides:
 		// the plane answers it through the gate, within the hold's bound.

@@ -101,6 +101,17 @@ type plane struct {
 	// start-up) waits for the monitor instead of failing.
 	monReady chan struct{}
 
+	// monGone is closed when kfv's monitor connection ends (its
+	// reader's end): reactions then take their outside path at once.
+	monGone     chan struct{}
+	monGoneOnce sync.Once
+
+	// out is what kfv enforces outside QEMU (outside_linux.go); netCut
+	// is the network switch: while set, the loop refuses every network
+	// call of the VM that reaches it.
+	out    outside
+	netCut atomic.Bool
+
 	ckptMu sync.Mutex
 	ckpt   string // path of the latest clean checkpoint, "" if none
 
@@ -127,7 +138,7 @@ func newPlane(cfg *Config, em emitter, proc *process, inj *injected) (*plane, er
 		return nil, fmt.Errorf("vertical orchestrator: %w", err)
 	}
 	return &plane{cfg: cfg, em: em, proc: proc, injected: inj, vo: vo, in: make(chan planeItem, planeQueue), stop: make(chan struct{}), done: make(chan struct{}),
-		monReady: make(chan struct{}), reactions: make(chan orch.Reaction, planeQueue), reactDone: make(chan struct{}), monGate: qmp.NewGate()}, nil
+		monReady: make(chan struct{}), monGone: make(chan struct{}), reactions: make(chan orch.Reaction, planeQueue), reactDone: make(chan struct{}), monGate: qmp.NewGate()}, nil
 }
 
 // observe queues findings for the VO. Called on the notification path
@@ -369,6 +380,7 @@ func (p *plane) connect() {
 				p.sealGuestRAM("the guest started")
 			}
 		}
+		p.monitorEnded() // Events closes when the connection ends
 	}()
 	if ts, ok := p.cfg.Policy.Decider.(textSetter); ok && ts.JudgesOrigin() {
 		// (newSession disarmed it: this QEMU's code is elsewhere.)
@@ -463,10 +475,69 @@ func (p *plane) monitor(wait bool) (*qmp.Client, error) {
 	}
 	p.monMu.Lock()
 	defer p.monMu.Unlock()
+	if p.lost() {
+		return nil, errMonitorGone
+	}
 	if p.mon == nil {
 		return nil, errors.New("kfv's private QMP monitor is not connected")
 	}
 	return p.mon, nil
+}
+
+// errMonitorGone is the error of a QMP command once kfv's monitor
+// connection has ended.
+var errMonitorGone = errors.New("kfv's monitor is gone")
+
+// lost reports whether kfv's monitor connection has ended.
+func (p *plane) lost() bool {
+	select {
+	case <-p.monGone:
+		return true
+	default:
+		return false
+	}
+}
+
+// liveMonitor returns kfv's monitor when it is connected and its
+// connection has not ended, without waiting; else why not.
+func (p *plane) liveMonitor() (*qmp.Client, string) {
+	select {
+	case <-p.monReady:
+	default:
+		return nil, "kfv's monitor is not connected yet"
+	}
+	p.monMu.Lock()
+	defer p.monMu.Unlock()
+	switch {
+	case p.lost():
+		return nil, "kfv's monitor is gone"
+	case p.mon == nil:
+		return nil, "kfv's monitor is not connected"
+	}
+	return p.mon, ""
+}
+
+// monitorEnded is called when kfv's monitor connection ends. QEMU's exit
+// and kfv's own shutdown close it; a QEMU that closes it and lives on
+// has cut kfv off its monitor, which its own code never does: a finding.
+func (p *plane) monitorEnded() {
+	p.monGoneOnce.Do(func() { close(p.monGone) })
+	select {
+	case <-p.stop:
+		return
+	default:
+	}
+	if p.proc.gone(exitGrace) {
+		return
+	}
+	select {
+	case <-p.stop:
+		return
+	default:
+	}
+	p.em.emit(&event.Event{Kind: event.KindWarning, Source: "supervisor", Detail: "QEMU closed kfv's private monitor and runs on: reactions are enforced from outside QEMU only"})
+	p.observeFromBeside(orch.Finding{Time: time.Now(), Layer: orch.L3, HRSC: "monitor", Detector: profiles.DetSignature, Severity: profiles.SevHigh, Rule: "kfv:monitor-closed",
+		Detail: "QEMU closed kfv's private monitor connection while it runs"})
 }
 
 func (p *plane) closeMonitor() {
@@ -503,8 +574,8 @@ func codeRanges(pid int) ([]orch.AddrRange, error) {
 
 // react carries out one reaction and reports it with its chain.
 func (p *plane) react(r orch.Reaction) {
-	err := p.do(r)
-	e := &event.Event{Kind: event.KindReaction, Source: "vo", Rule: r.Rule, Reaction: r.String(), Outcome: event.OutcomeDone}
+	enforced, err := p.do(r)
+	e := &event.Event{Kind: event.KindReaction, Source: "vo", Rule: r.Rule, Reaction: r.String(), Outcome: event.OutcomeDone, Enforced: enforced}
 	if err != nil {
 		e.Outcome, e.Detail = event.OutcomeFailed, err.Error()
 	}
@@ -521,48 +592,141 @@ func (p *plane) react(r orch.Reaction) {
 	p.em.emit(e)
 }
 
-func (p *plane) do(r orch.Reaction) error {
+// do carries out one reaction; for those kfv enforces outside QEMU it
+// returns how (the event's enforced field).
+func (p *plane) do(r orch.Reaction) (string, error) {
 	if p.cfg.Mode == Audit {
-		return nil // audit mode orders nothing, it only reports
+		return "", nil // audit mode orders nothing, it only reports
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), reactionTimeout)
 	defer cancel()
 	switch r.Kind {
 	case profiles.ReactPause:
-		return p.qmp(ctx, "stop", nil)
+		return p.pause(ctx)
 	case profiles.ReactContinue:
-		return p.qmp(ctx, "cont", nil)
+		return p.resume(ctx)
 	case profiles.ReactLinkDown, profiles.ReactLinkUp:
-		names, err := p.nics(ctx, r.Target)
-		if err != nil {
-			return err
-		}
-		var errs []error
-		for _, n := range names {
-			errs = append(errs, p.qmp(ctx, "set_link", map[string]any{"name": n, "up": r.Kind == profiles.ReactLinkUp}))
-		}
-		return errors.Join(errs...)
+		return p.link(ctx, r)
 	case profiles.ReactDeviceDel:
 		names := []string{r.Target}
 		if r.Target == profiles.AllNICs {
 			var err error
 			if names, err = p.nics(ctx, r.Target); err != nil {
-				return err
+				return "", err
 			}
 		}
 		var errs []error
 		for _, n := range names {
 			errs = append(errs, p.qmp(ctx, "device_del", map[string]any{"id": n}))
 		}
-		return errors.Join(errs...)
+		return "", errors.Join(errs...)
 	case profiles.ReactKill:
-		return p.proc.kill()
+		return "", p.proc.kill()
 	case profiles.ReactRestart, profiles.ReactRestartCheckpoint:
-		return p.proc.requestRestart(p.em, r.Kind == profiles.ReactRestartCheckpoint, p.latestCheckpoint())
+		return "", p.proc.requestRestart(p.em, r.Kind == profiles.ReactRestartCheckpoint, p.latestCheckpoint())
 	case profiles.ReactScrub:
-		return p.scrub()
+		return "", p.out.holdAcross(p.proc, p.scrub)
 	}
-	return fmt.Errorf("reaction %v is not carried out by the supervisor", r.Kind)
+	return "", fmt.Errorf("reaction %v is not carried out by the supervisor", r.Kind)
+}
+
+// pause stops the guest with QMP's stop when kfv's monitor answers (so
+// that QEMU and its managers see the VM paused), then stops QEMU from
+// outside, which QEMU cannot undo, and verifies it from outside. With
+// kfv's monitor gone or not up yet, the outside stop comes at once.
+func (p *plane) pause(ctx context.Context) (string, error) {
+	var prefix string
+	var qerr error
+	if c, why := p.liveMonitor(); c != nil {
+		qctx, cancel := context.WithTimeout(ctx, pauseQMPBound)
+		_, qerr = c.Execute(qctx, "stop", nil)
+		cancel()
+		if qerr == nil {
+			prefix = "qmp stop + "
+		} else {
+			prefix = "qmp stop failed (" + qerr.Error() + ") + "
+		}
+	} else {
+		prefix = "outside only (" + why + "): "
+	}
+	how, err := p.out.freeze(p.proc)
+	if err != nil {
+		// The VM is paused only if kfv saw it stopped from outside.
+		return prefix + how, err
+	}
+	return prefix + how, nil
+}
+
+// resume lifts kfv's outside stop first (QEMU's monitor cannot answer
+// before), then starts the guest with QMP's cont.
+func (p *plane) resume(ctx context.Context) (string, error) {
+	how, err := p.out.thaw(p.proc)
+	if err != nil {
+		return how, err
+	}
+	if how == "" {
+		how = "nothing held outside"
+	}
+	c, why := p.liveMonitor()
+	if c == nil {
+		// QEMU runs again; a guest QEMU itself holds stopped waits for
+		// a manager's cont.
+		return how + " + no qmp cont (" + why + ")", nil
+	}
+	if _, err := c.Execute(ctx, "cont", nil); err != nil {
+		return how + " + qmp cont failed", err
+	}
+	return how + " + qmp cont", nil
+}
+
+// link carries out link_down and link_up: set_link on the NICs when kfv's
+// monitor answers, and kfv's own part outside QEMU. The outside part acts
+// on the whole VM (which host socket or tap serves which NIC is QEMU's
+// knowledge): link_down of one NIC cuts all of QEMU's network from
+// outside.
+func (p *plane) link(ctx context.Context, r orch.Reaction) (string, error) {
+	up := r.Kind == profiles.ReactLinkUp
+	var parts []string
+	var errs []error
+	if !up {
+		// The switch first: nothing new leaves while the rest is done.
+		p.netCut.Store(true)
+	}
+	if _, why := p.liveMonitor(); why == "" {
+		names, err := p.nics(ctx, r.Target)
+		if err == nil {
+			var qerrs []error
+			for _, n := range names {
+				qerrs = append(qerrs, p.qmp(ctx, "set_link", map[string]any{"name": n, "up": up}))
+			}
+			err = errors.Join(qerrs...)
+		}
+		if err != nil {
+			parts = append(parts, "set_link failed")
+			errs = append(errs, err)
+		} else {
+			parts = append(parts, "set_link "+strings.Join(names, ","))
+		}
+	} else {
+		parts = append(parts, "no set_link: "+why)
+	}
+	var how string
+	var err error
+	if up {
+		how, err = p.out.restoreNetwork()
+		p.netCut.Store(false)
+	} else {
+		how, err = p.out.cutNetwork(p.proc)
+	}
+	parts = append(parts, how)
+	errs = append(errs, err)
+	enforced := strings.Join(parts, " + ")
+	if !up {
+		// Down is enforced by kfv whatever QEMU did with set_link; a
+		// set_link QEMU refused is said in enforced.
+		return enforced, err
+	}
+	return enforced, errors.Join(errs...)
 }
 
 func (p *plane) qmp(ctx context.Context, cmd string, args any) error {

@@ -556,6 +556,21 @@ const gateTimeout = 5 * time.Second
 // stops the guest (pausesOnShutdown), kfv keeps its monitor.
 func (s *session) forward(sig syscall.Signal) {
 	detail := "forwarded " + unix.SignalName(sig) + " to qemu"
+	if (sig == unix.SIGTERM || sig == unix.SIGINT || sig == unix.SIGHUP) && s.plane != nil && s.plane.out.isPaused() && !pausesOnShutdown(s.args) {
+		// kfv holds QEMU stopped (a security pause): the signal would
+		// stay pending until something resumed the QEMU judged
+		// subverted, and a clean shutdown needs that QEMU to run. The
+		// operator asked the VM to end: it ends, by SIGKILL, without
+		// letting QEMU run again. No command of kfv's can reach QEMU's
+		// exit path, so the monitor's gate needs no wait.
+		s.plane.monGate.Close(0)
+		s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor",
+			Detail: unix.SignalName(sig) + " while kfv holds QEMU paused: QEMU is killed (SIGKILL) rather than resumed to shut down"})
+		if err := s.proc.kill(); err != nil {
+			s.emitErr(err)
+		}
+		return
+	}
 	if (sig == unix.SIGTERM || sig == unix.SIGINT || sig == unix.SIGHUP) && s.plane != nil && !pausesOnShutdown(s.args) {
 		if !s.plane.monGate.Close(gateTimeout) {
 			detail += fmt.Sprintf(" (a command of kfv's was still in flight after %v)", gateTimeout)
