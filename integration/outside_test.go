@@ -44,6 +44,27 @@ func threadStates(t *testing.T, pid int) (stopped, total int) {
 	return stopped, total
 }
 
+// wantStopped checks from outside that kfv's pause holds QEMU: every
+// thread of QEMU in a stop.
+func (r *reactRun) wantStopped() {
+	r.t.Helper()
+	stopped, total := threadStates(r.t, r.qemuPID)
+	if stopped != total || total == 0 {
+		r.t.Errorf("%d of QEMU's %d threads stopped after the pause, want all", stopped, total)
+		return
+	}
+	r.t.Logf("from outside: %d of %d threads of QEMU stopped", stopped, total)
+}
+
+// release resumes a QEMU kfv's pause stopped (SIGCONT, as an operator
+// would), so that the test's monitor can talk to it again.
+func (r *reactRun) release() {
+	r.t.Helper()
+	if err := syscall.Kill(r.qemuPID, syscall.SIGCONT); err != nil {
+		r.t.Fatalf("SIGCONT QEMU: %v", err)
+	}
+}
+
 // TestReactionOutsidePause: the cut-monitor payload shuts down every
 // connected unix stream socket of QEMU (kfv's private monitor among
 // them), then tries exec-shell. Bare, the test's own QMP client sees its
@@ -125,11 +146,7 @@ func kfvCutMonitor(t *testing.T, payload string, env []string) {
 	if !strings.Contains(e.Enforced, "outside only (kfv's monitor is gone)") || !strings.Contains(e.Enforced, "SIGSTOP") && !strings.Contains(e.Enforced, "cgroup freeze") {
 		t.Errorf("pause enforced %q, want the outside path with kfv's monitor gone", e.Enforced)
 	}
-	if stopped, total := threadStates(t, r.qemuPID); stopped != total || total == 0 {
-		t.Errorf("%d of QEMU's %d threads stopped after the pause, want all", stopped, total)
-	} else {
-		t.Logf("from outside: %d of %d threads of QEMU stopped", stopped, total)
-	}
+	r.wantStopped()
 	r.waitEvent("finding kfv:monitor-closed", reactTimeout, func(e *event.Event) bool {
 		return e.Kind == event.KindFinding && e.Rule == "kfv:monitor-closed"
 	})

@@ -224,7 +224,7 @@ func (r *reactRun) waitReaction(name string, timeout time.Duration, cause func(e
 	e := r.waitEvent("reaction "+name, timeout, func(e *event.Event) bool {
 		return e.Kind == event.KindReaction && e.Reaction == name
 	})
-	r.t.Logf("reaction %s rule=%s outcome=%s detail=%q chain=%s", e.Reaction, e.Rule, e.ReactionOutcome(), e.Detail, chainString(e.Chain))
+	r.t.Logf("reaction %s rule=%s outcome=%s enforced=%q detail=%q chain=%s", e.Reaction, e.Rule, e.ReactionOutcome(), e.Enforced, e.Detail, chainString(e.Chain))
 	if e.ReactionOutcome() != event.OutcomeDone {
 		r.t.Errorf("reaction %s: outcome %q (%s), want %s", name, e.ReactionOutcome(), e.Detail, event.OutcomeDone)
 	}

@@ -98,6 +98,13 @@ func TestReactionPause(t *testing.T) {
 			if got := strings.Join(seen, " "); !strings.Contains(got, strings.Join(tc.events, " ")) {
 				t.Errorf("QMP events after cont: %q, want %q in this order", got, strings.Join(tc.events, " "))
 			}
+			if tc.final == "paused" {
+				// kfv holds QEMU stopped from outside too: seen in
+				// /proc, then lifted by the test so that its monitor
+				// shows QMP's stop took effect as well.
+				r.wantStopped()
+				r.release()
+			}
 			if st := q.status(t); st != tc.final {
 				t.Errorf("status %q after the reaction, want %q", st, tc.final)
 			}
@@ -255,6 +262,8 @@ reason = "test: a call of injected code or one its resource never makes waits fo
 					t.Errorf("the spare image holds the implant's mark although the VO denied the open")
 				}
 				r.waitReaction("pause", reactTimeout, finding("behaviour", "openat", rep.TID))
+				r.wantStopped()
+				r.release() // for the test's quit
 			} else {
 				if rep.Result != "ok" || !marked {
 					t.Errorf("implant result=%s detail=%s, spare marked=%t: want the open allowed by the VO and the mark written", rep.Result, rep.Detail, marked)

@@ -541,7 +541,7 @@ func (o *outside) cutNetwork(proc *process) (string, error) {
 	if pidfd == nil {
 		return "", errors.New("no QEMU process")
 	}
-	parts := []string{"kfv's network switch off"}
+	parts := []string{"kfv refuses the VM's network calls"}
 	n, err := shutInetSockets(pid, pidfd)
 	parts = append(parts, fmt.Sprintf("%d inet sockets shut down", n))
 	errs := []error{err}
@@ -570,7 +570,7 @@ func (o *outside) restoreNetwork() (string, error) {
 	taps := o.tapsDown
 	o.tapsDown = nil
 	o.mu.Unlock()
-	parts := []string{"kfv's network switch on"}
+	parts := []string{"kfv allows the VM's network calls again"}
 	var errs []error
 	for _, t := range taps {
 		if err := setLink(t, true); err != nil {
