@@ -6,7 +6,9 @@ package integration
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -159,6 +161,69 @@ func kfvCutMonitor(t *testing.T, payload string, env []string) {
 	}
 	if st := r.p.wait(t, 30*time.Second); st != 137 {
 		t.Errorf("kfv-run exit %d after SIGTERM to a paused VM, want 137 (QEMU killed)\nstderr:\n%s", st, tail(r.p.stderr.String(), 20))
+	}
+	r.took()
+}
+
+// TestReactionLinkOutside: the raw guest's NIC is on user networking with
+// a host forward, and the test holds a TCP connection to it (slirp's
+// socket in QEMU). The refused execve of exec-shell orders
+// link_down:all-nics; from the host's side the connection ends and the
+// forward's port is closed: kfv shut QEMU's inet sockets down itself,
+// which set_link alone does not do (the NIC stops passing frames, slirp's
+// host sockets stay open). The VM runs on.
+func TestReactionLinkOutside(t *testing.T) {
+	reactShort(t)
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("pick a port: %v", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	prof := reactProfile(t, dir, correlate("test-exec-cuts-link", "signature", "execve", "link_down:all-nics"), false)
+	qargs := append(rawReactArgs(t, "exec-shell", "marker"), "-S",
+		"-netdev", fmt.Sprintf("user,id=kfvnet,hostfwd=tcp:127.0.0.1:%d-:7", port), "-device", "e1000,netdev=kfvnet,id=kfvnic")
+	r := startReact(t, dir, []string{"--profile", prof}, qargs)
+	q := dialQMP(t, r.sock, 20*time.Second)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("connect to the VM's host forward %s: %v", addr, err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("hello\n")); err != nil {
+		t.Fatalf("write to the host forward: %v", err)
+	}
+	if _, err := q.exec("cont", nil); err != nil {
+		t.Fatalf("cont: %v", err)
+	}
+	rep := r.implant("exec-shell", reactTimeout)
+	e := r.waitReaction("link_down:all-nics", reactTimeout, finding("signature", "execve", rep.TID))
+	if !strings.Contains(e.Enforced, "inet sockets shut down") || strings.Contains(e.Enforced, " 0 inet sockets") {
+		t.Errorf("link_down enforced %q, want QEMU's inet sockets shut down", e.Enforced)
+	}
+	// The bound is the wait for the cut, not a measure of it.
+	c.SetReadDeadline(time.Now().Add(reactTimeout))
+	_, err = c.Read(make([]byte, 64))
+	if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("host side of the VM's connection after link_down: %v, want its end", err)
+	}
+	if c2, err := net.Dial("tcp", addr); err == nil {
+		c2.Close()
+		t.Errorf("the VM's host forward %s still accepts connections after link_down", addr)
+	}
+	if st := q.status(t); st != "running" {
+		t.Errorf("status %q, want running: link_down leaves the VM alone", st)
+	}
+	if _, err := q.exec("quit", nil); err != nil {
+		t.Logf("quit: %v", err)
+	}
+	r.p.wait(t, 30*time.Second)
+	for _, d := range denials(r.eventsNow()) {
+		if d.TID != rep.TID {
+			t.Errorf("denial of another thread than the payload's: %s %s rule=%s %s", d.Syscall, d.Args, d.Rule, d.Detail)
+		}
 	}
 	r.took()
 }
