@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"kfv/orch"
 )
 
 func TestParseStatState(t *testing.T) {
@@ -271,5 +273,32 @@ func TestShutInetSockets(t *testing.T) {
 	}
 	if _, err := unix.Write(pair[0], []byte("x")); err != nil {
 		t.Errorf("the unix socket was touched: %v", err)
+	}
+}
+
+// TestNetCall: what kfv's network switch refuses while the link is down.
+func TestNetCall(t *testing.T) {
+	s := &session{proc: &process{}}
+	unixAddr := &orch.SockAddr{Family: unix.AF_UNIX, Path: "/run/vm/qmp.sock"}
+	inet := &orch.SockAddr{Family: unix.AF_INET}
+	for _, tc := range []struct {
+		name string
+		r    orch.Request
+		want string
+	}{
+		{"inet socket", orch.Request{Syscall: "socket", Args: [6]uint64{unix.AF_INET}}, "socket(family 2)"},
+		{"inet6 socket", orch.Request{Syscall: "socket", Args: [6]uint64{unix.AF_INET6}}, "socket(family 10)"},
+		{"unix socket", orch.Request{Syscall: "socket", Args: [6]uint64{unix.AF_UNIX}}, ""},
+		{"connect to a unix path", orch.Request{Syscall: "connect", Sock: unixAddr}, ""},
+		{"connect to inet", orch.Request{Syscall: "connect", Sock: inet}, "connect"},
+		{"sendmsg, socket unknown", orch.Request{Syscall: "sendmsg"}, "sendmsg"},
+		{"openat", orch.Request{Syscall: "openat"}, ""},
+		{"recvfrom", orch.Request{Syscall: "recvfrom"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := s.netCall(&tc.r); got != tc.want {
+				t.Errorf("netCall = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -694,48 +694,43 @@ func (p *plane) resume(ctx context.Context) (string, error) {
 // knowledge): link_down of one NIC cuts all of QEMU's network from
 // outside.
 func (p *plane) link(ctx context.Context, r orch.Reaction) (string, error) {
-	up := r.Kind == profiles.ReactLinkUp
-	var parts []string
-	var errs []error
-	if !up {
-		// The switch first: nothing new leaves while the rest is done.
-		p.netCut.Store(true)
-	}
-	if _, why := p.liveMonitor(); why == "" {
-		names, err := p.nics(ctx, r.Target)
-		if err == nil {
-			var qerrs []error
-			for _, n := range names {
-				qerrs = append(qerrs, p.qmp(ctx, "set_link", map[string]any{"name": n, "up": up}))
-			}
-			err = errors.Join(qerrs...)
-		}
-		if err != nil {
-			parts = append(parts, "set_link failed")
-			errs = append(errs, err)
-		} else {
-			parts = append(parts, "set_link "+strings.Join(names, ","))
-		}
-	} else {
-		parts = append(parts, "no set_link: "+why)
-	}
-	var how string
-	var err error
-	if up {
-		how, err = p.out.restoreNetwork()
+	if r.Kind == profiles.ReactLinkUp {
+		qmpHow, qerr := p.setLink(ctx, r.Target, true)
+		how, err := p.out.restoreNetwork()
 		p.netCut.Store(false)
-	} else {
-		how, err = p.out.cutNetwork(p.proc)
+		return qmpHow + " + " + how, errors.Join(qerr, err)
 	}
-	parts = append(parts, how)
-	errs = append(errs, err)
-	enforced := strings.Join(parts, " + ")
-	if !up {
-		// Down is enforced by kfv whatever QEMU did with set_link; a
-		// set_link QEMU refused is said in enforced.
-		return enforced, err
+	// kfv's own cut first, the switch before all: nothing new leaves
+	// while QEMU is asked, and a QEMU that does not answer cannot delay
+	// it.
+	p.netCut.Store(true)
+	how, err := p.out.cutNetwork(p.proc)
+	qmpHow, qerr := p.setLink(ctx, r.Target, false)
+	if qerr != nil {
+		// Down is enforced by kfv whatever QEMU does with set_link.
+		qmpHow += " (" + qerr.Error() + ")"
 	}
-	return enforced, errors.Join(errs...)
+	return how + " + " + qmpHow, err
+}
+
+// setLink runs set_link on the NICs of target when kfv's monitor answers
+// and says how it went.
+func (p *plane) setLink(ctx context.Context, target string, up bool) (string, error) {
+	if _, why := p.liveMonitor(); why != "" {
+		return "no set_link (" + why + ")", nil
+	}
+	names, err := p.nics(ctx, target)
+	if err == nil {
+		var errs []error
+		for _, n := range names {
+			errs = append(errs, p.qmp(ctx, "set_link", map[string]any{"name": n, "up": up}))
+		}
+		err = errors.Join(errs...)
+	}
+	if err != nil {
+		return "set_link failed", err
+	}
+	return "set_link " + strings.Join(names, ","), nil
 }
 
 func (p *plane) qmp(ctx context.Context, cmd string, args any) error {
