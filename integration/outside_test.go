@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +19,10 @@ import (
 	"time"
 
 	"kfv/event"
+	"kfv/guest"
+	"kfv/memwatch"
+	"kfv/memwatch/memwatchtest"
+	"kfv/profiles"
 )
 
 // threadStates counts the threads of pid and those in a stop (state T or
@@ -226,4 +231,68 @@ func TestReactionLinkOutside(t *testing.T) {
 		}
 	}
 	r.took()
+}
+
+// TestMemwatchKfvScrubWhilePaused: QEMU's text is patched from outside;
+// the test's ladder (the built-in one's [[correlate]] tables replaced)
+// pauses the VM, then scrubs it. The scrub stops and resumes QEMU itself;
+// afterwards QEMU's text is pristine and kfv's pause still holds: every
+// thread is seen stopped.
+func TestMemwatchKfvScrubWhilePaused(t *testing.T) {
+	needKfv(t)
+	if testing.Short() {
+		t.Skip("boots QEMU under kfv-run: skipped with -short")
+	}
+	forEachAccel(t, func(t *testing.T, accel string) {
+		dir := t.TempDir()
+		src, err := profiles.BuiltinSource("qemu")
+		if err != nil {
+			t.Fatal(err)
+		}
+		prof := filepath.Join(dir, "profile.toml")
+		text := withoutTable(t, string(src), "[[correlate]]") + `
+# Tables of the test.
+[[correlate]]
+name = "test-tamper-pauses-then-scrubs"
+match = { detector = "memwatch", severity = ">=high" }
+reactions = ["pause", "scrub"]
+once = true
+reason = "test: a scrub ordered while the VM is paused"
+`
+		if err := os.WriteFile(prof, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(kfvRun, "profile", "check", prof).CombinedOutput(); err != nil {
+			t.Fatalf("profile check: %v\n%s", err, out)
+		}
+		img := rawGuest(t, guest.RawOptions{Loop: true, TicksPerLine: 2})
+		qargs := append(guest.RawArgs(img, accel), "-name", "kfv-memwatch,debug-threads=on")
+		r := mkStart(t, []string{"--profile", prof, "--memwatch-period", memwatch.DefaultPeriod.String()}, qargs)
+		r.baseline()
+		if !waitFor(20*time.Second, func() bool { return strings.Contains(r.p.stdout.String(), "KFV-RAW tick ") }) {
+			t.Fatalf("loop guest printed no tick\nconsole:\n%s\nstderr:\n%s", r.p.stdout, r.p.stderr)
+		}
+		entry, err := memwatchtest.EntryPoint(r.qemuPID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mwTamper(t, r.qemuPID, entry, []byte{0xcc, 0xcc, 0xcc})
+		f := r.memFinding(string(memwatch.KindModified), 10*time.Second)
+		p := r.reaction("pause", f, 10*time.Second)
+		t.Logf("pause enforced: %s", p.Enforced)
+		r.reaction("scrub", f, 20*time.Second)
+		mwAssertPristine(t, r.qemuPID, entry)
+		stopped, total := threadStates(t, r.qemuPID)
+		if stopped != total || total == 0 {
+			t.Errorf("%d of QEMU's %d threads stopped after the scrub, want all: the scrub undid the pause", stopped, total)
+		} else {
+			t.Logf("after the scrub, from outside: %d of %d threads of QEMU stopped", stopped, total)
+		}
+		if err := r.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if st := r.p.wait(t, 30*time.Second); st != 137 {
+			t.Errorf("kfv-run exit %d after SIGTERM to a paused VM, want 137", st)
+		}
+	})
 }
