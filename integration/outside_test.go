@@ -296,3 +296,103 @@ reason = "test: a scrub ordered while the VM is paused"
 		}
 	})
 }
+
+// cgroup2Root returns where the unified cgroup hierarchy is mounted, ""
+// without one.
+func cgroup2Root() string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		left, right, ok := strings.Cut(line, " - ")
+		lf, rf := strings.Fields(left), strings.Fields(right)
+		if ok && len(lf) >= 5 && len(rf) > 0 && rf[0] == "cgroup2" && lf[3] == "/" {
+			return lf[4]
+		}
+	}
+	return ""
+}
+
+// TestReactionPauseCgroup: QEMU alone in a cgroup of its own (as under
+// libvirt's machine scope; the test moves it into one before its guest
+// runs): the pause is the cgroup v2 freezer, and the kernel says the
+// cgroup is frozen. Then either continue thaws it first and the guest
+// runs again, or a SIGTERM to kfv-run ends the frozen VM.
+func TestReactionPauseCgroup(t *testing.T) {
+	reactShort(t)
+	root := cgroup2Root()
+	if root == "" {
+		t.Skip("needs the unified cgroup hierarchy (cgroup2) mounted")
+	}
+	for _, reactions := range [][]string{{"pause"}, {"pause", "continue"}} {
+		t.Run(strings.Join(reactions, "-"), func(t *testing.T) { pauseInCgroup(t, root, reactions) })
+	}
+}
+
+func pauseInCgroup(t *testing.T, root string, reactions []string) {
+	cg := filepath.Join(root, fmt.Sprintf("kfv-test-%d-%d", os.Getpid(), len(reactions)))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Skipf("needs a cgroup of its own for QEMU: %v (run as root)", err)
+	}
+	t.Cleanup(func() {
+		// Empty once QEMU is reaped.
+		waitFor(10*time.Second, func() bool { return os.Remove(cg) == nil })
+	})
+	if _, err := os.Stat(filepath.Join(cg, "cgroup.freeze")); err != nil {
+		t.Skipf("needs the cgroup v2 freezer (Linux 5.2): %v", err)
+	}
+	dir := t.TempDir()
+	prof := reactProfile(t, dir, correlate("test-exec", "signature", "execve", reactions...), false)
+	r := startReact(t, dir, []string{"--profile", prof}, append(rawReactArgs(t, "exec-shell", "marker"), "-S"))
+	q := dialQMP(t, r.sock, 20*time.Second)
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(r.qemuPID)), 0); err != nil {
+		t.Fatalf("move QEMU into %s: %v", cg, err)
+	}
+	if _, err := q.exec("cont", nil); err != nil {
+		t.Fatalf("cont: %v", err)
+	}
+	rep := r.implant("exec-shell", reactTimeout)
+	e := r.waitReaction("pause", reactTimeout, finding("signature", "execve", rep.TID))
+	name := "/" + filepath.Base(cg)
+	if !strings.Contains(e.Enforced, "qmp stop + cgroup freeze: "+name+" frozen") {
+		t.Errorf("pause enforced %q, want qmp stop and the freezer of %s", e.Enforced, name)
+	}
+	frozen := func() string {
+		b, err := os.ReadFile(filepath.Join(cg, "cgroup.events"))
+		if err != nil {
+			t.Fatalf("%s/cgroup.events: %v", cg, err)
+		}
+		return string(b)
+	}
+	if len(reactions) == 2 {
+		c := r.waitReaction("continue", reactTimeout, finding("signature", "execve", rep.TID))
+		if c.Enforced != "cgroup "+name+" thawed + qmp cont" {
+			t.Errorf("continue enforced %q, want the thaw, then cont", c.Enforced)
+		}
+		if ev := frozen(); !strings.Contains(ev, "frozen 0") {
+			t.Errorf("cgroup.events %q after continue, want frozen 0", ev)
+		}
+		if st := q.status(t); st != "running" {
+			t.Errorf("status %q after continue, want running", st)
+		}
+		if _, err := q.exec("quit", nil); err != nil {
+			t.Logf("quit: %v", err)
+		}
+		if st := r.p.wait(t, 30*time.Second); st != 0 {
+			t.Errorf("kfv-run exit %d after quit, want 0", st)
+		}
+		r.took()
+		return
+	}
+	if ev := frozen(); !strings.Contains(ev, "frozen 1") {
+		t.Errorf("cgroup.events %q after the pause, want frozen 1", ev)
+	}
+	if err := r.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.p.wait(t, 30*time.Second); st != 137 {
+		t.Errorf("kfv-run exit %d after SIGTERM to a frozen VM, want 137\nstderr:\n%s", st, tail(r.p.stderr.String(), 20))
+	}
+	r.took()
+}

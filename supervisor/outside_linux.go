@@ -47,16 +47,44 @@ const outsideVerify = 5 * time.Second
 // running for reactionTimeout.
 const pauseQMPBound = 3 * time.Second
 
-// cgroupRoot is where the unified cgroup hierarchy is mounted.
-const cgroupRoot = "/sys/fs/cgroup"
+// cgroupRoot returns where the unified cgroup hierarchy is mounted:
+// /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a hybrid
+// one; "" without one.
+func cgroupRoot() string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	return parseCgroup2Mount(string(b))
+}
+
+// parseCgroup2Mount returns the mount point of the first cgroup2 mount of
+// the whole hierarchy (its root "/") in the text of /proc/self/mountinfo:
+// "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - FSTYPE SOURCE
+// SUPEROPTIONS".
+func parseCgroup2Mount(text string) string {
+	for _, line := range strings.Split(text, "\n") {
+		left, right, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		lf, rf := strings.Fields(left), strings.Fields(right)
+		if len(lf) < 5 || len(rf) < 1 || rf[0] != "cgroup2" || lf[3] != "/" {
+			continue
+		}
+		return strings.ReplaceAll(lf[4], `\040`, " ")
+	}
+	return ""
+}
 
 // outside is the state of the reactions kfv enforces outside QEMU.
 type outside struct {
 	mu sync.Mutex
 	// paused is set while kfv holds QEMU stopped; cgroup is the cgroup
 	// directory it froze ("" when it stopped QEMU with SIGSTOP).
-	paused bool
-	cgroup string
+	paused     bool
+	cgroup     string
+	cgroupName string // its name in the hierarchy, for the events
 	// tapsDown are the taps kfv set down, for link up.
 	tapsDown []string
 }
@@ -195,17 +223,26 @@ func ownCgroup(root, cgPath string, pid int) string {
 	return best
 }
 
-// qemuCgroup is ownCgroup for a live QEMU.
-func qemuCgroup(pid int) string {
+// qemuCgroup is ownCgroup for a live QEMU: the cgroup's directory and
+// its name in the hierarchy, "" when there is none.
+func qemuCgroup(pid int) (dir, name string) {
+	root := cgroupRoot()
+	if root == "" {
+		return "", ""
+	}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
 	if err != nil {
-		return ""
+		return "", ""
 	}
 	p, ok := parseCgroupV2(string(b))
 	if !ok {
-		return ""
+		return "", ""
 	}
-	return ownCgroup(cgroupRoot, p, pid)
+	dir = ownCgroup(root, p, pid)
+	if dir == "" {
+		return "", ""
+	}
+	return dir, "/" + strings.TrimPrefix(strings.TrimPrefix(dir, root), "/")
 }
 
 // freeze stops QEMU from outside and verifies it: it returns how (for the
@@ -217,10 +254,10 @@ func (o *outside) freeze(proc *process) (string, error) {
 	if pidfd == nil || pid <= 0 {
 		return "", errors.New("no QEMU process")
 	}
-	if cg := qemuCgroup(pid); cg != "" {
-		how, err := freezeCgroup(cg)
+	if cg, name := qemuCgroup(pid); cg != "" {
+		how, err := freezeCgroup(cg, name)
 		if err == nil {
-			o.paused, o.cgroup = true, cg
+			o.paused, o.cgroup, o.cgroupName = true, cg, name
 			return how, nil
 		}
 		// The freezer failed (a read-only cgroupfs): the signal still
@@ -262,11 +299,10 @@ func (o *outside) sigstopLocked(pid int, pidfd *os.File) (string, error) {
 
 // freezeCgroup freezes the cgroup dir and waits for the kernel to say
 // that it is frozen.
-func freezeCgroup(dir string) (string, error) {
+func freezeCgroup(dir, name string) (string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("1"), 0); err != nil {
-		return "", fmt.Errorf("freeze cgroup %s: %w", dir, err)
+		return "", fmt.Errorf("freeze cgroup %s: %w", name, err)
 	}
-	name := strings.TrimPrefix(dir, cgroupRoot)
 	for end := time.Now().Add(outsideVerify); ; time.Sleep(2 * time.Millisecond) {
 		b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
 		if err != nil {
@@ -302,7 +338,7 @@ func (o *outside) thawLocked(proc *process) (string, error) {
 		if err := os.WriteFile(filepath.Join(cg, "cgroup.freeze"), []byte("0"), 0); err != nil {
 			return "cgroup thaw", fmt.Errorf("thaw cgroup %s: %w", cg, err)
 		}
-		return "cgroup " + strings.TrimPrefix(cg, cgroupRoot) + " thawed", nil
+		return "cgroup " + o.cgroupName + " thawed", nil
 	}
 	_, pidfd := proc.current()
 	if pidfd == nil {
@@ -330,7 +366,7 @@ func (o *outside) holdAcross(proc *process, f func() error) error {
 	if !o.paused {
 		return f()
 	}
-	cg := o.cgroup
+	cg, name := o.cgroup, o.cgroupName
 	pid, pidfd := proc.current()
 	if cg != "" {
 		// A frozen cgroup's threads cannot be seized by ptrace: thaw,
@@ -339,9 +375,9 @@ func (o *outside) holdAcross(proc *process, f func() error) error {
 			return err
 		}
 		err := f()
-		_, ferr := freezeCgroup(cg)
+		_, ferr := freezeCgroup(cg, name)
 		if ferr == nil {
-			o.paused, o.cgroup = true, cg
+			o.paused, o.cgroup, o.cgroupName = true, cg, name
 		}
 		return errors.Join(err, ferr)
 	}

@@ -302,3 +302,21 @@ func TestNetCall(t *testing.T) {
 		})
 	}
 }
+
+func TestParseCgroup2Mount(t *testing.T) {
+	for _, tc := range []struct{ name, text, want string }{
+		{"unified", "25 30 0:22 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n", "/sys/fs/cgroup"},
+		{"hybrid", "30 25 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755\n" +
+			"31 30 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n" +
+			"40 30 0:35 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n", "/sys/fs/cgroup/unified"},
+		{"a subtree mounted", "40 30 0:35 /machine.slice /mnt/cg rw - cgroup2 cgroup2 rw\n", ""},
+		{"none", "30 25 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n", ""},
+		{"escaped", "40 30 0:35 / /mnt/my\\040cg rw - cgroup2 cgroup2 rw\n", "/mnt/my cg"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := parseCgroup2Mount(tc.text); got != tc.want {
+				t.Errorf("parseCgroup2Mount = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
