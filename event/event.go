@@ -56,7 +56,8 @@ type Event struct {
 	// Enforced says, for a reaction kfv enforces outside QEMU (pause,
 	// continue, link_down, link_up), how it was carried out and what kfv
 	// saw from outside: "qmp stop + SIGSTOP: 9 of 9 threads stopped",
-	// "SIGSTOP only: kfv's monitor is gone". "" on other lines.
+	// "outside only (kfv's monitor is gone): SIGSTOP: 9 of 9 threads
+	// stopped". "" on other lines.
 	Enforced string `json:"enforced"`
 	// Chain lists, for a reaction, the findings that caused it, oldest
 	// first; empty otherwise.
