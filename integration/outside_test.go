@@ -396,3 +396,50 @@ func pauseInCgroup(t *testing.T, root string, reactions []string) {
 	}
 	r.took()
 }
+
+// TestEmulatorPauseCont: under the emulator model (libvirt's), the
+// refused execve of exec-shell orders pause: QEMU is seen stopped from
+// outside, and the manager's cont through kfv's monitor proxy lifts kfv's
+// stop first, so that QEMU can serve it: the guest runs again.
+func TestEmulatorPauseCont(t *testing.T) {
+	reactShort(t)
+	edir, link := emulatorLink(t)
+	prof := reactProfile(t, edir, correlate("test-exec", "signature", "execve", "pause"), false)
+	cfg, evdir := writeKfvConfig(t, edir, fmt.Sprintf("mode = \"enforce\"\nprofile = %q\n", prof))
+	sock := filepath.Join(edir, "qmp.sock")
+	qargs := append(rawReactArgs(t, "exec-shell", filepath.Join(edir, "marker")), "-S", "-name", "kfv-test,debug-threads=on", "-qmp", "unix:"+sock+",server=on,wait=off")
+	p := startEnv(t, append([]string{link}, qargs...), "LD_PRELOAD="+buildImplant(t), "KFV_CONFIG="+cfg)
+	r := &reactRun{t: t, dir: edir, events: filepath.Join(evdir, "kfv-test.jsonl"), sock: sock, p: p, console: &stampedLines{}, qemuPID: p.cmd.Process.Pid, began: time.Now()}
+	var spid int
+	if !waitFor(10*time.Second, func() bool { spid = supervisorOf(r.qemuPID); return spid != 0 }) {
+		t.Fatalf("no kfv supervisor follows QEMU %d\nstderr:\n%s", r.qemuPID, p.stderr)
+	}
+	t.Cleanup(func() { // the supervisor is this test's child (CLONE_PARENT)
+		syscall.Kill(spid, syscall.SIGKILL)
+		syscall.Wait4(spid, nil, 0, nil)
+	})
+	q := dialQMP(t, sock, 20*time.Second)
+	if _, err := q.exec("cont", nil); err != nil {
+		t.Fatalf("cont: %v", err)
+	}
+	rep := r.implant("exec-shell", reactTimeout)
+	r.waitReaction("pause", reactTimeout, finding("signature", "execve", rep.TID))
+	r.wantStopped()
+	if _, err := q.exec("cont", nil); err != nil {
+		t.Fatalf("the manager's cont through kfv's proxy: %v", err)
+	}
+	if st := q.status(t); st != "running" {
+		t.Errorf("status %q after the manager's cont, want running", st)
+	}
+	r.waitEvent("the cont's thaw", reactTimeout, func(e *event.Event) bool {
+		return e.Kind == event.KindLifecycle && strings.HasPrefix(e.Detail, "the manager's cont lifts kfv's pause: SIGCONT")
+	})
+	if _, err := os.Stat(filepath.Join(edir, "marker")); err == nil {
+		t.Errorf("the payload's shell ran (marker exists)")
+	}
+	if _, err := q.exec("quit", nil); err != nil {
+		t.Logf("quit: %v", err)
+	}
+	p.wait(t, 30*time.Second)
+	r.took()
+}
