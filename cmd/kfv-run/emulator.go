@@ -43,9 +43,9 @@ type emulatorSetup struct {
 	Events   string `json:"events"` // the file
 	VM       string `json:"vm"`
 	Config   string `json:"config"` // where the settings came from
-	// Monitor is kfv's private QMP socket, which stage 2 added to
-	// QEMU's arguments in a directory of its own (MonitorDir).
-	Monitor    string `json:"monitor"`
+	// MonitorDir is the VM's runtime directory, where QEMU listens for
+	// the monitors the supervisor proxies ("" for none): the supervisor
+	// removes it when it is done.
 	MonitorDir string `json:"monitor_dir"`
 	// HeldStart says stage 2 added -S: the supervisor resumes the guest
 	// once its monitor answers.
@@ -106,17 +106,17 @@ func emulatorStageMain() int {
 	// What kfv adds to QEMU's command line and the manager's monitors it
 	// takes over (supervisor.Launch): the supervisor serves libvirt's
 	// socket, which QEMU no longer holds.
-	l, err := supervisor.NewLaunch(argv0, args)
+	l, err := supervisor.NewLaunch(argv0, args, true)
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Landlock: cfg.Landlock, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, Monitor: l.Monitor, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Landlock: cfg.Landlock, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
 		ServerSockets: l.ServerSockets, Warnings: l.Warnings})
 	if err != nil {
 		l.Close()
 		return emulatorFail(125, fmt.Errorf("encode settings: %w", err))
 	}
-	lerr := supervisor.Emulate(&supervisor.Emulation{QEMU: qemu, Argv: append([]string{argv0}, l.Args...), Env: env, Setup: setup, Monitors: l.Monitors})
+	lerr := supervisor.Emulate(&supervisor.Emulation{QEMU: qemu, Argv: append([]string{argv0}, l.Args...), Env: env, Setup: setup, Launch: l})
 	return emulatorFail(lerr.Code, lerr)
 }
 
@@ -145,7 +145,7 @@ func emulatorSupervisorMain() int {
 		// Under libvirt QEMU is not kfv's child and runs as another user:
 		// memwatch's scrub needs ptrace over it, which the supervisor
 		// (forked by QEMU's process) has.
-		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Policy: pol, Mode: mode, VM: st.VM, Events: ev, Monitor: st.Monitor, HeldStart: st.HeldStart, Landlock: landlockMode(st.Landlock, p.Landlock), Memwatch: &memwatch.Config{}}
+		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Policy: pol, Mode: mode, VM: st.VM, Events: ev, HeldStart: st.HeldStart, Landlock: landlockMode(st.Landlock, p.Landlock), Memwatch: &memwatch.Config{}}
 		for _, w := range p.Warnings {
 			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "profile " + p.Source + ": " + w})
 		}

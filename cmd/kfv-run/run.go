@@ -54,7 +54,7 @@ func runAction(c *cli.Context) error {
 	}
 	// What kfv adds to QEMU's command line and the manager's monitors it
 	// takes over (supervisor.Launch), then the policy for that line.
-	l, err := supervisor.NewLaunch(args[0], args[1:])
+	l, err := supervisor.NewLaunch(args[0], args[1:], false)
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
 	}
@@ -121,7 +121,7 @@ func runAction(c *cli.Context) error {
 		VM:              vm,
 		Events:          ev,
 		Warn:            warn,
-		Monitor:         l.Monitor,
+		MonitorFD:       l.MonitorFD,
 		HeldStart:       l.HeldStart,
 		Landlock:        landlockMode(c.String("landlock"), p.Landlock),
 		CheckpointEvery: c.Duration("checkpoint-every"),
