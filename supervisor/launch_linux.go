@@ -134,7 +134,8 @@ type Policy struct {
 	Daemonize bool
 }
 
-// NewPolicy resolves a profile (a built-in name or a file) for one
+// NewPolicy resolves a profile (a built-in name or a file, with the
+// overlay file stacked on it when overlay is not "") for one
 // command line (qemu: the QEMU system emulator's binary, as named on the
 // command line or found by the emulator, "" when the program is not QEMU;
 // args as QEMU gets them) in QEMU's environment and working directory:
@@ -142,9 +143,12 @@ type Policy struct {
 // policy), for the installation of that QEMU when it is not the system's,
 // the server sockets it inherits, and the engine that applies them, which
 // also admits what a manager hands QEMU at run time.
-func NewPolicy(profile string, qemu string, args, env []string, cwd string, serverSockets []string) (*Policy, error) {
-	p, err := profiles.Resolve(profile)
+func NewPolicy(profile, overlay string, qemu string, args, env []string, cwd string, serverSockets []string) (*Policy, error) {
+	p, err := profiles.ResolveWithOverlay(profile, overlay)
 	if err != nil {
+		if overlay != "" {
+			return nil, fmt.Errorf("profile %s with overlay %s:\n%w", profile, overlay, err)
+		}
 		return nil, fmt.Errorf("profile %s:\n%w", profile, err)
 	}
 	if qemu != "" {

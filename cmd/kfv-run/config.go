@@ -39,6 +39,9 @@ type config struct {
 	QEMU string `toml:"qemu"`
 	// Profile is a built-in profile name or a profile file.
 	Profile string `toml:"profile"`
+	// ProfileOverlay is an overlay file stacked on the profile ("" for
+	// none).
+	ProfileOverlay string `toml:"profile_overlay"`
 	// Mode is "enforce" or "audit".
 	Mode string `toml:"mode"`
 	// Events is a directory (events go to DIR/VM.jsonl) or a file pattern
@@ -90,6 +93,9 @@ func (c *config) validate() error {
 	}
 	if c.Profile == "" {
 		return errors.New("profile is empty: name a built-in profile (qemu) or a file")
+	}
+	if c.ProfileOverlay != "" && !filepath.IsAbs(c.ProfileOverlay) {
+		return fmt.Errorf("profile_overlay %q: want an absolute path", c.ProfileOverlay)
 	}
 	if c.Events == "" || !filepath.IsAbs(c.Events) {
 		return fmt.Errorf("events %q: want an absolute directory or file pattern", c.Events)

@@ -38,6 +38,7 @@ func qemuName(argv0 string) (string, bool) {
 // command line.
 type emulatorSetup struct {
 	Profile  string `json:"profile"`
+	Overlay  string `json:"overlay,omitempty"`
 	Mode     string `json:"mode"`
 	Landlock string `json:"landlock,omitempty"`
 	Events   string `json:"events"` // the file
@@ -110,7 +111,7 @@ func emulatorStageMain() int {
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Landlock: cfg.Landlock, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Overlay: cfg.ProfileOverlay, Mode: cfg.Mode, Landlock: cfg.Landlock, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
 		ServerSockets: l.ServerSockets, Warnings: l.Warnings})
 	if err != nil {
 		l.Close()
@@ -132,7 +133,7 @@ func emulatorSupervisorMain() int {
 		if mode != supervisor.Enforce && mode != supervisor.Audit {
 			return nil, nil, fmt.Errorf("%s: mode %q: want enforce or audit", st.Config, st.Mode)
 		}
-		pol, err := supervisor.NewPolicy(st.Profile, req.QEMU, req.Argv[1:], req.Env, req.Cwd, st.ServerSockets)
+		pol, err := supervisor.NewPolicy(st.Profile, st.Overlay, req.QEMU, req.Argv[1:], req.Env, req.Cwd, st.ServerSockets)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", st.Config, err)
 		}

@@ -17,6 +17,7 @@ import (
 
 var runFlags = []cli.Flag{
 	&cli.StringFlag{Name: "profile", Value: "qemu", Usage: "built-in profile `NAME` or profile FILE (see 'kfv-run profile show')"},
+	&cli.StringFlag{Name: "profile-overlay", Usage: "stack the overlay `FILE` on the profile: rules for what the profile does not know (written by 'kfv-run profile learn'; see docs/profiles.md)"},
 	&cli.StringFlag{Name: "mode", Value: "enforce", Usage: "enforce: apply verdicts; audit: decide and log, but allow everything"},
 	&cli.StringFlag{Name: "events", Value: "", Usage: "write the event stream (JSON lines) to `FILE`, appending; - for stdout (default: stderr)"},
 	&cli.StringFlag{Name: "vm", Value: "", Usage: "VM `NAME` in events (default: QEMU's -name, else \"qemu\")"},
@@ -63,7 +64,7 @@ func runAction(c *cli.Context) error {
 	if l.IsQEMU {
 		qemu = args[0]
 	}
-	pol, err := supervisor.NewPolicy(c.String("profile"), qemu, l.Args, os.Environ(), cwd, l.ServerSockets)
+	pol, err := supervisor.NewPolicy(c.String("profile"), c.String("profile-overlay"), qemu, l.Args, os.Environ(), cwd, l.ServerSockets)
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
 	}
