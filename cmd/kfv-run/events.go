@@ -86,36 +86,41 @@ func renderEvents(w io.Writer, in io.Reader, all bool) error {
 	}
 	fmt.Fprintln(w, "\nTimeline:")
 	for _, e := range timeline {
-		ts := e.Time.Format("15:04:05.000")
-		switch e.Kind {
-		case event.KindDecision:
-			verdict := strings.ToUpper(e.Verdict)
-			if e.Errno != "" {
-				verdict += " " + e.Errno
-			}
-			if e.Applied != e.Verdict {
-				verdict += " (audit: " + e.Applied + ")"
-			}
-			fmt.Fprintf(w, "  %s %-10s %s %s by thread %q (%s): %s [rule %s]\n", ts, verdict, orDash(e.Layer), e.Syscall, e.Thread, orDash(e.HRSC), e.Args, e.Rule)
-			if e.Detail != "" {
-				fmt.Fprintf(w, "  %12s   why: %s\n", "", e.Detail)
-			}
-		case event.KindFinding:
-			fmt.Fprintf(w, "  %s %-10s %s %s/%s on %s %s [%s, rule %s]: %s\n", ts, "FINDING", strings.ToUpper(e.Severity), orDash(e.Layer), orDash(e.HRSC), e.Detector, orDash(e.Syscall), e.Source, orDash(e.Rule), e.Detail)
-		case event.KindReaction:
-			fmt.Fprintf(w, "  %s %-10s %s by rule %s: %s", ts, "REACTION", e.Reaction, e.Rule, e.ReactionOutcome())
-			if e.Detail != "" {
-				fmt.Fprintf(w, " (%s)", e.Detail)
-			}
-			fmt.Fprintln(w)
-			for i, l := range e.Chain {
-				fmt.Fprintf(w, "  %12s   %d. %s %s %s/%s %s %s by rule %s at %s\n", "", i+1, strings.ToUpper(l.Severity), l.Detector, orDash(l.Layer), orDash(l.HRSC), orDash(l.Syscall), orDash(strconv.Itoa(l.TID)), orDash(l.Rule), l.Time.Format("15:04:05.000"))
-			}
-		default:
-			fmt.Fprintf(w, "  %s %-10s %s\n", ts, strings.ToUpper(e.Kind), e.Detail)
-		}
+		renderEvent(w, "  ", &e)
 	}
 	return nil
+}
+
+// renderEvent writes one event for people, each line after indent.
+func renderEvent(w io.Writer, indent string, e *event.Event) {
+	ts := e.Time.Format("15:04:05.000")
+	switch e.Kind {
+	case event.KindDecision:
+		verdict := strings.ToUpper(e.Verdict)
+		if e.Errno != "" {
+			verdict += " " + e.Errno
+		}
+		if e.Applied != e.Verdict {
+			verdict += " (audit: " + e.Applied + ")"
+		}
+		fmt.Fprintf(w, "%s%s %-10s %s %s by thread %q (%s): %s [rule %s]\n", indent, ts, verdict, orDash(e.Layer), e.Syscall, e.Thread, orDash(e.HRSC), e.Args, e.Rule)
+		if e.Detail != "" {
+			fmt.Fprintf(w, "%s%12s   why: %s\n", indent, "", e.Detail)
+		}
+	case event.KindFinding:
+		fmt.Fprintf(w, "%s%s %-10s %s %s/%s on %s %s [%s, rule %s]: %s\n", indent, ts, "FINDING", strings.ToUpper(e.Severity), orDash(e.Layer), orDash(e.HRSC), e.Detector, orDash(e.Syscall), e.Source, orDash(e.Rule), e.Detail)
+	case event.KindReaction:
+		fmt.Fprintf(w, "%s%s %-10s %s by rule %s: %s", indent, ts, "REACTION", e.Reaction, e.Rule, e.ReactionOutcome())
+		if e.Detail != "" {
+			fmt.Fprintf(w, " (%s)", e.Detail)
+		}
+		fmt.Fprintln(w)
+		for i, l := range e.Chain {
+			fmt.Fprintf(w, "%s%12s   %d. %s %s %s/%s %s %s by rule %s at %s\n", indent, "", i+1, strings.ToUpper(l.Severity), l.Detector, orDash(l.Layer), orDash(l.HRSC), orDash(l.Syscall), orDash(strconv.Itoa(l.TID)), orDash(l.Rule), l.Time.Format("15:04:05.000"))
+		}
+	default:
+		fmt.Fprintf(w, "%s%s %-10s %s\n", indent, ts, strings.ToUpper(e.Kind), e.Detail)
+	}
 }
 
 func orDash(s string) string {

@@ -19,7 +19,7 @@ var runFlags = []cli.Flag{
 	&cli.StringFlag{Name: "profile", Value: "qemu", Usage: "built-in profile `NAME` or profile FILE (see 'kfv-run profile show')"},
 	&cli.StringFlag{Name: "profile-overlay", Usage: "stack the overlay `FILE` on the profile: rules for what the profile does not know (written by 'kfv-run profile learn'; see docs/profiles.md)"},
 	&cli.StringFlag{Name: "mode", Value: "enforce", Usage: "enforce: apply verdicts; audit: decide and log, but allow everything"},
-	&cli.StringFlag{Name: "events", Value: "", Usage: "write the event stream (JSON lines) to `FILE`, appending; - for stdout (default: stderr)"},
+	&cli.StringFlag{Name: "events", Value: "", Usage: "write the event stream (JSON lines) to `FILE`, appending; - for stdout (default: stderr; at a terminal, one readable line per denial, finding, reaction, warning and error instead)"},
 	&cli.StringFlag{Name: "vm", Value: "", Usage: "VM `NAME` in events (default: QEMU's -name, else \"qemu\")"},
 	&cli.DurationFlag{Name: "checkpoint-every", Usage: "keep a clean checkpoint of the VM, taken every `DURATION`, for the restart_checkpoint reaction (each one pauses the guest briefly; RAM and device state only, not the disks: see docs/profiles.md; default: none)"},
 	&cli.IntFlag{Name: "max-restarts", Value: 3, Usage: "at most `N` restarts ordered by the orchestrator, with backoff"},
@@ -168,6 +168,9 @@ func runAction(c *cli.Context) error {
 func openEvents(dest string) (io.Writer, func() error, error) {
 	switch dest {
 	case "":
+		if isTerminal(int(os.Stderr.Fd())) {
+			return &terminalEvents{w: os.Stderr}, func() error { return nil }, nil
+		}
 		return os.Stderr, func() error { return nil }, nil
 	case "-":
 		return os.Stdout, func() error { return nil }, nil
