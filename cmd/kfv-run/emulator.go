@@ -25,13 +25,57 @@ const emulatorPrefix = "kfv-qemu-"
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // qemuName returns the QEMU binary kfv stands in for when invoked as
-// argv0 ("kfv-qemu-system-x86_64" → "qemu-system-x86_64").
-func qemuName(argv0 string) (string, bool) {
+// argv0: "kfv-qemu-system-x86_64" → "qemu-system-x86_64", or QEMU's own
+// name when kfv was put in QEMU's place (make install-divert:
+// /usr/bin/qemu-system-x86_64, Proxmox's /usr/bin/kvm), which diverted
+// says.
+func qemuName(argv0 string) (name string, diverted, ok bool) {
 	base := filepath.Base(argv0)
-	if !strings.HasPrefix(base, emulatorPrefix) {
-		return "", false
+	switch {
+	case strings.HasPrefix(base, emulatorPrefix):
+		return strings.TrimPrefix(base, "kfv-"), false, true
+	case strings.HasPrefix(base, "qemu-system-"), base == "qemu-kvm", base == "kvm":
+		return base, true, true
 	}
-	return strings.TrimPrefix(base, "kfv-"), true
+	return "", false, false
+}
+
+// divertedSuffix is what dpkg-divert appends to the path of the QEMU
+// binary kfv took the place of (make install-divert).
+const divertedSuffix = ".distrib"
+
+// divertedQEMU is the QEMU binary put aside for kfv when kfv was invoked
+// in its place as argv0: ARGV0.distrib, with argv0 looked up in path when
+// it is a bare name. "" when there is none.
+func divertedQEMU(argv0, path string) string {
+	p := argv0
+	if !strings.Contains(p, "/") {
+		if path == "" {
+			path = defaultPath
+		}
+		p = ""
+		for _, dir := range filepath.SplitList(path) {
+			if c := filepath.Join(dir, argv0); filepath.IsAbs(dir) && fileExists(c) {
+				p = c
+				break
+			}
+		}
+		if p == "" {
+			return ""
+		}
+	}
+	if !filepath.IsAbs(p) {
+		return "" // relative to a working directory the caller chose: never for the emulator
+	}
+	if c := p + divertedSuffix; fileExists(c) {
+		return c
+	}
+	return ""
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // emulatorSetup is what stage 2 sends the supervisor besides QEMU's
@@ -63,14 +107,14 @@ type emulatorSetup struct {
 // emulatorMain is stage 1: invoked under a QEMU name by libvirt (or
 // anyone). Probes go straight to the real QEMU; everything else
 // re-executes kfv with a clean environment (stage 2).
-func emulatorMain(name string) int {
+func emulatorMain(name string, diverted bool) int {
 	args := os.Args[1:]
 	if isProbe(args) {
 		cfg, err := findConfig(os.Getenv)
 		if err != nil {
 			return emulatorFail(125, err)
 		}
-		qemu, code, err := findQEMU(cfg, name, os.Getenv("PATH"))
+		qemu, code, err := findQEMU(cfg, name, diverted, os.Args[0], os.Getenv("PATH"))
 		if err != nil {
 			return emulatorFail(code, err)
 		}
@@ -90,16 +134,16 @@ func emulatorStageMain() int {
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	name, ok := qemuName(argv0)
+	name, diverted, ok := qemuName(argv0)
 	if !ok {
-		return emulatorFail(125, fmt.Errorf("emulator stage started as %q, not as kfv-qemu-*", argv0))
+		return emulatorFail(125, fmt.Errorf("emulator stage started as %q, not as kfv-qemu-* or a QEMU's name", argv0))
 	}
 	getenv := lookupIn(env)
 	cfg, err := findConfig(getenv)
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	qemu, code, err := findQEMU(cfg, name, getenv("PATH"))
+	qemu, code, err := findQEMU(cfg, name, diverted, argv0, getenv("PATH"))
 	if err != nil {
 		return emulatorFail(code, err)
 	}
@@ -196,7 +240,7 @@ func lookupIn(env []string) func(string) string {
 // name in path that is not kfv itself. Itself is told by device and
 // inode, not by name: a link or copy named qemu-system-x86_64 earlier in
 // PATH would otherwise make kfv exec itself forever.
-func findQEMU(cfg *config, name, path string) (string, int, error) {
+func findQEMU(cfg *config, name string, diverted bool, argv0, path string) (string, int, error) {
 	self, err := os.Stat("/proc/self/exe")
 	if err != nil {
 		return "", 125, fmt.Errorf("stat own binary: %w", err)
@@ -212,6 +256,15 @@ func findQEMU(cfg *config, name, path string) (string, int, error) {
 			return "", 126, fmt.Errorf("qemu %s (in %s) is not an executable file", cfg.QEMU, cfg.Source)
 		}
 		return cfg.QEMU, 0, nil
+	}
+	if diverted {
+		// In QEMU's place: the binary put aside for kfv is QEMU.
+		if q := divertedQEMU(argv0, path); q != "" {
+			fi, err := os.Stat(q)
+			if err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 && !os.SameFile(fi, self) {
+				return q, 0, nil
+			}
+		}
 	}
 	if path == "" {
 		path = defaultPath
