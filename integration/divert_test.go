@@ -77,6 +77,31 @@ func TestDivert(t *testing.T) {
 		}
 	}
 
+	// libvirt's capability probe: QMP on a QEMU without a machine.
+	probeQMP := func(bin string) map[string]string {
+		t.Helper()
+		sock := filepath.Join(t.TempDir(), "probe.sock")
+		p := start(t, []string{bin, "-S", "-no-user-config", "-nodefaults", "-display", "none", "-machine", "none,accel=tcg", "-qmp", "unix:" + sock + ",server=on,wait=off"})
+		q := dialQMP(t, sock, 20*time.Second)
+		out := map[string]string{}
+		for _, cmd := range []string{"query-version", "query-machines", "query-cpu-definitions", "query-commands"} {
+			r, err := q.exec(cmd, nil)
+			if err != nil {
+				t.Fatalf("%s %s: %v", bin, cmd, err)
+			}
+			out[cmd] = string(r)
+		}
+		q.exec("quit", nil)
+		p.wait(t, 20*time.Second)
+		return out
+	}
+	want, got := probeQMP(qemu), probeQMP(qemuAt)
+	for cmd := range want {
+		if got[cmd] != want[cmd] {
+			t.Errorf("QMP %s through %s differs from QEMU's:\ngot  %.300s\nwant %.300s", cmd, qemuAt, got[cmd], want[cmd])
+		}
+	}
+
 	img := rawGuest(t, guest.RawOptions{ExitCode: 7})
 	p := start(t, append([]string{qemuAt}, append(guest.RawArgs(img, "tcg"), "-name", "diverted")...))
 	if st := p.wait(t, 60*time.Second); st != guest.RawExitStatus(7) {
