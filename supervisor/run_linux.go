@@ -82,6 +82,9 @@ type Config struct {
 	// ErrLog, when set, receives the text of every error event too: a
 	// detached supervisor's log, since nobody reads its stderr.
 	ErrLog func(string)
+	// Hangup, when set, is what SIGHUP to kfv-run does instead of being
+	// forwarded to QEMU: reopen the event file (logrotate).
+	Hangup func() error
 }
 
 // forwarded are the signals kfv-run passes on to QEMU. SIGURG is the Go
@@ -607,6 +610,14 @@ const gateTimeout = 5 * time.Second
 // in its exit path when one arrives as it shuts down. When QEMU only
 // stops the guest (pausesOnShutdown), kfv keeps its monitor.
 func (s *session) forward(sig syscall.Signal) {
+	if sig == unix.SIGHUP && s.cfg.Hangup != nil {
+		if err := s.cfg.Hangup(); err != nil {
+			s.emitErr(fmt.Errorf("SIGHUP: reopen the event file: %w", err))
+			return
+		}
+		s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "SIGHUP: event file reopened (not forwarded to QEMU)"})
+		return
+	}
 	detail := "forwarded " + unix.SignalName(sig) + " to qemu"
 	if (sig == unix.SIGTERM || sig == unix.SIGINT || sig == unix.SIGHUP) && s.plane != nil && !pausesOnShutdown(s.args) {
 		if !s.plane.monGate.Close(gateTimeout) {

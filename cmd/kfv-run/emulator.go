@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -81,13 +82,16 @@ func fileExists(p string) bool {
 // emulatorSetup is what stage 2 sends the supervisor besides QEMU's
 // command line.
 type emulatorSetup struct {
-	Profile  string `json:"profile"`
-	Overlay  string `json:"overlay,omitempty"`
-	Mode     string `json:"mode"`
-	Landlock string `json:"landlock,omitempty"`
-	Events   string `json:"events"` // the file
-	VM       string `json:"vm"`
-	Config   string `json:"config"` // where the settings came from
+	Profile string `json:"profile"`
+	Overlay string `json:"overlay,omitempty"`
+	// EventsMaxSize and EventsKeep rotate the event file (0: never).
+	EventsMaxSize int64  `json:"events_max_size,omitempty"`
+	EventsKeep    int    `json:"events_keep,omitempty"`
+	Mode          string `json:"mode"`
+	Landlock      string `json:"landlock,omitempty"`
+	Events        string `json:"events"` // the file
+	VM            string `json:"vm"`
+	Config        string `json:"config"` // where the settings came from
 	// MonitorDir is the VM's runtime directory, where QEMU listens for
 	// the monitors the supervisor proxies ("" for none): the supervisor
 	// removes it when it is done.
@@ -155,7 +159,7 @@ func emulatorStageMain() int {
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Overlay: cfg.ProfileOverlay, Mode: cfg.Mode, Landlock: cfg.Landlock, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Overlay: cfg.ProfileOverlay, EventsMaxSize: cfg.eventsMaxSize, EventsKeep: cfg.EventsKeep, Mode: cfg.Mode, Landlock: cfg.Landlock, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
 		ServerSockets: l.ServerSockets, Warnings: l.Warnings})
 	if err != nil {
 		l.Close()
@@ -182,11 +186,26 @@ func emulatorSupervisorMain() int {
 			return nil, nil, fmt.Errorf("%s: %w", st.Config, err)
 		}
 		p := pol.Profile
-		f, err := event.OpenFile(st.Events)
+		f, err := event.OpenRotating(st.Events, st.EventsMaxSize, st.EventsKeep)
 		if err != nil {
 			return nil, nil, fmt.Errorf("event stream (events in %s): %w; the directory must exist and be writable by the user QEMU runs as (uid %d): see docs/libvirt.md", st.Config, err, os.Getuid())
 		}
-		ev := event.NewWriter(f)
+		ev := event.NewWriterOptions(f, event.DefaultOptions)
+		// SIGHUP (logrotate's postrotate) reopens the event file; it
+		// must never end the supervisor, which QEMU's protection rests on.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		hupDone := make(chan struct{})
+		go func() {
+			defer close(hupDone)
+			for range hup {
+				if err := f.Reopen(); err != nil {
+					ev.Emit(&event.Event{Kind: event.KindError, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "SIGHUP: reopen the event file: " + err.Error()})
+					continue
+				}
+				ev.Emit(&event.Event{Kind: event.KindLifecycle, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "SIGHUP: event file reopened"})
+			}
+		}()
 		// Under libvirt QEMU is not kfv's child and runs as another user:
 		// memwatch's scrub needs ptrace over it, which the supervisor
 		// (forked by QEMU's process) has.
@@ -205,6 +224,9 @@ func emulatorSupervisorMain() int {
 			if st.MonitorDir != "" {
 				rmErr = os.RemoveAll(st.MonitorDir)
 			}
+			signal.Stop(hup)
+			close(hup)
+			<-hupDone
 			return errors.Join(ev.Close(), f.Close(), rmErr)
 		}, nil
 	})

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -52,8 +53,14 @@ func renderEvents(w io.Writer, in io.Reader, all bool) error {
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return cli.Exit(fmt.Sprintf("line %d: not an event: %v", line, err), 1)
 		}
-		if e.Kind == event.KindDecision {
+		switch e.Kind {
+		case event.KindDecision:
 			counts[key{e.Layer, e.HRSC, e.Verdict}]++
+			if !all && e.Verdict != "deny" {
+				continue
+			}
+		case event.KindFolded:
+			counts[key{e.Layer, e.HRSC, e.Verdict}] += e.Count
 			if !all && e.Verdict != "deny" {
 				continue
 			}
@@ -107,6 +114,12 @@ func renderEvent(w io.Writer, indent string, e *event.Event) {
 		if e.Detail != "" {
 			fmt.Fprintf(w, "%s%12s   why: %s\n", indent, "", e.Detail)
 		}
+	case event.KindFolded:
+		verdict := strings.ToUpper(e.Verdict)
+		if e.Errno != "" {
+			verdict += " " + e.Errno
+		}
+		fmt.Fprintf(w, "%s%s %-10s %d more: %s %s (%s) [rule %s], %s to %s, not written one by one\n", indent, ts, verdict, e.Count, orDash(e.Layer), e.Syscall, orDash(e.HRSC), e.Rule, clock(e.First), clock(e.Last))
 	case event.KindFinding:
 		fmt.Fprintf(w, "%s%s %-10s %s %s/%s on %s %s [%s, rule %s]: %s\n", indent, ts, "FINDING", strings.ToUpper(e.Severity), orDash(e.Layer), orDash(e.HRSC), e.Detector, orDash(e.Syscall), e.Source, orDash(e.Rule), e.Detail)
 	case event.KindReaction:
@@ -121,6 +134,15 @@ func renderEvent(w io.Writer, indent string, e *event.Event) {
 	default:
 		fmt.Fprintf(w, "%s%s %-10s %s\n", indent, ts, strings.ToUpper(e.Kind), e.Detail)
 	}
+}
+
+// clock shows an RFC 3339 time of a folded line as the timeline does.
+func clock(s string) string {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return orDash(s)
+	}
+	return t.Format("15:04:05.000")
 }
 
 func orDash(s string) string {

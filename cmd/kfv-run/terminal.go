@@ -64,7 +64,7 @@ func (t *terminalEvents) Write(p []byte) (int, error) {
 // shownAtTerminal says which events a person at the terminal sees.
 func shownAtTerminal(e *event.Event) bool {
 	switch e.Kind {
-	case event.KindDecision:
+	case event.KindDecision, event.KindFolded:
 		return e.Verdict == "deny"
 	case event.KindFinding, event.KindReaction, event.KindWarning, event.KindError:
 		return true
