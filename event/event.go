@@ -137,6 +137,9 @@ type Writer struct {
 	folds       map[foldKey]*fold
 	pending     int // distinct decisions with folded ones this second
 	folded      int64
+	written     int64 // events written in full (buffered or out)
+	lost        int64 // events in writes that failed
+	lines       int   // lines in buf
 }
 
 // Options bound what a Writer writes.
@@ -256,12 +259,16 @@ func (wr *Writer) run() {
 func (wr *Writer) flush() bool {
 	wr.mu.Lock()
 	b := wr.buf
-	wr.buf = wr.spare[:0]
+	lines := wr.lines
+	wr.buf, wr.lines = wr.spare[:0], 0
 	closed := wr.closed
 	wr.mu.Unlock()
 	if len(b) > 0 {
 		if _, err := wr.w.Write(b); err != nil {
 			wr.setErr(fmt.Errorf("write events: %w", err))
+			wr.mu.Lock()
+			wr.lost += int64(lines)
+			wr.mu.Unlock()
 		}
 	}
 	wr.mu.Lock()
@@ -310,6 +317,7 @@ func (wr *Writer) foldOut() {
 		e.First, e.Last = f.first.Format(time.RFC3339Nano), f.last.Format(time.RFC3339Nano)
 		e.Args, e.Detail = "", fmt.Sprintf("%d more %s like this one, not written one by one (the last one's fields)", f.count, what)
 		wr.buf = append(e.AppendJSON(wr.buf), '\n')
+		wr.lines++
 		f.count = 0
 	}
 	wr.pending = 0
@@ -357,17 +365,34 @@ func (wr *Writer) Emit(e *Event) {
 		f.full++
 	}
 	wr.buf = append(e.AppendJSON(wr.buf), '\n')
+	wr.written++
+	wr.lines++
 	wr.windowBytes += len(wr.buf) - was
 	if was == 0 || len(wr.buf) >= flushAt {
 		wr.wake()
 	}
 }
 
-// Folded returns how many decisions were folded so far.
+// Folded returns how many events were folded so far.
 func (wr *Writer) Folded() int64 {
 	wr.mu.Lock()
 	defer wr.mu.Unlock()
 	return wr.folded
+}
+
+// Written returns how many events were written in full so far (queued
+// or out).
+func (wr *Writer) Written() int64 {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	return wr.written
+}
+
+// Lost returns how many lines were in writes that failed.
+func (wr *Writer) Lost() int64 {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	return wr.lost
 }
 
 // Err returns the first write error, if any.
