@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 25m
 
 export GO
 
-.PHONY: all build deps test unit integration vet demo guests fuzz clean install bench
+.PHONY: all build deps test unit integration vet demo guests fuzz clean install install-divert uninstall-divert bench
 
 all: build
 
@@ -94,6 +94,30 @@ install: build
 			> $(DESTDIR)$(SYSCONFDIR)/kfv/kfv.toml && \
 		echo "wrote $(DESTDIR)$(SYSCONFDIR)/kfv/kfv.toml (audit mode)"; \
 	fi
+
+# install-divert: kfv in the place of the distribution's QEMU, for the
+# callers that run QEMU by path (libvirt's default emulator, and so
+# OpenStack Nova; Proxmox's /usr/bin/kvm: DIVERT="/usr/bin/qemu-system-x86_64
+# /usr/bin/kvm"). dpkg-divert puts the real binary aside as PATH.distrib,
+# where package upgrades go on installing it, and kfv, called by the
+# original path, runs it from there in the emulator model (docs/libvirt.md).
+# uninstall-divert puts it back. DESTDIR works, with a dpkg database of
+# its own under DESTDIR/var/lib/dpkg.
+DIVERT ?= /usr/bin/qemu-system-x86_64
+DPKG_DIVERT = dpkg-divert --local $(if $(DESTDIR),--root $(DESTDIR) --admindir $(DESTDIR)/var/lib/dpkg)
+
+install-divert: install
+	@for f in $(DIVERT); do \
+		$(DPKG_DIVERT) --divert $$f.distrib --rename --add $$f || exit 1; \
+		ln -sfn "$$(realpath -m --relative-to=$$(dirname $$f) $(BINDIR)/kfv-run)" $(DESTDIR)$$f || exit 1; \
+		echo "$$f: kfv-run, in the emulator model; QEMU itself is $$f.distrib"; \
+	done
+
+uninstall-divert:
+	@for f in $(DIVERT); do \
+		if [ -L $(DESTDIR)$$f ] && [ "$$(basename "$$(readlink $(DESTDIR)$$f)")" = kfv-run ]; then rm -f $(DESTDIR)$$f; fi; \
+		$(DPKG_DIVERT) --rename --remove $$f || exit 1; \
+	done
 
 clean:
 	rm -rf $(BIN)

@@ -54,7 +54,11 @@ func (e *Event) AppendJSON(b []byte) []byte {
 		b = appendField(b, "detail", l.Detail)
 		b = append(b, '}')
 	}
-	return append(b, "]}"...)
+	b = append(b, `],"count":`...)
+	b = strconv.AppendInt(b, int64(e.Count), 10)
+	b = appendField(b, "first", e.First)
+	b = appendField(b, "last", e.Last)
+	return append(b, '}')
 }
 
 func appendTime(b []byte, t time.Time) []byte {

@@ -18,6 +18,13 @@ const (
 	KindLifecycle = "lifecycle" // QEMU started, exited, signal forwarded...
 	KindWarning   = "warning"   // something an operator should know
 	KindError     = "error"     // kfv failed at something
+	// KindFolded stands for Count decisions, or findings of low or
+	// medium severity, identical to it (same VM, layer, resource,
+	// syscall, source, rule, verdict and answer; same detector and
+	// severity) made between First and Last that were not written one by
+	// one: past the writer's budget (Options). Its other fields are the
+	// last one's; a folded finding has a detector.
+	KindFolded = "folded"
 )
 
 // Event is one line of the stream. Every field is always present, so
@@ -62,6 +69,12 @@ type Event struct {
 	// Chain lists, for a reaction, the findings that caused it, oldest
 	// first; empty otherwise.
 	Chain []Link `json:"chain"`
+	// Count, First and Last say, on a folded line, how many decisions it
+	// stands for and when the first and the last of them were made
+	// (RFC 3339); 0 and "" on other lines.
+	Count int    `json:"count"`
+	First string `json:"first"`
+	Last  string `json:"last"`
 }
 
 // Outcomes of a reaction, in Event.Outcome.
@@ -96,13 +109,23 @@ type Link struct {
 
 // Writer writes events as JSON lines. Emit encodes the event in the
 // caller's goroutine and appends it to a buffer; the writer's own goroutine
-// writes the buffer out every FlushEvery (or at once past a size), so the
-// notification loop never waits on the disk and pays no goroutine hand-off
-// per event. Events are never dropped: past a bound, Emit waits for the
-// disk instead. A process killed with SIGKILL loses at most the events of
-// its last FlushEvery; Close writes everything.
+// writes the buffer out FlushEvery after the first event buffered (or at
+// once past a size), so the notification loop never waits on the disk and
+// pays no goroutine hand-off per event, and an idle writer sleeps. Past a
+// bound, Emit waits for the disk rather than drop an event. A process
+// killed with SIGKILL loses at most the events of its last FlushEvery;
+// Close writes everything.
+//
+// Decisions and low and medium findings are bounded (Options): past a
+// budget per second for each distinct one, and past a budget of bytes per
+// second for the whole stream, they are folded into one KindFolded line
+// per distinct one and second, with their count. High and critical
+// findings, reactions, lifecycle steps, warnings and errors are never
+// folded, and the first ones of each kind in a second are always written
+// in full.
 type Writer struct {
-	w io.Writer
+	w    io.Writer
+	opts Options
 
 	mu     sync.Mutex
 	buf    []byte     // encoded, not yet written
@@ -112,6 +135,52 @@ type Writer struct {
 	err    error // first write error
 	kick   chan struct{}
 	done   chan struct{}
+
+	// The current second of the budgets: when it began, the bytes
+	// written in it, and each distinct decision's state.
+	window      time.Time
+	windowBytes int
+	folds       map[foldKey]*fold
+	pending     int // distinct decisions with folded ones this second
+	folded      int64
+	written     int64 // events written in full (buffered or out)
+	lost        int64 // events in writes that failed
+	lines       int   // lines in buf
+}
+
+// Options bound what a Writer writes.
+type Options struct {
+	// PerDecision is how many identical decisions a second are written
+	// in full; 0 writes every one.
+	PerDecision int
+	// BytesPerSecond caps the bytes of decisions written in full in a
+	// second (the rest are folded); 0 sets no cap. Other events always
+	// count, and are always written.
+	BytesPerSecond int
+}
+
+// DefaultOptions are the bounds of kfv-run's event streams: a flood of
+// denied calls writes at most about this much a second, whatever its
+// rate (docs/events.md).
+var DefaultOptions = Options{PerDecision: 200, BytesPerSecond: 1 << 20}
+
+type foldKey struct {
+	kind, vm, layer, hrsc, syscall, source, rule, verdict, applied, detector, severity string
+}
+
+// foldable says which events a budget may fold: decisions, and findings
+// of low and medium severity (a denied call's signature finding, one per
+// call of a flood). High and critical findings, reactions, lifecycle
+// steps, warnings and errors are always written.
+func foldable(e *Event) bool {
+	return e.Kind == KindDecision || e.Kind == KindFinding && (e.Severity == "low" || e.Severity == "medium")
+}
+
+type fold struct {
+	full        int // written in full this second
+	count       int // folded this second
+	first, last time.Time
+	tmpl        Event // the last one folded
 }
 
 // FlushEvery is how long an event may wait in memory before it is written.
@@ -122,23 +191,69 @@ const (
 	maxBuf  = 4 << 20  // Emit waits past this many
 )
 
-// NewWriter starts a writer to w. Close flushes and stops it.
-func NewWriter(w io.Writer) *Writer {
-	wr := &Writer{w: w, kick: make(chan struct{}, 1), done: make(chan struct{})}
+// NewWriter starts a writer to w that writes every event in full. Close
+// flushes and stops it.
+func NewWriter(w io.Writer) *Writer { return NewWriterOptions(w, Options{}) }
+
+// NewWriterOptions starts a writer to w with the bounds of opts.
+func NewWriterOptions(w io.Writer, opts Options) *Writer {
+	wr := &Writer{w: w, opts: opts, kick: make(chan struct{}, 1), done: make(chan struct{}), folds: map[foldKey]*fold{}}
 	wr.room = sync.NewCond(&wr.mu)
 	go wr.run()
 	return wr
 }
 
+func (wr *Writer) wake() {
+	select {
+	case wr.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run writes the buffer FlushEvery after it got its first event, and
+// closes a second of folded decisions once it is over. With nothing
+// buffered and nothing folded it blocks.
 func (wr *Writer) run() {
 	defer close(wr.done)
-	t := time.NewTicker(FlushEvery)
-	defer t.Stop()
+	t := time.NewTimer(time.Hour)
+	t.Stop()
 	for {
-		select {
-		case <-t.C:
-		case <-wr.kick:
+		wr.mu.Lock()
+		var wait time.Duration = -1
+		if len(wr.buf) > 0 || wr.closed {
+			wait = FlushEvery
 		}
+		if wr.pending > 0 {
+			if d := time.Until(wr.window.Add(time.Second)); wait < 0 || d < wait {
+				wait = max(d, 0)
+			}
+		}
+		closed := wr.closed
+		wr.mu.Unlock()
+		switch {
+		case closed:
+		case wait < 0:
+			<-wr.kick
+			continue // something arrived: wait for its batch
+		default:
+			t.Reset(wait)
+			select {
+			case <-t.C:
+			case <-wr.kick:
+				if !t.Stop() {
+					<-t.C
+				}
+				wr.mu.Lock()
+				big := len(wr.buf) >= flushAt || wr.closed
+				wr.mu.Unlock()
+				if !big {
+					continue
+				}
+			}
+		}
+		wr.mu.Lock()
+		wr.roll(time.Now())
+		wr.mu.Unlock()
 		if last := wr.flush(); last {
 			return
 		}
@@ -150,12 +265,16 @@ func (wr *Writer) run() {
 func (wr *Writer) flush() bool {
 	wr.mu.Lock()
 	b := wr.buf
-	wr.buf = wr.spare[:0]
+	lines := wr.lines
+	wr.buf, wr.lines = wr.spare[:0], 0
 	closed := wr.closed
 	wr.mu.Unlock()
 	if len(b) > 0 {
 		if _, err := wr.w.Write(b); err != nil {
 			wr.setErr(fmt.Errorf("write events: %w", err))
+			wr.mu.Lock()
+			wr.lost += int64(lines)
+			wr.mu.Unlock()
 		}
 	}
 	wr.mu.Lock()
@@ -174,6 +293,42 @@ func (wr *Writer) setErr(err error) {
 	}
 }
 
+// roll ends the budgets' second when now is past it: each distinct
+// decision with folded ones gets its folded line. Called with mu held.
+func (wr *Writer) roll(now time.Time) {
+	if now.Sub(wr.window) < time.Second {
+		return
+	}
+	wr.foldOut()
+	wr.window, wr.windowBytes = now, 0
+	clear(wr.folds)
+}
+
+// foldOut appends the folded lines of the current second. Called with mu
+// held.
+func (wr *Writer) foldOut() {
+	if wr.pending == 0 {
+		return
+	}
+	for _, f := range wr.folds {
+		if f.count == 0 {
+			continue
+		}
+		e := f.tmpl
+		what := "decisions"
+		if e.Kind == KindFinding {
+			what = "findings"
+		}
+		e.Kind, e.Count = KindFolded, f.count
+		e.First, e.Last = f.first.Format(time.RFC3339Nano), f.last.Format(time.RFC3339Nano)
+		e.Args, e.Detail = "", fmt.Sprintf("%d more %s like this one, not written one by one (the last one's fields)", f.count, what)
+		wr.buf = append(e.AppendJSON(wr.buf), '\n')
+		wr.lines++
+		f.count = 0
+	}
+	wr.pending = 0
+}
+
 // Emit encodes and queues e. Time is set when zero. Safe for concurrent
 // use.
 func (wr *Writer) Emit(e *Event) {
@@ -188,13 +343,62 @@ func (wr *Writer) Emit(e *Event) {
 	for len(wr.buf) >= maxBuf && !wr.closed {
 		wr.room.Wait() // the disk is behind: wait rather than drop
 	}
-	wr.buf = append(e.AppendJSON(wr.buf), '\n')
-	if len(wr.buf) >= flushAt {
-		select {
-		case wr.kick <- struct{}{}:
-		default:
+	was := len(wr.buf)
+	if foldable(e) && (wr.opts.PerDecision > 0 || wr.opts.BytesPerSecond > 0) {
+		wr.roll(time.Now())
+		k := foldKey{e.Kind, e.VM, e.Layer, e.HRSC, e.Syscall, e.Source, e.Rule, e.Verdict, e.Applied, e.Detector, e.Severity}
+		f := wr.folds[k]
+		if f == nil {
+			f = &fold{}
+			wr.folds[k] = f
 		}
+		overKind := wr.opts.PerDecision > 0 && f.full >= wr.opts.PerDecision
+		overBytes := wr.opts.BytesPerSecond > 0 && wr.windowBytes >= wr.opts.BytesPerSecond
+		if overKind || overBytes {
+			if f.count == 0 {
+				f.first = e.Time
+				wr.pending++
+			}
+			f.count++
+			f.last = e.Time
+			f.tmpl = *e
+			wr.folded++
+			if was == 0 {
+				wr.wake() // the second's end needs the writer awake
+			}
+			return
+		}
+		f.full++
 	}
+	wr.buf = append(e.AppendJSON(wr.buf), '\n')
+	wr.written++
+	wr.lines++
+	wr.windowBytes += len(wr.buf) - was
+	if was == 0 || len(wr.buf) >= flushAt {
+		wr.wake()
+	}
+}
+
+// Folded returns how many events were folded so far.
+func (wr *Writer) Folded() int64 {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	return wr.folded
+}
+
+// Written returns how many events were written in full so far (queued
+// or out).
+func (wr *Writer) Written() int64 {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	return wr.written
+}
+
+// Lost returns how many lines were in writes that failed.
+func (wr *Writer) Lost() int64 {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	return wr.lost
 }
 
 // Err returns the first write error, if any.
@@ -204,17 +408,16 @@ func (wr *Writer) Err() error {
 	return wr.err
 }
 
-// Close writes everything queued and returns the first write error.
-// Emit must not be called after Close.
+// Close writes everything queued, the folded lines of the last second
+// included, and returns the first write error. Emit must not be called
+// after Close.
 func (wr *Writer) Close() error {
 	wr.mu.Lock()
 	wr.closed = true
+	wr.foldOut()
 	wr.room.Broadcast()
 	wr.mu.Unlock()
-	select {
-	case wr.kick <- struct{}{}:
-	default:
-	}
+	wr.wake()
 	<-wr.done
 	// A last Emit may have raced with the final flush.
 	wr.flush()

@@ -1,9 +1,11 @@
 package event
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"sync"
 )
 
 // OpenFile opens path for appending events, creating it with mode 0640
@@ -48,4 +50,98 @@ func endTornLine(f *os.File, path string) error {
 	}
 	_, err = f.Write([]byte{'\n'})
 	return err
+}
+
+// File is an event file that rotates by size and reopens on demand
+// (logrotate's postrotate: SIGHUP to kfv). Past MaxBytes, PATH becomes
+// PATH.1, PATH.1 becomes PATH.2 and so on, PATH.Keep is removed, and a new
+// PATH is made; rotation happens between two writes, and a write is never
+// split, so every line stays whole. Safe for concurrent use.
+type File struct {
+	path     string
+	maxBytes int64 // 0: never rotate
+	keep     int   // rotated files kept, at least 1 when rotating
+
+	mu   sync.Mutex
+	f    *os.File
+	size int64
+}
+
+// OpenRotating opens path as OpenFile does, rotating past maxBytes
+// (0: never) and keeping keep rotated files.
+func OpenRotating(path string, maxBytes int64, keep int) (*File, error) {
+	f, err := OpenFile(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if maxBytes > 0 && keep < 1 {
+		keep = 1
+	}
+	return &File{path: path, maxBytes: maxBytes, keep: keep, f: f, size: st.Size()}, nil
+}
+
+// Write implements io.Writer.
+func (r *File) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.maxBytes > 0 && r.size > 0 && r.size+int64(len(p)) > r.maxBytes {
+		if err := r.rotate(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := r.f.Write(p)
+	r.size += int64(n)
+	return n, err
+}
+
+func (r *File) rotate() error {
+	if err := r.f.Close(); err != nil {
+		return fmt.Errorf("rotate %s: %w", r.path, err)
+	}
+	os.Remove(fmt.Sprintf("%s.%d", r.path, r.keep))
+	for i := r.keep - 1; i >= 1; i-- {
+		os.Rename(fmt.Sprintf("%s.%d", r.path, i), fmt.Sprintf("%s.%d", r.path, i+1))
+	}
+	if err := os.Rename(r.path, r.path+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("rotate %s: %w", r.path, err)
+	}
+	return r.open()
+}
+
+func (r *File) open() error {
+	f, err := OpenFile(r.path)
+	if err != nil {
+		return fmt.Errorf("reopen events: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	r.f, r.size = f, st.Size()
+	return nil
+}
+
+// Reopen closes the file and opens its path again: after logrotate moved
+// it, events go to the new file.
+func (r *File) Reopen() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.f
+	if err := r.open(); err != nil {
+		return err
+	}
+	return old.Close()
+}
+
+// Close closes the file.
+func (r *File) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.f.Close()
 }

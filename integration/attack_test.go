@@ -74,6 +74,9 @@ type attack struct {
 	// Landlock wall) with a profile that lets the payload's calls
 	// through.
 	kfvFlags func(t *testing.T, r *attackRun, wall bool) []string
+	// audit runs the kfv case in audit mode: the payload must take
+	// effect as bare (audit changes nothing), and check gets the events.
+	audit bool
 }
 
 // effectFunc observes a payload's effect from outside the payload's
@@ -457,6 +460,8 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 		env = append(env, "KFV_CONFIG="+cfg)
 	case c.kfvFlags != nil:
 		argv = kfvArgs(events, c.kfvFlags(t, r, kfv), qemu, qargs...)
+	case kfv && c.audit:
+		argv = kfvArgs(events, []string{"--mode", "audit", "--profile", "qemu"}, qemu, qargs...)
 	case kfv:
 		argv = kfvArgs(events, []string{"--mode", "enforce", "--profile", "qemu"}, qemu, qargs...)
 	}
@@ -519,6 +524,16 @@ func runAttack(t *testing.T, qemu string, c attack, kfv bool) {
 		return
 	}
 
+	if c.audit {
+		if seen != want {
+			t.Errorf("audit mode: the payload's effect is missing (%s): audit mode must change nothing", what)
+		}
+		quitAttack(t, r, sock)
+		if c.check != nil {
+			c.check(t, r, readEvents(t, events))
+		}
+		return
+	}
 	if seen != 0 {
 		t.Errorf("under kfv-run the payload took effect: %s", what)
 	}

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -350,8 +351,15 @@ var reachAttacks = []reachAttack{
 				n := startNeighbor(t)
 				return strconv.Itoa(n.cmd.Process.Pid), neighborGone(n)
 			}
+			// The manager stays connected to its monitor, as libvirt
+			// does: the supervisor is the client of the private socket
+			// QEMU serves it on.
+			// QEMU serves one client at a time: the hold ends before
+			// the test quits QEMU over the same monitor.
+			release := holdMonitor(t, filepath.Join(r.dir, "qmp.sock"))
 			return "peer", func() (int, int, string) {
 				time.Sleep(200 * time.Millisecond)
+				release()
 				gone := !running(r.spid)
 				return one(gone, fmt.Sprintf("supervisor %d gone=%t", r.spid, gone))
 			}
@@ -362,6 +370,36 @@ var reachAttacks = []reachAttack{
 			}
 		},
 	}},
+}
+
+// holdMonitor connects to the QMP monitor at sock once it is there and
+// stays connected until the returned function (or the test's end)
+// releases it.
+func holdMonitor(t *testing.T, sock string) (release func()) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := net.Dial("unix", sock)
+			if err == nil {
+				<-stop
+				c.Close()
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	release = sync.OnceFunc(func() {
+		close(stop)
+		<-done
+	})
+	t.Cleanup(release)
+	return release
 }
 
 // TestReachAttack runs the reach payloads, bare and under kfv, each from

@@ -79,6 +79,7 @@ import (
 // otherwise be a silently ignored rule.
 var (
 	topKeys      = []string{"correlate", "defaults", "description", "detector", "ho", "hrsc", "interface", "name", "rule", "syscall"}
+	overlayKeys  = []string{"description", "extends", "name", "rule"}
 	defaultsKeys = []string{"action", "errno", "landlock", "verdict", "verdict_errno"}
 	syscallKeys  = []string{"action", "args", "errno", "name", "names", "reason", "severity", "silent"}
 	argKeys      = []string{"index", "mask", "op", "value", "values", "wide"}
@@ -334,6 +335,9 @@ func (d *decoder) profile(tree map[string]any) *Profile {
 		DefaultAction:       ActInspect,
 		DefaultVerdict:      VerdictDeny,
 		DefaultVerdictErrno: defaultErrno,
+	}
+	if ext, ok := d.str(tree, "", "extends"); ok {
+		return d.overlay(tree, ext)
 	}
 	d.checkKeys(tree, "", "", topKeys)
 	name, ok := d.str(tree, "", "name")

@@ -197,6 +197,11 @@ type Profile struct {
 	Description string
 	// Source is the file the profile came from, or "builtin:NAME".
 	Source string
+	// Extends is, for an overlay (overlay.go), the Source of the profile
+	// it stacks on, and ExtendsPos where the overlay says so; "" for a
+	// profile of its own.
+	Extends    string
+	ExtendsPos Pos
 
 	// DefaultAction is what the kernel does with a syscall no SyscallRule
 	// matches; DefaultErrno goes with ActDeny.

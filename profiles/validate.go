@@ -25,6 +25,12 @@ type syscallState struct {
 }
 
 func (d *decoder) validate(p *Profile) {
+	d.validateRules(p, d.validateSyscalls(p))
+}
+
+// validateSyscalls checks the kernel filter's tables and returns what
+// the filter does with each syscall.
+func (d *decoder) validateSyscalls(p *Profile) func(string) *syscallState {
 	states := map[string]*syscallState{}
 	get := func(name string) *syscallState {
 		s := states[name]
@@ -112,6 +118,12 @@ func (d *decoder) validate(p *Profile) {
 	if p.DefaultVerdict == VerdictAllow {
 		d.warnf(d.loc.val("defaults.verdict"), `defaults.verdict = "allow" lets every inspected call no [[rule]] matches proceed`)
 	}
+	return state
+}
+
+// validateRules checks the verdict rules against what the kernel filter
+// does (state).
+func (d *decoder) validateRules(p *Profile, state func(string) *syscallState) {
 	for i := range p.Rules {
 		r := &p.Rules[i]
 		path := d.rulePaths[i]

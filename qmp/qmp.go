@@ -146,10 +146,25 @@ func DialGated(ctx context.Context, path string, timeout time.Duration, gate *Ga
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	c := &Client{conn: conn.(*net.UnixConn), pending: map[string]chan response{}, events: make(chan Event, eventQueue), done: make(chan struct{}), gate: gate}
+	return NewClient(ctx, conn.(*net.UnixConn), timeout, gate)
+}
+
+// NewClient speaks QMP over a connection already made (kfv's end of a
+// socket pair whose other end QEMU got as a chardev): it reads the
+// greeting, waiting at most timeout (0: until it comes, the connection
+// ends or ctx is done), and negotiates capabilities. Commands, capability
+// negotiation included, pass gate (nil: none). The client owns conn.
+func NewClient(ctx context.Context, conn *net.UnixConn, timeout time.Duration, gate *Gate) (*Client, error) {
+	c := &Client{conn: conn, pending: map[string]chan response{}, events: make(chan Event, eventQueue), done: make(chan struct{}), gate: gate}
 	rd := bufio.NewReaderSize(c.conn, 64<<10)
-	c.conn.SetReadDeadline(time.Now().Add(timeout))
+	if timeout > 0 {
+		c.conn.SetReadDeadline(time.Now().Add(timeout))
+	}
+	stop := context.AfterFunc(ctx, func() { c.conn.SetReadDeadline(time.Unix(1, 0)) })
 	line, err := rd.ReadBytes('\n')
+	if !stop() && err != nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		c.conn.Close()
 		return nil, fmt.Errorf("read QMP greeting: %w", err)

@@ -48,14 +48,17 @@ const (
 )
 
 // The supervisor's fds: its request, its status report to stage 2, a
-// pidfd of stage 2 (which becomes QEMU), and from supervisorMonitorFD on
-// the listening sockets of the VM's monitors, one per
-// EmulatorRequest.Monitors entry.
+// pidfd of stage 2 (which becomes QEMU), kfv's end of its private
+// monitor, the lock of the VM's runtime directory (/dev/null for none of
+// either), and from supervisorMonitorFD on the listening sockets of the
+// VM's monitors, one per EmulatorRequest.Monitors entry.
 const (
 	supervisorReqFD     = 3
 	supervisorStatusFD  = 4
 	supervisorPidFD     = 5
-	supervisorMonitorFD = 6
+	supervisorPrivateFD = 6
+	supervisorDirLockFD = 7
+	supervisorMonitorFD = 8
 )
 
 // supervisorReadyTimeout bounds stage 2's wait for the supervisor to
@@ -156,6 +159,11 @@ type EmulatorRequest struct {
 	// caller; the listening socket of Monitors[i] is its fd
 	// supervisorMonitorFD+i.
 	Monitors []qmpproxy.Monitor `json:"monitors,omitempty"`
+	// Private says the supervisor's fd supervisorPrivateFD is kfv's end
+	// of its private monitor; DirLocked that supervisorDirLockFD holds
+	// the lock of the VM's runtime directory.
+	Private   bool `json:"private,omitempty"`
+	DirLocked bool `json:"dir_locked,omitempty"`
 }
 
 // emulatorStatus is the supervisor's answer to stage 2: the filter to
@@ -175,10 +183,11 @@ type Emulation struct {
 	Argv  []string // QEMU's argv, argv[0] included, as the caller gave it
 	Env   []string // QEMU's environment, as the caller gave it
 	Setup json.RawMessage
-	// Monitors are the caller's QMP monitors, taken over by
-	// ProxyMonitors (Argv is already rewritten): the supervisor serves
-	// them, and Emulate closes stage 2's copies before QEMU runs.
-	Monitors []MonitorProxy
+	// Launch is what kfv added to the line (Argv has it already): the
+	// supervisor gets kfv's end of the private monitor, the caller's QMP
+	// monitors it serves and the VM's runtime directory, and Emulate
+	// closes stage 2's copies before QEMU runs.
+	Launch *Launch
 }
 
 // Emulate is stage 2: it starts the supervisor detached, waits for the
@@ -198,7 +207,8 @@ func Emulate(e *Emulation) *LaunchError {
 			f.Close()
 		}
 	}()
-	for _, m := range e.Monitors {
+	l := e.Launch
+	for _, m := range l.Monitors {
 		f, err := listenerFile(m.Listener)
 		if err != nil {
 			return launchErr(exitLaunch, "monitor %s: %w", m.Monitor.Option, err)
@@ -206,14 +216,22 @@ func Emulate(e *Emulation) *LaunchError {
 		monFiles = append(monFiles, f)
 		r.Monitors = append(r.Monitors, m.Monitor)
 	}
+	r.Private, r.DirLocked = l.kfvEnd != nil, l.lock != nil
 	req, err := json.Marshal(r)
 	if err != nil {
 		return launchErr(exitLaunch, "encode supervisor request: %w", err)
 	}
-	spid, status, lerr := startSupervisor(req, monFiles)
+	spid, status, lerr := startSupervisor(req, l.kfvEnd, l.lock, monFiles)
 	// The supervisor has its copies (or failed): QEMU must hold none of
-	// the manager's monitor sockets.
-	if err := closeMonitors(e.Monitors, monFiles); err != nil && lerr == nil {
+	// the manager's monitor sockets, nor kfv's end of its own.
+	err = closeMonitors(l.Monitors, monFiles)
+	for _, f := range []*os.File{l.kfvEnd, l.lock} {
+		if f != nil {
+			err = errors.Join(err, f.Close())
+		}
+	}
+	l.kfvEnd, l.lock = nil, nil
+	if err != nil && lerr == nil {
 		lerr = launchErr(exitLaunch, "%w", err)
 	}
 	monFiles = nil
@@ -246,6 +264,13 @@ func Emulate(e *Emulation) *LaunchError {
 		// precondition: a locked thread).
 		if err := st.Landlock.restrict(); err != nil {
 			return launchErr(exitLaunch, "%w", err)
+		}
+	}
+	if l.qemuEnd != nil {
+		// QEMU's end of kfv's private monitor stays open across the
+		// exec, at the number its command line names.
+		if _, err := unix.FcntlInt(l.qemuEnd.Fd(), unix.F_SETFD, 0); err != nil {
+			return launchErr(exitLaunch, "kfv's private monitor: %w", os.NewSyscallError("fcntl", err))
 		}
 	}
 	err = seccompnotify.LoadAndExec(&seccompnotify.ExecSpec{Path: e.QEMU, Argv: e.Argv, Env: e.Env, Prog: prog})
@@ -288,7 +313,9 @@ func closeMonitors(ms []MonitorProxy, files []*os.File) error {
 }
 
 // startSupervisor starts the supervisor detached and returns its pid and
-// its status report. monitors become its fds from supervisorMonitorFD on.
+// its status report. private (kfv's end of its monitor) and dirLock, when
+// not nil, become its fds supervisorPrivateFD and supervisorDirLockFD,
+// monitors its fds from supervisorMonitorFD on.
 //
 // Detached: CLONE_PARENT makes it a sibling of this process rather than a
 // child of QEMU (QEMU reaps no children it does not know), setsid puts it
@@ -297,7 +324,7 @@ func closeMonitors(ms []MonitorProxy, files []*os.File) error {
 // caller's pipes (libvirt's log pipe) open. The caller's other fds are
 // marked close-on-exec around the fork, because Go's ForkExec leaves
 // unlisted fds alone, and restored before QEMU can need them.
-func startSupervisor(req []byte, monitors []*os.File) (int, []byte, *LaunchError) {
+func startSupervisor(req []byte, private, dirLock *os.File, monitors []*os.File) (int, []byte, *LaunchError) {
 	reqR, reqW, err := os.Pipe()
 	if err != nil {
 		return 0, nil, launchErr(exitLaunch, "create supervisor pipe: %w", err)
@@ -326,7 +353,13 @@ func startSupervisor(req []byte, monitors []*os.File) (int, []byte, *LaunchError
 	restore, err := cloexecInherited()
 	var spid int
 	if err == nil {
-		files := []uintptr{null.Fd(), null.Fd(), null.Fd(), reqR.Fd(), stW.Fd(), pidfd.Fd()}
+		files := []uintptr{null.Fd(), null.Fd(), null.Fd(), reqR.Fd(), stW.Fd(), pidfd.Fd(), null.Fd(), null.Fd()}
+		if private != nil {
+			files[supervisorPrivateFD] = private.Fd()
+		}
+		if dirLock != nil {
+			files[supervisorDirLockFD] = dirLock.Fd()
+		}
 		for _, f := range monitors {
 			files = append(files, f.Fd())
 		}
@@ -447,6 +480,15 @@ func EmulatorSupervisorMain(setup func(*EmulatorRequest) (*Config, func() error,
 	}
 	pidfd := os.NewFile(supervisorPidFD, "pidfd")
 	defer pidfd.Close()
+	private := os.NewFile(supervisorPrivateFD, "kfv-monitor")
+	if !req.Private {
+		private.Close()
+		private = nil
+	}
+	// The VM's runtime directory stays locked until this process ends
+	// (closeCfg removes it first).
+	dirLock := os.NewFile(supervisorDirLockFD, "kfv-vm-dir")
+	defer dirLock.Close()
 	cfg, closeCfg, err := setup(&req)
 	if err != nil {
 		var le *LaunchError
@@ -455,6 +497,7 @@ func EmulatorSupervisorMain(setup func(*EmulatorRequest) (*Config, func() error,
 		}
 		return fail(exitLaunch, err)
 	}
+	cfg.MonitorConn = private
 	code := superviseEmulated(cfg, &req, pidfd, status, fail)
 	if err := closeCfg(); err != nil && code == 0 {
 		code = exitLaunch
@@ -496,6 +539,7 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 	if lerr != nil {
 		return fail(lerr.Code, lerr)
 	}
+	s.plane.monConn = cfg.MonitorConn
 	s.qemuPath, s.proc.pid, s.proc.pidfd = req.QEMU, req.PID, pidfd
 	s.proc.started, s.proc.startedFD = req.PID, pidfd
 	defer s.proc.closeAll()

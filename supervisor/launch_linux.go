@@ -25,8 +25,10 @@ type Launch struct {
 	IsQEMU bool
 	// Args are QEMU's arguments as it will get them.
 	Args []string
-	// Monitor is kfv's private QMP socket, "" when none was added.
-	Monitor string
+	// MonitorFD is the fd that QEMU's end of kfv's private QMP monitor,
+	// a connected socket (withMonitor), has in QEMU; 0 when none was
+	// added.
+	MonitorFD int
 	// HeldStart says kfv added -S: the guest starts once kfv's monitor
 	// answers (withHeldStart).
 	HeldStart bool
@@ -40,36 +42,64 @@ type Launch struct {
 	// Warnings are for the operator: monitors kfv does not proxy.
 	Warnings []string
 
-	dir string // the private monitor's directory
+	// dir is the VM's directory under kfv's runtime directory, where
+	// QEMU listens for the monitors kfv proxies ("" for none), and lock
+	// its lock (rundir_linux.go).
+	dir  string
+	lock *os.File
+	// kfvEnd and qemuEnd are the private monitor's socket pair, made
+	// here for a QEMU that runs in this very process (the emulator
+	// model); the standalone model makes one per QEMU it starts.
+	kfvEnd, qemuEnd *os.File
 }
 
 // NewLaunch prepares QEMU's command line argv0 args (argv0 tells whether
-// the program is QEMU). Close releases what it made when QEMU is gone
-// (or, in the emulator model, once the supervisor has its copies).
-func NewLaunch(argv0 string, args []string) (*Launch, error) {
+// the program is QEMU). inPlace says this process becomes QEMU (the
+// emulator model); otherwise QEMU is started as its child. Close releases
+// what it made when QEMU is gone (or, in the emulator model, once the
+// supervisor has its copies).
+func NewLaunch(argv0 string, args []string, inPlace bool) (*Launch, error) {
 	l := &Launch{IsQEMU: isQEMU(argv0), Args: args}
 	if l.IsQEMU {
-		dir, sock, err := privateMonitor()
+		dir, err := vmDirName()
 		if err != nil {
 			return nil, err
 		}
-		l.dir, l.Monitor = dir, sock
 		l.Args, l.Monitors, l.HideFDs, l.Warnings, err = proxyMonitors(args, dir)
 		if err != nil {
-			os.RemoveAll(dir)
 			return nil, fmt.Errorf("QEMU's monitors: %w", err)
 		}
-		l.Args, l.HeldStart = withHeldStart(withDebugThreads(withMonitor(l.Args, sock)))
+		if len(l.Monitors) > 0 {
+			// QEMU listens in dir for the monitors kfv proxies.
+			if l.lock, err = makeVMDir(dir); err != nil {
+				l.Close()
+				return nil, err
+			}
+			l.dir = dir
+		}
+		if inPlace {
+			if l.kfvEnd, l.qemuEnd, err = monitorPair(); err != nil {
+				l.Close()
+				return nil, err
+			}
+			l.MonitorFD = int(l.qemuEnd.Fd())
+		} else {
+			// The loader gets QEMU's end as its first fd after the
+			// inherited ones (session.start).
+			_, l.MonitorFD = childFiles(without(inheritedFDs, l.HideFDs))
+		}
+		l.Args, l.HeldStart = withHeldStart(withDebugThreads(withMonitor(l.Args, l.MonitorFD)))
 	}
 	l.ServerSockets = listeningUnixPaths(without(inheritedFDs, l.HideFDs))
 	return l, nil
 }
 
-// MonitorDir is the private monitor's directory ("" for none).
+// MonitorDir is the VM's directory under kfv's runtime directory ("" for
+// none): the private sockets of the monitors kfv proxies.
 func (l *Launch) MonitorDir() string { return l.dir }
 
-// Close closes the monitor listeners kfv still holds and removes the
-// private monitor's directory.
+// Close closes the monitor listeners kfv still holds and the private
+// monitor's sockets, and removes the VM's runtime directory.
 func (l *Launch) Close() error {
 	var errs []error
 	for _, m := range l.Monitors {
@@ -77,8 +107,16 @@ func (l *Launch) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	for _, f := range []*os.File{l.kfvEnd, l.qemuEnd} {
+		if f != nil {
+			f.Close()
+		}
+	}
 	if l.dir != "" {
 		errs = append(errs, os.RemoveAll(l.dir))
+	}
+	if l.lock != nil {
+		l.lock.Close()
 	}
 	return errors.Join(errs...)
 }
@@ -96,7 +134,8 @@ type Policy struct {
 	Daemonize bool
 }
 
-// NewPolicy resolves a profile (a built-in name or a file) for one
+// NewPolicy resolves a profile (a built-in name or a file, with the
+// overlay file stacked on it when overlay is not "") for one
 // command line (qemu: the QEMU system emulator's binary, as named on the
 // command line or found by the emulator, "" when the program is not QEMU;
 // args as QEMU gets them) in QEMU's environment and working directory:
@@ -104,9 +143,12 @@ type Policy struct {
 // policy), for the installation of that QEMU when it is not the system's,
 // the server sockets it inherits, and the engine that applies them, which
 // also admits what a manager hands QEMU at run time.
-func NewPolicy(profile string, qemu string, args, env []string, cwd string, serverSockets []string) (*Policy, error) {
-	p, err := profiles.Resolve(profile)
+func NewPolicy(profile, overlay string, qemu string, args, env []string, cwd string, serverSockets []string) (*Policy, error) {
+	p, err := profiles.ResolveWithOverlay(profile, overlay)
 	if err != nil {
+		if overlay != "" {
+			return nil, fmt.Errorf("profile %s with overlay %s:\n%w", profile, overlay, err)
+		}
 		return nil, fmt.Errorf("profile %s:\n%w", profile, err)
 	}
 	if qemu != "" {

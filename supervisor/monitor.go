@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // What kfv adds to QEMU's command line (QEMU sees its arguments "plus what
@@ -39,24 +41,28 @@ func withDebugThreads(args []string) []string {
 	return append(out, "-name", "debug-threads=on")
 }
 
-// privateMonitor makes a directory only this user can enter (0700) for
-// kfv's own QMP socket and returns the socket's path. The caller removes
-// the directory when QEMU is gone.
-func privateMonitor() (dir, sock string, err error) {
-	dir, err = os.MkdirTemp("", "kfv-")
-	if err != nil {
-		return "", "", fmt.Errorf("make kfv's private monitor directory: %w", err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		os.RemoveAll(dir)
-		return "", "", fmt.Errorf("make kfv's private monitor directory: %w", err)
-	}
-	return dir, filepath.Join(dir, "qmp.sock"), nil
+// monitorChardev is the chardev id of kfv's private monitor in QEMU.
+const monitorChardev = "kfv-monitor"
+
+// withMonitor adds kfv's private QMP monitor to QEMU's arguments: a
+// chardev over a connected socket QEMU inherits as fd, one end of a
+// socket pair whose other end kfv keeps (monitorPair). No path: nothing
+// is left behind whatever ends kfv, and no other process can find the
+// monitor.
+func withMonitor(args []string, fd int) []string {
+	return append(append([]string(nil), args...),
+		"-chardev", fmt.Sprintf("socket,id=%s,fd=%d,server=off", monitorChardev, fd),
+		"-mon", "chardev="+monitorChardev+",mode=control")
 }
 
-// withMonitor adds kfv's private QMP monitor at sock to QEMU's arguments.
-func withMonitor(args []string, sock string) []string {
-	return append(append([]string(nil), args...), "-qmp", "unix:"+sock+",server=on,wait=off")
+// monitorPair makes the socket pair of kfv's private monitor: kfv's end
+// and QEMU's, both close-on-exec (QEMU's end is handed over on purpose).
+func monitorPair() (kfv, qemu *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kfv's private monitor: %w", os.NewSyscallError("socketpair", err))
+	}
+	return os.NewFile(uintptr(fds[0]), "kfv-monitor"), os.NewFile(uintptr(fds[1]), "kfv-monitor-qemu"), nil
 }
 
 // withHeldStart makes QEMU wait, with its guest stopped, until kfv's

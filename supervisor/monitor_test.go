@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestWithDebugThreads(t *testing.T) {
@@ -28,18 +30,30 @@ func TestWithIncomingDefer(t *testing.T) {
 	}
 }
 
-func TestPrivateMonitor(t *testing.T) {
-	dir, sock, err := privateMonitor()
+func TestWithMonitor(t *testing.T) {
+	got := withMonitor([]string{"-m", "1"}, 7)
+	want := []string{"-m", "1", "-chardev", "socket,id=kfv-monitor,fd=7,server=off", "-mon", "chardev=kfv-monitor,mode=control"}
+	if !slices.Equal(got, want) {
+		t.Errorf("withMonitor = %q, want %q", got, want)
+	}
+	kfv, qemu, err := monitorPair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
-	fi, err := os.Stat(dir)
-	if err != nil || fi.Mode().Perm() != 0o700 {
-		t.Errorf("private dir mode %v, %v; want 0700", fi.Mode(), err)
+	defer kfv.Close()
+	defer qemu.Close()
+	for _, f := range []*os.File{kfv, qemu} {
+		fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFD, 0)
+		if err != nil || fl&unix.FD_CLOEXEC == 0 {
+			t.Errorf("%s: fd flags %#x, %v: want close-on-exec until handed over", f.Name(), fl, err)
+		}
 	}
-	if got := withMonitor([]string{"-m", "1"}, sock); got[len(got)-1] != "unix:"+sock+",server=on,wait=off" {
-		t.Errorf("WithMonitor = %q", got)
+	if _, err := qemu.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	if _, err := kfv.Read(b); err != nil || b[0] != 'x' {
+		t.Errorf("the pair's ends are not connected: %q, %v", b, err)
 	}
 }
 

@@ -8,8 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,7 +80,7 @@ type plane struct {
 	injected *injected
 	gate     *seccompnotify.Gate // set before run starts
 	// restoreFrom is a checkpoint this launch restores (-incoming defer).
-	restoreFrom string
+	restoreFrom *os.File
 	// accel is QEMU's accelerator as connect asked it of a held guest
 	// ("" when not asked).
 	accel string
@@ -94,8 +94,11 @@ type plane struct {
 
 	dropped atomic.Int64 // findings that could not be queued
 
-	monMu sync.Mutex
-	mon   *qmp.Client
+	// monConn is kfv's end of the private monitor's socket pair, set
+	// before run starts (nil: no monitor); connect hands it to mon.
+	monConn *os.File
+	monMu   sync.Mutex
+	mon     *qmp.Client
 	// monReady is closed when connect is over, connected or not: a
 	// reaction ordered while QEMU is still starting (a payload at
 	// start-up) waits for the monitor instead of failing.
@@ -113,7 +116,7 @@ type plane struct {
 	netCut atomic.Bool
 
 	ckptMu sync.Mutex
-	ckpt   string // path of the latest clean checkpoint, "" if none
+	ckpt   *os.File // the latest clean checkpoint, an unnamed file; nil if none
 
 	memMu sync.Mutex
 	mem   *memwatch.Watcher // nil until the baseline is taken
@@ -298,8 +301,7 @@ func (p *plane) emitFinding(f orch.Finding) {
 func (p *plane) connect() {
 	ready := sync.OnceFunc(func() { close(p.monReady) })
 	defer ready()
-	sock := p.cfg.Monitor
-	if sock == "" {
+	if p.monConn == nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -310,40 +312,29 @@ func (p *plane) connect() {
 		}
 		cancel()
 	}()
-	var c *qmp.Client
-	for reported := false; ; {
-		var err error
-		c, err = qmp.DialGated(ctx, sock, monitorTimeout, p.monGate)
-		if err == nil {
-			break
-		}
+	conn, err := net.FileConn(p.monConn)
+	p.monConn.Close()
+	if err != nil {
+		p.em.emitErr(fmt.Errorf("kfv's private monitor: %w", err))
+		return
+	}
+	// QEMU greets once its monitor runs, which a QEMU preallocating a
+	// large memory may do late; a held guest waits for it. The greeting
+	// is awaited as long as QEMU lives: its exit closes its end.
+	c, err := qmp.NewClient(ctx, conn.(*net.UnixConn), 0, p.monGate)
+	if err != nil {
 		// A QEMU that ends at once (it rejects its command line)
 		// closes the monitor under the handshake: not an error.
-		if ctx.Err() != nil || p.proc.gone(exitGrace) {
-			return
-		}
-		if !p.cfg.HeldStart {
+		if ctx.Err() == nil && !p.proc.gone(exitGrace) {
 			p.em.emitErr(fmt.Errorf("kfv's private monitor: %w", err))
-			return
 		}
-		// A held guest waits for the monitor (a QEMU still
-		// preallocating a large memory may greet late): kfv tries
-		// again as long as QEMU lives, and says so once.
-		if !reported {
-			p.em.emitErr(fmt.Errorf("kfv's private monitor: %w; the guest stays held (-S) until the monitor answers", err))
-			reported = true
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
+		return
 	}
 	p.monMu.Lock()
 	p.mon = c
 	p.monMu.Unlock()
 	ready()
-	if p.cfg.HeldStart && p.restoreFrom == "" {
+	if p.cfg.HeldStart && p.restoreFrom == nil {
 		// What kfv asks QEMU at start-up is asked while the guest is
 		// held (withHeldStart), then the guest runs.
 		p.accel = queryAccel(ctx, c)
@@ -353,7 +344,7 @@ func (p *plane) connect() {
 			}
 		}
 	}
-	if p.restoreFrom != "" {
+	if p.restoreFrom != nil {
 		if err := p.restore(ctx, c, p.restoreFrom); err != nil {
 			p.em.emitErr(fmt.Errorf("restore checkpoint: %w", err))
 		} else {
@@ -796,9 +787,13 @@ func (p *plane) checkpoint() {
 	if err != nil || st.Status != "running" {
 		return // only a running VM is a clean checkpoint
 	}
-	path := filepath.Join(filepath.Dir(p.cfg.Monitor), fmt.Sprintf("checkpoint-%d", time.Now().UnixNano()))
+	f, err := checkpointFile()
+	if err != nil {
+		p.em.emitErr(fmt.Errorf("checkpoint: %w", err))
+		return
+	}
 	before := p.findings.Load()
-	err = p.migrateTo(ctx, c, path)
+	err = p.migrateTo(ctx, c, f)
 	if err == nil && p.findings.Load() != before {
 		// A finding arrived while the state was being saved: the saved
 		// state may hold the attack. Keep the previous checkpoint.
@@ -808,26 +803,48 @@ func (p *plane) checkpoint() {
 		err = fmt.Errorf("resume after the checkpoint: %w", cerr)
 	}
 	if err != nil {
-		os.Remove(path)
+		f.Close()
 		p.em.emitErr(fmt.Errorf("checkpoint: %w", err))
 		return
 	}
 	p.ckptMu.Lock()
 	old := p.ckpt
-	p.ckpt = path
+	p.ckpt = f
 	p.ckptMu.Unlock()
-	if old != "" {
-		os.Remove(old)
+	if old != nil {
+		old.Close()
 	}
 	p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "checkpoint saved"})
 }
 
-func (p *plane) migrateTo(ctx context.Context, c *qmp.Client, path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
+// checkpointFile makes the file a checkpoint is saved to: unnamed
+// (O_TMPFILE) in the temporary directory, so that nothing is left
+// whatever ends kfv, and only kfv can reach it. A file system without
+// O_TMPFILE gets a named file, removed at once.
+func checkpointFile() (*os.File, error) {
+	dir := os.TempDir()
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), "kfv-checkpoint"), nil
 	}
-	defer f.Close()
+	f, err := os.CreateTemp(dir, "kfv-checkpoint-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// reopenCheckpoint opens a checkpoint again for reading from its start:
+// QEMU shares the file offset of any copy it is handed.
+func reopenCheckpoint(f *os.File) (*os.File, error) {
+	return os.Open("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+}
+
+func (p *plane) migrateTo(ctx context.Context, c *qmp.Client, f *os.File) error {
 	if err := c.SendFD(ctx, "kfv-checkpoint", f); err != nil {
 		return err
 	}
@@ -865,7 +882,9 @@ func waitMigration(ctx context.Context, c *qmp.Client, cmd string) error {
 	}
 }
 
-func (p *plane) latestCheckpoint() string {
+// latestCheckpoint is the latest clean checkpoint (nil: none); it stays
+// the plane's, and Run hands it to the next QEMU's plane.
+func (p *plane) latestCheckpoint() *os.File {
 	p.ckptMu.Lock()
 	defer p.ckptMu.Unlock()
 	return p.ckpt
@@ -873,8 +892,8 @@ func (p *plane) latestCheckpoint() string {
 
 // restore feeds a checkpoint to a QEMU started with -incoming defer and
 // lets the guest run.
-func (p *plane) restore(ctx context.Context, c *qmp.Client, path string) error {
-	f, err := os.Open(path)
+func (p *plane) restore(ctx context.Context, c *qmp.Client, ckpt *os.File) error {
+	f, err := reopenCheckpoint(ckpt)
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ import (
 
 // restartReq is a restart the VO ordered for the current QEMU.
 type restartReq struct {
-	fromCheckpoint string // checkpoint to restore, "" for a cold restart
+	fromCheckpoint *os.File // checkpoint to restore, nil for a cold restart
 }
 
 type restartState struct {
@@ -131,14 +131,14 @@ func (p *process) kill() error {
 // requestRestart asks Run to relaunch QEMU once it is gone, then kills it.
 // In the emulator model the caller (libvirt) owns QEMU's life: restart is
 // a kill, and its on_crash policy decides what comes next.
-func (p *process) requestRestart(em emitter, fromCheckpoint bool, ckpt string) error {
+func (p *process) requestRestart(em emitter, fromCheckpoint bool, ckpt *os.File) error {
 	if p.emulator {
 		em.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "restart under the emulator model: QEMU is killed and its manager's crash policy decides"})
 		return p.kill()
 	}
 	req := &restartReq{}
 	if fromCheckpoint {
-		if ckpt == "" {
+		if ckpt == nil {
 			em.emit(&event.Event{Kind: event.KindWarning, Source: "supervisor", Detail: "restart from checkpoint ordered but no clean checkpoint exists yet: restarting cold"})
 		}
 		req.fromCheckpoint = ckpt

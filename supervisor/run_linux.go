@@ -45,10 +45,14 @@ type Config struct {
 	Events *event.Writer
 	// Warn receives one-line warnings for the operator (stderr).
 	Warn func(string)
-	// Monitor is the path of kfv's private QMP socket, which the caller
-	// added to Args (WithMonitor); "" runs without one (no reactions that
-	// need QMP, no origin detector).
-	Monitor string
+	// MonitorFD is the fd QEMU's end of kfv's private QMP monitor has in
+	// QEMU, as the caller added it to Args (Launch.MonitorFD); 0 runs
+	// without one (no reactions that need QMP, no origin detector). Run
+	// makes the socket pair for each QEMU it starts.
+	MonitorFD int
+	// MonitorConn is kfv's end of that pair when the caller made it (the
+	// emulator model: QEMU already holds the other end).
+	MonitorConn *os.File
 	// HeldStart says the caller added -S to Args (Launch.HeldStart): kfv
 	// resumes the guest once its monitor answers.
 	HeldStart bool
@@ -78,6 +82,9 @@ type Config struct {
 	// ErrLog, when set, receives the text of every error event too: a
 	// detached supervisor's log, since nobody reads its stderr.
 	ErrLog func(string)
+	// Hangup, when set, is what SIGHUP to kfv-run does instead of being
+	// forwarded to QEMU: reopen the event file (logrotate).
+	Hangup func() error
 }
 
 // forwarded are the signals kfv-run passes on to QEMU. SIGURG is the Go
@@ -109,7 +116,14 @@ func Run(cfg *Config) (int, error) {
 		}
 	}
 	maxRestarts := cfg.MaxRestarts
-	var restore, ckpt string
+	var restore, ckpt *os.File
+	defer func() {
+		for _, f := range []*os.File{restore, ckpt} {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}()
 	var cur atomic.Pointer[session]
 	stopProxies := func() {}
 	defer func() { stopProxies() }()
@@ -127,7 +141,7 @@ func Run(cfg *Config) (int, error) {
 			stopProxies = stop
 		}
 		s.plane.ckpt = ckpt
-		if restore != "" {
+		if restore != nil {
 			s.plane.restoreFrom = restore
 			s.args = withIncomingDefer(cfg.Args)
 		}
@@ -145,9 +159,21 @@ func Run(cfg *Config) (int, error) {
 		if backoff > 30*time.Second {
 			backoff = 30 * time.Second
 		}
-		restore = req.fromCheckpoint
+		if restore != nil {
+			restore.Close()
+			restore = nil
+		}
+		if req.fromCheckpoint != nil {
+			// A file description of its own, read from the start: the
+			// next QEMU's plane may replace the latest checkpoint while
+			// it restores this one.
+			if restore, err = reopenCheckpoint(req.fromCheckpoint); err != nil {
+				s.emitErr(fmt.Errorf("restart from checkpoint: %w; restarting cold", err))
+				restore = nil
+			}
+		}
 		how := "cold, same command line"
-		if restore != "" {
+		if restore != nil {
 			how = "from the latest clean checkpoint"
 		}
 		s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: fmt.Sprintf("restarting QEMU (%s) in %v, restart %d of %d", how, backoff, restarts+1, maxRestarts)})
@@ -352,16 +378,42 @@ func (s *session) landlock(path string) (*landlockPlan, *LaunchError) {
 // start re-executes kfv as the loader, hands it the filter and QEMU's
 // command line, and takes the listener from it.
 func (s *session) start(path string) error {
+	// QEMU's end of kfv's private monitor goes to the loader as its
+	// first fd after the inherited ones, the number QEMU's command line
+	// names; kfv's end is the plane's.
+	var kfvEnd, qemuEnd *os.File
+	if s.cfg.MonitorFD > 0 {
+		var err error
+		if kfvEnd, qemuEnd, err = monitorPair(); err != nil {
+			return launchErr(exitLaunch, "%w", err)
+		}
+		defer qemuEnd.Close()
+		s.plane.monConn = kfvEnd // closed by the plane, or by abort
+	}
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
-		return launchErr(exitLaunch, "create loader pipe: %w", err)
+		return s.abort(launchErr(exitLaunch, "create loader pipe: %w", err))
 	}
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
-		return launchErr(exitLaunch, "create loader status pipe: %w", err)
+		cfgR.Close()
+		cfgW.Close()
+		return s.abort(launchErr(exitLaunch, "create loader status pipe: %w", err))
 	}
-	files, first := childFiles(without(inheritedFDs, s.cfg.HideFDs), cfgR.Fd(), statusW.Fd())
-	argv := []string{"kfv-run", loaderArg, strconv.Itoa(first), strconv.Itoa(first + 1)}
+	extra := []uintptr{cfgR.Fd(), statusW.Fd()}
+	if qemuEnd != nil {
+		extra = append([]uintptr{qemuEnd.Fd()}, extra...)
+	}
+	files, first := childFiles(without(inheritedFDs, s.cfg.HideFDs), extra...)
+	if qemuEnd != nil && first != s.cfg.MonitorFD {
+		cfgR.Close()
+		cfgW.Close()
+		statusR.Close()
+		statusW.Close()
+		return s.abort(launchErr(exitLaunch, "kfv's private monitor: QEMU's end would be fd %d, its command line names fd %d", first, s.cfg.MonitorFD))
+	}
+	cfgFD := first + len(extra) - 2
+	argv := []string{"kfv-run", loaderArg, strconv.Itoa(cfgFD), strconv.Itoa(cfgFD + 1)}
 	env := append(os.Environ(), loaderEnv)
 	qemuArgv := append([]string{s.cfg.QEMU}, s.args...)
 	s.qemuPath = path
@@ -510,6 +562,9 @@ func (s *session) loaderStatus() *loaderStatus {
 
 // abort kills a loader that could not be brought up and waits for it.
 func (s *session) abort(err *LaunchError) *LaunchError {
+	if s.plane.monConn != nil {
+		s.plane.monConn.Close() // the plane never ran
+	}
 	if s.proc.pid > 0 {
 		if err := unix.Kill(s.proc.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 			s.cfg.warn(fmt.Sprintf("kill loader %d: %v", s.proc.pid, err))
@@ -555,6 +610,14 @@ const gateTimeout = 5 * time.Second
 // in its exit path when one arrives as it shuts down. When QEMU only
 // stops the guest (pausesOnShutdown), kfv keeps its monitor.
 func (s *session) forward(sig syscall.Signal) {
+	if sig == unix.SIGHUP && s.cfg.Hangup != nil {
+		if err := s.cfg.Hangup(); err != nil {
+			s.emitErr(fmt.Errorf("SIGHUP: reopen the event file: %w", err))
+			return
+		}
+		s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: "SIGHUP: event file reopened (not forwarded to QEMU)"})
+		return
+	}
 	detail := "forwarded " + unix.SignalName(sig) + " to qemu"
 	if (sig == unix.SIGTERM || sig == unix.SIGINT || sig == unix.SIGHUP) && s.plane != nil && s.plane.out.isPaused() && !pausesOnShutdown(s.args) {
 		// kfv holds QEMU stopped (a security pause): the signal would

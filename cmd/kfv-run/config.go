@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -39,6 +40,14 @@ type config struct {
 	QEMU string `toml:"qemu"`
 	// Profile is a built-in profile name or a profile file.
 	Profile string `toml:"profile"`
+	// ProfileOverlay is an overlay file stacked on the profile ("" for
+	// none).
+	ProfileOverlay string `toml:"profile_overlay"`
+	// EventsMaxSize rotates a VM's event file past this size ("100MiB";
+	// "0" never), keeping EventsKeep rotated files.
+	EventsMaxSize string `toml:"events_max_size"`
+	EventsKeep    int    `toml:"events_keep"`
+	eventsMaxSize int64
 	// Mode is "enforce" or "audit".
 	Mode string `toml:"mode"`
 	// Events is a directory (events go to DIR/VM.jsonl) or a file pattern
@@ -57,7 +66,7 @@ type config struct {
 
 // defaultConfig is the configuration when no file exists.
 func defaultConfig() *config {
-	return &config{Profile: "qemu", Mode: "enforce", Events: defaultEvents, Source: "defaults"}
+	return &config{Profile: "qemu", Mode: "enforce", Events: defaultEvents, EventsMaxSize: defaultEventsMaxSize, EventsKeep: defaultEventsKeep, eventsMaxSize: mustSize(defaultEventsMaxSize), Source: "defaults"}
 }
 
 // loadConfig reads a configuration file over the defaults. Unknown keys are
@@ -90,6 +99,17 @@ func (c *config) validate() error {
 	}
 	if c.Profile == "" {
 		return errors.New("profile is empty: name a built-in profile (qemu) or a file")
+	}
+	n, err := parseSize(c.EventsMaxSize)
+	if err != nil {
+		return fmt.Errorf("events_max_size: %w", err)
+	}
+	c.eventsMaxSize = n
+	if c.EventsKeep < 1 {
+		return fmt.Errorf("events_keep %d: want at least 1", c.EventsKeep)
+	}
+	if c.ProfileOverlay != "" && !filepath.IsAbs(c.ProfileOverlay) {
+		return fmt.Errorf("profile_overlay %q: want an absolute path", c.ProfileOverlay)
 	}
 	if c.Events == "" || !filepath.IsAbs(c.Events) {
 		return fmt.Errorf("events %q: want an absolute directory or file pattern", c.Events)
@@ -158,4 +178,42 @@ func safeName(vm string) string {
 		}
 	}
 	return string(b)
+}
+
+// The event files' rotation by default: a flood is folded to about
+// 1 MiB a second (event.DefaultOptions), so a file reaches this in
+// minutes at worst, and a VM keeps at most 600 MiB of events.
+const (
+	defaultEventsMaxSize = "100MiB"
+	defaultEventsKeep    = 5
+)
+
+// parseSize reads a size: bytes, or a number with K, KiB, M, MiB, G or
+// GiB (all powers of 1024). "0" is 0.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}}
+	mult := int64(1)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: want bytes, or a number with KiB, MiB or GiB", s)
+	}
+	return n * mult, nil
+}
+
+func mustSize(s string) int64 {
+	n, err := parseSize(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
 }

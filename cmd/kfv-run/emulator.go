@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -25,27 +26,75 @@ const emulatorPrefix = "kfv-qemu-"
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // qemuName returns the QEMU binary kfv stands in for when invoked as
-// argv0 ("kfv-qemu-system-x86_64" → "qemu-system-x86_64").
-func qemuName(argv0 string) (string, bool) {
+// argv0: "kfv-qemu-system-x86_64" → "qemu-system-x86_64", or QEMU's own
+// name when kfv was put in QEMU's place (make install-divert:
+// /usr/bin/qemu-system-x86_64, Proxmox's /usr/bin/kvm), which diverted
+// says.
+func qemuName(argv0 string) (name string, diverted, ok bool) {
 	base := filepath.Base(argv0)
-	if !strings.HasPrefix(base, emulatorPrefix) {
-		return "", false
+	switch {
+	case strings.HasPrefix(base, emulatorPrefix):
+		return strings.TrimPrefix(base, "kfv-"), false, true
+	case strings.HasPrefix(base, "qemu-system-"), base == "qemu-kvm", base == "kvm":
+		return base, true, true
 	}
-	return strings.TrimPrefix(base, "kfv-"), true
+	return "", false, false
+}
+
+// divertedSuffix is what dpkg-divert appends to the path of the QEMU
+// binary kfv took the place of (make install-divert).
+const divertedSuffix = ".distrib"
+
+// divertedQEMU is the QEMU binary put aside for kfv when kfv was invoked
+// in its place as argv0: ARGV0.distrib, with argv0 looked up in path when
+// it is a bare name. "" when there is none.
+func divertedQEMU(argv0, path string) string {
+	p := argv0
+	if !strings.Contains(p, "/") {
+		if path == "" {
+			path = defaultPath
+		}
+		p = ""
+		for _, dir := range filepath.SplitList(path) {
+			if c := filepath.Join(dir, argv0); filepath.IsAbs(dir) && fileExists(c) {
+				p = c
+				break
+			}
+		}
+		if p == "" {
+			return ""
+		}
+	}
+	if !filepath.IsAbs(p) {
+		return "" // relative to a working directory the caller chose: never for the emulator
+	}
+	if c := p + divertedSuffix; fileExists(c) {
+		return c
+	}
+	return ""
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // emulatorSetup is what stage 2 sends the supervisor besides QEMU's
 // command line.
 type emulatorSetup struct {
-	Profile  string `json:"profile"`
-	Mode     string `json:"mode"`
-	Landlock string `json:"landlock,omitempty"`
-	Events   string `json:"events"` // the file
-	VM       string `json:"vm"`
-	Config   string `json:"config"` // where the settings came from
-	// Monitor is kfv's private QMP socket, which stage 2 added to
-	// QEMU's arguments in a directory of its own (MonitorDir).
-	Monitor    string `json:"monitor"`
+	Profile string `json:"profile"`
+	Overlay string `json:"overlay,omitempty"`
+	// EventsMaxSize and EventsKeep rotate the event file (0: never).
+	EventsMaxSize int64  `json:"events_max_size,omitempty"`
+	EventsKeep    int    `json:"events_keep,omitempty"`
+	Mode          string `json:"mode"`
+	Landlock      string `json:"landlock,omitempty"`
+	Events        string `json:"events"` // the file
+	VM            string `json:"vm"`
+	Config        string `json:"config"` // where the settings came from
+	// MonitorDir is the VM's runtime directory, where QEMU listens for
+	// the monitors the supervisor proxies ("" for none): the supervisor
+	// removes it when it is done.
 	MonitorDir string `json:"monitor_dir"`
 	// HeldStart says stage 2 added -S: the supervisor resumes the guest
 	// once its monitor answers.
@@ -62,14 +111,14 @@ type emulatorSetup struct {
 // emulatorMain is stage 1: invoked under a QEMU name by libvirt (or
 // anyone). Probes go straight to the real QEMU; everything else
 // re-executes kfv with a clean environment (stage 2).
-func emulatorMain(name string) int {
+func emulatorMain(name string, diverted bool) int {
 	args := os.Args[1:]
 	if isProbe(args) {
 		cfg, err := findConfig(os.Getenv)
 		if err != nil {
 			return emulatorFail(125, err)
 		}
-		qemu, code, err := findQEMU(cfg, name, os.Getenv("PATH"))
+		qemu, code, err := findQEMU(cfg, name, diverted, os.Args[0], os.Getenv("PATH"))
 		if err != nil {
 			return emulatorFail(code, err)
 		}
@@ -89,16 +138,16 @@ func emulatorStageMain() int {
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	name, ok := qemuName(argv0)
+	name, diverted, ok := qemuName(argv0)
 	if !ok {
-		return emulatorFail(125, fmt.Errorf("emulator stage started as %q, not as kfv-qemu-*", argv0))
+		return emulatorFail(125, fmt.Errorf("emulator stage started as %q, not as kfv-qemu-* or a QEMU's name", argv0))
 	}
 	getenv := lookupIn(env)
 	cfg, err := findConfig(getenv)
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	qemu, code, err := findQEMU(cfg, name, getenv("PATH"))
+	qemu, code, err := findQEMU(cfg, name, diverted, argv0, getenv("PATH"))
 	if err != nil {
 		return emulatorFail(code, err)
 	}
@@ -106,17 +155,17 @@ func emulatorStageMain() int {
 	// What kfv adds to QEMU's command line and the manager's monitors it
 	// takes over (supervisor.Launch): the supervisor serves libvirt's
 	// socket, which QEMU no longer holds.
-	l, err := supervisor.NewLaunch(argv0, args)
+	l, err := supervisor.NewLaunch(argv0, args, true)
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Mode: cfg.Mode, Landlock: cfg.Landlock, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, Monitor: l.Monitor, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Overlay: cfg.ProfileOverlay, EventsMaxSize: cfg.eventsMaxSize, EventsKeep: cfg.EventsKeep, Mode: cfg.Mode, Landlock: cfg.Landlock, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
 		ServerSockets: l.ServerSockets, Warnings: l.Warnings})
 	if err != nil {
 		l.Close()
 		return emulatorFail(125, fmt.Errorf("encode settings: %w", err))
 	}
-	lerr := supervisor.Emulate(&supervisor.Emulation{QEMU: qemu, Argv: append([]string{argv0}, l.Args...), Env: env, Setup: setup, Monitors: l.Monitors})
+	lerr := supervisor.Emulate(&supervisor.Emulation{QEMU: qemu, Argv: append([]string{argv0}, l.Args...), Env: env, Setup: setup, Launch: l})
 	return emulatorFail(lerr.Code, lerr)
 }
 
@@ -132,20 +181,35 @@ func emulatorSupervisorMain() int {
 		if mode != supervisor.Enforce && mode != supervisor.Audit {
 			return nil, nil, fmt.Errorf("%s: mode %q: want enforce or audit", st.Config, st.Mode)
 		}
-		pol, err := supervisor.NewPolicy(st.Profile, req.QEMU, req.Argv[1:], req.Env, req.Cwd, st.ServerSockets)
+		pol, err := supervisor.NewPolicy(st.Profile, st.Overlay, req.QEMU, req.Argv[1:], req.Env, req.Cwd, st.ServerSockets)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", st.Config, err)
 		}
 		p := pol.Profile
-		f, err := event.OpenFile(st.Events)
+		f, err := event.OpenRotating(st.Events, st.EventsMaxSize, st.EventsKeep)
 		if err != nil {
 			return nil, nil, fmt.Errorf("event stream (events in %s): %w; the directory must exist and be writable by the user QEMU runs as (uid %d): see docs/libvirt.md", st.Config, err, os.Getuid())
 		}
-		ev := event.NewWriter(f)
+		ev := event.NewWriterOptions(f, event.DefaultOptions)
+		// SIGHUP (logrotate's postrotate) reopens the event file; it
+		// must never end the supervisor, which QEMU's protection rests on.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		hupDone := make(chan struct{})
+		go func() {
+			defer close(hupDone)
+			for range hup {
+				if err := f.Reopen(); err != nil {
+					ev.Emit(&event.Event{Kind: event.KindError, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "SIGHUP: reopen the event file: " + err.Error()})
+					continue
+				}
+				ev.Emit(&event.Event{Kind: event.KindLifecycle, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "SIGHUP: event file reopened"})
+			}
+		}()
 		// Under libvirt QEMU is not kfv's child and runs as another user:
 		// memwatch's scrub needs ptrace over it, which the supervisor
 		// (forked by QEMU's process) has.
-		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Policy: pol, Mode: mode, VM: st.VM, Events: ev, Monitor: st.Monitor, HeldStart: st.HeldStart, Landlock: landlockMode(st.Landlock, p.Landlock), Memwatch: &memwatch.Config{}}
+		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Policy: pol, Mode: mode, VM: st.VM, Events: ev, HeldStart: st.HeldStart, Landlock: landlockMode(st.Landlock, p.Landlock), Memwatch: &memwatch.Config{}}
 		for _, w := range p.Warnings {
 			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "profile " + p.Source + ": " + w})
 		}
@@ -160,6 +224,9 @@ func emulatorSupervisorMain() int {
 			if st.MonitorDir != "" {
 				rmErr = os.RemoveAll(st.MonitorDir)
 			}
+			signal.Stop(hup)
+			close(hup)
+			<-hupDone
 			return errors.Join(ev.Close(), f.Close(), rmErr)
 		}, nil
 	})
@@ -195,7 +262,7 @@ func lookupIn(env []string) func(string) string {
 // name in path that is not kfv itself. Itself is told by device and
 // inode, not by name: a link or copy named qemu-system-x86_64 earlier in
 // PATH would otherwise make kfv exec itself forever.
-func findQEMU(cfg *config, name, path string) (string, int, error) {
+func findQEMU(cfg *config, name string, diverted bool, argv0, path string) (string, int, error) {
 	self, err := os.Stat("/proc/self/exe")
 	if err != nil {
 		return "", 125, fmt.Errorf("stat own binary: %w", err)
@@ -211,6 +278,15 @@ func findQEMU(cfg *config, name, path string) (string, int, error) {
 			return "", 126, fmt.Errorf("qemu %s (in %s) is not an executable file", cfg.QEMU, cfg.Source)
 		}
 		return cfg.QEMU, 0, nil
+	}
+	if diverted {
+		// In QEMU's place: the binary put aside for kfv is QEMU.
+		if q := divertedQEMU(argv0, path); q != "" {
+			fi, err := os.Stat(q)
+			if err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 && !os.SameFile(fi, self) {
+				return q, 0, nil
+			}
+		}
 	}
 	if path == "" {
 		path = defaultPath

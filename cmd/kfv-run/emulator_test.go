@@ -36,18 +36,21 @@ func TestIsProbe(t *testing.T) {
 
 func TestQEMUName(t *testing.T) {
 	tests := []struct {
-		argv0, want string
-		ok          bool
+		argv0, want  string
+		diverted, ok bool
 	}{
-		{"/usr/local/bin/kfv-qemu-system-x86_64", "qemu-system-x86_64", true},
-		{"kfv-qemu-system-x86_64", "qemu-system-x86_64", true},
-		{"/usr/local/bin/kfv-run", "", false},
-		{"qemu-system-x86_64", "", false},
+		{"/usr/local/bin/kfv-qemu-system-x86_64", "qemu-system-x86_64", false, true},
+		{"kfv-qemu-system-x86_64", "qemu-system-x86_64", false, true},
+		{"/usr/local/bin/kfv-run", "", false, false},
+		{"kfv-run", "", false, false},
+		{"/usr/bin/qemu-system-x86_64", "qemu-system-x86_64", true, true},
+		{"qemu-system-x86_64", "qemu-system-x86_64", true, true},
+		{"/usr/bin/kvm", "kvm", true, true},
 	}
 	for _, tt := range tests {
-		got, ok := qemuName(tt.argv0)
-		if got != tt.want || ok != tt.ok {
-			t.Errorf("qemuName(%q) = %q, %v; want %q, %v", tt.argv0, got, ok, tt.want, tt.ok)
+		got, diverted, ok := qemuName(tt.argv0)
+		if got != tt.want || diverted != tt.diverted || ok != tt.ok {
+			t.Errorf("qemuName(%q) = %q, %v, %v; want %q, %v, %v", tt.argv0, got, diverted, ok, tt.want, tt.diverted, tt.ok)
 		}
 	}
 }
@@ -76,20 +79,53 @@ func TestFindQEMUSkipsItself(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := defaultConfig()
-	got, code, err := findQEMU(cfg, name, first+":relative:"+second)
+	got, code, err := findQEMU(cfg, name, false, name, first+":relative:"+second)
 	if err != nil || got != real {
 		t.Fatalf("findQEMU = %q, %d, %v; want %q", got, code, err, real)
 	}
-	if _, code, err := findQEMU(cfg, name, first); err == nil || code != 127 {
+	if _, code, err := findQEMU(cfg, name, false, name, first); err == nil || code != 127 {
 		t.Errorf("findQEMU with only kfv in PATH = %d, %v; want 127 and an error", code, err)
 	}
 	cfg.QEMU = filepath.Join(first, name)
-	if _, code, err := findQEMU(cfg, name, ""); err == nil || code != 125 || !strings.Contains(err.Error(), "kfv itself") {
+	if _, code, err := findQEMU(cfg, name, false, name, ""); err == nil || code != 125 || !strings.Contains(err.Error(), "kfv itself") {
 		t.Errorf("findQEMU with qemu = kfv = %d, %v; want 125 and 'kfv itself'", code, err)
 	}
 	cfg.QEMU = real
-	if got, _, err := findQEMU(cfg, name, first); err != nil || got != real {
+	if got, _, err := findQEMU(cfg, name, false, name, first); err != nil || got != real {
 		t.Errorf("findQEMU with qemu = %s: %q, %v", real, got, err)
+	}
+}
+
+// TestFindQEMUDiverted: kfv in QEMU's place runs the binary put aside
+// for it (PATH.distrib), found from the path it was called by or, for a
+// bare name, from PATH; without one it looks in PATH as always, skipping
+// itself.
+func TestFindQEMUDiverted(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	const name = "qemu-system-x86_64"
+	at := filepath.Join(dir, name)
+	if err := os.Symlink(self, at); err != nil {
+		t.Fatal(err)
+	}
+	cfg := defaultConfig()
+	if _, code, err := findQEMU(cfg, name, true, at, dir); err == nil || code != 127 {
+		t.Errorf("nothing put aside, only kfv in PATH: %d, %v; want 127", code, err)
+	}
+	real := at + ".distrib"
+	if err := os.WriteFile(real, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, argv0 := range []string{at, name} {
+		if got, _, err := findQEMU(cfg, name, true, argv0, dir); err != nil || got != real {
+			t.Errorf("called as %s: %q, %v; want %s", argv0, got, err, real)
+		}
+	}
+	if got, _, err := findQEMU(cfg, name, false, at, dir); err == nil {
+		t.Errorf("not diverted: %q, want no QEMU (only kfv in PATH)", got)
 	}
 }
 

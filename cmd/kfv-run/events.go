@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -52,8 +53,14 @@ func renderEvents(w io.Writer, in io.Reader, all bool) error {
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return cli.Exit(fmt.Sprintf("line %d: not an event: %v", line, err), 1)
 		}
-		if e.Kind == event.KindDecision {
+		switch e.Kind {
+		case event.KindDecision:
 			counts[key{e.Layer, e.HRSC, e.Verdict}]++
+			if !all && e.Verdict != "deny" {
+				continue
+			}
+		case event.KindFolded:
+			counts[key{e.Layer, e.HRSC, e.Verdict}] += e.Count
 			if !all && e.Verdict != "deny" {
 				continue
 			}
@@ -86,36 +93,56 @@ func renderEvents(w io.Writer, in io.Reader, all bool) error {
 	}
 	fmt.Fprintln(w, "\nTimeline:")
 	for _, e := range timeline {
-		ts := e.Time.Format("15:04:05.000")
-		switch e.Kind {
-		case event.KindDecision:
-			verdict := strings.ToUpper(e.Verdict)
-			if e.Errno != "" {
-				verdict += " " + e.Errno
-			}
-			if e.Applied != e.Verdict {
-				verdict += " (audit: " + e.Applied + ")"
-			}
-			fmt.Fprintf(w, "  %s %-10s %s %s by thread %q (%s): %s [rule %s]\n", ts, verdict, orDash(e.Layer), e.Syscall, e.Thread, orDash(e.HRSC), e.Args, e.Rule)
-			if e.Detail != "" {
-				fmt.Fprintf(w, "  %12s   why: %s\n", "", e.Detail)
-			}
-		case event.KindFinding:
-			fmt.Fprintf(w, "  %s %-10s %s %s/%s on %s %s [%s, rule %s]: %s\n", ts, "FINDING", strings.ToUpper(e.Severity), orDash(e.Layer), orDash(e.HRSC), e.Detector, orDash(e.Syscall), e.Source, orDash(e.Rule), e.Detail)
-		case event.KindReaction:
-			fmt.Fprintf(w, "  %s %-10s %s by rule %s: %s", ts, "REACTION", e.Reaction, e.Rule, e.ReactionOutcome())
-			if e.Detail != "" {
-				fmt.Fprintf(w, " (%s)", e.Detail)
-			}
-			fmt.Fprintln(w)
-			for i, l := range e.Chain {
-				fmt.Fprintf(w, "  %12s   %d. %s %s %s/%s %s %s by rule %s at %s\n", "", i+1, strings.ToUpper(l.Severity), l.Detector, orDash(l.Layer), orDash(l.HRSC), orDash(l.Syscall), orDash(strconv.Itoa(l.TID)), orDash(l.Rule), l.Time.Format("15:04:05.000"))
-			}
-		default:
-			fmt.Fprintf(w, "  %s %-10s %s\n", ts, strings.ToUpper(e.Kind), e.Detail)
-		}
+		renderEvent(w, "  ", &e)
 	}
 	return nil
+}
+
+// renderEvent writes one event for people, each line after indent.
+func renderEvent(w io.Writer, indent string, e *event.Event) {
+	ts := e.Time.Format("15:04:05.000")
+	switch e.Kind {
+	case event.KindDecision:
+		verdict := strings.ToUpper(e.Verdict)
+		if e.Errno != "" {
+			verdict += " " + e.Errno
+		}
+		if e.Applied != e.Verdict {
+			verdict += " (audit: " + e.Applied + ")"
+		}
+		fmt.Fprintf(w, "%s%s %-10s %s %s by thread %q (%s): %s [rule %s]\n", indent, ts, verdict, orDash(e.Layer), e.Syscall, e.Thread, orDash(e.HRSC), e.Args, e.Rule)
+		if e.Detail != "" {
+			fmt.Fprintf(w, "%s%12s   why: %s\n", indent, "", e.Detail)
+		}
+	case event.KindFolded:
+		verdict := strings.ToUpper(e.Verdict)
+		if e.Errno != "" {
+			verdict += " " + e.Errno
+		}
+		fmt.Fprintf(w, "%s%s %-10s %d more: %s %s (%s) [rule %s], %s to %s, not written one by one\n", indent, ts, verdict, e.Count, orDash(e.Layer), e.Syscall, orDash(e.HRSC), e.Rule, clock(e.First), clock(e.Last))
+	case event.KindFinding:
+		fmt.Fprintf(w, "%s%s %-10s %s %s/%s on %s %s [%s, rule %s]: %s\n", indent, ts, "FINDING", strings.ToUpper(e.Severity), orDash(e.Layer), orDash(e.HRSC), e.Detector, orDash(e.Syscall), e.Source, orDash(e.Rule), e.Detail)
+	case event.KindReaction:
+		fmt.Fprintf(w, "%s%s %-10s %s by rule %s: %s", indent, ts, "REACTION", e.Reaction, e.Rule, e.ReactionOutcome())
+		if e.Detail != "" {
+			fmt.Fprintf(w, " (%s)", e.Detail)
+		}
+		fmt.Fprintln(w)
+		for i, l := range e.Chain {
+			fmt.Fprintf(w, "%s%12s   %d. %s %s %s/%s %s %s by rule %s at %s\n", indent, "", i+1, strings.ToUpper(l.Severity), l.Detector, orDash(l.Layer), orDash(l.HRSC), orDash(l.Syscall), orDash(strconv.Itoa(l.TID)), orDash(l.Rule), l.Time.Format("15:04:05.000"))
+		}
+	default:
+		fmt.Fprintf(w, "%s%s %-10s %s\n", indent, ts, strings.ToUpper(e.Kind), e.Detail)
+	}
+}
+
+// clock shows an RFC 3339 time of a folded line as the timeline does.
+func clock(s string) string {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return orDash(s)
+	}
+	return t.Format("15:04:05.000")
 }
 
 func orDash(s string) string {

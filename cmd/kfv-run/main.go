@@ -2,8 +2,9 @@
 //
 //	kfv-run [--profile NAME|FILE] [--mode enforce|audit] [--events FILE|-] [--vm NAME] -- QEMU [ARGS...]
 //
-// Invoked as kfv-qemu-system-x86_64 (a link to kfv-run), it is a QEMU
-// binary for libvirt's <emulator>: no kfv flags, settings from
+// Invoked as kfv-qemu-system-x86_64 (a link to kfv-run), or in QEMU's own
+// place (make install-divert), it is a QEMU binary for libvirt's
+// <emulator> and any caller of QEMU by path: no kfv flags, settings from
 // /etc/kfv/kfv.toml (emulator.go, docs/libvirt.md).
 //
 // main only wires: each subcommand is one cli.Command in its own file.
@@ -30,8 +31,8 @@ func main() {
 	case supervisor.IsEmulatorStage():
 		os.Exit(emulatorStageMain())
 	}
-	if name, ok := qemuName(os.Args[0]); ok {
-		os.Exit(emulatorMain(name))
+	if name, diverted, ok := qemuName(os.Args[0]); ok {
+		os.Exit(emulatorMain(name, diverted))
 	}
 	app := &cli.App{
 		Name:      "kfv-run",

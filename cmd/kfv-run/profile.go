@@ -3,11 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"kfv/profiles"
+	"kfv/profiles/learn"
 )
 
 var profileCommand = &cli.Command{
@@ -33,8 +36,50 @@ var profileCommand = &cli.Command{
 				for _, w := range p.Warnings {
 					fmt.Fprintln(os.Stderr, "warning: "+w)
 				}
+				if p.Extends != "" {
+					fmt.Fprintf(c.App.Writer, "%s: ok, an overlay of %s (%d verdict rules with the profile's)\n", c.Args().First(), p.Extends, len(p.Rules))
+					return nil
+				}
 				fmt.Fprintf(c.App.Writer, "%s: ok (%d syscall rules, %d verdict rules)\n", c.Args().First(), len(p.Syscalls), len(p.Rules))
 				return nil
+			},
+		},
+		{
+			Name:      "learn",
+			Usage:     "write the overlay an audit run would have needed (TOML, on stdout): a rule per distinct denied call, with the count seen; dangerous calls are listed as comments, never as rules",
+			ArgsUsage: "EVENTS.jsonl...",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "profile", Usage: "the profile the overlay stacks on, a built-in `NAME` or a FILE (default: the one the events name)"},
+				&cli.StringFlag{Name: "name", Value: "learned", Usage: "the overlay's `NAME`, which its rules' names start with"},
+			},
+			Action: func(c *cli.Context) error {
+				if c.NArg() == 0 {
+					return cli.Exit("usage: kfv-run profile learn [--profile NAME] EVENTS.jsonl...", 2)
+				}
+				var streams []io.Reader
+				for _, name := range c.Args().Slice() {
+					f, err := os.Open(name)
+					if err != nil {
+						return cli.Exit(err.Error(), 1)
+					}
+					defer f.Close()
+					streams = append(streams, f)
+				}
+				r, err := learn.Read(streams...)
+				if err != nil {
+					return cli.Exit(err.Error(), 1)
+				}
+				extends := c.String("profile")
+				if extends == "" {
+					extends = strings.TrimPrefix(r.Profile, "builtin:")
+				}
+				if extends == "" {
+					return cli.Exit("the events name no profile (no start-up event): say which one the overlay stacks on with --profile", 1)
+				}
+				if r.Profile != "" && c.String("profile") != "" && strings.TrimPrefix(r.Profile, "builtin:") != extends {
+					fmt.Fprintf(os.Stderr, "warning: the run used profile %s, the overlay stacks on %s\n", r.Profile, extends)
+				}
+				return learn.WriteOverlay(c.App.Writer, r, extends, c.String("name"), c.Args().Slice())
 			},
 		},
 		{

@@ -17,8 +17,11 @@ import (
 
 var runFlags = []cli.Flag{
 	&cli.StringFlag{Name: "profile", Value: "qemu", Usage: "built-in profile `NAME` or profile FILE (see 'kfv-run profile show')"},
+	&cli.StringFlag{Name: "profile-overlay", Usage: "stack the overlay `FILE` on the profile: rules for what the profile does not know (written by 'kfv-run profile learn'; see docs/profiles.md)"},
 	&cli.StringFlag{Name: "mode", Value: "enforce", Usage: "enforce: apply verdicts; audit: decide and log, but allow everything"},
-	&cli.StringFlag{Name: "events", Value: "", Usage: "write the event stream (JSON lines) to `FILE`, appending; - for stdout (default: stderr)"},
+	&cli.StringFlag{Name: "events", Value: "", Usage: "write the event stream (JSON lines) to `FILE`, appending; - for stdout (default: stderr; at a terminal, one readable line per denial, finding, reaction, warning and error instead)"},
+	&cli.StringFlag{Name: "events-max-size", Value: defaultEventsMaxSize, Usage: "rotate the --events FILE past `SIZE` (FILE.1, FILE.2...; 0: never); SIGHUP to kfv-run reopens it (logrotate)"},
+	&cli.IntFlag{Name: "events-keep", Value: defaultEventsKeep, Usage: "rotated event files kept (`N`)"},
 	&cli.StringFlag{Name: "vm", Value: "", Usage: "VM `NAME` in events (default: QEMU's -name, else \"qemu\")"},
 	&cli.DurationFlag{Name: "checkpoint-every", Usage: "keep a clean checkpoint of the VM, taken every `DURATION`, for the restart_checkpoint reaction (each one pauses the guest briefly; RAM and device state only, not the disks: see docs/profiles.md; default: none)"},
 	&cli.IntFlag{Name: "max-restarts", Value: 3, Usage: "at most `N` restarts ordered by the orchestrator, with backoff"},
@@ -54,7 +57,7 @@ func runAction(c *cli.Context) error {
 	}
 	// What kfv adds to QEMU's command line and the manager's monitors it
 	// takes over (supervisor.Launch), then the policy for that line.
-	l, err := supervisor.NewLaunch(args[0], args[1:])
+	l, err := supervisor.NewLaunch(args[0], args[1:], false)
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
 	}
@@ -63,13 +66,20 @@ func runAction(c *cli.Context) error {
 	if l.IsQEMU {
 		qemu = args[0]
 	}
-	pol, err := supervisor.NewPolicy(c.String("profile"), qemu, l.Args, os.Environ(), cwd, l.ServerSockets)
+	pol, err := supervisor.NewPolicy(c.String("profile"), c.String("profile-overlay"), qemu, l.Args, os.Environ(), cwd, l.ServerSockets)
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
 	}
 	p := pol.Profile
 	p.Warnings = append(p.Warnings, l.Warnings...)
-	out, closeOut, err := openEvents(c.String("events"))
+	maxSize, err := parseSize(c.String("events-max-size"))
+	if err != nil {
+		return cli.Exit("--events-max-size: "+err.Error(), 125)
+	}
+	if c.Int("events-keep") < 1 {
+		return cli.Exit("--events-keep: want at least 1", 125)
+	}
+	out, closeOut, reopen, err := openEvents(c.String("events"), maxSize, c.Int("events-keep"))
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
 	}
@@ -82,7 +92,7 @@ func runAction(c *cli.Context) error {
 		detached = newDetachedOutput(out)
 		out = detached
 	}
-	ev := event.NewWriter(out)
+	ev := event.NewWriterOptions(out, event.DefaultOptions)
 	var stderr io.Writer = os.Stderr
 	if detached != nil {
 		stderr = detached
@@ -121,7 +131,7 @@ func runAction(c *cli.Context) error {
 		VM:              vm,
 		Events:          ev,
 		Warn:            warn,
-		Monitor:         l.Monitor,
+		MonitorFD:       l.MonitorFD,
 		HeldStart:       l.HeldStart,
 		Landlock:        landlockMode(c.String("landlock"), p.Landlock),
 		CheckpointEvery: c.Duration("checkpoint-every"),
@@ -132,6 +142,7 @@ func runAction(c *cli.Context) error {
 		Cwd:             cwd,
 		Detached:        onDetach,
 		ErrLog:          errLog,
+		Hangup:          reopen,
 	})
 	if runErr != nil && detached != nil {
 		// Nobody may read stderr any more: the event stream and the log.
@@ -164,18 +175,22 @@ func runAction(c *cli.Context) error {
 
 // openEvents opens the event destination. Files are appended to, so a
 // restart never erases earlier events.
-func openEvents(dest string) (io.Writer, func() error, error) {
+func openEvents(dest string, maxSize int64, keep int) (w io.Writer, closeOut, reopen func() error, err error) {
+	none := func() error { return nil }
 	switch dest {
 	case "":
-		return os.Stderr, func() error { return nil }, nil
+		if isTerminal(int(os.Stderr.Fd())) {
+			return &terminalEvents{w: os.Stderr}, none, nil, nil
+		}
+		return os.Stderr, none, nil, nil
 	case "-":
-		return os.Stdout, func() error { return nil }, nil
+		return os.Stdout, none, nil, nil
 	}
-	f, err := event.OpenFile(dest)
+	f, err := event.OpenRotating(dest, maxSize, keep)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--events: %w", err)
+		return nil, nil, nil, fmt.Errorf("--events: %w", err)
 	}
-	return f, f.Close, nil
+	return f, f.Close, f.Reopen, nil
 }
 
 // vmName takes the VM's name from QEMU's -name option: "-name foo",

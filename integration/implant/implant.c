@@ -1713,9 +1713,25 @@ static void p_listen_unbound(const char *name)
 /*
  * monitor_peer finds a process on the other end of one of QEMU's unix
  * stream sockets (SO_PEERCRED): kfv's detached supervisor is the client
- * of its private monitor. 0 if none.
+ * of the monitors it proxies, whose manager (libvirt) stays connected.
+ * (kfv's own monitor is a socket pair made by the process that became
+ * QEMU: its peer is QEMU itself.) It looks for up to 10 s, as a manager
+ * may connect after the payload starts. 0 if none.
  */
+static pid_t monitor_peer_now(void);
+
 static pid_t monitor_peer(void)
+{
+	for (int try = 0; try < 100; try++) {
+		pid_t pid = monitor_peer_now();
+		if (pid)
+			return pid;
+		usleep(100000);
+	}
+	return 0;
+}
+
+static pid_t monitor_peer_now(void)
 {
 	pid_t self = getpid();
 	for (int fd = 0; fd < 4096; fd++) {
