@@ -19,6 +19,12 @@ type ExecSpec struct {
 	Argv []string // argv, argv[0] included
 	Env  []string // the environment, exactly as QEMU must see it
 	Prog []unix.SockFilter
+	// ByFD execs the program open at FD (execveat with AT_EMPTY_PATH)
+	// rather than by Path: a user the loader dropped to may not be able
+	// to reach Path. The kernel checks execute permission and Landlock's
+	// execute right on the file itself either way.
+	ByFD bool
+	FD   int
 }
 
 // LoadAndExec loads the filter into the calling thread and execs spec.Path
@@ -31,7 +37,7 @@ type ExecSpec struct {
 // preemption signal lands between the two syscalls.
 //
 // Why it cannot deadlock whatever the profile says: after seccomp() returns,
-// the thread makes exactly one syscall, execve, which the compiled filter
+// the thread makes exactly one syscall, execve (or execveat), which the compiled filter
 // always sends to the supervisor. The supervisor takes the listener from
 // this process with pidfd_getfd (TakeListener) without any help from it, so
 // nothing here waits for a listener nobody has. A signal arriving meanwhile
@@ -71,7 +77,11 @@ func LoadAndExec(spec *ExecSpec) error {
 		return os.NewSyscallError("seccomp(SECCOMP_SET_MODE_FILTER)", e)
 	}
 	// From here until exec: no allocation, no other syscall.
-	e = rawExecve(argv0, argv, envv)
+	if spec.ByFD {
+		e = rawExecveat(spec.FD, argv, envv)
+	} else {
+		e = rawExecve(argv0, argv, envv)
+	}
 	return &ExecError{Path: spec.Path, Err: e}
 }
 

@@ -138,3 +138,16 @@ func rawExecve(argv0 *byte, argv, envv []*byte) unix.Errno {
 		uintptr(unsafe.Pointer(&envv[0])))
 	return e
 }
+
+// emptyPath is the "" path of execveat with AT_EMPTY_PATH.
+var emptyPath = []byte{0}
+
+// rawExecveat is execveat(fd, "", argv, envv, AT_EMPTY_PATH), as
+// rawExecve: the program open at fd.
+func rawExecveat(fd int, argv, envv []*byte) unix.Errno {
+	_, _, e := unix.RawSyscall6(unix.SYS_EXECVEAT, uintptr(fd),
+		uintptr(unsafe.Pointer(&emptyPath[0])),
+		uintptr(unsafe.Pointer(&argv[0])),
+		uintptr(unsafe.Pointer(&envv[0])), unix.AT_EMPTY_PATH, 0)
+	return e
+}
