@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,6 +50,9 @@ type RunAs struct {
 	// QEMUDrops names QEMU's own option that changes its user (-runas,
 	// -run-with user=): QEMU needs root to make it, so kfv leaves it be.
 	QEMUDrops string
+	// Reach are the directories QEMU's user must be able to search
+	// itself (reachList): the loader checks them after the drop.
+	Reach []string
 }
 
 // ResolveRunAs works out who QEMU runs as, from the --run-as setting
@@ -97,7 +101,7 @@ func ResolveRunAs(name string, args []string) (*RunAs, error) {
 		}
 		return nil, fmt.Errorf("--run-as %s: %w", name, err)
 	}
-	r := &RunAs{User: u.Username}
+	r := &RunAs{User: u.Username, Reach: reachList(args)}
 	r.UID, err = strconv.Atoi(u.Uid)
 	if err == nil {
 		r.GID, err = strconv.Atoi(u.Gid)
@@ -122,6 +126,21 @@ func ResolveRunAs(name string, args []string) (*RunAs, error) {
 	slices.Sort(r.Groups)
 	r.Groups = slices.Compact(r.Groups)
 	return r, nil
+}
+
+// reachList are the directories QEMU looks into itself, with calls the
+// kernel checks as QEMU's user: kfv opens and creates QEMU's files for
+// it, but QEMU stat()s its pidfile after creating it, and QEMU 7.2 tries
+// again without end while that stat fails. The pidfile's directory must
+// be searchable by QEMU's user.
+func reachList(args []string) []string {
+	var dirs []string
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-pidfile" || args[i] == "--pidfile" {
+			dirs = append(dirs, filepath.Dir(args[i+1]))
+		}
+	}
+	return dirs
 }
 
 // lookupUser finds a user by name, or by uid when name is a number.
@@ -159,7 +178,7 @@ func (r *RunAs) drop() *credDrop {
 	if r == nil || r.Root || r.QEMUDrops != "" {
 		return nil
 	}
-	return &credDrop{User: r.User, UID: r.UID, GID: r.GID, Groups: r.Groups}
+	return &credDrop{User: r.User, UID: r.UID, GID: r.GID, Groups: r.Groups, Reach: r.Reach}
 }
 
 // describe says who QEMU runs as, for the lifecycle event; warn is set
@@ -190,10 +209,11 @@ func (s *session) runAs() *credDrop {
 
 // credDrop is the loader's part: the user QEMU is exec'd as.
 type credDrop struct {
-	User   string `json:"user"`
-	UID    int    `json:"uid"`
-	GID    int    `json:"gid"`
-	Groups []int  `json:"groups"`
+	User   string   `json:"user"`
+	UID    int      `json:"uid"`
+	GID    int      `json:"gid"`
+	Groups []int    `json:"groups"`
+	Reach  []string `json:"reach,omitempty"`
 }
 
 // Limits the loader sets on QEMU, whoever it runs as.
@@ -282,7 +302,16 @@ func (d *credDrop) apply(parent int) error {
 	if os.Getppid() != parent {
 		return errors.New("the supervisor ended while QEMU's credentials were being dropped")
 	}
-	return d.check()
+	if err := d.check(); err != nil {
+		return err
+	}
+	for _, dir := range d.Reach {
+		// access(2) checks with the real uid, now QEMU's.
+		if err := unix.Access(dir, unix.X_OK); err != nil {
+			return fmt.Errorf("-pidfile in %s: QEMU's user %s cannot search that directory (%v), and QEMU looks at its pidfile there itself: put the pidfile where %s can reach, or give --run-as root", dir, d.User, err, d.User)
+		}
+	}
+	return nil
 }
 
 // check reads the thread's credentials back from the kernel.

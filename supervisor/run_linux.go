@@ -484,6 +484,8 @@ func (s *session) attach(lf *os.File) error {
 		Report:   s.report,
 		Observe:  s.plane.observe,
 		Workers:  seccompnotify.NewWorkers(currentUmask, s.emitErr),
+		// kfv-run --run-as: kfv stands in for the root QEMU gave up.
+		DroppedRoot: s.cfg.RunAs.drop() != nil,
 	}
 	// The plane answers held calls through the same gate; it starts
 	// after this.
