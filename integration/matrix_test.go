@@ -874,11 +874,12 @@ func share9p(t *testing.T, b *benign, readOnly bool) {
 	if err := os.WriteFile(filepath.Join(dir, "in"), in, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if !b.bare && !readOnly {
-		// Under a root kfv-run QEMU runs as kfv-qemu, which writes in
-		// the share with its own rights: the share is given to it, as
-		// an operator would.
-		chownToQEMU(t, dir)
+	if !readOnly {
+		// The guest gives files of the share to other owners, which
+		// only a root QEMU can do (security_model=none): kfv performs
+		// the share's file work with QEMU's own credentials, so QEMU
+		// keeps root here.
+		b.flags = []string{"--run-as", "root"}
 	}
 	mib, fsdev := 2, "local,id=kfvfs,path="+dir+",security_model=none"
 	if readOnly {
@@ -1247,24 +1248,6 @@ func runAs(t *testing.T, b *benign) {
 		t.Errorf("QEMU %d runs as %s, want nobody (%s)", pid, regexp.MustCompile(`(?m)^Uid:.*$`).Find(st), u.Uid)
 	}
 	quit(t, p, q)
-}
-
-// chownToQEMU gives path to the user QEMU runs as under a root kfv-run
-// (kfv-qemu); nothing when the tests do not run as root.
-func chownToQEMU(t *testing.T, path string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		return
-	}
-	u, err := user.Lookup("kfv-qemu")
-	if err != nil {
-		t.Fatalf("no user kfv-qemu (tools/qemu-user.sh creates it): %v", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	if err := os.Chown(path, uid, gid); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // unprivileged: under a root kfv-run, QEMU runs as kfv-qemu (the

@@ -82,8 +82,10 @@ func ResolveRunAs(name string, args []string) (*RunAs, error) {
 		}
 		return &RunAs{User: "root", QEMUDrops: own}, nil
 	}
+	what := "--run-as " + name
 	if name == "" {
 		name = DefaultRunAs
+		what = "QEMU's user " + name + " (the default of --run-as under a root kfv-run)"
 	}
 	if name == "root" || name == "0" {
 		return &RunAs{User: "root", Root: true}, nil
@@ -97,9 +99,9 @@ func ResolveRunAs(name string, args []string) (*RunAs, error) {
 			if name == DefaultRunAs {
 				fix = "create it with make install, or: useradd --system --no-create-home --shell /usr/sbin/nologin " + DefaultRunAs
 			}
-			return nil, fmt.Errorf("--run-as %s: no such user, so QEMU cannot be run as it; %s (or --run-as root to keep QEMU root)", name, fix)
+			return nil, fmt.Errorf("%s: no such user, so QEMU cannot be run as it; %s (or --run-as root to keep QEMU root)", what, fix)
 		}
-		return nil, fmt.Errorf("--run-as %s: %w", name, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	r := &RunAs{User: u.Username, Reach: reachList(args)}
 	r.UID, err = strconv.Atoi(u.Uid)
