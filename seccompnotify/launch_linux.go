@@ -19,12 +19,16 @@ type ExecSpec struct {
 	Argv []string // argv, argv[0] included
 	Env  []string // the environment, exactly as QEMU must see it
 	Prog []unix.SockFilter
-	// ByFD execs the program open at FD (execveat with AT_EMPTY_PATH)
-	// rather than by Path: a user the loader dropped to may not be able
-	// to reach Path. The kernel checks execute permission and Landlock's
-	// execute right on the file itself either way.
+	// ByFD execs through FD rather than by Path: a user the loader
+	// dropped to may not be able to reach Path. With Name, FD is the
+	// directory the program is in (execveat(FD, Name): the kernel names
+	// the process after Name, as for an exec by path); without, FD is
+	// the program itself (AT_EMPTY_PATH: kernels before 6.14 name the
+	// process after the fd's number). The kernel checks execute
+	// permission and Landlock's execute right on the file either way.
 	ByFD bool
 	FD   int
+	Name string
 }
 
 // LoadAndExec loads the filter into the calling thread and execs spec.Path
@@ -59,6 +63,13 @@ func LoadAndExec(spec *ExecSpec) error {
 	if err != nil {
 		return fmt.Errorf("exec %q: environment: %w", spec.Path, err)
 	}
+	name, atFlags := emptyPath, uintptr(unix.AT_EMPTY_PATH)
+	if spec.ByFD && spec.Name != "" {
+		if name, err = unix.BytePtrFromString(spec.Name); err != nil {
+			return fmt.Errorf("exec %q: %w", spec.Path, err)
+		}
+		atFlags = 0
+	}
 	// no_new_privs lets an unprivileged process load a filter; it also
 	// means setuid helpers (qemu-bridge-helper) no longer gain privileges.
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
@@ -78,7 +89,7 @@ func LoadAndExec(spec *ExecSpec) error {
 	}
 	// From here until exec: no allocation, no other syscall.
 	if spec.ByFD {
-		e = rawExecveat(spec.FD, argv, envv)
+		e = rawExecveat(spec.FD, name, argv, envv, atFlags)
 	} else {
 		e = rawExecve(argv0, argv, envv)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 
@@ -136,15 +137,28 @@ func loaderRun() (int, error) {
 		if err != nil {
 			return execExitCode(errnoOf(err)), fmt.Errorf("loader: open %s: %w", cfg.Path, err)
 		}
+		dir, err := unix.Open(filepath.Dir(cfg.Path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return exitLaunch, fmt.Errorf("loader: open %s: %w", filepath.Dir(cfg.Path), err)
+		}
 		if err := cfg.Drop.apply(parent); err != nil {
 			return exitLaunch, fmt.Errorf("loader: run QEMU as %s: %w", cfg.Drop.User, err)
 		}
-		// By path when the user reaches it, which keeps QEMU's name
-		// (comm) as it is on every kernel; through the fd otherwise.
-		if unix.Access(cfg.Path, unix.X_OK) != nil {
-			spec.ByFD, spec.FD = true, fd
-		} else {
+		// By path when the user reaches it; else by name in its
+		// directory when the user may search that one: both keep
+		// QEMU's name (comm) on every kernel. Through the binary's own
+		// fd otherwise.
+		base := filepath.Base(cfg.Path)
+		switch {
+		case unix.Access(cfg.Path, unix.X_OK) == nil:
 			unix.Close(fd)
+			unix.Close(dir)
+		case unix.Faccessat(dir, base, unix.X_OK, 0) == nil:
+			unix.Close(fd)
+			spec.ByFD, spec.FD, spec.Name = true, dir, base
+		default:
+			unix.Close(dir)
+			spec.ByFD, spec.FD = true, fd
 		}
 	}
 	if ruleset >= 0 {

@@ -381,13 +381,19 @@ func lastCap() (int, error) {
 }
 
 // execFD checks the loader's execveat: AT_EMPTY_PATH on an fd that is
-// QEMU's binary (the same file as the path kfv resolved).
+// QEMU's binary, or QEMU's base name in an fd of its directory; either
+// must reach the same file as the path kfv resolved.
 func (s *session) execFD(c *seccompnotify.Call) error {
-	if c.Req.Args[4]&unix.AT_EMPTY_PATH == 0 {
-		return errors.New("not AT_EMPTY_PATH")
-	}
 	fd := int(int32(c.Req.Args[0]))
-	got, err := os.Stat("/proc/" + strconv.Itoa(int(c.N.PID)) + "/fd/" + strconv.Itoa(fd))
+	p := "/proc/" + strconv.Itoa(int(c.N.PID)) + "/fd/" + strconv.Itoa(fd)
+	switch name := c.Req.PathArg; {
+	case name == "" && c.Req.Args[4]&unix.AT_EMPTY_PATH != 0:
+	case name == filepath.Base(s.qemuPath) && c.Req.Args[4] == 0:
+		p += "/" + name
+	default:
+		return fmt.Errorf("execveat of %q in fd %d with flags %#x", name, fd, c.Req.Args[4])
+	}
+	got, err := os.Stat(p)
 	if err != nil {
 		return fmt.Errorf("fd %d: %w", fd, err)
 	}

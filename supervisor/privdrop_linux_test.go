@@ -115,13 +115,23 @@ func TestRunAs(t *testing.T) {
 	}
 	sh := filepath.Join(private, "sh")
 	copyFile(t, "/bin/sh", sh)
-	for _, tc := range []struct{ name, bin string }{{"by path", "/bin/sh"}, {"by fd", sh}} {
+	// A directory nobody may search, under one it may not.
+	open := filepath.Join(private, "bin")
+	if err := os.Mkdir(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inOpen := filepath.Join(open, "sh")
+	copyFile(t, "/bin/sh", inOpen)
+	for _, tc := range []struct {
+		name, bin string
+		comm      bool // the kernel names the process sh on every kernel
+	}{{"by path", "/bin/sh", true}, {"by name in its directory", inOpen, true}, {"by fd", sh, false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "status")
 			// The shell's open of out is performed by kfv, as root, in a
 			// directory only root may write to: the file is nobody's all
 			// the same.
-			status, evs, err := runSupervisedAs(t, r, allow, tc.bin, "-c", "exec cat /proc/self/status > "+out)
+			status, evs, err := runSupervisedAs(t, r, allow, tc.bin, "-c", "cat /proc/$$/comm > "+out+".comm; exec cat /proc/self/status > "+out)
 			if err != nil || status != 0 {
 				t.Fatalf("status %d, err %v, %d events", status, err, len(evs))
 			}
@@ -138,6 +148,14 @@ func TestRunAs(t *testing.T) {
 			}
 			if err := checkStatus(string(b), r.drop()); err != nil {
 				t.Error(err)
+			}
+			comm, err := os.ReadFile(out + ".comm")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: the shell's name is %q", tc.bin, strings.TrimSpace(string(comm)))
+			if tc.comm && strings.TrimSpace(string(comm)) != "sh" {
+				t.Errorf("the shell's name (comm) is %q, want sh", comm)
 			}
 			if !strings.Contains(string(b), "NoNewPrivs:\t1") {
 				t.Error("no_new_privs is not set")
