@@ -62,7 +62,8 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./profiles
 
 # install: kfv-run and the emulator link kfv-qemu-system-x86_64 (libvirt's
-# <emulator>, docs/libvirt.md), the event directory owned by the user
+# <emulator>, docs/libvirt.md), the system user kfv-qemu that a root
+# kfv-run runs QEMU as (--run-as, README.md), the event directory owned by the user
 # libvirt runs QEMU as, and /etc/kfv/kfv.toml unless one exists.
 # Replacing kfv-run changes its ctime, which is what libvirt's capability
 # cache checks for the emulator path: run it again after upgrading QEMU.
@@ -77,6 +78,7 @@ install: build
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 $(BIN)/kfv-run $(DESTDIR)$(BINDIR)/kfv-run
 	ln -sfn kfv-run $(DESTDIR)$(BINDIR)/kfv-qemu-system-x86_64
+	@if [ -z "$(DESTDIR)" ]; then tools/qemu-user.sh; fi
 	install -d -m 0750 $(DESTDIR)$(KFV_EVENTS)
 	@if [ -z "$(DESTDIR)" ] && id -u $(KFV_QEMU_USER) >/dev/null 2>&1; then \
 		chown $(KFV_QEMU_USER):$(KFV_QEMU_GROUP) $(KFV_EVENTS) && \
@@ -91,6 +93,7 @@ install: build
 			'mode = "audit"          # audit first; enforce once the events show no unexpected deny' \
 			'events = "$(KFV_EVENTS)"  # directory (VM.jsonl per VM) or pattern with {vm}' \
 			'# qemu = "/usr/bin/qemu-system-x86_64"  # default: first in PATH that is not kfv' \
+			'# run_as = "kfv-qemu"     # kfv-run -- QEMU as root: the user QEMU runs as (root: keep it root)' \
 			> $(DESTDIR)$(SYSCONFDIR)/kfv/kfv.toml && \
 		echo "wrote $(DESTDIR)$(SYSCONFDIR)/kfv/kfv.toml (audit mode)"; \
 	fi

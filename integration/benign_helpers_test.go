@@ -36,6 +36,8 @@ type benign struct {
 	// bare makes run start QEMU itself, without kfv-run: the benign
 	// matrix runs each configuration bare first, to show it works.
 	bare bool
+	// flags are more kfv-run flags for run.
+	flags []string
 }
 
 // newBenign builds (once per test binary) the Linux guest and returns the
@@ -92,7 +94,7 @@ func (b *benign) run(qargs []string, extra ...*os.File) *proc {
 	// Registered before start's own cleanup, so it runs after QEMU is
 	// gone and the stream is complete.
 	t.Cleanup(func() { b.checkEvents(events) })
-	return start(t, kfvArgs(events, []string{"--mode", "enforce", "--profile", "qemu"}, b.qemu, qargs...), extra...)
+	return start(t, kfvArgs(events, append([]string{"--mode", "enforce", "--profile", "qemu"}, b.flags...), b.qemu, qargs...), extra...)
 }
 
 func (b *benign) checkEvents(path string) {

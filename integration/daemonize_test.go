@@ -115,6 +115,7 @@ func TestDaemonize(t *testing.T) {
 				args, selfExits := c.args(t, dir)
 				serial := filepath.Join(dir, "serial.log")
 				pidfile := filepath.Join(dir, "qemu.pid")
+				qemuReachable(t, dir)
 				sock := filepath.Join(dir, "qmp.sock")
 				events := filepath.Join(dir, "events.jsonl")
 				args = append(withSerialFile(args, serial), "-daemonize", "-pidfile", pidfile, "-qmp", "unix:"+sock+",server=on,wait=off")
@@ -301,6 +302,7 @@ func daemonAttack(t *testing.T, qemu, payload, mode string) {
 	}
 	serial := filepath.Join(dir, "serial.log")
 	pidfile := filepath.Join(dir, "qemu.pid")
+	qemuReachable(t, dir)
 	sock := filepath.Join(dir, "qmp.sock")
 	events := filepath.Join(dir, "events.jsonl")
 	qemuLog := filepath.Join(dir, "qemu.log")

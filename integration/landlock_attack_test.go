@@ -101,7 +101,9 @@ func wallFlags(name string) func(t *testing.T, r *attackRun, wall bool) []string
 		if wall {
 			mode = "best-effort"
 		}
-		return []string{"--mode", "enforce", "--profile", wallProfile(t, r.dir, name), "--landlock", mode}
+		// QEMU kept root, in both runs: the wall alone is tested, not
+		// QEMU's credentials (privdrop_attack_test.go).
+		return []string{"--mode", "enforce", "--profile", wallProfile(t, r.dir, name), "--landlock", mode, "--run-as", "root"}
 	}
 }
 

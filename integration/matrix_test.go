@@ -156,6 +156,7 @@ func matrixRows() []matrixRow {
 		{"daemonize-pidfile", daemonizeRow},
 		{"sandbox-on", sandboxOn},
 		{"runas", runAs},
+		{"unprivileged", unprivileged},
 	}
 	return rows
 }
@@ -873,6 +874,13 @@ func share9p(t *testing.T, b *benign, readOnly bool) {
 	if err := os.WriteFile(filepath.Join(dir, "in"), in, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if !readOnly {
+		// The guest gives files of the share to other owners, which
+		// only a root QEMU can do (security_model=none): kfv performs
+		// the share's file work with QEMU's own credentials, so QEMU
+		// keeps root here.
+		b.flags = []string{"--run-as", "root"}
+	}
 	mib, fsdev := 2, "local,id=kfvfs,path="+dir+",security_model=none"
 	if readOnly {
 		mib, fsdev = 0, fsdev+",readonly=on"
@@ -1162,6 +1170,7 @@ func daemonizeRow(t *testing.T, b *benign) {
 	}
 	serial := b.path("serial.log")
 	pidfile := b.path("qemu.pid")
+	qemuReachable(t, filepath.Dir(pidfile))
 	args := append(withSerialFile(b.args(guest.WorkloadDisk, "kfv.size=4"), serial), guest.DiskArgs(img, "raw")...)
 	args = append(args, "-daemonize", "-pidfile", pidfile)
 	p := b.run(args)
@@ -1237,6 +1246,40 @@ func runAs(t *testing.T, b *benign) {
 	}
 	if !regexp.MustCompile(`(?m)^Uid:\s+` + u.Uid + `\s`).Match(st) {
 		t.Errorf("QEMU %d runs as %s, want nobody (%s)", pid, regexp.MustCompile(`(?m)^Uid:.*$`).Find(st), u.Uid)
+	}
+	quit(t, p, q)
+}
+
+// unprivileged: under a root kfv-run, QEMU runs as kfv-qemu (the
+// default of --run-as) with every capability set empty, and the VM runs.
+func unprivileged(t *testing.T, b *benign) {
+	if b.bare {
+		t.Skip("QEMU changes no credentials of its own here: the row is kfv's")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("kfv-run drops QEMU's credentials only when it runs as root")
+	}
+	u, err := user.Lookup("kfv-qemu")
+	if err != nil {
+		t.Fatalf("no user kfv-qemu (tools/qemu-user.sh creates it): %v", err)
+	}
+	args, sock := b.withQMP(b.rawLoop("KFV-RAW unprivileged\n"))
+	p := b.run(args)
+	q := dialMon(t, sock, 30*time.Second)
+	waitLine(t, p, "KFV-RAW tick", 30*time.Second)
+	pid := childPID(t, p.cmd.Process.Pid)
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`Uid:\s+` + u.Uid + `\s+` + u.Uid + `\s+` + u.Uid + `\s+` + u.Uid + `\n`, `Gid:\s+` + u.Gid + `\s+` + u.Gid + `\s+` + u.Gid + `\s+` + u.Gid + `\n`}
+	for _, c := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+		want = append(want, c+`:\s+0000000000000000\n`)
+	}
+	for _, w := range want {
+		if !regexp.MustCompile(`(?m)^` + w).Match(st) {
+			t.Errorf("QEMU %d's status does not match %q:\n%s", pid, w, st)
+		}
 	}
 	quit(t, p, q)
 }

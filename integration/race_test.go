@@ -82,6 +82,7 @@ func newRaceVM(t *testing.T, payload string) *raceVM {
 	allowedAddr, forbiddenAddr, streamed := raceListeners(t)
 	_, port, _ := net.SplitHostPort(allowedAddr)
 	r := &raceVM{payload: payload, allowedPath: allowedPath, pidfile: filepath.Join(dir, "vm1.pid"), allowedAddr: allowedAddr}
+	qemuReachable(t, dir)
 	r.qargs = append(rawReactArgs(t, payload, strconv.Itoa(raceAttempts)),
 		"-drive", "file="+allowedPath+",if=none,id=race,format=raw,readonly=on",
 		"-pidfile", r.pidfile,

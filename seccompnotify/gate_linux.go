@@ -73,6 +73,12 @@ type Gate struct {
 	// Workers run calls that may block beside the loop; nil runs them
 	// inline.
 	Workers *Workers
+	// DroppedRoot: kfv itself took root from QEMU (kfv-run --run-as):
+	// QEMU would have held root's rights on the objects its command
+	// line names, so kfv performs with its own the calls that need them
+	// on those objects (TUNSETIFF on a tap the VM names). Otherwise a
+	// call kfv performs does no more than QEMU could itself.
+	DroppedRoot bool
 
 	others callerPidfds
 }

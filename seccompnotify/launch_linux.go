@@ -19,6 +19,16 @@ type ExecSpec struct {
 	Argv []string // argv, argv[0] included
 	Env  []string // the environment, exactly as QEMU must see it
 	Prog []unix.SockFilter
+	// ByFD execs through FD rather than by Path: a user the loader
+	// dropped to may not be able to reach Path. With Name, FD is the
+	// directory the program is in (execveat(FD, Name): the kernel names
+	// the process after Name, as for an exec by path); without, FD is
+	// the program itself (AT_EMPTY_PATH: kernels before 6.14 name the
+	// process after the fd's number). The kernel checks execute
+	// permission and Landlock's execute right on the file either way.
+	ByFD bool
+	FD   int
+	Name string
 }
 
 // LoadAndExec loads the filter into the calling thread and execs spec.Path
@@ -31,7 +41,7 @@ type ExecSpec struct {
 // preemption signal lands between the two syscalls.
 //
 // Why it cannot deadlock whatever the profile says: after seccomp() returns,
-// the thread makes exactly one syscall, execve, which the compiled filter
+// the thread makes exactly one syscall, execve (or execveat), which the compiled filter
 // always sends to the supervisor. The supervisor takes the listener from
 // this process with pidfd_getfd (TakeListener) without any help from it, so
 // nothing here waits for a listener nobody has. A signal arriving meanwhile
@@ -53,6 +63,13 @@ func LoadAndExec(spec *ExecSpec) error {
 	if err != nil {
 		return fmt.Errorf("exec %q: environment: %w", spec.Path, err)
 	}
+	name, atFlags := emptyPath, uintptr(unix.AT_EMPTY_PATH)
+	if spec.ByFD && spec.Name != "" {
+		if name, err = unix.BytePtrFromString(spec.Name); err != nil {
+			return fmt.Errorf("exec %q: %w", spec.Path, err)
+		}
+		atFlags = 0
+	}
 	// no_new_privs lets an unprivileged process load a filter; it also
 	// means setuid helpers (qemu-bridge-helper) no longer gain privileges.
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
@@ -71,7 +88,11 @@ func LoadAndExec(spec *ExecSpec) error {
 		return os.NewSyscallError("seccomp(SECCOMP_SET_MODE_FILTER)", e)
 	}
 	// From here until exec: no allocation, no other syscall.
-	e = rawExecve(argv0, argv, envv)
+	if spec.ByFD {
+		e = rawExecveat(spec.FD, name, argv, envv, atFlags)
+	} else {
+		e = rawExecve(argv0, argv, envv)
+	}
 	return &ExecError{Path: spec.Path, Err: e}
 }
 

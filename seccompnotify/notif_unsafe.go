@@ -138,3 +138,15 @@ func rawExecve(argv0 *byte, argv, envv []*byte) unix.Errno {
 		uintptr(unsafe.Pointer(&envv[0])))
 	return e
 }
+
+// emptyPath is the "" path of execveat with AT_EMPTY_PATH.
+var emptyPath = &[]byte{0}[0]
+
+// rawExecveat is execveat(fd, name, argv, envv, flags), as rawExecve.
+func rawExecveat(fd int, name *byte, argv, envv []*byte, flags uintptr) unix.Errno {
+	_, _, e := unix.RawSyscall6(unix.SYS_EXECVEAT, uintptr(fd),
+		uintptr(unsafe.Pointer(name)),
+		uintptr(unsafe.Pointer(&argv[0])),
+		uintptr(unsafe.Pointer(&envv[0])), flags, 0)
+	return e
+}

@@ -65,8 +65,10 @@ func performIoctl(g *Gate, c *Call, _ orch.Decision, _ *Target, _ error) result 
 		return refused("kfv:tunsetiff", "the struct ifreq was not read", true)
 	}
 	// kfv may hold CAP_NET_ADMIN where QEMU does not (-runas, an
-	// unprivileged manager): the call must not do more than QEMU could.
-	if ok, why := callerMaySetIff(req.TID, req.Ifname); !ok {
+	// unprivileged manager): the call must not do more than QEMU could,
+	// unless kfv took root from QEMU itself, the decision having kept
+	// the call to the VM's own taps by name.
+	if ok, why := callerMaySetIff(req.TID, req.Ifname); !ok && !g.DroppedRoot {
 		return failed(unix.EPERM, "emulated: "+why)
 	}
 	fd, bad := takeSocket(g, c)

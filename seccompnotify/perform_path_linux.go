@@ -66,9 +66,22 @@ func performOpen(g *Gate, c *Call, d orch.Decision, t *Target, terr error) resul
 		}
 		return failed(e, "emulated: "+e.Error())
 	}
+	creates := !t.Exists && or.Flags&unix.O_CREAT != 0 || or.Flags&unix.O_TMPFILE == unix.O_TMPFILE
 	open := func(c *Call) result {
 		defer t.Close()
-		f, err := t.Open(openRequest(g, c))
+		var f FD
+		var err error
+		if creates {
+			// A file kfv creates for QEMU is QEMU's: its owner is QEMU's
+			// uid and gid, not the supervisor's (asOwner).
+			err = asOwner(c.Req.TID, func() error {
+				var oerr error
+				f, oerr = t.Open(openRequest(g, c))
+				return oerr
+			})
+		} else {
+			f, err = t.Open(openRequest(g, c))
+		}
 		if err != nil {
 			e := errnoOr(err, unix.EIO)
 			return failed(e, "emulated: "+e.Error())

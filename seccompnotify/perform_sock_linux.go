@@ -73,10 +73,23 @@ func performSockaddr(g *Gate, c *Call, d orch.Decision, _ *Target, _ error) resu
 				return refused("kfv:emulation", err.Error(), true)
 			}
 		}
-		if c.Req.Syscall == "connect" {
-			return failed(Connect(sock, c.Req.SockRaw), "emulated")
+		call := func() unix.Errno {
+			if c.Req.Syscall == "connect" {
+				return Connect(sock, c.Req.SockRaw)
+			}
+			return Bind(sock, c.Req.SockRaw)
 		}
-		return failed(Bind(sock, c.Req.SockRaw), "emulated")
+		if req.Sock == nil || req.Sock.Family != unix.AF_UNIX {
+			return failed(call(), "emulated")
+		}
+		// The peer of a unix socket kfv connects sees the connecting
+		// thread's ids (SO_PEERCRED), and a socket file kfv binds is
+		// owned by them: QEMU's, not the supervisor's (asOwner).
+		var e unix.Errno
+		if err := asOwner(c.Req.TID, func() error { e = call(); return nil }); err != nil {
+			return refused("kfv:emulation", err.Error(), true)
+		}
+		return failed(e, "emulated")
 	}
 	if !nb && req.Syscall == "connect" {
 		// A blocking connect may take long: beside the loop.

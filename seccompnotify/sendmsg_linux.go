@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,7 +47,8 @@ const (
 // the native call would have returned for the same message (EMSGSIZE for
 // too many iovecs, EFAULT for unreadable memory, EBADF for an fd in
 // SCM_RIGHTS the caller does not have, ENOBUFS for an oversized control
-// buffer); msg_name is not read: the caller passes the address decided on.
+// buffer, EPERM for SCM_CREDENTIALS the caller could not send itself);
+// msg_name is not read: the caller passes the address decided on.
 func ReadMsg(pid int, pidfd *os.File, addr uint64, maxData int) (*Msg, error) {
 	h := make([]byte, sizeofMsghdr)
 	if err := ReadMem(pid, addr, h); err != nil {
@@ -93,7 +97,7 @@ func ReadMsg(pid int, pidfd *os.File, addr uint64, maxData int) (*Msg, error) {
 		if err := ReadMem(pid, ctlAddr, ctl); err != nil {
 			return nil, unix.EFAULT
 		}
-		if err := m.rebuildControl(pidfd, ctl); err != nil {
+		if err := m.rebuildControl(pid, pidfd, ctl); err != nil {
 			m.Close()
 			return nil, err
 		}
@@ -103,13 +107,22 @@ func ReadMsg(pid int, pidfd *os.File, addr uint64, maxData int) (*Msg, error) {
 
 // rebuildControl copies the control messages, with the caller's fds in
 // SCM_RIGHTS replaced by the supervisor's copies of them.
-func (m *Msg) rebuildControl(pidfd *os.File, ctl []byte) error {
+// SCM_RIGHTS fds are taken from the caller (pidfd_getfd of its own fd
+// numbers): a message can only carry what QEMU holds.
+func (m *Msg) rebuildControl(tid int, pidfd *os.File, ctl []byte) error {
 	cmsgs, err := unix.ParseSocketControlMessage(ctl)
 	if err != nil {
 		return unix.EINVAL
 	}
 	for i := range cmsgs {
 		c := &cmsgs[i]
+		if c.Header.Level == unix.SOL_SOCKET && c.Header.Type == unix.SCM_CREDENTIALS {
+			// kfv sends this message; as root it may claim any pid,
+			// uid and gid. Only what QEMU itself could claim passes.
+			if err := checkCredentials(tid, c); err != nil {
+				return err
+			}
+		}
 		if c.Header.Level != unix.SOL_SOCKET || c.Header.Type != unix.SCM_RIGHTS {
 			m.Control = append(m.Control, cmsg(c.Header.Level, c.Header.Type, c.Data)...)
 			continue
@@ -133,4 +146,80 @@ func (m *Msg) rebuildControl(pidfd *os.File, ctl []byte) error {
 		m.Control = append(m.Control, unix.UnixRights(ours...)...)
 	}
 	return nil
+}
+
+// checkCredentials checks an SCM_CREDENTIALS message of thread tid: the
+// pid must be its process's, the uid one of its real, effective and
+// saved uids, the gid one of its gids, as the kernel checks an
+// unprivileged sender (scm_check_creds); anything else is EPERM, even
+// when kfv, which sends it, could claim it.
+func checkCredentials(tid int, c *unix.SocketControlMessage) error {
+	uc, err := unix.ParseUnixCredentials(c)
+	if err != nil {
+		return unix.EINVAL
+	}
+	p := "/proc/" + strconv.Itoa(tid) + "/status"
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Errorf("SCM_CREDENTIALS: read the sender's credentials: %w", err)
+	}
+	ids, err := parseIDs(string(b), p)
+	if err != nil {
+		return fmt.Errorf("SCM_CREDENTIALS: %w", err)
+	}
+	if int(uc.Pid) != ids.tgid || !slices.Contains(ids.uids[:3], int(uc.Uid)) || !slices.Contains(ids.gids[:3], int(uc.Gid)) {
+		return unix.EPERM
+	}
+	return nil
+}
+
+// procIDs are a thread's process id and its uids and gids (real,
+// effective, saved, file system), from /proc/TID/status.
+type procIDs struct {
+	tgid       int
+	uids, gids [4]int
+}
+
+func parseIDs(s, where string) (procIDs, error) {
+	var ids procIDs
+	seen := 0
+	for _, l := range strings.Split(s, "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		var dst []int
+		switch k {
+		case "Tgid":
+			dst = []int{0}
+		case "Uid", "Gid":
+			dst = make([]int, 4)
+		default:
+			continue
+		}
+		if len(f) != len(dst) {
+			return ids, fmt.Errorf("%s: %s line %q: want %d fields", where, k, l, len(dst))
+		}
+		for i := range f {
+			n, err := strconv.Atoi(f[i])
+			if err != nil {
+				return ids, fmt.Errorf("%s: %s line %q: %w", where, k, l, err)
+			}
+			dst[i] = n
+		}
+		switch k {
+		case "Tgid":
+			ids.tgid = dst[0]
+		case "Uid":
+			copy(ids.uids[:], dst)
+		case "Gid":
+			copy(ids.gids[:], dst)
+		}
+		seen++
+	}
+	if seen != 3 {
+		return ids, fmt.Errorf("%s: want Tgid, Uid and Gid lines", where)
+	}
+	return ids, nil
 }

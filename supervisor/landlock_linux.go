@@ -214,9 +214,31 @@ func (p *landlockPlan) describe(missing []string) string {
 // just before it loads the filter and execs QEMU. Landlock needs
 // no_new_privs, which the filter needs anyway.
 func (p *landlockPlan) restrict() error {
+	fd, err := p.ruleset()
+	if err != nil {
+		return err
+	}
+	return enforceRuleset(fd)
+}
+
+// enforceRuleset puts the calling thread in the ruleset fd and closes
+// it. Landlock needs no_new_privs, which the filter needs anyway.
+func enforceRuleset(fd int) error {
+	defer unix.Close(fd)
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("landlock: %w", os.NewSyscallError("prctl(PR_SET_NO_NEW_PRIVS)", err))
 	}
+	if _, _, e := unix.Syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(fd), 0, 0); e != 0 {
+		return fmt.Errorf("landlock: %w", os.NewSyscallError("landlock_restrict_self", e))
+	}
+	return nil
+}
+
+// ruleset builds the wall's ruleset and returns its fd, for
+// enforceRuleset. The loader builds it before it drops QEMU's
+// credentials (privdrop_linux.go), while it still reaches every file
+// the rules name.
+func (p *landlockPlan) ruleset() (rfd int, rerr error) {
 	attr := unix.LandlockRulesetAttr{Handled_access_fs: p.FS, Handled_access_net: p.Net, Scoped: p.Scoped}
 	size := unsafe.Offsetof(attr.Handled_access_net) // ABI 1-3: the filesystem rights alone
 	switch {
@@ -227,9 +249,13 @@ func (p *landlockPlan) restrict() error {
 	}
 	fd, _, e := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), size, 0)
 	if e != 0 {
-		return fmt.Errorf("landlock: %w", os.NewSyscallError("landlock_create_ruleset", e))
+		return -1, fmt.Errorf("landlock: %w", os.NewSyscallError("landlock_create_ruleset", e))
 	}
-	defer unix.Close(int(fd))
+	defer func() {
+		if rerr != nil {
+			unix.Close(int(fd))
+		}
+	}()
 	const fileRights = unix.LANDLOCK_ACCESS_FS_EXECUTE | unix.LANDLOCK_ACCESS_FS_READ_FILE
 	for _, path := range p.Exec {
 		if p.FS&fileRights == 0 {
@@ -237,13 +263,13 @@ func (p *landlockPlan) restrict() error {
 		}
 		pfd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("landlock: open %s: %w", path, err)
+			return -1, fmt.Errorf("landlock: open %s: %w", path, err)
 		}
 		rule := unix.LandlockPathBeneathAttr{Allowed_access: fileRights & p.FS, Parent_fd: int32(pfd)}
 		_, _, e := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, uintptr(fd), unix.LANDLOCK_RULE_PATH_BENEATH, uintptr(unsafe.Pointer(&rule)), 0, 0, 0)
 		unix.Close(pfd)
 		if e != 0 {
-			return fmt.Errorf("landlock: allow executing %s: %w", path, os.NewSyscallError("landlock_add_rule", e))
+			return -1, fmt.Errorf("landlock: allow executing %s: %w", path, os.NewSyscallError("landlock_add_rule", e))
 		}
 	}
 	for _, tr := range p.Beneath {
@@ -252,19 +278,16 @@ func (p *landlockPlan) restrict() error {
 		}
 		pfd, err := unix.Open(tr.Path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("landlock: open %s: %w", tr.Path, err)
+			return -1, fmt.Errorf("landlock: open %s: %w", tr.Path, err)
 		}
 		rule := unix.LandlockPathBeneathAttr{Allowed_access: tr.Access & p.FS, Parent_fd: int32(pfd)}
 		_, _, e := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, uintptr(fd), unix.LANDLOCK_RULE_PATH_BENEATH, uintptr(unsafe.Pointer(&rule)), 0, 0, 0)
 		unix.Close(pfd)
 		if e != 0 {
-			return fmt.Errorf("landlock: allow %s: %w", tr.Path, os.NewSyscallError("landlock_add_rule", e))
+			return -1, fmt.Errorf("landlock: allow %s: %w", tr.Path, os.NewSyscallError("landlock_add_rule", e))
 		}
 	}
-	if _, _, e := unix.Syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, fd, 0, 0); e != 0 {
-		return fmt.Errorf("landlock: %w", os.NewSyscallError("landlock_restrict_self", e))
-	}
-	return nil
+	return int(fd), nil
 }
 
 // LandlockSummary says what QEMU's Landlock wall enforces on this

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 
@@ -49,6 +50,9 @@ type loaderConfig struct {
 	// Landlock is the wall the loader builds around itself before it
 	// loads the filter and execs; nil builds none.
 	Landlock *landlockPlan `json:"landlock,omitempty"`
+	// Drop is the user QEMU runs as (privdrop_linux.go); nil keeps the
+	// loader's credentials.
+	Drop *credDrop `json:"drop,omitempty"`
 }
 
 // loaderStatus is what the loader writes back when it fails. Success is
@@ -79,6 +83,7 @@ func LoaderMain() {
 }
 
 func loaderRun() (int, error) {
+	parent := os.Getppid()
 	if len(os.Args) != 4 {
 		return exitLaunch, errors.New("loader: usage: __kfv_loader CFGFD STATUSFD")
 	}
@@ -110,19 +115,72 @@ func loaderRun() (int, error) {
 	if prog, err = seccompnotify.PatchPID(prog, cfg.PIDSlots, os.Getpid()); err != nil {
 		return exitLaunch, fmt.Errorf("loader: %w", err)
 	}
+	spec := &seccompnotify.ExecSpec{Path: cfg.Path, Argv: cfg.Argv, Env: cfg.Env, Prog: prog}
+	if err := setLimits(); err != nil {
+		return exitLaunch, fmt.Errorf("loader: %w", err)
+	}
+	ruleset := -1
 	if cfg.Landlock != nil {
-		// Before the filter: once it is loaded, Landlock's own calls
-		// would be QEMU's, judged by the profile.
-		if err := cfg.Landlock.restrict(); err != nil {
+		// Built before the drop, which may take away the way to the
+		// files its rules name; enforced after it, before the filter:
+		// once that is loaded, Landlock's own calls would be QEMU's,
+		// judged by the profile.
+		if ruleset, err = cfg.Landlock.ruleset(); err != nil {
 			return exitLaunch, fmt.Errorf("loader: %w", err)
 		}
 	}
-	err = seccompnotify.LoadAndExec(&seccompnotify.ExecSpec{Path: cfg.Path, Argv: cfg.Argv, Env: cfg.Env, Prog: prog})
+	if cfg.Drop != nil {
+		// Opened while still root: QEMU's user may not be able to
+		// traverse the directories above QEMU's binary (a tree under
+		// /root); the exec then goes through this fd.
+		fd, err := unix.Open(cfg.Path, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return execExitCode(errnoOf(err)), fmt.Errorf("loader: open %s: %w", cfg.Path, err)
+		}
+		dir, err := unix.Open(filepath.Dir(cfg.Path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return exitLaunch, fmt.Errorf("loader: open %s: %w", filepath.Dir(cfg.Path), err)
+		}
+		if err := cfg.Drop.apply(parent); err != nil {
+			return exitLaunch, fmt.Errorf("loader: run QEMU as %s: %w", cfg.Drop.User, err)
+		}
+		// By path when the user reaches it; else by name in its
+		// directory when the user may search that one: both keep
+		// QEMU's name (comm) on every kernel. Through the binary's own
+		// fd otherwise.
+		base := filepath.Base(cfg.Path)
+		switch {
+		case unix.Access(cfg.Path, unix.X_OK) == nil:
+			unix.Close(fd)
+			unix.Close(dir)
+		case unix.Faccessat(dir, base, unix.X_OK, 0) == nil:
+			unix.Close(fd)
+			spec.ByFD, spec.FD, spec.Name = true, dir, base
+		default:
+			unix.Close(dir)
+			spec.ByFD, spec.FD = true, fd
+		}
+	}
+	if ruleset >= 0 {
+		if err := enforceRuleset(ruleset); err != nil {
+			return exitLaunch, fmt.Errorf("loader: %w", err)
+		}
+	}
+	err = seccompnotify.LoadAndExec(spec)
 	var ee *seccompnotify.ExecError
 	if errors.As(err, &ee) {
 		return execExitCode(ee.Err), err
 	}
 	return exitLaunch, err
+}
+
+// errnoOf is the errno under err, or EIO.
+func errnoOf(err error) unix.Errno {
+	var e unix.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return unix.EIO
 }
 
 // execExitCode maps an exec failure to the shell's convention.

@@ -58,7 +58,7 @@ func (s *session) handle(c *seccompnotify.Call) {
 		// filter is wrong. Deny and say so.
 		s.gate.Refuse(c, orch.Decision{Action: profiles.VerdictDeny, Rule: "kfv:arch", Reason: fmt.Sprintf("unexpected audit arch %#x", c.N.Arch)})
 		return
-	case !s.execDone && c.Req.Syscall == "execve" && c.N.PID == s.proc.pid:
+	case !s.execDone && (c.Req.Syscall == "execve" || c.Req.Syscall == "execveat") && c.N.PID == s.proc.pid:
 		s.gateExec(c)
 		return
 	case s.injected.is(&c.N):
@@ -95,6 +95,15 @@ func (s *session) handle(c *seccompnotify.Call) {
 // it is checked against the path kfv asked for all the same.
 func (s *session) gateExec(c *seccompnotify.Call) {
 	s.execDone = true
+	if c.Req.Syscall == "execveat" {
+		// A loader that dropped QEMU's credentials execs the binary it
+		// opened before (privdrop_linux.go): that fd must be QEMU's.
+		if err := s.execFD(c); err != nil {
+			s.gate.Refuse(c, orch.Decision{Action: profiles.VerdictDeny, Rule: "kfv:launch", Reason: "loader execveat: " + err.Error()})
+			return
+		}
+		c.Req.Path = s.qemuPath
+	}
 	if c.Req.Path != s.qemuPath {
 		s.gate.Refuse(c, orch.Decision{Action: profiles.VerdictDeny, Rule: "kfv:launch", Reason: fmt.Sprintf("loader exec of %q, expected %q", c.Req.Path, s.qemuPath)})
 		return

@@ -79,6 +79,9 @@ type Config struct {
 	// first process's exit status: the caller tells its own caller, and
 	// lets go of its stdio. nil: Run just goes on.
 	Detached func(status int)
+	// RunAs is who QEMU runs as (ResolveRunAs); nil keeps kfv-run's
+	// own user. Standalone model only.
+	RunAs *RunAs
 	// ErrLog, when set, receives the text of every error event too: a
 	// detached supervisor's log, since nobody reads its stderr.
 	ErrLog func(string)
@@ -471,7 +474,7 @@ func (s *session) start(path string) error {
 		return launchErr(exitLaunch, "start loader: %w", err)
 	}
 
-	b, err := json.Marshal(loaderConfig{Path: path, Argv: qemuArgv, Env: os.Environ(), Prog: seccompnotify.EncodeProg(s.filter.Prog), PIDSlots: s.filter.PIDSlots, Landlock: wall})
+	b, err := json.Marshal(loaderConfig{Path: path, Argv: qemuArgv, Env: os.Environ(), Prog: seccompnotify.EncodeProg(s.filter.Prog), PIDSlots: s.filter.PIDSlots, Landlock: wall, Drop: s.runAs()})
 	if err == nil {
 		_, err = cfgW.Write(b)
 	}
@@ -533,6 +536,8 @@ func (s *session) attach(lf *os.File) error {
 		Report:   s.report,
 		Observe:  s.plane.observe,
 		Workers:  seccompnotify.NewWorkers(currentUmask, s.emitErr),
+		// kfv-run --run-as: kfv stands in for the root QEMU gave up.
+		DroppedRoot: s.cfg.RunAs.drop() != nil,
 	}
 	// The plane answers held calls through the same gate; it starts
 	// after this.

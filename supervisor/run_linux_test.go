@@ -69,13 +69,27 @@ func inspectProfile(inspect ...string) *profiles.Profile {
 
 func runSupervised(t *testing.T, p *profiles.Profile, d orch.Decider, mode Mode, argv ...string) (int, []event.Event, error) {
 	t.Helper()
+	return runConfig(t, &Config{QEMU: argv[0], Args: argv[1:], Policy: &Policy{Profile: p, Decider: d}, Mode: mode, VM: "t", Landlock: LandlockOff})
+}
+
+// runSupervisedAs runs argv under a profile that allows everything in
+// the kernel but opens, as r.
+func runSupervisedAs(t *testing.T, r *RunAs, d orch.Decider, argv ...string) (int, []event.Event, error) {
+	t.Helper()
+	p := inspectProfile("openat")
+	return runConfig(t, &Config{QEMU: argv[0], Args: argv[1:], Policy: &Policy{Profile: p, Decider: d}, Mode: Enforce, VM: "t", Landlock: LandlockOff, RunAs: r})
+}
+
+func runConfig(t *testing.T, cfg *Config) (int, []event.Event, error) {
+	t.Helper()
 	var buf bytes.Buffer
 	ev := event.NewWriter(&buf)
+	cfg.Events = ev
 	// No Landlock wall: these programs (a shell, this test binary) run
 	// under test profiles that let them make calls themselves, which the
 	// wall would refuse; the wall is tested in landlock_linux_test.go,
 	// and with QEMU by the integration suites.
-	status, err := Run(&Config{QEMU: argv[0], Args: argv[1:], Policy: &Policy{Profile: p, Decider: d}, Mode: mode, VM: "t", Events: ev, Landlock: LandlockOff})
+	status, err := Run(cfg)
 	if cerr := ev.Close(); cerr != nil {
 		t.Fatal(cerr)
 	}

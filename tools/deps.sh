@@ -47,6 +47,10 @@ if ! command -v "$GO" >/dev/null 2>&1; then
 fi
 "$GO" mod download
 
+# The user QEMU runs as when kfv-run is root (tests and the demo run as
+# root on CI).
+"$(dirname "$0")/qemu-user.sh"
+
 # QEMU 10.0 beside the system's 7.2, in .cache/qemu-10.0: make integration
 # runs the suites on both. As another user than root, only a hint: the
 # 10.0 pass then fails, saying what is missing.

@@ -2,7 +2,8 @@ package main
 
 // This file reads kfv's system configuration, /etc/kfv/kfv.toml: the
 // settings kfv uses when it runs as a libvirt domain's emulator
-// (kfv-qemu-system-x86_64), where it takes no flags. See docs/libvirt.md.
+// (kfv-qemu-system-x86_64), where it takes no flags (docs/libvirt.md),
+// and run_as, the user of standalone QEMUs when kfv-run is root.
 
 import (
 	"errors"
@@ -56,6 +57,11 @@ type config struct {
 	// Landlock is QEMU's Landlock wall: "required", "best-effort" or
 	// "off"; empty leaves it to the profile (else best-effort).
 	Landlock string `toml:"landlock"`
+	// RunAs is the user QEMU runs as when kfv-run runs as root in the
+	// standalone model (kfv-run -- QEMU ...; --run-as wins over it);
+	// empty is kfv-qemu. The emulator model ignores it: libvirt chooses
+	// QEMU's user.
+	RunAs string `toml:"run_as"`
 	// EnvironmentOverrides lets KFV_CONFIG choose another file. Only
 	// the system file's setting counts.
 	EnvironmentOverrides *bool `toml:"environment_overrides"`

@@ -27,6 +27,7 @@ var runFlags = []cli.Flag{
 	&cli.IntFlag{Name: "max-restarts", Value: 3, Usage: "at most `N` restarts ordered by the orchestrator, with backoff"},
 	&cli.BoolFlag{Name: "memwatch", Value: true, Usage: "watch QEMU's code and read-only data for tampering (memwatch); --memwatch=false turns it off"},
 	&cli.StringFlag{Name: "landlock", Usage: "QEMU's Landlock wall: `required` (refuse to start on a kernel that cannot build all of it), best-effort (what the kernel offers, and a warning naming the rest) or off (default: the profile's [defaults] landlock, else best-effort)"},
+	&cli.StringFlag{Name: "run-as", Usage: "run QEMU as `USER` when kfv-run is root: its groups, gid and uid, no capabilities; root keeps QEMU root (with a warning); not root, QEMU runs as the caller (default: run_as in " + configPath + ", else " + supervisor.DefaultRunAs + ")"},
 	&cli.DurationFlag{Name: "memwatch-period", Value: memwatch.DefaultPeriod, Usage: "memwatch scan `PERIOD`: a tamper is found within about one period (cost: about 1.8% of a core at 80ms, docs/BENCHMARKS.md)"},
 }
 
@@ -42,6 +43,10 @@ func runAction(c *cli.Context) error {
 	}
 	if _, err := supervisor.ParseLandlockMode(c.String("landlock")); err != nil {
 		return cli.Exit("--"+err.Error(), 125)
+	}
+	runAs, err := resolveRunAs(c.String("run-as"), args[1:])
+	if err != nil {
+		return cli.Exit(err.Error(), 125)
 	}
 	cwd, err := os.Getwd()
 	if err != nil {
@@ -140,6 +145,7 @@ func runAction(c *cli.Context) error {
 		Monitors:        l.Monitors,
 		HideFDs:         l.HideFDs,
 		Cwd:             cwd,
+		RunAs:           runAs,
 		Detached:        onDetach,
 		ErrLog:          errLog,
 		Hangup:          reopen,
@@ -227,4 +233,21 @@ func landlockMode(operator, profile string) supervisor.LandlockMode {
 		return supervisor.LandlockMode(operator)
 	}
 	return supervisor.LandlockMode(profile)
+}
+
+// resolveRunAs is who QEMU runs as: --run-as, else run_as in the system
+// configuration, else the default (supervisor.ResolveRunAs).
+func resolveRunAs(flag string, qemuArgs []string) (*supervisor.RunAs, error) {
+	if flag != "" || os.Geteuid() != 0 {
+		return supervisor.ResolveRunAs(flag, qemuArgs)
+	}
+	cfg, err := findConfig(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	r, err := supervisor.ResolveRunAs(cfg.RunAs, qemuArgs)
+	if err != nil && cfg.RunAs != "" {
+		return nil, fmt.Errorf("%s: run_as: %w", cfg.Source, err)
+	}
+	return r, err
 }

@@ -45,6 +45,8 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -67,6 +69,7 @@
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -1843,6 +1846,93 @@ static void p_cut_monitor(const char *name, const char *arg)
 	}
 }
 
+/*
+ * Payloads that need root (privdrop_attack_test.go): under a test profile
+ * that lets their calls through, only QEMU's own credentials stand in the
+ * way. root-mknod: argument a directory anyone may write to; makes a copy
+ * of /dev/mem there (c 1:1).
+ */
+static void p_root_mknod(const char *name, const char *arg)
+{
+	char p[PATH_MAX];
+	snprintf(p, sizeof p, "%s/mem", arg);
+	if (mknod(p, S_IFCHR | 0600, makedev(1, 1)) < 0) {
+		report(name, 0, "mknod %s c 1 1: errno=%s", p, strerrorname_np(errno));
+		return;
+	}
+	report(name, 1, "made %s c 1 1", p);
+}
+
+/*
+ * root-sysctl: argument a file under /proc/sys; writes its own value back
+ * to it, through the legacy open(2), which the test profile lets through
+ * the kernel filter (QEMU's own opens are openat, which kfv performs).
+ */
+static void p_root_sysctl(const char *name, const char *arg)
+{
+	char v[256];
+	int fd = syscall(SYS_open, arg, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		report(name, 0, "open %s O_RDWR: errno=%s", arg, strerrorname_np(errno));
+		return;
+	}
+	ssize_t n = read(fd, v, sizeof v);
+	if (n <= 0 || lseek(fd, 0, SEEK_SET) < 0 || write(fd, v, n) != n) {
+		report(name, 0, "rewrite %s: errno=%s", arg, strerrorname_np(errno));
+		close(fd);
+		return;
+	}
+	close(fd);
+	report(name, 1, "wrote %s", arg);
+}
+
+/*
+ * root-netlink: argument an IPv4 address; adds it to lo with an
+ * RTM_NEWADDR on a route netlink socket, and reads the kernel's answer.
+ */
+static void p_root_netlink(const char *name, const char *arg)
+{
+	struct {
+		struct nlmsghdr nh;
+		struct ifaddrmsg ifa;
+		struct rtattr rta;
+		struct in_addr addr;
+	} req = {
+		.nh = {.nlmsg_len = sizeof req, .nlmsg_type = RTM_NEWADDR,
+		       .nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, .nlmsg_seq = 1},
+		.ifa = {.ifa_family = AF_INET, .ifa_prefixlen = 32, .ifa_index = 1 /* lo */},
+		.rta = {.rta_len = RTA_LENGTH(sizeof(struct in_addr)), .rta_type = IFA_LOCAL},
+	};
+	if (inet_pton(AF_INET, arg, &req.addr) != 1) {
+		report(name, 0, "bad address %s", arg);
+		return;
+	}
+	int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (s < 0) {
+		report(name, 0, "socket(AF_NETLINK, NETLINK_ROUTE): errno=%s", strerrorname_np(errno));
+		return;
+	}
+	if (sendto(s, &req, sizeof req, 0, NULL, 0) != (ssize_t)sizeof req) {
+		report(name, 0, "send RTM_NEWADDR: errno=%s", strerrorname_np(errno));
+		close(s);
+		return;
+	}
+	char buf[4096];
+	ssize_t n = recv(s, buf, sizeof buf, 0);
+	close(s);
+	struct nlmsghdr *h = (struct nlmsghdr *)buf;
+	if (n < (ssize_t)(sizeof *h + sizeof(struct nlmsgerr)) || h->nlmsg_type != NLMSG_ERROR) {
+		report(name, 0, "no netlink answer (%zd bytes)", n);
+		return;
+	}
+	int e = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
+	if (e != 0) {
+		report(name, 0, "RTM_NEWADDR %s on lo: errno=%s", arg, strerrorname_np(e));
+		return;
+	}
+	report(name, 1, "added %s to lo", arg);
+}
+
 static int reach_payload(const char *base, const char *name, const char *arg)
 {
 	if (!strcmp(base, "bypath")) {
@@ -1883,6 +1973,12 @@ static int reach_payload(const char *base, const char *name, const char *arg)
 		p_bind_shell(name, arg);
 	else if (!strcmp(base, "supervisor-kill"))
 		p_supervisor_kill(name, arg);
+	else if (!strcmp(base, "root-mknod"))
+		p_root_mknod(name, arg);
+	else if (!strcmp(base, "root-sysctl"))
+		p_root_sysctl(name, arg);
+	else if (!strcmp(base, "root-netlink"))
+		p_root_netlink(name, arg);
 	else
 		return 0;
 	return 1;
