@@ -71,6 +71,10 @@ PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc
 KFV_EVENTS ?= /var/log/kfv
+# Each VM's Prometheus metrics, for node_exporter's textfile collector
+# (--collector.textfile.directory; Debian's node_exporter reads
+# /var/lib/prometheus/node-exporter: point it here, or set KFV_METRICS).
+KFV_METRICS ?= /var/lib/kfv/metrics
 KFV_QEMU_USER ?= libvirt-qemu
 KFV_QEMU_GROUP ?= libvirt-qemu
 
@@ -85,6 +89,10 @@ install: build
 		echo "$(KFV_EVENTS): owned by $(KFV_QEMU_USER), the user libvirt runs QEMU as"; \
 	else \
 		echo "note: $(KFV_EVENTS) must be writable by the user QEMU runs as ($(KFV_QEMU_USER) by default; set KFV_QEMU_USER)"; \
+	fi
+	install -d -m 0755 $(DESTDIR)$(KFV_METRICS)
+	@if [ -z "$(DESTDIR)" ] && id -u $(KFV_QEMU_USER) >/dev/null 2>&1; then \
+		chown $(KFV_QEMU_USER):$(KFV_QEMU_GROUP) $(KFV_METRICS); \
 	fi
 	install -d $(DESTDIR)$(SYSCONFDIR)/kfv
 	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/kfv/kfv.toml ]; then \

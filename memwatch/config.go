@@ -95,6 +95,9 @@ type Config struct {
 	// uses it to recognise its own repair (an mprotect that gives code
 	// back its execute right) instead of judging it an attack.
 	Injecting func(tid, nr int, args [3]uint64) (done func())
+	// Scanned, when set, is told of every scan Run makes: what it did and
+	// how many findings it made (metrics).
+	Scanned func(st ScanStats, findings int)
 }
 
 func (c Config) withDefaults() (Config, error) {

@@ -762,7 +762,10 @@ func (w *Watcher) Run(ctx context.Context, report func(Finding)) error {
 			return nil
 		case <-t.C:
 		}
-		found, _, err := w.Scan()
+		found, st, err := w.Scan()
+		if w.cfg.Scanned != nil {
+			w.cfg.Scanned(st, len(found))
+		}
 		for _, f := range found {
 			report(f)
 		}

@@ -154,10 +154,23 @@ func (m *VM) Start(dir string, period time.Duration, listen string) error {
 	if m == nil {
 		return nil
 	}
-	m.stop, m.done = make(chan struct{}), make(chan struct{})
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		m.file = TextfileName(dir, m.name)
+		if err := m.write(); err != nil {
+			m.file = ""
+			return err
+		}
+	}
 	if listen != "" {
 		ln, err := net.Listen("tcp", listen)
 		if err != nil {
+			if m.file != "" {
+				os.Remove(m.file)
+				m.file = ""
+			}
 			return fmt.Errorf("metrics: listen on %s: %w", listen, err)
 		}
 		mux := http.NewServeMux()
@@ -165,15 +178,7 @@ func (m *VM) Start(dir string, period time.Duration, listen string) error {
 		m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go m.srv.Serve(ln)
 	}
-	if dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("metrics: %w", err)
-		}
-		m.file = TextfileName(dir, m.name)
-		if err := m.write(); err != nil {
-			return err
-		}
-	}
+	m.stop, m.done = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(m.done)
 		if m.file == "" {

@@ -22,6 +22,7 @@ type emitter struct {
 }
 
 func (em emitter) emit(e *event.Event) {
+	em.cfg.Metrics.Event(e)
 	if em.cfg.Events == nil {
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -14,6 +15,7 @@ import (
 	"kfv/orch"
 	"kfv/profiles"
 	"kfv/seccompnotify"
+	"kfv/sysent"
 )
 
 // The notification loop owns the listener: receive, decode, check the id,
@@ -118,6 +120,20 @@ func (s *session) gateExec(c *seccompnotify.Call) {
 // report writes the event of one answered call (seccompnotify.Gate.Report).
 func (s *session) report(o *seccompnotify.Outcome) {
 	d := &o.Decision
+	if m := s.cfg.Metrics; m != nil {
+		performed := ""
+		if e, ok := sysent.Lookup(o.Req.Syscall); ok && e.Performed() && o.Applied == "allow" {
+			performed = "ok"
+			if o.Errno != "" {
+				performed = o.Errno
+			}
+		}
+		var took time.Duration
+		if !o.Req.Time.IsZero() {
+			took = time.Since(o.Req.Time)
+		}
+		m.Decision(o.Req.Syscall, d.Action.String(), o.Applied, performed, took)
+	}
 	s.emit(&event.Event{
 		Kind:    event.KindDecision,
 		Source:  "seccomp",

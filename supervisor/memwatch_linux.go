@@ -56,6 +56,9 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 	}
 	mc := *cfg
 	mc.Injecting = p.injected.expect
+	if m := p.cfg.Metrics; m != nil {
+		mc.Scanned = func(st memwatch.ScanStats, findings int) { m.Scan(st.Duration, findings) }
+	}
 	if mc.Accel == "" {
 		mc.Accel = p.accel
 	}

@@ -47,12 +47,27 @@ type RunAs struct {
 	Groups []int // supplementary groups, the primary one included
 	// Root: kfv-run is root and was told --run-as root: QEMU stays root.
 	Root bool
+	// Audit: QEMU stays root because kfv runs in audit mode, which
+	// watches the VM as it runs without kfv (no drop, as no wall).
+	Audit bool
 	// QEMUDrops names QEMU's own option that changes its user (-runas,
 	// -run-with user=): QEMU needs root to make it, so kfv leaves it be.
 	QEMUDrops string
 	// Reach are the directories QEMU's user must be able to search
 	// itself (reachList): the loader checks them after the drop.
 	Reach []string
+}
+
+// AuditRunAs is who QEMU runs as in audit mode when no user was asked
+// for: kfv-run's own user, as without kfv. Audit mode shows what the VM
+// does today; an unprivileged QEMU would fail where a root one does not
+// (a continued call in a directory only root may enter), and the audit
+// would report a VM that is not the one being rolled out.
+func AuditRunAs() *RunAs {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	return &RunAs{User: "root", Root: true, Audit: true}
 }
 
 // ResolveRunAs works out who QEMU runs as, from the --run-as setting
@@ -191,6 +206,8 @@ func (r *RunAs) describe() (s string, warn bool) {
 		return fmt.Sprintf("QEMU runs as kfv-run's caller (uid %d): kfv-run is not root", os.Geteuid()), false
 	case r.QEMUDrops != "":
 		return "QEMU starts as root and changes its user itself (" + r.QEMUDrops + "); kfv does not drop it", false
+	case r.Audit:
+		return "audit mode: QEMU runs as root, as it would without kfv (audit mode drops no privileges, as it builds no wall; --run-as USER drops them all the same)", false
 	case r.Root:
 		return "--run-as root: QEMU runs as root, with every capability; a rule mistake hands a payload root's rights", true
 	}

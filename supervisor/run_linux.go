@@ -22,6 +22,7 @@ import (
 
 	"kfv/event"
 	"kfv/memwatch"
+	"kfv/metrics"
 	"kfv/seccompnotify"
 )
 
@@ -88,6 +89,9 @@ type Config struct {
 	// Hangup, when set, is what SIGHUP to kfv-run does instead of being
 	// forwarded to QEMU: reopen the event file (logrotate).
 	Hangup func() error
+	// Metrics counts the VM's decisions, findings, reactions and scans;
+	// nil counts nothing.
+	Metrics *metrics.VM
 }
 
 // forwarded are the signals kfv-run passes on to QEMU. SIGURG is the Go

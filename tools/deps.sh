@@ -21,6 +21,8 @@ want make            command -v make
 want busybox-static  test -x /bin/busybox
 want cpio            command -v cpio
 want socat           command -v socat
+# The metrics test scrapes kfv's textfiles through a real node_exporter.
+want prometheus-node-exporter test -x /usr/bin/prometheus-node-exporter
 # tools/qemu10.sh checks QEMU 10.0's packages against the Debian archive key.
 want debian-archive-keyring test -e /usr/share/keyrings/debian-archive-keyring.gpg
 

@@ -49,6 +49,10 @@ type config struct {
 	EventsMaxSize string `toml:"events_max_size"`
 	EventsKeep    int    `toml:"events_keep"`
 	eventsMaxSize int64
+	// MetricsDir is where each VM's Prometheus metrics go, as
+	// kfv-VM.prom for node_exporter's textfile collector ("" for none;
+	// by default /var/lib/kfv/metrics when it exists).
+	MetricsDir string `toml:"metrics_dir"`
 	// Mode is "enforce" or "audit".
 	Mode string `toml:"mode"`
 	// Events is a directory (events go to DIR/VM.jsonl) or a file pattern
@@ -72,7 +76,7 @@ type config struct {
 
 // defaultConfig is the configuration when no file exists.
 func defaultConfig() *config {
-	return &config{Profile: "qemu", Mode: "enforce", Events: defaultEvents, EventsMaxSize: defaultEventsMaxSize, EventsKeep: defaultEventsKeep, eventsMaxSize: mustSize(defaultEventsMaxSize), Source: "defaults"}
+	return &config{Profile: "qemu", Mode: "enforce", Events: defaultEvents, EventsMaxSize: defaultEventsMaxSize, EventsKeep: defaultEventsKeep, eventsMaxSize: mustSize(defaultEventsMaxSize), MetricsDir: defaultMetrics(), Source: "defaults"}
 }
 
 // loadConfig reads a configuration file over the defaults. Unknown keys are
@@ -113,6 +117,9 @@ func (c *config) validate() error {
 	c.eventsMaxSize = n
 	if c.EventsKeep < 1 {
 		return fmt.Errorf("events_keep %d: want at least 1", c.EventsKeep)
+	}
+	if c.MetricsDir != "" && !filepath.IsAbs(c.MetricsDir) {
+		return fmt.Errorf("metrics_dir %q: want an absolute directory, or \"\" for none", c.MetricsDir)
 	}
 	if c.ProfileOverlay != "" && !filepath.IsAbs(c.ProfileOverlay) {
 		return fmt.Errorf("profile_overlay %q: want an absolute path", c.ProfileOverlay)

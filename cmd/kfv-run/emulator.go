@@ -12,6 +12,7 @@ import (
 
 	"kfv/event"
 	"kfv/memwatch"
+	"kfv/metrics"
 	"kfv/supervisor"
 )
 
@@ -87,6 +88,7 @@ type emulatorSetup struct {
 	// EventsMaxSize and EventsKeep rotate the event file (0: never).
 	EventsMaxSize int64  `json:"events_max_size,omitempty"`
 	EventsKeep    int    `json:"events_keep,omitempty"`
+	MetricsDir    string `json:"metrics_dir,omitempty"`
 	Mode          string `json:"mode"`
 	Landlock      string `json:"landlock,omitempty"`
 	Events        string `json:"events"` // the file
@@ -159,7 +161,7 @@ func emulatorStageMain() int {
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Overlay: cfg.ProfileOverlay, EventsMaxSize: cfg.eventsMaxSize, EventsKeep: cfg.EventsKeep, Mode: cfg.Mode, Landlock: cfg.Landlock, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Overlay: cfg.ProfileOverlay, EventsMaxSize: cfg.eventsMaxSize, EventsKeep: cfg.EventsKeep, MetricsDir: cfg.MetricsDir, Mode: cfg.Mode, Landlock: cfg.Landlock, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
 		ServerSockets: l.ServerSockets, Warnings: l.Warnings})
 	if err != nil {
 		l.Close()
@@ -213,6 +215,15 @@ func emulatorSupervisorMain() int {
 		for _, w := range p.Warnings {
 			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: "profile " + p.Source + ": " + w})
 		}
+		if st.MetricsDir != "" {
+			m := metrics.New(st.VM, version)
+			m.Stream(ev.Written, ev.Folded, ev.Lost)
+			if err := m.Start(st.MetricsDir, metricsPeriod, ""); err != nil {
+				cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: err.Error() + fmt.Sprintf(": the VM runs without metrics (metrics_dir in %s must be writable by uid %d, or \"\")", st.Config, os.Getuid())})
+			} else {
+				cfg.Metrics = m
+			}
+		}
 		for _, w := range st.Warnings {
 			cfg.Events.Emit(&event.Event{Kind: event.KindWarning, VM: st.VM, Mode: st.Mode, Source: "supervisor", Detail: w})
 		}
@@ -227,6 +238,7 @@ func emulatorSupervisorMain() int {
 			signal.Stop(hup)
 			close(hup)
 			<-hupDone
+			cfg.Metrics.Stop()
 			return errors.Join(ev.Close(), f.Close(), rmErr)
 		}, nil
 	})

@@ -12,6 +12,7 @@ import (
 
 	"kfv/event"
 	"kfv/memwatch"
+	"kfv/metrics"
 	"kfv/supervisor"
 )
 
@@ -22,6 +23,8 @@ var runFlags = []cli.Flag{
 	&cli.StringFlag{Name: "events", Value: "", Usage: "write the event stream (JSON lines) to `FILE`, appending; - for stdout (default: stderr; at a terminal, one readable line per denial, finding, reaction, warning and error instead)"},
 	&cli.StringFlag{Name: "events-max-size", Value: defaultEventsMaxSize, Usage: "rotate the --events FILE past `SIZE` (FILE.1, FILE.2...; 0: never); SIGHUP to kfv-run reopens it (logrotate)"},
 	&cli.IntFlag{Name: "events-keep", Value: defaultEventsKeep, Usage: "rotated event files kept (`N`)"},
+	&cli.StringFlag{Name: "metrics-dir", Usage: "write the VM's Prometheus metrics to `DIR`/kfv-VM.prom for node_exporter's textfile collector, removed when the VM ends; \"\" for none (default: " + defaultMetricsDir + " when it exists, as make install makes it)"},
+	&cli.StringFlag{Name: "metrics-listen", Usage: "also serve the metrics on http://`ADDR`/metrics"},
 	&cli.StringFlag{Name: "vm", Value: "", Usage: "VM `NAME` in events (default: QEMU's -name, else \"qemu\")"},
 	&cli.DurationFlag{Name: "checkpoint-every", Usage: "keep a clean checkpoint of the VM, taken every `DURATION`, for the restart_checkpoint reaction (each one pauses the guest briefly; RAM and device state only, not the disks: see docs/profiles.md; default: none)"},
 	&cli.IntFlag{Name: "max-restarts", Value: 3, Usage: "at most `N` restarts ordered by the orchestrator, with backoff"},
@@ -47,6 +50,9 @@ func runAction(c *cli.Context) error {
 	runAs, err := resolveRunAs(c.String("run-as"), args[1:])
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
+	}
+	if mode == supervisor.Audit && c.String("run-as") == "" && runAs != nil && runAs.QEMUDrops == "" {
+		runAs = supervisor.AuditRunAs()
 	}
 	cwd, err := os.Getwd()
 	if err != nil {
@@ -128,6 +134,17 @@ func runAction(c *cli.Context) error {
 	if mode == supervisor.Audit {
 		warn("audit mode: every call is allowed; verdicts are only logged")
 	}
+	met, err := startMetrics(c, vm, ev, warn)
+	if err != nil {
+		ev.Close()
+		closeOut()
+		return cli.Exit(err.Error(), 125)
+	}
+	defer func() {
+		if err := met.Stop(); err != nil {
+			warn("metrics: " + err.Error())
+		}
+	}()
 	status, runErr := supervisor.Run(&supervisor.Config{
 		QEMU:            args[0],
 		Args:            l.Args,
@@ -149,6 +166,7 @@ func runAction(c *cli.Context) error {
 		Detached:        onDetach,
 		ErrLog:          errLog,
 		Hangup:          reopen,
+		Metrics:         met,
 	})
 	if runErr != nil && detached != nil {
 		// Nobody may read stderr any more: the event stream and the log.
@@ -250,4 +268,46 @@ func resolveRunAs(flag string, qemuArgs []string) (*supervisor.RunAs, error) {
 		return nil, fmt.Errorf("%s: run_as: %w", cfg.Source, err)
 	}
 	return r, err
+}
+
+// defaultMetricsDir is where a root kfv-run writes its VMs' metrics by
+// default, for node_exporter's textfile collector.
+const defaultMetricsDir = "/var/lib/kfv/metrics"
+
+// defaultMetrics is the metrics directory when none is configured:
+// defaultMetricsDir when it exists (make install makes it), else none.
+func defaultMetrics() string {
+	if fi, err := os.Stat(defaultMetricsDir); err == nil && fi.IsDir() {
+		return defaultMetricsDir
+	}
+	return ""
+}
+
+// metricsPeriod is how often a VM's metrics file is rewritten, when
+// something changed (node_exporter is typically scraped every 15 s).
+const metricsPeriod = 10 * time.Second
+
+// startMetrics starts the VM's metrics as the flags say. A directory the
+// user named that cannot be written is an error; the default one only a
+// warning: metrics are not worth a VM that does not start.
+func startMetrics(c *cli.Context, vm string, ev *event.Writer, warn func(string)) (*metrics.VM, error) {
+	dir, listen := c.String("metrics-dir"), c.String("metrics-listen")
+	asked := c.IsSet("metrics-dir")
+	if !asked {
+		dir = defaultMetrics()
+	}
+	if dir == "" && listen == "" {
+		return nil, nil
+	}
+	m := metrics.New(vm, version)
+	m.Stream(ev.Written, ev.Folded, ev.Lost)
+	if err := m.Start(dir, metricsPeriod, listen); err != nil {
+		m.Stop()
+		if asked || listen != "" {
+			return nil, fmt.Errorf("--metrics-dir/--metrics-listen: %w", err)
+		}
+		warn(err.Error() + ": the VM runs without metrics (--metrics-dir \"\" says so quietly)")
+		return nil, nil
+	}
+	return m, nil
 }
