@@ -101,7 +101,7 @@ func TestOwnCgroup(t *testing.T) {
 			{"system.slice", ""},
 			{"system.slice/vm.service", "100 4242"},
 		}, "/system.slice/vm.service", ""},
-		{"helper in the scope", []cg{
+		{"swtpm in the scope", []cg{
 			{"machine.slice", ""},
 			{"machine.slice/vm.scope", ""},
 			{"machine.slice/vm.scope/swtpm", "55"},
