@@ -56,6 +56,23 @@ var wallAttacks = []struct {
 		check: wallCheck("mkdir"),
 	}, abi: 1},
 	{attack: attack{
+		// An O_PATH fd needs no access right, in the kernel or under
+		// Landlock; a reopen through /proc/self/fd/N asks for the access
+		// on the file it reaches, which the wall checks as a path.
+		name: "opath-reopen",
+		setup: func(t *testing.T, r *attackRun) (string, effectFunc) {
+			file := filepath.Join(t.TempDir(), "other") // outside the VM's resources
+			if err := os.WriteFile(file, []byte("kfv"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return file, func() (int, int, string) {
+				b, _ := os.ReadFile(file)
+				return one(strings.HasSuffix(string(b), "kfv-opath"), fmt.Sprintf("%s holds %q", file, b))
+			}
+		},
+		check: wallCheck("openat"),
+	}, abi: 1},
+	{attack: attack{
 		// SIGKILL to a neighbour without a kill call: F_SETOWN,
 		// F_SETSIG, O_ASYNC, with a profile that allows every fcntl.
 		name:    "sigio-wall",
@@ -125,6 +142,22 @@ names = ["mkdir", "mkdirat", "rename", "renameat", "renameat2", "link", "linkat"
          "symlink", "symlinkat", "mknod", "mknodat", "truncate"]
 action = "allow"
 reason = "test: the by-path calls continue in the kernel, so that only the Landlock wall stands between the payload and the files"
+`
+	case "opath-reopen":
+		text += `
+[[syscall]]
+name = "test-opath-in-kernel"
+names = ["openat"]
+action = "allow"
+args = [{ index = 2, op = "masked_eq", mask = "O_PATH", value = "O_PATH" }]
+reason = "test: O_PATH opens continue in the kernel"
+
+[[syscall]]
+name = "test-reopen-in-kernel"
+names = ["openat"]
+action = "allow"
+args = [{ index = 2, op = "masked_eq", mask = "0x503", value = "0x501" }]
+reason = "test: opens for appending without a controlling terminal (O_WRONLY|O_APPEND|O_NOCTTY, the payload's reopen through /proc/self/fd) continue in the kernel, so that only the Landlock wall stands between the payload and the file"
 `
 	case "sigio-wall":
 		// Every fcntl table and rule goes; one unconditional allow

@@ -1813,6 +1813,36 @@ static void p_bypath(const char *name, const char *arg)
 }
 
 /*
+ * opath-reopen: an O_PATH fd of the file ARG (outside the VM's
+ * resources), then an open for writing of /proc/self/fd/N, the magic
+ * link that reaches the file with the access the reopen asks for; writes
+ * "kfv-opath" at its end. Flags O_WRONLY|O_APPEND|O_NOCTTY, which the
+ * wall test's profile lets continue in the kernel. result=ok when the
+ * write went through.
+ */
+static void p_opath_reopen(const char *name, const char *arg)
+{
+	int pfd = open(arg, O_PATH | O_CLOEXEC);
+	if (pfd < 0) {
+		report(name, 0, "open %s O_PATH: errno=%s", arg, strerrorname_np(errno));
+		return;
+	}
+	char p[64];
+	snprintf(p, sizeof p, "/proc/self/fd/%d", pfd);
+	int wfd = open(p, O_WRONLY | O_APPEND | O_NOCTTY);
+	int e = errno;
+	close(pfd);
+	if (wfd < 0) {
+		report(name, 0, "O_PATH fd %d, reopen %s for writing: errno=%s", pfd, p, strerrorname_np(e));
+		return;
+	}
+	ssize_t n = write(wfd, "kfv-opath", 9);
+	e = errno;
+	close(wfd);
+	report(name, n == 9, "reopened %s through %s, write: %s", arg, p, n == 9 ? "done" : strerrorname_np(e));
+}
+
+/*
  * cut-monitor: cuts kfv off its private monitor from inside QEMU, whatever
  * the monitor's form (a -qmp unix: socket kfv connected to, a socketpair
  * chardev): shutdown(SHUT_RDWR) of every connected AF_UNIX stream socket
@@ -1937,6 +1967,10 @@ static int reach_payload(const char *base, const char *name, const char *arg)
 {
 	if (!strcmp(base, "bypath")) {
 		p_bypath(name, arg);
+		return 1;
+	}
+	if (!strcmp(base, "opath-reopen")) {
+		p_opath_reopen(name, arg);
 		return 1;
 	}
 	if (!strcmp(base, "cut-monitor")) {
