@@ -1813,6 +1813,47 @@ static void p_bypath(const char *name, const char *arg)
 }
 
 /*
+ * deny-flood: argument N; 4 threads open /etc/shadow N/4 times each, as
+ * fast as they can, closing what opens (the flood of calls a profile
+ * denies, to bound kfv's events under it). result=ok when every open
+ * returned.
+ */
+static atomic_long flood_ok, flood_failed;
+static long flood_each;
+
+static void *flood_opener(void *unused)
+{
+	(void)unused;
+	for (long i = 0; i < flood_each; i++) {
+		int fd = open("/etc/shadow", O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			close(fd);
+			atomic_fetch_add(&flood_ok, 1);
+		} else {
+			atomic_fetch_add(&flood_failed, 1);
+		}
+	}
+	return NULL;
+}
+
+static void p_deny_flood(const char *name, const char *arg)
+{
+	enum { threads = 4 };
+	flood_each = atol(arg) / threads;
+	atomic_store(&flood_ok, 0);
+	atomic_store(&flood_failed, 0);
+	pthread_t th[threads];
+	int made = 0;
+	for (; made < threads; made++)
+		if (pthread_create(&th[made], NULL, flood_opener, NULL) != 0)
+			break;
+	for (int i = 0; i < made; i++)
+		pthread_join(th[i], NULL);
+	long ok = atomic_load(&flood_ok), failed = atomic_load(&flood_failed);
+	report(name, made == threads, "threads=%d opens=%ld ok=%ld failed=%ld", made, ok + failed, ok, failed);
+}
+
+/*
  * opath-reopen: an O_PATH fd of the file ARG (outside the VM's
  * resources), then an open for writing of /proc/self/fd/N, the magic
  * link that reaches the file with the access the reopen asks for; writes
@@ -1971,6 +2012,10 @@ static int reach_payload(const char *base, const char *name, const char *arg)
 	}
 	if (!strcmp(base, "opath-reopen")) {
 		p_opath_reopen(name, arg);
+		return 1;
+	}
+	if (!strcmp(base, "deny-flood")) {
+		p_deny_flood(name, arg);
 		return 1;
 	}
 	if (!strcmp(base, "cut-monitor")) {
