@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 GUESTS := .cache/guests
 # Integration tests may take a while under TCG; unit tests are fast.
-TEST_TIMEOUT ?= 25m
+TEST_TIMEOUT ?= 40m
 
 export GO
 

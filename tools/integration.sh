@@ -14,7 +14,7 @@ set -u
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 GO=${GO:-go}
-TEST_TIMEOUT=${TEST_TIMEOUT:-25m}
+TEST_TIMEOUT=${TEST_TIMEOUT:-40m}
 : "${KFV_RUN:?set KFV_RUN to the kfv-run binary under test}" "${KFV_GUESTS:?set KFV_GUESTS to the guest cache}"
 export KFV_RUN KFV_GUESTS
 
