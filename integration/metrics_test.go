@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -51,14 +50,7 @@ func TestMetricsNodeExporter(t *testing.T) {
 
 	// A split VMDK image: the built-in profile denies its extent
 	// (TestLearnRoundTrip); audit mode lets the VM run.
-	vmDir := filepath.Join(dir, "vm")
-	if err := os.Mkdir(vmDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	disk := filepath.Join(vmDir, "disk.vmdk")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat", disk, "16M").CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img: %v\n%s", err, out)
-	}
+	disk := splitVMDK(t, dir)
 	img := rawGuest(t, guest.RawOptions{Loop: true})
 	listen := freeAddr(t)
 	qargs := append(guest.RawArgs(img, "tcg"), "-drive", "file="+disk+",if=none,id=d0", "-name", "metrics-vm")

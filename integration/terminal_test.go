@@ -104,14 +104,7 @@ func TestTerminalOutput(t *testing.T) {
 
 	// A split VMDK image: the built-in profile denies its extent
 	// (TestLearnRoundTrip); the denial must be readable.
-	vmDir := filepath.Join(dir, "vm")
-	if err := os.Mkdir(vmDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	disk := filepath.Join(vmDir, "disk.vmdk")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat", disk, "16M").CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img: %v\n%s", err, out)
-	}
+	disk := splitVMDK(t, dir)
 	qargs := append(guest.RawArgs(img, "tcg"), "-drive", "file="+disk+",if=none,id=d0")
 	t.Run("denial", func(t *testing.T) {
 		st, shown := runAtTerminal(t, append([]string{kfvRun, "--mode", "audit", "--", qemu}, qargs...))

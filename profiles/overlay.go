@@ -1,6 +1,7 @@
 package profiles
 
 import (
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -63,23 +64,8 @@ func sameSource(a, b string) bool {
 
 // overlay decodes an overlay file (tree has extends = ext).
 func (d *decoder) overlay(tree map[string]any, ext string) *Profile {
-	keys := make([]string, 0, len(tree))
-	for k := range tree {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		if !slices.Contains(overlayKeys, k) {
-			d.errorf(d.loc.key(k), "unknown key %q in an overlay (extends = %q), which holds only name, description and [[rule]] tables: what the kernel filter and the decision plane do is the profile's own", k, ext)
-		}
-	}
-	name, ok := d.str(tree, "", "name")
-	switch {
-	case !ok && tree["name"] == nil:
-		d.errorf(Pos{File: d.file, Line: 1, Col: 1}, "missing name")
-	case ok && strings.TrimSpace(name) == "":
-		d.errorf(d.loc.val("name"), "name must not be empty")
-	}
+	d.checkKeys(tree, "", fmt.Sprintf(" in an overlay (extends = %q), which holds only name, description and [[rule]] tables: what the kernel filter and the decision plane do is the profile's own", ext), overlayKeys)
+	name := d.name(tree)
 	extPos := d.loc.val("extends")
 	target := ext
 	if strings.Contains(ext, "/") || filepath.Ext(ext) == ".toml" {

@@ -340,14 +340,7 @@ func (d *decoder) profile(tree map[string]any) *Profile {
 		return d.overlay(tree, ext)
 	}
 	d.checkKeys(tree, "", "", topKeys)
-	name, ok := d.str(tree, "", "name")
-	switch {
-	case !ok && tree["name"] == nil:
-		d.errorf(Pos{File: d.file, Line: 1, Col: 1}, "missing name")
-	case ok && strings.TrimSpace(name) == "":
-		d.errorf(d.loc.val("name"), "name must not be empty")
-	}
-	p.Name = name
+	p.Name = d.name(tree)
 	p.Description, _ = d.str(tree, "", "description")
 
 	if v, ok := tree["defaults"]; ok {
@@ -378,6 +371,18 @@ func (d *decoder) profile(tree map[string]any) *Profile {
 	d.decisionPlane(p, tree)
 	d.validate(p)
 	return p
+}
+
+// name reads a profile's (or an overlay's) required name.
+func (d *decoder) name(tree map[string]any) string {
+	name, ok := d.str(tree, "", "name")
+	switch {
+	case !ok && tree["name"] == nil:
+		d.errorf(Pos{File: d.file, Line: 1, Col: 1}, "missing name")
+	case ok && strings.TrimSpace(name) == "":
+		d.errorf(d.loc.val("name"), "name must not be empty")
+	}
+	return name
 }
 
 func (d *decoder) defaults(p *Profile, m map[string]any) {
