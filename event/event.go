@@ -20,7 +20,7 @@ const (
 	KindError     = "error"     // kfv failed at something
 	// KindFolded stands for Count decisions, or findings of low or
 	// medium severity, identical to it (same VM, layer, resource,
-	// syscall, source, rule, verdict and answer; same detector and
+	// syscall, source, rule, verdict, errno and answer; same detector and
 	// severity) made between First and Last that were not written one by
 	// one: past the writer's budget (Options). Its other fields are the
 	// last one's; a folded finding has a detector.
@@ -165,7 +165,7 @@ type Options struct {
 var DefaultOptions = Options{PerDecision: 200, BytesPerSecond: 1 << 20}
 
 type foldKey struct {
-	kind, vm, layer, hrsc, syscall, source, rule, verdict, applied, detector, severity string
+	kind, vm, layer, hrsc, syscall, source, rule, verdict, errno, applied, detector, severity string
 }
 
 // foldable says which events a budget may fold: decisions, and findings
@@ -346,7 +346,7 @@ func (wr *Writer) Emit(e *Event) {
 	was := len(wr.buf)
 	if foldable(e) && (wr.opts.PerDecision > 0 || wr.opts.BytesPerSecond > 0) {
 		wr.roll(time.Now())
-		k := foldKey{e.Kind, e.VM, e.Layer, e.HRSC, e.Syscall, e.Source, e.Rule, e.Verdict, e.Applied, e.Detector, e.Severity}
+		k := foldKey{e.Kind, e.VM, e.Layer, e.HRSC, e.Syscall, e.Source, e.Rule, e.Verdict, e.Errno, e.Applied, e.Detector, e.Severity}
 		f := wr.folds[k]
 		if f == nil {
 			f = &fold{}

@@ -38,9 +38,18 @@ func TestDivert(t *testing.T) {
 	if err := os.Symlink(qemu, qemuAt); err != nil {
 		t.Fatal(err)
 	}
+	// make install takes BIN/kfv-run: the binary under test, by that name.
+	bin2 := t.TempDir()
+	self, err := os.ReadFile(kfvRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin2, "kfv-run"), self, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	make := func(target string) {
 		t.Helper()
-		cmd := exec.Command("make", "-s", "-o", "build", target, "DESTDIR="+root, "BIN="+filepath.Dir(kfvRun), "PREFIX=/usr/local")
+		cmd := exec.Command("make", "-s", "-o", "build", target, "DESTDIR="+root, "BIN="+bin2, "PREFIX=/usr/local")
 		cmd.Dir = repoRoot
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("make %s: %v\n%s", target, err, out)

@@ -316,6 +316,11 @@ func TestSignalForwarding(t *testing.T) {
 			dir := t.TempDir()
 			sock := filepath.Join(dir, "qmp.sock")
 			events := filepath.Join(dir, "events.jsonl")
+			if sig == syscall.SIGHUP {
+				// With an event file SIGHUP reopens it
+				// (TestEventFileReopen); without one it is forwarded.
+				events = "-"
+			}
 			p := start(t, kfvArgs(events, nil, qemu, append(guest.RawArgs(img, "tcg"), "-qmp", "unix:"+sock+",server=on,wait=off")...))
 			dialQMP(t, sock, 20*time.Second)
 			if err := p.cmd.Process.Signal(sig); err != nil {

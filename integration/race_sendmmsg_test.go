@@ -86,16 +86,17 @@ func checkSendmmsgEvents(t *testing.T, rep raceReport, evs []event.Event) {
 	var denied, failed int
 	why := map[string]int{}
 	for _, e := range evs {
-		if e.Kind != event.KindDecision || e.TID != rep.tid || e.Syscall != "sendmmsg" {
+		n, ok := decisions(e)
+		if !ok || e.TID != rep.tid || e.Syscall != "sendmmsg" {
 			continue
 		}
 		switch {
 		case e.Verdict == "deny":
-			denied++
-			why["deny "+e.Rule+" "+e.Errno]++
+			denied += n
+			why["deny "+e.Rule+" "+e.Errno] += n
 		case e.Errno != "":
-			failed++
-			why["performed "+e.Errno]++
+			failed += n
+			why["performed "+e.Errno] += n
 		}
 	}
 	t.Logf("failed sendmmsg events of the racing thread: %d denied, %d performed and failed; by rule and errno: %v", denied, failed, why)
