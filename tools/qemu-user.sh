@@ -12,5 +12,5 @@ if [ "$(id -u)" != 0 ]; then
 	exit 0
 fi
 useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
-	--comment "kfv: QEMU under kfv-run" "$user"
+	--comment "QEMU under kfv-run" "$user"
 echo "kfv: created the system user $user, which QEMU runs as under a root kfv-run"
