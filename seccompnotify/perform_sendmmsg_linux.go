@@ -53,6 +53,15 @@ func performSendMmsg(g *Gate, c *Call, d orch.Decision, _ *Target, _ error) resu
 		sock.Close()
 		return failed(v.stop, "emulated")
 	}
+	creds, err := callerCreds(sock, c.N.PID)
+	if err != nil {
+		sock.Close()
+		v.close()
+		return refused("kfv:emulation", "sendmmsg: "+err.Error(), true)
+	}
+	for _, m := range v.msgs {
+		m.speakFor(creds)
+	}
 	if g.Listener.IDValid(c.N.ID) != nil {
 		sock.Close()
 		v.close()

@@ -129,7 +129,27 @@ func performSendTo(g *Gate, c *Call, _ orch.Decision, _ *Target, _ error) result
 	defer sock.Close()
 	// MSG_DONTWAIT keeps a full socket buffer from blocking the loop; QEMU
 	// uses non-blocking sockets, so the result is what it would get.
-	return sent(SendTo(sock, data, int(int32(req.Args[3]))|unix.MSG_DONTWAIT, req.SockRaw))
+	n, e, err := sendToFor(sock, c.N.PID, data, int(int32(req.Args[3]))|unix.MSG_DONTWAIT, req.SockRaw)
+	if err != nil {
+		return refused("kfv:emulation", "sendto: "+err.Error(), true)
+	}
+	return sent(n, e)
+}
+
+// sendToFor sends data to the address bytes raw on sock for thread tid:
+// a plain sendto, or on a unix socket of a root kfv a sendmsg stating
+// the caller's credentials (callerCreds), since sendto has no control.
+func sendToFor(sock FD, tid int, data []byte, flags int, raw []byte) (int, unix.Errno, error) {
+	creds, err := callerCreds(sock, tid)
+	if err != nil {
+		return 0, 0, err
+	}
+	if creds != nil {
+		n, e := SendMsg(sock, &Msg{Data: data, Control: creds, creds: true}, raw, flags)
+		return n, e, nil
+	}
+	n, e := SendTo(sock, data, flags, raw)
+	return n, e, nil
 }
 
 // msgFastOpen is MSG_FASTOPEN: a send with it on an unconnected TCP
@@ -192,6 +212,13 @@ func performSendMsg(g *Gate, c *Call, d orch.Decision, _ *Target, _ error) resul
 		m.Close()
 		return failed(unix.EMSGSIZE, fmt.Sprintf("emulated sendmsg of over %d bytes refused", maxSendTo))
 	}
+	creds, err := callerCreds(sock, c.N.PID)
+	if err != nil {
+		sock.Close()
+		m.Close()
+		return refused("kfv:emulation", "sendmsg: "+err.Error(), true)
+	}
+	m.speakFor(creds)
 	if g.Listener.IDValid(c.N.ID) != nil {
 		sock.Close()
 		m.Close()

@@ -24,7 +24,9 @@ type Msg struct {
 	// given; Data is their first part.
 	Truncated bool
 	Control   []byte // rebuilt with the supervisor's copies of the fds
-	fds       []FD
+	// creds: Control holds an SCM_CREDENTIALS of the caller's own.
+	creds bool
+	fds   []FD
 }
 
 // Close releases the copies of the fds the message carries.
@@ -122,6 +124,7 @@ func (m *Msg) rebuildControl(tid int, pidfd *os.File, ctl []byte) error {
 			if err := checkCredentials(tid, c); err != nil {
 				return err
 			}
+			m.creds = true
 		}
 		if c.Header.Level != unix.SOL_SOCKET || c.Header.Type != unix.SCM_RIGHTS {
 			m.Control = append(m.Control, cmsg(c.Header.Level, c.Header.Type, c.Data)...)
@@ -171,6 +174,52 @@ func checkCredentials(tid int, c *unix.SocketControlMessage) error {
 		return unix.EPERM
 	}
 	return nil
+}
+
+// callerCreds returns the SCM_CREDENTIALS message that a send kfv
+// performs on sock for thread tid must carry, or nil when none is
+// needed. The kernel gives a unix message without one the sender's
+// credentials when either end has SO_PASSCRED (maybe_add_creds in
+// af_unix.c): the sending thread's process id and real uid and gid.
+// For a send kfv performs the sender is kfv, so a root kfv would tell
+// the peer "pid of kfv, uid 0, gid 0" on QEMU's behalf, and a peer that
+// trusts SCM_CREDENTIALS (journald, a vhost-user backend, an agent that
+// checks its client) would grant QEMU root's standing. A root kfv
+// therefore states the caller's own: its process id and real uid and
+// gid, as the kernel would have for QEMU's own send. An unprivileged
+// kfv runs as QEMU's user and cannot claim QEMU's pid (the kernel
+// wants CAP_SYS_ADMIN): its sends carry QEMU's uid and gid and kfv's
+// pid (docs/security.md).
+func callerCreds(sock FD, tid int) ([]byte, error) {
+	if unix.Geteuid() != 0 {
+		return nil, nil
+	}
+	dom, err := unix.GetsockoptInt(int(sock), unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return nil, fmt.Errorf("SO_DOMAIN: %w", err)
+	}
+	if dom != unix.AF_UNIX {
+		return nil, nil
+	}
+	p := "/proc/" + strconv.Itoa(tid) + "/status"
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("read the sender's credentials: %w", err)
+	}
+	ids, err := parseIDs(string(b), p)
+	if err != nil {
+		return nil, err
+	}
+	return unix.UnixCredentials(&unix.Ucred{Pid: int32(ids.tgid), Uid: uint32(ids.uids[0]), Gid: uint32(ids.gids[0])}), nil
+}
+
+// speakFor makes m carry creds (from callerCreds) unless it carries
+// the caller's own SCM_CREDENTIALS already.
+func (m *Msg) speakFor(creds []byte) {
+	if creds != nil && !m.creds {
+		m.Control = append(m.Control, creds...)
+		m.creds = true
+	}
 }
 
 // procIDs are a thread's process id and its uids and gids (real,
