@@ -35,6 +35,7 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = appendField(b, "reaction", e.Reaction)
 	b = appendField(b, "outcome", e.Outcome)
 	b = appendField(b, "enforced", e.Enforced)
+	b = appendField(b, "enforced_by", e.EnforcedBy)
 	b = append(b, `,"chain":[`...)
 	for i := range e.Chain {
 		if i > 0 {

@@ -66,6 +66,12 @@ type Event struct {
 	// "outside only (kfv's monitor is gone): SIGSTOP: 9 of 9 threads
 	// stopped". "" on other lines.
 	Enforced string `json:"enforced"`
+	// EnforcedBy says, for a reaction, by which path it took effect:
+	// ByQMPAndOutside, ByOutside (kfv alone, without QEMU's cooperation:
+	// its monitor was gone or did not answer, or the reaction is kfv's,
+	// like kill) or ByQMP (device_del); "" in audit mode and on other
+	// lines. A bounded value, for alerts and the metrics' label.
+	EnforcedBy string `json:"enforced_by"`
 	// Chain lists, for a reaction, the findings that caused it, oldest
 	// first; empty otherwise.
 	Chain []Link `json:"chain"`
@@ -82,6 +88,13 @@ const (
 	OutcomeDone   = "done"                   // carried out
 	OutcomeFailed = "failed"                 // tried and failed; the error is in Detail
 	OutcomeAudit  = "audit: not carried out" // audit mode: ordered, not carried out
+)
+
+// The paths of a reaction (EnforcedBy).
+const (
+	ByQMPAndOutside = "qmp+outside" // QEMU answered the QMP command, and kfv enforced it outside QEMU
+	ByOutside       = "outside"     // kfv alone, outside QEMU
+	ByQMP           = "qmp"         // through QEMU's monitor only
 )
 
 // ReactionOutcome returns the outcome of a reaction event. Streams

@@ -26,7 +26,7 @@ func TestSchemaStable(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("%d lines, want 2:\n%s", len(lines), buf.String())
 	}
-	want := []string{"time", "kind", "vm", "mode", "pid", "tid", "thread", "layer", "hrsc", "syscall", "source", "args", "verdict", "errno", "applied", "rule", "detail", "detector", "severity", "reaction", "outcome", "enforced", "chain", "count", "first", "last"}
+	want := []string{"time", "kind", "vm", "mode", "pid", "tid", "thread", "layer", "hrsc", "syscall", "source", "args", "verdict", "errno", "applied", "rule", "detail", "detector", "severity", "reaction", "outcome", "enforced", "enforced_by", "chain", "count", "first", "last"}
 	for i, l := range lines {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil {

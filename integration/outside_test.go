@@ -153,6 +153,9 @@ func kfvCutMonitor(t *testing.T, payload string, env []string) {
 	if !strings.Contains(e.Enforced, "outside only (kfv's monitor is gone)") || !strings.Contains(e.Enforced, "SIGSTOP") && !strings.Contains(e.Enforced, "cgroup freeze") {
 		t.Errorf("pause enforced %q, want the outside path with kfv's monitor gone", e.Enforced)
 	}
+	if e.EnforcedBy != event.ByOutside {
+		t.Errorf("pause enforced_by %q, want %q: QEMU's monitor took no part", e.EnforcedBy, event.ByOutside)
+	}
 	r.wantStopped()
 	r.waitEvent("finding kfv:monitor-closed", reactTimeout, func(e *event.Event) bool {
 		return e.Kind == event.KindFinding && e.Rule == "kfv:monitor-closed"
@@ -357,6 +360,9 @@ func pauseInCgroup(t *testing.T, root string, reactions []string) {
 	name := "/" + filepath.Base(cg)
 	if !strings.Contains(e.Enforced, "qmp stop + cgroup freeze: "+name+" frozen") {
 		t.Errorf("pause enforced %q, want qmp stop and the freezer of %s", e.Enforced, name)
+	}
+	if e.EnforcedBy != event.ByQMPAndOutside {
+		t.Errorf("pause enforced_by %q, want %q", e.EnforcedBy, event.ByQMPAndOutside)
 	}
 	frozen := func() string {
 		b, err := os.ReadFile(filepath.Join(cg, "cgroup.events"))

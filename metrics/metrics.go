@@ -59,7 +59,7 @@ func New(vm, version string) *VM {
 	m.notifications = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kfv_notifications_total", Help: "Calls the kernel filter sent to kfv, by syscall, verdict and the answer kfv applied.", ConstLabels: cl}, []string{"syscall", "verdict", "applied"})
 	m.performed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kfv_performed_calls_total", Help: "Calls kfv performed for QEMU (opens, connects...), by syscall and result (ok, or the errno name).", ConstLabels: cl}, []string{"syscall", "result"})
 	m.findings = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kfv_findings_total", Help: "Findings of kfv's detectors, by layer, detector and severity.", ConstLabels: cl}, []string{"layer", "detector", "severity"})
-	m.reactions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kfv_reactions_total", Help: "Reactions the vertical orchestrator ordered, by kind and outcome.", ConstLabels: cl}, []string{"kind", "outcome"})
+	m.reactions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kfv_reactions_total", Help: "Reactions the vertical orchestrator ordered, by kind, outcome and the path that enforced them (qmp+outside, outside: kfv alone without QEMU's cooperation, qmp, none in audit mode).", ConstLabels: cl}, []string{"kind", "outcome", "enforced"})
 	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kfv_decision_seconds", Help: "Time from reading a notification to answering it.", ConstLabels: cl,
 		Buckets: []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3, 25e-3, 100e-3, 1}})
 	m.scans = prometheus.NewCounter(prometheus.CounterOpts{Name: "kfv_memwatch_scans_total", Help: "memwatch scans of QEMU's memory.", ConstLabels: cl})
@@ -101,7 +101,11 @@ func (m *VM) Event(e *event.Event) {
 		m.findings.WithLabelValues(e.Layer, e.Detector, e.Severity).Inc()
 	case event.KindReaction:
 		kind, _, _ := strings.Cut(e.Reaction, ":")
-		m.reactions.WithLabelValues(kind, e.ReactionOutcome()).Inc()
+		by := e.EnforcedBy
+		if by == "" {
+			by = "none"
+		}
+		m.reactions.WithLabelValues(kind, e.ReactionOutcome(), by).Inc()
 	default:
 		return
 	}

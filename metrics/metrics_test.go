@@ -21,7 +21,7 @@ func TestTextfile(t *testing.T) {
 	m.Decision("openat", "allow", "allow", "ok", 20*time.Microsecond)
 	m.Decision("connect", "allow", "allow", "ECONNREFUSED", 30*time.Microsecond)
 	m.Event(&event.Event{Kind: event.KindFinding, Layer: "L2", Detector: "signature", Severity: "medium"})
-	m.Event(&event.Event{Kind: event.KindReaction, Reaction: "link_down:all-nics", Outcome: event.OutcomeDone})
+	m.Event(&event.Event{Kind: event.KindReaction, Reaction: "link_down:all-nics", Outcome: event.OutcomeDone, EnforcedBy: event.ByOutside})
 	m.Scan(2*time.Millisecond, 1)
 	if err := m.Start(dir, 20*time.Millisecond, ""); err != nil {
 		t.Fatal(err)
@@ -40,7 +40,7 @@ func TestTextfile(t *testing.T) {
 		`kfv_performed_calls_total{result="ECONNREFUSED",syscall="connect",vm="vm/1"} 1`,
 		`kfv_performed_calls_total{result="ok",syscall="openat",vm="vm/1"} 1`,
 		`kfv_findings_total{detector="signature",layer="L2",severity="medium",vm="vm/1"} 1`,
-		`kfv_reactions_total{kind="link_down",outcome="done",vm="vm/1"} 1`,
+		`kfv_reactions_total{enforced="outside",kind="link_down",outcome="done",vm="vm/1"} 1`,
 		`kfv_events_total{result="written",vm="vm/1"} 7`,
 		`kfv_events_total{result="folded",vm="vm/1"} 3`,
 		`kfv_decision_seconds_count{vm="vm/1"} 3`,

@@ -571,8 +571,8 @@ func codeRanges(pid int) ([]orch.AddrRange, error) {
 
 // react carries out one reaction and reports it with its chain.
 func (p *plane) react(r orch.Reaction) {
-	enforced, err := p.do(r)
-	e := &event.Event{Kind: event.KindReaction, Source: "vo", Rule: r.Rule, Reaction: r.String(), Outcome: event.OutcomeDone, Enforced: enforced}
+	enforced, by, err := p.do(r)
+	e := &event.Event{Kind: event.KindReaction, Source: "vo", Rule: r.Rule, Reaction: r.String(), Outcome: event.OutcomeDone, Enforced: enforced, EnforcedBy: by}
 	if err != nil {
 		e.Outcome, e.Detail = event.OutcomeFailed, err.Error()
 	}
@@ -589,49 +589,78 @@ func (p *plane) react(r orch.Reaction) {
 	p.em.emit(e)
 }
 
-// do carries out one reaction; for those kfv enforces outside QEMU it
-// returns how (the event's enforced field).
-func (p *plane) do(r orch.Reaction) (string, error) {
+// do carries out one reaction; it returns how, for those kfv enforces
+// outside QEMU (the event's enforced field), and by which path (its
+// enforced_by field: event.ByQMPAndOutside, event.ByOutside or
+// event.ByQMP; "" in audit mode, which orders nothing).
+func (p *plane) do(r orch.Reaction) (how, by string, err error) {
 	if p.cfg.Mode == Audit {
-		return "", nil // audit mode orders nothing, it only reports
+		return "", "", nil // audit mode orders nothing, it only reports
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), reactionTimeout)
 	defer cancel()
+	var qmpDid bool
 	switch r.Kind {
 	case profiles.ReactPause:
-		return p.pause(ctx)
+		how, qmpDid, err = p.pause(ctx)
+		return how, byPath(qmpDid), err
 	case profiles.ReactContinue:
-		return p.resume(ctx)
+		how, qmpDid, err = p.resume(ctx)
+		return how, byPath(qmpDid), err
 	case profiles.ReactLinkDown, profiles.ReactLinkUp:
-		return p.link(ctx, r)
+		how, qmpDid, err = p.link(ctx, r)
+		return how, byPath(qmpDid), err
+	}
+	err = p.doQMPOrKfv(ctx, r)
+	if r.Kind == profiles.ReactDeviceDel {
+		return "", event.ByQMP, err
+	}
+	return "", event.ByOutside, err
+}
+
+// byPath is the enforced_by of a reaction kfv enforces outside QEMU,
+// whose QMP part took effect or not (kfv's monitor gone, or QEMU did
+// not answer as asked).
+func byPath(qmpDid bool) string {
+	if qmpDid {
+		return event.ByQMPAndOutside
+	}
+	return event.ByOutside
+}
+
+// doQMPOrKfv carries out the reactions that have no outside part
+// (device_del, through QMP) or are kfv's alone (kill, restart, scrub).
+func (p *plane) doQMPOrKfv(ctx context.Context, r orch.Reaction) error {
+	switch r.Kind {
 	case profiles.ReactDeviceDel:
 		names := []string{r.Target}
 		if r.Target == profiles.AllNICs {
 			var err error
 			if names, err = p.nics(ctx, r.Target); err != nil {
-				return "", err
+				return err
 			}
 		}
 		var errs []error
 		for _, n := range names {
 			errs = append(errs, p.qmp(ctx, "device_del", map[string]any{"id": n}))
 		}
-		return "", errors.Join(errs...)
+		return errors.Join(errs...)
 	case profiles.ReactKill:
-		return "", p.proc.kill()
+		return p.proc.kill()
 	case profiles.ReactRestart, profiles.ReactRestartCheckpoint:
-		return "", p.proc.requestRestart(p.em, r.Kind == profiles.ReactRestartCheckpoint, p.latestCheckpoint())
+		return p.proc.requestRestart(p.em, r.Kind == profiles.ReactRestartCheckpoint, p.latestCheckpoint())
 	case profiles.ReactScrub:
-		return "", p.out.holdAcross(p.proc, p.scrub)
+		return p.out.holdAcross(p.proc, p.scrub)
 	}
-	return "", fmt.Errorf("reaction %v is not carried out by the supervisor", r.Kind)
+	return fmt.Errorf("reaction %v is not carried out by the supervisor", r.Kind)
 }
 
 // pause stops the guest with QMP's stop when kfv's monitor answers (so
 // that QEMU and its managers see the VM paused), then stops QEMU from
 // outside, which QEMU cannot undo, and verifies it from outside. With
 // kfv's monitor gone or not up yet, the outside stop comes at once.
-func (p *plane) pause(ctx context.Context) (string, error) {
+// qmpDid says whether QEMU answered stop.
+func (p *plane) pause(ctx context.Context) (how string, qmpDid bool, err error) {
 	var prefix string
 	var qerr error
 	if c, why := p.liveMonitor(); c != nil {
@@ -649,20 +678,19 @@ func (p *plane) pause(ctx context.Context) (string, error) {
 	} else {
 		prefix = "outside only (" + why + "): "
 	}
-	how, err := p.out.freeze(p.proc)
-	if err != nil {
-		// The VM is paused only if kfv saw it stopped from outside.
-		return prefix + how, err
-	}
-	return prefix + how, nil
+	qmpDid = qerr == nil && prefix == "qmp stop + "
+	// The VM is paused only if kfv saw it stopped from outside (err).
+	how, err = p.out.freeze(p.proc)
+	return prefix + how, qmpDid, err
 }
 
 // resume lifts kfv's outside stop first (QEMU's monitor cannot answer
-// before), then starts the guest with QMP's cont.
-func (p *plane) resume(ctx context.Context) (string, error) {
+// before), then starts the guest with QMP's cont; the bool says whether
+// QEMU answered cont.
+func (p *plane) resume(ctx context.Context) (string, bool, error) {
 	how, err := p.out.thaw(p.proc)
 	if err != nil {
-		return how, err
+		return how, false, err
 	}
 	if how == "" {
 		how = "nothing held outside"
@@ -671,44 +699,44 @@ func (p *plane) resume(ctx context.Context) (string, error) {
 	if c == nil {
 		// QEMU runs again; a guest QEMU itself holds stopped waits for
 		// a manager's cont.
-		return how + " + no qmp cont (" + why + ")", nil
+		return how + " + no qmp cont (" + why + ")", false, nil
 	}
 	if _, err := c.Execute(ctx, "cont", nil); err != nil {
-		return how + " + qmp cont failed", err
+		return how + " + qmp cont failed", false, err
 	}
-	return how + " + qmp cont", nil
+	return how + " + qmp cont", true, nil
 }
 
 // link carries out link_down and link_up: set_link on the NICs when kfv's
 // monitor answers, and kfv's own part outside QEMU. The outside part acts
 // on the whole VM (which host socket or tap serves which NIC is QEMU's
 // knowledge): link_down of one NIC cuts all of QEMU's network from
-// outside.
-func (p *plane) link(ctx context.Context, r orch.Reaction) (string, error) {
+// outside. The bool says whether QEMU answered set_link.
+func (p *plane) link(ctx context.Context, r orch.Reaction) (string, bool, error) {
 	if r.Kind == profiles.ReactLinkUp {
-		qmpHow, qerr := p.setLink(ctx, r.Target, true)
+		qmpHow, qmpDid, qerr := p.setLink(ctx, r.Target, true)
 		how, err := p.out.restoreNetwork()
 		p.netCut.Store(false)
-		return qmpHow + " + " + how, errors.Join(qerr, err)
+		return qmpHow + " + " + how, qmpDid, errors.Join(qerr, err)
 	}
 	// kfv's own cut first, the switch before all: nothing new leaves
 	// while QEMU is asked, and a QEMU that does not answer cannot delay
 	// it.
 	p.netCut.Store(true)
 	how, err := p.out.cutNetwork(p.proc)
-	qmpHow, qerr := p.setLink(ctx, r.Target, false)
+	qmpHow, qmpDid, qerr := p.setLink(ctx, r.Target, false)
 	if qerr != nil {
 		// Down is enforced by kfv whatever QEMU does with set_link.
 		qmpHow += " (" + qerr.Error() + ")"
 	}
-	return how + " + " + qmpHow, err
+	return how + " + " + qmpHow, qmpDid, err
 }
 
 // setLink runs set_link on the NICs of target when kfv's monitor answers
-// and says how it went.
-func (p *plane) setLink(ctx context.Context, target string, up bool) (string, error) {
+// and says how it went, and whether QEMU answered it.
+func (p *plane) setLink(ctx context.Context, target string, up bool) (string, bool, error) {
 	if _, why := p.liveMonitor(); why != "" {
-		return "no set_link (" + why + ")", nil
+		return "no set_link (" + why + ")", false, nil
 	}
 	names, err := p.nics(ctx, target)
 	if err == nil {
@@ -719,9 +747,9 @@ func (p *plane) setLink(ctx context.Context, target string, up bool) (string, er
 		err = errors.Join(errs...)
 	}
 	if err != nil {
-		return "set_link failed", err
+		return "set_link failed", false, err
 	}
-	return "set_link " + strings.Join(names, ","), nil
+	return "set_link " + strings.Join(names, ","), true, nil
 }
 
 func (p *plane) qmp(ctx context.Context, cmd string, args any) error {
