@@ -51,7 +51,8 @@ func (c *config) prepare() error {
 	c.deny = filepath.Join(c.work, "bench-deny.toml")
 	c.openProf = filepath.Join(c.work, "bench-open.toml")
 	c.connectProf = filepath.Join(c.work, "bench-connect.toml")
-	for dst, src := range map[string]string{c.allow: "profiles/allow.toml", c.deny: "profiles/deny.toml", c.openProf: "profiles/open.toml", c.connectProf: "profiles/connect.toml"} {
+	c.containProf = filepath.Join(c.work, "bench-contain.toml")
+	for dst, src := range map[string]string{c.allow: "profiles/allow.toml", c.deny: "profiles/deny.toml", c.openProf: "profiles/open.toml", c.connectProf: "profiles/connect.toml", c.containProf: "profiles/contain.toml"} {
 		b, err := sources.ReadFile(src)
 		if err != nil {
 			return fmt.Errorf("read embedded %s: %w", src, err)
