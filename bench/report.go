@@ -90,15 +90,19 @@ func (r *report) evaluate() {
 		})
 	}
 	if x := r.Contain; x != nil {
+		med, worst := "—", "—"
+		if x.Latency.ok() {
+			med, worst = fmtNum(x.Latency.Median, 1)+" ms", fmtNum(x.Latency.Max, 1)+" ms"
+		}
 		r.Targets = append(r.Targets, target{
 			Name:   "flood containment: first denial to the ladder's pause, median",
 			Target: "≤ 100 ms",
-			Value:  fmtNum(x.Latency.Median, 1) + " ms",
+			Value:  med,
 			Met:    met(x.Latency.Median <= containTarget, x.Latency.ok()),
 		}, target{
 			Name:   "flood containment: first denial to the ladder's pause, worst round",
 			Target: "≤ 100 ms",
-			Value:  fmtNum(x.Latency.Max, 1) + " ms",
+			Value:  worst,
 			Met:    met(x.Latency.Max <= containTarget, x.Latency.ok()),
 		})
 	}
@@ -348,7 +352,7 @@ func (r *report) markdown() []byte {
 	if x := r.Contain; x != nil {
 		p("## 4b. Flood containment")
 		p("")
-		p("The C target's %d threads call `getppid` back to back under `kfv-run --profile bench/profiles/contain.toml` in enforce mode: every call is denied (EPERM, a finding of medium severity), and the profile's ladder, the built-in `repeated-denials` rule without its `link_down`, pauses the target at the third denial within ten seconds (`pause` of a program that is not QEMU is kfv's outside stop: SIGSTOP or the cgroup freezer, verified). *To the pause* runs from the first denial's event time to the time of the ladder's `pause` event, which kfv writes once the pause is carried out; the bench checks that its chain is the flood's denials. The flood is then held for %.0f s: *CPU* is utime+stime from `/proc/PID/stat` over that window, in %% of one core (clock ticks of 10 ms: ±%.2f%%), of kfv-run (every thread, memwatch included) and of the held target. *Event bytes* is the event file at the end of the round (rotated files included, start-up lines included), *while held* what was written during the window. *Denials* counts the denied calls in the stream (folded lines by their count), *counted by the target* the failures its threads counted in a file they map, read while they are held. Each round ends with SIGTERM to kfv-run, which kills the target it holds; the bench checks that neither is left.", x.Threads, x.HoldS, 100*0.01/x.HoldS)
+		p("The C target's %d threads call `getppid` back to back under `kfv-run --profile bench/profiles/contain.toml` in enforce mode: every call is denied (EPERM, a finding of medium severity), and the profile's ladder, the built-in `repeated-denials` rule without its `link_down`, pauses the target at the third denial within ten seconds (`pause` of a program that is not QEMU is kfv's outside stop: SIGSTOP or the cgroup freezer, verified). *To the pause* runs from the first denial's event time to the time of the ladder's `pause` event, which kfv writes once the pause is carried out; the bench checks that its chain is the flood's denials. The flood is then held for %.0f s: *CPU* is utime+stime from `/proc/PID/stat` over that window, in %% of one core (clock ticks of 10 ms: ±%.2f%%), of kfv-run (every thread; memwatch, which watches QEMU only, does not run) and of the held target. *Event bytes* is the event file at the end of the round (rotated files included, start-up lines included), *while held* what was written during the window. *Denials* counts the denied calls in the stream (folded lines by their count), *counted by the target* the failures its threads counted in a file they map, read while they are held. Each round ends with SIGTERM to kfv-run, which kills the target it holds; the bench checks that neither is left.", x.Threads, x.HoldS, 100*0.01/x.HoldS)
 		p("")
 		p("| first denial to the pause ms | event bytes | event bytes while held | kfv-run CPU %% of one core | target CPU %% of one core | denials | counted by the target |")
 		p("|---|---|---|---|---|---|---|")
