@@ -24,6 +24,10 @@
 //     notifications it received.
 //  4. Flood: the C target makes notified calls from several threads at
 //     stepped offered rates, under the floor and under kfv-run.
+//     4b. Containment: the target's threads make calls kfv denies as
+//     fast as they can, and the ladder of bench/profiles/contain.toml
+//     pauses it; event bytes, the time from the first denial to the
+//     pause, and the CPU of kfv-run and of the held target after it.
 //  5. memwatch: scan cost per MiB watched, detection latency of tampers
 //     and the watcher's CPU on an idle VM (memwatchtest.Measure on a bare
 //     QEMU); kfv-run's own CPU with memwatch on and off is in section 3.
@@ -60,6 +64,7 @@ type config struct {
 	// openProf and connectProf inspect and allow opens and connects,
 	// which kfv then emulates.
 	openProf, connectProf string
+	containProf           string // a flood of denied getppid calls, paused by the ladder
 	linux                 *guest.Linux
 	accel                 string // the Linux guest's accelerator
 	rawPath               string // raw-code hello guest
@@ -75,7 +80,7 @@ func main() {
 	rounds := flag.Int("rounds", 5, "measured rounds after the warm-up (at least 5 for a published table)")
 	kfvRun := flag.String("kfv-run", envOr("KFV_RUN", "bin/kfv-run"), "kfv-run `binary` to measure")
 	guests := flag.String("guests", envOr("KFV_GUESTS", ".cache/guests"), "guest cache `dir` (make guests)")
-	only := flag.String("only", "", "run only these sections, comma-separated (rtt,workloads,raw,footprint,flood,memwatch); the document is still written")
+	only := flag.String("only", "", "run only these sections, comma-separated (rtt,workloads,raw,footprint,flood,containment,memwatch); the document is still written")
 	verbose := flag.Bool("v", false, "print every run")
 	render := flag.String("render", "", "only rewrite BENCHMARKS.md in -out from this BENCHMARKS.json `file`")
 	flag.Parse()
@@ -176,6 +181,12 @@ func run(out string, rounds int, kfvRun, guests, only string, verbose bool) (err
 			return fmt.Errorf("flood: %w", err)
 		}
 	}
+	if sections["containment"] {
+		logf("4b. flood containment")
+		if r.Contain, err = c.containment(); err != nil {
+			return fmt.Errorf("containment: %w", err)
+		}
+	}
 	if sections["memwatch"] {
 		logf("5. memwatch")
 		if r.Memwatch, err = c.memwatchCosts(); err != nil {
@@ -198,7 +209,7 @@ func run(out string, rounds int, kfvRun, guests, only string, verbose bool) (err
 }
 
 func parseOnly(only string) (map[string]bool, error) {
-	all := []string{"rtt", "workloads", "raw", "footprint", "flood", "memwatch"}
+	all := []string{"rtt", "workloads", "raw", "footprint", "flood", "containment", "memwatch"}
 	m := make(map[string]bool)
 	if only == "" {
 		for _, s := range all {

@@ -29,15 +29,16 @@ type report struct {
 	RTTCalls   int       `json:"round_trip_calls"`
 	IdleS      int       `json:"idle_seconds"`
 
-	RTT        []*rttRow    `json:"round_trip,omitempty"`
-	Workloads  []*wlRow     `json:"workloads,omitempty"`
-	RawKVM     *wlRow       `json:"raw_kvm,omitempty"`
-	RawKVMSkip string       `json:"raw_kvm_skipped,omitempty"`
-	Footprint  []*fpRow     `json:"footprint,omitempty"`
-	Denials    []*denialRow `json:"denials,omitempty"`
-	Flood      *floodResult `json:"flood,omitempty"`
-	Memwatch   []*mwRow     `json:"memwatch,omitempty"`
-	Targets    []target     `json:"targets"`
+	RTT        []*rttRow      `json:"round_trip,omitempty"`
+	Workloads  []*wlRow       `json:"workloads,omitempty"`
+	RawKVM     *wlRow         `json:"raw_kvm,omitempty"`
+	RawKVMSkip string         `json:"raw_kvm_skipped,omitempty"`
+	Footprint  []*fpRow       `json:"footprint,omitempty"`
+	Denials    []*denialRow   `json:"denials,omitempty"`
+	Flood      *floodResult   `json:"flood,omitempty"`
+	Contain    *containResult `json:"containment,omitempty"`
+	Memwatch   []*mwRow       `json:"memwatch,omitempty"`
+	Targets    []target       `json:"targets"`
 }
 
 // target is one of kfv's performance targets compared with this run.
@@ -86,6 +87,23 @@ func (r *report) evaluate() {
 			Target: "≤ ×1.25 of the C floor, same wake mode",
 			Value:  fmt.Sprintf("%s (%s µs against %s µs)", fmtRatio(x.Ratio), fmtNum(x.Mean.Median, 2), fmtNum(x.Mean.Median/x.Ratio, 2)),
 			Met:    met(x.Ratio <= 1.25, ok),
+		})
+	}
+	if x := r.Contain; x != nil {
+		med, worst := "—", "—"
+		if x.Latency.ok() {
+			med, worst = fmtNum(x.Latency.Median, 1)+" ms", fmtNum(x.Latency.Max, 1)+" ms"
+		}
+		r.Targets = append(r.Targets, target{
+			Name:   "flood containment: first denial to the ladder's pause, median",
+			Target: "≤ 100 ms",
+			Value:  med,
+			Met:    met(x.Latency.Median <= containTarget, x.Latency.ok()),
+		}, target{
+			Name:   "flood containment: first denial to the ladder's pause, worst round",
+			Target: "≤ 100 ms",
+			Value:  worst,
+			Met:    met(x.Latency.Max <= containTarget, x.Latency.ok()),
 		})
 	}
 	for _, m := range r.Memwatch {
@@ -330,6 +348,20 @@ func (r *report) markdown() []byte {
 		p("")
 		p("Largest offered rate answered with a median p99 under 1 ms at that step and every step below it: C floor %s, kfv %s.", fmtBest(fl.Best["C floor"]), fmtBest(fl.Best["kfv allow"]))
 		p("")
+	}
+	if x := r.Contain; x != nil {
+		p("## 4b. Flood containment")
+		p("")
+		p("The C target's %d threads call `getppid` back to back under `kfv-run --profile bench/profiles/contain.toml` in enforce mode: every call is denied (EPERM, a finding of medium severity), and the profile's ladder, the built-in `repeated-denials` rule without its `link_down`, pauses the target at the third denial within ten seconds (`pause` of a program that is not QEMU is kfv's outside stop: SIGSTOP or the cgroup freezer, verified). *To the pause* runs from the first denial's event time to the time of the ladder's `pause` event, which kfv writes once the pause is carried out; the bench checks that its chain is the flood's denials. The flood is then held for %.0f s: *CPU* is utime+stime from `/proc/PID/stat` over that window, in %% of one core (clock ticks of 10 ms: ±%.2f%%), of kfv-run (every thread; memwatch, which watches QEMU only, does not run) and of the held target. *Event bytes* is the event file at the end of the round (rotated files included, start-up lines included), *while held* what was written during the window (the folded lines of the denials before the pause, written at the end of their second, and nothing else when the hold holds). *Denials* counts the denied calls in the stream (folded lines by their count), *after the pause* those decided after the pause's event (a folded line counts whole when its last call was), *counted by the target* the failures its threads counted in a file they map, read while they are held (up to one call a thread fewer: answered, but stopped before it counted). Each round ends with SIGTERM to kfv-run, which kills the target it holds; the bench checks that neither is left.", x.Threads, x.HoldS, 100*0.01/x.HoldS)
+		p("")
+		p("| first denial to the pause ms | event bytes | event bytes while held | kfv-run CPU %% of one core | target CPU %% of one core | denials | after the pause | counted by the target |")
+		p("|---|---|---|---|---|---|---|---|")
+		p("| %s | %s | %s | %s | %s | %s | %s | %s |", fmtSeries(x.Latency, 2), fmtSeries(x.EventBytes, 0), fmtSeries(x.HeldBytes, 0), fmtSeries(x.KfvCPU, 2), fmtSeries(x.TargetCPU, 2), fmtSeries(x.Denials, 0), fmtSeries(x.DenialsAfter, 0), fmtSeries(x.TargetDenials, 0))
+		p("")
+		if x.Enforced != "" {
+			p("The pause, as the last round's reaction event says it was carried out: %s.", x.Enforced)
+			p("")
+		}
 	}
 	if len(r.Memwatch) > 0 {
 		p("## 5. memwatch")

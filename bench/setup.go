@@ -38,8 +38,12 @@ func (c *config) prepare() error {
 	c.qemu = qemu
 	c.floor = filepath.Join(c.work, "floor")
 	c.target = filepath.Join(c.work, "target")
+	// The target runs under kfv-run, behind QEMU's Landlock wall, which
+	// lets it execute its binary and read nothing else: no shared
+	// libraries (the bench profiles leave opens to the kernel, kfv opens
+	// QEMU's for it). So it is linked statically.
 	for bin, src := range map[string]string{c.floor: "c/floor.c", c.target: "c/target.c"} {
-		if err := buildC(src, bin); err != nil {
+		if err := buildC(src, bin, bin == c.target); err != nil {
 			return err
 		}
 	}
@@ -47,7 +51,8 @@ func (c *config) prepare() error {
 	c.deny = filepath.Join(c.work, "bench-deny.toml")
 	c.openProf = filepath.Join(c.work, "bench-open.toml")
 	c.connectProf = filepath.Join(c.work, "bench-connect.toml")
-	for dst, src := range map[string]string{c.allow: "profiles/allow.toml", c.deny: "profiles/deny.toml", c.openProf: "profiles/open.toml", c.connectProf: "profiles/connect.toml"} {
+	c.containProf = filepath.Join(c.work, "bench-contain.toml")
+	for dst, src := range map[string]string{c.allow: "profiles/allow.toml", c.deny: "profiles/deny.toml", c.openProf: "profiles/open.toml", c.connectProf: "profiles/connect.toml", c.containProf: "profiles/contain.toml"} {
 		b, err := sources.ReadFile(src)
 		if err != nil {
 			return fmt.Errorf("read embedded %s: %w", src, err)
@@ -71,7 +76,7 @@ func (c *config) prepare() error {
 // rawExitCode is what the raw hello guest writes to isa-debug-exit.
 const rawExitCode = 42
 
-func buildC(src, bin string) error {
+func buildC(src, bin string, static bool) error {
 	b, err := sources.ReadFile(src)
 	if err != nil {
 		return fmt.Errorf("read embedded %s: %w", src, err)
@@ -80,7 +85,11 @@ func buildC(src, bin string) error {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", src, err)
 	}
-	out, err := exec.Command("gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread", "-o", bin, path).CombinedOutput()
+	args := []string{"-O2", "-Wall", "-Wextra", "-Werror", "-pthread", "-o", bin, path}
+	if static {
+		args = append(args, "-static")
+	}
+	out, err := exec.Command("gcc", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("gcc %s: %w\n%s", src, err, out)
 	}

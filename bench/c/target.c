@@ -27,6 +27,16 @@
 //       lateness (up to the default 50 us slack, which also batches the
 //       wake-ups) is not charged to the supervisor. Prints per rate
 //       KFVB flood offered= threads= calls= achieved= p50_ns= p99_ns= max_ns= fails=
+//   target contain THREADS SECONDS
+//       THREADS threads call getppid back to back until SECONDS have
+//       passed (a bound, for a run nobody ends) or the process is
+//       stopped and killed: the flood a supervisor must contain. Each
+//       thread counts its calls and failures in a slot of 64 bytes
+//       (calls, fails: two little-endian uint64) of the file on stdin,
+//       mapped shared, so that the counts can be read from outside while
+//       the process is held stopped; stdin must be a regular file opened
+//       for reading and writing, THREADS*64 bytes long. Prints
+//       KFVB contain pid= threads= when the threads start.
 //
 // A call "fails" when getppid returns -1 (the deny path); errno= is the
 // errno of the last failure.
@@ -36,7 +46,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
@@ -282,6 +294,68 @@ static int flood(int threads, double seconds, const char *rates) {
 	return 0;
 }
 
+// slot is one contain thread's counters in the shared file.
+struct slot {
+	uint64_t calls, fails;
+	char pad[48];
+};
+
+struct container {
+	pthread_t th;
+	struct slot *slot;
+	uint64_t end;
+};
+
+static void *contain_worker(void *arg) {
+	struct container *w = arg;
+	uint64_t calls = 0, fails = 0;
+	while (now_ns() < w->end) {
+		long r = call();
+		calls++;
+		if (r == -1)
+			fails++;
+		// Relaxed stores: the reader outside only needs each count
+		// whole, not ordered with the other.
+		__atomic_store_n(&w->slot->calls, calls, __ATOMIC_RELAXED);
+		__atomic_store_n(&w->slot->fails, fails, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static int contain(int threads, double seconds) {
+	struct stat st;
+	size_t size = (size_t)threads * sizeof(struct slot);
+	if (threads < 1 || fstat(0, &st) != 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size < size) {
+		fprintf(stderr, "target: contain wants THREADS >= 1 and stdin a regular file of THREADS*%zu bytes\n", sizeof(struct slot));
+		return 2;
+	}
+	struct slot *slots = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, 0, 0);
+	if (slots == MAP_FAILED) {
+		perror("target: mmap stdin");
+		return 2;
+	}
+	struct container *ws = calloc((size_t)threads, sizeof *ws);
+	if (!ws) {
+		perror("target: calloc");
+		return 2;
+	}
+	uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
+	printf("KFVB contain pid=%d threads=%d\n", (int)getpid(), threads);
+	fflush(stdout);
+	for (int i = 0; i < threads; i++) {
+		ws[i].slot = &slots[i];
+		ws[i].end = end;
+		int e = pthread_create(&ws[i].th, NULL, contain_worker, &ws[i]);
+		if (e) {
+			fprintf(stderr, "target: pthread_create: %s\n", strerror(e));
+			return 2;
+		}
+	}
+	for (int i = 0; i < threads; i++)
+		pthread_join(ws[i].th, NULL);
+	return 0;
+}
+
 int main(int argc, char **argv) {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc == 4 && strcmp(argv[1], "rtt") == 0)
@@ -311,6 +385,8 @@ int main(int argc, char **argv) {
 	}
 	if (argc == 5 && strcmp(argv[1], "flood") == 0)
 		return flood(atoi(argv[2]), atof(argv[3]), argv[4]);
-	fprintf(stderr, "usage: target rtt CALLS CPU | target open PATH CALLS CPU | target connect HOST:PORT CALLS CPU | target flood THREADS SECONDS RATE[,RATE...]\n");
+	if (argc == 4 && strcmp(argv[1], "contain") == 0)
+		return contain(atoi(argv[2]), atof(argv[3]));
+	fprintf(stderr, "usage: target rtt CALLS CPU | target open PATH CALLS CPU | target connect HOST:PORT CALLS CPU | target flood THREADS SECONDS RATE[,RATE...] | target contain THREADS SECONDS\n");
 	return 2;
 }
