@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"kfv/event"
 )
@@ -96,4 +99,99 @@ func TestEventFlood(t *testing.T) {
 		}
 		t.Run(w, func(t *testing.T) { runAttack(t, qemu, a, true) })
 	}
+}
+
+// TestFloodHeld: the flood of TestEventFlood in enforce mode, with the
+// built-in profile, from a device thread and from the main loop. The
+// ladder's repeated-denials pause stops QEMU from outside: every thread
+// of QEMU is seen stopped, uses no CPU while held, and the flood never
+// runs to its end; the time from the first denial to the pause, and
+// kfv-run's CPU while it holds the flood, are logged (make bench's
+// containment section measures them against their targets). SIGTERM
+// then ends the held VM.
+func TestFloodHeld(t *testing.T) {
+	reactShort(t)
+	for _, v := range []struct {
+		name string
+		main bool
+	}{{"device", false}, {"main", true}} {
+		t.Run(v.name, func(t *testing.T) {
+			payload, env := "deny-flood", []string(nil)
+			if v.main {
+				payload, env = "main-deny-flood", []string{"KFV_IMPLANT_MAIN=1"}
+			}
+			dir := t.TempDir()
+			r := startReactEnv(t, dir, []string{"--profile", "qemu"}, rawReactArgs(t, payload, fmt.Sprint(floodCalls)), env...)
+			e := r.waitReaction("pause", reactTimeout, func(l event.Link) bool { return l.Syscall == "openat" })
+			if e.EnforcedBy == "" {
+				t.Errorf("the pause has no enforced_by")
+			}
+			r.wantStopped()
+			var first time.Time
+			for _, d := range r.eventsNow() {
+				if d.Kind == event.KindDecision && d.Syscall == "openat" && d.Verdict == "deny" {
+					first = d.Time
+					break
+				}
+			}
+			if first.IsZero() {
+				t.Fatalf("no denied open in the stream")
+			}
+			t.Logf("first denial to the pause: %v", e.Time.Sub(first))
+
+			// Held: QEMU's threads use no CPU, and the flood stops short.
+			kfvPID := r.p.cmd.Process.Pid
+			q0, k0 := cpuTicks(t, r.qemuPID), cpuTicks(t, kfvPID)
+			w0 := time.Now()
+			time.Sleep(2 * time.Second)
+			q1, k1 := cpuTicks(t, r.qemuPID), cpuTicks(t, kfvPID)
+			secs := time.Since(w0).Seconds()
+			t.Logf("while held, over %.1f s: QEMU %d ticks, kfv-run %d ticks (%.1f%% of one core)", secs, q1-q0, k1-k0, float64(k1-k0)/clockTicks/secs*100)
+			if q1 != q0 {
+				t.Errorf("QEMU used %d ticks of CPU while held, want none", q1-q0)
+			}
+			r.wantStopped()
+			denied := 0
+			for _, d := range r.eventsNow() {
+				switch {
+				case d.Kind == event.KindDecision && d.Syscall == "openat" && d.Verdict == "deny":
+					denied++
+				case d.Kind == event.KindFolded && d.Detector == "" && d.Syscall == "openat" && d.Verdict == "deny":
+					denied += d.Count
+				}
+			}
+			t.Logf("%d of the flood's %d opens denied before it was held", denied, floodCalls)
+			if denied == 0 || denied >= floodCalls {
+				t.Errorf("%d opens denied: want the flood held before its end", denied)
+			}
+			if rep := parseImplant(r.p.stderr.String(), payload); rep.Result == "ok" {
+				t.Errorf("the flood ran to its end: %s", rep.Detail)
+			}
+			r.p.cmd.Process.Signal(syscall.SIGTERM)
+			r.p.wait(t, 30*time.Second)
+			r.took()
+		})
+	}
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times.
+const clockTicks = 100
+
+// cpuTicks is the user and system CPU time of process pid, all its
+// threads, in clock ticks.
+func cpuTicks(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatalf("CPU of %d: %v", pid, err)
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+2:]))
+	// Fields from state (3): utime is field 14, stime 15.
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("CPU of %d: stat %q", pid, b)
+	}
+	return u + s
 }

@@ -43,9 +43,14 @@ import (
 const outsideVerify = 5 * time.Second
 
 // pauseQMPBound bounds QMP's stop in a pause: the outside freeze follows
-// whatever QEMU answers, and a QEMU that does not answer must not keep
-// running for reactionTimeout.
-const pauseQMPBound = 3 * time.Second
+// whatever QEMU answers, and a QEMU that does not answer at once must
+// not keep running. A healthy QEMU answers stop in a few milliseconds; a
+// payload flooding from a vCPU thread keeps stop from ever completing
+// (QEMU waits for the vCPU to come back), and it was held only after
+// this bound. A stop QEMU is still working on (draining its disks) when
+// the bound passes completes after a thaw, before the continue's cont,
+// which the monitor answers in order.
+const pauseQMPBound = 50 * time.Millisecond
 
 // cgroupRoot returns where the unified cgroup hierarchy is mounted:
 // /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a hybrid

@@ -672,6 +672,8 @@ func (p *plane) pause(ctx context.Context) (how string, qmpDid bool, err error) 
 			prefix = "qmp stop + "
 		case p.gone(qerr):
 			prefix = "outside only (kfv's monitor is gone): "
+		case errors.Is(qerr, context.DeadlineExceeded):
+			prefix = "qmp stop unanswered within " + pauseQMPBound.String() + " + "
 		default:
 			prefix = "qmp stop failed (" + qerr.Error() + ") + "
 		}
