@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 )
 
 // OpenFile opens path for appending events, creating it with mode 0640
@@ -13,9 +14,16 @@ import (
 // A supervisor killed in the middle of a write leaves its last line torn,
 // without its newline; OpenFile ends such a line, so the next event
 // starts a line of its own and only the torn line is lost to a consumer.
+// An events file anyone may write is one anyone may forge events in:
+// OpenFile takes the world's write permission from a file of its own
+// and refuses another's.
 func OpenFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
+		return nil, err
+	}
+	if err := notWorldWritable(f, path); err != nil {
+		f.Close()
 		return nil, err
 	}
 	if err := endTornLine(f, path); err != nil {
@@ -23,6 +31,26 @@ func OpenFile(path string) (*os.File, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return f, nil
+}
+
+// notWorldWritable takes o+w from the regular file f when it is the
+// caller's, and refuses it when it is another's.
+func notWorldWritable(f *os.File, path string) error {
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() || st.Mode().Perm()&0o002 == 0 {
+		return nil
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if ok && int(sys.Uid) == os.Geteuid() {
+		if err := f.Chmod(st.Mode().Perm() &^ 0o002); err != nil {
+			return fmt.Errorf("%s: world-writable, and its mode cannot be changed: %w", path, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s: world-writable and not kfv's (mode %04o): anyone could forge events in it; remove o+w or the file", path, st.Mode().Perm())
 }
 
 // endTornLine ends a regular file's last line when it has no newline. It

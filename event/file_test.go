@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -63,5 +64,54 @@ func TestReopen(t *testing.T) {
 	cur, _ := os.ReadFile(path)
 	if !bytes.Equal(old, []byte("one\ntwo\n")) || !bytes.Equal(cur, []byte("three\n")) {
 		t.Errorf("moved file %q, new file %q", old, cur)
+	}
+}
+
+// TestOpenFileNotWorldWritable: a new events file is 0640 (under a zero
+// umask too); an existing one of kfv's that anyone may write loses o+w,
+// and another user's is refused.
+func TestOpenFileNotWorldWritable(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "new.jsonl")
+	f, err := OpenFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o640 {
+		t.Errorf("new events file mode %04o, want 0640", st.Mode().Perm())
+	}
+	w := filepath.Join(dir, "open.jsonl")
+	if err := os.WriteFile(w, []byte("{}\n"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	f, err = OpenFile(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if st, _ := os.Stat(w); st.Mode().Perm() != 0o664 {
+		t.Errorf("world-writable events file of kfv's: mode %04o after OpenFile, want 0664", st.Mode().Perm())
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("another user's file needs root to make")
+	}
+	other := filepath.Join(dir, "other.jsonl")
+	if err := os.WriteFile(other, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(other, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(other, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := OpenFile(other); err == nil || !strings.Contains(err.Error(), "world-writable") {
+		if f != nil {
+			f.Close()
+		}
+		t.Errorf("another user's world-writable events file: %v, want refused", err)
 	}
 }

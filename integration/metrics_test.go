@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,6 +78,25 @@ func TestMetricsNodeExporter(t *testing.T) {
 	}) {
 		t.Fatalf("node_exporter does not show the VM's denials\n%s", grepLines(body, "kfv_"))
 	}
+	// On disk: kfv's own (root here, the libvirt user under libvirt),
+	// never writable by others; node_exporter (another user) reads the
+	// textfile.
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+	}{{filepath.Join(dir, "ev.jsonl"), 0o640}, {file, 0o644}, {metricsDir, 0o755 | os.ModeDir}} {
+		st, err := os.Stat(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid := st.Sys().(*syscall.Stat_t).Uid; int(uid) != os.Geteuid() {
+			t.Errorf("%s is owned by uid %d, want kfv-run's %d", f.path, uid, os.Geteuid())
+		}
+		if st.Mode() != f.mode {
+			t.Errorf("%s has mode %v, want %v", f.path, st.Mode(), f.mode)
+		}
+	}
+
 	for _, want := range []string{
 		`kfv_build_info{goversion="go`,
 		`kfv_findings_total{detector="signature",layer="L2",severity="medium",vm="metrics-vm"}`,
