@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"sync"
-	"syscall"
 )
 
 // OpenFile opens path for appending events, creating it with mode 0640
@@ -15,8 +14,8 @@ import (
 // without its newline; OpenFile ends such a line, so the next event
 // starts a line of its own and only the torn line is lost to a consumer.
 // An events file anyone may write is one anyone may forge events in:
-// OpenFile takes the world's write permission from a file of its own
-// and refuses another's.
+// OpenFile takes the world's write permission from it, and refuses a
+// file whose mode it may not change.
 func OpenFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
@@ -33,8 +32,9 @@ func OpenFile(path string) (*os.File, error) {
 	return f, nil
 }
 
-// notWorldWritable takes o+w from the regular file f when it is the
-// caller's, and refuses it when it is another's.
+// notWorldWritable takes o+w from the regular file f, which kfv may do
+// when the file is its own (or kfv is root), and refuses the file when
+// it cannot.
 func notWorldWritable(f *os.File, path string) error {
 	st, err := f.Stat()
 	if err != nil {
@@ -43,14 +43,10 @@ func notWorldWritable(f *os.File, path string) error {
 	if !st.Mode().IsRegular() || st.Mode().Perm()&0o002 == 0 {
 		return nil
 	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if ok && int(sys.Uid) == os.Geteuid() {
-		if err := f.Chmod(st.Mode().Perm() &^ 0o002); err != nil {
-			return fmt.Errorf("%s: world-writable, and its mode cannot be changed: %w", path, err)
-		}
-		return nil
+	if err := f.Chmod(st.Mode().Perm() &^ 0o002); err != nil {
+		return fmt.Errorf("%s: world-writable (mode %04o) and not kfv's to change (%v): anyone could forge events in it; remove o+w or the file", path, st.Mode().Perm(), err)
 	}
-	return fmt.Errorf("%s: world-writable and not kfv's (mode %04o): anyone could forge events in it; remove o+w or the file", path, st.Mode().Perm())
+	return nil
 }
 
 // endTornLine ends a regular file's last line when it has no newline. It
