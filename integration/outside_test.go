@@ -449,3 +449,67 @@ func TestEmulatorPauseCont(t *testing.T) {
 	p.wait(t, 30*time.Second)
 	r.took()
 }
+
+// TestReactionLinkOutsideTap: a VM on a tap. The refused execve orders
+// link_down; kfv, which holds CAP_NET_ADMIN, sets the tap down by
+// netlink itself, whatever QEMU does with set_link: the interface's
+// IFF_UP is seen cleared from outside, and the event names the tap.
+// The VM runs on, and kfv's link_up is not needed for the test.
+func TestReactionLinkOutsideTap(t *testing.T) {
+	reactShort(t)
+	if os.Geteuid() != 0 {
+		t.Skip("makes a tap: needs root")
+	}
+	tap := fmt.Sprintf("kfvlk%d", os.Getpid()%100000)
+	if out, err := exec.Command("ip", "tuntap", "add", "dev", tap, "mode", "tap").CombinedOutput(); err != nil {
+		t.Skipf("ip tuntap add %s: %v: %s (this host cannot make taps)", tap, err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "link", "del", tap).Run() })
+	if out, err := exec.Command("ip", "link", "set", tap, "up").CombinedOutput(); err != nil {
+		t.Fatalf("ip link set %s up: %v: %s", tap, err, out)
+	}
+	up := func() bool {
+		b, err := os.ReadFile("/sys/class/net/" + tap + "/flags")
+		if err != nil {
+			t.Fatalf("%s flags: %v", tap, err)
+		}
+		f, err := strconv.ParseUint(strings.TrimSpace(string(b)), 0, 32)
+		if err != nil {
+			t.Fatalf("%s flags %q: %v", tap, b, err)
+		}
+		return f&syscall.IFF_UP != 0
+	}
+	dir := t.TempDir()
+	prof := reactProfile(t, dir, correlate("test-exec-cuts-link", "signature", "execve", "link_down:all-nics"), false)
+	qargs := append(rawReactArgs(t, "exec-shell", "marker"), "-S",
+		"-netdev", "tap,id=kfvnet,ifname="+tap+",script=no,downscript=no", "-device", "e1000,netdev=kfvnet,id=kfvnic")
+	r := startReact(t, dir, []string{"--profile", prof}, qargs)
+	q := dialQMP(t, r.sock, 20*time.Second)
+	if !up() {
+		t.Fatalf("%s is down before the attack", tap)
+	}
+	if _, err := q.exec("cont", nil); err != nil {
+		t.Fatalf("cont: %v", err)
+	}
+	rep := r.implant("exec-shell", reactTimeout)
+	e := r.waitReaction("link_down:all-nics", reactTimeout, finding("signature", "execve", rep.TID))
+	if !strings.Contains(e.Enforced, tap+" down") {
+		t.Errorf("link_down enforced %q, want %s set down by kfv", e.Enforced, tap)
+	}
+	if up() {
+		t.Errorf("%s is still up after link_down", tap)
+	}
+	if st := q.status(t); st != "running" {
+		t.Errorf("status %q, want running: link_down leaves the VM alone", st)
+	}
+	if _, err := q.exec("quit", nil); err != nil {
+		t.Logf("quit: %v", err)
+	}
+	r.p.wait(t, 30*time.Second)
+	for _, d := range denials(r.eventsNow()) {
+		if d.TID != rep.TID {
+			t.Errorf("denial of another thread than the payload's: %s %s rule=%s %s", d.Syscall, d.Args, d.Rule, d.Detail)
+		}
+	}
+	r.took()
+}
