@@ -92,6 +92,10 @@ type Config struct {
 	// Metrics counts the VM's decisions, findings, reactions and scans;
 	// nil counts nothing.
 	Metrics *metrics.VM
+	// Cgroup is QEMU's cgroup of its own, with its limits
+	// (cgroup_linux.go); nil is best-effort with the default limits.
+	// Standalone model only.
+	Cgroup *Cgroup
 }
 
 // forwarded are the signals kfv-run passes on to QEMU. SIGURG is the Go
@@ -131,6 +135,16 @@ func Run(cfg *Config) (int, error) {
 			}
 		}
 	}()
+	// One cgroup for every QEMU of this run: restarts reuse it.
+	cg, cgDetail, err := newVMCgroup(cfg.VM, cfg.Cgroup)
+	if err != nil {
+		return exitLaunch, launchErr(exitLaunch, "%w", err)
+	}
+	defer func() {
+		if err := cg.remove(); err != nil {
+			cfg.warn(err.Error())
+		}
+	}()
 	var cur atomic.Pointer[session]
 	stopProxies := func() {}
 	defer func() { stopProxies() }()
@@ -139,6 +153,7 @@ func Run(cfg *Config) (int, error) {
 		if lerr != nil {
 			return lerr.Code, lerr
 		}
+		s.cgroup, s.cgroupDetail = cg, cgDetail
 		cur.Store(s)
 		if restarts == 0 {
 			stop, err := serveMonitors(&cur, cfg.Policy.runtime, cfg.Monitors, cfg.Cwd)
@@ -336,6 +351,10 @@ type session struct {
 	execDone bool
 	// loaderFailed carries the loader's own failure report, if any.
 	loaderFailed chan *loaderStatus
+	// cgroup is QEMU's cgroup (nil: QEMU stays in kfv-run's), and
+	// cgroupDetail what the lifecycle event says of it.
+	cgroup       *vmCgroup
+	cgroupDetail string
 
 	// What the loop knows of QEMU's -daemonize (daemonize_linux.go):
 	// the forks it let run, QEMU's process now, and those it was before.
@@ -433,6 +452,15 @@ func (s *session) start(path string) error {
 		return lerr
 	}
 
+	sys := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if s.cgroup != nil {
+		// clone3 CLONE_INTO_CGROUP: the loader, then QEMU, never run
+		// outside their cgroup.
+		sys.UseCgroupFD, sys.CgroupFD = true, int(s.cgroup.fd.Fd())
+	}
+	if s.cgroupDetail != "" {
+		s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: s.cgroupDetail})
+	}
 	started := make(chan error, 1)
 	s.exited = make(chan unix.WaitStatus, 1)
 	go func() {
@@ -443,7 +471,7 @@ func (s *session) start(path string) error {
 		pid, err := syscall.ForkExec("/proc/self/exe", argv, &syscall.ProcAttr{
 			Env:   env,
 			Files: files,
-			Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+			Sys:   sys,
 		})
 		if err != nil {
 			started <- err

@@ -54,6 +54,10 @@ func runAction(c *cli.Context) error {
 	if mode == supervisor.Audit && c.String("run-as") == "" && runAs != nil && runAs.QEMUDrops == "" {
 		runAs = supervisor.AuditRunAs()
 	}
+	cgroup, err := cgroupSetting()
+	if err != nil {
+		return cli.Exit(err.Error(), 125)
+	}
 	cwd, err := os.Getwd()
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("current directory: %v", err), 125)
@@ -167,6 +171,7 @@ func runAction(c *cli.Context) error {
 		ErrLog:          errLog,
 		Hangup:          reopen,
 		Metrics:         met,
+		Cgroup:          cgroup,
 	})
 	if runErr != nil && detached != nil {
 		// Nobody may read stderr any more: the event stream and the log.
@@ -268,6 +273,19 @@ func resolveRunAs(flag string, qemuArgs []string) (*supervisor.RunAs, error) {
 		return nil, fmt.Errorf("%s: run_as: %w", cfg.Source, err)
 	}
 	return r, err
+}
+
+// cgroupSetting is QEMU's cgroup setting: cgroup, cgroup_pids_max and
+// cgroup_memory_max in the system configuration, else the defaults.
+func cgroupSetting() (*supervisor.Cgroup, error) {
+	cfg, err := findConfig(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.cgroup == nil { // the defaults, never validated
+		return &supervisor.Cgroup{Mode: supervisor.CgroupBestEffort}, nil
+	}
+	return cfg.cgroup, nil
 }
 
 // defaultMetricsDir is where a root kfv-run writes its VMs' metrics by
