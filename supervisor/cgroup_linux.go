@@ -236,7 +236,7 @@ func enableControllers(parent string, isRoot bool, self int) (moved string, miss
 
 // writeCgroupFile writes one value to an existing cgroupfs file.
 func writeCgroupFile(p, v string) error {
-	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		return err
 	}
