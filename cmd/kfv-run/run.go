@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -276,9 +277,14 @@ func resolveRunAs(flag string, qemuArgs []string) (*supervisor.RunAs, error) {
 }
 
 // cgroupSetting is QEMU's cgroup setting: cgroup, cgroup_pids_max and
-// cgroup_memory_max in the system configuration, else the defaults.
+// cgroup_memory_max in the system configuration, else the defaults. A
+// kfv-run that is not root and may not read the system file (root's
+// alone) gets the defaults, as it gets its own user.
 func cgroupSetting() (*supervisor.Cgroup, error) {
 	cfg, err := findConfig(os.Getenv)
+	if errors.Is(err, fs.ErrPermission) && os.Geteuid() != 0 {
+		return &supervisor.Cgroup{Mode: supervisor.CgroupBestEffort}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
