@@ -168,19 +168,19 @@ func readFields(p string) ([]string, error) {
 // limitControllers are the controllers of QEMU's limits.
 var limitControllers = []string{"memory", "pids"}
 
-// enableControllers turns on the limit controllers parent has
+// enableControllers turns on the controllers ctls that parent has
 // (cgroup.controllers) in its cgroup.subtree_control, so that its
 // children get them. A non-root cgroup with processes cannot give its
 // children controllers (no internal processes): when kfv-run is the
 // only process in parent, it moves itself into a leaf of its own,
 // kfv-run-PID, first. It returns what it did ("" for nothing) and the
 // controllers the children still lack, with why.
-func enableControllers(parent string, isRoot bool, self int) (moved string, missing map[string]string) {
+func enableControllers(parent string, isRoot bool, self int, ctls []string) (moved string, missing map[string]string) {
 	missing = map[string]string{}
 	avail, _ := readFields(filepath.Join(parent, "cgroup.controllers"))
 	on, _ := readFields(filepath.Join(parent, "cgroup.subtree_control"))
 	var want []string
-	for _, c := range limitControllers {
+	for _, c := range ctls {
 		switch {
 		case slices.Contains(on, c):
 		case !slices.Contains(avail, c):
@@ -320,7 +320,7 @@ func makeVMCgroup(root, own, vm string, self int, set *Cgroup) (*vmCgroup, strin
 	if _, err := os.Stat(filepath.Join(dir, "cgroup.freeze")); err != nil {
 		return fail("no cgroup v2 freezer (Linux 5.2) in " + dir)
 	}
-	moved, why := enableControllers(parent, strings.Trim(own, "/") == "", self)
+	moved, why := enableControllers(parent, strings.Trim(own, "/") == "", self, limitControllers)
 	if moved != "" {
 		notes = append(notes, moved)
 	}

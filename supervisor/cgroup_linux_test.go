@@ -112,14 +112,14 @@ func TestCgroupControllersFake(t *testing.T) {
 	parent := t.TempDir()
 	os.WriteFile(filepath.Join(parent, "cgroup.controllers"), []byte("cpu io hugetlb\n"), 0o644)
 	os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte("\n"), 0o644)
-	moved, missing := enableControllers(parent, true, os.Getpid())
+	moved, missing := enableControllers(parent, true, os.Getpid(), limitControllers)
 	if moved != "" || len(missing) != 2 || !strings.Contains(missing["pids"], "not delegated") || !strings.Contains(missing["memory"], "not delegated") {
 		t.Errorf("moved %q missing %v, want nothing moved and both not delegated", moved, missing)
 	}
 	// Already enabled: nothing to do, nothing missing.
 	os.WriteFile(filepath.Join(parent, "cgroup.controllers"), []byte("memory pids\n"), 0o644)
 	os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte("memory pids\n"), 0o644)
-	if moved, missing := enableControllers(parent, false, os.Getpid()); moved != "" || len(missing) != 0 {
+	if moved, missing := enableControllers(parent, false, os.Getpid(), limitControllers); moved != "" || len(missing) != 0 {
 		t.Errorf("enabled already: moved %q missing %v, want nothing", moved, missing)
 	}
 }
@@ -267,4 +267,89 @@ func TestCgroupRequired(t *testing.T) {
 	if _, err := os.Stat(cg.dir); !os.IsNotExist(err) {
 		t.Errorf("%s after the refusal: %v, want it gone", cg.dir, err)
 	}
+}
+
+// TestCgroupNoInternalProcess: in a real cgroup v2 with the test's
+// process in it (as kfv-run is in its own), a controller cannot be
+// enabled for the children while the process is there; enableControllers
+// moves the process into a leaf kfv-run-PID and enables it then. The
+// controller is any the hierarchy's root gives its children (hugetlb on
+// a hybrid host).
+func TestCgroupNoInternalProcess(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: makes cgroups and moves the test into them")
+	}
+	root := cgroupRoot()
+	own, err := ownV2Cgroup()
+	if root == "" || err != nil || own != "/" {
+		t.Skipf("needs the test in the root of a writable cgroup v2 (root %q, own %q, %v)", root, own, err)
+	}
+	avail, _ := readFields(filepath.Join(root, "cgroup.subtree_control"))
+	if len(avail) == 0 {
+		avail, _ = readFields(filepath.Join(root, "cgroup.controllers"))
+		if len(avail) == 0 {
+			t.Skip("the cgroup v2 root has no controller to give its children")
+		}
+		if err := writeCgroupFile(filepath.Join(root, "cgroup.subtree_control"), "+"+avail[0]); err != nil {
+			t.Skipf("enable %s at the root: %v", avail[0], err)
+		}
+		// Registered first, so run last: the host's root as it was.
+		t.Cleanup(func() { writeCgroupFile(filepath.Join(root, "cgroup.subtree_control"), "-"+avail[0]) })
+	}
+	ctl := avail[0]
+	parent := filepath.Join(root, "kfvtest-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	leaf := filepath.Join(parent, "kfv-run-"+strconv.Itoa(os.Getpid()))
+	t.Cleanup(func() {
+		// Back to the root (it takes processes whatever its children
+		// have), then the test's cgroups go.
+		if err := writeCgroupFile(filepath.Join(root, "cgroup.procs"), "0"); err != nil {
+			t.Errorf("move the test back to the root: %v", err)
+		}
+		unix.Rmdir(leaf)
+		if err := unix.Rmdir(parent); err != nil {
+			t.Errorf("remove %s: %v", parent, err)
+		}
+	})
+	if err := writeCgroupFile(filepath.Join(parent, "cgroup.procs"), "0"); err != nil {
+		t.Fatalf("move the test into %s: %v", parent, err)
+	}
+	moved, missing := enableControllers(parent, false, os.Getpid(), []string{ctl})
+	if len(missing) != 0 || !strings.Contains(moved, "kfv-run-"+strconv.Itoa(os.Getpid())) {
+		t.Fatalf("enable %s: moved %q missing %v, want the test moved into a leaf and %s enabled", ctl, moved, missing, ctl)
+	}
+	t.Logf("%s; %s enabled", moved, ctl)
+	if on, _ := readFields(filepath.Join(parent, "cgroup.subtree_control")); !slices.Contains(on, ctl) {
+		t.Errorf("%s/cgroup.subtree_control %v, want %s", parent, on, ctl)
+	}
+	b, _ := os.ReadFile("/proc/self/cgroup")
+	if p, _ := parseCgroupV2(string(b)); p != "/"+filepath.Base(parent)+"/"+filepath.Base(leaf) {
+		t.Errorf("the test is in %q, want the leaf %s", p, leaf)
+	}
+	// Another process beside kfv-run: kfv moves nothing that is not its
+	// own, and says why the controller is missing.
+	other := filepath.Join(root, "kfvtest-other-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Rmdir(other)
+	cmd := exec.Command("/bin/sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for _, pid := range []int{cmd.Process.Pid, os.Getpid()} {
+		if err := writeCgroupFile(filepath.Join(other, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	moved, missing = enableControllers(other, false, os.Getpid(), []string{ctl})
+	if moved != "" || !strings.Contains(missing[ctl], "cannot enable") {
+		t.Errorf("with another process: moved %q missing %v, want nothing moved and %s missing", moved, missing, ctl)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	writeCgroupFile(filepath.Join(root, "cgroup.procs"), "0")
 }
