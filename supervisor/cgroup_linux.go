@@ -175,7 +175,7 @@ var limitControllers = []string{"memory", "pids"}
 // only process in parent, it moves itself into a leaf of its own,
 // kfv-run-PID, first. It returns what it did ("" for nothing) and the
 // controllers the children still lack, with why.
-func enableControllers(parent string, isRoot bool, self int, ctls []string) (moved string, missing map[string]string) {
+func enableControllers(parent string, self int, ctls []string) (moved string, missing map[string]string) {
 	missing = map[string]string{}
 	avail, _ := readFields(filepath.Join(parent, "cgroup.controllers"))
 	on, _ := readFields(filepath.Join(parent, "cgroup.subtree_control"))
@@ -203,7 +203,7 @@ func enableControllers(parent string, isRoot bool, self int, ctls []string) (mov
 		return errors.Join(errs...)
 	}
 	err := enable()
-	if err != nil && errors.Is(err, unix.EBUSY) && !isRoot {
+	if err != nil && errors.Is(err, unix.EBUSY) {
 		// No internal processes: kfv-run leaves for a leaf, if it is
 		// alone in parent (another process there is not kfv's to move).
 		procs, _ := readFields(filepath.Join(parent, "cgroup.procs"))
@@ -320,7 +320,7 @@ func makeVMCgroup(root, own, vm string, self int, set *Cgroup) (*vmCgroup, strin
 	if _, err := os.Stat(filepath.Join(dir, "cgroup.freeze")); err != nil {
 		return fail("no cgroup v2 freezer (Linux 5.2) in " + dir)
 	}
-	moved, why := enableControllers(parent, strings.Trim(own, "/") == "", self, limitControllers)
+	moved, why := enableControllers(parent, self, limitControllers)
 	if moved != "" {
 		notes = append(notes, moved)
 	}

@@ -112,14 +112,14 @@ func TestCgroupControllersFake(t *testing.T) {
 	parent := t.TempDir()
 	os.WriteFile(filepath.Join(parent, "cgroup.controllers"), []byte("cpu io hugetlb\n"), 0o644)
 	os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte("\n"), 0o644)
-	moved, missing := enableControllers(parent, true, os.Getpid(), limitControllers)
+	moved, missing := enableControllers(parent, os.Getpid(), limitControllers)
 	if moved != "" || len(missing) != 2 || !strings.Contains(missing["pids"], "not delegated") || !strings.Contains(missing["memory"], "not delegated") {
 		t.Errorf("moved %q missing %v, want nothing moved and both not delegated", moved, missing)
 	}
 	// Already enabled: nothing to do, nothing missing.
 	os.WriteFile(filepath.Join(parent, "cgroup.controllers"), []byte("memory pids\n"), 0o644)
 	os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte("memory pids\n"), 0o644)
-	if moved, missing := enableControllers(parent, false, os.Getpid(), limitControllers); moved != "" || len(missing) != 0 {
+	if moved, missing := enableControllers(parent, os.Getpid(), limitControllers); moved != "" || len(missing) != 0 {
 		t.Errorf("enabled already: moved %q missing %v, want nothing", moved, missing)
 	}
 }
@@ -316,7 +316,7 @@ func TestCgroupNoInternalProcess(t *testing.T) {
 	if err := writeCgroupFile(filepath.Join(parent, "cgroup.procs"), "0"); err != nil {
 		t.Fatalf("move the test into %s: %v", parent, err)
 	}
-	moved, missing := enableControllers(parent, false, os.Getpid(), []string{ctl})
+	moved, missing := enableControllers(parent, os.Getpid(), []string{ctl})
 	if len(missing) != 0 || !strings.Contains(moved, "kfv-run-"+strconv.Itoa(os.Getpid())) {
 		t.Fatalf("enable %s: moved %q missing %v, want the test moved into a leaf and %s enabled", ctl, moved, missing, ctl)
 	}
@@ -345,7 +345,7 @@ func TestCgroupNoInternalProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	moved, missing = enableControllers(other, false, os.Getpid(), []string{ctl})
+	moved, missing = enableControllers(other, os.Getpid(), []string{ctl})
 	if moved != "" || !strings.Contains(missing[ctl], "cannot enable") {
 		t.Errorf("with another process: moved %q missing %v, want nothing moved and %s missing", moved, missing, ctl)
 	}
