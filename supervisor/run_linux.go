@@ -463,16 +463,22 @@ func (s *session) start(path string) error {
 	}
 	started := make(chan error, 1)
 	s.exited = make(chan unix.WaitStatus, 1)
+	var cgErr error // set before started is sent
 	go func() {
 		// PR_SET_PDEATHSIG fires when the *thread* that forked exits.
 		// This goroutine keeps its thread locked until QEMU is reaped and
 		// exits with it, so QEMU dies exactly when kfv-run does.
 		runtime.LockOSThread()
-		pid, err := syscall.ForkExec("/proc/self/exe", argv, &syscall.ProcAttr{
-			Env:   env,
-			Files: files,
-			Sys:   sys,
-		})
+		attr := &syscall.ProcAttr{Env: env, Files: files, Sys: sys}
+		pid, err := syscall.ForkExec("/proc/self/exe", argv, attr)
+		if err != nil && sys.UseCgroupFD && (s.cfg.Cgroup == nil || s.cfg.Cgroup.Mode != CgroupRequired) {
+			// A cgroup kfv could make but not start a process in (the
+			// delegation rules want write access to cgroup.procs of the
+			// common ancestor): QEMU starts in kfv-run's, as without one.
+			cgErr = err
+			sys.UseCgroupFD = false
+			pid, err = syscall.ForkExec("/proc/self/exe", argv, attr)
+		}
 		if err != nil {
 			started <- err
 			return
@@ -498,6 +504,9 @@ func (s *session) start(path string) error {
 		s.exited <- ws
 	}()
 	err = <-started
+	if cgErr != nil {
+		s.emit(&event.Event{Kind: event.KindWarning, Source: "supervisor", Detail: fmt.Sprintf("QEMU could not be started in its cgroup %s (clone3 CLONE_INTO_CGROUP: %v): it runs in kfv-run's, without the cgroup's limits, and a pause is SIGSTOP", s.cgroup.name, cgErr)})
+	}
 	cfgR.Close()
 	statusW.Close()
 	if err != nil {
