@@ -51,22 +51,62 @@ func threadStates(t *testing.T, pid int) (stopped, total int) {
 	return stopped, total
 }
 
-// wantStopped checks from outside that kfv's pause holds QEMU: every
-// thread of QEMU in a stop.
-func (r *reactRun) wantStopped() {
-	r.t.Helper()
-	stopped, total := threadStates(r.t, r.qemuPID)
-	if stopped != total || total == 0 {
-		r.t.Errorf("%d of QEMU's %d threads stopped after the pause, want all", stopped, total)
-		return
+// qemuCgroupDir is the directory of QEMU's cgroup v2 ("" without one).
+func qemuCgroupDir(pid int) string {
+	root := cgroup2Root()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if root == "" || err != nil {
+		return ""
 	}
-	r.t.Logf("from outside: %d of %d threads of QEMU stopped", stopped, total)
+	for _, l := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			return filepath.Join(root, p)
+		}
+	}
+	return ""
 }
 
-// release resumes a QEMU kfv's pause stopped (SIGCONT, as an operator
-// would), so that the test's monitor can talk to it again.
+// cgroupFrozen reports whether the kernel says the cgroup dir is frozen.
+func cgroupFrozen(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
+	return err == nil && strings.Contains(string(b), "frozen 1")
+}
+
+// heldFromOutside says how kfv's pause is seen holding QEMU from outside:
+// QEMU's cgroup frozen (kfv-run puts QEMU in a cgroup of its own where
+// the host lets it), or every thread of QEMU in a stop.
+func heldFromOutside(t *testing.T, pid int) (string, bool) {
+	t.Helper()
+	if cg := qemuCgroupDir(pid); cg != "" && cgroupFrozen(cg) {
+		return "QEMU's cgroup " + filepath.Base(cg) + " frozen (cgroup.events)", true
+	}
+	stopped, total := threadStates(t, pid)
+	return fmt.Sprintf("%d of QEMU's %d threads stopped", stopped, total), stopped == total && total > 0
+}
+
+// wantStopped checks from outside that kfv's pause holds QEMU: its
+// cgroup frozen, or every thread of QEMU in a stop.
+func (r *reactRun) wantStopped() {
+	r.t.Helper()
+	how, ok := heldFromOutside(r.t, r.qemuPID)
+	if !ok {
+		r.t.Errorf("after the pause: %s, want QEMU's cgroup frozen or all its threads stopped", how)
+		return
+	}
+	r.t.Logf("from outside: %s", how)
+}
+
+// release resumes a QEMU kfv's pause stopped, as an operator would (a
+// thaw of its cgroup, else SIGCONT), so that the test's monitor can talk
+// to it again.
 func (r *reactRun) release() {
 	r.t.Helper()
+	if cg := qemuCgroupDir(r.qemuPID); cg != "" && cgroupFrozen(cg) {
+		if err := os.WriteFile(filepath.Join(cg, "cgroup.freeze"), []byte("0"), 0); err != nil {
+			r.t.Fatalf("thaw QEMU's cgroup: %v", err)
+		}
+		return
+	}
 	if err := syscall.Kill(r.qemuPID, syscall.SIGCONT); err != nil {
 		r.t.Fatalf("SIGCONT QEMU: %v", err)
 	}
@@ -285,11 +325,10 @@ reason = "test: a scrub ordered while the VM is paused"
 		t.Logf("pause enforced: %s", p.Enforced)
 		r.reaction("scrub", f, 20*time.Second)
 		mwAssertPristine(t, r.qemuPID, entry)
-		stopped, total := threadStates(t, r.qemuPID)
-		if stopped != total || total == 0 {
-			t.Errorf("%d of QEMU's %d threads stopped after the scrub, want all: the scrub undid the pause", stopped, total)
+		if how, ok := heldFromOutside(t, r.qemuPID); !ok {
+			t.Errorf("after the scrub: %s, want QEMU held: the scrub undid the pause", how)
 		} else {
-			t.Logf("after the scrub, from outside: %d of %d threads of QEMU stopped", stopped, total)
+			t.Logf("after the scrub, from outside: %s", how)
 		}
 		if err := r.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
@@ -334,7 +373,8 @@ func TestReactionPauseCgroup(t *testing.T) {
 }
 
 func pauseInCgroup(t *testing.T, root string, reactions []string) {
-	cg := filepath.Join(root, fmt.Sprintf("kfv-test-%d-%d", os.Getpid(), len(reactions)))
+	// Not named kfv-*: those are kfv-run's own.
+	cg := filepath.Join(root, fmt.Sprintf("kfvtest-%d-%d", os.Getpid(), len(reactions)))
 	if err := os.Mkdir(cg, 0o755); err != nil {
 		t.Skipf("needs a cgroup of its own for QEMU: %v (run as root)", err)
 	}
@@ -399,6 +439,83 @@ func pauseInCgroup(t *testing.T, root string, reactions []string) {
 	}
 	if st := r.p.wait(t, 30*time.Second); st != 137 {
 		t.Errorf("kfv-run exit %d after SIGTERM to a frozen VM, want 137\nstderr:\n%s", st, tail(r.p.stderr.String(), 20))
+	}
+	r.took()
+}
+
+// TestReactionPauseOwnCgroup: kfv-run puts QEMU in a cgroup of its own,
+// kfv-VM-PID under kfv-run's cgroup, and says so at the start. The pause
+// freezes that cgroup (cgroup.events says frozen 1); a SIGCONT sent to
+// QEMU from outside does not resume it: no thread of QEMU gets CPU time.
+// A SIGTERM to kfv-run ends the frozen VM, and the cgroup goes with it.
+func TestReactionPauseOwnCgroup(t *testing.T) {
+	reactShort(t)
+	if cgroup2Root() == "" {
+		t.Skip("needs the unified cgroup hierarchy (cgroup2) mounted")
+	}
+	dir := t.TempDir()
+	prof := reactProfile(t, dir, correlate("test-exec", "signature", "execve", "pause"), false)
+	r := startReact(t, dir, []string{"--profile", prof}, append(rawReactArgs(t, "exec-shell", "marker"), "-S"))
+	q := dialQMP(t, r.sock, 20*time.Second)
+	cg := qemuCgroupDir(r.qemuPID)
+	name := fmt.Sprintf("kfv-kfv-react-%d", r.p.cmd.Process.Pid)
+	if filepath.Base(cg) != name {
+		t.Skipf("QEMU is in %q, not in a cgroup %s of its own (the host's cgroup v2 is not writable by kfv-run?)", cg, name)
+	}
+	start := r.waitEvent("the cgroup's lifecycle event", reactTimeout, func(e *event.Event) bool {
+		return e.Kind == event.KindLifecycle && strings.HasPrefix(e.Detail, "QEMU's cgroup ")
+	})
+	t.Logf("%s", start.Detail)
+	if !strings.Contains(start.Detail, "/"+name) || !strings.Contains(start.Detail, "pids.max") || !strings.Contains(start.Detail, "memory.max") {
+		t.Errorf("lifecycle %q: want the cgroup /…%s and what became of pids.max and memory.max", start.Detail, name)
+	}
+	if _, err := q.exec("cont", nil); err != nil {
+		t.Fatalf("cont: %v", err)
+	}
+	rep := r.implant("exec-shell", reactTimeout)
+	e := r.waitReaction("pause", reactTimeout, finding("signature", "execve", rep.TID))
+	if !strings.Contains(e.Enforced, "cgroup freeze: ") || !strings.Contains(e.Enforced, name+" frozen") {
+		t.Errorf("pause enforced %q, want the freezer of %s", e.Enforced, name)
+	}
+	if !cgroupFrozen(cg) {
+		t.Fatalf("%s/cgroup.events does not say frozen 1 after the pause", cg)
+	}
+	cpu := func() (sum int64) {
+		ents, _ := os.ReadDir("/proc/" + strconv.Itoa(r.qemuPID) + "/task")
+		for _, ent := range ents {
+			b, err := os.ReadFile("/proc/" + strconv.Itoa(r.qemuPID) + "/task/" + ent.Name() + "/stat")
+			i := strings.LastIndexByte(string(b), ')')
+			if err != nil || i < 0 {
+				continue
+			}
+			f := strings.Fields(string(b[i+2:])) // from the state on: utime, stime are fields 12, 13
+			if len(f) > 12 {
+				u, _ := strconv.ParseInt(f[11], 10, 64)
+				s, _ := strconv.ParseInt(f[12], 10, 64)
+				sum += u + s
+			}
+		}
+		return sum
+	}
+	before := cpu()
+	if err := syscall.Kill(r.qemuPID, syscall.SIGCONT); err != nil {
+		t.Fatalf("SIGCONT QEMU from outside: %v", err)
+	}
+	time.Sleep(time.Second)
+	if !cgroupFrozen(cg) {
+		t.Errorf("%s is no longer frozen after a SIGCONT from outside", name)
+	}
+	if after := cpu(); after != before {
+		t.Errorf("QEMU's threads used %d ticks of CPU after a SIGCONT from outside, want none", after-before)
+	}
+	if err := r.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.p.wait(t, 30*time.Second); st != 137 {
+		t.Errorf("kfv-run exit %d after SIGTERM to a frozen VM, want 137\nstderr:\n%s", st, tail(r.p.stderr.String(), 20))
+	}
+	if _, err := os.Stat(cg); !os.IsNotExist(err) {
+		t.Errorf("QEMU's cgroup %s after kfv-run's end: %v, want it removed", cg, err)
 	}
 	r.took()
 }

@@ -92,6 +92,10 @@ type Config struct {
 	// Metrics counts the VM's decisions, findings, reactions and scans;
 	// nil counts nothing.
 	Metrics *metrics.VM
+	// Cgroup is QEMU's cgroup of its own, with its limits
+	// (cgroup_linux.go); nil is best-effort with the default limits.
+	// Standalone model only.
+	Cgroup *Cgroup
 }
 
 // forwarded are the signals kfv-run passes on to QEMU. SIGURG is the Go
@@ -131,6 +135,16 @@ func Run(cfg *Config) (int, error) {
 			}
 		}
 	}()
+	// One cgroup for every QEMU of this run: restarts reuse it.
+	cg, cgDetail, err := newVMCgroup(cfg.VM, cfg.Cgroup)
+	if err != nil {
+		return exitLaunch, launchErr(exitLaunch, "%w", err)
+	}
+	defer func() {
+		if err := cg.remove(); err != nil {
+			cfg.warn(err.Error())
+		}
+	}()
 	var cur atomic.Pointer[session]
 	stopProxies := func() {}
 	defer func() { stopProxies() }()
@@ -139,6 +153,7 @@ func Run(cfg *Config) (int, error) {
 		if lerr != nil {
 			return lerr.Code, lerr
 		}
+		s.cgroup, s.cgroupDetail = cg, cgDetail
 		cur.Store(s)
 		if restarts == 0 {
 			stop, err := serveMonitors(&cur, cfg.Policy.runtime, cfg.Monitors, cfg.Cwd)
@@ -336,6 +351,10 @@ type session struct {
 	execDone bool
 	// loaderFailed carries the loader's own failure report, if any.
 	loaderFailed chan *loaderStatus
+	// cgroup is QEMU's cgroup (nil: QEMU stays in kfv-run's), and
+	// cgroupDetail what the lifecycle event says of it.
+	cgroup       *vmCgroup
+	cgroupDetail string
 
 	// What the loop knows of QEMU's -daemonize (daemonize_linux.go):
 	// the forks it let run, QEMU's process now, and those it was before.
@@ -433,18 +452,33 @@ func (s *session) start(path string) error {
 		return lerr
 	}
 
+	sys := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if s.cgroup != nil {
+		// clone3 CLONE_INTO_CGROUP: the loader, then QEMU, never run
+		// outside their cgroup.
+		sys.UseCgroupFD, sys.CgroupFD = true, int(s.cgroup.fd.Fd())
+	}
+	if s.cgroupDetail != "" {
+		s.emit(&event.Event{Kind: event.KindLifecycle, Source: "supervisor", Detail: s.cgroupDetail})
+	}
 	started := make(chan error, 1)
 	s.exited = make(chan unix.WaitStatus, 1)
+	var cgErr error // set before started is sent
 	go func() {
 		// PR_SET_PDEATHSIG fires when the *thread* that forked exits.
 		// This goroutine keeps its thread locked until QEMU is reaped and
 		// exits with it, so QEMU dies exactly when kfv-run does.
 		runtime.LockOSThread()
-		pid, err := syscall.ForkExec("/proc/self/exe", argv, &syscall.ProcAttr{
-			Env:   env,
-			Files: files,
-			Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
-		})
+		attr := &syscall.ProcAttr{Env: env, Files: files, Sys: sys}
+		pid, err := syscall.ForkExec("/proc/self/exe", argv, attr)
+		if err != nil && sys.UseCgroupFD && (s.cfg.Cgroup == nil || s.cfg.Cgroup.Mode != CgroupRequired) {
+			// A cgroup kfv could make but not start a process in (the
+			// delegation rules want write access to cgroup.procs of the
+			// common ancestor): QEMU starts in kfv-run's, as without one.
+			cgErr = err
+			sys.UseCgroupFD = false
+			pid, err = syscall.ForkExec("/proc/self/exe", argv, attr)
+		}
 		if err != nil {
 			started <- err
 			return
@@ -470,6 +504,9 @@ func (s *session) start(path string) error {
 		s.exited <- ws
 	}()
 	err = <-started
+	if cgErr != nil {
+		s.emit(&event.Event{Kind: event.KindWarning, Source: "supervisor", Detail: fmt.Sprintf("QEMU could not be started in its cgroup %s (clone3 CLONE_INTO_CGROUP: %v): it runs in kfv-run's, without the cgroup's limits, and a pause is SIGSTOP", s.cgroup.name, cgErr)})
+	}
 	cfgR.Close()
 	statusW.Close()
 	if err != nil {

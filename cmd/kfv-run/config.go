@@ -66,6 +66,14 @@ type config struct {
 	// empty is kfv-qemu. The emulator model ignores it: libvirt chooses
 	// QEMU's user.
 	RunAs string `toml:"run_as"`
+	// Cgroup is QEMU's cgroup of its own in the standalone model:
+	// "best-effort" (the default), "required" or "off"; CgroupPidsMax
+	// and CgroupMemoryMax its pids.max ("4096" by default, or "max")
+	// and memory.max (a size, or "max", the default).
+	Cgroup          string `toml:"cgroup"`
+	CgroupPidsMax   string `toml:"cgroup_pids_max"`
+	CgroupMemoryMax string `toml:"cgroup_memory_max"`
+	cgroup          *supervisor.Cgroup
 	// EnvironmentOverrides lets KFV_CONFIG choose another file. Only
 	// the system file's setting counts.
 	EnvironmentOverrides *bool `toml:"environment_overrides"`
@@ -132,6 +140,11 @@ func (c *config) validate() error {
 			return err
 		}
 	}
+	cg, err := parseCgroup(c.Cgroup, c.CgroupPidsMax, c.CgroupMemoryMax)
+	if err != nil {
+		return err
+	}
+	c.cgroup = cg
 	if c.QEMU != "" && !filepath.IsAbs(c.QEMU) {
 		return fmt.Errorf("qemu %q: want an absolute path", c.QEMU)
 	}
@@ -221,6 +234,38 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q: want bytes, or a number with KiB, MiB or GiB", s)
 	}
 	return n * mult, nil
+}
+
+// parseCgroup checks the cgroup settings: a mode, pids.max (a number
+// of tasks, or "max") and memory.max (a size, or "max"); "" for the
+// defaults.
+func parseCgroup(mode, pids, mem string) (*supervisor.Cgroup, error) {
+	m, err := supervisor.ParseCgroupMode(mode)
+	if err != nil {
+		return nil, err
+	}
+	cg := &supervisor.Cgroup{Mode: m}
+	switch pids {
+	case "":
+	case "max":
+		cg.PidsMax = -1
+	default:
+		n, err := strconv.ParseInt(pids, 10, 64)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("cgroup_pids_max %q: want a number of tasks of at least 1, or \"max\"", pids)
+		}
+		cg.PidsMax = n
+	}
+	switch mem {
+	case "", "max":
+	default:
+		n, err := parseSize(mem)
+		if err != nil || n < 1<<20 {
+			return nil, fmt.Errorf("cgroup_memory_max %q: want a size of at least 1MiB (bytes, or a number with KiB, MiB or GiB), or \"max\"", mem)
+		}
+		cg.MemoryMax = n
+	}
+	return cg, nil
 }
 
 func mustSize(s string) int64 {

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"kfv/supervisor"
 )
 
 func writeConfig(t *testing.T, dir, name, body string) string {
@@ -111,5 +113,40 @@ func TestEventsPath(t *testing.T) {
 		if got := c.eventsPath(tt.vm); got != tt.want {
 			t.Errorf("eventsPath(%q) with %q = %q, want %q", tt.vm, tt.events, got, tt.want)
 		}
+	}
+}
+
+func TestConfigCgroup(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		name, body string
+		want       supervisor.Cgroup
+		err        string
+	}{
+		{name: "defaults", body: "", want: supervisor.Cgroup{Mode: supervisor.CgroupBestEffort}},
+		{name: "all", body: "cgroup = \"required\"\ncgroup_pids_max = \"512\"\ncgroup_memory_max = \"6GiB\"\n", want: supervisor.Cgroup{Mode: supervisor.CgroupRequired, PidsMax: 512, MemoryMax: 6 << 30}},
+		{name: "max", body: "cgroup_pids_max = \"max\"\ncgroup_memory_max = \"max\"\n", want: supervisor.Cgroup{Mode: supervisor.CgroupBestEffort, PidsMax: -1}},
+		{name: "off", body: "cgroup = \"off\"\n", want: supervisor.Cgroup{Mode: supervisor.CgroupOff}},
+		{name: "bad mode", body: "cgroup = \"yes\"\n", err: `cgroup "yes": want required, best-effort or off`},
+		{name: "bad pids", body: "cgroup_pids_max = \"0\"\n", err: `cgroup_pids_max "0"`},
+		{name: "bad memory", body: "cgroup_memory_max = \"lots\"\n", err: `cgroup_memory_max "lots"`},
+		{name: "tiny memory", body: "cgroup_memory_max = \"4KiB\"\n", err: "at least 1MiB"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := writeConfig(t, dir, tt.name+".toml", tt.body)
+			c, err := loadConfig(p)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), p) {
+					t.Fatalf("loadConfig = %v, want an error naming %s and containing %q", err, p, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *c.cgroup != tt.want {
+				t.Errorf("cgroup setting %+v, want %+v", *c.cgroup, tt.want)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -53,6 +54,10 @@ func runAction(c *cli.Context) error {
 	}
 	if mode == supervisor.Audit && c.String("run-as") == "" && runAs != nil && runAs.QEMUDrops == "" {
 		runAs = supervisor.AuditRunAs()
+	}
+	cgroup, err := cgroupSetting()
+	if err != nil {
+		return cli.Exit(err.Error(), 125)
 	}
 	cwd, err := os.Getwd()
 	if err != nil {
@@ -167,6 +172,7 @@ func runAction(c *cli.Context) error {
 		ErrLog:          errLog,
 		Hangup:          reopen,
 		Metrics:         met,
+		Cgroup:          cgroup,
 	})
 	if runErr != nil && detached != nil {
 		// Nobody may read stderr any more: the event stream and the log.
@@ -268,6 +274,24 @@ func resolveRunAs(flag string, qemuArgs []string) (*supervisor.RunAs, error) {
 		return nil, fmt.Errorf("%s: run_as: %w", cfg.Source, err)
 	}
 	return r, err
+}
+
+// cgroupSetting is QEMU's cgroup setting: cgroup, cgroup_pids_max and
+// cgroup_memory_max in the system configuration, else the defaults. A
+// kfv-run that is not root and may not read the system file (root's
+// alone) gets the defaults, as it gets its own user.
+func cgroupSetting() (*supervisor.Cgroup, error) {
+	cfg, err := findConfig(os.Getenv)
+	if errors.Is(err, fs.ErrPermission) && os.Geteuid() != 0 {
+		return &supervisor.Cgroup{Mode: supervisor.CgroupBestEffort}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cfg.cgroup == nil { // the defaults, never validated
+		return &supervisor.Cgroup{Mode: supervisor.CgroupBestEffort}, nil
+	}
+	return cfg.cgroup, nil
 }
 
 // defaultMetricsDir is where a root kfv-run writes its VMs' metrics by
