@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -603,6 +604,8 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 		}
 	}()
 	go s.plane.run()
+	settle := time.AfterFunc(settleAfter, debug.FreeOSMemory) // as in runOnce
+	defer settle.Stop()
 	loopErr := s.loop()
 	s.plane.shutdown()
 	s.dec.Close()

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -217,6 +218,12 @@ func (s *session) runOnce(path string, sigCh chan os.Signal) (int, error) {
 	go s.plane.run()
 	loopDone := make(chan error, 1)
 	go func() { loopDone <- s.loop() }()
+	// Start-up (the profile, the command line's resources, memwatch's
+	// baseline) leaves freed heap the runtime would give back only
+	// slowly: one VM's supervisor among tens on a host returns it once
+	// QEMU has settled (about 2 MiB of RSS). A one-shot, not a tick.
+	settle := time.AfterFunc(settleAfter, debug.FreeOSMemory)
+	defer settle.Stop()
 
 	var status int
 	var exitErr error
@@ -257,6 +264,10 @@ func (s *session) runOnce(path string, sigCh chan os.Signal) (int, error) {
 	}
 	return status, nil
 }
+
+// settleAfter is how long after QEMU's start the supervisor gives its
+// start-up's freed memory back to the kernel.
+const settleAfter = 5 * time.Second
 
 func (c *Config) warn(s string) {
 	if c.Warn != nil {
