@@ -2,6 +2,7 @@ package orch
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"kfv/profiles"
@@ -119,4 +120,29 @@ func (e *Engine) Decide(r *Request) Decision {
 		}
 	}
 	return d
+}
+
+// Inherit takes over what old, the engine of the same VM under the
+// profile it replaces, counted at run time, so that a profile applied to
+// a running VM hands QEMU nothing back: the calls rules with a Limit
+// admitted and the raises of those limits (by rule name: a rule both
+// profiles have keeps its count, a rule new to e starts from none), the
+// daemonizing forks admitted, and the code ranges origin judges by. The
+// detectors' and orchestrators' windows start afresh. Call it before e
+// decides its first call.
+func (e *Engine) Inherit(old *Engine) {
+	e.rules.inheritLimits(old.rules)
+	if e.rules.daemon != nil && old.rules.daemon != nil {
+		old.rules.daemon.mu.Lock()
+		forked := slices.Clone(old.rules.daemon.forked)
+		old.rules.daemon.mu.Unlock()
+		e.rules.daemon.mu.Lock()
+		e.rules.daemon.forked = forked
+		e.rules.daemon.mu.Unlock()
+	}
+	if e.origin != nil && old.origin != nil {
+		if t := old.origin.text.Load(); t != nil {
+			e.origin.text.Store(t)
+		}
+	}
 }

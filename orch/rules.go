@@ -332,6 +332,40 @@ func (rs *Rules) RaiseLimit(name string, n int) bool {
 	return true
 }
 
+// inheritLimits takes over old's counts and raises for the rules of rs
+// that have old's names (Engine.Inherit).
+func (rs *Rules) inheritLimits(old *Rules) {
+	at := map[string]int{}
+	for i, r := range rs.rules {
+		if _, dup := at[r.name]; !dup {
+			at[r.name] = i
+		}
+	}
+	old.limits.mu.Lock()
+	defer old.limits.mu.Unlock()
+	rs.limits.mu.Lock()
+	defer rs.limits.mu.Unlock()
+	for k, n := range old.limits.counts {
+		j, ok := at[old.rules[k[0]].name]
+		if !ok {
+			continue
+		}
+		if rs.limits.counts == nil {
+			rs.limits.counts = map[[2]int]int{}
+		}
+		rs.limits.counts[[2]int{j, k[1]}] += n
+	}
+	for name, n := range old.limits.extra {
+		if _, ok := at[name]; !ok {
+			continue
+		}
+		if rs.limits.extra == nil {
+			rs.limits.extra = map[string]int{}
+		}
+		rs.limits.extra[name] += n
+	}
+}
+
 // admit counts one call of process pid for rule i and reports whether it
 // is within limit.
 func (l *limiter) admit(i, pid, limit int) bool {

@@ -555,6 +555,11 @@ func superviseEmulated(cfg *Config, req *EmulatorRequest, pidfd, status *os.File
 		return fail(exitLaunch, fmt.Errorf("serve the VM's monitors: %w", err))
 	}
 	defer stopProxies()
+	if ctl, err := cfg.startControl(&cur); err != nil {
+		s.emit(&event.Event{Kind: event.KindWarning, Source: "supervisor", Detail: err.Error() + ": kfv-run status and reload cannot reach this VM"})
+	} else {
+		defer ctl.close()
+	}
 	// The process that loads the filter becomes QEMU: its pid is known.
 	prog, err := seccompnotify.PatchPID(s.filter.Prog, s.filter.PIDSlots, s.proc.pid)
 	if err != nil {

@@ -54,15 +54,50 @@ func (d *dynamic) add(rs []profiles.VerdictRule) error {
 // DynamicDecider consults the VM's run-time resources where the profile's
 // rules matched nothing: its deny by default becomes an allow for a path
 // or socket a manager handed QEMU over the monitor. The profile's own
-// denials always stand.
+// denials always stand. The profile's decider can be replaced while QEMU
+// runs (Swap: kfv-run reload); the run-time resources stay.
 type DynamicDecider struct {
-	orch.Decider
-	dyn dynamic
+	cur atomic.Pointer[deciderRef]
+	// swapMu keeps a run-time raise of a limit from landing on a decider
+	// being replaced (it would be lost).
+	swapMu sync.Mutex
+	dyn    dynamic
+}
+
+// deciderRef holds the profile's decider for an atomic swap.
+type deciderRef struct{ d orch.Decider }
+
+// NewDynamicDecider wraps the profile's decider d.
+func NewDynamicDecider(d orch.Decider) *DynamicDecider {
+	dd := &DynamicDecider{}
+	dd.cur.Store(&deciderRef{d})
+	return dd
+}
+
+// Profile returns the profile's decider now in force.
+func (d *DynamicDecider) Profile() orch.Decider { return d.cur.Load().d }
+
+// Swap puts next in the place of the profile's decider, after next has
+// taken over what the current one counted (orch.Engine.Inherit), and
+// returns the one replaced. Calls decided meanwhile see one or the other,
+// whole; a limited call the old one admits while next takes over its
+// counts is not counted in next (one call, at most, per limited rule).
+func (d *DynamicDecider) Swap(next orch.Decider) orch.Decider {
+	d.swapMu.Lock()
+	defer d.swapMu.Unlock()
+	old := d.cur.Load().d
+	if ne, ok := next.(*orch.Engine); ok {
+		if oe, ok := old.(*orch.Engine); ok {
+			ne.Inherit(oe)
+		}
+	}
+	d.cur.Store(&deciderRef{next})
+	return old
 }
 
 // Decide implements orch.Decider.Decide.
 func (d *DynamicDecider) Decide(r *orch.Request) orch.Decision {
-	dec := d.Decider.Decide(r)
+	dec := d.cur.Load().d.Decide(r)
 	if dec.Action != profiles.VerdictDeny || dec.Rule != "default" {
 		return dec
 	}
@@ -79,30 +114,31 @@ func (d *DynamicDecider) Decide(r *orch.Request) orch.Decision {
 
 // SetText passes the origin detector's code ranges through (orch.Engine).
 func (d *DynamicDecider) SetText(rs []orch.AddrRange) {
-	if ts, ok := d.Decider.(textSetter); ok {
+	if ts, ok := d.Profile().(textSetter); ok {
 		ts.SetText(rs)
 	}
 }
 
 // ResetText passes through (orch.Engine).
 func (d *DynamicDecider) ResetText() {
-	if ts, ok := d.Decider.(textSetter); ok {
+	if ts, ok := d.Profile().(textSetter); ok {
 		ts.ResetText()
 	}
 }
 
 // ResetDaemonize passes through (orch.Engine).
 func (d *DynamicDecider) ResetDaemonize() {
-	if dr, ok := d.Decider.(daemonizeResetter); ok {
+	if dr, ok := d.Profile().(daemonizeResetter); ok {
 		dr.ResetDaemonize()
 	}
 }
 
-// JudgesOrigin implements textSetter.JudgesOrigin.
 // RaiseLimit passes a run-time raise of a rule's limit to the profile's
 // decider.
 func (d *DynamicDecider) RaiseLimit(name string, n int) bool {
-	lr, ok := d.Decider.(limitRaiser)
+	d.swapMu.Lock()
+	defer d.swapMu.Unlock()
+	lr, ok := d.Profile().(limitRaiser)
 	return ok && lr.RaiseLimit(name, n)
 }
 
@@ -111,8 +147,9 @@ type limitRaiser interface {
 	RaiseLimit(name string, n int) bool
 }
 
+// JudgesOrigin implements textSetter.JudgesOrigin.
 func (d *DynamicDecider) JudgesOrigin() bool {
-	ts, ok := d.Decider.(textSetter)
+	ts, ok := d.Profile().(textSetter)
 	return ok && ts.JudgesOrigin()
 }
 

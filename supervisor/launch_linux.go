@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"sync"
 
 	"kfv/orch"
 	"kfv/policy"
@@ -124,14 +125,31 @@ func (l *Launch) Close() error {
 // Policy is what kfv enforces for one VM: the profile prepared for its
 // command line, and the decider that applies it.
 type Policy struct {
+	// Profile is the profile in force; a reload (kfv-run reload) may
+	// replace it while QEMU runs: read it with profile().
 	Profile *profiles.Profile
 	Decider orch.Decider
+	mu      sync.Mutex // guards Profile once QEMU runs
 	// runtime takes the resources a manager hands QEMU over its monitors
 	// (nil: none are admitted).
 	runtime *DynamicDecider
 	// Daemonize says the command line has -daemonize: the profile admits
 	// QEMU's daemonizing forks, and kfv follows the daemon.
 	Daemonize bool
+}
+
+// profile returns the profile in force.
+func (p *Policy) profile() *profiles.Profile {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.Profile
+}
+
+// setProfile puts pr in force (reloadPolicy).
+func (p *Policy) setProfile(pr *profiles.Profile) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.Profile = pr
 }
 
 // NewPolicy resolves a profile (a built-in name or a file, with the
@@ -170,7 +188,7 @@ func NewPolicy(profile, overlay string, qemu string, args, env []string, cwd str
 	if err != nil {
 		return nil, fmt.Errorf("profile %s: %w", p.Source, err)
 	}
-	dyn := &DynamicDecider{Decider: engine}
+	dyn := NewDynamicDecider(engine)
 	daemonize := slices.ContainsFunc(p.Rules, func(r profiles.VerdictRule) bool { return r.Daemonize })
 	return &Policy{Profile: p, Decider: dyn, runtime: dyn, Daemonize: daemonize}, nil
 }

@@ -44,6 +44,10 @@ const reactionTimeout = 30 * time.Second
 type planeItem struct {
 	findings []orch.Finding
 	held     *heldCall
+	// vo replaces the VM's vertical orchestrator (a reload); swapped is
+	// closed once it is in place.
+	vo      *orch.VO
+	swapped chan struct{}
 }
 
 // heldCall is a notification left unanswered until the VO decides.
@@ -136,7 +140,7 @@ type plane struct {
 }
 
 func newPlane(cfg *Config, em emitter, proc *process, inj *injected) (*plane, error) {
-	vo, err := orch.NewVO(cfg.Policy.Profile, nil)
+	vo, err := orch.NewVO(cfg.Policy.profile(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("vertical orchestrator: %w", err)
 	}
@@ -155,6 +159,25 @@ func (p *plane) observe(fs []orch.Finding) {
 	default:
 		n := p.dropped.Add(int64(len(fs)))
 		p.em.emit(&event.Event{Kind: event.KindError, Source: "supervisor", Detail: fmt.Sprintf("the vertical orchestrator is behind: %d findings not correlated", n)})
+	}
+}
+
+// swapVO puts vo in the place of the VM's vertical orchestrator, between
+// two findings, and waits until it is.
+func (p *plane) swapVO(vo *orch.VO) error {
+	done := make(chan struct{})
+	select {
+	case p.in <- planeItem{vo: vo, swapped: done}:
+	case <-p.done:
+		return errors.New("the decision plane has ended")
+	case <-time.After(controlTimeout / 2):
+		return errors.New("the decision plane is too busy to take a new orchestrator")
+	}
+	select {
+	case <-done:
+		return nil
+	case <-p.done:
+		return errors.New("the decision plane has ended")
 	}
 }
 
@@ -223,6 +246,11 @@ func (p *plane) shutdown() {
 }
 
 func (p *plane) handle(it planeItem) {
+	if it.vo != nil {
+		p.vo = it.vo
+		close(it.swapped)
+		return
+	}
 	if it.held != nil {
 		p.resolve(it.held)
 		return

@@ -93,6 +93,13 @@ type Config struct {
 	// Metrics counts the VM's decisions, findings, reactions and scans;
 	// nil counts nothing.
 	Metrics *metrics.VM
+	// Reload prepares the VM's policy anew from disk, as the caller
+	// prepared Policy (the same profile and overlay, for the same command
+	// line): kfv-run reload applies it to the running VM
+	// (control_linux.go). nil: the policy cannot be reloaded.
+	Reload func() (*Policy, error)
+	// Version is kfv's version, for kfv-run status.
+	Version string
 	// Cgroup is QEMU's cgroup of its own, with its limits
 	// (cgroup_linux.go); nil is best-effort with the default limits.
 	// Standalone model only.
@@ -162,6 +169,13 @@ func Run(cfg *Config) (int, error) {
 				return exitLaunch, launchErr(exitLaunch, "serve the VM's monitors: %w", err)
 			}
 			stopProxies = stop
+			ctl, err := cfg.startControl(&cur)
+			if err != nil {
+				// kfv-run status and reload will not find this VM; it
+				// is protected all the same.
+				s.emit(&event.Event{Kind: event.KindWarning, Source: "supervisor", Detail: err.Error() + ": kfv-run status and reload cannot reach this VM"})
+			}
+			defer ctl.close()
 		}
 		s.plane.ckpt = ckpt
 		if restore != nil {
@@ -265,6 +279,19 @@ func (s *session) runOnce(path string, sigCh chan os.Signal) (int, error) {
 	return status, nil
 }
 
+// startControl serves the VM's control socket (control_linux.go) for the
+// sessions cur points to.
+func (cfg *Config) startControl(cur *atomic.Pointer[session]) (*control, error) {
+	qemu := func() int {
+		if s := cur.Load(); s != nil {
+			pid, _ := s.proc.current()
+			return pid
+		}
+		return 0
+	}
+	return startControl(cfg.VM, cfg.Version, qemu, func() string { return cfg.Policy.profile().Source }, func() (string, error) { return reloadPolicy(cfg, cur) })
+}
+
 // settleAfter is how long after QEMU's start the supervisor gives its
 // start-up's freed memory back to the kernel.
 const settleAfter = 5 * time.Second
@@ -313,18 +340,19 @@ func newSession(cfg *Config) (*session, *LaunchError) {
 	if cfg.Mode != Enforce && cfg.Mode != Audit {
 		return nil, launchErr(exitLaunch, "mode %q: want enforce or audit", cfg.Mode)
 	}
-	filter, err := seccompnotify.Compile(cfg.Policy.Profile)
+	prof := cfg.Policy.profile()
+	filter, err := seccompnotify.Compile(prof)
 	if err != nil {
-		return nil, launchErr(exitLaunch, "compile profile %s: %w", cfg.Policy.Profile.Source, err)
+		return nil, launchErr(exitLaunch, "compile profile %s: %w", prof.Source, err)
 	}
 	for _, w := range filter.Warnings {
-		cfg.warn("profile " + cfg.Policy.Profile.Source + ": " + w)
+		cfg.warn("profile " + prof.Source + ": " + w)
 	}
 	proc := &process{}
 	s := &session{cfg: cfg, args: cfg.Args, filter: filter, dec: &seccompnotify.Decoder{Names: filter.Names}, proc: proc, injected: &injected{}}
 	p, err := newPlane(cfg, emitter{cfg: cfg, proc: proc}, proc, s.injected)
 	if err != nil {
-		return nil, launchErr(exitLaunch, "profile %s: %w", cfg.Policy.Profile.Source, err)
+		return nil, launchErr(exitLaunch, "profile %s: %w", prof.Source, err)
 	}
 	s.plane = p
 	p.ram = s.dec
@@ -393,9 +421,10 @@ func (s *session) landlock(path string) (*landlockPlan, *LaunchError) {
 	if err != nil {
 		return nil, launchErr(exitLaunch, "%w", err)
 	}
-	kernelOpens(plan, s.cfg.Policy.Profile)
-	if why := landlockConflicts(plan, s.cfg.Policy.Profile); len(why) > 0 {
-		s.emit(&event.Event{Kind: event.KindWarning, Source: "supervisor", Detail: fmt.Sprintf("the profile %s lets QEMU make calls itself that its Landlock wall refuses: %s; if QEMU needs them, say landlock = \"off\" in the profile's [defaults]", s.cfg.Policy.Profile.Source, strings.Join(why, ", "))})
+	prof := s.cfg.Policy.profile()
+	kernelOpens(plan, prof)
+	if why := landlockConflicts(plan, prof); len(why) > 0 {
+		s.emit(&event.Event{Kind: event.KindWarning, Source: "supervisor", Detail: fmt.Sprintf("the profile %s lets QEMU make calls itself that its Landlock wall refuses: %s; if QEMU needs them, say landlock = \"off\" in the profile's [defaults]", prof.Source, strings.Join(why, ", "))})
 	}
 	switch {
 	case mode == LandlockOff:
@@ -601,7 +630,7 @@ func (s *session) attach(lf *os.File) error {
 	s.emit(&event.Event{
 		Kind:   event.KindLifecycle,
 		Source: "supervisor",
-		Detail: fmt.Sprintf("starting %s under profile %s (%d BPF instructions), sync wake-up %s", s.qemuPath, s.cfg.Policy.Profile.Source, len(s.filter.Prog), sync),
+		Detail: fmt.Sprintf("starting %s under profile %s (%d BPF instructions), sync wake-up %s", s.qemuPath, s.cfg.Policy.profile().Source, len(s.filter.Prog), sync),
 	})
 	return nil
 }

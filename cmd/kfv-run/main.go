@@ -49,7 +49,7 @@ func main() {
 		HideVersion:     true,
 		Flags:           runFlags,
 		Action:          runAction,
-		Commands:        []*cli.Command{profileCommand, eventsCommand, resourcesCommand, versionCommand},
+		Commands:        []*cli.Command{profileCommand, eventsCommand, resourcesCommand, statusCommand, reloadCommand, versionCommand},
 		HideHelpCommand: true,
 		// Errors are printed once, by main, with the exit code they carry.
 		ExitErrHandler: func(*cli.Context, error) {},

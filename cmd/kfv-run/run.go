@@ -173,6 +173,10 @@ func runAction(c *cli.Context) error {
 		Hangup:          reopen,
 		Metrics:         met,
 		Cgroup:          cgroup,
+		Version:         version,
+		Reload: func() (*supervisor.Policy, error) {
+			return supervisor.NewPolicy(c.String("profile"), c.String("profile-overlay"), qemu, l.Args, os.Environ(), cwd, l.ServerSockets)
+		},
 	})
 	if runErr != nil && detached != nil {
 		// Nobody may read stderr any more: the event stream and the log.
