@@ -19,13 +19,16 @@ import (
 )
 
 const (
-	// densityWindow is the measured window of every density run: 500
-	// clock ticks of one process, so for one VM one tick is 0.2% of one
-	// core; the sums over N processes are finer.
-	densityWindow = 5 * time.Second
+	// densityWindow is the measured window of every density run: 300
+	// clock ticks of one process, so for one VM one tick is 0.33% of
+	// one core; per VM, the sums over N processes are finer. memwatch
+	// scans every 80 ms, so the window holds many scans. Three seconds
+	// keep the section near six minutes at -rounds 5 on two cores,
+	// where starting 50 supervised VMs takes most of the rest.
+	densityWindow = 3 * time.Second
 	// densitySettle is waited once every VM runs (and, memwatch on, has
 	// its baseline) before the window opens.
-	densitySettle = time.Second
+	densitySettle = 500 * time.Millisecond
 	// densityStartBound is how long N VMs may take to run.
 	densityStartBound = 2 * time.Minute
 	// densityStopBound is how long a VM may take to end after SIGTERM
