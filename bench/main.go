@@ -31,6 +31,10 @@
 //  5. memwatch: scan cost per MiB watched, detection latency of tampers
 //     and the watcher's CPU on an idle VM (memwatchtest.Measure on a bare
 //     QEMU); kfv-run's own CPU with memwatch on and off is in section 3.
+//  6. Density: 1, 10, 25 and 50 (-density) idle raw-code VMs under KVM
+//     at once, bare and under kfv-run with memwatch on and off: the
+//     kfv-runs' CPU in all and per VM, their RSS, the QEMUs' CPU, and
+//     the time until every VM runs.
 //
 // Targets are compared in every run and printed when missed; nothing
 // here is a test, and nothing fails on a missed target.
@@ -71,7 +75,8 @@ type config struct {
 	diskMiB               int
 	netMiB                int
 	idleSec               int
-	calls                 int // getppid calls per round-trip run
+	calls                 int   // getppid calls per round-trip run
+	densityNs             []int // numbers of idle VMs of the density section
 	verbose               bool
 }
 
@@ -80,7 +85,8 @@ func main() {
 	rounds := flag.Int("rounds", 5, "measured rounds after the warm-up (at least 5 for a published table)")
 	kfvRun := flag.String("kfv-run", envOr("KFV_RUN", "bin/kfv-run"), "kfv-run `binary` to measure")
 	guests := flag.String("guests", envOr("KFV_GUESTS", ".cache/guests"), "guest cache `dir` (make guests)")
-	only := flag.String("only", "", "run only these sections, comma-separated (rtt,workloads,raw,footprint,flood,containment,memwatch); the document is still written")
+	only := flag.String("only", "", "run only these sections, comma-separated (rtt,workloads,raw,footprint,flood,containment,memwatch,density); the document is still written")
+	density := flag.String("density", defaultDensity, "numbers of idle VMs of the density section, comma-separated (a shorter list for a quick run)")
 	verbose := flag.Bool("v", false, "print every run")
 	render := flag.String("render", "", "only rewrite BENCHMARKS.md in -out from this BENCHMARKS.json `file`")
 	flag.Parse()
@@ -99,7 +105,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: -rounds must be at least 1")
 		os.Exit(2)
 	}
-	if err := run(*out, *rounds, *kfvRun, *guests, *only, *verbose); err != nil {
+	ns, err := parseDensity(*density)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(2)
+	}
+	if err := run(*out, *rounds, *kfvRun, *guests, *only, ns, *verbose); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
@@ -112,7 +123,7 @@ func envOr(k, def string) string {
 	return def
 }
 
-func run(out string, rounds int, kfvRun, guests, only string, verbose bool) (err error) {
+func run(out string, rounds int, kfvRun, guests, only string, densityNs []int, verbose bool) (err error) {
 	started := time.Now()
 	sections, err := parseOnly(only)
 	if err != nil {
@@ -130,7 +141,7 @@ func run(out string, rounds int, kfvRun, guests, only string, verbose bool) (err
 			err = fmt.Errorf("remove scratch dir: %w", rerr)
 		}
 	}()
-	c := &config{rounds: rounds, work: work, diskMiB: 16, netMiB: 8, idleSec: 8, calls: 20000, verbose: verbose}
+	c := &config{rounds: rounds, work: work, diskMiB: 16, netMiB: 8, idleSec: 8, calls: 20000, densityNs: densityNs, verbose: verbose}
 	if c.kfvRun, err = filepath.Abs(kfvRun); err != nil {
 		return fmt.Errorf("kfv-run path: %w", err)
 	}
@@ -193,6 +204,12 @@ func run(out string, rounds int, kfvRun, guests, only string, verbose bool) (err
 			return fmt.Errorf("memwatch: %w", err)
 		}
 	}
+	if sections["density"] {
+		logf("6. density: %v idle VMs under KVM", c.densityNs)
+		if r.Density, r.DensitySkip, err = c.density(); err != nil {
+			return fmt.Errorf("density: %w", err)
+		}
+	}
 	r.LoadAfter = loadAvg()
 	r.Duration = time.Since(started).Round(time.Second).String()
 	r.evaluate()
@@ -209,7 +226,7 @@ func run(out string, rounds int, kfvRun, guests, only string, verbose bool) (err
 }
 
 func parseOnly(only string) (map[string]bool, error) {
-	all := []string{"rtt", "workloads", "raw", "footprint", "flood", "containment", "memwatch"}
+	all := []string{"rtt", "workloads", "raw", "footprint", "flood", "containment", "memwatch", "density"}
 	m := make(map[string]bool)
 	if only == "" {
 		for _, s := range all {
