@@ -1,0 +1,240 @@
+package memwatch
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// kernelAtLeast says whether the running kernel is major.minor or later.
+func kernelAtLeast(t *testing.T, major, minor int) bool {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	rel := unix.ByteSliceToString(u.Release[:])
+	parts := strings.SplitN(rel, ".", 3)
+	if len(parts) < 2 {
+		t.Fatalf("kernel release %q", rel)
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	mi, err2 := strconv.Atoi(strings.TrimFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	if err1 != nil || err2 != nil {
+		t.Fatalf("kernel release %q", rel)
+	}
+	return ma > major || ma == major && mi >= minor
+}
+
+// TestPagemapScanProbe checks the probe against the kernel's version: a
+// 6.7+ kernel has PAGEMAP_SCAN, and memwatch must use it there.
+func TestPagemapScanProbe(t *testing.T) {
+	ok, err := PagemapScanSupported()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := kernelAtLeast(t, 6, 7); ok != want {
+		t.Fatalf("PagemapScanSupported = %v on a kernel where 6.7+ is %v", ok, want)
+	}
+	if !ok {
+		t.Skip("no PAGEMAP_SCAN on this kernel: scans read pagemap")
+	}
+}
+
+func needPagemapScan(t *testing.T) {
+	t.Helper()
+	if ok, err := PagemapScanSupported(); err != nil {
+		t.Fatal(err)
+	} else if !ok {
+		t.Skip("no PAGEMAP_SCAN on this kernel (Linux 6.7+)")
+	}
+}
+
+// TestPageScanChosen checks that New picks PAGEMAP_SCAN when the kernel
+// has it, that the fallback can be forced, and that the baseline names
+// the way chosen.
+func TestPageScanChosen(t *testing.T) {
+	needPagemapScan(t)
+	c := startChild(t)
+	for _, tc := range []struct{ ask, want PageScan }{
+		{PageScanAuto, PageScanIoctl}, {PageScanIoctl, PageScanIoctl}, {PageScanRead, PageScanRead},
+	} {
+		w, cov := newWatcher(t, c.cmd.Process.Pid, Config{PageScan: tc.ask})
+		if w.PageScan() != tc.want || cov.PageScan != tc.want {
+			t.Errorf("asked %v: watcher uses %v, coverage says %v; want %v", tc.ask, w.PageScan(), cov.PageScan, tc.want)
+		}
+	}
+	if _, err := New(c.cmd.Process.Pid, Config{PageScan: PageScan(7)}); err == nil || !strings.Contains(err.Error(), "page scan 7") {
+		t.Errorf("unknown page scan: %v", err)
+	}
+}
+
+// TestPageScanSamePages checks, on a child whose text was written
+// through /proc/PID/mem (a private copy of a file page), that
+// PAGEMAP_SCAN and reading pagemap give every watched page the same
+// private and soft-dirty bits.
+func TestPageScanSamePages(t *testing.T) {
+	needPagemapScan(t)
+	for _, tr := range trackings(t) {
+		t.Run(tr.String(), func(t *testing.T) {
+			c := startChild(t)
+			pid := c.cmd.Process.Pid
+			w, _ := newWatcher(t, pid, Config{Tracking: tr, SweepPeriod: -1})
+			tamper(t, pid, c.target, []byte{0xcc})
+			if tr == TrackSoftDirty {
+				// Mark a page soft-dirty after the baseline's clear.
+				tamper(t, pid, c.target+PageSize, readMem(t, pid, c.target+PageSize, 1))
+			}
+			w.mu.Lock()
+			fast, err := w.pagemapScanAll()
+			if err != nil {
+				w.mu.Unlock()
+				t.Fatalf("PAGEMAP_SCAN: %v", err)
+			}
+			fast = copyEntries(fast)
+			slow, err := w.pagemapReadAll()
+			w.mu.Unlock()
+			if err != nil {
+				t.Fatalf("read pagemap: %v", err)
+			}
+			var pages, private, dirty, diff int
+			targetPrivate := false
+			for ri, r := range w.regions {
+				if len(fast[ri]) != r.pages() || len(slow[ri]) != r.pages() {
+					t.Fatalf("region %#x: %d and %d entries for %d pages", r.Start, len(fast[ri]), len(slow[ri]), r.pages())
+				}
+				for i := range slow[ri] {
+					f, s := fast[ri][i], slow[ri][i]
+					pages++
+					if f.Private() != s.Private() || (tr == TrackSoftDirty && f.SoftDirty() != s.SoftDirty()) {
+						if diff++; diff <= 5 {
+							t.Errorf("page %#x (%s): PAGEMAP_SCAN %#x, pagemap %#x", r.Start+uint64(i)*PageSize, r.Path, uint64(f), uint64(s))
+						}
+					}
+					if s.Private() {
+						private++
+					}
+					if s.SoftDirty() {
+						dirty++
+					}
+					if addr := r.Start + uint64(i)*PageSize; addr <= c.target && c.target < addr+PageSize {
+						targetPrivate = f.Private() && s.Private()
+					}
+				}
+			}
+			t.Logf("%d pages watched: %d private, %d soft-dirty; %d differ", pages, private, dirty, diff)
+			if !targetPrivate {
+				t.Fatalf("the written page %#x is not a private copy in both", c.target)
+			}
+			if tr == TrackSoftDirty && dirty == 0 {
+				t.Fatal("no soft-dirty page after a write")
+			}
+		})
+	}
+}
+
+func copyEntries(in [][]PagemapEntry) [][]PagemapEntry {
+	out := make([][]PagemapEntry, len(in))
+	for i, e := range in {
+		out[i] = append([]PagemapEntry(nil), e...)
+	}
+	return out
+}
+
+// TestPageScanSameFindings watches one child with each way of finding
+// pages and checks that the two report the same tamper of text, the
+// same scrub, and nothing on clean scans.
+func TestPageScanSameFindings(t *testing.T) {
+	needPagemapScan(t)
+	for _, tr := range trackings(t) {
+		t.Run(tr.String(), func(t *testing.T) {
+			c := startChild(t)
+			pid := c.cmd.Process.Pid
+			cfg := Config{Tracking: tr, SweepPeriod: -1}
+			cfg.PageScan = PageScanIoctl
+			fast, _ := newWatcher(t, pid, cfg)
+			cfg.PageScan = PageScanRead
+			slow, _ := newWatcher(t, pid, cfg)
+			scanBoth := func(what string) (string, string) {
+				t.Helper()
+				ff, fst, err := fast.Scan()
+				if err != nil {
+					t.Fatalf("%s: PAGEMAP_SCAN scan: %v", what, err)
+				}
+				sf, sst, err := slow.Scan()
+				if err != nil {
+					t.Fatalf("%s: pagemap-read scan: %v", what, err)
+				}
+				if fst.Private != sst.Private || fst.PagesChecked != sst.PagesChecked || fst.SoftDirty != sst.SoftDirty {
+					t.Errorf("%s: stats differ: PAGEMAP_SCAN %+v, pagemap-read %+v", what, fst, sst)
+				}
+				return findingsKey(ff), findingsKey(sf)
+			}
+			if f, s := scanBoth("clean"); f != "" || s != "" {
+				t.Fatalf("clean scan: PAGEMAP_SCAN %q, pagemap-read %q", f, s)
+			}
+			patch := []byte{0xcc, 0xcc, 0xcc}
+			old := tamper(t, pid, c.target, patch)
+			f, s := scanBoth("tampered")
+			if f != s {
+				t.Fatalf("after the tamper: PAGEMAP_SCAN found %q, pagemap-read %q", f, s)
+			}
+			want := fmt.Sprintf("modified %s", ClassText)
+			if !strings.Contains(f, want) || strings.Count(f, "\n") != 1 {
+				t.Fatalf("after the tamper: found %q, want one %q", f, want)
+			}
+			// Both see the page back to the file's bytes (a private copy
+			// still: the fallback and the fast path both read it from
+			// /proc/PID/mem and find it clean).
+			tamper(t, pid, c.target, old)
+			if f, s := scanBoth("restored"); f != "" || s != "" {
+				t.Fatalf("after restoring: PAGEMAP_SCAN %q, pagemap-read %q", f, s)
+			}
+			tamper(t, pid, c.target+4, patch)
+			if f, s := scanBoth("tampered again"); f != s || f == "" {
+				t.Fatalf("after the second tamper: PAGEMAP_SCAN %q, pagemap-read %q", f, s)
+			}
+		})
+	}
+}
+
+func findingsKey(fs []Finding) string {
+	var b strings.Builder
+	for _, f := range fs {
+		fmt.Fprintf(&b, "%s %s %#x-%#x differing %d\n", f.Kind, f.Class, f.Start, f.End, f.Differing)
+	}
+	return b.String()
+}
+
+// TestPageScanExit checks that a scan by PAGEMAP_SCAN of a process that
+// exited fails with ErrExited rather than finding no private copy.
+func TestPageScanExit(t *testing.T) {
+	needPagemapScan(t)
+	c := startChild(t)
+	w, _ := newWatcher(t, c.cmd.Process.Pid, Config{PageScan: PageScanIoctl, SweepPeriod: -1})
+	if err := c.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		found, _, err := w.Scan()
+		if errors.Is(err, ErrExited) {
+			if len(found) > 0 {
+				t.Fatalf("findings with the exit: %v", found)
+			}
+			return
+		}
+		if err == nil && len(found) > 0 {
+			t.Fatalf("scan of the exiting child found %v", found)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scan 5s after the kill: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
