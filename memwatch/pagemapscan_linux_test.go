@@ -3,6 +3,8 @@ package memwatch
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,7 +48,7 @@ func TestPagemapScanProbe(t *testing.T) {
 	}
 }
 
-func needPagemapScan(t *testing.T) {
+func needPagemapScan(t testing.TB) {
 	t.Helper()
 	if ok, err := PagemapScanSupported(); err != nil {
 		t.Fatal(err)
@@ -236,5 +238,155 @@ func TestPageScanExit(t *testing.T) {
 			t.Fatalf("scan 5s after the kill: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// qemuBinary is the QEMU the tests and benchmarks below watch:
+// $KFV_QEMU, else the system's.
+func qemuBinary(tb testing.TB) string {
+	tb.Helper()
+	q := os.Getenv("KFV_QEMU")
+	if q == "" {
+		q = "/usr/bin/qemu-system-x86_64"
+	}
+	if _, err := os.Stat(q); err != nil {
+		tb.Skipf("no QEMU to watch: %v", err)
+	}
+	return q
+}
+
+// startQEMU starts an idle QEMU (no machine, TCG, stopped) and returns a
+// watcher with a baseline of it: QEMU and its dozens of libraries, with
+// RELRO (private copies from the start) and anonymous .bss between the
+// watched mappings.
+func startQEMU(tb testing.TB, cfg Config) (*Watcher, Coverage) {
+	tb.Helper()
+	cmd := exec.Command(qemuBinary(tb), "-machine", "none", "-accel", "tcg", "-nodefaults", "-display", "none", "-S", "-monitor", "none", "-serial", "none")
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill() // the wait below reports how it ended
+		_ = cmd.Wait()
+	})
+	cfg.Accel = "tcg" // its translation buffer is executable
+	w, err := New(cmd.Process.Pid, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	ctx, cancel := contextWithTimeout(10 * time.Second)
+	defer cancel()
+	if err := w.WaitStable(ctx, 200*time.Millisecond); err != nil {
+		tb.Fatal(err)
+	}
+	cov, found, err := w.Baseline()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(found) > 0 {
+		tb.Fatalf("findings at baseline of QEMU: %v", found)
+	}
+	return w, cov
+}
+
+// TestPageScanSamePagesQEMU is TestPageScanSamePages on QEMU: many
+// mappings, RELRO pages that are private copies, gaps between mappings
+// that hold anonymous memory (PAGEMAP_SCAN matches it; it must not
+// count), and a text page copied by a write that keeps its bytes.
+func TestPageScanSamePagesQEMU(t *testing.T) {
+	needPagemapScan(t)
+	w, cov := startQEMU(t, Config{PageScan: PageScanIoctl, SweepPeriod: -1})
+	var text *region
+	for _, r := range w.regions {
+		if r.class[0] == ClassText && text == nil {
+			text = r
+		}
+	}
+	if text == nil {
+		t.Fatal("no text region in QEMU")
+	}
+	addr := text.Start + (text.End-text.Start)/2/PageSize*PageSize
+	pid := w.Pid()
+	tamper(t, pid, addr, readMem(t, pid, addr, 1)) // a private copy, same bytes
+	w.mu.Lock()
+	fast, err := w.pagemapScanAll()
+	if err == nil {
+		fast = copyEntries(fast)
+	}
+	slow, err2 := w.pagemapReadAll()
+	w.mu.Unlock()
+	if err != nil || err2 != nil {
+		t.Fatalf("PAGEMAP_SCAN: %v; read: %v", err, err2)
+	}
+	var pages, private, runs, diff int
+	copied := false
+	for ri, r := range w.regions {
+		prev := false
+		for i := range slow[ri] {
+			f, s := fast[ri][i], slow[ri][i]
+			pages++
+			if f.Private() != s.Private() {
+				if diff++; diff <= 5 {
+					t.Errorf("page %#x (%s %s): PAGEMAP_SCAN %#x, pagemap %#x", r.Start+uint64(i)*PageSize, r.Path, r.class[i], uint64(f), uint64(s))
+				}
+			}
+			if s.Private() {
+				private++
+				if !prev {
+					runs++
+				}
+			}
+			prev = s.Private()
+			if r == text && r.Start+uint64(i)*PageSize == addr {
+				copied = f.Private() && s.Private()
+			}
+		}
+	}
+	t.Logf("QEMU: %d mappings, %d MiB watched (%d pages): %d private in %d runs; %d differ", cov.Mappings, cov.Bytes>>20, pages, private, runs, diff)
+	if !copied {
+		t.Errorf("the text page written at %#x is not a private copy in both", addr)
+	}
+	if private < 2 || runs < 2 {
+		t.Errorf("only %d private pages in %d runs: RELRO should be private copies", private, runs)
+	}
+	found, _, err := w.Scan()
+	if err != nil || len(found) > 0 {
+		t.Fatalf("scan after a write of the same bytes: %v %v", found, err)
+	}
+}
+
+// BenchmarkPageScan measures how a scan learns which watched pages of
+// QEMU have a private copy (pagemapAll), and a whole steady scan (Scan:
+// maps, that, the pages to hash), by PAGEMAP_SCAN and by reading
+// pagemap. KFV_QEMU picks the QEMU.
+func BenchmarkPageScan(b *testing.B) {
+	needPagemapScan(b)
+	for _, ps := range []PageScan{PageScanIoctl, PageScanRead} {
+		w, cov := startQEMU(b, Config{PageScan: ps, SweepPeriod: -1, Tracking: TrackPrivate})
+		mib := float64(cov.Bytes) / (1 << 20)
+		b.Run(ps.String()+"/pages", func(b *testing.B) {
+			b.ReportMetric(mib, "MiB-watched")
+			for b.Loop() {
+				w.mu.Lock()
+				_, err := w.pagemapAll()
+				w.mu.Unlock()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(ps.String()+"/scan", func(b *testing.B) {
+			b.ReportMetric(mib, "MiB-watched")
+			for b.Loop() {
+				if found, _, err := w.Scan(); err != nil || len(found) > 0 {
+					b.Fatal(found, err)
+				}
+			}
+		})
 	}
 }
