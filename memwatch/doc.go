@@ -29,7 +29,16 @@
 //
 // # Scans
 //
-// Every Config.Period a scan reads /proc/PID/maps and /proc/PID/pagemap:
+// Every Config.Period a scan reads /proc/PID/maps and asks
+// /proc/PID/pagemap which watched pages have a private copy (and, under
+// soft-dirty tracking, which were written). Where the kernel has the
+// PAGEMAP_SCAN ioctl (Linux 6.7+) it asks with one ioctl per range of
+// watched mappings, and the kernel answers with the few runs of pages
+// that match; elsewhere (Debian 12's 6.1) it reads every watched page's
+// 8-byte entry and decides from its bits. Both give the same pages. New
+// chooses (Config.PageScan, probed by PagemapScanSupported) and
+// Coverage.PageScan names the choice. Baselines and scrubs read entries
+// either way.
 //
 //   - Mappings: a watched mapping made writable, reprotected, replaced or
 //     unmapped; executable memory that is anonymous, a memfd, the heap
