@@ -41,7 +41,8 @@ var pagemapScanProbe struct {
 // PagemapScanSupported says whether this kernel has the PAGEMAP_SCAN
 // ioctl (Linux 6.7+) and answers it as memwatch expects. It is probed
 // once, on pages of this process: a page written (a private copy) must
-// be found, a page never touched must not. A kernel without the ioctl
+// be found, a page never touched must not, and the soft-dirty category
+// must be accepted. A kernel without the ioctl
 // answers ENOTTY (no ioctl on pagemap) or EINVAL; both give false, as
 // does a wrong answer: memwatch then reads pagemap instead.
 func PagemapScanSupported() (bool, error) {
@@ -75,7 +76,17 @@ func probePagemapScan() (ok bool, err error) {
 		return false, fmt.Errorf("probe PAGEMAP_SCAN: %w", err)
 	}
 	want := pageRegion{start: start, end: start + PageSize, categories: pageIsPresent}
-	return n == 1 && vec[0] == want && walkEnd == start+2*PageSize, nil
+	if n != 1 || vec[0] != want || walkEnd != start+2*PageSize {
+		return false, nil
+	}
+	// Soft-dirty tracking asks for PAGE_IS_SOFT_DIRTY too: a kernel
+	// that refused the category would fail every such scan.
+	if _, _, err := pagemapScan(f.Fd(), softDirtyQuery, start, start+2*PageSize, vec); errors.Is(err, unix.EINVAL) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("probe PAGEMAP_SCAN: %w", err)
+	}
+	return true, nil
 }
 
 // scanRuns calls fn for every run of pages in [start, end) that matches
