@@ -38,7 +38,12 @@
 // 8-byte entry and decides from its bits. Both give the same pages. New
 // chooses (Config.PageScan, probed by PagemapScanSupported) and
 // Coverage.PageScan names the choice. Baselines and scrubs read entries
-// either way.
+// either way. Mappings are read from the text of /proc/PID/maps on
+// every kernel: the PROCMAP_QUERY ioctl (Linux 6.11) takes an ioctl per
+// mapping, and listing QEMU's (about 300) with it costs more than one
+// read of maps, while listing only the executable ones misses what a
+// scan must also see (a watched read-only mapping made writable,
+// replaced or unmapped; a library's read-only data mapped later).
 //
 //   - Mappings: a watched mapping made writable, reprotected, replaced or
 //     unmapped; executable memory that is anonymous, a memfd, the heap
