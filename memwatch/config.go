@@ -42,6 +42,38 @@ func (t Tracking) String() string {
 	return fmt.Sprintf("tracking(%d)", int(t))
 }
 
+// PageScan chooses how a scan learns which watched pages have a private
+// copy (and, under TrackSoftDirty, which were written since the last
+// scan). Both ways give the same pages; they differ in cost.
+type PageScan int
+
+const (
+	// PageScanAuto picks PageScanIoctl where the kernel has
+	// PAGEMAP_SCAN (Linux 6.7+, see PagemapScanSupported),
+	// PageScanRead elsewhere (Debian 12's 6.1).
+	PageScanAuto PageScan = iota
+	// PageScanIoctl asks the kernel with the PAGEMAP_SCAN ioctl on
+	// /proc/PID/pagemap for the runs of watched pages that are present
+	// or swapped and not page-cache pages: one ioctl per range of
+	// watched mappings, answered with the few runs that match.
+	PageScanIoctl
+	// PageScanRead reads the 8-byte /proc/PID/pagemap entry of every
+	// watched page and decides from its bits (PagemapEntry.Private).
+	PageScanRead
+)
+
+func (p PageScan) String() string {
+	switch p {
+	case PageScanAuto:
+		return "auto"
+	case PageScanIoctl:
+		return "pagemap-scan"
+	case PageScanRead:
+		return "pagemap-read"
+	}
+	return fmt.Sprintf("pagescan(%d)", int(p))
+}
+
 // Watch selects what memwatch watches; the zero value watches all.
 type Watch uint
 
@@ -76,7 +108,11 @@ type Config struct {
 	// files themselves in the page cache.
 	SweepPeriod time.Duration
 	Tracking    Tracking
-	Watch       Watch
+	// PageScan is how scans find the pages to check; PageScanAuto
+	// when zero. PageScanIoctl on a kernel without PAGEMAP_SCAN is an
+	// error of New.
+	PageScan PageScan
+	Watch    Watch
 	// Accel is QEMU's accelerator, "kvm" or "tcg". Under TCG the
 	// translation buffer is executable by design and excluded: it is
 	// TCGBuffer when set, otherwise the largest anonymous
@@ -121,12 +157,16 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Tracking < TrackAuto || c.Tracking > TrackFull {
 		return c, fmt.Errorf("memwatch tracking %d: unknown", int(c.Tracking))
 	}
+	if c.PageScan < PageScanAuto || c.PageScan > PageScanRead {
+		return c, fmt.Errorf("memwatch page scan %d: unknown", int(c.PageScan))
+	}
 	return c, nil
 }
 
 // Coverage is what a baseline covers, for the supervisor's start event.
 type Coverage struct {
 	Tracking      Tracking // the tracking in use (never TrackAuto)
+	PageScan      PageScan // how scans find pages to check (never PageScanAuto)
 	Files         int      // ELF files watched
 	Mappings      int      // mappings watched
 	Bytes         uint64   // bytes watched in all

@@ -29,7 +29,21 @@
 //
 // # Scans
 //
-// Every Config.Period a scan reads /proc/PID/maps and /proc/PID/pagemap:
+// Every Config.Period a scan reads /proc/PID/maps and asks
+// /proc/PID/pagemap which watched pages have a private copy (and, under
+// soft-dirty tracking, which were written). Where the kernel has the
+// PAGEMAP_SCAN ioctl (Linux 6.7+) it asks with one ioctl per range of
+// watched mappings, and the kernel answers with the few runs of pages
+// that match; elsewhere (Debian 12's 6.1) it reads every watched page's
+// 8-byte entry and decides from its bits. Both give the same pages. New
+// chooses (Config.PageScan, probed by PagemapScanSupported) and
+// Coverage.PageScan names the choice. Baselines and scrubs read entries
+// either way. Mappings are read from the text of /proc/PID/maps on
+// every kernel: the PROCMAP_QUERY ioctl (Linux 6.11) takes an ioctl per
+// mapping, and listing QEMU's (about 300) with it costs more than one
+// read of maps, while listing only the executable ones misses what a
+// scan must also see (a watched read-only mapping made writable,
+// replaced or unmapped; a library's read-only data mapped later).
 //
 //   - Mappings: a watched mapping made writable, reprotected, replaced or
 //     unmapped; executable memory that is anonymous, a memfd, the heap

@@ -37,6 +37,7 @@ type Watcher struct {
 	mu       sync.Mutex
 	cfg      Config
 	tracking Tracking
+	pageScan PageScan // never PageScanAuto: chosen by New
 	tcg      Range
 	regions  []*region // sorted by Start
 	watched  []Mapping // regions' mappings, same order
@@ -54,7 +55,8 @@ type Watcher struct {
 	lastMaps []byte // the maps text of the last diff
 	pmBuf    []byte
 	pmEnts   []PagemapEntry
-	pageBufs []byte // two pages for checkLocked
+	pmRuns   []pageRegion // PAGEMAP_SCAN's output
+	pageBufs []byte       // two pages for checkLocked
 }
 
 type fileKey struct {
@@ -103,6 +105,9 @@ func New(pid int, cfg Config) (*Watcher, error) {
 	for _, d := range cfg.LibraryDirs {
 		w.lateDirs[filepath.Clean(d)] = true
 	}
+	if w.pageScan, err = choosePageScan(cfg.PageScan); err != nil {
+		return nil, errors.Join(err, w.Close())
+	}
 	if w.mem, err = os.OpenFile(fmt.Sprintf("/proc/%d/mem", pid), os.O_RDWR, 0); err != nil {
 		return nil, errors.Join(fmt.Errorf("open memory of %d: %w", pid, err), w.Close())
 	}
@@ -117,6 +122,29 @@ func New(pid int, cfg Config) (*Watcher, error) {
 	}
 	return w, nil
 }
+
+// choosePageScan resolves PageScanAuto from what the kernel offers.
+func choosePageScan(p PageScan) (PageScan, error) {
+	if p == PageScanRead {
+		return p, nil
+	}
+	ok, err := PagemapScanSupported()
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case ok:
+		return PageScanIoctl, nil
+	case p == PageScanIoctl:
+		return 0, errors.New("memwatch page scan pagemap-scan: this kernel has no PAGEMAP_SCAN ioctl on /proc/PID/pagemap (Linux 6.7+); use pagemap-read")
+	}
+	return PageScanRead, nil
+}
+
+// PageScan says how this watcher's scans find the pages to check,
+// chosen by New from Config.PageScan and the kernel (never
+// PageScanAuto); Coverage.PageScan says the same.
+func (w *Watcher) PageScan() PageScan { return w.pageScan }
 
 // exitGrace is how long a failed scan waits for the process's exit before
 // it counts as a scan failure.
@@ -314,7 +342,7 @@ func (w *Watcher) Coverage() Coverage {
 }
 
 func (w *Watcher) coverageLocked() Coverage {
-	c := Coverage{Tracking: w.tracking, Files: len(w.files), Mappings: len(w.regions), TCGBuffer: w.tcg,
+	c := Coverage{Tracking: w.tracking, PageScan: w.pageScan, Files: len(w.files), Mappings: len(w.regions), TCGBuffer: w.tcg,
 		Skipped: append([]Skipped(nil), w.skipped...)}
 	for _, r := range w.regions {
 		for _, cl := range r.class {
@@ -468,7 +496,18 @@ func (w *Watcher) pagemap(r *region) ([]PagemapEntry, error) {
 // kernel's cost is per page walked, and a read per region would cost a
 // system call each.
 func (w *Watcher) pagemapAll() ([][]PagemapEntry, error) {
-	const maxGap = 256 // pages of gap read through rather than split
+	if w.pageScan == PageScanIoctl {
+		return w.pagemapScanAll()
+	}
+	return w.pagemapReadAll()
+}
+
+// maxGap is the gap, in pages, between two watched mappings that one
+// pagemap read or PAGEMAP_SCAN spans rather than split in two.
+const maxGap = 256
+
+// pagemapReadAll is pagemapAll by reading /proc/PID/pagemap.
+func (w *Watcher) pagemapReadAll() ([][]PagemapEntry, error) {
 	total := 0
 	for _, r := range w.regions {
 		total += r.pages()

@@ -82,44 +82,61 @@ func trackings(t *testing.T) []Tracking {
 	return ts
 }
 
+// pageScans are the ways of finding pages this kernel offers.
+func pageScans(t *testing.T) []PageScan {
+	ps := []PageScan{PageScanRead}
+	if ok, err := PagemapScanSupported(); err != nil {
+		t.Fatal(err)
+	} else if ok {
+		ps = append(ps, PageScanIoctl)
+	} else {
+		t.Log("PAGEMAP_SCAN not tested: this kernel has none (Linux 6.7+)")
+	}
+	return ps
+}
+
 func TestWatcherTamperAndScrub(t *testing.T) {
 	for _, tr := range trackings(t) {
-		t.Run(tr.String(), func(t *testing.T) {
-			c := startChild(t)
-			pid := c.cmd.Process.Pid
-			w, _ := newWatcher(t, pid, Config{Tracking: tr, SweepPeriod: -1})
-			if found, _, err := w.Scan(); err != nil || len(found) > 0 {
-				t.Fatalf("clean scan: %v %v", found, err)
-			}
-			patch := []byte{0xcc, 0xcc, 0xcc}
-			old := tamper(t, pid, c.target, patch)
-			found, _, err := w.Scan()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(found) != 1 || found[0].Kind != KindModified || found[0].Class != ClassText ||
-				found[0].Start > c.target || found[0].End <= c.target || found[0].Differing != diffBytes(old, patch) {
-				t.Fatalf("after patching %#x: findings %v", c.target, found)
-			}
-			// Reported once, not on every scan.
-			if again, _, err := w.Scan(); err != nil || len(again) > 0 {
-				t.Fatalf("second scan: %v %v", again, err)
-			}
-			rep, err := w.Scrub(context.Background())
-			if err != nil {
-				t.Fatalf("Scrub: %v", err)
-			}
-			if !rep.Verified || rep.PagesRestored != 1 || rep.BytesRestored != found[0].Differing {
-				t.Fatalf("scrub report %+v", rep)
-			}
-			if got := readMem(t, pid, c.target, len(old)); !bytes.Equal(got, old) {
-				t.Fatalf("after scrub %#x holds % x, want % x", c.target, got, old)
-			}
-			c.ticking(t)
-			if found, _, err := w.Scan(); err != nil || len(found) > 0 {
-				t.Fatalf("scan after scrub: %v %v", found, err)
-			}
-		})
+		for _, ps := range pageScans(t) {
+			t.Run(tr.String()+"/"+ps.String(), func(t *testing.T) { testTamperAndScrub(t, Config{Tracking: tr, PageScan: ps, SweepPeriod: -1}) })
+		}
+	}
+}
+
+func testTamperAndScrub(t *testing.T, cfg Config) {
+	c := startChild(t)
+	pid := c.cmd.Process.Pid
+	w, _ := newWatcher(t, pid, cfg)
+	if found, _, err := w.Scan(); err != nil || len(found) > 0 {
+		t.Fatalf("clean scan: %v %v", found, err)
+	}
+	patch := []byte{0xcc, 0xcc, 0xcc}
+	old := tamper(t, pid, c.target, patch)
+	found, _, err := w.Scan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != 1 || found[0].Kind != KindModified || found[0].Class != ClassText ||
+		found[0].Start > c.target || found[0].End <= c.target || found[0].Differing != diffBytes(old, patch) {
+		t.Fatalf("after patching %#x: findings %v", c.target, found)
+	}
+	// Reported once, not on every scan.
+	if again, _, err := w.Scan(); err != nil || len(again) > 0 {
+		t.Fatalf("second scan: %v %v", again, err)
+	}
+	rep, err := w.Scrub(context.Background())
+	if err != nil {
+		t.Fatalf("Scrub: %v", err)
+	}
+	if !rep.Verified || rep.PagesRestored != 1 || rep.BytesRestored != found[0].Differing {
+		t.Fatalf("scrub report %+v", rep)
+	}
+	if got := readMem(t, pid, c.target, len(old)); !bytes.Equal(got, old) {
+		t.Fatalf("after scrub %#x holds % x, want % x", c.target, got, old)
+	}
+	c.ticking(t)
+	if found, _, err := w.Scan(); err != nil || len(found) > 0 {
+		t.Fatalf("scan after scrub: %v %v", found, err)
 	}
 }
 

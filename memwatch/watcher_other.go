@@ -29,3 +29,8 @@ func (w *Watcher) Run(ctx context.Context, report func(Finding)) error { return 
 func (w *Watcher) Scrub(ctx context.Context) (ScrubReport, error) {
 	return ScrubReport{}, ErrUnsupported
 }
+
+// PagemapScanSupported is false off Linux.
+func PagemapScanSupported() (bool, error) { return false, nil }
+
+func (w *Watcher) PageScan() PageScan { return PageScanRead }
