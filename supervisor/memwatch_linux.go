@@ -95,8 +95,8 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 	p.mem = w
 	p.memMu.Unlock()
 	p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "memwatch", Detail: fmt.Sprintf(
-		"memwatch baseline (%s): %d files, %d mappings, %d bytes (text %d, rodata %d, RELRO %d; %d compared with the files on disk, %d hashed as found), tracking %s, scan every %v",
-		mc.Accel, cov.Files, cov.Mappings, cov.Bytes, cov.TextBytes, cov.RodataBytes, cov.RELROBytes, cov.ComparedBytes, cov.HashedBytes, cov.Tracking, mc.Period)})
+		"memwatch baseline (%s): %d files, %d mappings, %d bytes (text %d, rodata %d, RELRO %d; %d compared with the files on disk, %d hashed as found), tracking %s, pages found by %s, scan every %v",
+		mc.Accel, cov.Files, cov.Mappings, cov.Bytes, cov.TextBytes, cov.RodataBytes, cov.RELROBytes, cov.ComparedBytes, cov.HashedBytes, cov.Tracking, cov.PageScan, mc.Period)})
 	for _, f := range found {
 		p.observeFromBeside(memFinding(f))
 	}
