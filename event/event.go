@@ -371,14 +371,18 @@ func (wr *Writer) Emit(e *Event) {
 			if f.count == 0 {
 				f.first = e.Time
 				wr.pending++
+				if wr.pending == 1 {
+					// The second's end needs the writer awake: it sets
+					// its timer for it then. Later folds need nothing of
+					// it (waking it on every one cost each folded call a
+					// scheduler round trip).
+					wr.wake()
+				}
 			}
 			f.count++
 			f.last = e.Time
 			f.tmpl = *e
 			wr.folded++
-			if was == 0 {
-				wr.wake() // the second's end needs the writer awake
-			}
 			return
 		}
 		f.full++
