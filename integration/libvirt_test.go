@@ -901,6 +901,14 @@ func TestLibvirtDomain(t *testing.T) {
 		if spid == 0 {
 			t.Error("no kfv supervisor follows QEMU")
 		}
+		// The emulator model's supervisor (libvirt's QEMU user) answers
+		// kfv-run status and applies a reload of its unchanged profile.
+		if out, err := exec.Command(kfvRun, "status").CombinedOutput(); err != nil || !strings.Contains(string(out), d.name) {
+			t.Errorf("kfv-run status: %v, want the domain %s listed:\n%s", err, d.name, out)
+		}
+		if out, err := exec.Command(kfvRun, "reload", strconv.Itoa(pid)).CombinedOutput(); err != nil || !strings.Contains(string(out), "applied to the running VM") {
+			t.Errorf("kfv-run reload %d (the domain's QEMU): %v: %s", pid, err, out)
+		}
 		// The guest's init (a busybox shell script, no acpid) ignores
 		// the ACPI power button virsh shutdown presses; its workload
 		// powers the guest off a few seconds later, which is the clean
