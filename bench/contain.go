@@ -247,8 +247,8 @@ func (c *config) containOnce() (m containRound, err error) {
 	if err != nil {
 		return m, err
 	}
-	if st, err := procState(targetPid); err != nil || st != "T" {
-		return m, fmt.Errorf("the target is not held stopped after the pause: state %q (%v)", st, err)
+	if st, err := procState(targetPid); err != nil || st != "T" && !cgroupFrozen(targetPid) {
+		return m, fmt.Errorf("the target is not held after the pause: state %q (%v), and its cgroup is not frozen", st, err)
 	}
 	counts, err := os.ReadFile(ctrPath)
 	if err != nil {
@@ -440,6 +440,29 @@ func removeEvents(path string) error {
 }
 
 // procState is the state letter of /proc/PID/stat ("T": stopped).
+// cgroupFrozen reports whether pid's cgroup v2 is frozen (kfv-run's
+// pause freezes the target's cgroup of its own where it made one; its
+// tasks then sleep, state S, rather than stop).
+func cgroupFrozen(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		path, ok := strings.CutPrefix(l, "0::")
+		if !ok {
+			continue
+		}
+		for _, root := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+			ev, err := os.ReadFile(root + path + "/cgroup.events")
+			if err == nil {
+				return strings.Contains(string(ev), "frozen 1")
+			}
+		}
+	}
+	return false
+}
+
 func procState(pid int) (string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
