@@ -311,9 +311,16 @@ type qmp struct {
 // dialQMP connects to a QMP unix socket, waiting for it to appear.
 func dialQMP(t *testing.T, path string, timeout time.Duration) *qmp {
 	t.Helper()
+	return dialQMPNet(t, "unix", path, timeout)
+}
+
+// dialQMPNet connects to a QMP monitor at addr on network ("unix",
+// "tcp"), waiting for it to appear.
+func dialQMPNet(t *testing.T, network, path string, timeout time.Duration) *qmp {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		c, err := net.Dial("unix", path)
+		c, err := net.Dial(network, path)
 		if err == nil {
 			q := &qmp{c: c, rd: bufio.NewReader(c)}
 			t.Cleanup(func() { c.Close() })

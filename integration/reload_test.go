@@ -1,9 +1,7 @@
 package integration
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,23 +158,5 @@ func TestReload(t *testing.T) {
 // dialQMPTCP connects to a QMP monitor on a TCP address.
 func dialQMPTCP(t *testing.T, addr string, timeout time.Duration) *qmp {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			q := &qmp{c: c, rd: bufio.NewReader(c)}
-			t.Cleanup(func() { c.Close() })
-			if _, err := q.read(); err != nil {
-				t.Fatalf("qmp greeting: %v", err)
-			}
-			if _, err := q.exec("qmp_capabilities", nil); err != nil {
-				t.Fatalf("qmp_capabilities: %v", err)
-			}
-			return q
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("connect to QMP at %s: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return dialQMPNet(t, "tcp", addr, timeout)
 }

@@ -242,6 +242,11 @@ func (c *control) refusePeer(conn *net.UnixConn, qemuPID int) string {
 	if qemuPID > 0 && int(cred.Pid) == qemuPID {
 		return "QEMU may not command its supervisor"
 	}
+	if int(cred.Pid) == os.Getpid() {
+		// A connect kfv performed for QEMU has kfv as its peer: the
+		// supervisor never commands itself, so that is QEMU.
+		return "a connection kfv made for QEMU may not command the supervisor"
+	}
 	return ""
 }
 
