@@ -1,6 +1,8 @@
 package memwatch
 
 import (
+	"bytes"
+	"context"
 	"debug/elf"
 	"os"
 	"os/exec"
@@ -129,5 +131,77 @@ func TestBaselinePIE(t *testing.T) {
 	}
 	if _, _, err := w.Baseline(); err == nil {
 		t.Error("second baseline: no error")
+	}
+}
+
+// TestRELROTamperAndScrub patches a RELRO page of a running PIE program,
+// whose baseline copy memwatch keeps compressed: the scan reports the
+// bytes that differ from the copy, and the scrub puts the copy back.
+func TestRELROTamperAndScrub(t *testing.T) {
+	bin := buildPIE(t)
+	cmd := exec.Command(bin)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cmd.Process.Kill(); err != nil {
+			t.Errorf("kill: %v", err)
+		}
+		cmd.Wait()
+	})
+	pid := cmd.Process.Pid
+	// Full tracking: without soft-dirty bits RELRO is otherwise left to
+	// the sweep.
+	w, err := New(pid, Config{Tracking: TrackFull, SweepPeriod: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ctx, cancel := contextWithTimeout(5 * time.Second)
+	defer cancel()
+	if err := w.WaitStable(ctx, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, err := w.Baseline(); err != nil || len(found) > 0 {
+		t.Fatalf("baseline: %v %v", found, err)
+	}
+	// The middle of the program's last RELRO page: pointers of its own
+	// type data, which a sleeping program does not read.
+	var at uint64
+	for _, r := range w.regions {
+		if len(r.relroZ) == 0 || len(r.relroZ) >= int(r.End-r.Start) {
+			continue
+		}
+		for i := r.pages() - 1; i >= 0 && at == 0; i-- {
+			if r.class[i] == ClassRELRO {
+				at = r.Start + uint64(i)*PageSize + PageSize/2
+			}
+		}
+	}
+	if at == 0 {
+		t.Fatal("no RELRO page with a compressed baseline copy")
+	}
+	patch := []byte{0xde, 0xad, 0xbe, 0xef}
+	old := tamper(t, pid, at, patch)
+	found, _, err := w.Scan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != 1 || found[0].Kind != KindModified || found[0].Class != ClassRELRO || found[0].Start > at || found[0].End <= at ||
+		found[0].Differing != diffBytes(old, patch) || found[0].Detail != "" {
+		t.Fatalf("after patching RELRO at %#x: findings %v", at, found)
+	}
+	rep, err := w.Scrub(context.Background())
+	if err != nil {
+		t.Fatalf("Scrub: %v", err)
+	}
+	if !rep.Verified || rep.PagesRestored != 1 {
+		t.Fatalf("scrub report %+v", rep)
+	}
+	if got := readMem(t, pid, at, len(old)); !bytes.Equal(got, old) {
+		t.Fatalf("after scrub %#x holds % x, want % x", at, got, old)
+	}
+	if w.relroLive.b != nil {
+		t.Error("the inflated RELRO copy outlived the scrub")
 	}
 }

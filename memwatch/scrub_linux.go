@@ -55,6 +55,7 @@ func (w *Watcher) Scrub(ctx context.Context) (ScrubReport, error) {
 
 // Preconditions: w.mu is held, on a locked OS thread.
 func (w *Watcher) scrubLocked() (rep ScrubReport, err error) {
+	defer w.dropRELROLocked()
 	if !w.baseDone {
 		return rep, errors.New("memwatch: scrub before baseline")
 	}
