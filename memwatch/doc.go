@@ -24,8 +24,9 @@
 // Text and rodata pages must equal the file, page for page (a private
 // file mapping shows the file's bytes, zeros past its end), so tampering
 // done before the baseline is found. RELRO holds pointers relocated by
-// the load bias: it is copied and hashed as found at baseline time, and
-// tampering with RELRO before the baseline is not caught.
+// the load bias: it is copied and hashed as found at baseline time (the
+// copy, which only a scrub needs, is kept compressed: 0.3 of 3.6 MiB for
+// QEMU 7.2), and tampering with RELRO before the baseline is not caught.
 //
 // # Scans
 //
