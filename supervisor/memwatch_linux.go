@@ -117,11 +117,15 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 // observeFromBeside queues a finding from a goroutine other than the loop
 // (memwatch): it may wait a little for room, never forever.
 func (p *plane) observeFromBeside(f orch.Finding) {
-	select {
-	case p.in <- planeItem{findings: []orch.Finding{f}}:
-	case <-time.After(time.Second):
-		p.em.emitErr(fmt.Errorf("the vertical orchestrator is behind: memwatch finding not correlated: %s", f.Detail))
-	case <-p.stop:
+	for deadline := time.Now().Add(time.Second); !p.in.push(planeItem{findings: []orch.Finding{f}}); {
+		if p.in.isClosed() {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.em.emitErr(fmt.Errorf("the vertical orchestrator is behind: memwatch finding not correlated: %s", f.Detail))
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

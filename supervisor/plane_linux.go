@@ -94,7 +94,7 @@ type plane struct {
 	sealMu sync.Mutex
 
 	vo *orch.VO
-	in chan planeItem
+	in *queue[planeItem]
 
 	dropped atomic.Int64 // findings that could not be queued
 
@@ -128,7 +128,7 @@ type plane struct {
 	// reactions are carried out by their own goroutine, in order: a
 	// reaction's QMP command may wait for QEMU's big lock, held by a
 	// thread whose call the plane must answer meanwhile.
-	reactions chan orch.Reaction
+	reactions *queue[orch.Reaction]
 	reactDone chan struct{}
 	// findings counts the findings of medium severity or more seen; a
 	// checkpoint taken while it changed is not clean.
@@ -144,8 +144,8 @@ func newPlane(cfg *Config, em emitter, proc *process, inj *injected) (*plane, er
 	if err != nil {
 		return nil, fmt.Errorf("vertical orchestrator: %w", err)
 	}
-	return &plane{cfg: cfg, em: em, proc: proc, injected: inj, vo: vo, in: make(chan planeItem, planeQueue), stop: make(chan struct{}), done: make(chan struct{}),
-		monReady: make(chan struct{}), monGone: make(chan struct{}), reactions: make(chan orch.Reaction, planeQueue), reactDone: make(chan struct{}), monGate: qmp.NewGate()}, nil
+	return &plane{cfg: cfg, em: em, proc: proc, injected: inj, vo: vo, in: newQueue[planeItem](planeQueue), stop: make(chan struct{}), done: make(chan struct{}),
+		monReady: make(chan struct{}), monGone: make(chan struct{}), reactions: newQueue[orch.Reaction](planeQueue), reactDone: make(chan struct{}), monGate: qmp.NewGate()}, nil
 }
 
 // observe queues findings for the VO. Called on the notification path
@@ -154,9 +154,7 @@ func (p *plane) observe(fs []orch.Finding) {
 	if len(fs) == 0 {
 		return
 	}
-	select {
-	case p.in <- planeItem{findings: fs}:
-	default:
+	if !p.in.push(planeItem{findings: fs}) {
 		n := p.dropped.Add(int64(len(fs)))
 		p.em.emit(&event.Event{Kind: event.KindError, Source: "supervisor", Detail: fmt.Sprintf("the vertical orchestrator is behind: %d findings not correlated", n)})
 	}
@@ -166,12 +164,14 @@ func (p *plane) observe(fs []orch.Finding) {
 // two findings, and waits until it is.
 func (p *plane) swapVO(vo *orch.VO) error {
 	done := make(chan struct{})
-	select {
-	case p.in <- planeItem{vo: vo, swapped: done}:
-	case <-p.done:
-		return errors.New("the decision plane has ended")
-	case <-time.After(controlTimeout / 2):
-		return errors.New("the decision plane is too busy to take a new orchestrator")
+	for deadline := time.Now().Add(controlTimeout / 2); !p.in.push(planeItem{vo: vo, swapped: done}); {
+		if p.in.isClosed() {
+			return errors.New("the decision plane has ended")
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the decision plane is too busy to take a new orchestrator")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	select {
 	case <-done:
@@ -184,12 +184,7 @@ func (p *plane) swapVO(vo *orch.VO) error {
 // hold hands a held call to the VO; when the queue is full the call is
 // answered at once with the decision's fallback.
 func (p *plane) hold(c *seccompnotify.Call, d orch.Decision) bool {
-	select {
-	case p.in <- planeItem{held: &heldCall{c: *c, d: d}}:
-		return true
-	default:
-		return false
-	}
+	return p.in.push(planeItem{held: &heldCall{c: *c, d: d}})
 }
 
 // run is the plane's goroutine. It owns the VO and the monitor.
@@ -210,8 +205,13 @@ func (p *plane) run() {
 	}
 	for {
 		select {
-		case it := <-p.in:
-			p.handle(it)
+		case <-p.in.ready:
+			// One item per wake-up, so that a tick or the stop is not
+			// kept waiting behind a burst; the token stays while more
+			// wait.
+			if it, ok := p.in.pop(); ok {
+				p.handle(it)
+			}
 		case <-tick:
 			if p.ckptBusy.CompareAndSwap(false, true) {
 				// Beside the plane: findings keep flowing while the
@@ -224,12 +224,12 @@ func (p *plane) run() {
 			}
 		case <-p.stop:
 			// Answer what is still held: QEMU is going away anyway.
+			p.in.close()
 			for {
-				select {
-				case it := <-p.in:
+				if it, ok := p.in.pop(); ok {
 					p.handle(it)
-				default:
-					close(p.reactions)
+				} else {
+					p.reactions.close()
 					<-p.reactDone
 					p.stopMemwatch()
 					p.closeMonitor()
@@ -275,9 +275,7 @@ func (p *plane) order(r orch.Reaction) {
 		p.react(r)
 		return
 	}
-	select {
-	case p.reactions <- r:
-	default:
+	if !p.reactions.push(r) {
 		p.em.emitErr(fmt.Errorf("reaction %s by rule %s dropped: %d reactions already waiting", r.String(), r.Rule, planeQueue))
 	}
 }
@@ -285,8 +283,17 @@ func (p *plane) order(r orch.Reaction) {
 // reactor carries out reactions one after the other.
 func (p *plane) reactor() {
 	defer close(p.reactDone)
-	for r := range p.reactions {
-		p.react(r)
+	for range p.reactions.ready {
+		for {
+			r, ok := p.reactions.pop()
+			if !ok {
+				break
+			}
+			p.react(r)
+		}
+		if p.reactions.isClosed() {
+			return
+		}
 	}
 }
 

@@ -58,9 +58,9 @@ func TestKillDoesNotWaitForTheMonitor(t *testing.T) {
 	cfg := &Config{Mode: Enforce, Events: ew}
 	proc := &process{pid: cmd.Process.Pid, pidfd: pidfd}
 	p := &plane{cfg: cfg, em: emitter{cfg: cfg, proc: proc}, proc: proc, stop: make(chan struct{}), done: make(chan struct{}), monReady: make(chan struct{}),
-		reactions: make(chan orch.Reaction, planeQueue), reactDone: make(chan struct{})}
+		reactions: newQueue[orch.Reaction](planeQueue), reactDone: make(chan struct{})}
 	go p.reactor()
-	defer func() { close(p.stop); close(p.reactions); <-p.reactDone }()
+	defer func() { close(p.stop); p.reactions.close(); <-p.reactDone }()
 
 	p.order(orch.Reaction{Kind: profiles.ReactPause, Rule: "test-pause"})
 	p.order(orch.Reaction{Kind: profiles.ReactKill, Rule: "test-kill"})
