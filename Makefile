@@ -5,6 +5,10 @@ GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
+# urfave_cli_no_docs: kfv-run writes no man page or markdown of itself, and
+# without them urfave/cli leaves out go-md2man and blackfriday (their init
+# runs in kfv-run and again in every loader and supervisor it starts).
+TAGS := urfave_cli_no_docs
 GUESTS := .cache/guests
 # Integration tests may take a while under TCG; unit tests are fast.
 TEST_TIMEOUT ?= 40m
@@ -19,7 +23,7 @@ deps:
 	@tools/deps.sh
 
 build: deps
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/kfv-run ./cmd/kfv-run
+	$(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/kfv-run ./cmd/kfv-run
 
 # vet: go vet, staticcheck (pinned by go.mod's tool directive, so go
 # fetches it like any module) and gofmt.
