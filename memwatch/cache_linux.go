@@ -204,14 +204,20 @@ func hashEntry(f *os.File, img *elfImage, key cacheKey) (*cacheEntry, error) {
 		}
 		runs = append(runs, run{lo, hi})
 	}
-	page := make([]byte, PageSize)
+	// Read in chunks: a read per page would cost a system call each.
+	const chunk = 64
+	buf := make([]byte, chunk*PageSize)
 	for _, r := range runs {
 		s := cacheSeg{first: r.lo, dig: make([][sha256.Size]byte, r.hi-r.lo)}
-		for i := range s.dig {
-			if err := readPage(f, (r.lo+uint64(i))*PageSize, page); err != nil {
+		for i := 0; i < len(s.dig); i += chunk {
+			n := min(chunk, len(s.dig)-i)
+			b := buf[:n*PageSize]
+			if err := readPage(f, (r.lo+uint64(i))*PageSize, b); err != nil {
 				return nil, err
 			}
-			s.dig[i] = sha256.Sum256(page)
+			for j := range n {
+				s.dig[i+j] = sha256.Sum256(b[j*PageSize : (j+1)*PageSize])
+			}
 		}
 		e.segs = append(e.segs, s)
 	}

@@ -105,9 +105,9 @@ func (img *elfImage) classify(vaddr uint64, exec bool) Class {
 	return ClassRodata
 }
 
-// readPage reads the file page at off into buf (PageSize bytes), with
-// zeros past the end of the file: exactly what a private file mapping
-// shows before anything writes to it.
+// readPage reads the file page at off into buf (PageSize bytes, or a
+// multiple), with zeros past the end of the file: exactly what a private
+// file mapping shows before anything writes to it.
 func readPage(r io.ReaderAt, off uint64, buf []byte) error {
 	n, err := r.ReadAt(buf, int64(off))
 	if err != nil && err != io.EOF {
