@@ -158,7 +158,9 @@ func (c *baseCache) entry(f *os.File, img *elfImage) *cacheEntry {
 		c.stats.Hits++
 		return e
 	}
-	if !errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, errStale) {
+		c.stats.Stale++
+	} else if !errors.Is(err, os.ErrNotExist) {
 		c.stats.Ignored = append(c.stats.Ignored, fmt.Sprintf("%s (%s): %v", filepath.Base(p), f.Name(), err))
 	}
 	c.stats.Misses++
@@ -251,6 +253,11 @@ func (e *cacheEntry) encode() []byte {
 	return append(b, sum[:]...)
 }
 
+// errStale is an entry of the file's device and inode with another
+// size, mtime or ctime: the file changed (or the inode is another
+// file's now).
+var errStale = errors.New("written for another version of the file")
+
 // decodeEntry parses an entry and checks it is whole, of this version
 // and for key.
 func decodeEntry(b []byte, key cacheKey) (*cacheEntry, error) {
@@ -274,7 +281,7 @@ func decodeEntry(b []byte, key cacheKey) (*cacheEntry, error) {
 	e.key.Dev, e.key.Ino = u64(), u64()
 	e.key.Size, e.key.Mtime, e.key.Ctime = int64(u64()), int64(u64()), int64(u64())
 	if e.key != key {
-		return nil, fmt.Errorf("written for another version of the file (key %+v, file now %+v)", e.key, key)
+		return nil, fmt.Errorf("%w (key %+v, file now %+v)", errStale, e.key, key)
 	}
 	nseg := u32()
 	for range nseg {

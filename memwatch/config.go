@@ -202,9 +202,12 @@ type CacheStats struct {
 	Hits    int // files whose digests came from the cache
 	Misses  int // files hashed (and written to the cache)
 	Written int // entries written
+	// Stale counts entries found for an earlier version of a file (or
+	// an earlier file with the same inode): misses, replaced.
+	Stale int
 	// Ignored lists entries read back and not used (corrupt, another
-	// version, another key, unsafe owner or mode), and entries that
-	// could not be written; each is also a miss.
+	// format version, unsafe owner or mode), and entries that could not
+	// be written; each is also a miss.
 	Ignored []string
 }
 
@@ -213,6 +216,9 @@ func (s CacheStats) String() string {
 		return "cache off: " + s.Off
 	}
 	str := fmt.Sprintf("cache %s: %d hits, %d misses (hashed)", s.Dir, s.Hits, s.Misses)
+	if s.Stale > 0 {
+		str += fmt.Sprintf(", %d entries of changed files replaced", s.Stale)
+	}
 	if len(s.Ignored) > 0 {
 		str += fmt.Sprintf(", %d entries ignored", len(s.Ignored))
 	}
