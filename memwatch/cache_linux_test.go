@@ -560,3 +560,27 @@ func TestCacheQEMU(t *testing.T) {
 	t.Logf("baseline: without cache %v, empty cache %v (%s), filled cache %v (%s)", times[0], times[1], covs[1].Cache, times[2], covs[2].Cache)
 	t.Logf("first full scan from the cache %v (%d pages), the next %v", full, st.PagesChecked, full2)
 }
+
+// BenchmarkBaselineQEMU times the baseline of an idle QEMU without the
+// cache and from a filled cache (the second VM of a host).
+func BenchmarkBaselineQEMU(b *testing.B) {
+	pid := startIdleQEMU(b)
+	dir := filepath.Join(b.TempDir(), "cache")
+	timedBaseline(b, pid, Config{Cache: dir, SweepPeriod: -1}) // fills it
+	for _, bc := range []struct{ name, cache string }{{"off", ""}, {"cached", dir}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				w, err := New(pid, Config{Accel: "tcg", Cache: bc.cache, SweepPeriod: -1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := w.Baseline(); err != nil {
+					b.Fatal(err)
+				}
+				if err := w.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
