@@ -10,6 +10,8 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -84,8 +86,21 @@ func (e *cacheEntry) digest(off uint64) *[sha256.Size]byte {
 
 // baseCache is a watcher's use of the cache directory.
 type baseCache struct {
-	dir   string
+	dir string
+
+	mu    sync.Mutex // guards stats: fill updates them
 	stats CacheStats
+
+	todo []fillJob      // misses to hash and write, by fill
+	fill sync.WaitGroup // the fills under way
+}
+
+// fillJob is a file to hash and write to the cache: f is the watcher's
+// file duplicated, so that the watcher may close its own meanwhile.
+type fillJob struct {
+	f   *os.File
+	img *elfImage
+	key cacheKey
 }
 
 // openCache checks dir for use as the cache, making it (mode 0700) when
@@ -118,7 +133,19 @@ func openCache(dir string) *baseCache {
 		c.stats.Off = fmt.Sprintf("cache directory %s %s: not trusted", dir, why)
 		return c
 	}
+	removeLeftovers(dir, time.Now())
 	return c
+}
+
+// removeLeftovers removes the temporary files of writes that never
+// ended (a kfv killed while it wrote an entry).
+func removeLeftovers(dir string, now time.Time) {
+	tmps, _ := filepath.Glob(filepath.Join(dir, ".tmp-*"))
+	for _, p := range tmps {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && now.Sub(fi.ModTime()) > time.Minute {
+			os.Remove(p)
+		}
+	}
 }
 
 // unsafeOwner says why a cache file or directory may not be trusted:
@@ -139,10 +166,10 @@ func (c *baseCache) path(k cacheKey) string {
 }
 
 // entry returns the digests of the pages of img's loadable segments in
-// file f: from the cache when it holds them under f's current key,
-// otherwise computed from f and written to the cache. It returns nil
-// (hash eagerly, as without a cache) when the cache is off or f cannot
-// be hashed.
+// file f when the cache holds them under f's current key. Otherwise it
+// returns nil (the watcher hashes the file's pages now, as without a
+// cache) and, the cache being on, queues f for start to hash and write:
+// the baseline does not wait for the cache.
 func (c *baseCache) entry(f *os.File, img *elfImage) *cacheEntry {
 	if c == nil || c.stats.Off != "" {
 		return nil
@@ -154,6 +181,8 @@ func (c *baseCache) entry(f *os.File, img *elfImage) *cacheEntry {
 	key := keyOf(&st)
 	p := c.path(key)
 	e, err := readEntry(p, key)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if err == nil {
 		c.stats.Hits++
 		return e
@@ -164,23 +193,68 @@ func (c *baseCache) entry(f *os.File, img *elfImage) *cacheEntry {
 		c.stats.Ignored = append(c.stats.Ignored, fmt.Sprintf("%s (%s): %v", filepath.Base(p), f.Name(), err))
 	}
 	c.stats.Misses++
-	if e, err = hashEntry(f, img, key); err != nil {
-		c.stats.Ignored = append(c.stats.Ignored, fmt.Sprintf("hash %s: %v", f.Name(), err))
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		c.stats.Ignored = append(c.stats.Ignored, fmt.Sprintf("%s: %v", f.Name(), os.NewSyscallError("dup", err)))
 		return nil
 	}
-	// The file must not have changed while it was hashed: its key is
-	// what the entry vouches for.
+	c.todo = append(c.todo, fillJob{f: os.NewFile(uintptr(fd), f.Name()), img: img, key: key})
+	return nil
+}
+
+// start hashes and writes the queued misses in the background.
+func (c *baseCache) start() {
+	if c == nil || len(c.todo) == 0 {
+		return
+	}
+	todo := c.todo
+	c.todo = nil
+	c.fill.Go(func() {
+		for _, j := range todo {
+			why := c.write(j)
+			j.f.Close()
+			c.mu.Lock()
+			if why != "" {
+				c.stats.Ignored = append(c.stats.Ignored, why)
+			} else {
+				c.stats.Written++
+			}
+			c.mu.Unlock()
+		}
+	})
+}
+
+// write hashes j's file and writes its entry; it returns why it did not,
+// or "".
+func (c *baseCache) write(j fillJob) string {
+	e, err := hashEntry(j.f, j.img, j.key)
+	if err != nil {
+		return fmt.Sprintf("hash %s: %v", j.f.Name(), err)
+	}
+	// The file must not have changed before or while it was hashed: its
+	// key is what the entry vouches for.
 	var after unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &after); err != nil || keyOf(&after) != key {
-		c.stats.Ignored = append(c.stats.Ignored, fmt.Sprintf("%s changed while it was hashed: not written", f.Name()))
-		return e
+	if err := unix.Fstat(int(j.f.Fd()), &after); err != nil || keyOf(&after) != j.key {
+		return fmt.Sprintf("%s changed since the baseline: not written", j.f.Name())
 	}
+	p := c.path(j.key)
 	if err := writeEntry(c.dir, p, e); err != nil {
-		c.stats.Ignored = append(c.stats.Ignored, fmt.Sprintf("write %s: %v", filepath.Base(p), err))
-		return e
+		return fmt.Sprintf("write %s: %v", filepath.Base(p), err)
 	}
-	c.stats.Written++
-	return e
+	return ""
+}
+
+// snapshot returns the stats, once the fills under way are done when
+// wait is set.
+func (c *baseCache) snapshot(wait bool) CacheStats {
+	if wait {
+		c.fill.Wait()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	s.Ignored = append([]string(nil), s.Ignored...)
+	return s
 }
 
 // hashEntry computes the digests of the pages of img's loadable

@@ -513,6 +513,7 @@ func timedBaseline(tb testing.TB, pid int, cfg Config) (*Watcher, Coverage, time
 	if len(found) > 0 {
 		tb.Fatalf("findings at baseline of QEMU: %v", found)
 	}
+	cov.Cache = w.CacheFilled() // entries written in the background
 	return w, cov, d
 }
 

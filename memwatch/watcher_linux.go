@@ -198,10 +198,14 @@ func (w *Watcher) aliveAfter(wait time.Duration) error {
 	}
 }
 
-// Close releases the watcher's files.
+// Close releases the watcher's files, once the cache entries being
+// written are done.
 func (w *Watcher) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.cache != nil {
+		w.cache.fill.Wait()
+	}
 	var errs []error
 	for _, f := range []*os.File{w.mapsFile, w.pmap, w.mem, w.pidfd} {
 		if f != nil {
@@ -340,7 +344,22 @@ func (w *Watcher) Baseline() (Coverage, []Finding, error) {
 		}
 	}
 	w.baseDone = true
+	w.cache.start()
 	return w.coverageLocked(), found, nil
+}
+
+// CacheFilled waits until the files the baseline (or a scan, for a
+// library loaded later) did not find in the cache are hashed and
+// written to it, and returns what the cache did. The watcher writes
+// them in the background: the baseline does not wait for the cache.
+func (w *Watcher) CacheFilled() CacheStats {
+	w.mu.Lock()
+	c := w.cache
+	w.mu.Unlock()
+	if c == nil {
+		return CacheStats{Off: "no baseline yet"}
+	}
+	return c.snapshot(true)
 }
 
 // Coverage reports what the baseline covers now (libraries loaded later
@@ -355,8 +374,7 @@ func (w *Watcher) coverageLocked() Coverage {
 	c := Coverage{Tracking: w.tracking, PageScan: w.pageScan, Files: len(w.files), Mappings: len(w.regions), TCGBuffer: w.tcg,
 		Skipped: append([]Skipped(nil), w.skipped...)}
 	if w.cache != nil {
-		c.Cache = w.cache.stats
-		c.Cache.Ignored = append([]string(nil), c.Cache.Ignored...)
+		c.Cache = w.cache.snapshot(false)
 	}
 	for _, r := range w.regions {
 		for _, cl := range r.class {
@@ -787,6 +805,7 @@ func (w *Watcher) scanLocked(full bool) ([]Finding, ScanStats, error) {
 			}
 			found = append(found, f...)
 		}
+		w.cache.start()
 		if w.cfg.Watch&WatchMappings != 0 {
 			found = append(found, w.newLocked(mf, t0)...)
 		}

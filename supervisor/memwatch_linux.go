@@ -135,6 +135,19 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 	for _, why := range cov.Cache.Ignored {
 		p.em.emit(&event.Event{Kind: event.KindWarning, Source: "memwatch", Detail: "memwatch baseline cache: entry not used: " + why})
 	}
+	if cov.Cache.Misses > 0 {
+		// The misses are written in the background; one that could not
+		// be is said once it is known.
+		go func() {
+			st := w.CacheFilled()
+			if ctx.Err() != nil || len(st.Ignored) <= len(cov.Cache.Ignored) {
+				return
+			}
+			for _, why := range st.Ignored[len(cov.Cache.Ignored):] {
+				p.em.emit(&event.Event{Kind: event.KindWarning, Source: "memwatch", Detail: "memwatch baseline cache: " + why})
+			}
+		}()
+	}
 	for _, f := range found {
 		p.observeFromBeside(memFinding(f))
 	}
