@@ -40,9 +40,10 @@
 // the reading the baseline skipped, and a page that no longer matches
 // its digest is a finding ("changed on disk since kfv hashed it"). A
 // file rewritten in place, even with its mtime set back, has a new
-// ctime and misses. An entry that is corrupt, truncated, of another
-// format version or of another version of the file is a miss, hashed
-// and rewritten (temporary file and rename); a cache directory or entry
+// ctime and misses. A miss (no entry, or one that is corrupt,
+// truncated, of another format version or of another version of the
+// file) is hashed at baseline as without a cache, and its entry written
+// in the background (temporary file and rename); a cache directory or entry
 // that is not kfv's user's or root's, or that others may write, is not
 // used. Coverage.Cache says what the baseline took from the cache.
 //
