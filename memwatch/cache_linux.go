@@ -244,6 +244,16 @@ func (c *baseCache) write(j fillJob) string {
 	return ""
 }
 
+// close waits for the fills under way and drops the misses not started
+// (a baseline that failed).
+func (c *baseCache) close() {
+	c.fill.Wait()
+	for _, j := range c.todo {
+		j.f.Close()
+	}
+	c.todo = nil
+}
+
 // snapshot returns the stats, once the fills under way are done when
 // wait is set.
 func (c *baseCache) snapshot(wait bool) CacheStats {

@@ -204,7 +204,7 @@ func (w *Watcher) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.cache != nil {
-		w.cache.fill.Wait()
+		w.cache.close()
 	}
 	var errs []error
 	for _, f := range []*os.File{w.mapsFile, w.pmap, w.mem, w.pidfd} {
