@@ -21,6 +21,10 @@ import (
 // sent SIGUSR1, and prints a tick every 20 ms.
 const childEnv = "KFV_MEMWATCH_TEST_CHILD"
 
+// childMapEnv names a file the child maps read-only and private at
+// start (it prints "mapped ADDR" after its target).
+const childMapEnv = "KFV_MEMWATCH_TEST_MAP"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		runChild()
@@ -43,6 +47,25 @@ func runChild() {
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	fmt.Printf("target %x\n", reflect.ValueOf(neverCalled).Pointer())
+	if p := os.Getenv(childMapEnv); p != "" {
+		// A file mapped read-only and private, as a library's rodata.
+		b, err := os.ReadFile(p)
+		if err != nil {
+			fmt.Printf("read %s: %v\n", p, err)
+			os.Exit(1)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			fmt.Printf("open %s: %v\n", p, err)
+			os.Exit(1)
+		}
+		m, err := unix.Mmap(int(f.Fd()), 0, len(b), unix.PROT_READ, unix.MAP_PRIVATE)
+		if err != nil {
+			fmt.Printf("mmap %s: %v\n", p, err)
+			os.Exit(1)
+		}
+		fmt.Printf("mapped %x\n", reflect.ValueOf(&m[0]).Pointer())
+	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	for n := 0; ; n++ {
 		select {
@@ -62,9 +85,20 @@ func runChild() {
 
 // child is a running test child.
 type child struct {
-	cmd    *exec.Cmd
-	lines  chan string
-	target uint64
+	cmd     *exec.Cmd
+	lines   chan string
+	target  uint64
+	stopped bool
+}
+
+// stop kills the child and waits for it.
+func (c *child) stop(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Kill(); err != nil {
+		t.Fatalf("kill child: %v", err)
+	}
+	_ = c.cmd.Wait() // killed: an error by design
+	c.stopped = true
 }
 
 func startChild(t *testing.T) *child {
@@ -73,8 +107,15 @@ func startChild(t *testing.T) *child {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startChildOf(t, exe)
+}
+
+// startChildOf starts exe (a copy of this test binary) as the child,
+// with env added to its environment.
+func startChildOf(t *testing.T, exe string, env ...string) *child {
+	t.Helper()
 	c := &child{cmd: exec.Command(exe), lines: make(chan string, 1024)}
-	c.cmd.Env = append(os.Environ(), childEnv+"=1")
+	c.cmd.Env = append(append(os.Environ(), childEnv+"=1"), env...)
 	out, err := c.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +124,9 @@ func startChild(t *testing.T) *child {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if c.stopped {
+			return
+		}
 		if err := c.cmd.Process.Kill(); err != nil {
 			t.Errorf("kill child: %v", err)
 		}

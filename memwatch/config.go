@@ -124,6 +124,13 @@ type Config struct {
 	// after the baseline without a finding (QEMU's modules); the
 	// directories of the files mapped at baseline are always included.
 	LibraryDirs []string
+	// Cache is the directory of the baseline cache (see cache_linux.go):
+	// digests of the pages of the ELF files QEMU maps, shared by the
+	// watchers of a host so that a file watched before is not read at
+	// baseline. Empty for none. It must belong to the process's
+	// effective user or root and be writable by nobody else, or it is
+	// not used (Coverage.Cache.Off says why).
+	Cache string
 	// Injecting, when set, is told of every syscall the scrub is about
 	// to make a frozen QEMU thread issue (thread id, syscall number and
 	// its register arguments) and calls the returned function once the
@@ -177,10 +184,43 @@ type Coverage struct {
 	HashedBytes   uint64 // hashed as found (RELRO): not checked against the files
 	TCGBuffer     Range  // excluded translation buffer; empty under KVM
 	Skipped       []Skipped
+	Cache         CacheStats // how the baseline used the cache (Config.Cache)
 }
 
 // Skipped is a mapping memwatch could not watch, and why.
 type Skipped struct {
 	Mapping Mapping
 	Reason  string
+}
+
+// CacheStats says how a baseline used the cache.
+type CacheStats struct {
+	Dir string
+	// Off says why the cache is not used ("" when it is): turned off, or
+	// a directory that is not safe to trust.
+	Off     string
+	Hits    int // files whose digests came from the cache
+	Misses  int // files hashed (and written to the cache)
+	Written int // entries written
+	// Stale counts entries found for an earlier version of a file (or
+	// an earlier file with the same inode): misses, replaced.
+	Stale int
+	// Ignored lists entries read back and not used (corrupt, another
+	// format version, unsafe owner or mode), and entries that could not
+	// be written; each is also a miss.
+	Ignored []string
+}
+
+func (s CacheStats) String() string {
+	if s.Off != "" {
+		return "cache off: " + s.Off
+	}
+	str := fmt.Sprintf("cache %s: %d hits, %d misses (hashed)", s.Dir, s.Hits, s.Misses)
+	if s.Stale > 0 {
+		str += fmt.Sprintf(", %d entries of changed files replaced", s.Stale)
+	}
+	if len(s.Ignored) > 0 {
+		str += fmt.Sprintf(", %d entries ignored", len(s.Ignored))
+	}
+	return str
 }

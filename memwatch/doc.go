@@ -28,6 +28,26 @@
 // copy, which only a scrub needs, is kept compressed: 0.3 of 3.6 MiB for
 // QEMU 7.2), and tampering with RELRO before the baseline is not caught.
 //
+// The baseline reads no memory of text and rodata pages QEMU still
+// shares with the page cache (pagemap says so): they are the file's
+// pages by construction. It reads the files instead, unless
+// Config.Cache names the baseline cache, shared by the watchers of a
+// host: for each file, the SHA-256 of every page of its loadable
+// segments, keyed by device, inode, size, mtime and ctime (see
+// cache_linux.go). A file whose entry matches is not read at baseline;
+// its pages are pending, and the first check of each (the sweep, a
+// private copy, a scrub) reads the file's page, checks it against the
+// digest, and takes the watcher's own hash: the first sweep period does
+// the reading the baseline skipped, and a page that no longer matches
+// its digest is a finding ("changed on disk since kfv hashed it"). A
+// file rewritten in place, even with its mtime set back, has a new
+// ctime and misses. A miss (no entry, or one that is corrupt,
+// truncated, of another format version or of another version of the
+// file) is hashed at baseline as without a cache, and its entry written
+// in the background (temporary file and rename); a cache directory or entry
+// that is not kfv's user's or root's, or that others may write, is not
+// used. Coverage.Cache says what the baseline took from the cache.
+//
 // # Scans
 //
 // Every Config.Period a scan reads /proc/PID/maps and asks
@@ -45,6 +65,8 @@
 // read of maps, while listing only the executable ones misses what a
 // scan must also see (a watched read-only mapping made writable,
 // replaced or unmapped; a library's read-only data mapped later).
+// Reading maps is therefore not a fallback for kernels without
+// PROCMAP_QUERY but the one path on all kernels.
 //
 //   - Mappings: a watched mapping made writable, reprotected, replaced or
 //     unmapped; executable memory that is anonymous, a memfd, the heap

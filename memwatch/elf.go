@@ -2,6 +2,7 @@ package memwatch
 
 import (
 	"debug/elf"
+	"encoding/binary"
 	"fmt"
 	"io"
 )
@@ -45,6 +46,9 @@ type elfImage struct {
 
 // readELF reads the program headers of the ELF file in r.
 func readELF(r io.ReaderAt) (*elfImage, error) {
+	if img := readProgs64(r); img != nil {
+		return img, nil
+	}
 	f, err := elf.NewFile(r)
 	if err != nil {
 		return nil, fmt.Errorf("parse elf: %w", err)
@@ -63,6 +67,53 @@ func readELF(r io.ReaderAt) (*elfImage, error) {
 		return nil, fmt.Errorf("parse elf: no PT_LOAD segment")
 	}
 	return img, nil
+}
+
+// readProgs64 reads the program headers of a little-endian 64-bit ELF
+// file (QEMU's, on x86_64 and arm64) with two reads: debug/elf.NewFile
+// also reads and checks every section header and the section names,
+// which memwatch, like the dynamic loader, has no use for. It returns
+// nil for any other file, or one it cannot read so, and readELF then
+// asks debug/elf (which says what is wrong).
+func readProgs64(r io.ReaderAt) *elfImage {
+	var hb [64]byte
+	if _, err := r.ReadAt(hb[:], 0); err != nil {
+		return nil
+	}
+	if string(hb[:4]) != elf.ELFMAG || elf.Class(hb[elf.EI_CLASS]) != elf.ELFCLASS64 || elf.Data(hb[elf.EI_DATA]) != elf.ELFDATA2LSB {
+		return nil
+	}
+	var h elf.Header64
+	if _, err := binary.Decode(hb[:], binary.LittleEndian, &h); err != nil {
+		return nil
+	}
+	const phsize = 56                                               // sizeof(Elf64_Phdr)
+	if h.Phentsize != phsize || h.Phnum == 0 || h.Phnum == 0xffff { // PN_XNUM: the count is elsewhere
+		return nil
+	}
+	pb := make([]byte, int(h.Phnum)*phsize)
+	if _, err := r.ReadAt(pb, int64(h.Phoff)); err != nil {
+		return nil
+	}
+	img := &elfImage{}
+	for i := range int(h.Phnum) {
+		var p elf.Prog64
+		if _, err := binary.Decode(pb[i*phsize:], binary.LittleEndian, &p); err != nil {
+			return nil
+		}
+		ph := elf.ProgHeader{Type: elf.ProgType(p.Type), Flags: elf.ProgFlag(p.Flags), Off: p.Off, Vaddr: p.Vaddr, Paddr: p.Paddr,
+			Filesz: p.Filesz, Memsz: p.Memsz, Align: p.Align}
+		switch ph.Type {
+		case elf.PT_LOAD:
+			img.loads = append(img.loads, ph)
+		case elf.PT_GNU_RELRO:
+			img.relro = &ph
+		}
+	}
+	if len(img.loads) == 0 {
+		return nil
+	}
+	return img
 }
 
 func pageDown(x uint64) uint64 { return x &^ (PageSize - 1) }
@@ -105,9 +156,9 @@ func (img *elfImage) classify(vaddr uint64, exec bool) Class {
 	return ClassRodata
 }
 
-// readPage reads the file page at off into buf (PageSize bytes), with
-// zeros past the end of the file: exactly what a private file mapping
-// shows before anything writes to it.
+// readPage reads the file page at off into buf (PageSize bytes, or a
+// multiple), with zeros past the end of the file: exactly what a private
+// file mapping shows before anything writes to it.
 func readPage(r io.ReaderAt, off uint64, buf []byte) error {
 	n, err := r.ReadAt(buf, int64(off))
 	if err != nil && err != io.EOF {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -131,6 +133,67 @@ func TestBaselinePIE(t *testing.T) {
 	}
 	if _, _, err := w.Baseline(); err == nil {
 		t.Error("second baseline: no error")
+	}
+}
+
+// TestReadProgs64 checks that the program headers read directly are
+// debug/elf's, for this test binary and every ELF file QEMU maps.
+func TestReadProgs64(t *testing.T) {
+	files := map[string]bool{testExe(t): true}
+	pid := startIdleQEMU(t)
+	ctx, cancel := contextWithTimeout(10 * time.Second)
+	defer cancel()
+	w, err := New(pid, Config{Accel: "tcg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.WaitStable(ctx, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	maps, err := w.readMaps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range maps {
+		if watchable(&m) {
+			files[m.Path] = true
+		}
+	}
+	n := 0
+	for p := range files {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ef, err := elf.NewFile(f)
+		if err != nil {
+			f.Close()
+			continue // not ELF
+		}
+		var want elfImage
+		for _, pr := range ef.Progs {
+			switch pr.Type {
+			case elf.PT_LOAD:
+				want.loads = append(want.loads, pr.ProgHeader)
+			case elf.PT_GNU_RELRO:
+				h := pr.ProgHeader
+				want.relro = &h
+			}
+		}
+		got := readProgs64(f)
+		f.Close()
+		if got == nil || !reflect.DeepEqual(got.loads, want.loads) || (got.relro == nil) != (want.relro == nil) || got.relro != nil && *got.relro != *want.relro {
+			t.Errorf("%s: read directly %+v, debug/elf %+v", p, got, want)
+		}
+		n++
+	}
+	if n < 10 {
+		t.Fatalf("only %d ELF files compared", n)
+	}
+	t.Logf("%d ELF files compared", n)
+	if readProgs64(strings.NewReader("not an ELF file at all, but long enough for a header............")) != nil {
+		t.Error("a file that is not ELF read as ELF")
 	}
 }
 

@@ -117,13 +117,15 @@ type pageRef struct {
 // Preconditions: w.mu is held; QEMU is frozen.
 func (w *Watcher) verifyLocked(restored []pageRef) ([]Finding, error) {
 	var left []Finding
-	cur := make([]byte, PageSize)
+	cur, want := make([]byte, PageSize), make([]byte, PageSize)
 	for _, p := range restored {
 		addr := p.r.Start + uint64(p.i)*PageSize
 		if _, err := w.mem.ReadAt(cur, int64(addr)); err != nil {
 			return nil, fmt.Errorf("read memory at %#x: %w", addr, err)
 		}
-		if maphash.Bytes(w.seed, cur) != p.r.hash[p.i] {
+		if h, ok, err := w.refLocked(p.r, p.i, want); err != nil {
+			return nil, err
+		} else if !ok || maphash.Bytes(w.seed, cur) != h {
 			left = append(left, Finding{Kind: KindModified, Start: addr, End: addr + PageSize, Mapping: p.r.Mapping,
 				Class: p.r.class[p.i], Time: time.Now(), Detail: "still differs after restore"})
 		}
@@ -170,7 +172,9 @@ func (w *Watcher) restoreLocked(rep *ScrubReport) ([]pageRef, error) {
 			if err := w.pageSource(r, ents[i], i, cur); err != nil {
 				return nil, err
 			}
-			if maphash.Bytes(w.seed, cur) == r.hash[i] {
+			if h, ok, err := w.refLocked(r, i, want); err != nil {
+				return nil, err
+			} else if ok && maphash.Bytes(w.seed, cur) == h {
 				continue
 			}
 			addr := r.Start + uint64(i)*PageSize

@@ -3,6 +3,7 @@ package memwatch
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -48,6 +49,7 @@ type Watcher struct {
 	reported map[findingKey]bool
 	sweepAt  int // sweep cursor: index of the next page over all regions
 	baseDone bool
+	cache    *baseCache // opened by Baseline; nil before
 
 	// Reused from scan to scan, so that a steady scan allocates little.
 	mapsFile *os.File // /proc/PID/maps, read with pread from 0
@@ -74,6 +76,9 @@ type watchedFile struct {
 	path string
 	f    *os.File // the mapped file itself, opened through /proc/PID/map_files
 	img  *elfImage
+	// entry holds the digests of the file's pages from the cache; nil
+	// without a cache (its pages are then hashed at baseline).
+	entry *cacheEntry
 }
 
 // region is one watched mapping and its pages' baseline.
@@ -88,6 +93,10 @@ type region struct {
 	// third of an idle supervisor's memory (3.6 MiB for QEMU 7.2 and its
 	// libraries, 0.3 MiB compressed).
 	relroZ []byte
+	// pend marks the text and rodata pages whose hash is not taken yet:
+	// their file's digests came from the cache (see establish). nil
+	// when none is.
+	pend []bool
 }
 
 func (r *region) pages() int { return int((r.End - r.Start) / PageSize) }
@@ -200,10 +209,14 @@ func (w *Watcher) aliveAfter(wait time.Duration) error {
 	}
 }
 
-// Close releases the watcher's files.
+// Close releases the watcher's files, once the cache entries being
+// written are done.
 func (w *Watcher) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.cache != nil {
+		w.cache.close()
+	}
 	var errs []error
 	for _, f := range []*os.File{w.mapsFile, w.pmap, w.mem, w.pidfd} {
 		if f != nil {
@@ -299,6 +312,7 @@ func (w *Watcher) Baseline() (Coverage, []Finding, error) {
 	if err != nil {
 		return Coverage{}, nil, err
 	}
+	w.cache = openCache(w.cfg.Cache)
 	w.tracking = w.cfg.Tracking
 	if w.tracking == TrackAuto {
 		w.tracking = TrackPrivate
@@ -341,7 +355,22 @@ func (w *Watcher) Baseline() (Coverage, []Finding, error) {
 		}
 	}
 	w.baseDone = true
+	w.cache.start()
 	return w.coverageLocked(), found, nil
+}
+
+// CacheFilled waits until the files the baseline (or a scan, for a
+// library loaded later) did not find in the cache are hashed and
+// written to it, and returns what the cache did. The watcher writes
+// them in the background: the baseline does not wait for the cache.
+func (w *Watcher) CacheFilled() CacheStats {
+	w.mu.Lock()
+	c := w.cache
+	w.mu.Unlock()
+	if c == nil {
+		return CacheStats{Off: "no baseline yet"}
+	}
+	return c.snapshot(true)
 }
 
 // Coverage reports what the baseline covers now (libraries loaded later
@@ -355,6 +384,9 @@ func (w *Watcher) Coverage() Coverage {
 func (w *Watcher) coverageLocked() Coverage {
 	c := Coverage{Tracking: w.tracking, PageScan: w.pageScan, Files: len(w.files), Mappings: len(w.regions), TCGBuffer: w.tcg,
 		Skipped: append([]Skipped(nil), w.skipped...)}
+	if w.cache != nil {
+		c.Cache = w.cache.snapshot(false)
+	}
 	for _, r := range w.regions {
 		for _, cl := range r.class {
 			c.Bytes += PageSize
@@ -396,7 +428,7 @@ func (w *Watcher) addRegionLocked(m Mapping, now time.Time) ([]Finding, error) {
 			w.skipLocked(m, err.Error())
 			return nil, f.Close()
 		}
-		wf = &watchedFile{path: m.Path, f: f, img: img}
+		wf = &watchedFile{path: m.Path, f: f, img: img, entry: w.cache.entry(f, img)}
 		w.files[key] = wf
 	}
 	// The load bias comes from the file's first mapping (lowest address).
@@ -433,11 +465,19 @@ func (w *Watcher) addRegionLocked(m Mapping, now time.Time) ([]Finding, error) {
 	// The file's pages are hashed one at a time through one buffer: a
 	// copy of every mapping at once would double the supervisor's memory
 	// for the length of the baseline (QEMU's code alone is tens of MiB).
+	// Pages whose digest the cache holds are not read now: the first
+	// check of each takes its hash (establish).
 	page := make([]byte, PageSize)
 	for i := range n {
 		p := page
 		if r.class[i] == ClassRELRO {
 			p = live[i*PageSize : (i+1)*PageSize]
+		} else if wf.entry.digest(m.Offset+uint64(i)*PageSize) != nil {
+			if r.pend == nil {
+				r.pend = make([]bool, n)
+			}
+			r.pend[i] = true
+			continue
 		} else if err := readPage(wf.f, m.Offset+uint64(i)*PageSize, page); err != nil {
 			return nil, fmt.Errorf("baseline %s: %w", m.Path, err)
 		}
@@ -574,7 +614,8 @@ func (w *Watcher) pageSource(r *region, e PagemapEntry, i int, buf []byte) error
 
 // pristine returns the bytes page i of r must hold: the baseline copy
 // for RELRO, the file's page for the rest, provided the file still
-// hashes as at baseline.
+// hashes as at baseline (or, for a page still pending, matches its
+// cached digest).
 func (w *Watcher) pristine(r *region, i int, buf []byte) error {
 	if r.class[i] == ClassRELRO {
 		live, err := w.relroOf(r)
@@ -590,10 +631,51 @@ func (w *Watcher) pristine(r *region, i int, buf []byte) error {
 	if err := readPage(r.file.f, r.Offset+uint64(i)*PageSize, buf); err != nil {
 		return err
 	}
+	if r.pending(i) {
+		if !w.establish(r, i, buf) {
+			return fmt.Errorf("%s changed on disk at offset %#x since kfv hashed it (cached digest)", r.Path, r.Offset+uint64(i)*PageSize)
+		}
+		return nil
+	}
 	if maphash.Bytes(w.seed, buf) != r.hash[i] {
 		return fmt.Errorf("%s changed on disk at offset %#x since the baseline", r.Path, r.Offset+uint64(i)*PageSize)
 	}
 	return nil
+}
+
+func (r *region) pending(i int) bool { return r.pend != nil && r.pend[i] }
+
+// establish takes the hash of pending page i of r from file, the file's
+// bytes at that page, once they match the page's cached digest. It
+// returns false, leaving the page pending, when they do not: the file
+// changed on disk since it was hashed.
+func (w *Watcher) establish(r *region, i int, file []byte) bool {
+	d := r.file.entry.digest(r.Offset + uint64(i)*PageSize)
+	if d == nil || sha256.Sum256(file) != *d {
+		return false
+	}
+	r.hash[i] = maphash.Bytes(w.seed, file)
+	r.pend[i] = false
+	return true
+}
+
+// refLocked returns the hash page i of r must have, taking it first
+// when the page is pending (want is a page buffer it may use). ok is
+// false when the page is pending and its file no longer matches the
+// cached digest: there is nothing pristine to compare with.
+//
+// Preconditions: w.mu is held.
+func (w *Watcher) refLocked(r *region, i int, want []byte) (h uint64, ok bool, err error) {
+	if !r.pending(i) {
+		return r.hash[i], true, nil
+	}
+	if err := readPage(r.file.f, r.Offset+uint64(i)*PageSize, want); err != nil {
+		return 0, false, err
+	}
+	if !w.establish(r, i, want) {
+		return 0, false, nil
+	}
+	return r.hash[i], true, nil
 }
 
 // checkLocked checks pages idx (ascending) of r against the baseline and
@@ -619,7 +701,20 @@ func (w *Watcher) checkLocked(r *region, ents []PagemapEntry, idx []int, now tim
 		if err := w.pageSource(r, ents[i], i, cur); err != nil {
 			return nil, err
 		}
-		if maphash.Bytes(w.seed, cur) == r.hash[i] {
+		// A pending page's hash is taken now; one whose file no
+		// longer matches its cached digest differs.
+		ok := true
+		if r.pending(i) {
+			if ents[i].Private() { // cur is QEMU's copy: read the file's page
+				var err error
+				if _, ok, err = w.refLocked(r, i, want); err != nil {
+					return nil, err
+				}
+			} else { // cur is the file's page, what QEMU maps
+				ok = w.establish(r, i, cur)
+			}
+		}
+		if ok && maphash.Bytes(w.seed, cur) == r.hash[i] {
 			delete(w.reported, key)
 			continue
 		}
@@ -731,6 +826,7 @@ func (w *Watcher) scanLocked(full bool) ([]Finding, ScanStats, error) {
 			}
 			found = append(found, f...)
 		}
+		w.cache.start()
 		if w.cfg.Watch&WatchMappings != 0 {
 			found = append(found, w.newLocked(mf, t0)...)
 		}

@@ -29,6 +29,7 @@ func newWatcher(t *testing.T, pid int, cfg Config) (*Watcher, Coverage) {
 	if len(found) > 0 {
 		t.Fatalf("findings at baseline: %v", found)
 	}
+	cov.Cache = w.CacheFilled() // entries written in the background
 	if cov.TextBytes == 0 || cov.Files == 0 {
 		t.Fatalf("baseline covers no text: %+v", cov)
 	}

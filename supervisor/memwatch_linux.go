@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"kfv/event"
@@ -20,6 +22,32 @@ import (
 // and read-only data, scans it continuously, and sends what it finds to the
 // VO as L1 findings of the memory resource; the scrub reaction repairs
 // QEMU's memory while it keeps serving its guest.
+
+// stateDir is kfv's state directory, made by make install.
+const stateDir = "/var/lib/kfv"
+
+// MemwatchCacheDir is memwatch's baseline cache directory for the
+// memwatch_cache setting: "" for none when it is "off", the setting
+// when it names a directory, and by default memwatch-cache in kfv's
+// state directory for root when that exists, else in kfv's runtime
+// directory (lost at reboot: the first VM after one hashes again).
+func MemwatchCacheDir(setting string) string {
+	switch setting {
+	case "off":
+		return ""
+	case "":
+	default:
+		return setting
+	}
+	if fi, err := os.Stat(stateDir); err == nil && fi.IsDir() && os.Geteuid() == 0 {
+		return filepath.Join(stateDir, memwatchCacheName)
+	}
+	return filepath.Join(runtimeDir(), memwatchCacheName)
+}
+
+// memwatchCacheName is the cache's directory in kfv's state or runtime
+// directory; reapStale leaves it alone.
+const memwatchCacheName = "memwatch-cache"
 
 // memSeverity is how much each kind of memwatch finding weighs.
 func memSeverity(k memwatch.Kind) profiles.Severity {
@@ -79,7 +107,9 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 		}
 		return
 	}
+	t0 := time.Now()
 	cov, found, err := w.Baseline()
+	took := time.Since(t0)
 	if err != nil {
 		w.Close()
 		// QEMU ending (quit soon after its monitor answered) takes its
@@ -95,8 +125,29 @@ func (p *plane) startMemwatch(ctx context.Context, c *qmp.Client) {
 	p.mem = w
 	p.memMu.Unlock()
 	p.em.emit(&event.Event{Kind: event.KindLifecycle, Source: "memwatch", Detail: fmt.Sprintf(
-		"memwatch baseline (%s): %d files, %d mappings, %d bytes (text %d, rodata %d, RELRO %d; %d compared with the files on disk, %d hashed as found), tracking %s, pages found by %s, scan every %v",
-		mc.Accel, cov.Files, cov.Mappings, cov.Bytes, cov.TextBytes, cov.RodataBytes, cov.RELROBytes, cov.ComparedBytes, cov.HashedBytes, cov.Tracking, cov.PageScan, mc.Period)})
+		"memwatch baseline (%s) in %v: %d files, %d mappings, %d bytes (text %d, rodata %d, RELRO %d; %d compared with the files on disk, %d hashed as found), tracking %s, pages found by %s, scan every %v; %s",
+		mc.Accel, took.Round(time.Microsecond), cov.Files, cov.Mappings, cov.Bytes, cov.TextBytes, cov.RodataBytes, cov.RELROBytes, cov.ComparedBytes, cov.HashedBytes, cov.Tracking, cov.PageScan, mc.Period, cov.Cache)})
+	// A cache that cannot be trusted or used is kfv's to fix, not the
+	// VM's: a warning, and the baseline reads the files.
+	if mc.Cache != "" && cov.Cache.Off != "" {
+		p.em.emit(&event.Event{Kind: event.KindWarning, Source: "memwatch", Detail: "memwatch baseline cache not used: " + cov.Cache.Off})
+	}
+	for _, why := range cov.Cache.Ignored {
+		p.em.emit(&event.Event{Kind: event.KindWarning, Source: "memwatch", Detail: "memwatch baseline cache: entry not used: " + why})
+	}
+	if cov.Cache.Misses > 0 {
+		// The misses are written in the background; one that could not
+		// be is said once it is known.
+		go func() {
+			st := w.CacheFilled()
+			if ctx.Err() != nil || len(st.Ignored) <= len(cov.Cache.Ignored) {
+				return
+			}
+			for _, why := range st.Ignored[len(cov.Cache.Ignored):] {
+				p.em.emit(&event.Event{Kind: event.KindWarning, Source: "memwatch", Detail: "memwatch baseline cache: " + why})
+			}
+		}()
+	}
 	for _, f := range found {
 		p.observeFromBeside(memFinding(f))
 	}

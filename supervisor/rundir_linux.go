@@ -123,7 +123,7 @@ func reapStale(root string, now time.Time) {
 		return
 	}
 	for _, e := range ents {
-		if !e.IsDir() {
+		if !e.IsDir() || e.Name() == memwatchCacheName {
 			continue
 		}
 		p := filepath.Join(root, e.Name())

@@ -26,7 +26,7 @@ func TestReapStale(t *testing.T) {
 		}
 		return p
 	}
-	stale, held, young := mk("stale"), mk("held"), mk("young")
+	stale, held, young, cache := mk("stale"), mk("held"), mk("young"), mk(memwatchCacheName)
 	lock, err := lockDir(held, unix.LOCK_EX|unix.LOCK_NB)
 	if err != nil {
 		t.Fatal(err)
@@ -34,13 +34,13 @@ func TestReapStale(t *testing.T) {
 	defer lock.Close()
 	now := time.Now()
 	old := now.Add(-2 * staleAge)
-	for _, p := range []string{stale, held} {
+	for _, p := range []string{stale, held, cache} {
 		if err := os.Chtimes(p, old, old); err != nil {
 			t.Fatal(err)
 		}
 	}
 	reapStale(root, now)
-	for p, want := range map[string]bool{stale: false, held: true, young: true} {
+	for p, want := range map[string]bool{stale: false, held: true, young: true, cache: true} {
 		if _, err := os.Stat(p); (err == nil) != want {
 			t.Errorf("%s: exists %v after the reap, want %v", filepath.Base(p), err == nil, want)
 		}

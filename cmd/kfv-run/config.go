@@ -74,6 +74,11 @@ type config struct {
 	CgroupPidsMax   string `toml:"cgroup_pids_max"`
 	CgroupMemoryMax string `toml:"cgroup_memory_max"`
 	cgroup          *supervisor.Cgroup
+	// MemwatchCache is the directory of memwatch's baseline cache,
+	// shared by the VMs of the host: "" for the default
+	// (supervisor.DefaultMemwatchCache), "off" for none, or an
+	// absolute directory.
+	MemwatchCache string `toml:"memwatch_cache"`
 	// EnvironmentOverrides lets KFV_CONFIG choose another file. Only
 	// the system file's setting counts.
 	EnvironmentOverrides *bool `toml:"environment_overrides"`
@@ -139,6 +144,9 @@ func (c *config) validate() error {
 		if _, err := supervisor.ParseLandlockMode(c.Landlock); err != nil {
 			return err
 		}
+	}
+	if c.MemwatchCache != "" && c.MemwatchCache != "off" && !filepath.IsAbs(c.MemwatchCache) {
+		return fmt.Errorf("memwatch_cache %q: want an absolute directory, \"off\" for none, or \"\" for the default", c.MemwatchCache)
 	}
 	cg, err := parseCgroup(c.Cgroup, c.CgroupPidsMax, c.CgroupMemoryMax)
 	if err != nil {

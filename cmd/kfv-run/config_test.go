@@ -150,3 +150,35 @@ func TestConfigCgroup(t *testing.T) {
 		})
 	}
 }
+
+func TestConfigMemwatchCache(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		name, body, want, err string
+	}{
+		{name: "default", body: "", want: supervisor.MemwatchCacheDir("")},
+		{name: "off", body: "memwatch_cache = \"off\"\n", want: ""},
+		{name: "dir", body: "memwatch_cache = \"/srv/kfv/cache\"\n", want: "/srv/kfv/cache"},
+		{name: "relative", body: "memwatch_cache = \"cache\"\n", err: `memwatch_cache "cache": want an absolute directory`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := writeConfig(t, dir, tt.name+".toml", tt.body)
+			c, err := loadConfig(p)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), p) {
+					t.Fatalf("loadConfig = %v, want an error naming %s and containing %q", err, p, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := supervisor.MemwatchCacheDir(c.MemwatchCache); got != tt.want {
+				t.Errorf("memwatch cache %q, want %q", got, tt.want)
+			}
+		})
+	}
+	if d := supervisor.MemwatchCacheDir(""); !strings.HasSuffix(d, "/memwatch-cache") || !filepath.IsAbs(d) {
+		t.Errorf("default memwatch cache %q", d)
+	}
+}

@@ -89,6 +89,9 @@ type emulatorSetup struct {
 	EventsMaxSize int64  `json:"events_max_size,omitempty"`
 	EventsKeep    int    `json:"events_keep,omitempty"`
 	MetricsDir    string `json:"metrics_dir,omitempty"`
+	// MemwatchCache is kfv.toml's memwatch_cache, resolved by the
+	// supervisor (its user chooses the default).
+	MemwatchCache string `json:"memwatch_cache,omitempty"`
 	Mode          string `json:"mode"`
 	Landlock      string `json:"landlock,omitempty"`
 	Events        string `json:"events"` // the file
@@ -161,7 +164,7 @@ func emulatorStageMain() int {
 	if err != nil {
 		return emulatorFail(125, err)
 	}
-	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Overlay: cfg.ProfileOverlay, EventsMaxSize: cfg.eventsMaxSize, EventsKeep: cfg.EventsKeep, MetricsDir: cfg.MetricsDir, Mode: cfg.Mode, Landlock: cfg.Landlock, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
+	setup, err := json.Marshal(&emulatorSetup{Profile: cfg.Profile, Overlay: cfg.ProfileOverlay, EventsMaxSize: cfg.eventsMaxSize, EventsKeep: cfg.EventsKeep, MetricsDir: cfg.MetricsDir, MemwatchCache: cfg.MemwatchCache, Mode: cfg.Mode, Landlock: cfg.Landlock, Events: cfg.eventsPath(vm), VM: vm, Config: cfg.Source, MonitorDir: l.MonitorDir(), HeldStart: l.HeldStart,
 		ServerSockets: l.ServerSockets, Warnings: l.Warnings})
 	if err != nil {
 		l.Close()
@@ -211,7 +214,7 @@ func emulatorSupervisorMain() int {
 		// Under libvirt QEMU is not kfv's child and runs as another user:
 		// memwatch's scrub needs ptrace over it, which the supervisor
 		// (forked by QEMU's process) has.
-		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Policy: pol, Mode: mode, VM: st.VM, Events: ev, HeldStart: st.HeldStart, Landlock: landlockMode(st.Landlock, p.Landlock), Memwatch: &memwatch.Config{}, Version: version,
+		cfg := &supervisor.Config{QEMU: req.QEMU, Args: req.Argv[1:], Policy: pol, Mode: mode, VM: st.VM, Events: ev, HeldStart: st.HeldStart, Landlock: landlockMode(st.Landlock, p.Landlock), Memwatch: &memwatch.Config{Cache: supervisor.MemwatchCacheDir(st.MemwatchCache)}, Version: version,
 			Reload: func() (*supervisor.Policy, error) {
 				return supervisor.NewPolicy(st.Profile, st.Overlay, req.QEMU, req.Argv[1:], req.Env, req.Cwd, st.ServerSockets)
 			}}

@@ -59,6 +59,10 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(err.Error(), 125)
 	}
+	mwCache, err := memwatchCacheSetting()
+	if err != nil {
+		return cli.Exit(err.Error(), 125)
+	}
 	cwd, err := os.Getwd()
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("current directory: %v", err), 125)
@@ -162,7 +166,7 @@ func runAction(c *cli.Context) error {
 		HeldStart:       l.HeldStart,
 		Landlock:        landlockMode(c.String("landlock"), p.Landlock),
 		CheckpointEvery: c.Duration("checkpoint-every"),
-		Memwatch:        memwatchConfig(l.IsQEMU && c.Bool("memwatch"), c.Duration("memwatch-period")),
+		Memwatch:        memwatchConfig(l.IsQEMU && c.Bool("memwatch"), c.Duration("memwatch-period"), mwCache),
 		MaxRestarts:     c.Int("max-restarts"),
 		Monitors:        l.Monitors,
 		HideFDs:         l.HideFDs,
@@ -246,12 +250,28 @@ func vmName(args []string) string {
 	return "qemu"
 }
 
-// memwatchConfig is the watch over QEMU's memory, or nil for none.
-func memwatchConfig(on bool, period time.Duration) *memwatch.Config {
+// memwatchConfig is the watch over QEMU's memory, or nil for none;
+// cache is the baseline cache's directory ("" for none).
+func memwatchConfig(on bool, period time.Duration, cache string) *memwatch.Config {
 	if !on {
 		return nil
 	}
-	return &memwatch.Config{Period: period}
+	return &memwatch.Config{Period: period, Cache: cache}
+}
+
+// memwatchCacheSetting is memwatch's baseline cache directory from
+// memwatch_cache in the system configuration: "" when it is "off", the
+// default when it is unset (or the file may not be read by a kfv-run
+// that is not root).
+func memwatchCacheSetting() (string, error) {
+	cfg, err := findConfig(os.Getenv)
+	if errors.Is(err, fs.ErrPermission) && os.Geteuid() != 0 {
+		return supervisor.MemwatchCacheDir(""), nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return supervisor.MemwatchCacheDir(cfg.MemwatchCache), nil
 }
 
 // landlockMode is the operator's setting when there is one, else the
