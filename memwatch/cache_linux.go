@@ -214,7 +214,9 @@ func (c *baseCache) start() {
 			why := c.write(j)
 			j.f.Close()
 			c.mu.Lock()
-			if why != "" {
+			if why == errUnsettled {
+				c.stats.Unsettled++
+			} else if why != "" {
 				c.stats.Ignored = append(c.stats.Ignored, why)
 			} else {
 				c.stats.Written++
@@ -224,9 +226,18 @@ func (c *baseCache) start() {
 	})
 }
 
+// errUnsettled is write's answer for a file changed too recently.
+const errUnsettled = "unsettled"
+
 // write hashes j's file and writes its entry; it returns why it did not,
 // or "".
 func (c *baseCache) write(j fillJob) string {
+	// A file changed within a tick of the kernel's coarse clock before
+	// it is hashed could change again and keep its ctime: no entry
+	// vouches for it until it has settled.
+	if time.Now().UnixNano()-j.key.Ctime <= int64(settleWindow) {
+		return errUnsettled
+	}
 	e, err := hashEntry(j.f, j.img, j.key)
 	if err != nil {
 		return fmt.Sprintf("hash %s: %v", j.f.Name(), err)

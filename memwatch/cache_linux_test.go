@@ -612,3 +612,57 @@ func BenchmarkBaselineQEMU(b *testing.B) {
 		})
 	}
 }
+
+// TestSweepTrustsSettledFiles: the sweep reads a page-cache page only
+// when its file may have changed. With every file settled, a scan that
+// sweeps every page reads next to none of them; a file changed less
+// than settleWindow before kfv looked at it is read on every sweep and
+// gets no cache entry; and a write to a settled file is read and found.
+func TestSweepTrustsSettledFiles(t *testing.T) {
+	tmp := t.TempDir()
+	lib := copyFile(t, testExe(t), filepath.Join(tmp, "lib.so"))
+	c := startChildOf(t, testExe(t), childMapEnv+"="+lib)
+	if _, err := fmt.Sscanf(c.next(t, "mapped "), "mapped %x", new(uint64)); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.cmd.Process.Pid
+	cfg := Config{SweepPeriod: DefaultPeriod, Tracking: TrackPrivate} // every scan sweeps every page
+	settled, _ := newWatcher(t, pid, cfg)
+	_, st, err := settled.Scan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PagesChecked*10 > st.PagesTracked {
+		t.Errorf("settled files: a full sweep read %d of %d pages", st.PagesChecked, st.PagesTracked)
+	}
+
+	defer func(w time.Duration) { settleWindow = w }(settleWindow)
+	settleWindow = time.Hour // every file changed "just now"
+	cfg.Cache = filepath.Join(tmp, "cache")
+	racy, cov := newWatcher(t, pid, cfg)
+	if cov.Cache.Written != 0 || cov.Cache.Unsettled != 2 || len(cov.Cache.Ignored) != 0 {
+		t.Errorf("unsettled files: cache %+v, want nothing written and 2 unsettled", cov.Cache)
+	}
+	if _, st, err = racy.Scan(); err != nil {
+		t.Fatal(err)
+	}
+	if st.PagesChecked != st.PagesTracked {
+		t.Errorf("unsettled files: a full sweep read %d of %d pages", st.PagesChecked, st.PagesTracked)
+	}
+
+	at := fileOffset(t, pid, c.target)
+	f, err := os.OpenFile(lib, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{0xcc, 0xcc, 0xcc, 0xcc}, int64(at)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	found, _, err := settled.Scan()
+	if err != nil || len(found) != 1 || found[0].Mapping.Path != lib || !strings.Contains(found[0].Detail, "changed on disk") {
+		t.Fatalf("settled watcher after a write to %s: %v %v", lib, found, err)
+	}
+}

@@ -205,6 +205,10 @@ type CacheStats struct {
 	// Stale counts entries found for an earlier version of a file (or
 	// an earlier file with the same inode): misses, replaced.
 	Stale int
+	// Unsettled counts misses not written because the file had changed
+	// too recently for its ctime to vouch for it (memwatch's
+	// settleWindow); a later VM writes them.
+	Unsettled int
 	// Ignored lists entries read back and not used (corrupt, another
 	// format version, unsafe owner or mode), and entries that could not
 	// be written; each is also a miss.

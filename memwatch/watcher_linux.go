@@ -47,7 +47,8 @@ type Watcher struct {
 	skipped  []Skipped
 	lateDirs map[string]bool
 	reported map[findingKey]bool
-	sweepAt  int // sweep cursor: index of the next page over all regions
+	sweepAt  int    // sweep cursor: index of the next page over all regions
+	scanGen  uint64 // counts scans, for sameFileLocked
 	baseDone bool
 	cache    *baseCache // opened by Baseline; nil before
 
@@ -79,6 +80,14 @@ type watchedFile struct {
 	// entry holds the digests of the file's pages from the cache; nil
 	// without a cache (its pages are then hashed at baseline).
 	entry *cacheEntry
+	// key is the file's identity and times, taken before its pages were
+	// first read; settled says its ctime was then older than
+	// settleWindow, so that a later change cannot share it.
+	key     cacheKey
+	settled bool
+	// gen and same: in scan gen, the file still had key (sameFileLocked).
+	gen  uint64
+	same bool
 }
 
 // region is one watched mapping and its pages' baseline.
@@ -428,7 +437,15 @@ func (w *Watcher) addRegionLocked(m Mapping, now time.Time) ([]Finding, error) {
 			w.skipLocked(m, err.Error())
 			return nil, f.Close()
 		}
-		wf = &watchedFile{path: m.Path, f: f, img: img, entry: w.cache.entry(f, img)}
+		wf = &watchedFile{path: m.Path, f: f, img: img}
+		// Before anything of the file is read: a change after this
+		// shows in its key.
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err == nil {
+			wf.key = keyOf(&st)
+			wf.settled = time.Now().UnixNano()-wf.key.Ctime > int64(settleWindow)
+		}
+		wf.entry = w.cache.entry(f, img)
 		w.files[key] = wf
 	}
 	// The load bias comes from the file's first mapping (lowest address).
@@ -848,12 +865,17 @@ func (w *Watcher) scanLocked(full bool) ([]Finding, ScanStats, error) {
 		}
 	}
 	sweep := w.sweepSliceLocked(full)
+	w.scanGen++
 	for ri, r := range w.regions {
 		var idx []int
 		for i, e := range ents[ri] {
 			c := r.class[i]
 			switch {
-			case full || sweep(ri, i):
+			case full:
+			case sweep(ri, i) && (c == ClassRELRO || e.Private() || !w.sameFileLocked(r.file)):
+				// The sweep reads a page-cache page only when its file
+				// may have changed: such a page is the file's, and the
+				// file's times move with every write to it.
 			case c != ClassRELRO && e.Private():
 				st.Private++
 			case c == ClassRELRO && w.tracking == TrackSoftDirty && e.SoftDirty():
@@ -872,6 +894,33 @@ func (w *Watcher) scanLocked(full bool) ([]Finding, ScanStats, error) {
 	}
 	st.Duration = time.Since(t0)
 	return found, st, nil
+}
+
+// settleWindow is how old a file's ctime must be for the sweep to trust
+// it: a change made within the same tick of the kernel's coarse clock
+// may leave it as it was (git's "racy" files).
+var settleWindow = 2 * time.Second
+
+// sameFileLocked says whether r's file is as it was before its pages
+// were first read: same device, inode, size, mtime and ctime, and a
+// ctime old enough to tell. Checked once per scan, and only when the
+// sweep gets to the file.
+//
+// Preconditions: w.mu is held.
+func (w *Watcher) sameFileLocked(wf *watchedFile) bool {
+	if !wf.settled {
+		return false
+	}
+	if wf.gen != w.scanGen {
+		var st unix.Stat_t
+		wf.gen = w.scanGen
+		wf.same = unix.Fstat(int(wf.f.Fd()), &st) == nil && keyOf(&st) == wf.key
+		if !wf.same {
+			// Changed: from now on every page is read when swept.
+			wf.settled = false
+		}
+	}
+	return wf.same
 }
 
 // sweepSliceLocked advances the sweep by this scan's share of the pages
