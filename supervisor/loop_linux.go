@@ -5,6 +5,8 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +36,7 @@ func (s *session) loop() error {
 	if err := seccompnotify.PrepareEmulationThread(currentUmask()); err != nil {
 		return fmt.Errorf("prepare the notification thread: %w", err)
 	}
+	keepSpareP()
 	var c seccompnotify.Call
 	for {
 		if err := s.listener.Receive(&c.N); err != nil {
@@ -43,6 +46,22 @@ func (s *session) loop() error {
 			return err
 		}
 		s.handle(&c)
+	}
+}
+
+// keepSpareP gives the runtime a second P when it has only one (kfv-run
+// pinned to one CPU, as it is beside the VM it supervises), unless
+// GOMAXPROCS is set in the environment. The loop blocks in a syscall
+// between notifications; with a single P, Go's sysmon finds no idle P
+// and retakes the loop's from the syscall (and wakes a thread to take
+// it over), which on one CPU the target's call waits for. With an idle
+// spare P it leaves the loop's alone, and backs off. Measured on one CPU
+// (the bench's getppid round trip): 10.97 µs against 10.15 µs per call.
+// The CPUs kfv may use stay the same: it is the runtime's bookkeeping,
+// not more threads running at once on that CPU.
+func keepSpareP() {
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < 2 {
+		runtime.GOMAXPROCS(2)
 	}
 }
 
