@@ -66,11 +66,18 @@ func keepSpareP() {
 }
 
 func (s *session) handle(c *seccompnotify.Call) {
-	c.DecodeErr = s.dec.Decode(&c.N, &c.Req)
+	s.dec.DecodeCall(c)
 	// Everything read above (memory, /proc) is only trustworthy if the
-	// thread is still the one that made this call.
-	if err := s.listener.IDValid(c.N.ID); err != nil {
-		return // the caller is gone; nobody to answer
+	// thread is still the one that made this call. A request of the
+	// call's own registers (Call.OwnArgs) is checked only before
+	// something is done with it besides a plain verdict: the answer
+	// itself fails with ENOENT when the caller is gone (one ioctl less
+	// per call on the allow and deny paths of such calls).
+	checked := !c.OwnArgs
+	if checked {
+		if err := s.listener.IDValid(c.N.ID); err != nil {
+			return // the caller is gone; nobody to answer
+		}
 	}
 	s.maybeFollow(c)
 	switch {
@@ -80,6 +87,9 @@ func (s *session) handle(c *seccompnotify.Call) {
 		s.gate.Refuse(c, orch.Decision{Action: profiles.VerdictDeny, Rule: "kfv:arch", Reason: fmt.Sprintf("unexpected audit arch %#x", c.N.Arch)})
 		return
 	case !s.execDone && (c.Req.Syscall == "execve" || c.Req.Syscall == "execveat") && c.N.PID == s.proc.pid:
+		if !checked && s.listener.IDValid(c.N.ID) != nil {
+			return
+		}
 		s.gateExec(c)
 		return
 	case s.injected.is(&c.N):
@@ -100,6 +110,12 @@ func (s *session) handle(c *seccompnotify.Call) {
 		if what := s.netCall(&c.Req); what != "" {
 			d.Action, d.Errno, d.Hold = profiles.VerdictDeny, int(unix.ENETDOWN), false
 			d.Rule, d.Reason = netSwitchRule, "the VM's network is down (link_down): kfv refuses "+what
+		}
+	}
+	if !checked && (d.Hold || len(d.Findings) > 0) {
+		// Held, or findings for the VO: acted on before the answer.
+		if err := s.listener.IDValid(c.N.ID); err != nil {
+			return
 		}
 	}
 	if d.Hold && s.cfg.Mode == Enforce && s.plane.hold(c, d) {
