@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -221,7 +222,21 @@ func summarize(r *orch.Request) string {
 	if r.Ifreq != nil {
 		fmt.Fprintf(&b, "ifname=%q ", r.Ifname)
 	}
-	fmt.Fprintf(&b, "args=[%#x %#x %#x %#x %#x %#x]", r.Args[0], r.Args[1], r.Args[2], r.Args[3], r.Args[4], r.Args[5])
+	// The raw arguments are on every decision event: appended, not
+	// formatted (fmt cost about a microsecond a call here).
+	var a [8 + 6*19 + 1]byte
+	buf := append(a[:0], "args=["...)
+	for i, v := range r.Args {
+		if i > 0 {
+			buf = append(buf, ' ')
+		}
+		buf = strconv.AppendUint(append(buf, "0x"...), v, 16) // as %#x
+	}
+	buf = append(buf, ']')
+	if b.Len() == 0 {
+		return string(buf)
+	}
+	b.Write(buf)
 	return b.String()
 }
 
