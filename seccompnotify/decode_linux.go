@@ -70,6 +70,21 @@ func (d *Decoder) Close() {
 // in the returned error but r is filled as far as possible; the caller
 // must then check l.IDValid(n.ID) before acting on anything read.
 func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
+	_, err := d.decode(n, r)
+	return err
+}
+
+// DecodeCall decodes c.N into c.Req and c.DecodeErr as Decode does, and
+// sets c.OwnArgs when nothing decoded depends on the caller still being
+// the thread that made the call (Call.OwnArgs).
+func (d *Decoder) DecodeCall(c *Call) {
+	c.OwnArgs, c.DecodeErr = d.decode(&c.N, &c.Req)
+}
+
+// decode is Decode; own reports that r holds only the notification's
+// own registers and names read through kept fds (threadNames.nameKept),
+// nothing read from the caller's memory or from /proc by its id.
+func (d *Decoder) decode(n *Notif, r *orch.Request) (bool, error) {
 	*r = orch.Request{
 		Time: time.Now(),
 		TID:  n.PID,
@@ -85,8 +100,10 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 	if d.PID > 0 {
 		d.threadsOnce.Do(func() { d.threads = newThreadNames(d.PID) })
 	}
-	if name, ok := d.threads.nameIn(n.PID); ok {
+	own := false
+	if name, ok, kept := d.threads.nameKept(n.PID); ok {
 		r.PID, r.Thread = d.PID, name
+		own = kept
 		// Any thread can name itself (prctl PR_SET_NAME, allowed in the
 		// kernel: QEMU names each thread as it starts), so a name says
 		// which role a thread claims, not which it has. The one role a
@@ -94,9 +111,11 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 		// another thread is a thread that never named itself, or one
 		// that took the main loop's name.
 		if int(n.PID) != d.PID {
-			if main, ok := d.threads.nameIn(d.PID); ok && main == name {
+			main, ok, kept := d.threads.nameKept(d.PID)
+			if ok && main == name {
 				r.Thread = UnnamedPrefix + name
 			}
+			own = own && ok && kept
 		}
 	} else {
 		r.PID = tgidOf(n.PID)
@@ -106,8 +125,9 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 	}
 	k, ok := sysent.Lookup(r.Syscall)
 	if !ok {
-		return nil
+		return own, nil
 	}
+	own = own && registersOnly(k)
 	if k.Effect == sysent.CreateProcesses {
 		r.HasVCPU = hasVCPU(r.PID)
 	}
@@ -171,9 +191,20 @@ func (d *Decoder) Decode(n *Notif, r *orch.Request) error {
 		}
 	}
 	if len(errs) > 0 {
-		return errs[0]
+		return false, errs[0]
 	}
-	return nil
+	return own, nil
+}
+
+// registersOnly reports whether decoding a call of k reads nothing but
+// its registers: no fd target, path, address, message, bound address,
+// memory, and no /proc lookup of the caller's process (vCPUs, a pid
+// argument). An ioctl may read an ifreq (TUNSETIFF), and a performed
+// call acts before it is answered: never.
+func registersOnly(k *sysent.Entry) bool {
+	return len(k.FDArgs) == 0 && k.PathArg < 0 && k.Path2Arg < 0 && k.SockaddrArg < 0 &&
+		k.MsgArg < 0 && k.SockNameArg < 0 && !k.ReadsMemory && k.PIDArg < 0 &&
+		k.Effect != sysent.CreateProcesses && k.Name != "ioctl" && !k.Performed()
 }
 
 // decodePath reads the path argument i (relative to directory fd

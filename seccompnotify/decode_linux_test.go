@@ -380,3 +380,52 @@ func TestOwnThread(t *testing.T) {
 		t.Errorf("init, a process group or a thread of this process counted as another's own")
 	}
 }
+
+// TestDecodeOwnArgs: a call decoded from its registers alone, its
+// caller's name read through an fd kept from an earlier call, needs no
+// NOTIF_ID_VALID check (Call.OwnArgs); the first call of a thread (its
+// fd opened now, possibly for a thread that took a gone caller's id) and
+// a call whose path is read from memory do.
+func TestDecodeOwnArgs(t *testing.T) {
+	d := &Decoder{Names: map[int]string{unix.SYS_GETPPID: "getppid", unix.SYS_OPENAT: "openat"}, PID: os.Getpid()}
+	defer d.Close()
+	type step struct {
+		name string
+		nr   int
+		want bool
+	}
+	steps := []step{
+		{"first call: fds opened now", unix.SYS_GETPPID, false},
+		{"second call: kept fds", unix.SYS_GETPPID, true},
+		{"path read from memory", unix.SYS_OPENAT, false},
+		{"registers again", unix.SYS_GETPPID, true},
+	}
+	got := make([]bool, len(steps))
+	done := make(chan struct{})
+	go func() {
+		// Never unlocked: not the main thread (its own name is compared
+		// with the main thread's), and it ends with the goroutine.
+		runtime.LockOSThread()
+		defer close(done)
+		tid := unix.Gettid()
+		for i, s := range steps {
+			c := Call{N: Notif{PID: tid, Nr: s.nr, Args: [6]uint64{uint64(0xffffff9c), 0}}}
+			d.DecodeCall(&c)
+			got[i] = c.OwnArgs
+		}
+	}()
+	<-done
+	for i, s := range steps {
+		if got[i] != s.want {
+			t.Errorf("%s: OwnArgs %v, want %v", s.name, got[i], s.want)
+		}
+	}
+	// A thread of another process is named through /proc by its id:
+	// never its own arguments.
+	c := Call{N: Notif{PID: os.Getppid(), Nr: unix.SYS_GETPPID}}
+	d.DecodeCall(&c)
+	d.DecodeCall(&c)
+	if c.OwnArgs {
+		t.Errorf("call of another process: OwnArgs true, want false")
+	}
+}

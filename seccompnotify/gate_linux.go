@@ -25,6 +25,14 @@ type Call struct {
 	N         Notif
 	Req       orch.Request
 	DecodeErr error
+	// OwnArgs is set by Decoder.DecodeCall when the request holds only
+	// the call's registers and the caller's name read through an fd kept
+	// from before the notification: nothing that a thread taking the id
+	// of a caller gone since could have changed. A plain verdict on such
+	// a request (CONTINUE or an errno, nothing acted on first) needs no
+	// NOTIF_ID_VALID check: the kernel's SEND fails with ENOENT for a
+	// notification whose caller is gone, and ids are never reused.
+	OwnArgs bool
 
 	detail string // what the gate learnt on the way (the path requested)
 }

@@ -33,8 +33,20 @@ func newThreadNames(pid int) *threadNames {
 // nameIn returns tid's name and whether tid is a thread of the process;
 // a nil t knows no process.
 func (t *threadNames) nameIn(tid int) (string, bool) {
+	name, ok, _ := t.nameKept(tid)
+	return name, ok
+}
+
+// nameKept is nameIn that also says whether the name was read through an
+// fd kept from before (kept): one opened for an earlier call of tid. A
+// read that succeeds on such an fd proves that the thread it was opened
+// for is alive, so it is still the one that has the id tid, and so the
+// caller of a notification received after the fd was opened: the name is
+// the caller's without a NOTIF_ID_VALID check. A fd opened now could be
+// for a thread that took the id of a caller gone since the notification.
+func (t *threadNames) nameKept(tid int) (name string, ok, kept bool) {
 	if t == nil {
-		return "", false
+		return "", false, false
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -45,7 +57,7 @@ func (t *threadNames) nameIn(tid int) (string, bool) {
 			var err error
 			fd, err = unix.Open("/proc/"+strconv.Itoa(t.pid)+"/task/"+strconv.Itoa(tid)+"/comm", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
-				return "", false // not a thread of pid (or gone)
+				return "", false, false // not a thread of pid (or gone)
 			}
 			if len(t.fds) >= maxThreadFDs {
 				t.closeAllLocked()
@@ -54,14 +66,14 @@ func (t *threadNames) nameIn(tid int) (string, bool) {
 		}
 		n, err := unix.Pread(fd, buf[:], 0)
 		if err == nil {
-			return string(bytes.TrimSuffix(buf[:n], []byte("\n"))), true
+			return string(bytes.TrimSuffix(buf[:n], []byte("\n"))), true, ok
 		}
 		// The thread is gone (or the tid was reused): retry once with a
 		// fresh fd.
 		unix.Close(fd)
 		delete(t.fds, tid)
 	}
-	return "", false
+	return "", false, false
 }
 
 // closeAllLocked closes every kept fd.

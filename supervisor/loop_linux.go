@@ -5,6 +5,9 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +37,7 @@ func (s *session) loop() error {
 	if err := seccompnotify.PrepareEmulationThread(currentUmask()); err != nil {
 		return fmt.Errorf("prepare the notification thread: %w", err)
 	}
+	keepSpareP()
 	var c seccompnotify.Call
 	for {
 		if err := s.listener.Receive(&c.N); err != nil {
@@ -46,12 +50,35 @@ func (s *session) loop() error {
 	}
 }
 
+// keepSpareP gives the runtime a second P when it has only one (kfv-run
+// pinned to one CPU, as it is beside the VM it supervises), unless
+// GOMAXPROCS is set in the environment. The loop blocks in a syscall
+// between notifications; with a single P, Go's sysmon finds no idle P
+// and retakes the loop's from the syscall (and wakes a thread to take
+// it over), which on one CPU the target's call waits for. With an idle
+// spare P it leaves the loop's alone, and backs off. Measured on one CPU
+// (the bench's getppid round trip): 10.97 µs against 10.15 µs per call.
+// The CPUs kfv may use stay the same: it is the runtime's bookkeeping,
+// not more threads running at once on that CPU.
+func keepSpareP() {
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < 2 {
+		runtime.GOMAXPROCS(2)
+	}
+}
+
 func (s *session) handle(c *seccompnotify.Call) {
-	c.DecodeErr = s.dec.Decode(&c.N, &c.Req)
+	s.dec.DecodeCall(c)
 	// Everything read above (memory, /proc) is only trustworthy if the
-	// thread is still the one that made this call.
-	if err := s.listener.IDValid(c.N.ID); err != nil {
-		return // the caller is gone; nobody to answer
+	// thread is still the one that made this call. A request of the
+	// call's own registers (Call.OwnArgs) is checked only before
+	// something is done with it besides a plain verdict: the answer
+	// itself fails with ENOENT when the caller is gone (one ioctl less
+	// per call on the allow and deny paths of such calls).
+	checked := !c.OwnArgs
+	if checked {
+		if err := s.listener.IDValid(c.N.ID); err != nil {
+			return // the caller is gone; nobody to answer
+		}
 	}
 	s.maybeFollow(c)
 	switch {
@@ -61,6 +88,9 @@ func (s *session) handle(c *seccompnotify.Call) {
 		s.gate.Refuse(c, orch.Decision{Action: profiles.VerdictDeny, Rule: "kfv:arch", Reason: fmt.Sprintf("unexpected audit arch %#x", c.N.Arch)})
 		return
 	case !s.execDone && (c.Req.Syscall == "execve" || c.Req.Syscall == "execveat") && c.N.PID == s.proc.pid:
+		if !checked && s.listener.IDValid(c.N.ID) != nil {
+			return
+		}
 		s.gateExec(c)
 		return
 	case s.injected.is(&c.N):
@@ -81,6 +111,12 @@ func (s *session) handle(c *seccompnotify.Call) {
 		if what := s.netCall(&c.Req); what != "" {
 			d.Action, d.Errno, d.Hold = profiles.VerdictDeny, int(unix.ENETDOWN), false
 			d.Rule, d.Reason = netSwitchRule, "the VM's network is down (link_down): kfv refuses "+what
+		}
+	}
+	if !checked && (d.Hold || len(d.Findings) > 0) {
+		// Held, or findings for the VO: acted on before the answer.
+		if err := s.listener.IDValid(c.N.ID); err != nil {
+			return
 		}
 	}
 	if d.Hold && s.cfg.Mode == Enforce && s.plane.hold(c, d) {
@@ -186,7 +222,21 @@ func summarize(r *orch.Request) string {
 	if r.Ifreq != nil {
 		fmt.Fprintf(&b, "ifname=%q ", r.Ifname)
 	}
-	fmt.Fprintf(&b, "args=[%#x %#x %#x %#x %#x %#x]", r.Args[0], r.Args[1], r.Args[2], r.Args[3], r.Args[4], r.Args[5])
+	// The raw arguments are on every decision event: appended, not
+	// formatted (fmt cost about a microsecond a call here).
+	var a [8 + 6*19 + 1]byte
+	buf := append(a[:0], "args=["...)
+	for i, v := range r.Args {
+		if i > 0 {
+			buf = append(buf, ' ')
+		}
+		buf = strconv.AppendUint(append(buf, "0x"...), v, 16) // as %#x
+	}
+	buf = append(buf, ']')
+	if b.Len() == 0 {
+		return string(buf)
+	}
+	b.Write(buf)
 	return b.String()
 }
 
