@@ -1,7 +1,10 @@
 package integration
 
 import (
+	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -116,6 +119,9 @@ func TestRaceMemslot(t *testing.T) {
 				needKfv(t)
 				r := newMemslotRun(t, payload)
 				events := filepath.Join(t.TempDir(), "events.jsonl")
+				if d := os.Getenv("KFV_RACE_EVENTS"); d != "" {
+					events = filepath.Join(d, payload+".jsonl") // kept for a look afterwards
+				}
 				// Thousands of refusals: without repeated-denials the
 				// ladder does not pause the VM (the race never reported).
 				prof := profileWithout(t, t.TempDir(), "repeated-denials")
@@ -135,20 +141,24 @@ func TestRaceMemslot(t *testing.T) {
 				}
 				(&raceVM{}).stop(t, p)
 				var denied, held, slots int
+				var holds, stops []time.Duration
 				for _, e := range readEvents(t, events) {
 					n, ok := decisions(e)
-					if !ok || e.TID != rep.tid || e.Syscall != "ioctl" || !strings.Contains(e.Args, "gpa=0x100000") {
+					if !ok || e.TID != rep.tid || e.Syscall != "ioctl" {
 						continue
 					}
 					slots += n
-					if e.Verdict == "deny" {
+					if e.Verdict == "deny" && e.Rule == "no-kvm-memslot-host-memory" {
 						denied += n
 					}
-					if strings.Contains(e.Detail, "held still") {
+					if m := memslotHeldRE.FindStringSubmatch(e.Detail); m != nil {
 						held += n
+						h, _ := time.ParseDuration(m[2])
+						s, _ := time.ParseDuration(m[3])
+						holds, stops = append(holds, h), append(stops, s)
 					}
 				}
-				t.Logf("the racing thread's slot calls in the events: %d, %d refused, %d held", slots, denied, held)
+				t.Logf("the racing thread's slot calls in the events: %d, %d refused, %d held; hold (median, p99): %v, %v; others seen stopped after %v, %v", slots, denied, held, quantile(holds, 0.5), quantile(holds, 0.99), quantile(stops, 0.5), quantile(stops, 0.99))
 				if denied < rep.denied {
 					t.Errorf("the implant saw %d refusals, the event stream holds %d", rep.denied, denied)
 				}
@@ -158,6 +168,18 @@ func TestRaceMemslot(t *testing.T) {
 			})
 		})
 	}
+}
+
+var memslotHeldRE = regexp.MustCompile(`other (\d+) threads held still \(cgroup freezer\) for (\S+), seen stopped after (\S+):`)
+
+// quantile is the q quantile of ds (0 for none).
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
 
 // stopQEMU ends a QEMU started without kfv-run (bare or under the naive

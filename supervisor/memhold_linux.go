@@ -82,9 +82,11 @@ type slotHold struct {
 	paused   bool   // QEMU was paused by a reaction already: left frozen
 	start    time.Time
 	stopped  int // threads seen stopped
-	ended    chan struct{}
-	once     sync.Once
-	detail   string
+	// confirmed is how long the others took to be seen stopped.
+	confirmed time.Duration
+	ended     chan struct{}
+	once      sync.Once
+	detail    string
 }
 
 // cgroupOf is the cgroup whose freezer stops QEMU process pid and nothing
@@ -131,7 +133,7 @@ func (h *memHold) hold(id uint64, pid, tid int) error {
 		}
 	}
 	n, err := waitStopped(pid, tid, holdConfirm)
-	c.stopped = n
+	c.stopped, c.confirmed = n, time.Since(c.start)
 	if err != nil {
 		h.thaw(c)
 		o.mu.Unlock()
@@ -178,8 +180,10 @@ func (h *memHold) answered(id uint64, continued bool) string {
 	}
 	why := "refused"
 	if continued {
-		why = "the call ran"
-		if _, err := waitStopped(c.pid, -1, holdComplete); err != nil {
+		t0 := time.Now()
+		_, err := waitStopped(c.pid, -1, holdComplete)
+		why = "the call ran, its caller seen stopped " + time.Since(t0).Round(time.Microsecond).String() + " after the answer"
+		if err != nil {
 			why = "the call continued; " + err.Error()
 		}
 	}
@@ -197,7 +201,7 @@ func (h *memHold) end(c *slotHold, why string) {
 		h.mu.Unlock()
 		err := h.thaw(c)
 		took := time.Since(c.start)
-		c.detail = fmt.Sprintf("QEMU's other %d threads held still (cgroup freezer) for %v: %s", c.stopped, took.Round(time.Microsecond), why)
+		c.detail = fmt.Sprintf("QEMU's other %d threads held still (cgroup freezer) for %v, seen stopped after %v: %s", c.stopped, took.Round(time.Microsecond), c.confirmed.Round(time.Microsecond), why)
 		if c.paused {
 			c.detail += "; QEMU stays paused"
 		}
@@ -228,7 +232,7 @@ func (h *memHold) thaw(c *slotHold) error {
 func waitStopped(pid, skip int, bound time.Duration) (int, error) {
 	task := "/proc/" + strconv.Itoa(pid) + "/task"
 	end := time.Now().Add(bound)
-	for pause := 20 * time.Microsecond; ; pause = min(2*pause, time.Millisecond) {
+	for pause := 10 * time.Microsecond; ; pause = min(2*pause, 100*time.Microsecond) {
 		ents, err := os.ReadDir(task)
 		if err != nil {
 			return 0, nil // QEMU is gone: nothing runs
