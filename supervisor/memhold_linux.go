@@ -84,9 +84,11 @@ type slotHold struct {
 	stopped  int // threads seen stopped
 	// confirmed is how long the others took to be seen stopped.
 	confirmed time.Duration
-	ended     chan struct{}
-	once      sync.Once
-	detail    string
+	// decided is how long until the answer, from the start.
+	decided time.Duration
+	ended   chan struct{}
+	once    sync.Once
+	detail  string
 }
 
 // cgroupOf is the cgroup whose freezer stops QEMU process pid and nothing
@@ -179,6 +181,7 @@ func (h *memHold) answered(id uint64, continued bool) string {
 		return ""
 	}
 	why := "refused"
+	c.decided = time.Since(c.start)
 	if continued {
 		t0 := time.Now()
 		_, err := waitStopped(c.pid, -1, holdComplete)
@@ -199,9 +202,11 @@ func (h *memHold) end(c *slotHold, why string) {
 			h.cur = nil
 		}
 		h.mu.Unlock()
+		t0 := time.Now()
 		err := h.thaw(c)
 		took := time.Since(c.start)
-		c.detail = fmt.Sprintf("QEMU's other %d threads held still (cgroup freezer) for %v, seen stopped after %v: %s", c.stopped, took.Round(time.Microsecond), c.confirmed.Round(time.Microsecond), why)
+		why += ", thawed in " + time.Since(t0).Round(time.Microsecond).String()
+		c.detail = fmt.Sprintf("QEMU's other %d threads held still (cgroup freezer) for %v, seen stopped after %v, answered after %v: %s", c.stopped, took.Round(time.Microsecond), c.confirmed.Round(time.Microsecond), c.decided.Round(time.Microsecond), why)
 		if c.paused {
 			c.detail += "; QEMU stays paused"
 		}
