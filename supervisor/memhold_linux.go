@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"kfv/seccompnotify"
 )
 
@@ -260,7 +262,10 @@ func waitStopped(pid, skip int, bound time.Duration) (int, error) {
 		if time.Now().After(end) {
 			return stopped, fmt.Errorf("thread %s of QEMU %d not stopped after %v", running, pid, bound)
 		}
-		time.Sleep(pause)
+		// nanosleep itself: Go's timers wake about a millisecond late
+		// when nothing else is due, longer than the whole wait.
+		ts := unix.NsecToTimespec(pause.Nanoseconds())
+		unix.Nanosleep(&ts, nil)
 	}
 }
 
