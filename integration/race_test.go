@@ -369,6 +369,34 @@ func naiveConnectedStream(pidfd *os.File, fd int) bool {
 	return err == nil
 }
 
+// naiveForbiddenHVA is the host page race-memslot's slot must not map
+// (KFV_RACE_FORBIDDEN in env, hex); 0 without one.
+func naiveForbiddenHVA(env []string) uint64 {
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "KFV_RACE_FORBIDDEN="); ok {
+			if a, err := strconv.ParseUint(v, 16, 64); err == nil {
+				return a
+			}
+		}
+	}
+	return 0
+}
+
+// naiveSlotOK reads the kvm_userspace_memory_region at addr of thread
+// tid and its mappings, as kfv's decoder does, and says whether the slot
+// stays off the forbidden page.
+func naiveSlotOK(tid int, addr, forbidden uint64) bool {
+	b := make([]byte, 32)
+	if seccompnotify.ReadMem(tid, addr, b) != nil {
+		return false
+	}
+	size, hva := binary.NativeEndian.Uint64(b[16:]), binary.NativeEndian.Uint64(b[24:])
+	if _, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/maps"); err != nil {
+		return false
+	}
+	return size == 0 || forbidden == 0 || hva+size <= forbidden || hva >= forbidden+4096
+}
+
 // naiveLoaderEnv makes this test binary a loader for naiveSupervise: it
 // loads the filter from the file named and execs its argv.
 const naiveLoaderEnv = "KFV_TEST_NAIVE_LOADER"
@@ -425,6 +453,11 @@ reason = "the race"
 names = ["open_by_handle_at"]
 action = "deny"
 reason = "an open around paths"
+[[syscall]]
+names = ["ioctl"]
+action = "inspect"
+args = [{ index = 1, op = "eq", value = "KVM_SET_USER_MEMORY_REGION" }]
+reason = "the memory-slot race"
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -445,6 +478,7 @@ reason = "an open around paths"
 	if err != nil {
 		t.Fatal(err)
 	}
+	forbiddenHVA := naiveForbiddenHVA(env)
 	proc := startEnv(t, []string{exe}, naiveLoaderEnv+"="+specFile, "GODEBUG=asyncpreemptoff=1")
 	pidfdN, err := unix.PidfdOpen(proc.cmd.Process.Pid, 0)
 	if err != nil {
@@ -502,6 +536,12 @@ reason = "an open around paths"
 				// performed it (the decoder read every msg_name,
 				// checkSendMsg the fd).
 				ok = naiveNoAddressInVector(n.PID, n.Args[1], n.Args[2]) && naiveConnectedStream(pidfd, int(int32(n.Args[0])))
+			case "ioctl":
+				// KVM_SET_USER_MEMORY_REGION: what kfv did before it held
+				// QEMU still: read the slot and the caller's mappings,
+				// refuse a slot over host memory (here the page the
+				// implant names), CONTINUE the rest.
+				ok = naiveSlotOK(n.PID, n.Args[2], forbiddenHVA)
 			}
 			var rerr error
 			if ok {

@@ -44,6 +44,16 @@ type Decoder struct {
 	// serialises its changes.
 	ram   atomic.Pointer[guestRAM]
 	ramMu sync.Mutex
+
+	// HoldOthers, if set, stops every thread of process pid but tid, the
+	// caller of notification id, and confirms it, before a memory-slot
+	// call after start-up is read: what is read then is what the kernel
+	// copies once the call continues, as no other thread can write it.
+	// The gate's Answered ends the hold once the call has run (and says
+	// in the call's event what was held). An error means the others
+	// could not be confirmed stopped: nothing is held then, and the call
+	// is refused (its backing reads "unheld").
+	HoldOthers func(id uint64, pid, tid int) error
 }
 
 // Follow makes pid the process whose threads' names are read through
@@ -438,6 +448,16 @@ func (d *Decoder) decodeMemory(n *Notif, r *orch.Request, tid string) error {
 	case "ioctl":
 		if uint32(n.Args[1]) != kvmSetUserMemoryRegion {
 			return nil
+		}
+		// After start-up (the guest RAM sealed, or a vCPU thread, which
+		// maps memory only once the guest runs) QEMU's other threads are
+		// held still first: kfv answers CONTINUE, and the kernel copies
+		// the struct again, so it must not change in between.
+		if d.HoldOthers != nil && (d.GuestRAMSealed(r.PID) || strings.HasPrefix(r.Thread, "CPU ")) {
+			if err := d.HoldOthers(n.ID, r.PID, n.PID); err != nil {
+				r.Backing = "unheld" // no rule admits it
+				return fmt.Errorf("hold QEMU's other threads for KVM_SET_USER_MEMORY_REGION: %w", err)
+			}
 		}
 		var raw [32]byte
 		if err := ReadMem(n.PID, n.Args[2], raw[:]); err != nil {

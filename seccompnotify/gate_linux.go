@@ -87,6 +87,12 @@ type Gate struct {
 	// on those objects (TUNSETIFF on a tap the VM names). Otherwise a
 	// call kfv performs does no more than QEMU could itself.
 	DroppedRoot bool
+	// Answered, if set, learns of every call answered (continued: it
+	// continued in the kernel) or whose caller went away, after the
+	// answer and before its outcome is reported; what it returns joins
+	// the outcome's detail. It ends a hold of QEMU's other threads
+	// (Decoder.HoldOthers) taken for the call.
+	Answered func(id uint64, continued bool) string
 
 	others callerPidfds
 }
@@ -299,10 +305,14 @@ func (g *Gate) finish(c *Call, d orch.Decision, r result) {
 	n := &c.N
 	var err error
 	out := Outcome{Req: &c.Req, Decision: d, Applied: "allow", Detail: join(c.detail, r.detail)}
+	continued := false
 	switch r.kind {
 	case resLater:
 		return
 	case resGone:
+		if g.Answered != nil {
+			g.Answered(n.ID, false)
+		}
 		return
 	case resDenied:
 		d.Action, d.Errno, d.Rule, d.Reason = profiles.VerdictDeny, int(unix.EPERM), r.rule, r.reason
@@ -324,8 +334,11 @@ func (g *Gate) finish(c *Call, d orch.Decision, r result) {
 		}
 		// An allow decided here continues: only calls whose object is
 		// not in QEMU's memory, or that sysent marks performed and
-		// that did not get this far, reach this point.
+		// that did not get this far, reach this point (and memory-slot
+		// calls, whose caller's memory nobody else can write while
+		// they are held: Decoder.HoldOthers).
 		err = g.Listener.Continue(n.ID)
+		continued = err == nil
 	case resValue:
 		if r.errno != 0 {
 			out.Errno = unix.ErrnoName(r.errno)
@@ -345,6 +358,9 @@ func (g *Gate) finish(c *Call, d orch.Decision, r result) {
 		if err == nil {
 			out.Detail = join(out.Detail, "emulated: fd "+strconv.Itoa(fd))
 		}
+	}
+	if g.Answered != nil {
+		out.Detail = join(out.Detail, g.Answered(n.ID, continued))
 	}
 	if err != nil {
 		if errors.Is(err, ErrGone) {

@@ -356,6 +356,8 @@ func newSession(cfg *Config) (*session, *LaunchError) {
 	}
 	s.plane = p
 	p.ram = s.dec
+	s.memHold = &memHold{s: s}
+	s.dec.HoldOthers = s.memHold.hold
 	if ts, ok := cfg.Policy.Decider.(textSetter); ok {
 		// A new QEMU maps its code elsewhere: origin is not judged until
 		// its monitor answers and its code ranges are known.
@@ -383,7 +385,10 @@ type session struct {
 	qemuPath string
 	listener *seccompnotify.Listener
 	gate     *seccompnotify.Gate
-	exited   chan unix.WaitStatus
+	// memHold holds QEMU's other threads still around a memory-slot
+	// call after start-up (memhold_linux.go).
+	memHold *memHold
+	exited  chan unix.WaitStatus
 	// execDone is set by the loop once it has let the loader's execve of
 	// QEMU through; every execve after that is QEMU's own. Only the loop
 	// goroutine touches it.
@@ -619,6 +624,7 @@ func (s *session) attach(lf *os.File) error {
 		Workers:  seccompnotify.NewWorkers(currentUmask, s.emitErr),
 		// kfv-run --run-as: kfv stands in for the root QEMU gave up.
 		DroppedRoot: s.cfg.RunAs.drop() != nil,
+		Answered:    s.memHold.answered,
 	}
 	// The plane answers held calls through the same gate; it starts
 	// after this.

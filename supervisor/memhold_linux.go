@@ -1,0 +1,308 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"kfv/seccompnotify"
+)
+
+// Memory slots held still. kfv cannot perform KVM_SET_USER_MEMORY_REGION
+// itself (KVM refuses an ioctl from another mm), so it answers an allowed
+// one CONTINUE, and the kernel copies the struct from QEMU's memory again.
+// After start-up, another QEMU thread rewriting userspace_addr between
+// kfv's read and the kernel's copy would give the guest a slot over QEMU's
+// own memory. So, for such a call, every other thread of QEMU is stopped
+// first, with the cgroup freezer of QEMU's own cgroup, and each is seen
+// stopped (/proc/PID/task/TID: sleeping in the freezer's trap, or in a
+// ptrace or group stop, or dead) before the struct is read; the call is
+// decided and answered; then the caller, which the freezer catches on its
+// way back to user mode, is seen stopped too (the ioctl has run, the copy
+// long made), and only then is the cgroup thawed. The caller's seccomp
+// wait is killable only (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV), so the
+// freeze does not undo the received call.
+//
+// The hold runs under the outside stop's lock: a pause (which freezes the
+// same cgroup) waits for it, and a hold taken while QEMU is paused leaves
+// it frozen. It ends on every path: the answer (Gate.Answered), the
+// caller gone before one (a watchdog on the notification's id), or a
+// bound.
+
+// holdConfirm bounds the wait for the other threads to be seen stopped;
+// a thread in the kernel (an uninterruptible read into QEMU's memory)
+// stops when its call returns. Past it the call is refused.
+const holdConfirm = 2 * time.Second
+
+// holdComplete bounds the wait for the caller to be seen stopped after
+// its call continued; past it the hold ends all the same (the kernel
+// copied the struct at the call's start).
+const holdComplete = time.Second
+
+// holdLock bounds the wait for the outside stop's lock (a pause or a
+// memwatch scrub in progress); past it the call is refused.
+const holdLock = 100 * time.Millisecond
+
+// lockWithin takes mu within bound.
+func lockWithin(mu *sync.Mutex, bound time.Duration) bool {
+	end := time.Now().Add(bound)
+	for !mu.TryLock() {
+		if time.Now().After(end) {
+			return false
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	return true
+}
+
+// memHold holds QEMU still around memory-slot calls.
+type memHold struct {
+	s *session
+
+	mu  sync.Mutex // guards cur
+	cur *slotHold
+
+	cgMu  sync.Mutex
+	cgPID int
+	cgDir string // QEMU's cgroup, found once per process
+}
+
+// slotHold is one hold in force.
+type slotHold struct {
+	id       uint64
+	pid, tid int
+	dir      string // the cgroup frozen
+	paused   bool   // QEMU was paused by a reaction already: left frozen
+	start    time.Time
+	stopped  int // threads seen stopped
+	// confirmed is how long the others took to be seen stopped.
+	confirmed time.Duration
+	// decided is how long until the answer, from the start.
+	decided time.Duration
+	ended   chan struct{}
+	once    sync.Once
+	detail  string
+}
+
+// cgroupOf is the cgroup whose freezer stops QEMU process pid and nothing
+// else: the one kfv made, or (emulator model) the highest cgroup QEMU
+// has alone; "" when there is none.
+func (h *memHold) cgroupOf(pid int) string {
+	h.cgMu.Lock()
+	defer h.cgMu.Unlock()
+	if h.cgPID == pid {
+		return h.cgDir
+	}
+	dir := ""
+	if h.s.cgroup != nil {
+		dir = h.s.cgroup.dir
+	} else {
+		dir, _ = qemuCgroup(pid)
+	}
+	h.cgPID, h.cgDir = pid, dir
+	return dir
+}
+
+// hold is Decoder.HoldOthers: it freezes QEMU's cgroup and waits until
+// every thread of pid but tid is seen stopped.
+func (h *memHold) hold(id uint64, pid, tid int) error {
+	dir := h.cgroupOf(pid)
+	if dir == "" {
+		// Nothing can stop QEMU from outside without touching it: the
+		// slot is decided as before (docs/security.md says so).
+		return nil
+	}
+	o := &h.s.plane.out
+	// Released by end, on whichever path ends the hold. Not a plain
+	// Lock: a memwatch scrub holds it while the loop answers the calls
+	// it injects, which this loop thread would then never do.
+	if !lockWithin(&o.mu, holdLock) {
+		return fmt.Errorf("QEMU is being paused or scrubbed (waited %v)", holdLock)
+	}
+	c := &slotHold{id: id, pid: pid, tid: tid, dir: dir, start: time.Now(), ended: make(chan struct{})}
+	c.paused = o.paused && o.cgroup == dir
+	if !c.paused {
+		if err := writeCgroupFile(filepath.Join(dir, "cgroup.freeze"), "1"); err != nil {
+			o.mu.Unlock()
+			return fmt.Errorf("freeze %s: %w", dir, err)
+		}
+	}
+	n, err := waitStopped(pid, tid, holdConfirm)
+	c.stopped, c.confirmed = n, time.Since(c.start)
+	if err != nil {
+		h.thaw(c)
+		o.mu.Unlock()
+		return err
+	}
+	h.mu.Lock()
+	h.cur = c
+	h.mu.Unlock()
+	go h.watch(c)
+	return nil
+}
+
+// watch ends c if its caller goes away unanswered, and after a bound in
+// any case: QEMU is never left frozen by a hold.
+func (h *memHold) watch(c *slotHold) {
+	end := time.Now().Add(holdConfirm + holdComplete + time.Second)
+	for {
+		select {
+		case <-c.ended:
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+		gone := h.s.listener.IDValid(c.id) != nil && !threadAlive(c.pid, c.tid)
+		if gone || time.Now().After(end) {
+			why := "the caller went away before its answer"
+			if !gone {
+				why = "no answer within " + (end.Sub(c.start)).String()
+			}
+			h.end(c, why)
+			return
+		}
+	}
+}
+
+// answered is Gate.Answered: the hold of call id ends once the call has
+// run (its caller seen stopped by the freezer on its way back) or at once
+// when it did not continue.
+func (h *memHold) answered(id uint64, continued bool) string {
+	h.mu.Lock()
+	c := h.cur
+	h.mu.Unlock()
+	if c == nil || c.id != id {
+		return ""
+	}
+	why := "refused"
+	c.decided = time.Since(c.start)
+	if continued {
+		t0 := time.Now()
+		_, err := waitStopped(c.pid, -1, holdComplete)
+		why = "the call ran, its caller seen stopped " + time.Since(t0).Round(time.Microsecond).String() + " after the answer"
+		if err != nil {
+			why = "the call continued; " + err.Error()
+		}
+	}
+	h.end(c, why)
+	return c.detail
+}
+
+// end thaws what c froze, once, and lets go of the outside stop's lock.
+func (h *memHold) end(c *slotHold, why string) {
+	c.once.Do(func() {
+		h.mu.Lock()
+		if h.cur == c {
+			h.cur = nil
+		}
+		h.mu.Unlock()
+		t0 := time.Now()
+		err := h.thaw(c)
+		took := time.Since(c.start)
+		why += ", thawed in " + time.Since(t0).Round(time.Microsecond).String()
+		c.detail = fmt.Sprintf("QEMU's other %d threads held still (cgroup freezer) for %v, seen stopped after %v, answered after %v: %s", c.stopped, took.Round(time.Microsecond), c.confirmed.Round(time.Microsecond), c.decided.Round(time.Microsecond), why)
+		if c.paused {
+			c.detail += "; QEMU stays paused"
+		}
+		if err != nil {
+			c.detail += "; " + err.Error()
+		}
+		close(c.ended)
+		h.s.plane.out.mu.Unlock()
+	})
+}
+
+// thaw undoes c's freeze, unless a reaction's pause holds the cgroup.
+func (h *memHold) thaw(c *slotHold) error {
+	if c.paused || h.s.plane.out.paused {
+		return nil
+	}
+	if err := writeCgroupFile(filepath.Join(c.dir, "cgroup.freeze"), "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("thaw %s: %w", c.dir, err)
+	}
+	return nil
+}
+
+// waitStopped waits until every thread of pid but skip is seen stopped,
+// within bound, and returns how many it saw. A thread is stopped when it
+// runs no user code and cannot until kfv says: asleep in the freezer's
+// trap (wchan do_freezer_trap, or get_signal where that is inlined), in a
+// ptrace or group stop, or dead.
+func waitStopped(pid, skip int, bound time.Duration) (int, error) {
+	task := "/proc/" + strconv.Itoa(pid) + "/task"
+	end := time.Now().Add(bound)
+	for pause := 10 * time.Microsecond; ; pause = min(2*pause, 100*time.Microsecond) {
+		ents, err := os.ReadDir(task)
+		if err != nil {
+			return 0, nil // QEMU is gone: nothing runs
+		}
+		stopped, running := 0, ""
+		for _, e := range ents {
+			t, err := strconv.Atoi(e.Name())
+			if err != nil || t == skip {
+				continue
+			}
+			if threadStopped(task + "/" + e.Name()) {
+				stopped++
+			} else if running == "" {
+				running = e.Name()
+			}
+		}
+		if running == "" {
+			return stopped, nil
+		}
+		if time.Now().After(end) {
+			return stopped, fmt.Errorf("thread %s of QEMU %d not stopped after %v", running, pid, bound)
+		}
+		// nanosleep itself: Go's timers wake about a millisecond late
+		// when nothing else is due, longer than the whole wait.
+		ts := unix.NsecToTimespec(pause.Nanoseconds())
+		unix.Nanosleep(&ts, nil)
+	}
+}
+
+// threadStopped reads one thread's state (dir: /proc/PID/task/TID).
+func threadStopped(dir string) bool {
+	st, err := os.ReadFile(dir + "/stat")
+	if err != nil {
+		return true // gone
+	}
+	i := strings.LastIndexByte(string(st), ')')
+	if i < 0 || i+2 >= len(st) {
+		return false
+	}
+	switch st[i+2] {
+	case 'Z', 'X', 'x', 't', 'T':
+		return true
+	case 'S':
+		w, err := os.ReadFile(dir + "/wchan")
+		if err != nil {
+			return true // gone
+		}
+		switch string(w) {
+		case "do_freezer_trap", "get_signal":
+			return true
+		}
+	}
+	return false
+}
+
+// threadAlive reports whether thread tid of pid exists.
+func threadAlive(pid, tid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid))
+	return err == nil
+}
+
+// ensure the hooks' types match.
+var (
+	_ = (&seccompnotify.Decoder{}).HoldOthers
+	_ = (&seccompnotify.Gate{}).Answered
+)
