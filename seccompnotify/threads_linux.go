@@ -30,14 +30,8 @@ func newThreadNames(pid int) *threadNames {
 	return &threadNames{pid: pid, fds: map[int]int{}}
 }
 
-// nameIn returns tid's name and whether tid is a thread of the process;
-// a nil t knows no process.
-func (t *threadNames) nameIn(tid int) (string, bool) {
-	name, ok, _ := t.nameKept(tid)
-	return name, ok
-}
-
-// nameKept is nameIn that also says whether the name was read through an
+// nameKept returns tid's name and whether tid is a thread of the process
+// (a nil t knows no process), and whether the name was read through an
 // fd kept from before (kept): one opened for an earlier call of tid. A
 // read that succeeds on such an fd proves that the thread it was opened
 // for is alive, so it is still the one that has the id tid, and so the
