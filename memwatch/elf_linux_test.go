@@ -95,11 +95,11 @@ func TestELFClassify(t *testing.T) {
 	}
 }
 
-// TestBaselinePIE baselines a running PIE program: text and rodata match
-// the file, RELRO is found and hashed as found.
-func TestBaselinePIE(t *testing.T) {
-	bin := buildPIE(t)
-	cmd := exec.Command(bin)
+// watchPIE starts the PIE program and a watcher of it with cfg, waits
+// until its mappings are stable, and returns the watcher and the pid.
+func watchPIE(t *testing.T, cfg Config) (*Watcher, int) {
+	t.Helper()
+	cmd := exec.Command(buildPIE(t))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -111,16 +111,23 @@ func TestBaselinePIE(t *testing.T) {
 			t.Error("killed program exited cleanly")
 		}
 	})
-	w, err := New(cmd.Process.Pid, Config{})
+	w, err := New(cmd.Process.Pid, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
+	t.Cleanup(func() { w.Close() })
 	ctx, cancel := contextWithTimeout(5 * time.Second)
 	defer cancel()
 	if err := w.WaitStable(ctx, 200*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
+	return w, cmd.Process.Pid
+}
+
+// TestBaselinePIE baselines a running PIE program: text and rodata match
+// the file, RELRO is found and hashed as found.
+func TestBaselinePIE(t *testing.T) {
+	w, _ := watchPIE(t, Config{})
 	cov, found, err := w.Baseline()
 	if err != nil {
 		t.Fatal(err)
@@ -201,30 +208,9 @@ func TestReadProgs64(t *testing.T) {
 // whose baseline copy memwatch keeps compressed: the scan reports the
 // bytes that differ from the copy, and the scrub puts the copy back.
 func TestRELROTamperAndScrub(t *testing.T) {
-	bin := buildPIE(t)
-	cmd := exec.Command(bin)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cmd.Process.Kill(); err != nil {
-			t.Errorf("kill: %v", err)
-		}
-		cmd.Wait()
-	})
-	pid := cmd.Process.Pid
 	// Full tracking: without soft-dirty bits RELRO is otherwise left to
 	// the sweep.
-	w, err := New(pid, Config{Tracking: TrackFull, SweepPeriod: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	ctx, cancel := contextWithTimeout(5 * time.Second)
-	defer cancel()
-	if err := w.WaitStable(ctx, 200*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
+	w, pid := watchPIE(t, Config{Tracking: TrackFull, SweepPeriod: -1})
 	if _, found, err := w.Baseline(); err != nil || len(found) > 0 {
 		t.Fatalf("baseline: %v %v", found, err)
 	}
