@@ -133,6 +133,7 @@ func matrixRows() []matrixRow {
 		{"monitor-qmp", monitorQMP},
 		{"vcpu-hotplug", vcpuHotplug},
 		{"memory-hotplug", memoryHotplug},
+		{"module-on-demand", moduleOnDemand},
 		{"monitor-hmp", monitorHMP},
 		// Shares and devices.
 		{"9p-read-only", func(t *testing.T, b *benign) { share9p(t, b, true) }},
@@ -808,6 +809,63 @@ func vcpuHotplug(t *testing.T, b *benign) {
 	}
 	waitLine(t, p, "KFV-RAW tick", 20*time.Second)
 	quit(t, p, q)
+}
+
+// moduleOnDemand: a manager plugs a device whose model QEMU keeps in a
+// module (usb-redir: hw-usb-redirect.so), so QEMU's dynamic loader opens
+// and maps the module while the guest runs. Under kfv those executable
+// mappings are made after start-up, so each is decided with QEMU held
+// still (the events say so), and none is denied.
+func moduleOnDemand(t *testing.T, b *benign) {
+	args, sock := b.withQMP(append(b.rawLoop("KFV-RAW module\n"),
+		"-device", "qemu-xhci,id=kfvxhci", "-chardev", "null,id=kfvredir"))
+	p := b.run(args)
+	q := dialMon(t, sock, 30*time.Second)
+	waitLine(t, p, "KFV-RAW tick", 20*time.Second)
+	pid := p.cmd.Process.Pid
+	if !b.bare {
+		pid = childPID(t, pid)
+	}
+	const module = "/qemu/hw-usb-redirect.so"
+	mapped := func() string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 6 && strings.HasSuffix(f[5], module) && strings.Contains(f[1], "x") {
+				return line
+			}
+		}
+		return ""
+	}
+	if m := mapped(); m != "" {
+		t.Fatalf("the module is mapped before the plug (%s): this run would prove nothing", m)
+	}
+	if _, err := q.exec("device_add", map[string]any{"driver": "usb-redir", "id": "kfvusb", "chardev": "kfvredir", "bus": "kfvxhci.0"}); err != nil {
+		t.Fatalf("device_add usb-redir: %v\nstderr:\n%s", err, p.stderr)
+	}
+	if m := mapped(); m == "" {
+		t.Errorf("after the plug no executable mapping of QEMU %d is ...%s", pid, module)
+	} else {
+		t.Logf("module: %s", m)
+	}
+	waitLine(t, p, "KFV-RAW tick", 20*time.Second)
+	quit(t, p, q)
+	if b.bare {
+		return
+	}
+	held := 0
+	for _, e := range readEvents(t, b.path(fmt.Sprintf("events-%d.jsonl", b.runs))) {
+		if e.Kind == event.KindDecision && e.Syscall == "mmap" && strings.Contains(e.Args, "hw-usb-redirect") && strings.Contains(e.Detail, "threads held still") {
+			held++
+			t.Logf("%s: %s", e.Args, e.Detail)
+		}
+	}
+	if held == 0 {
+		t.Errorf("no executable mapping of the module was decided with QEMU held still")
+	}
+	t.Logf("%d mmap calls of the module decided with QEMU held still", held)
 }
 
 // memoryHotplug: a manager plugs a DIMM over QMP (object-add of a RAM
