@@ -99,14 +99,17 @@ type Gate struct {
 
 // result is what a performer did, for the gate to answer.
 type result struct {
-	kind   resultKind
-	val    int64      // resValue
-	errno  unix.Errno // resValue: the call's own errno (0: it succeeded)
-	fd     FD         // resFD: owned by the gate from then on
-	flags  uint32     // resFD: the new fd's flags (O_CLOEXEC)
-	rule   string     // resDenied
-	reason string     // resDenied
-	force  bool       // resDenied: in every mode (kfv's own integrity checks)
+	kind  resultKind
+	val   int64      // resValue
+	errno unix.Errno // resValue: the call's own errno (0: it succeeded)
+	fd    FD         // resFD: owned by the gate from then on
+	flags uint32     // resFD: the new fd's flags (O_CLOEXEC)
+	// obj, when set, is the device and inode fd must be open on (resFD):
+	// the object decided on, checked again just before it is installed.
+	obj    *[2]uint64
+	rule   string // resDenied
+	reason string // resDenied
+	force  bool   // resDenied: in every mode (kfv's own integrity checks)
 	detail string
 }
 
@@ -138,6 +141,20 @@ func failed(e unix.Errno, detail string) result { return returns(0, e, detail) }
 func installs(fd FD, flags uint32, detail string) result {
 	return result{kind: resFD, fd: fd, flags: flags, detail: detail}
 }
+
+// notOn says why fd is not open on the object obj (device, inode), ""
+// when it is.
+func notOn(fd FD, obj [2]uint64) string {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(fd), &st); err != nil {
+		return "fstat the fd to install: " + err.Error()
+	}
+	if st.Dev != obj[0] || st.Ino != obj[1] {
+		return fmt.Sprintf("the fd to install is on %d:%d, not on the object decided on (%d:%d): kfv's own fd was closed and its number reused", st.Dev, st.Ino, obj[0], obj[1])
+	}
+	return ""
+}
+
 func refused(rule, reason string, force bool) result {
 	return result{kind: resDenied, rule: rule, reason: reason, force: force}
 }
@@ -347,6 +364,17 @@ func (g *Gate) finish(c *Call, d orch.Decision, r result) {
 			err = g.Listener.Return(n.ID, r.val)
 		}
 	case resFD:
+		if r.obj != nil {
+			// What kfv installs must be what it decided on. Only a kfv
+			// fault (one of its fds closed twice, the number taken
+			// since) fails this: say so rather than hand QEMU another
+			// file.
+			if why := notOn(r.fd, *r.obj); why != "" {
+				r.fd.Close()
+				g.finish(c, d, refused("kfv:emulation", why, true))
+				return
+			}
+		}
 		var fd int
 		fd, err = g.Listener.AddFD(n.ID, r.fd, r.flags, true)
 		r.fd.Close()

@@ -90,7 +90,13 @@ func performOpen(g *Gate, c *Call, d orch.Decision, t *Target, terr error) resul
 		if or.Flags&unix.O_CLOEXEC != 0 {
 			flags = unix.O_CLOEXEC
 		}
-		return installs(f, flags, "")
+		res := installs(f, flags, "")
+		if t.Exists && t.Type == unix.S_IFREG && or.Flags&unix.O_ACCMODE == unix.O_RDONLY && or.Flags&unix.O_TRUNC == 0 {
+			// Reopened through its O_PATH fd: the same inode, unless
+			// that fd's number was taken meanwhile (gate: obj).
+			res.obj = &[2]uint64{t.Dev, t.Ino}
+		}
+		return res
 	}
 	if t.MayBlock(or.Flags) {
 		// A FIFO or a device may wait for its other end: open it beside
