@@ -512,10 +512,14 @@ action = "inspect"
 args = [{ index = 1, op = "eq", value = "KVM_SET_USER_MEMORY_REGION" }]
 reason = "the memory-slot race"
 [[syscall]]
-names = ["mmap", "mprotect"]
+names = ["mmap", "mprotect", "pkey_mprotect"]
 action = "inspect"
 args = [{ index = 2, op = "masked_eq", mask = "PROT_EXEC", value = "PROT_EXEC" }]
 reason = "the executable-mapping races"
+[[syscall]]
+names = ["remap_file_pages"]
+action = "deny"
+reason = "around the mmap checks"
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -605,7 +609,7 @@ reason = "the executable-mapping races"
 				// PROT_EXEC: what kfv did before it held QEMU still,
 				// decide by what the fd number refers to now.
 				ok = n.Args[3]&unix.MAP_ANONYMOUS != 0 || naiveLibrary(n.PID, int(int32(n.Args[4])), preload)
-			case "mprotect":
+			case "mprotect", "pkey_mprotect":
 				// PROT_EXEC: decide by the mappings under the range now.
 				ok = naiveAnonymous(n.PID, n.Args[0], n.Args[1])
 			}
