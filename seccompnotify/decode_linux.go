@@ -46,14 +46,19 @@ type Decoder struct {
 	ramMu sync.Mutex
 
 	// HoldOthers, if set, stops every thread of process pid but tid, the
-	// caller of notification id, and confirms it, before a memory-slot
-	// call after start-up is read: what is read then is what the kernel
-	// copies once the call continues, as no other thread can write it.
+	// caller of notification id, and confirms it, before a call that
+	// kfv decides and lets continue is read after start-up (holdWanted:
+	// memory slots, executable mmap and mprotect): what is read then is
+	// what the kernel acts on once the call continues, as no other
+	// thread can change it. mem is the range [start, end) of the caller's
+	// memory the decision reads (none: {0, 0}): a thread that cannot run
+	// user code before kfv thaws it and whose call in progress writes
+	// nothing there counts as still.
 	// The gate's Answered ends the hold once the call has run (and says
 	// in the call's event what was held). An error means the others
 	// could not be confirmed stopped: nothing is held then, and the call
 	// is refused (its backing reads "unheld").
-	HoldOthers func(id uint64, pid, tid int) error
+	HoldOthers func(id uint64, pid, tid int, mem [2]uint64) error
 }
 
 // Follow makes pid the process whose threads' names are read through
@@ -144,6 +149,16 @@ func (d *Decoder) decode(n *Notif, r *orch.Request) (bool, error) {
 	if k.PIDArg >= 0 {
 		r.OwnTarget = ownThread(r.PID, int32(n.Args[k.PIDArg]))
 	}
+	// A call decided on what another thread can change and then
+	// continued holds QEMU's other threads still first, before its fd
+	// targets or mappings are read (holdWanted says which). Unheld, it
+	// is decoded all the same, for the refusal's event.
+	var unheld error
+	if what, mem := d.holdWanted(n, r); what != "" {
+		if err := d.HoldOthers(n.ID, r.PID, n.PID, mem); err != nil {
+			unheld = fmt.Errorf("hold QEMU's other threads for %s: %w", what, err)
+		}
+	}
 	var errs []error
 	for _, i := range k.FDArgs {
 		fd := int32(n.Args[i])
@@ -199,6 +214,10 @@ func (d *Decoder) decode(n *Notif, r *orch.Request) (bool, error) {
 		if err := d.decodeMemory(n, r, tid); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if unheld != nil {
+		r.Backing = "unheld" // no rule admits it
+		return false, unheld
 	}
 	if len(errs) > 0 {
 		return false, errs[0]
@@ -449,16 +468,9 @@ func (d *Decoder) decodeMemory(n *Notif, r *orch.Request, tid string) error {
 		if uint32(n.Args[1]) != kvmSetUserMemoryRegion {
 			return nil
 		}
-		// After start-up (the guest RAM sealed, or a vCPU thread, which
-		// maps memory only once the guest runs) QEMU's other threads are
-		// held still first: kfv answers CONTINUE, and the kernel copies
-		// the struct again, so it must not change in between.
-		if d.HoldOthers != nil && (d.GuestRAMSealed(r.PID) || strings.HasPrefix(r.Thread, "CPU ")) {
-			if err := d.HoldOthers(n.ID, r.PID, n.PID); err != nil {
-				r.Backing = "unheld" // no rule admits it
-				return fmt.Errorf("hold QEMU's other threads for KVM_SET_USER_MEMORY_REGION: %w", err)
-			}
-		}
+		// After start-up QEMU's other threads are held still by now
+		// (holdWanted): kfv answers CONTINUE, and the kernel copies the
+		// struct again, so it must not change in between.
 		var raw [32]byte
 		if err := ReadMem(n.PID, n.Args[2], raw[:]); err != nil {
 			r.Backing = "unreadable"
@@ -489,6 +501,45 @@ func (d *Decoder) decodeMemory(n *Notif, r *orch.Request, tid string) error {
 		r.Backing = d.slotBacking(r.PID, b, m.HVA, m.Size)
 	}
 	return nil
+}
+
+// holdWanted says which call n is when kfv must hold QEMU's other
+// threads still while deciding it, "" when it need not, and which range
+// of the caller's memory its decision reads. These are the
+// calls kfv decides on state another thread can change and then lets
+// continue, because it cannot perform them: KVM_SET_USER_MEMORY_REGION
+// (the struct in QEMU's memory: KVM serves only its VM's own process),
+// mmap of an fd with PROT_EXEC (the fd's target: another thread can dup2
+// a foreign file onto the number) and mprotect with PROT_EXEC (the
+// mapping under the range: another thread can map over it with
+// MAP_FIXED). kfv cannot perform a mapping in QEMU's address space
+// either. Only after start-up (the guest RAM sealed, or from a vCPU
+// thread, which runs only once the guest does): before it no guest input
+// has reached QEMU, and its dynamic loader and accelerator make most of
+// these calls then.
+func (d *Decoder) holdWanted(n *Notif, r *orch.Request) (what string, mem [2]uint64) {
+	if d.HoldOthers == nil || r.PID <= 0 {
+		return "", mem
+	}
+	switch r.Syscall {
+	case "ioctl":
+		if uint32(n.Args[1]) == kvmSetUserMemoryRegion {
+			what = "KVM_SET_USER_MEMORY_REGION"
+			mem = [2]uint64{n.Args[2], n.Args[2] + 32} // the struct
+		}
+	case "mmap":
+		if n.Args[2]&unix.PROT_EXEC != 0 && n.Args[3]&unix.MAP_ANONYMOUS == 0 && int32(n.Args[4]) >= 0 {
+			what = "mmap of an fd with PROT_EXEC"
+		}
+	case "mprotect", "pkey_mprotect":
+		if n.Args[2]&unix.PROT_EXEC != 0 {
+			what = r.Syscall + " with PROT_EXEC"
+		}
+	}
+	if what == "" || !d.GuestRAMSealed(r.PID) && !strings.HasPrefix(r.Thread, "CPU ") {
+		return "", [2]uint64{}
+	}
+	return what, mem
 }
 
 // backingOf reads the caller's mappings and says what backs a range.

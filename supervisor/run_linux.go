@@ -385,8 +385,8 @@ type session struct {
 	qemuPath string
 	listener *seccompnotify.Listener
 	gate     *seccompnotify.Gate
-	// memHold holds QEMU's other threads still around a memory-slot
-	// call after start-up (memhold_linux.go).
+	// memHold holds QEMU's other threads still around a memory-slot,
+	// executable mmap or mprotect call after start-up (memhold_linux.go).
 	memHold *memHold
 	exited  chan unix.WaitStatus
 	// execDone is set by the loop once it has let the loader's execve of
