@@ -3,11 +3,13 @@ package integration
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"kfv/event"
 	"kfv/guest"
 )
 
@@ -124,6 +126,24 @@ func execSyscall(payload string) string {
 	return "mmap"
 }
 
+// execCallArgsRE finds the registers in a decision's args field.
+var execCallArgsRE = regexp.MustCompile(`args=\[([^\]]*)\]`)
+
+// execRaceCall says whether a decision's args field (event.Event.Args)
+// is one of the race's own calls: an mmap of the implant's fd 200
+// (XRACE_FD), an mprotect at its address (XRACE_ADDR).
+func execRaceCall(syscall, args string) bool {
+	m := execCallArgsRE.FindStringSubmatch(args)
+	if m == nil {
+		return false
+	}
+	regs := strings.Fields(m[1])
+	if syscall == "mprotect" {
+		return len(regs) > 0 && regs[0] == "0x6e0000000000"
+	}
+	return len(regs) > 4 && regs[4] == "0xc8"
+}
+
 // TestRaceExecMap races mmap with PROT_EXEC against dup2 (KVM).
 func TestRaceExecMap(t *testing.T) {
 	testRaceExec(t, "race-mmap", "race-mmap-main")
@@ -191,9 +211,10 @@ func testRaceExec(t *testing.T, payloads ...string) {
 				}
 				stopQEMU(t, p)
 				sc := execSyscall(payload)
-				var calls, denied, held int
+				var calls, denied, held, unheld int
 				var holds, stops []time.Duration
 				rules := map[string]int{}
+				var unheldDetail string
 				for _, e := range readEvents(t, events) {
 					n, ok := decisions(e)
 					if !ok || e.TID != rep.tid || e.Syscall != sc {
@@ -209,17 +230,25 @@ func testRaceExec(t *testing.T, payloads ...string) {
 						h, _ := time.ParseDuration(m[2])
 						s, _ := time.ParseDuration(m[3])
 						holds, stops = append(holds, h), append(stops, s)
+					} else if e.Kind == event.KindDecision && execRaceCall(sc, e.Args) {
+						unheld++
+						unheldDetail = e.Args + ": " + e.Detail
 					}
 				}
 				t.Logf("the racing thread's %s calls in the events: %d, by verdict and rule %v, %d held; hold (median, p99): %v, %v; others seen stopped after %v, %v", sc, calls, rules, held, quantile(holds, 0.5), quantile(holds, 0.99), quantile(stops, 0.5), quantile(stops, 0.99))
 				// The event stream folds and may shed a flood of
 				// decisions (docs/events.md): it must show the refusals
-				// and the holds, not each one.
+				// and the holds, not each one; a folded line does not
+				// say whether its calls were held, a decision line of
+				// the race's own calls must.
 				if denied == 0 {
 					t.Errorf("the implant saw %d refusals, the event stream holds none by no-exec-memory", rep.denied)
 				}
 				if held == 0 {
 					t.Errorf("no %s call of the racing thread says it held QEMU still", sc)
+				}
+				if unheld != 0 {
+					t.Errorf("%d of the race's %s calls were decided without holding QEMU still, the last: %s", unheld, sc, unheldDetail)
 				}
 			})
 		})
