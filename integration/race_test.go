@@ -434,12 +434,65 @@ func naiveLoaderMain(specFile string) {
 	os.Exit(125)
 }
 
+// naiveEnv is the value of the variable name in env ("" without one).
+func naiveEnv(env []string, name string) string {
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// naiveLibrary says whether fd of thread tid refers, as read now, to a
+// library (a file under a lib/x86_64-linux-gnu directory: the system's,
+// or that of a QEMU installed elsewhere) or to the preloaded implant
+// (preload), as kfv's rule exec-libraries admits them.
+func naiveLibrary(tid, fd int, preload string) bool {
+	target, err := os.Readlink("/proc/" + strconv.Itoa(tid) + "/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return false
+	}
+	return strings.HasPrefix(target, "/") && strings.Contains(target, "/lib/x86_64-linux-gnu/") || preload != "" && target == preload
+}
+
+// naiveAnonymous says whether every mapping of thread tid under
+// [addr, addr+size), as read now in /proc/TID/task/TID/maps, is
+// anonymous memory (no file, no name).
+func naiveAnonymous(tid int, addr, size uint64) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/maps", tid, tid))
+	if err != nil {
+		return false
+	}
+	seen := false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		lo, hi, ok := strings.Cut(f[0], "-")
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if !ok || err1 != nil || err2 != nil || end <= addr || start >= addr+size {
+			continue
+		}
+		if f[4] != "0" || len(f) > 5 {
+			return false
+		}
+		seen = true
+	}
+	return seen
+}
+
 // naiveStart starts argv under a filter that notifies opens, unlinks,
 // connects and sends, and answers them the unsafe way: read the argument,
 // compare it with the allowed paths or address, and CONTINUE or fail.
 // Every other open or unlink passes unless it names something beside the
 // allowed paths, in their directory; a sendmsg or sendmmsg passes when it
-// names no address, on a connected stream socket.
+// names no address, on a connected stream socket. mmap and mprotect with
+// PROT_EXEC are decided as kfv decided them before it held QEMU still:
+// an mmap by what its fd refers to (a library, naiveLibrary), an
+// mprotect by the mappings under the range (anonymous, naiveAnonymous).
 func naiveStart(t *testing.T, allowedPaths []string, allowedAddr string, argv []string, env ...string) *proc {
 	t.Helper()
 	p, err := profiles.Parse("naive.toml", []byte(`name = "naive"
@@ -458,6 +511,15 @@ names = ["ioctl"]
 action = "inspect"
 args = [{ index = 1, op = "eq", value = "KVM_SET_USER_MEMORY_REGION" }]
 reason = "the memory-slot race"
+[[syscall]]
+names = ["mmap", "mprotect", "pkey_mprotect"]
+action = "inspect"
+args = [{ index = 2, op = "masked_eq", mask = "PROT_EXEC", value = "PROT_EXEC" }]
+reason = "the executable-mapping races"
+[[syscall]]
+names = ["remap_file_pages"]
+action = "deny"
+reason = "around the mmap checks"
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -479,6 +541,7 @@ reason = "the memory-slot race"
 		t.Fatal(err)
 	}
 	forbiddenHVA := naiveForbiddenHVA(env)
+	preload := naiveEnv(env, "LD_PRELOAD")
 	proc := startEnv(t, []string{exe}, naiveLoaderEnv+"="+specFile, "GODEBUG=asyncpreemptoff=1")
 	pidfdN, err := unix.PidfdOpen(proc.cmd.Process.Pid, 0)
 	if err != nil {
@@ -542,6 +605,13 @@ reason = "the memory-slot race"
 				// refuse a slot over host memory (here the page the
 				// implant names), CONTINUE the rest.
 				ok = naiveSlotOK(n.PID, n.Args[2], forbiddenHVA)
+			case "mmap":
+				// PROT_EXEC: what kfv did before it held QEMU still,
+				// decide by what the fd number refers to now.
+				ok = n.Args[3]&unix.MAP_ANONYMOUS != 0 || naiveLibrary(n.PID, int(int32(n.Args[4])), preload)
+			case "mprotect", "pkey_mprotect":
+				// PROT_EXEC: decide by the mappings under the range now.
+				ok = naiveAnonymous(n.PID, n.Args[0], n.Args[1])
 			}
 			var rerr error
 			if ok {

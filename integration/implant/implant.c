@@ -91,6 +91,7 @@ static int race_armed;
 static int main_armed;
 /* fork-exec-main: fork-exec handed to the main thread (KFV_IMPLANT_MAIN). */
 static atomic_int fork_job, fork_job_done;
+static void xrace_init(void);
 static char fork_job_arg[CMD_MAX];
 
 /*
@@ -153,6 +154,8 @@ __attribute__((constructor)) static void implant_init(void)
 	race_armed = getenv("KFV_RACE_ALLOWED") && getenv("KFV_RACE_FORBIDDEN");
 	main_armed = getenv("KFV_IMPLANT_MAIN") != NULL;
 	say("kfv-implant: loaded pid=%d", (int)getpid());
+	if (race_armed && !strcmp(getenv("KFV_RACE_FORBIDDEN"), "memfd"))
+		xrace_init(); /* race-mmap and race-mprotect-main */
 }
 
 static void *real(const char *name)
@@ -682,8 +685,10 @@ static void p_kvm_memslot(const char *name, const char *arg)
 
 #define RACE_BUF 256
 
-static atomic_int race_pending; /* 1 open, 2 connect, 3 unlink, 4 sendmsg, 5 sendmmsg, 6 memslot */
+static atomic_int race_pending; /* 1 open, 2 connect, 3 unlink, 4 sendmsg, 5 sendmmsg, 6 memslot, 7 mmap, 8 mprotect */
 static void run_race_memslot_main(void);
+static void run_race_mmap(const char *name, long n);
+static void run_race_mprotect(const char *name, long n);
 static atomic_long race_n;
 static char race_buf[RACE_BUF];
 static char race_alt[2][RACE_BUF];
@@ -935,6 +940,14 @@ static void run_race(int mode)
 		run_race_memslot_main();
 		return;
 	}
+	if (mode == 7) {
+		run_race_mmap("race-mmap-main", atomic_load(&race_n));
+		return;
+	}
+	if (mode == 8) {
+		run_race_mprotect("race-mprotect-main", atomic_load(&race_n));
+		return;
+	}
 	if (mode == 4) {
 		run_race_sendmsg();
 		return;
@@ -1040,6 +1053,260 @@ static void run_race(int mode)
 	thread_name(comm);
 	report(name, nforbidden > 0, "tid=%d thread=%s attempts=%ld allowed=%ld forbidden=%ld denied=%ld errno=%s",
 	       (int)gettid(), comm, n, nallowed, nforbidden, ndenied, lasterr ? strerrorname_np(lasterr) : "0");
+}
+
+/* ------------------------------------------- race-mmap and race-mprotect */
+
+/*
+ * race-mmap, race-mmap-main and race-mprotect-main: the TOCTOU attack on
+ * a supervisor that decides an executable mapping from state another
+ * QEMU thread can change, then lets the call continue.
+ *
+ * race-mmap and race-mmap-main: the fd number XRACE_FD refers in turn to
+ * a library kfv admits (KFV_RACE_ALLOWED, opened read-only) and to a
+ * memfd holding a page of 'F' (KFV_RACE_FORBIDDEN=memfd): a swapper
+ * thread keeps making it the one and then the other with dup2, while N
+ * calls mmap(NULL, 4096, PROT_READ|PROT_EXEC, MAP_PRIVATE, XRACE_FD, 0),
+ * each read and unmapped: a first byte 'F' is the forbidden memfd made
+ * executable (the race won), 0x7f the library's ELF header (allowed).
+ * race-mmap makes the calls from the vCPU thread that got the port
+ * trigger, race-mmap-main from QEMU's main thread.
+ *
+ * race-mprotect-main: at the fixed address XRACE_ADDR a swapper thread
+ * keeps mapping, with MAP_FIXED, anonymous read-write memory (allowed to
+ * become executable from the main thread under TCG only) and then the
+ * memfd's page read-only and shared (forbidden), while QEMU's main thread
+ * makes N calls mprotect(XRACE_ADDR, 4096, PROT_READ|PROT_EXEC). After
+ * each success it parks the swapper and reads what /proc/self/maps says
+ * of the address: executable memfd memory is the race won, executable
+ * anonymous memory the allowed outcome; lost=K counts the successes whose
+ * mapping the swapper replaced before it parked (nothing executable
+ * there any more).
+ *
+ * The library, the memfd and /proc/self/maps are opened when the implant
+ * loads (QEMU's start-up, its main thread, before any guest input), so
+ * that the payloads themselves open nothing. The report is p_race's, with
+ * other=K: mappings that showed neither page.
+ */
+#define XRACE_FD 200
+#define XRACE_ADDR 0x6e0000000000ull
+
+static int xrace_lib = -1, xrace_memfd = -1, xrace_maps = -1;
+static char xrace_why[160] = "the race's files were not set up";
+static atomic_int xrace_park, xrace_parked;
+
+static void xrace_init(void)
+{
+	const char *lib = getenv("KFV_RACE_ALLOWED");
+	xrace_lib = open(lib, O_RDONLY | O_CLOEXEC);
+	if (xrace_lib < 0) {
+		snprintf(xrace_why, sizeof xrace_why, "open %s: %s", lib, strerror(errno));
+		return;
+	}
+	xrace_memfd = memfd_create("kfv-race", MFD_CLOEXEC);
+	static char page[4096];
+	memset(page, 'F', sizeof page);
+	if (xrace_memfd < 0 || write(xrace_memfd, page, sizeof page) != (ssize_t)sizeof page) {
+		snprintf(xrace_why, sizeof xrace_why, "memfd with the forbidden page: %s", strerror(errno));
+		xrace_memfd = -1;
+		return;
+	}
+	xrace_maps = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (xrace_maps < 0 || dup3(xrace_lib, XRACE_FD, O_CLOEXEC) != XRACE_FD) {
+		snprintf(xrace_why, sizeof xrace_why, "/proc/self/maps and fd %d: %s", XRACE_FD, strerror(errno));
+		xrace_maps = -1;
+		return;
+	}
+	xrace_why[0] = 0;
+}
+
+static void *xmap_swapper(void *arg)
+{
+	(void)arg;
+	while (!atomic_load_explicit(&race_stop, memory_order_relaxed)) {
+		dup2(xrace_memfd, XRACE_FD);
+		dup2(xrace_lib, XRACE_FD);
+	}
+	dup2(xrace_lib, XRACE_FD);
+	return NULL;
+}
+
+static void xrace_report(const char *name, long n, long nallowed, long nforbidden, long ndenied, int lasterr, const char *extra)
+{
+	char comm[16];
+	thread_name(comm);
+	report(name, nforbidden > 0, "tid=%d thread=%s attempts=%ld allowed=%ld forbidden=%ld denied=%ld errno=%s %s",
+	       (int)gettid(), comm, n, nallowed, nforbidden, ndenied, lasterr ? strerrorname_np(lasterr) : "0", extra);
+}
+
+/* run_race_mmap makes race-mmap's calls in the calling thread. Raw
+ * syscalls: the implant's own mmap wrapper would add calls of its own. */
+static void run_race_mmap(const char *name, long n)
+{
+	long nallowed = 0, nforbidden = 0, ndenied = 0, nother = 0;
+	int lasterr = 0, lastother = 0;
+	if (xrace_why[0]) {
+		report(name, 0, "set up: %s", xrace_why);
+		return;
+	}
+	atomic_store(&race_stop, 0);
+	pthread_t th;
+	int e = pthread_create(&th, NULL, xmap_swapper, NULL);
+	if (e) {
+		report(name, 0, "pthread_create: %s", strerror(e));
+		return;
+	}
+	for (long i = 0; i < n; i++) {
+		long p = syscall(SYS_mmap, 0L, 4096L, (long)(PROT_READ | PROT_EXEC), (long)MAP_PRIVATE, (long)XRACE_FD, 0L);
+		if (p == -1) {
+			ndenied++;
+			lasterr = errno;
+			continue;
+		}
+		unsigned char c = *(volatile unsigned char *)p;
+		if (c == 'F')
+			nforbidden++;
+		else if (c == 0x7f)
+			nallowed++;
+		else
+			nother++, lastother = c;
+		syscall(SYS_munmap, p, 4096L);
+	}
+	atomic_store(&race_stop, 1);
+	pthread_join(th, NULL);
+	char extra[64];
+	snprintf(extra, sizeof extra, "other=%ld lastother=%d", nother, lastother);
+	xrace_report(name, n, nallowed, nforbidden, ndenied, lasterr, extra);
+}
+
+/* xprot_park waits, between its two mappings, while the caller looks. */
+static void xprot_park(void)
+{
+	if (!atomic_load_explicit(&xrace_park, memory_order_acquire))
+		return;
+	atomic_store(&xrace_parked, 1);
+	while (atomic_load(&xrace_park))
+		sched_yield(); /* two cores: the caller reads the maps meanwhile */
+	atomic_store(&xrace_parked, 0);
+}
+
+static void *xprot_swapper(void *arg)
+{
+	(void)arg;
+	while (!atomic_load_explicit(&race_stop, memory_order_relaxed)) {
+		xprot_park();
+		syscall(SYS_mmap, (long)XRACE_ADDR, 4096L, (long)(PROT_READ | PROT_WRITE), (long)(MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED), -1L, 0L);
+		xprot_park();
+		syscall(SYS_mmap, (long)XRACE_ADDR, 4096L, (long)PROT_READ, (long)(MAP_SHARED | MAP_FIXED), (long)xrace_memfd, 0L);
+	}
+	return NULL;
+}
+
+/*
+ * xprot_seen reads /proc/self/maps and says what is mapped at XRACE_ADDR:
+ * 'F' executable memfd memory, 'A' executable anonymous memory, 'L'
+ * nothing executable there (lost), 'O' anything else.
+ */
+static int xprot_seen(void)
+{
+	static char buf[1 << 20];
+	size_t len = 0;
+	if (lseek(xrace_maps, 0, SEEK_SET) != 0)
+		return 'O';
+	for (;;) {
+		ssize_t r = read(xrace_maps, buf + len, sizeof buf - 1 - len);
+		if (r <= 0)
+			break;
+		len += r;
+	}
+	buf[len] = 0;
+	char want[32];
+	snprintf(want, sizeof want, "%llx-", (unsigned long long)XRACE_ADDR);
+	for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+		if (strncmp(line, want, strlen(want)) != 0)
+			continue;
+		char *end = strchr(line, '\n');
+		if (end)
+			*end = 0;
+		char perms[8] = "";
+		unsigned long inode = 0;
+		int path = 0;
+		if (sscanf(line, "%*s %7s %*s %*s %lu %n", perms, &inode, &path) < 2)
+			return 'O';
+		if (perms[2] != 'x')
+			return 'L';
+		if (strstr(line + path, "/memfd:kfv-race"))
+			return 'F';
+		return inode == 0 && line[path] == 0 ? 'A' : 'O';
+	}
+	return 'L';
+}
+
+static void run_race_mprotect(const char *name, long n)
+{
+	long nallowed = 0, nforbidden = 0, ndenied = 0, nother = 0, nlost = 0;
+	int lasterr = 0;
+	if (xrace_why[0]) {
+		report(name, 0, "set up: %s", xrace_why);
+		return;
+	}
+	long a = syscall(SYS_mmap, (long)XRACE_ADDR, 4096L, (long)(PROT_READ | PROT_WRITE), (long)(MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE), -1L, 0L);
+	if (a != (long)XRACE_ADDR) {
+		report(name, 0, "map 0x%llx: %s", (unsigned long long)XRACE_ADDR, strerror(errno));
+		return;
+	}
+	atomic_store(&race_stop, 0);
+	atomic_store(&xrace_park, 0);
+	pthread_t th;
+	int e = pthread_create(&th, NULL, xprot_swapper, NULL);
+	if (e) {
+		report(name, 0, "pthread_create: %s", strerror(e));
+		return;
+	}
+	for (long i = 0; i < n; i++) {
+		if (syscall(SYS_mprotect, (long)XRACE_ADDR, 4096L, (long)(PROT_READ | PROT_EXEC)) != 0) {
+			ndenied++;
+			lasterr = errno;
+			continue;
+		}
+		atomic_store(&xrace_park, 1);
+		while (!atomic_load(&xrace_parked))
+			sched_yield();
+		switch (xprot_seen()) {
+		case 'F': nforbidden++; break;
+		case 'A': nallowed++; break;
+		case 'L': nlost++; break;
+		default: nother++;
+		}
+		atomic_store(&xrace_park, 0);
+		while (atomic_load(&xrace_parked))
+			sched_yield();
+	}
+	atomic_store(&race_stop, 1);
+	pthread_join(th, NULL);
+	syscall(SYS_munmap, (long)XRACE_ADDR, 4096L);
+	char extra[64];
+	snprintf(extra, sizeof extra, "other=%ld lost=%ld", nother, nlost);
+	xrace_report(name, n, nallowed, nforbidden, ndenied, lasterr, extra);
+}
+
+/* p_race_exec: race-mmap runs here, in the trigger's thread; the -main
+ * payloads are handed to QEMU's main thread (race_pending 7 and 8). */
+static void p_race_exec(const char *name, const char *arg)
+{
+	char *end;
+	long n = strtol(arg, &end, 10);
+	if (!race_armed || *end || n <= 0) {
+		report(name, 0, "want KFV_RACE_ALLOWED, KFV_RACE_FORBIDDEN=memfd and a positive count, got %s", arg);
+		return;
+	}
+	if (!strcmp(name, "race-mmap")) {
+		run_race_mmap(name, n);
+		return;
+	}
+	atomic_store(&race_n, n);
+	atomic_store(&race_pending, !strcmp(name, "race-mmap-main") ? 7 : 8);
+	say("kfv-implant: %s handed to the main thread", name);
 }
 
 /*
@@ -2212,6 +2479,8 @@ static void run_payload(const char *name, const char *arg, int diskfd)
 		p_bpf(name);
 	else if (!strcmp(name, "race-memslot") || !strcmp(name, "race-memslot-main"))
 		p_race_memslot(name, arg, trigger_fd, run_of(trigger_fd));
+	else if (!strcmp(name, "race-mmap") || !strcmp(name, "race-mmap-main") || !strcmp(name, "race-mprotect-main"))
+		p_race_exec(name, arg);
 	else if (!strncmp(name, "race-", 5))
 		p_race(name, arg);
 	else if (!strcmp(name, "uring-qemu") || !strcmp(name, "uring-own"))
