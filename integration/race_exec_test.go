@@ -23,9 +23,10 @@ import (
 //     'F' onto N in turn. A mapping whose first byte is 'F' is the memfd
 //     made executable. From the vCPU thread that got the port trigger
 //     (race-mmap) and from QEMU's main thread (race-mmap-main), under KVM.
-//   - mprotect(A, PROT_READ|PROT_EXEC): a swapper maps, with MAP_FIXED,
-//     anonymous memory and the memfd's page at A in turn. An executable
-//     memfd mapping at A is the race won. From QEMU's main thread under
+//   - mprotect(A, PROT_READ|PROT_EXEC): a swapper moves (mremap) an
+//     anonymous page and the memfd's page to A and back in turn; a moved
+//     mapping keeps its protection, so after each success the caller
+//     finds which one became executable. The memfd is the race won. From QEMU's main thread under
 //     TCG, the only place kfv lets anonymous memory become executable
 //     (rule tcg-code-buffer); the Linux guest's block write triggers it.
 //

@@ -1072,16 +1072,19 @@ static void run_race(int mode)
  * race-mmap makes the calls from the vCPU thread that got the port
  * trigger, race-mmap-main from QEMU's main thread.
  *
- * race-mprotect-main: at the fixed address XRACE_ADDR a swapper thread
- * keeps mapping, with MAP_FIXED, anonymous read-write memory (allowed to
- * become executable from the main thread under TCG only) and then the
- * memfd's page read-only and shared (forbidden), while QEMU's main thread
- * makes N calls mprotect(XRACE_ADDR, 4096, PROT_READ|PROT_EXEC). After
- * each success it parks the swapper and reads what /proc/self/maps says
- * of the address: executable memfd memory is the race won, executable
- * anonymous memory the allowed outcome; lost=K counts the successes whose
- * mapping the swapper replaced before it parked (nothing executable
- * there any more).
+ * race-mprotect-main: a swapper thread keeps moving (mremap with
+ * MREMAP_FIXED) anonymous read-write memory (allowed to become executable
+ * from the main thread under TCG only) and then the memfd's page, mapped
+ * read-only and shared (forbidden), to the fixed address XRACE_ADDR and
+ * back to their own places, while QEMU's main thread makes N calls
+ * mprotect(XRACE_ADDR, 4096, PROT_READ|PROT_EXEC). A moved mapping keeps
+ * its protection, so after each success the caller parks the swapper and
+ * finds in /proc/self/maps which of the two became executable, wherever
+ * it is now: the memfd is the race won, the anonymous page the allowed
+ * outcome; it then takes the execute right back (an mprotect without
+ * PROT_EXEC, which nothing inspects) and lets the swapper go on. Between
+ * two moves nothing is mapped at XRACE_ADDR: such a call fails with
+ * ENOMEM (empty=K), and is neither allowed nor refused.
  *
  * The library, the memfd and /proc/self/maps are opened when the implant
  * loads (QEMU's start-up, its main thread, before any guest input), so
@@ -1179,7 +1182,11 @@ static void run_race_mmap(const char *name, long n)
 	xrace_report(name, n, nallowed, nforbidden, ndenied, lasterr, extra);
 }
 
-/* xprot_park waits, between its two mappings, while the caller looks. */
+/* The two mappings' own places, and the page size. */
+#define XPROT_ANON (XRACE_ADDR + 0x10000)
+#define XPROT_MEMFD (XRACE_ADDR + 0x20000)
+
+/* xprot_park waits, between two moves, while the caller looks. */
 static void xprot_park(void)
 {
 	if (!atomic_load_explicit(&xrace_park, memory_order_acquire))
@@ -1190,24 +1197,37 @@ static void xprot_park(void)
 	atomic_store(&xrace_parked, 0);
 }
 
+static long xprot_move(unsigned long long from, unsigned long long to)
+{
+	return syscall(SYS_mremap, (long)from, 4096L, 4096L, (long)(MREMAP_MAYMOVE | MREMAP_FIXED), (long)to);
+}
+
+static atomic_int xprot_moving;
+
 static void *xprot_swapper(void *arg)
 {
 	(void)arg;
 	while (!atomic_load_explicit(&race_stop, memory_order_relaxed)) {
+		xprot_move(XPROT_ANON, XRACE_ADDR);
+		atomic_store(&xprot_moving, 1);
 		xprot_park();
-		syscall(SYS_mmap, (long)XRACE_ADDR, 4096L, (long)(PROT_READ | PROT_WRITE), (long)(MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED), -1L, 0L);
+		xprot_move(XRACE_ADDR, XPROT_ANON);
 		xprot_park();
-		syscall(SYS_mmap, (long)XRACE_ADDR, 4096L, (long)PROT_READ, (long)(MAP_SHARED | MAP_FIXED), (long)xrace_memfd, 0L);
+		xprot_move(XPROT_MEMFD, XRACE_ADDR);
+		xprot_park();
+		xprot_move(XRACE_ADDR, XPROT_MEMFD);
+		xprot_park();
 	}
 	return NULL;
 }
 
 /*
- * xprot_seen reads /proc/self/maps and says what is mapped at XRACE_ADDR:
- * 'F' executable memfd memory, 'A' executable anonymous memory, 'L'
- * nothing executable there (lost), 'O' anything else.
+ * xprot_seen reads /proc/self/maps and says which of the race's two
+ * mappings is executable, wherever it is (XRACE_ADDR or its own place),
+ * and where: 'F' the memfd, 'A' the anonymous page, 'N' neither, 'O'
+ * both or anything unexpected.
  */
-static int xprot_seen(void)
+static int xprot_seen(unsigned long long *at)
 {
 	static char buf[1 << 20];
 	size_t len = 0;
@@ -1220,51 +1240,61 @@ static int xprot_seen(void)
 		len += r;
 	}
 	buf[len] = 0;
-	char want[32];
-	snprintf(want, sizeof want, "%llx-", (unsigned long long)XRACE_ADDR);
+	int seen = 'N';
 	for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-		if (strncmp(line, want, strlen(want)) != 0)
-			continue;
-		char *end = strchr(line, '\n');
-		if (end)
-			*end = 0;
+		unsigned long long start = 0, end = 0;
 		char perms[8] = "";
 		unsigned long inode = 0;
 		int path = 0;
-		if (sscanf(line, "%*s %7s %*s %*s %lu %n", perms, &inode, &path) < 2)
-			return 'O';
+		if (sscanf(line, "%llx-%llx %7s %*s %*s %lu%n", &start, &end, perms, &inode, &path) < 4 || !path)
+			continue;
+		while (line[path] == ' ') /* not "%lu %n": that would skip the newline too */
+			path++;
+		if (start != XRACE_ADDR && start != XPROT_ANON && start != XPROT_MEMFD)
+			continue;
 		if (perms[2] != 'x')
-			return 'L';
-		if (strstr(line + path, "/memfd:kfv-race"))
-			return 'F';
-		return inode == 0 && line[path] == 0 ? 'A' : 'O';
+			continue;
+		int memfd = strncmp(line + path, "/memfd:kfv-race", 15) == 0;
+		int anon = inode == 0 && (line[path] == '\n' || line[path] == 0);
+		if (seen != 'N' || (!memfd && !anon))
+			return 'O';
+		seen = memfd ? 'F' : 'A';
+		*at = start;
 	}
-	return 'L';
+	return seen;
 }
 
 static void run_race_mprotect(const char *name, long n)
 {
-	long nallowed = 0, nforbidden = 0, ndenied = 0, nother = 0, nlost = 0;
+	long nallowed = 0, nforbidden = 0, ndenied = 0, nother = 0, nempty = 0;
 	int lasterr = 0;
 	if (xrace_why[0]) {
 		report(name, 0, "set up: %s", xrace_why);
 		return;
 	}
-	long a = syscall(SYS_mmap, (long)XRACE_ADDR, 4096L, (long)(PROT_READ | PROT_WRITE), (long)(MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE), -1L, 0L);
-	if (a != (long)XRACE_ADDR) {
-		report(name, 0, "map 0x%llx: %s", (unsigned long long)XRACE_ADDR, strerror(errno));
+	long a = syscall(SYS_mmap, (long)XPROT_ANON, 4096L, (long)(PROT_READ | PROT_WRITE), (long)(MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE), -1L, 0L);
+	long f = syscall(SYS_mmap, (long)XPROT_MEMFD, 4096L, (long)PROT_READ, (long)(MAP_SHARED | MAP_FIXED_NOREPLACE), (long)xrace_memfd, 0L);
+	if (a != (long)XPROT_ANON || f != (long)XPROT_MEMFD) {
+		report(name, 0, "map the race's pages at 0x%llx and 0x%llx: %s", XPROT_ANON, XPROT_MEMFD, strerror(errno));
 		return;
 	}
 	atomic_store(&race_stop, 0);
 	atomic_store(&xrace_park, 0);
+	atomic_store(&xprot_moving, 0);
 	pthread_t th;
 	int e = pthread_create(&th, NULL, xprot_swapper, NULL);
 	if (e) {
 		report(name, 0, "pthread_create: %s", strerror(e));
 		return;
 	}
+	while (!atomic_load(&xprot_moving))
+		sched_yield(); /* calls before the first move would all be ENOMEM */
 	for (long i = 0; i < n; i++) {
 		if (syscall(SYS_mprotect, (long)XRACE_ADDR, 4096L, (long)(PROT_READ | PROT_EXEC)) != 0) {
+			if (errno == ENOMEM) {
+				nempty++; /* between two moves */
+				continue;
+			}
 			ndenied++;
 			lasterr = errno;
 			continue;
@@ -1272,12 +1302,15 @@ static void run_race_mprotect(const char *name, long n)
 		atomic_store(&xrace_park, 1);
 		while (!atomic_load(&xrace_parked))
 			sched_yield();
-		switch (xprot_seen()) {
+		unsigned long long at = 0;
+		int seen = xprot_seen(&at);
+		switch (seen) {
 		case 'F': nforbidden++; break;
 		case 'A': nallowed++; break;
-		case 'L': nlost++; break;
 		default: nother++;
 		}
+		if (at)
+			syscall(SYS_mprotect, (long)at, 4096L, (long)(seen == 'A' ? PROT_READ | PROT_WRITE : PROT_READ));
 		atomic_store(&xrace_park, 0);
 		while (atomic_load(&xrace_parked))
 			sched_yield();
@@ -1285,8 +1318,10 @@ static void run_race_mprotect(const char *name, long n)
 	atomic_store(&race_stop, 1);
 	pthread_join(th, NULL);
 	syscall(SYS_munmap, (long)XRACE_ADDR, 4096L);
+	syscall(SYS_munmap, (long)XPROT_ANON, 4096L);
+	syscall(SYS_munmap, (long)XPROT_MEMFD, 4096L);
 	char extra[64];
-	snprintf(extra, sizeof extra, "other=%ld lost=%ld", nother, nlost);
+	snprintf(extra, sizeof extra, "other=%ld empty=%ld", nother, nempty);
 	xrace_report(name, n, nallowed, nforbidden, ndenied, lasterr, extra);
 }
 
