@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -260,11 +259,20 @@ func (l *Listener) answered(id uint64) {
 // called from any goroutine, more than once.
 func (l *Listener) Shutdown() {
 	l.stopOnce.Do(func() { close(l.stopped) })
-	// A full pipe means a wake-up is already pending; that is enough.
-	l.wake.SetWriteDeadline(time.Now()) //nolint:errcheck // pipes support deadlines; failure only means a blocking write below
-	if _, err := l.wake.Write([]byte{0}); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-		return
+	// One byte on the stop pipe wakes the poll in Receive. The write is
+	// made on the raw fd, which os.Pipe left non-blocking: a full pipe
+	// (EAGAIN) means a wake-up is already pending, which is enough. (A
+	// write deadline of now, as before, fails every write before it is
+	// tried, so no Receive blocked in poll was ever woken.)
+	rc, err := l.wake.SyscallConn()
+	if err != nil {
+		return // the pipe is closed: so is the listener
 	}
+	//nolint:errcheck // nothing to do on failure: EAGAIN is a pending wake-up, EBADF a closed listener
+	rc.Write(func(fd uintptr) bool {
+		unix.Write(int(fd), []byte{0}) //nolint:errcheck // as above
+		return true
+	})
 }
 
 // Close closes the listener. Call it after the goroutine that calls

@@ -36,6 +36,8 @@ func TestMain(m *testing.M) {
 		journalChildMain(true)
 	case "inherit":
 		journalChildMain(false)
+	case "supervisor":
+		journalSupervisorMain()
 	}
 	os.Exit(125)
 }
@@ -106,6 +108,36 @@ func journalChildMain(load bool) {
 				}
 				say("looped %d", n)
 			}()
+		case "stress":
+			// k threads calling without pause; every answer must be 0
+			// until journalStop.
+			k, _ := strconv.Atoi(f[1])
+			var mu sync.Mutex
+			calls, bad, lastErr := 0, 0, 0
+			var wg sync.WaitGroup
+			for range k {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						r, _, e := unix.Syscall(unix.SYS_GETPRIORITY, unix.PRIO_PROCESS, 0, 0)
+						mu.Lock()
+						calls++
+						if e != 0 || (r != 0 && r != journalStop) {
+							bad++
+							lastErr = int(e)
+						}
+						mu.Unlock()
+						if r == journalStop || e != 0 {
+							return
+						}
+					}
+				}()
+			}
+			go func() {
+				wg.Wait()
+				say("stressed %d bad %d errno %d", calls, bad, lastErr)
+			}()
 		case "spawn":
 			// A second process under the same filter and listener; it
 			// talks to the test through fds 3 and 4.
@@ -125,6 +157,47 @@ func journalChildMain(load bool) {
 				cmd.Wait() //nolint:errcheck // killed on purpose
 				say("reaped %d", cmd.Process.Pid)
 			}()
+		}
+	}
+}
+
+// journalSupervisorMain is a supervisor in a process of its own, for
+// TestJournalSIGKILL: the listener is fd 3, the journal's memfd fd 4. It
+// resumes what the last one left, then answers every call with 0 until it
+// is killed.
+func journalSupervisorMain() {
+	l, err := NewListener(os.NewFile(3, "listener"))
+	if err != nil {
+		fmt.Println("error", err)
+		return
+	}
+	j, err := OpenJournal(os.NewFile(4, "journal"))
+	if err != nil {
+		fmt.Println("error", err)
+		return
+	}
+	l.UseJournal(j)
+	resumed, err := j.Resume(l)
+	if err != nil {
+		fmt.Println("error", err)
+		return
+	}
+	for _, f := range resumed {
+		if err := l.Return(f.Notif.ID, 0); err != nil {
+			fmt.Println("error resumed", err)
+			return
+		}
+	}
+	fmt.Println("resumed", len(resumed))
+	var n Notif
+	for {
+		if err := l.Receive(&n); err != nil {
+			fmt.Println("error", err)
+			return
+		}
+		if err := l.Return(n.ID, 0); err != nil && !errors.Is(err, ErrGone) {
+			fmt.Println("error", err)
+			return
 		}
 	}
 }
@@ -483,6 +556,144 @@ func TestJournalCallerKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.expect("ret 1 5 0")
+}
+
+// TestJournalSIGKILL is the takeover under fire: a child's threads call
+// without pause while supervisors, each a process of its own, are
+// SIGKILLed one after the other at random moments (mid-RECV, mid-record,
+// between an answer and its free); the test holds the keeper's copies and
+// starts the next one. No call may fail (ENOSYS) or be lost (a thread
+// that never returns), and none may get an answer but 0.
+func TestJournalSIGKILL(t *testing.T) {
+	const threads, rounds = 8, 60
+	c, lf := startJournalChild(t)
+	j, err := CreateJournal(DefaultJournalSlots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jf := dup(t, j.File())
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send("stress " + strconv.Itoa(threads))
+	resumed := 0
+	for round := range rounds {
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), journalChildEnv+"=supervisor")
+		cmd.ExtraFiles = []*os.File{lf, jf}
+		cmd.Stderr = os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := readLines(out)
+		select {
+		case l := <-lines:
+			f := strings.Fields(l)
+			if len(f) != 2 || f[0] != "resumed" {
+				t.Fatalf("supervisor %d said %q", round, l)
+			}
+			k, _ := strconv.Atoi(f[1])
+			resumed += k
+		case <-time.After(10 * time.Second):
+			t.Fatalf("supervisor %d did not resume in 10s", round)
+		}
+		time.Sleep(time.Duration(1+round%7) * time.Millisecond)
+		if err := cmd.Process.Signal(unix.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Wait() //nolint:errcheck // killed
+		for l := range lines {
+			t.Fatalf("supervisor %d said %q", round, l)
+		}
+	}
+	// The last supervisor stops the child's threads.
+	b := newSupervisor(t, dup(t, lf), jf, 0)
+	defer b.die(t)
+	got := resume(t, b)
+	resumed += len(got)
+	for _, f := range got {
+		if err := b.l.Return(f.Notif.ID, journalStop); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan string, 1)
+	go func() { done <- c.expect("stressed ") }()
+	stopped := len(got)
+	// A thread whose call was received and then lost waits for ever:
+	// give up on it after a while.
+	watchdog := time.AfterFunc(10*time.Second, b.l.Shutdown)
+	defer watchdog.Stop()
+	var n Notif
+	for stopped < threads {
+		if err := b.l.Receive(&n); err != nil {
+			t.Fatalf("%d of %d threads still wait after 10s: their calls were lost (%v)", threads-stopped, threads, err)
+		}
+		if err := b.l.Return(n.ID, journalStop); err != nil {
+			t.Fatal(err)
+		}
+		stopped++
+	}
+	l := <-done
+	var calls, bad, errno int
+	if _, err := fmt.Sscanf(l, "stressed %d bad %d errno %d", &calls, &bad, &errno); err != nil {
+		t.Fatalf("child said %q: %v", l, err)
+	}
+	t.Logf("%d calls across %d supervisors killed; %d resumed", calls, rounds, resumed)
+	if bad != 0 {
+		t.Fatalf("%d calls of %d failed or got a wrong answer (last errno %d)", bad, calls, errno)
+	}
+	if calls < rounds*threads {
+		t.Fatalf("only %d calls: the supervisors answered almost nothing", calls)
+	}
+}
+
+// TestJournalShutdownWakesReceive: Shutdown ends a Receive blocked in
+// poll while the filter still has users and nothing is pending, with and
+// without a journal.
+func TestJournalShutdownWakesReceive(t *testing.T) {
+	for _, withJournal := range []bool{false, true} {
+		t.Run(fmt.Sprint("journal=", withJournal), func(t *testing.T) {
+			_, lf := startJournalChild(t)
+			l, err := NewListener(lf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if withJournal {
+				j, err := CreateJournal(4)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer j.Close()
+				l.UseJournal(j)
+			}
+			r := make(chan error, 1)
+			go func() {
+				var n Notif
+				r <- l.Receive(&n)
+			}()
+			time.Sleep(100 * time.Millisecond) // in poll by now
+			l.Shutdown()
+			select {
+			case err := <-r:
+				if !errors.Is(err, ErrClosed) {
+					t.Fatalf("Receive after Shutdown returned %v, want ErrClosed", err)
+				}
+			case <-time.After(5 * time.Second):
+				l.Close() // poll then sees POLLNVAL
+				t.Fatal("Receive blocked in poll still waits 5s after Shutdown")
+			}
+			l.Shutdown() // again: harmless
+		})
+	}
 }
 
 // TestJournalTorn: what Resume makes of slots a supervisor killed
