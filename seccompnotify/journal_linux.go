@@ -225,8 +225,9 @@ func (j *Journal) File() *os.File { return j.f }
 // Slots returns the journal's number of slots.
 func (j *Journal) Slots() int { return j.slots }
 
-// InUse returns how many slots hold a notification: received and not
-// answered, or found by OpenJournal and not yet resumed.
+// InUse returns how many slots are not free: holding a notification
+// received and not answered, found by OpenJournal and not yet resumed, or
+// taken by a Receive under way.
 func (j *Journal) InUse() int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
