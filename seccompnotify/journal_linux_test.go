@@ -70,7 +70,7 @@ func TestJournalOpenRefuses(t *testing.T) {
 			t.Fatal(err)
 		}
 		edit(j.header())
-		f := dup(t, j.File())
+		f := dupFile(t, j.File())
 		t.Cleanup(func() { f.Close() })
 		if err := j.Close(); err != nil {
 			t.Fatal(err)

@@ -214,7 +214,7 @@ type journalChild struct {
 	gcOut io.Reader
 }
 
-func readLines(r io.Reader) chan string {
+func childLines(r io.Reader) chan string {
 	c := make(chan string, 64)
 	go func() {
 		s := bufio.NewScanner(r)
@@ -259,7 +259,7 @@ func startJournalChild(t *testing.T) (*journalChild, *os.File) {
 	}
 	gcInR.Close()
 	gcOutW.Close()
-	c := &journalChild{t: t, pid: cmd.Process.Pid, in: in, lines: readLines(out), proc: cmd.Process, gcIn: gcInW, gcOut: gcOutR}
+	c := &journalChild{t: t, pid: cmd.Process.Pid, in: in, lines: childLines(out), proc: cmd.Process, gcIn: gcInW, gcOut: gcOutR}
 	t.Cleanup(func() {
 		cmd.Process.Kill() //nolint:errcheck // may be gone already
 		cmd.Wait()         //nolint:errcheck // killed
@@ -286,7 +286,7 @@ func startJournalChild(t *testing.T) (*journalChild, *os.File) {
 func (c *journalChild) spawn() *journalChild {
 	c.t.Helper()
 	c.send("spawn")
-	g := &journalChild{t: c.t, in: c.gcIn, lines: readLines(c.gcOut)}
+	g := &journalChild{t: c.t, in: c.gcIn, lines: childLines(c.gcOut)}
 	f := strings.Fields(g.expect("ready "))
 	pid, err := strconv.Atoi(f[1])
 	if err != nil {
@@ -346,14 +346,14 @@ func (c *journalChild) call(sup *Listener, tag int) Notif {
 	return n
 }
 
-// supervisor is one supervisor's side: a listener on its copy of the
+// journalSup is one supervisor's side: a listener on its copy of the
 // listener fd and a journal on its copy of the memfd.
-type supervisor struct {
+type journalSup struct {
 	l *Listener
 	j *Journal
 }
 
-func newSupervisor(t *testing.T, lf, jf *os.File, slots int) *supervisor {
+func newJournalSup(t *testing.T, lf, jf *os.File, slots int) *journalSup {
 	t.Helper()
 	l, err := NewListener(lf)
 	if err != nil {
@@ -369,12 +369,12 @@ func newSupervisor(t *testing.T, lf, jf *os.File, slots int) *supervisor {
 		t.Fatal(err)
 	}
 	l.UseJournal(j)
-	return &supervisor{l: l, j: j}
+	return &journalSup{l: l, j: j}
 }
 
 // die is what the kernel does to a SIGKILLed supervisor: its copies of
 // the listener and the memfd are closed.
-func (s *supervisor) die(t *testing.T) {
+func (s *journalSup) die(t *testing.T) {
 	t.Helper()
 	s.l.Shutdown()
 	if err := errors.Join(s.l.Close(), s.j.Close()); err != nil {
@@ -382,8 +382,8 @@ func (s *supervisor) die(t *testing.T) {
 	}
 }
 
-// dup is the keeper's copy of f.
-func dup(t *testing.T, f *os.File) *os.File {
+// dupFile is the keeper's copy of f.
+func dupFile(t *testing.T, f *os.File) *os.File {
 	t.Helper()
 	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
@@ -392,7 +392,7 @@ func dup(t *testing.T, f *os.File) *os.File {
 	return os.NewFile(uintptr(fd), f.Name())
 }
 
-func resume(t *testing.T, s *supervisor) []InFlight {
+func resumeAll(t *testing.T, s *journalSup) []InFlight {
 	t.Helper()
 	got, err := s.j.Resume(s.l)
 	if err != nil {
@@ -404,9 +404,9 @@ func resume(t *testing.T, s *supervisor) []InFlight {
 func TestJournalTakeover(t *testing.T) {
 	t.Run("keeper", func(t *testing.T) {
 		c, lf := startJournalChild(t)
-		keepL := dup(t, lf)
-		a := newSupervisor(t, lf, nil, 8)
-		keepJ := dup(t, a.j.File())
+		keepL := dupFile(t, lf)
+		a := newJournalSup(t, lf, nil, 8)
+		keepJ := dupFile(t, a.j.File())
 		n := c.call(a.l, 1)
 		if a.j.InUse() != 1 {
 			t.Fatalf("journal holds %d notifications, want 1", a.j.InUse())
@@ -414,9 +414,9 @@ func TestJournalTakeover(t *testing.T) {
 		a.die(t)
 		c.quiet(200 * time.Millisecond) // no ENOSYS: the keeper holds the listener
 
-		b := newSupervisor(t, keepL, keepJ, 0)
+		b := newJournalSup(t, keepL, keepJ, 0)
 		defer b.die(t)
-		got := resume(t, b)
+		got := resumeAll(t, b)
 		if len(got) != 1 || got[0].Notif != n || got[0].Stage != StageReceived {
 			t.Fatalf("resumed %+v, want %+v at stage received", got, n)
 		}
@@ -439,7 +439,7 @@ func TestJournalTakeover(t *testing.T) {
 	t.Run("no keeper: ENOSYS", func(t *testing.T) {
 		// The control: what the keeper prevents.
 		c, lf := startJournalChild(t)
-		a := newSupervisor(t, lf, nil, 8)
+		a := newJournalSup(t, lf, nil, 8)
 		c.call(a.l, 1)
 		a.die(t)
 		if l := c.expect("ret 1 "); l != fmt.Sprintf("ret 1 -1 %d", unix.ENOSYS) {
@@ -452,9 +452,9 @@ func TestJournalTakeover(t *testing.T) {
 // at the stage A recorded.
 func TestJournalTakeoverStages(t *testing.T) {
 	c, lf := startJournalChild(t)
-	keepL := dup(t, lf)
-	a := newSupervisor(t, lf, nil, 8)
-	keepJ := dup(t, a.j.File())
+	keepL := dupFile(t, lf)
+	a := newJournalSup(t, lf, nil, 8)
+	keepJ := dupFile(t, a.j.File())
 
 	n1 := c.call(a.l, 1)
 	if err := a.l.Return(n1.ID, 1); err != nil {
@@ -476,9 +476,9 @@ func TestJournalTakeoverStages(t *testing.T) {
 	c.expect(fmt.Sprintf("ret 6 -1 %d", unix.EACCES))
 	a.die(t)
 
-	b := newSupervisor(t, keepL, keepJ, 0)
+	b := newJournalSup(t, keepL, keepJ, 0)
 	defer b.die(t)
-	got := resume(t, b)
+	got := resumeAll(t, b)
 	want := map[uint64]InFlight{
 		n2.ID: {Notif: n2, Stage: StageReceived},
 		n3.ID: {Notif: n3, Stage: StagePerforming},
@@ -528,9 +528,9 @@ func TestJournalTakeoverStages(t *testing.T) {
 // dropped by Resume; the other caller on the same filter is resumed.
 func TestJournalCallerKilled(t *testing.T) {
 	c, lf := startJournalChild(t)
-	keepL := dup(t, lf)
-	a := newSupervisor(t, lf, nil, 8)
-	keepJ := dup(t, a.j.File())
+	keepL := dupFile(t, lf)
+	a := newJournalSup(t, lf, nil, 8)
+	keepJ := dupFile(t, a.j.File())
 	g := c.spawn()
 	n1 := c.call(a.l, 1)
 	n2 := g.call(a.l, 2)
@@ -543,9 +543,9 @@ func TestJournalCallerKilled(t *testing.T) {
 	}
 	c.expect("reaped " + strconv.Itoa(g.pid))
 
-	b := newSupervisor(t, keepL, keepJ, 0)
+	b := newJournalSup(t, keepL, keepJ, 0)
 	defer b.die(t)
-	got := resume(t, b)
+	got := resumeAll(t, b)
 	if len(got) != 1 || got[0].Notif.ID != n1.ID {
 		t.Fatalf("resumed %+v, want only the live caller's %d", got, n1.ID)
 	}
@@ -571,7 +571,7 @@ func TestJournalSIGKILL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jf := dup(t, j.File())
+	jf := dupFile(t, j.File())
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -593,7 +593,7 @@ func TestJournalSIGKILL(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		lines := readLines(out)
+		lines := childLines(out)
 		select {
 		case l := <-lines:
 			f := strings.Fields(l)
@@ -615,9 +615,9 @@ func TestJournalSIGKILL(t *testing.T) {
 		}
 	}
 	// The last supervisor stops the child's threads.
-	b := newSupervisor(t, dup(t, lf), jf, 0)
+	b := newJournalSup(t, dupFile(t, lf), jf, 0)
 	defer b.die(t)
-	got := resume(t, b)
+	got := resumeAll(t, b)
 	resumed += len(got)
 	for _, f := range got {
 		if err := b.l.Return(f.Notif.ID, journalStop); err != nil {
@@ -700,9 +700,9 @@ func TestJournalShutdownWakesReceive(t *testing.T) {
 // mid-record leaves.
 func TestJournalTorn(t *testing.T) {
 	c, lf := startJournalChild(t)
-	keepL := dup(t, lf)
-	a := newSupervisor(t, lf, nil, 8)
-	keepJ := dup(t, a.j.File())
+	keepL := dupFile(t, lf)
+	a := newJournalSup(t, lf, nil, 8)
+	keepJ := dupFile(t, a.j.File())
 
 	// An answered notification, whose id a stale slot keeps below.
 	n0 := c.call(a.l, 10)
@@ -747,12 +747,12 @@ func TestJournalTorn(t *testing.T) {
 	}
 	a.die(t)
 
-	b := newSupervisor(t, keepL, keepJ, 0)
+	b := newJournalSup(t, keepL, keepJ, 0)
 	defer b.die(t)
 	if b.j.InUse() != 5 {
 		t.Fatalf("reopened journal holds %d, want the 5 left", b.j.InUse())
 	}
-	got := resume(t, b)
+	got := resumeAll(t, b)
 	stages := map[uint64]Stage{}
 	for _, f := range got {
 		stages[f.Notif.ID] = f.Stage
@@ -779,9 +779,9 @@ func TestJournalTorn(t *testing.T) {
 // gone, lets it through; Shutdown ends the wait.
 func TestJournalFull(t *testing.T) {
 	c, lf := startJournalChild(t)
-	keepL := dup(t, lf)
-	a := newSupervisor(t, lf, nil, 2)
-	keepJ := dup(t, a.j.File())
+	keepL := dupFile(t, lf)
+	a := newJournalSup(t, lf, nil, 2)
+	keepJ := dupFile(t, a.j.File())
 	g := c.spawn()
 	n1 := c.call(a.l, 1)
 	g.call(a.l, 2)
@@ -853,9 +853,9 @@ func TestJournalFull(t *testing.T) {
 	}
 	// A full journal hands over like any other.
 	a.die(t)
-	b := newSupervisor(t, keepL, keepJ, 0)
+	b := newJournalSup(t, keepL, keepJ, 0)
 	defer b.die(t)
-	res := resume(t, b)
+	res := resumeAll(t, b)
 	if len(res) != 2 {
 		t.Fatalf("resumed %+v, want calls 3 and 4", res)
 	}
@@ -904,7 +904,7 @@ func benchRoundTrip(b *testing.B, mode string) {
 		cmd.Process.Kill() //nolint:errcheck // may be gone
 		cmd.Wait()         //nolint:errcheck // killed
 	}()
-	lines := readLines(out)
+	lines := childLines(out)
 	<-lines // ready
 	pidfdN, err := unix.PidfdOpen(cmd.Process.Pid, 0)
 	if err != nil {
