@@ -171,9 +171,7 @@ func (l *Listener) receive(n *Notif, slot int32) error {
 func (l *Listener) IDValid(id uint64) error {
 	if err := idValid(l.fd, id); err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			if l.journal != nil {
-				l.journal.Free(id)
-			}
+			l.answered(id) // nobody left to answer
 			return ErrGone
 		}
 		return os.NewSyscallError("ioctl(SECCOMP_IOCTL_NOTIF_ID_VALID)", err)
