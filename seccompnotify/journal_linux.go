@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -32,9 +33,13 @@ import (
 //
 // A journal belongs to one listener (one filter) and to one supervisor at
 // a time: two live supervisors on one journal would overwrite each other's
-// slots.
+// slots. The kernel enforces the second: each Journal holds a write lock
+// (F_OFD_SETLK) on an open file description of the memfd of its own,
+// which the kernel drops when its process dies, so OpenJournal fails
+// while the previous owner lives.
 type Journal struct {
 	f     *os.File
+	lock  *os.File // the memfd opened again, holding the owner's lock
 	mem   []byte
 	slots int
 
@@ -136,12 +141,18 @@ func CreateJournal(slots int) (*Journal, error) {
 		f.Close()
 		return nil, os.NewSyscallError("fcntl(kfv-journal, F_ADD_SEALS)", err)
 	}
+	lock, err := lockJournal(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("create journal: %w", err)
+	}
 	mem, err := mapJournal(f, size)
 	if err != nil {
+		lock.Close()
 		f.Close()
 		return nil, err
 	}
-	j := newJournal(f, mem, slots)
+	j := newJournal(f, lock, mem, slots)
 	h := j.header()
 	h.Version, h.Slots, h.SlotSize, h.NotifSize = journalVersion, uint32(slots), journalSlotSize, 80
 	h.Magic = journalMagic // last: a header without it is not a journal
@@ -171,8 +182,13 @@ func OpenJournal(f *os.File) (*Journal, error) {
 	if size < journalHeaderSize+journalSlotSize || size > journalHeaderSize+maxJournalSlots*journalSlotSize {
 		return nil, fmt.Errorf("open journal %s: size %d bytes is not that of a journal", name, size)
 	}
+	lock, err := lockJournal(f)
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", name, err)
+	}
 	mem, err := mapJournal(f, size)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("open journal %s: %w", name, err)
 	}
 	j := &Journal{mem: mem}
@@ -190,9 +206,10 @@ func OpenJournal(f *os.File) (*Journal, error) {
 	}
 	if bad != "" {
 		unix.Munmap(mem) //nolint:errcheck // the mapping is ours and valid; the error reported is the header's
+		lock.Close()
 		return nil, fmt.Errorf("open journal %s: header: %s", name, bad)
 	}
-	j = newJournal(f, mem, int(h.Slots))
+	j = newJournal(f, lock, mem, int(h.Slots))
 	for i := range int32(j.slots) {
 		if j.slot(i).state() == slotFree {
 			j.free <- i
@@ -203,8 +220,32 @@ func OpenJournal(f *os.File) (*Journal, error) {
 	return j, nil
 }
 
-func newJournal(f *os.File, mem []byte, slots int) *Journal {
-	return &Journal{f: f, mem: mem, slots: slots, free: make(chan int32, slots), byID: make(map[uint64]int32)}
+func newJournal(f, lock *os.File, mem []byte, slots int) *Journal {
+	return &Journal{f: f, lock: lock, mem: mem, slots: slots, free: make(chan int32, slots), byID: make(map[uint64]int32)}
+}
+
+// ErrJournalInUse is returned by OpenJournal while another Journal, in
+// this process or another live one, has the same memfd open.
+var ErrJournalInUse = errors.New("the journal is in use by a live supervisor")
+
+// lockJournal opens f again (a new open file description: the keeper's
+// copy of f shares f's, so a lock on f's would outlive the supervisor)
+// and takes a write lock on it. The kernel drops the lock when the
+// description's last fd is closed: at Close, or when the process dies.
+func lockJournal(f *os.File) (*os.File, error) {
+	lock, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open the memfd again for its lock: %w", err)
+	}
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	if err := unix.FcntlFlock(lock.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
+			return nil, ErrJournalInUse
+		}
+		return nil, os.NewSyscallError("fcntl(F_OFD_SETLK)", err)
+	}
+	return lock, nil
 }
 
 // mapJournal maps f shared and touches every page, so that no later
@@ -243,7 +284,7 @@ func (j *Journal) Close() error {
 		err = os.NewSyscallError("munmap(kfv-journal)", err)
 	}
 	j.mem = nil
-	return errors.Join(err, j.f.Close())
+	return errors.Join(err, j.lock.Close(), j.f.Close())
 }
 
 // journalSweep is how often a Receive waiting for a free slot looks for

@@ -3,6 +3,7 @@
 package seccompnotify
 
 import (
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -113,6 +114,33 @@ func TestJournalOpenRefuses(t *testing.T) {
 		}
 		j.Close()
 	})
+}
+
+// TestJournalOneOwner: a journal cannot be opened while another Journal
+// has it, and can once that one is closed.
+func TestJournalOneOwner(t *testing.T) {
+	j, err := CreateJournal(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := dupFile(t, j.File())
+	defer keep.Close()
+	if k, err := OpenJournal(dupFile(t, keep)); !errors.Is(err, ErrJournalInUse) {
+		if err == nil {
+			k.Close()
+		}
+		t.Fatalf("OpenJournal while its creator has it: %v, want ErrJournalInUse", err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	k, err := OpenJournal(dupFile(t, keep))
+	if err != nil {
+		t.Fatalf("OpenJournal after its owner closed it: %v", err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestJournalBookkeeping: Stage, Performed and Free act on the slot of

@@ -606,6 +606,15 @@ func TestJournalSIGKILL(t *testing.T) {
 			t.Fatalf("supervisor %d did not resume in 10s", round)
 		}
 		time.Sleep(time.Duration(1+round%7) * time.Millisecond)
+		if round == 0 {
+			// While a supervisor lives, no other can take its journal.
+			if k, err := OpenJournal(dupFile(t, jf)); !errors.Is(err, ErrJournalInUse) {
+				if err == nil {
+					k.Close()
+				}
+				t.Fatalf("OpenJournal while supervisor %d lives: %v, want ErrJournalInUse", round, err)
+			}
+		}
 		if err := cmd.Process.Signal(unix.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
