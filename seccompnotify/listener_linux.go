@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,6 +39,12 @@ type Listener struct {
 	stopFD int32    // its number (File.Fd costs an fcntl on every call)
 	wake   *os.File // write end; Close writes to it
 	raw    notifRaw
+
+	// journal, when set, gets every notification before it is returned
+	// and frees it on its answer (journal_linux.go); nil costs nothing.
+	journal  *Journal
+	stopped  chan struct{} // closed by Shutdown: wakes a Receive waiting for a journal slot
+	stopOnce sync.Once
 }
 
 // NewListener wraps a listener fd (taken with pidfd_getfd) and checks that
@@ -58,8 +64,13 @@ func NewListener(f *os.File) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create listener stop pipe: %w", err)
 	}
-	return &Listener{f: f, fd: int(f.Fd()), stop: r, stopFD: int32(r.Fd()), wake: w}, nil
+	return &Listener{f: f, fd: int(f.Fd()), stop: r, stopFD: int32(r.Fd()), wake: w, stopped: make(chan struct{})}, nil
 }
+
+// UseJournal makes l record every notification it receives in j, and
+// free it when answered (Journal). Call it before the first Receive; a
+// new supervisor then calls j.Resume(l).
+func (l *Listener) UseJournal(j *Journal) { l.journal = j }
 
 // File returns the listener fd (for keepers and tests). The Listener still
 // owns it.
@@ -80,7 +91,28 @@ func (l *Listener) SetSyncWakeUp() error {
 // task uses the filter any more or Close was called. EINTR and withdrawn
 // notifications (the caller was interrupted between poll and receive:
 // ENOENT) are retried here.
+//
+// With a journal (UseJournal), the kernel writes the notification straight
+// into a journal slot; with every slot in use, Receive waits for one
+// (Journal.take) and the next notification waits in the kernel.
 func (l *Listener) Receive(n *Notif) error {
+	slot := int32(-1)
+	if l.journal != nil {
+		i, err := l.journal.take(l)
+		if err != nil {
+			return err
+		}
+		slot = i
+	}
+	err := l.receive(n, slot)
+	if err != nil && slot >= 0 {
+		l.journal.release(slot)
+	}
+	return err
+}
+
+// receive is Receive into journal slot slot, or into l.raw if slot < 0.
+func (l *Listener) receive(n *Notif, slot int32) error {
 	fds := []unix.PollFd{
 		{Fd: int32(l.fd), Events: unix.POLLIN},
 		{Fd: l.stopFD, Events: unix.POLLIN},
@@ -104,7 +136,11 @@ func (l *Listener) Receive(n *Notif) error {
 			}
 			continue
 		}
-		err := recvNotif(l.fd, &l.raw)
+		raw := &l.raw
+		if slot >= 0 {
+			raw = l.journal.begin(slot)
+		}
+		err := recvNotif(l.fd, raw)
 		switch {
 		case err == nil:
 		case errors.Is(err, unix.EINTR), errors.Is(err, unix.ENOENT):
@@ -115,12 +151,15 @@ func (l *Listener) Receive(n *Notif) error {
 			return os.NewSyscallError("ioctl(SECCOMP_IOCTL_NOTIF_RECV)", err)
 		}
 		*n = Notif{
-			ID:   l.raw.ID,
-			PID:  int(l.raw.PID),
-			Nr:   int(l.raw.Nr),
-			Arch: l.raw.Arch,
-			IP:   l.raw.IP,
-			Args: l.raw.Args,
+			ID:   raw.ID,
+			PID:  int(raw.PID),
+			Nr:   int(raw.Nr),
+			Arch: raw.Arch,
+			IP:   raw.IP,
+			Args: raw.Args,
+		}
+		if slot >= 0 {
+			l.journal.commit(slot, raw.ID)
 		}
 		return nil
 	}
@@ -132,6 +171,7 @@ func (l *Listener) Receive(n *Notif) error {
 func (l *Listener) IDValid(id uint64) error {
 	if err := idValid(l.fd, id); err != nil {
 		if errors.Is(err, unix.ENOENT) {
+			l.answered(id) // nobody left to answer
 			return ErrGone
 		}
 		return os.NewSyscallError("ioctl(SECCOMP_IOCTL_NOTIF_ID_VALID)", err)
@@ -167,12 +207,14 @@ func (l *Listener) send(r *respRaw) error {
 		err := sendResp(l.fd, r)
 		switch {
 		case err == nil:
+			l.answered(r.ID)
 			return nil
 		case errors.Is(err, unix.EINTR):
 			continue
 		case errors.Is(err, unix.ENOENT):
 			// The target's call was interrupted or the target died: there
 			// is nobody left to answer.
+			l.answered(r.ID)
 			return ErrGone
 		}
 		return os.NewSyscallError("ioctl(SECCOMP_IOCTL_NOTIF_SEND)", err)
@@ -190,21 +232,45 @@ func (l *Listener) AddFD(id uint64, src FD, newFDFlags uint32, send bool) (int, 
 	n, err := addFD(l.fd, &a)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
+			l.answered(id)
 			return -1, ErrGone
 		}
 		return -1, os.NewSyscallError("ioctl(SECCOMP_IOCTL_NOTIF_ADDFD)", err)
 	}
+	if send {
+		l.answered(id)
+	}
 	return n, nil
+}
+
+// answered frees notification id's journal slot: it was answered, or its
+// caller is gone. Only after the kernel took the answer: a supervisor that
+// dies before leaves the slot for the next one, which finds the id still
+// valid; after, the id is no longer valid and Resume drops it.
+func (l *Listener) answered(id uint64) {
+	if l.journal != nil {
+		l.journal.Free(id)
+	}
 }
 
 // Shutdown makes a pending or future Receive return ErrClosed. It may be
 // called from any goroutine, more than once.
 func (l *Listener) Shutdown() {
-	// A full pipe means a wake-up is already pending; that is enough.
-	l.wake.SetWriteDeadline(time.Now()) //nolint:errcheck // pipes support deadlines; failure only means a blocking write below
-	if _, err := l.wake.Write([]byte{0}); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-		return
+	l.stopOnce.Do(func() { close(l.stopped) })
+	// One byte on the stop pipe wakes the poll in Receive. The write is
+	// made on the raw fd, which os.Pipe left non-blocking: a full pipe
+	// (EAGAIN) means a wake-up is already pending, which is enough. (A
+	// write deadline of now, as before, fails every write before it is
+	// tried, so no Receive blocked in poll was ever woken.)
+	rc, err := l.wake.SyscallConn()
+	if err != nil {
+		return // the pipe is closed: so is the listener
 	}
+	//nolint:errcheck // nothing to do on failure: EAGAIN is a pending wake-up, EBADF a closed listener
+	rc.Write(func(fd uintptr) bool {
+		unix.Write(int(fd), []byte{0}) //nolint:errcheck // as above
+		return true
+	})
 }
 
 // Close closes the listener. Call it after the goroutine that calls
