@@ -48,33 +48,7 @@ func newMemslotRun(t *testing.T, payload string) *memslotRun {
 // wait returns the implant's report of the race in QEMU qemuPID.
 func (r *memslotRun) wait(t *testing.T, p *proc, qemuPID int) raceReport {
 	t.Helper()
-	var rep implantReport
-	if !waitFor(5*time.Minute, func() bool {
-		rep = parseImplant(p.stderr.String(), r.payload)
-		return rep.Result != "" || p.exited()
-	}) || rep.Result == "" {
-		t.Fatalf("no report of %s from the implant\nconsole:\n%s\nstderr:\n%s", r.payload, tail(p.stdout.String(), 20), tail(p.stderr.String(), 30))
-	}
-	if !rep.loadedIn(qemuPID) {
-		t.Fatalf("the implant did not load into QEMU (pid %d), so this run proves nothing\nstderr:\n%s", qemuPID, p.stderr)
-	}
-	m := raceDetailRE.FindStringSubmatch(rep.Detail)
-	if m == nil {
-		t.Fatalf("implant: %s result=%s detail=%s: the race did not run", r.payload, rep.Result, rep.Detail)
-	}
-	out := raceReport{result: rep.Result, thread: m[2], errno: m[7], extra: map[string]string{}}
-	for _, f := range strings.Fields(m[8]) {
-		k, v, _ := strings.Cut(f, "=")
-		out.extra[k] = v
-	}
-	for i, v := range []*int{&out.tid, nil, &out.attempts, &out.allowed, &out.forbidden, &out.denied} {
-		if v != nil {
-			*v, _ = strconv.Atoi(m[i+1])
-		}
-	}
-	if out.attempts != memslotAttempts {
-		t.Fatalf("the implant made %d attempts, want %d", out.attempts, memslotAttempts)
-	}
+	out := waitRaceReport(t, p, qemuPID, r.payload, memslotAttempts, 5*time.Minute)
 	// The caller is the thread the payload says: QEMU's main thread or
 	// the vCPU thread.
 	if main := r.payload == "race-memslot-main"; main != (out.tid == qemuPID) || !main && !strings.HasPrefix(out.thread, "CPU ") {
@@ -118,16 +92,8 @@ func TestRaceMemslot(t *testing.T) {
 			t.Run("kfv", func(t *testing.T) {
 				needKfv(t)
 				r := newMemslotRun(t, payload)
-				events := filepath.Join(t.TempDir(), "events.jsonl")
-				if d := os.Getenv("KFV_RACE_EVENTS"); d != "" {
-					events = filepath.Join(d, payload+".jsonl") // kept for a look afterwards
-				}
-				// Thousands of refusals: without repeated-denials the
-				// ladder does not pause the VM (the race never reported).
-				prof := profileWithout(t, t.TempDir(), "repeated-denials")
 				start := time.Now()
-				p := startEnv(t, kfvArgs(events, []string{"--mode", "enforce", "--profile", prof}, qemu, r.qargs...), r.env...)
-				qemuPID := childPID(t, p.cmd.Process.Pid)
+				p, qemuPID, events := startRaceKfv(t, payload, qemu, r.qargs, r.env)
 				rep := r.wait(t, p, qemuPID)
 				t.Logf("under kfv-run: %+v in %v", rep, time.Since(start).Round(time.Millisecond))
 				if rep.forbidden != 0 {
@@ -171,6 +137,22 @@ func TestRaceMemslot(t *testing.T) {
 			})
 		})
 	}
+}
+
+// startRaceKfv starts a race's QEMU under kfv-run in enforce mode and
+// returns it, QEMU's pid and the event file (kept in $KFV_RACE_EVENTS,
+// when set, for a look afterwards).
+func startRaceKfv(t *testing.T, payload, qemu string, qargs, env []string) (*proc, int, string) {
+	t.Helper()
+	events := filepath.Join(t.TempDir(), "events.jsonl")
+	if d := os.Getenv("KFV_RACE_EVENTS"); d != "" {
+		events = filepath.Join(d, payload+".jsonl")
+	}
+	// Thousands of refusals: without repeated-denials the ladder does
+	// not pause the VM (the race never reported).
+	prof := profileWithout(t, t.TempDir(), "repeated-denials")
+	p := startEnv(t, kfvArgs(events, []string{"--mode", "enforce", "--profile", prof}, qemu, qargs...), env...)
+	return p, childPID(t, p.cmd.Process.Pid), events
 }
 
 var memslotHeldRE = regexp.MustCompile(`other (\d+) threads held still \(cgroup freezer\) for (\S+), seen stopped after (\S+),`)

@@ -173,22 +173,23 @@ type raceReport struct {
 
 var raceDetailRE = regexp.MustCompile(`^tid=(\d+) thread=(.*) attempts=(\d+) allowed=(\d+) forbidden=(\d+) denied=(\d+) errno=(\S+)((?: \S+=\S+)*)$`)
 
-// waitRace waits for the implant's report of r's race in QEMU qemuPID.
-func (r *raceVM) wait(t *testing.T, p *proc, qemuPID int) raceReport {
+// waitRaceReport waits up to within for the implant's report of payload
+// in QEMU qemuPID and parses it; the race must have made attempts calls.
+func waitRaceReport(t *testing.T, p *proc, qemuPID int, payload string, attempts int, within time.Duration) raceReport {
 	t.Helper()
 	var rep implantReport
-	if !waitFor(3*time.Minute, func() bool {
-		rep = parseImplant(p.stderr.String(), r.payload)
+	if !waitFor(within, func() bool {
+		rep = parseImplant(p.stderr.String(), payload)
 		return rep.Result != "" || p.exited()
 	}) || rep.Result == "" {
-		t.Fatalf("no report of %s from the implant\nconsole:\n%s\nstderr:\n%s", r.payload, tail(p.stdout.String(), 20), tail(p.stderr.String(), 30))
+		t.Fatalf("no report of %s from the implant\nconsole:\n%s\nstderr:\n%s", payload, tail(p.stdout.String(), 20), tail(p.stderr.String(), 30))
 	}
 	if !rep.loadedIn(qemuPID) {
 		t.Fatalf("the implant did not load into QEMU (pid %d), so this run proves nothing\nstderr:\n%s", qemuPID, p.stderr)
 	}
 	m := raceDetailRE.FindStringSubmatch(rep.Detail)
 	if m == nil {
-		t.Fatalf("implant: %s result=%s detail=%s: the race did not run", r.payload, rep.Result, rep.Detail)
+		t.Fatalf("implant: %s result=%s detail=%s: the race did not run", payload, rep.Result, rep.Detail)
 	}
 	out := raceReport{result: rep.Result, thread: m[2], errno: m[7], extra: map[string]string{}}
 	for _, f := range strings.Fields(m[8]) {
@@ -200,13 +201,20 @@ func (r *raceVM) wait(t *testing.T, p *proc, qemuPID int) raceReport {
 			*v, _ = strconv.Atoi(m[i+1]) // the pattern admits digits only
 		}
 	}
+	if out.attempts != attempts {
+		t.Fatalf("the implant made %d attempts, want %d", out.attempts, attempts)
+	}
+	return out
+}
+
+// wait waits for the implant's report of r's race in QEMU qemuPID.
+func (r *raceVM) wait(t *testing.T, p *proc, qemuPID int) raceReport {
+	t.Helper()
+	out := waitRaceReport(t, p, qemuPID, r.payload, raceAttempts, 3*time.Minute)
 	// The race is between two verdicts only if the calls came from the
 	// thread the allowed object is allowed to: QEMU's main thread.
 	if out.tid != qemuPID {
 		t.Fatalf("the race ran in thread %d %q, not QEMU's main thread %d", out.tid, out.thread, qemuPID)
-	}
-	if out.attempts != raceAttempts {
-		t.Fatalf("the implant made %d attempts, want %d", out.attempts, raceAttempts)
 	}
 	return out
 }

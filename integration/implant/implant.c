@@ -1084,7 +1084,8 @@ static void run_race(int mode)
  * outcome; it then takes the execute right back (an mprotect without
  * PROT_EXEC, which nothing inspects) and lets the swapper go on. Between
  * two moves nothing is mapped at XRACE_ADDR: such a call fails with
- * ENOMEM (empty=K), and is neither allowed nor refused.
+ * ENOMEM (empty=K), is neither allowed nor refused, and is made again
+ * once the swapper has moved on (N counts the others).
  *
  * The library, the memfd and /proc/self/maps are opened when the implant
  * loads (QEMU's start-up, its main thread, before any guest input), so
@@ -1202,20 +1203,24 @@ static long xprot_move(unsigned long long from, unsigned long long to)
 	return syscall(SYS_mremap, (long)from, 4096L, 4096L, (long)(MREMAP_MAYMOVE | MREMAP_FIXED), (long)to);
 }
 
-static atomic_int xprot_moving;
+/* xprot_moves counts the swapper's moves. */
+static atomic_long xprot_moves;
 
 static void *xprot_swapper(void *arg)
 {
 	(void)arg;
 	while (!atomic_load_explicit(&race_stop, memory_order_relaxed)) {
 		xprot_move(XPROT_ANON, XRACE_ADDR);
-		atomic_store(&xprot_moving, 1);
+		atomic_fetch_add(&xprot_moves, 1);
 		xprot_park();
 		xprot_move(XRACE_ADDR, XPROT_ANON);
+		atomic_fetch_add(&xprot_moves, 1);
 		xprot_park();
 		xprot_move(XPROT_MEMFD, XRACE_ADDR);
+		atomic_fetch_add(&xprot_moves, 1);
 		xprot_park();
 		xprot_move(XRACE_ADDR, XPROT_MEMFD);
+		atomic_fetch_add(&xprot_moves, 1);
 		xprot_park();
 	}
 	return NULL;
@@ -1280,19 +1285,31 @@ static void run_race_mprotect(const char *name, long n)
 	}
 	atomic_store(&race_stop, 0);
 	atomic_store(&xrace_park, 0);
-	atomic_store(&xprot_moving, 0);
+	atomic_store(&xprot_moves, 0);
 	pthread_t th;
 	int e = pthread_create(&th, NULL, xprot_swapper, NULL);
 	if (e) {
 		report(name, 0, "pthread_create: %s", strerror(e));
 		return;
 	}
-	while (!atomic_load(&xprot_moving))
-		sched_yield(); /* calls before the first move would all be ENOMEM */
 	for (long i = 0; i < n; i++) {
+		long moves = atomic_load(&xprot_moves);
 		if (syscall(SYS_mprotect, (long)XRACE_ADDR, 4096L, (long)(PROT_READ | PROT_EXEC)) != 0) {
 			if (errno == ENOMEM) {
-				nempty++; /* between two moves */
+				/* Between two moves: not a call that was decided.
+				 * Again once the swapper has moved on, so that a
+				 * swapper kept off the CPU (a loaded host) does not
+				 * turn every call into this. */
+				nempty++;
+				i--;
+				while (atomic_load(&xprot_moves) == moves)
+					sched_yield();
+				if (nempty > 100 * n) {
+					report(name, 0, "%ld calls found nothing mapped at 0x%llx: the swapper does not run", nempty, XRACE_ADDR);
+					atomic_store(&race_stop, 1);
+					pthread_join(th, NULL);
+					return;
+				}
 				continue;
 			}
 			ndenied++;
