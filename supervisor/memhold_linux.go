@@ -52,8 +52,13 @@ import (
 const holdConfirm = 2 * time.Second
 
 // holdComplete bounds the wait for the caller to be seen stopped after
-// its call continued; past it the hold ends all the same (the kernel
-// copied the struct at the call's start).
+// its call continued; past it the hold ends all the same. What the
+// kernel acts on was taken at the call's start for a memory slot (the
+// struct copied) and an mmap (the fd looked up); an mprotect finds its
+// mappings under the mmap lock, so one still waiting for that lock when
+// the others are thawed is ahead of them in the lock's queue, but not
+// proof against a writer that takes the lock the moment it is released
+// (docs/security.md).
 const holdComplete = time.Second
 
 // holdLock bounds the wait for the outside stop's lock (a pause or a
